@@ -1,0 +1,130 @@
+"""Turn raw event bytes into validated, normalized events, and events back into bytes.
+
+The collector, the quarantine replay and the importers all go through
+:func:`validate_event`, so an event is accepted or rejected by the same rules wherever it
+comes from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from playpulse.errors import EventValidationError
+from playpulse.events.model import EVENT_TYPES, Event, EventBase
+
+#: Largest accepted single event, as sent, in bytes.
+MAX_EVENT_BYTES = 32 * 1024
+#: Events may claim to have happened at most this far after they were received.
+MAX_FUTURE = timedelta(hours=24)
+#: Events before this instant are rejected (clock reset to the epoch, wrong unit).
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_encoder = msgspec.json.Encoder()
+# msgspec ends a message with " - at `$.a.b[0]`" when it knows where the problem is.
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.DOTALL)
+_INVALID_TAG = re.compile(r"^Invalid value '(?P<tag>.*)'$", re.DOTALL)
+
+
+def json_size(value: Any) -> int:
+    """Size in bytes of ``value`` encoded as compact JSON."""
+    return len(_encoder.encode(value))
+
+
+def encode_event(event: EventBase) -> bytes:
+    """Compact JSON of ``event`` (UTC times, absent fields left out)."""
+    return _encoder.encode(event)
+
+
+def _error(exc: msgspec.ValidationError | msgspec.DecodeError) -> dict[str, str]:
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    msg, loc = match["msg"], (match["loc"] or "").lstrip(".")
+    if loc == "event_type":
+        tag = _INVALID_TAG.match(msg)
+        if tag:
+            msg = f"unknown event_type '{tag['tag']}'; expected one of: {', '.join(EVENT_TYPES)}"
+    elif msg == "Object missing required field `event_type`":
+        loc, msg = "event_type", "event_type is required"
+    elif msg.startswith("Expected `datetime` with a timezone"):
+        msg = "timestamp must carry a time zone, such as '2026-01-01T12:00:00Z'"
+    elif not isinstance(exc, msgspec.ValidationError) and not loc:
+        msg = f"not valid JSON: {msg}"
+    return {"loc": loc or "event", "msg": msg}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event: the decoded struct and its normalized JSON bytes, ready to append."""
+
+    event: EventBase
+    payload: bytes
+
+
+def _reject(errors: list[dict[str, str]]) -> EventValidationError:
+    return EventValidationError("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+
+
+def validate_event(raw: bytes | str, received_at: datetime) -> Accepted:
+    """Validate one event given as JSON text, as received at ``received_at`` (UTC-aware).
+
+    Sets ``received_at`` and ``derived_at`` (see :class:`EventBase`) and returns the
+    event with its normalized JSON (UTC times, no nulls).
+
+    Raises :class:`EventValidationError` (``errors`` says where and why) when the event
+    is larger than ``MAX_EVENT_BYTES``, is not valid JSON, does not match the model, or
+    has ``occurred_at`` before 2000-01-01 or more than 24 h after ``received_at``.
+    Raises ``ValueError`` if ``received_at`` is naive.
+    """
+    if received_at.tzinfo is None:
+        raise ValueError("received_at must be timezone-aware")
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_EVENT_BYTES:
+        msg = f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}"
+        raise _reject([{"loc": "event", "msg": msg}])
+    try:
+        event: EventBase = _decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _reject([_error(exc)]) from None
+    received_at = received_at.astimezone(UTC)
+    if event.occurred_at < EARLIEST_OCCURRED_AT:
+        raise _reject([{"loc": "occurred_at", "msg": "occurred_at is before 2000-01-01"}])
+    if event.occurred_at > received_at + MAX_FUTURE:
+        msg = "occurred_at is more than 24 h after the collector received the event"
+        raise _reject([{"loc": "occurred_at", "msg": msg}])
+    event.received_at = received_at
+    if event.sent_at is not None:
+        event.derived_at = received_at - (event.sent_at - event.occurred_at)
+    else:
+        event.derived_at = event.occurred_at
+    return Accepted(event, _encoder.encode(event))
+
+
+def decode_stored(payload: bytes) -> EventBase:
+    """Parse an event stored by :func:`validate_event` (already normalized).
+
+    Raises :class:`EventValidationError` if the payload does not match the model.
+    """
+    try:
+        event: EventBase = _decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _reject([_error(exc)]) from None
+    return event
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of :data:`Event`, the whole wire format."""
+    schema: dict[str, Any] = msgspec.json.schema(Event)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "playpulse event"
+    schema["description"] = (
+        "One playpulse event. POST /v1/events takes a JSON array of these, NDJSON "
+        "(one per line) or a single object. received_at and derived_at are set by the "
+        "collector."
+    )
+    return schema
