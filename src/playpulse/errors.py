@@ -20,12 +20,21 @@ class EventValidationError(PlaypulseError):
     """An event does not match the event model.
 
     ``errors`` is a list of ``{"loc": str, "msg": str}`` dicts, one per problem, where
-    ``loc`` is a dotted path into the event (``"content.duration_s"``).
+    ``loc`` is a dotted path into the event (``"content.duration_s"``). ``reason`` is a
+    short machine-readable code (``invalid_event``, ``unknown_event_type``,
+    ``malformed_json``, ``event_too_large``, ``occurred_at_out_of_range``) used as the
+    quarantine reason and the rejected-events metric label.
     """
 
-    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        errors: list[dict[str, str]] | None = None,
+        reason: str = "invalid_event",
+    ) -> None:
         super().__init__(message)
-        self.errors = errors or [{"loc": "", "msg": message}]
+        self.errors = errors or [{"loc": "event", "msg": message}]
+        self.reason = reason
 
 
 class BodyError(PlaypulseError):

@@ -66,8 +66,17 @@ class Accepted:
     payload: bytes
 
 
-def _reject(errors: list[dict[str, str]]) -> EventValidationError:
-    return EventValidationError("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+def _reject(errors: list[dict[str, str]], reason: str = "invalid_event") -> EventValidationError:
+    message = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    return EventValidationError(message, errors, reason)
+
+
+def _reason(exc: msgspec.DecodeError, error: dict[str, str]) -> str:
+    if not isinstance(exc, msgspec.ValidationError):
+        return "malformed_json"
+    if error["msg"].startswith("unknown event_type"):
+        return "unknown_event_type"
+    return "invalid_event"
 
 
 def validate_event(raw: bytes | str, received_at: datetime) -> Accepted:
@@ -86,17 +95,19 @@ def validate_event(raw: bytes | str, received_at: datetime) -> Accepted:
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > MAX_EVENT_BYTES:
         msg = f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}"
-        raise _reject([{"loc": "event", "msg": msg}])
+        raise _reject([{"loc": "event", "msg": msg}], "event_too_large")
     try:
         event: EventBase = _decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _reject([_error(exc)]) from None
+    except msgspec.DecodeError as exc:
+        error = _error(exc)
+        raise _reject([error], _reason(exc, error)) from None
     received_at = received_at.astimezone(UTC)
     if event.occurred_at < EARLIEST_OCCURRED_AT:
-        raise _reject([{"loc": "occurred_at", "msg": "occurred_at is before 2000-01-01"}])
+        msg = "occurred_at is before 2000-01-01"
+        raise _reject([{"loc": "occurred_at", "msg": msg}], "occurred_at_out_of_range")
     if event.occurred_at > received_at + MAX_FUTURE:
         msg = "occurred_at is more than 24 h after the collector received the event"
-        raise _reject([{"loc": "occurred_at", "msg": msg}])
+        raise _reject([{"loc": "occurred_at", "msg": msg}], "occurred_at_out_of_range")
     event.received_at = received_at
     if event.sent_at is not None:
         event.derived_at = received_at - (event.sent_at - event.occurred_at)
@@ -112,8 +123,9 @@ def decode_stored(payload: bytes) -> EventBase:
     """
     try:
         event: EventBase = _decoder.decode(payload)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _reject([_error(exc)]) from None
+    except msgspec.DecodeError as exc:
+        error = _error(exc)
+        raise _reject([error], _reason(exc, error)) from None
     return event
 
 

@@ -1,0 +1,234 @@
+"""The ``playpulse`` command line (typer + rich).
+
+Errors are printed as one line (``error: ...``) with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from playpulse.config import Settings
+from playpulse.errors import ConfigError, PlaypulseError
+
+app = typer.Typer(
+    name="playpulse",
+    help="Real-time engagement analytics for playback and shop events, on one machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+quarantine_app = typer.Typer(help="Inspect and replay rejected events.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+out = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where playpulse keeps its data [env PLAYPULSE_DATA_DIR; default ./.playpulse].",
+        show_default=False,
+    ),
+]
+Format = Annotated[str, typer.Option("--format", help="table or json.")]
+
+
+class _State:
+    data_dir: Path | None = None
+
+
+_state = _State()
+
+
+def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None and v != []}
+    chosen = data_dir or _state.data_dir
+    if chosen is not None:
+        values["data_dir"] = chosen
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _check_format(value: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--format must be one of {', '.join(allowed)}, not '{value}'")
+
+
+@app.callback()
+def _main(data_dir: DataDir = None) -> None:
+    _state.data_dir = data_dir
+
+
+@app.command()
+def collect(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [default 8000].")] = None,
+    write_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--write-key",
+            help="Accepted write key (repeatable) [env PLAYPULSE_WRITE_KEYS, comma-separated].",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Run the HTTP collector on the embedded stream in the data dir."""
+    import uvicorn
+
+    from playpulse.collector.app import create_app
+
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    application = create_app(settings)
+    typer.echo(
+        f"playpulse collector on http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir})",
+        err=True,
+    )
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        access_log=access_log,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
+    """Events in the stream, quarantined events, partitions and consumer lag."""
+    from playpulse.status import data_dir_status
+
+    _check_format(fmt)
+    info = data_dir_status(_settings(data_dir))
+    if fmt == "json":
+        typer.echo(json.dumps(info, indent=2))
+        return
+    out.print(f"data dir     {info['data_dir']}")
+    out.print(f"events       {info['events']:,}")
+    out.print(f"quarantined  {info['quarantined']:,}")
+    table = Table("partition", "newest offset", "events")
+    for p in info["partitions"]:
+        newest = "-" if p["newest_offset"] is None else f"{p['newest_offset']:,}"
+        table.add_row(str(p["partition"]), newest, f"{p['events']:,}")
+    out.print(table)
+    for group, lag in info["consumer_lag"].items():
+        out.print(f"consumer group {group}: lag {lag['total']:,}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the event model."""
+    from playpulse.events.codec import event_json_schema
+
+    typer.echo(json.dumps(event_json_schema(), indent=2))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    include_replayed: Annotated[
+        bool, typer.Option("--all", help="Include entries already replayed.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 50,
+    after_id: Annotated[int, typer.Option(help="Entries after this id (paging).")] = 0,
+    fmt: Format = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """List quarantined events, oldest first."""
+    from playpulse.quarantine.store import QuarantineStore
+
+    _check_format(fmt)
+    store = QuarantineStore(_settings(data_dir).quarantine_path)
+    entries = store.list(
+        status=None if include_replayed else "quarantined",
+        reason=reason,
+        limit=limit,
+        after_id=after_id,
+    )
+    if fmt == "json":
+        typer.echo(json.dumps([e.summary() for e in entries], indent=2))
+        return
+    table = Table("id", "received at (UTC)", "reason", "event id", "first error", "status")
+    for e in entries:
+        first = e.errors[0] if e.errors else {"loc": "", "msg": ""}
+        table.add_row(
+            str(e.id),
+            e.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.reason,
+            e.event_id or "-",
+            f"{first['loc']}: {first['msg']}"[:80],
+            e.status,
+        )
+    out.print(table)
+    out.print(f"{store.count():,} quarantined in all")
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    entry_id: Annotated[int, typer.Argument(help="Quarantine entry id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Show one quarantined event: reason, errors and the raw payload."""
+    from playpulse.quarantine.store import QuarantineStore
+
+    entry = QuarantineStore(_settings(data_dir).quarantine_path).get(entry_id)
+    info = entry.summary()
+    info["raw"] = entry.raw.decode("utf-8", errors="replace")
+    typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    entry_ids: Annotated[list[int] | None, typer.Argument(help="Entry ids to replay.")] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Replay every entry still quarantined.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate quarantined events again and append those that now pass to the stream."""
+    from playpulse.quarantine.replay import replay
+    from playpulse.quarantine.store import QuarantineStore
+    from playpulse.stream.factory import open_stream
+
+    if not entry_ids and not replay_all:
+        raise ConfigError("name entry ids to replay, or pass --all")
+    settings = _settings(data_dir)
+    store = QuarantineStore(settings.quarantine_path)
+    stream = open_stream(settings)
+    try:
+        result = replay(store, stream, None if replay_all else entry_ids)
+    finally:
+        stream.close()
+    typer.echo(
+        f"replayed {len(result.replayed)}, still failing {len(result.still_failing)}, "
+        f"skipped {len(result.skipped)}"
+    )
+
+
+def main() -> None:
+    """Entry point of the ``playpulse`` command."""
+    try:
+        app()
+    except PlaypulseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the collector, in a registry of its own per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class CollectorMetrics:
+    """The collector's counters and histograms (names follow Prometheus conventions).
+
+    - ``playpulse_events_accepted_total``: events durably appended to the stream.
+    - ``playpulse_events_rejected_total{reason}``: events quarantined, by reason code.
+    - ``playpulse_requests_total{status}``: POST /v1/events requests by HTTP status.
+    - ``playpulse_request_duration_seconds{status}``: POST /v1/events latency.
+    - ``playpulse_stream_append_duration_seconds``: time of one stream append.
+    - ``playpulse_pending_events``: events waiting for the stream right now.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.accepted = Counter(
+            "playpulse_events_accepted",
+            "Events durably appended to the stream.",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "playpulse_events_rejected",
+            "Events rejected and quarantined, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "playpulse_requests",
+            "POST /v1/events requests by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "playpulse_request_duration_seconds",
+            "POST /v1/events latency from first byte read to response, by HTTP status.",
+            ["status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.append_duration = Histogram(
+            "playpulse_stream_append_duration_seconds",
+            "Duration of one durable append to the event stream.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "playpulse_pending_events",
+            "Events waiting for the stream across in-flight requests.",
+            registry=self.registry,
+        )

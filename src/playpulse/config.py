@@ -1,0 +1,70 @@
+"""Typed settings, read from arguments, then ``PLAYPULSE_*`` environment variables.
+
+Every setting has an environment variable named ``PLAYPULSE_`` + its upper-case name
+(``PLAYPULSE_DATA_DIR``, ``PLAYPULSE_WRITE_KEYS`` as a comma-separated list).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Keys = Annotated[list[SecretStr], NoDecode]
+
+
+def _split_keys(value: object) -> object:
+    if isinstance(value, str):
+        return [k.strip() for k in value.split(",") if k.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Settings for every playpulse process.
+
+    - ``data_dir``: where the embedded stream (``stream.db``) and the quarantine
+      (``quarantine.db``) live; default ``./.playpulse``.
+    - ``write_keys``: keys accepted in ``Authorization: Bearer <key>`` on POST
+      /v1/events; empty means writes are open to whoever reaches the bound address.
+    - ``read_keys``: the same for the read API.
+    - ``num_partitions``: partitions of the embedded stream (fixed at creation).
+    - ``retention_days``: how long the stream keeps records.
+    - ``stream_synchronous``: ``NORMAL`` survives a process crash, ``FULL`` power loss.
+    - ``max_body_bytes``, ``max_events_per_request``: request limits (413 above them).
+    - ``max_pending_events``: events waiting for the stream across requests before the
+      collector answers 429 (backpressure).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
+
+    data_dir: Path = Path(".playpulse")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    write_keys: Keys = Field(default_factory=list)
+    read_keys: Keys = Field(default_factory=list)
+    num_partitions: int = Field(8, ge=1, le=1024)
+    retention_days: float = Field(7.0, gt=0)
+    stream_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(1000, ge=1)
+    max_pending_events: int = Field(50_000, ge=1)
+
+    _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
+
+    @property
+    def retention(self) -> timedelta:
+        """``retention_days`` as a duration."""
+        return timedelta(days=self.retention_days)
+
+    @property
+    def stream_path(self) -> Path:
+        """The embedded stream's SQLite file."""
+        return self.data_dir / "stream.db"
+
+    @property
+    def quarantine_path(self) -> Path:
+        """The quarantine's SQLite file."""
+        return self.data_dir / "quarantine.db"
