@@ -162,7 +162,9 @@ def _authorized(request: Request, keys: Sequence[bytes]) -> bool:
 async def _read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyError(f"body is {declared} bytes; the limit is {max_bytes}", 413, "body_too_large")
+        raise BodyError(
+            f"body is {declared} bytes; the limit is {max_bytes}", 413, "body_too_large"
+        )
     chunks = []
     size = 0
     async for chunk in request.stream():

@@ -24,7 +24,7 @@ MAX_FUTURE = timedelta(hours=24)
 #: Events before this instant are rejected (clock reset to the epoch, wrong unit).
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 # msgspec ends a message with " - at `$.a.b[0]`" when it knows where the problem is.
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<loc>[^`]*)`)?$", re.DOTALL)

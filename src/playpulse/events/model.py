@@ -37,8 +37,17 @@ Count = Annotated[int, Meta(ge=1, le=1_000_000)]
 AmountMinor = Annotated[int, Meta(ge=0, le=10**15)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
 DeviceType = Literal[
-    "mobile", "tablet", "desktop", "tv", "speaker", "car", "console", "wearable", "web",
-    "other", "unknown",
+    "mobile",
+    "tablet",
+    "desktop",
+    "tv",
+    "speaker",
+    "car",
+    "console",
+    "wearable",
+    "web",
+    "other",
+    "unknown",
 ]
 NetworkType = Literal["wifi", "cellular", "ethernet", "offline", "other", "unknown"]
 ContentType = Literal["audiobook", "track", "episode", "video"]
@@ -324,11 +333,27 @@ class OrderCompleted(CommerceEvent, tag="order_completed", kw_only=True):
 
 
 PLAYBACK_EVENT_CLASSES: tuple[type[PlaybackEvent], ...] = (
-    PlayStart, Heartbeat, Pause, Resume, Seek, PlayEnd, ChapterChange, Bookmark, SpeedChange,
-    BufferStart, BufferEnd, VisibilityChange, PlaybackError,
+    PlayStart,
+    Heartbeat,
+    Pause,
+    Resume,
+    Seek,
+    PlayEnd,
+    ChapterChange,
+    Bookmark,
+    SpeedChange,
+    BufferStart,
+    BufferEnd,
+    VisibilityChange,
+    PlaybackError,
 )
 COMMERCE_EVENT_CLASSES: tuple[type[CommerceEvent], ...] = (
-    ProductView, VendorView, ProductFavorite, CartAdd, OrderCreated, OrderCompleted,
+    ProductView,
+    VendorView,
+    ProductFavorite,
+    CartAdd,
+    OrderCreated,
+    OrderCompleted,
 )
 EVENT_CLASSES: tuple[type[EventBase], ...] = PLAYBACK_EVENT_CLASSES + COMMERCE_EVENT_CLASSES
 
@@ -342,8 +367,24 @@ COMMERCE_EVENT_TYPES: tuple[str, ...] = tuple(
 EVENT_TYPES: tuple[str, ...] = PLAYBACK_EVENT_TYPES + COMMERCE_EVENT_TYPES
 
 Event = (
-    PlayStart | Heartbeat | Pause | Resume | Seek | PlayEnd | ChapterChange | Bookmark
-    | SpeedChange | BufferStart | BufferEnd | VisibilityChange | PlaybackError
-    | ProductView | VendorView | ProductFavorite | CartAdd | OrderCreated | OrderCompleted
+    PlayStart
+    | Heartbeat
+    | Pause
+    | Resume
+    | Seek
+    | PlayEnd
+    | ChapterChange
+    | Bookmark
+    | SpeedChange
+    | BufferStart
+    | BufferEnd
+    | VisibilityChange
+    | PlaybackError
+    | ProductView
+    | VendorView
+    | ProductFavorite
+    | CartAdd
+    | OrderCreated
+    | OrderCompleted
 )
 """Any event: the union of every event class, chosen by ``event_type``."""

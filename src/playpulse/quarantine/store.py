@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -186,7 +187,9 @@ class QuarantineStore:
                 [(_ts(replayed_at), i) for i in entry_ids],
             )
 
-    def update_rejection(self, entry_id: int, reason: str, errors: list[dict[str, str]]) -> None:
+    def update_rejection(
+        self, entry_id: int, reason: str, errors: builtins.list[dict[str, str]]
+    ) -> None:
         """Replace an entry's reason and errors (after a failed replay)."""
         with self._lock:
             self._db.execute(

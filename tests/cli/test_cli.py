@@ -1,0 +1,200 @@
+"""The ``playpulse`` command as a user runs it: a real process, real files, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from playpulse.quarantine.store import QuarantineStore, Rejection
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "playpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "heartbeat",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "user_id": "u-1",
+        "playback_id": "pb-1",
+        "position_s": 12.5,
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def collector_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """``playpulse collect`` with two write keys from the environment; yields url, dir, log."""
+    port = free_port()
+    log = tmp_path / "collector.log"
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "PLAYPULSE_WRITE_KEYS": "sekrit-key-1, sekrit-key-2"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "playpulse",
+                "collect",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                "--access-log",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"collector did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url, data_dir, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_collect_status_quarantine_and_keys_stay_out_of_logs(collector_process):
+    url, data_dir, log = collector_process
+    good = [event() for _ in range(5)]
+    bad = event(event_type="teleport")
+    auth = {"Authorization": "Bearer sekrit-key-2"}
+    response = httpx.post(f"{url}/v1/events", json=[*good, bad], headers=auth, timeout=10)
+    assert response.json()["accepted"] == 5
+    wrong = httpx.post(
+        f"{url}/v1/events", json=good, headers={"Authorization": "Bearer sekrit-guess"}
+    )
+    assert wrong.status_code == 401
+
+    status = run("status", "--data-dir", str(data_dir), "--format", "json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["events"] == 5
+    assert info["quarantined"] == 1
+    assert sum(p["events"] for p in info["partitions"]) == 5
+    assert {p["partition"] for p in info["partitions"]} == set(range(8))
+    assert info["consumer_lag"] == {}
+
+    listed = run("--data-dir", str(data_dir), "quarantine", "list", "--format", "json")
+    entries = json.loads(listed.stdout)
+    assert [e["event_id"] for e in entries] == [bad["event_id"]]
+    shown = json.loads(run("--data-dir", str(data_dir), "quarantine", "show", "1").stdout)
+    assert json.loads(shown["raw"]) == bad
+    assert shown["reason"] == "unknown_event_type"
+
+    text = log.read_text()
+    assert "POST /v1/events" in text  # the access log is on, so requests are logged...
+    assert "sekrit" not in text  # ...but never a key, right or wrong
+
+
+def test_status_reports_consumer_lag(tmp_path):
+    from playpulse.stream.sqlite import SQLiteStream
+
+    stream = SQLiteStream(tmp_path / "stream.db", num_partitions=8)
+    stream.append([(f"user-{i}", b"{}") for i in range(20)])
+    consumer = stream.consumer("processor")
+    batches = consumer.poll(max_records=1)
+    consumer.commit(batches[0])
+    stream.close()
+    info = json.loads(run("status", "--data-dir", str(tmp_path), "--format", "json").stdout)
+    assert info["events"] == 20
+    assert info["consumer_lag"]["processor"]["total"] == 19
+
+
+def test_replay_appends_events_that_now_pass(tmp_path):
+    store = QuarantineStore(tmp_path / "quarantine.db")
+    fixed = event()
+    still_bad = event(event_type="teleport")
+    now = datetime.now(UTC)
+    store.add(
+        [
+            # As if an older collector had rejected a now-valid event.
+            Rejection(
+                json.dumps(fixed).encode(), "invalid_event", [], now, event_id=fixed["event_id"]
+            ),
+            Rejection(
+                json.dumps(still_bad).encode(),
+                "invalid_event",
+                [],
+                now,
+                event_id=still_bad["event_id"],
+            ),
+            Rejection(b"[,", "malformed_body", [], now, "collector"),
+        ]
+    )
+    store.close()
+    from playpulse.stream.sqlite import SQLiteStream
+
+    SQLiteStream(tmp_path / "stream.db", num_partitions=8).close()
+    result = run("--data-dir", str(tmp_path), "quarantine", "replay", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "replayed 1, still failing 1, skipped 1" in result.stdout
+    info = json.loads(run("status", "--data-dir", str(tmp_path), "--format", "json").stdout)
+    assert info["events"] == 1
+    assert info["quarantined"] == 2
+    reopened = QuarantineStore(tmp_path / "quarantine.db")
+    entries = {e.event_id: e for e in reopened.list(status=None)}
+    assert entries[fixed["event_id"]].status == "replayed"
+    assert entries[still_bad["event_id"]].reason == "unknown_event_type"
+
+
+def test_schema_prints_the_event_json_schema():
+    result = run("schema")
+    schema = json.loads(result.stdout)
+    assert set(schema["discriminator"]["mapping"]) >= {"play_start", "order_completed"}
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    missing = run("status", "--data-dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: no playpulse data in")
+    assert "Traceback" not in missing.stderr
+    bad_port = run("collect", env={"PLAYPULSE_PORT": "not-a-port"})
+    assert bad_port.returncode == 2
+    assert "port" in bad_port.stderr
+    assert "Traceback" not in bad_port.stderr
+    unknown = run("quarantine", "show", "99", "--data-dir", str(tmp_path))
+    assert unknown.returncode == 2
+    assert "no quarantine entry with id 99" in unknown.stderr
