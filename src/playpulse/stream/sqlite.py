@@ -12,10 +12,11 @@ strictly increasing whoever writes.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,14 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     PRIMARY KEY ("group", partition)
 ) WITHOUT ROWID;
 """
+
+
+@contextlib.contextmanager
+def _as_stream_error(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StreamError(f"{doing} failed: {exc}") from exc
 
 
 def _now_us() -> int:
@@ -89,9 +98,13 @@ class SQLiteStream(EventStream):
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._init_schema()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._init_schema()
+        except BaseException:
+            self._db.close()
+            raise
 
     def _init_schema(self) -> None:
         with self._lock:
@@ -100,6 +113,14 @@ class SQLiteStream(EventStream):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                other = self._db.execute(
+                    "SELECT name FROM stream_meta WHERE name != ?", (self.name,)
+                ).fetchone()
+                if other is not None:
+                    raise ConfigError(
+                        f"{self.path} holds stream '{other[0]}'; one file holds one stream, "
+                        f"so open '{self.name}' in another file"
+                    )
                 row = self._db.execute(
                     "SELECT num_partitions FROM stream_meta WHERE name = ?", (self.name,)
                 ).fetchone()
@@ -126,12 +147,14 @@ class SQLiteStream(EventStream):
         if not records:
             return []
         placed = [(self.partition_for(key), key, value) for key, value in records]
-        now_us = _now_us()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise BackpressureError(f"stream {self.path} is busy: {exc}") from exc
+            # Taken inside the write lock, so append times grow with offsets (retention
+            # relies on that) whichever process writes.
+            now_us = _now_us()
             try:
                 ends = dict(self._db.execute("SELECT partition, end_offset FROM partitions"))
                 rows = []
@@ -160,7 +183,7 @@ class SQLiteStream(EventStream):
                 f"offset {offset} is outside partition {partition}'s retained range "
                 f"{info.start_offset}..{info.end_offset}"
             )
-        with self._lock:
+        with self._lock, _as_stream_error(f"reading {self.path}"):
             rows = self._db.execute(
                 'SELECT "offset", key, value, appended_at_us FROM records '
                 'WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
@@ -200,7 +223,7 @@ class SQLiteStream(EventStream):
                 f"cannot commit offset {offset} for partition {partition}: "
                 f"its end offset is {info.end_offset}"
             )
-        with self._lock:
+        with self._lock, _as_stream_error(f"committing to {self.path}"):
             self._db.execute(
                 'INSERT INTO group_offsets VALUES (?, ?, ?) ON CONFLICT ("group", partition) '
                 'DO UPDATE SET "offset" = excluded."offset"',
@@ -219,7 +242,7 @@ class SQLiteStream(EventStream):
         """See :meth:`EventStream.enforce_retention`."""
         cutoff_us = int((now - self.retention).timestamp() * 1_000_000)
         deleted = 0
-        with self._lock:
+        with self._lock, _as_stream_error(f"retention on {self.path}"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for partition, start, end in self._db.execute(

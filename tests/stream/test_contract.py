@@ -1,0 +1,670 @@
+"""The contract every event stream backend must honour.
+
+Every test here runs once per backend through the ``stream_factory`` / ``stream``
+fixtures of ``conftest.py`` (SQLite on a real file, memory; Kafka and Kinesis later).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from playpulse.errors import OffsetOutOfRangeError, StreamError
+from playpulse.stream import Appended, EventStream, PartitionInfo, Record
+
+FAR_FUTURE = timedelta(days=365 * 100)
+
+
+def keys_for(stream: EventStream, partition: int, n: int, prefix: str = "user") -> list[str]:
+    """``n`` distinct keys that ``stream`` places in ``partition``."""
+    keys = []
+    i = 0
+    while len(keys) < n:
+        key = f"{prefix}-{i}"
+        if stream.partition_for(key) == partition:
+            keys.append(key)
+        i += 1
+    return keys
+
+
+def read_all(stream: EventStream, partition: int, batch: int = 1000) -> list[Record]:
+    """Every retained record of ``partition``, read from its start offset in batches."""
+    offset = stream.partitions()[partition].start_offset
+    out: list[Record] = []
+    while records := stream.read(partition, offset, batch):
+        out.extend(records)
+        offset = records[-1].offset + 1
+    return out
+
+
+def end_offsets(stream: EventStream) -> list[int]:
+    return [info.end_offset for info in stream.partitions()]
+
+
+def poll_all(consumer, max_records: int = 10_000) -> list:
+    """Poll until caught up; the batches in the order they came."""
+    batches = []
+    while polled := consumer.poll(max_records):
+        batches.extend(polled)
+    return batches
+
+
+# --- a fresh stream ------------------------------------------------------------------
+
+
+def test_new_stream_is_empty(stream_factory):
+    stream = stream_factory(num_partitions=3)
+
+    assert stream.num_partitions == 3
+    assert stream.partitions() == [PartitionInfo(p, 0, 0) for p in range(3)]
+    assert all(info.newest_offset is None and info.count == 0 for info in stream.partitions())
+    assert stream.groups() == []
+    for p in range(3):
+        assert stream.read(p, 0, 10) == []
+        assert stream.committed("g", p) is None
+    assert stream.lag("g") == {0: 0, 1: 0, 2: 0}
+
+
+def test_partition_for_is_deterministic_and_in_range(stream_factory):
+    a = stream_factory(num_partitions=5)
+    b = stream_factory(num_partitions=5)
+    keys = [f"user-{i}" for i in range(200)] + ["", "é", "日本語", "a" * 1000]
+
+    placed = [a.partition_for(k) for k in keys]
+
+    assert placed == [b.partition_for(k) for k in keys]
+    assert all(0 <= p < 5 for p in placed)
+    # 200 distinct keys over 5 partitions: a partitioner that ignores the key fails this.
+    assert set(placed) == set(range(5))
+
+
+def test_context_manager_returns_the_stream(stream):
+    with stream as entered:
+        assert entered is stream
+        assert entered.append([("k", b"v")]) == [Appended(stream.partition_for("k"), 0)]
+
+
+# --- append ----------------------------------------------------------------------------
+
+
+def test_empty_append_returns_empty_list_and_changes_nothing(stream):
+    assert stream.append([]) == []
+    assert end_offsets(stream) == [0, 0, 0, 0]
+
+
+def test_append_returns_positions_in_input_order(stream):
+    keys = [f"user-{i % 7}" for i in range(40)]
+    records = [(key, f"v{i}".encode()) for i, key in enumerate(keys)]
+
+    appended = stream.append(records)
+
+    assert len(appended) == len(records)
+    assert all(isinstance(a, Appended) for a in appended)
+    assert [a.partition for a in appended] == [stream.partition_for(k) for k in keys]
+    # Within each partition the offsets are 0, 1, 2, ... in input order.
+    seen: dict[int, list[int]] = defaultdict(list)
+    for a in appended:
+        seen[a.partition].append(a.offset)
+    for offsets in seen.values():
+        assert offsets == list(range(len(offsets)))
+    # Each position holds the record that was reported there.
+    for (key, value), a in zip(records, appended, strict=True):
+        [record] = stream.read(a.partition, a.offset, 1)
+        assert (record.partition, record.offset, record.key, record.value) == (
+            a.partition,
+            a.offset,
+            key,
+            value,
+        )
+
+
+def test_offsets_increase_by_one_across_appends(stream):
+    [key] = keys_for(stream, 2, 1)
+    offsets = []
+    for i in range(5):
+        offsets += [a.offset for a in stream.append([(key, b"x")] * (i + 1))]
+
+    assert offsets == list(range(15))
+    assert stream.partitions()[2] == PartitionInfo(2, 0, 15)
+    assert stream.partitions()[2].newest_offset == 14
+    assert [r.offset for r in read_all(stream, 2)] == list(range(15))
+    # The other partitions are untouched.
+    assert [info.end_offset for info in stream.partitions() if info.partition != 2] == [0, 0, 0]
+
+
+def test_same_key_keeps_append_order(stream):
+    # Two keys in the same partition, interleaved within and across appends.
+    a, b = keys_for(stream, 1, 2)
+    stream.append([(a, b"a0"), (b, b"b0"), (a, b"a1")])
+    stream.append([(b, b"b1"), (a, b"a2"), (b, b"b2")])
+    stream.append([(a, b"a3")])
+
+    records = read_all(stream, 1)
+
+    assert [r.value for r in records if r.key == a] == [b"a0", b"a1", b"a2", b"a3"]
+    assert [r.value for r in records if r.key == b] == [b"b0", b"b1", b"b2"]
+    assert [r.value for r in records] == [b"a0", b"b0", b"a1", b"b1", b"a2", b"b2", b"a3"]
+
+
+def test_records_carry_their_fields_and_utc_append_time(stream):
+    values = [b"", b"\x00\xff binary \x00", "ünïcödé".encode(), b"x" * 100_000]
+    [key] = keys_for(stream, 0, 1)
+    before = datetime.now(UTC)
+    stream.append([(key, v) for v in values])
+
+    records = stream.read(0, 0, 10)
+
+    assert [r.value for r in records] == values
+    assert all(type(r.value) is bytes for r in records)
+    assert all(r.key == key and r.partition == 0 for r in records)
+    for r in records:
+        assert r.appended_at.tzinfo is not None
+        assert r.appended_at.utcoffset() == timedelta(0)
+        # Not a timing check: catches an append time in the wrong epoch or time zone.
+        assert abs(r.appended_at - before) < timedelta(hours=1)
+    # One append, one partition: append times never go backwards with offsets.
+    times = [r.appended_at for r in records]
+    assert times == sorted(times)
+
+
+def test_concurrent_appends_from_threads_keep_offsets_unique_and_per_key_order(stream):
+    threads_n, appends_n = 4, 30
+
+    def work(t: int) -> None:
+        for i in range(appends_n):
+            stream.append([(f"thread-{t}-key-{j}", f"{t}:{i}".encode()) for j in range(3)])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    total = 0
+    for p in range(stream.num_partitions):
+        records = read_all(stream, p)
+        total += len(records)
+        assert [r.offset for r in records] == list(range(stream.partitions()[p].end_offset))
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for r in records:
+            by_key[r.key].append(int(r.value.decode().split(":")[1]))
+        for sequence in by_key.values():
+            assert sequence == list(range(appends_n))
+    assert total == threads_n * appends_n * 3
+
+
+# --- read ------------------------------------------------------------------------------
+
+
+def test_read_from_an_offset_honours_max_records(stream):
+    [key] = keys_for(stream, 3, 1)
+    stream.append([(key, f"v{i}".encode()) for i in range(10)])
+
+    assert [r.offset for r in stream.read(3, 4, 100)] == [4, 5, 6, 7, 8, 9]
+    assert [r.offset for r in stream.read(3, 4, 3)] == [4, 5, 6]
+    assert [r.value for r in stream.read(3, 9, 5)] == [b"v9"]
+    assert [r.offset for r in stream.read(3, 0, 1)] == [0]
+    assert stream.read(3, 10, 5) == []  # at the end
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 100])
+def test_reading_in_batches_returns_every_record_once(stream, batch):
+    [key] = keys_for(stream, 0, 1)
+    stream.append([(key, bytes([i])) for i in range(20)])
+
+    assert [r.value for r in read_all(stream, 0, batch)] == [bytes([i]) for i in range(20)]
+
+
+def test_read_outside_the_retained_range_raises(stream):
+    [key] = keys_for(stream, 1, 1)
+    stream.append([(key, b"v")] * 3)
+
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.read(1, 4, 10)  # above the end offset (3)
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.read(1, -1, 10)  # below the start offset (0)
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.read(0, 1, 10)  # an empty partition has only offset 0
+    assert stream.read(1, 3, 10) == []
+
+
+def test_read_of_a_missing_partition_raises_stream_error(stream):
+    with pytest.raises(StreamError):
+        stream.read(stream.num_partitions, 0, 10)
+    with pytest.raises(StreamError):
+        stream.read(-1, 0, 10)
+
+
+# --- consumer groups -----------------------------------------------------------------
+
+
+def test_poll_returns_one_ordered_batch_per_partition_with_records(stream):
+    k0 = keys_for(stream, 0, 2)
+    k2 = keys_for(stream, 2, 1)
+    stream.append([(k0[0], b"a"), (k2[0], b"b"), (k0[1], b"c"), (k0[0], b"d")])
+
+    batches = stream.consumer("g").poll()
+
+    assert [b.partition for b in batches] == [0, 2]
+    assert [r.value for r in batches[0].records] == [b"a", b"c", b"d"]
+    assert [r.offset for r in batches[0].records] == [0, 1, 2]
+    assert batches[0].next_offset == 3
+    assert [r.value for r in batches[1].records] == [b"b"]
+    assert batches[1].next_offset == 1
+
+
+def test_poll_advances_without_committing(stream):
+    [key] = keys_for(stream, 0, 1)
+    stream.append([(key, b"1"), (key, b"2")])
+    consumer = stream.consumer("g")
+
+    assert [r.value for b in consumer.poll() for r in b.records] == [b"1", b"2"]
+    assert consumer.poll() == []  # caught up
+    assert stream.committed("g", 0) is None
+    assert stream.groups() == []
+
+    stream.append([(key, b"3")])
+    assert [r.value for b in consumer.poll() for r in b.records] == [b"3"]
+
+
+def test_poll_honours_max_records_per_partition(stream):
+    keys0 = keys_for(stream, 0, 1)
+    keys1 = keys_for(stream, 1, 1)
+    stream.append([(keys0[0], bytes([i])) for i in range(5)])
+    stream.append([(keys1[0], bytes([i])) for i in range(3)])
+    consumer = stream.consumer("g")
+
+    first = consumer.poll(max_records=2)
+    assert [(b.partition, len(b.records)) for b in first] == [(0, 2), (1, 2)]
+    rest = poll_all(consumer, max_records=2)
+    values = defaultdict(list)
+    for b in first + rest:
+        values[b.partition] += [r.value for r in b.records]
+    assert values == {0: [bytes([i]) for i in range(5)], 1: [bytes([i]) for i in range(3)]}
+
+
+def test_new_consumer_resumes_at_the_committed_offset(stream):
+    [key] = keys_for(stream, 1, 1)
+    stream.append([(key, bytes([i])) for i in range(6)])
+    consumer = stream.consumer("g")
+    [batch] = consumer.poll(max_records=4)
+    consumer.commit(batch)
+
+    assert stream.committed("g", 1) == 4
+    assert stream.groups() == ["g"]
+    assert stream.lag("g") == {0: 0, 1: 2, 2: 0, 3: 0}
+
+    [resumed] = stream.consumer("g").poll()
+    assert [r.offset for r in resumed.records] == [4, 5]
+    assert [r.value for r in resumed.records] == [bytes([4]), bytes([5])]
+
+
+def test_uncommitted_records_are_redelivered_to_a_new_consumer(stream):
+    keys = [f"user-{i}" for i in range(10)]
+    stream.append([(k, k.encode()) for k in keys])
+    first = poll_all(stream.consumer("g"))
+    # The first consumer "crashes" before committing: everything comes again.
+    again = poll_all(stream.consumer("g"))
+
+    assert again == first
+    assert sorted(r.key for b in again for r in b.records) == sorted(keys)
+
+    # After a partial commit only the uncommitted partitions come again.
+    consumer = stream.consumer("g")
+    batches = consumer.poll()
+    assert len(batches) > 1, "10 keys should reach more than one partition"
+    consumer.commit(batches[0])
+    redelivered = poll_all(stream.consumer("g"))
+    assert [b.partition for b in redelivered] == [b.partition for b in batches[1:]]
+    assert redelivered == batches[1:]
+
+
+def test_groups_are_independent(stream):
+    [key] = keys_for(stream, 2, 1)
+    stream.append([(key, bytes([i])) for i in range(5)])
+
+    a = stream.consumer("a")
+    [batch] = a.poll(max_records=3)
+    a.commit(batch)
+
+    assert stream.committed("a", 2) == 3
+    assert stream.committed("b", 2) is None
+    assert stream.groups() == ["a"]
+    [b_batch] = stream.consumer("b").poll()
+    assert [r.offset for r in b_batch.records] == [0, 1, 2, 3, 4]
+    assert stream.lag("a")[2] == 2
+    assert stream.lag("b")[2] == 5
+
+    stream.commit("b", 2, 5)
+    assert stream.groups() == ["a", "b"]
+    assert stream.committed("a", 2) == 3  # untouched by b's commit
+    assert stream.lag("b")[2] == 0
+    assert stream.lag("a")[2] == 2
+
+
+def test_commit_bounds(stream):
+    [key] = keys_for(stream, 0, 1)
+    stream.append([(key, b"v")] * 3)
+
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.commit("g", 0, 4)  # past the end offset (3)
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.commit("g", 1, 1)  # partition 1 is empty
+    with pytest.raises(OffsetOutOfRangeError):
+        stream.commit("g", 0, -1)
+    assert stream.committed("g", 0) is None
+    assert stream.committed("g", 1) is None
+    assert stream.groups() == []
+
+    stream.commit("g", 0, 3)  # the end offset itself: everything processed
+    assert stream.committed("g", 0) == 3
+    stream.commit("g", 0, 1)  # a group may rewind
+    assert stream.committed("g", 0) == 1
+    assert stream.lag("g")[0] == 2
+
+
+def test_lag_per_partition(stream):
+    counts = {0: 4, 1: 0, 2: 7, 3: 1}
+    for p, n in counts.items():
+        if n:
+            [key] = keys_for(stream, p, 1)
+            stream.append([(key, b"v")] * n)
+
+    assert stream.lag("g") == counts
+    stream.commit("g", 2, 5)
+    stream.commit("g", 0, 4)
+    assert stream.lag("g") == {0: 0, 1: 0, 2: 2, 3: 1}
+    assert stream.lag("other") == counts
+
+
+def test_consumer_reads_only_its_assigned_partitions(stream):
+    stream.append([(f"user-{i}", b"v") for i in range(40)])
+    ends = end_offsets(stream)
+    assert all(ends), "40 keys should reach all 4 partitions"
+
+    batches = poll_all(stream.consumer("g", partitions=[1, 3]))
+
+    assert {b.partition for b in batches} == {1, 3}
+    assert sum(len(b.records) for b in batches) == ends[1] + ends[3]
+
+
+def test_consumer_seek(stream):
+    [key] = keys_for(stream, 0, 1)
+    stream.append([(key, bytes([i])) for i in range(5)])
+    consumer = stream.consumer("g")
+    poll_all(consumer)
+
+    consumer.seek(0, 2)
+
+    [batch] = consumer.poll()
+    assert [r.offset for r in batch.records] == [2, 3, 4]
+    assert stream.committed("g", 0) is None
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def test_retention_with_now_keeps_everything(stream):
+    stream.append([(f"user-{i}", b"v") for i in range(20)])
+    before = stream.partitions()
+
+    assert stream.enforce_retention(datetime.now(UTC)) == 0
+    assert stream.partitions() == before
+    assert sum(len(read_all(stream, p)) for p in range(4)) == 20
+
+
+def test_retention_far_in_the_future_deletes_everything(stream):
+    stream.append([(f"user-{i}", b"v") for i in range(20)])
+    ends = end_offsets(stream)
+
+    deleted = stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+
+    assert deleted == 20
+    assert stream.partitions() == [PartitionInfo(p, ends[p], ends[p]) for p in range(4)]
+    for p in range(4):
+        assert stream.read(p, ends[p], 10) == []
+        if ends[p]:
+            with pytest.raises(OffsetOutOfRangeError):
+                stream.read(p, 0, 10)
+            with pytest.raises(OffsetOutOfRangeError):
+                stream.read(p, ends[p] - 1, 10)
+    # Nothing is left to delete.
+    assert stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == 0
+
+
+def test_offsets_are_not_reused_after_retention(stream):
+    [key] = keys_for(stream, 1, 1)
+    stream.append([(key, b"old")] * 4)
+    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+
+    appended = stream.append([(key, b"new")] * 2)
+
+    assert appended == [Appended(1, 4), Appended(1, 5)]
+    assert stream.partitions()[1] == PartitionInfo(1, 4, 6)
+    assert [(r.offset, r.value) for r in stream.read(1, 4, 10)] == [(4, b"new"), (5, b"new")]
+
+
+def test_retention_deletes_exactly_the_records_older_than_the_cutoff(stream):
+    keys = keys_for(stream, 0, 2)
+    stream.append([(keys[0], b"old-1"), (keys[1], b"old-2")])
+    [last_old] = stream.read(0, 1, 1)
+    # Let the clock move past the old records' append time (no timing is asserted).
+    while datetime.now(UTC) <= last_old.appended_at + timedelta(milliseconds=1):
+        pass
+    stream.append([(keys[1], b"new-1"), (keys[0], b"new-2")])
+    records = read_all(stream, 0)
+    cutoff = records[2].appended_at  # the first new record's append time
+    expected = [r for r in records if r.appended_at >= cutoff]
+    assert [r.value for r in expected] == [b"new-1", b"new-2"]
+
+    # ``now - retention`` equal to a record's append time keeps it...
+    deleted = stream.enforce_retention(cutoff + timedelta(days=7))
+
+    assert deleted == 2
+    assert read_all(stream, 0) == expected
+    assert stream.partitions()[0] == PartitionInfo(0, 2, 4)
+    assert stream.enforce_retention(cutoff + timedelta(days=7)) == 0
+
+    # ... one microsecond later it is deleted (with any other record appended then).
+    at_cutoff = sum(1 for r in expected if r.appended_at == cutoff)
+    assert stream.enforce_retention(cutoff + timedelta(days=7, microseconds=1)) == at_cutoff
+    assert stream.partitions()[0] == PartitionInfo(0, 2 + at_cutoff, 4)
+
+
+def test_retention_honours_the_configured_retention(stream_factory):
+    short = stream_factory(retention=timedelta(minutes=1))
+    short.append([("k", b"v")])
+    [record] = short.read(short.partition_for("k"), 0, 1)
+
+    assert short.enforce_retention(record.appended_at + timedelta(seconds=59)) == 0
+    assert short.enforce_retention(record.appended_at + timedelta(minutes=1, seconds=1)) == 1
+
+
+def test_consumer_whose_committed_offset_was_deleted_resumes_at_the_start(stream):
+    [key] = keys_for(stream, 3, 1)
+    stream.append([(key, bytes([i])) for i in range(6)])
+    stream.commit("g", 3, 2)
+    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+    stream.append([(key, b"after-1"), (key, b"after-2")])
+
+    assert stream.partitions()[3] == PartitionInfo(3, 6, 8)
+    assert stream.committed("g", 3) == 2
+    assert stream.lag("g")[3] == 2  # only the retained records count
+
+    consumer = stream.consumer("g")
+    [batch] = consumer.poll()
+    assert [(r.offset, r.value) for r in batch.records] == [(6, b"after-1"), (7, b"after-2")]
+    consumer.commit(batch)
+    assert stream.committed("g", 3) == 8
+    assert stream.lag("g")[3] == 0
+
+
+def test_running_consumer_skips_to_the_start_after_retention(stream):
+    [key] = keys_for(stream, 2, 1)
+    stream.append([(key, bytes([i])) for i in range(5)])
+    consumer = stream.consumer("g")
+    consumer.poll(max_records=1)  # position 1, then retention deletes 1..4
+    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+    stream.append([(key, b"new")])
+
+    [batch] = consumer.poll()
+
+    assert [(r.offset, r.value) for r in batch.records] == [(5, b"new")]
+
+
+# --- model checks ----------------------------------------------------------------------
+
+KEYS = st.one_of(
+    st.sampled_from([f"user-{i}" for i in range(6)]),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
+)
+RECORDS = st.lists(st.tuples(KEYS, st.binary(max_size=32)), max_size=12)
+
+
+@given(batches=st.lists(RECORDS, max_size=10), num_partitions=st.integers(1, 5))
+@settings(
+    max_examples=60,
+    deadline=None,
+    # The factory builds a fresh stream for every example.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_reading_every_partition_returns_what_was_appended(stream_factory, batches, num_partitions):
+    stream = stream_factory(num_partitions=num_partitions)
+    model: dict[int, list[tuple[str, bytes]]] = {p: [] for p in range(num_partitions)}
+    try:
+        for batch in batches:
+            appended = stream.append(batch)
+            assert len(appended) == len(batch)
+            for (key, value), a in zip(batch, appended, strict=True):
+                assert a.partition == stream.partition_for(key)
+                assert a.offset == len(model[a.partition])
+                model[a.partition].append((key, value))
+
+        for p in range(num_partitions):
+            records = stream.read(p, 0, 10_000)
+            assert [(r.key, r.value) for r in records] == model[p]
+            assert [r.offset for r in records] == list(range(len(model[p])))
+            assert stream.partitions()[p] == PartitionInfo(p, 0, len(model[p]))
+    finally:
+        stream.close()
+
+
+class StreamMachine(RuleBasedStateMachine):
+    """Appends, reads, consumes and retention against a plain model of the partitions."""
+
+    factory = None  # set by the test
+
+    @initialize(num_partitions=st.integers(1, 4))
+    def open_stream(self, num_partitions):
+        self.stream = type(self).factory(num_partitions=num_partitions)
+        self.n = num_partitions
+        self.model: list[list[tuple[str, bytes]]] = [[] for _ in range(num_partitions)]
+        self.start = [0] * num_partitions
+        self.committed: dict[tuple[str, int], int] = {}
+
+    def end(self, p):
+        return len(self.model[p])
+
+    @rule(batch=RECORDS)
+    def append(self, batch):
+        appended = self.stream.append(batch)
+        expected = []
+        for key, value in batch:
+            p = self.stream.partition_for(key)
+            expected.append(Appended(p, self.end(p)))
+            self.model[p].append((key, value))
+        assert appended == expected
+
+    @rule(data=st.data())
+    def read(self, data):
+        p = data.draw(st.integers(0, self.n - 1))
+        offset = data.draw(st.integers(self.start[p] - 2, self.end(p) + 2))
+        max_records = data.draw(st.integers(1, 20))
+        if not self.start[p] <= offset <= self.end(p):
+            with pytest.raises(OffsetOutOfRangeError):
+                self.stream.read(p, offset, max_records)
+            return
+        records = self.stream.read(p, offset, max_records)
+        want = self.model[p][offset : offset + max_records]
+        assert [(r.key, r.value) for r in records] == want
+        assert [r.offset for r in records] == list(range(offset, offset + len(want)))
+
+    @rule()
+    def retention_now_deletes_nothing(self):
+        assert self.stream.enforce_retention(datetime.now(UTC)) == 0
+
+    @rule()
+    def retention_far_future_deletes_everything(self):
+        expected = sum(self.end(p) - self.start[p] for p in range(self.n))
+        assert self.stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == expected
+        self.start = [self.end(p) for p in range(self.n)]
+
+    @rule(group=st.sampled_from(["a", "b"]), data=st.data())
+    def commit(self, group, data):
+        p = data.draw(st.integers(0, self.n - 1))
+        offset = data.draw(st.integers(0, self.end(p) + 1))
+        if offset > self.end(p):
+            with pytest.raises(OffsetOutOfRangeError):
+                self.stream.commit(group, p, offset)
+            return
+        self.stream.commit(group, p, offset)
+        self.committed[(group, p)] = offset
+
+    @rule(group=st.sampled_from(["a", "b"]), max_records=st.integers(1, 5))
+    def consume_and_commit_once(self, group, max_records):
+        consumer = self.stream.consumer(group)
+        for batch in consumer.poll(max_records):
+            p = batch.partition
+            position = max(self.committed.get((group, p), 0), self.start[p])
+            want = self.model[p][position : position + max_records]
+            assert [(r.key, r.value) for r in batch.records] == want
+            assert batch.records[0].offset == position
+            consumer.commit(batch)
+            self.committed[(group, p)] = batch.next_offset
+
+    @invariant()
+    def partitions_match(self):
+        assert self.stream.partitions() == [
+            PartitionInfo(p, self.start[p], self.end(p)) for p in range(self.n)
+        ]
+        assert self.stream.groups() == sorted({g for g, _ in self.committed})
+        for group in ("a", "b"):
+            assert self.stream.lag(group) == {
+                p: self.end(p) - max(self.committed.get((group, p), 0), self.start[p])
+                for p in range(self.n)
+            }
+
+    @invariant()
+    def committed_matches(self):
+        for group in ("a", "b"):
+            for p in range(self.n):
+                assert self.stream.committed(group, p) == self.committed.get((group, p))
+
+    def teardown(self):
+        if hasattr(self, "stream"):  # absent if the machine failed before initializing
+            self.stream.close()
+
+
+def test_stateful_model_check(stream_factory):
+    machine = type("Machine", (StreamMachine,), {"factory": staticmethod(stream_factory)})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        ),
+    )
