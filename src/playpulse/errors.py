@@ -65,5 +65,13 @@ class OffsetOutOfRangeError(StreamError):
     """A read or commit named an offset the partition does not have (or no longer has)."""
 
 
+class StoreError(PlaypulseError):
+    """The real-time store failed to read or apply a batch."""
+
+
+class LakeError(PlaypulseError):
+    """The Parquet lake failed to write, read or compact files."""
+
+
 class QuarantineError(PlaypulseError):
     """The quarantine cannot store, find or replay an entry."""

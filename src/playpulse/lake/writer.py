@@ -1,0 +1,193 @@
+"""Write tables to the Parquet lake, idempotently.
+
+Layout: ``<root>/<table>/event_date=YYYY-MM-DD/p<partition>-o<first>-<last>.parquet``
+(Hive partitioning by event date, zstd compression). A file's name is fixed by the stream
+partition and offset range it holds, and every write goes to a temporary file renamed
+into place, so a retried write replaces the file instead of adding a second copy.
+
+A processor writes the files of a batch *before* it commits the batch's offsets to the
+store. Files of a batch that was never committed are removed by
+:meth:`LakeWriter.discard_uncommitted` when the processor restarts, so they are not
+counted twice when the same records are processed again in other batch boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from playpulse.errors import LakeError
+
+_FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_COMPACTED = re.compile(r"^compacted-.+\.parquet$")
+COMPRESSION = "zstd"
+_SOURCES_KEY = "playpulse.replaces"
+
+
+@dataclass(frozen=True, slots=True)
+class LakeFile:
+    """One data file: its path, date partition and the stream offsets it holds."""
+
+    path: Path
+    event_date: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+class LakeWriter:
+    """Writes Arrow tables to ``root`` (created if missing), one file per date and range.
+
+    ``schemas`` maps each table name to its Arrow schema; every file of a table uses it.
+    """
+
+    def __init__(self, root: str | Path, schemas: Mapping[str, pa.Schema]) -> None:
+        self.root = Path(root)
+        self.schemas = dict(schemas)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write(
+        self,
+        table: str,
+        rows: Iterable[dict[str, Any]],
+        *,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+    ) -> list[Path]:
+        """Write ``rows`` (dicts with an ``event_date`` key ``YYYY-MM-DD``) of ``table``.
+
+        Rows are grouped by ``event_date``; each group becomes one file named by
+        ``partition`` and the offset range. Raises :class:`LakeError` for an unknown
+        table or rows that do not fit the schema.
+        """
+        schema = self._schema(table)
+        by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_date[row["event_date"]].append(row)
+        written = []
+        for event_date, group in sorted(by_date.items()):
+            name = f"p{partition:04d}-o{first_offset:012d}-{last_offset:012d}.parquet"
+            path = self.root / table / f"event_date={event_date}" / name
+            try:
+                arrow = pa.Table.from_pylist(group, schema=schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise LakeError(f"rows for {table} do not fit its schema: {exc}") from exc
+            _write_atomically(arrow, path)
+            written.append(path)
+        return written
+
+    def files(self, table: str) -> list[LakeFile]:
+        """Every offset-range file of ``table`` (compacted files are not listed)."""
+        out = []
+        for path in sorted((self.root / table).glob("event_date=*/*.parquet")):
+            match = _FILE.match(path.name)
+            if match:
+                out.append(
+                    LakeFile(
+                        path,
+                        path.parent.name.removeprefix("event_date="),
+                        int(match["partition"]),
+                        int(match["first"]),
+                        int(match["last"]),
+                    )
+                )
+        return out
+
+    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
+        """Delete files holding offsets at or after each partition's committed offset.
+
+        ``committed`` maps stream partition -> next offset to process (a partition not
+        in it has nothing committed). Returns the number of files deleted.
+        """
+        deleted = 0
+        for table in self.schemas:
+            for f in self.files(table):
+                if f.last_offset >= committed.get(f.partition, 0) and f.path.exists():
+                    f.path.unlink()
+                    deleted += 1
+        return deleted
+
+    def compact(self, table: str, committed: Mapping[int, int]) -> int:
+        """Merge each date partition's committed files of ``table`` into one file.
+
+        Only files wholly below ``committed`` (stream partition -> next offset to process)
+        are merged, so this is safe while a processor runs. The merged file keeps every
+        row and names the files it replaces in its Parquet metadata; readers
+        (:meth:`live_files`) ignore replaced files from the moment the merged file exists,
+        so no query result changes, even if this is interrupted. Replaced files are then
+        deleted. Returns the number of files merged away.
+        """
+        schema = self._schema(table)
+        merged = 0
+        for directory in sorted((self.root / table).glob("event_date=*")):
+            live = self.live_files(table, directory)
+            eligible = []
+            for path in live:
+                match = _FILE.match(path.name)
+                if match is None or int(match["last"]) < committed.get(int(match["partition"]), 0):
+                    eligible.append(path)
+            if len(eligible) < 2:
+                continue
+            sources = set()
+            for path in eligible:
+                sources.add(path.name)
+                sources.update(_replaced_by(path))
+            combined = pa.concat_tables([pq.read_table(p, schema=schema) for p in eligible])
+            combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})
+            _write_atomically(combined, directory / f"compacted-{uuid.uuid4().hex}.parquet")
+            for path in eligible:
+                path.unlink(missing_ok=True)
+            merged += len(eligible)
+        return merged
+
+    def live_files(self, table: str, directory: Path | None = None) -> list[Path]:
+        """The files of ``table`` a reader must read: every data file except those a
+        compacted file has replaced (``directory`` limits it to one date partition)."""
+        directories = [directory] if directory else sorted((self.root / table).glob("event_date=*"))
+        out: list[Path] = []
+        for d in directories:
+            paths = sorted(d.glob("*.parquet"))
+            replaced: set[str] = set()
+            for path in paths:
+                if _COMPACTED.match(path.name):
+                    replaced.update(_replaced_by(path))
+            out.extend(p for p in paths if p.name not in replaced)
+        return out
+
+    def _schema(self, table: str) -> pa.Schema:
+        try:
+            return self.schemas[table]
+        except KeyError:
+            raise LakeError(
+                f"unknown lake table '{table}'; known: {', '.join(sorted(self.schemas))}"
+            ) from None
+
+
+def _replaced_by(path: Path) -> list[str]:
+    if not _COMPACTED.match(path.name):
+        return []
+    metadata = pq.read_schema(path).metadata or {}
+    raw = metadata.get(_SOURCES_KEY.encode())
+    return list(json.loads(raw)) if raw else []
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression=COMPRESSION)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LakeError(f"writing {path} failed: {exc}") from exc

@@ -1,0 +1,110 @@
+"""The real-time store interface: live aggregates, dedup keys, state and offsets.
+
+The data model is DynamoDB-shaped so that a DynamoDB backend maps one to one:
+
+- *items* keyed by a partition key and a sort key (``pk="CONTENT#book-42"``,
+  ``sk="DAY#2026-11-21"``) holding numeric attributes that only ever get added to
+  (``plays``, ``playing_time_s``, ...);
+- *sets* of members for exact distinct counts (unique listeners of a title on a day);
+- *dedup keys*: event ids already processed, each with an expiry time;
+- *state* blobs: open plays and sessions that span batches;
+- *offsets*: per consumer and stream partition, the next offset to process.
+
+:meth:`RealtimeStore.apply` writes all of a :class:`StoreBatch` atomically, offsets
+included: a processor that crashes at any point resumes from the offsets of the last
+applied batch, so nothing is lost and nothing counts twice (exactly-once on top of an
+at-least-once stream).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ItemKey = tuple[str, str]
+
+
+@dataclass
+class StoreBatch:
+    """Everything one processed micro-batch changes, applied as one unit.
+
+    - ``consumer``: the processor's name; ``offsets``: partition -> next offset to read.
+    - ``increments``: (pk, sk) -> attribute -> amount to add (may be negative to
+      retract an earlier contribution).
+    - ``members``: (set key, member) pairs to add to sets.
+    - ``dedup``: (event_id, expires_at) of events processed in this batch.
+    - ``states``: key -> blob to store, or ``None`` to delete.
+    """
+
+    consumer: str
+    offsets: dict[int, int] = field(default_factory=dict)
+    increments: dict[ItemKey, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    members: set[tuple[str, str]] = field(default_factory=set)
+    dedup: list[tuple[str, datetime]] = field(default_factory=list)
+    states: dict[str, bytes | None] = field(default_factory=dict)
+
+    def add(self, pk: str, sk: str, **amounts: float) -> None:
+        """Add ``amounts`` to the attributes of item (pk, sk)."""
+        item = self.increments[(pk, sk)]
+        for name, amount in amounts.items():
+            item[name] += amount
+
+
+class RealtimeStore(ABC):
+    """Backend for live metrics (see the module docstring).
+
+    Backends implement the abstract methods and pass ``tests/store/test_contract.py``.
+    """
+
+    @abstractmethod
+    def apply(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` atomically: all of it or, on error, none of it.
+
+        Raises :class:`~playpulse.errors.StoreError` on failure.
+        """
+
+    @abstractmethod
+    def offsets(self, consumer: str) -> dict[int, int]:
+        """Next offset to process per partition for ``consumer`` ({} if never applied)."""
+
+    @abstractmethod
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids among ``event_ids`` already processed and not yet expired."""
+
+    @abstractmethod
+    def states(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Stored state blobs for ``keys`` (missing keys are left out)."""
+
+    @abstractmethod
+    def state_keys(self, prefix: str) -> list[str]:
+        """Every stored state key starting with ``prefix``."""
+
+    @abstractmethod
+    def item(self, pk: str, sk: str) -> dict[str, float]:
+        """Attributes of one item ({} if absent)."""
+
+    @abstractmethod
+    def items(self, pk: str, sk_prefix: str = "") -> list[tuple[str, dict[str, float]]]:
+        """(sk, attributes) of the items under ``pk`` whose sort key starts with
+        ``sk_prefix``, by sort key."""
+
+    @abstractmethod
+    def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, float]]]:
+        """(pk, attributes) of the items with sort key ``sk`` whose partition key starts
+        with ``pk_prefix`` (a DynamoDB GSI on sk in a DynamoDB backend)."""
+
+    @abstractmethod
+    def count_members(self, set_key: str) -> int:
+        """Exact number of distinct members of a set."""
+
+    @abstractmethod
+    def expire_dedup(self, before: datetime) -> int:
+        """Forget dedup keys that expire before ``before``; return how many."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,205 @@
+"""The embedded real-time store: one SQLite file in WAL mode.
+
+Readers (the API, ``playpulse query``) may open the file from other processes while the
+processor writes; each :meth:`SQLiteStore.apply` is one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from playpulse.errors import StoreError
+from playpulse.store.base import RealtimeStore, StoreBatch
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL, sk TEXT NOT NULL, attr TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (pk, sk, attr)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_sk ON items (sk, pk);
+CREATE TABLE IF NOT EXISTS members (
+    set_key TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (set_key, member)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedup (
+    event_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_by_expiry ON dedup (expires_at_us);
+CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (
+    consumer TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) WITHOUT ROWID;
+"""
+
+_CHUNK = 500  # SQLite's variable limit is 32766; stay well below it.
+
+
+def _us(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise StoreError("store timestamps must be timezone-aware")
+    return int(value.timestamp() * 1_000_000)
+
+
+class SQLiteStore(RealtimeStore):
+    """A :class:`RealtimeStore` in the SQLite file ``path`` (created if missing)."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def apply(self, batch: StoreBatch) -> None:
+        """See :meth:`RealtimeStore.apply`."""
+        increments = [
+            (pk, sk, attr, amount)
+            for (pk, sk), attrs in batch.increments.items()
+            for attr, amount in attrs.items()
+            if amount != 0
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "
+                    "DO UPDATE SET value = value + excluded.value",
+                    increments,
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO members VALUES (?, ?)", sorted(batch.members)
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO dedup VALUES (?, ?)",
+                    [(event_id, _us(expires)) for event_id, expires in batch.dedup],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO states VALUES (?, ?)",
+                    [(k, v) for k, v in batch.states.items() if v is not None],
+                )
+                self._db.executemany(
+                    "DELETE FROM states WHERE key = ?",
+                    [(k,) for k, v in batch.states.items() if v is None],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
+                    [(batch.consumer, p, o) for p, o in batch.offsets.items()],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"applying a batch to {self.path} failed: {exc}") from exc
+
+    def offsets(self, consumer: str) -> dict[int, int]:
+        """See :meth:`RealtimeStore.offsets`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT partition, next_offset FROM offsets WHERE consumer = ?", (consumer,)
+            ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """See :meth:`RealtimeStore.seen`."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(event_ids), _CHUNK):
+                chunk = event_ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    r[0]
+                    for r in self._db.execute(
+                        f"SELECT event_id FROM dedup WHERE event_id IN ({marks})", chunk
+                    )
+                )
+        return found
+
+    def states(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """See :meth:`RealtimeStore.states`."""
+        wanted = list(keys)
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                out.update(
+                    (k, bytes(v))
+                    for k, v in self._db.execute(
+                        f"SELECT key, value FROM states WHERE key IN ({marks})", chunk
+                    )
+                )
+        return out
+
+    def state_keys(self, prefix: str) -> list[str]:
+        """See :meth:`RealtimeStore.state_keys`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key FROM states WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def item(self, pk: str, sk: str) -> dict[str, float]:
+        """See :meth:`RealtimeStore.item`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT attr, value FROM items WHERE pk = ? AND sk = ?", (pk, sk)
+            ).fetchall()
+        return {a: float(v) for a, v in rows}
+
+    def items(self, pk: str, sk_prefix: str = "") -> list[tuple[str, dict[str, float]]]:
+        """See :meth:`RealtimeStore.items`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sk, attr, value FROM items WHERE pk = ? AND sk >= ? AND sk < ? "
+                "ORDER BY sk",
+                (pk, sk_prefix, sk_prefix + "\U0010ffff"),
+            ).fetchall()
+        return _group(rows)
+
+    def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, float]]]:
+        """See :meth:`RealtimeStore.scan`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pk, attr, value FROM items WHERE sk = ? AND pk >= ? AND pk < ? "
+                "ORDER BY pk",
+                (sk, pk_prefix, pk_prefix + "\U0010ffff"),
+            ).fetchall()
+        return _group(rows)
+
+    def count_members(self, set_key: str) -> int:
+        """See :meth:`RealtimeStore.count_members`."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM members WHERE set_key = ?", (set_key,)
+            ).fetchone()
+        return int(row[0])
+
+    def expire_dedup(self, before: datetime) -> int:
+        """See :meth:`RealtimeStore.expire_dedup`."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM dedup WHERE expires_at_us < ?", (_us(before),))
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+def _group(rows: list[tuple[str, str, float]]) -> list[tuple[str, dict[str, float]]]:
+    out: list[tuple[str, dict[str, float]]] = []
+    for key, attr, value in rows:
+        if not out or out[-1][0] != key:
+            out.append((key, {}))
+        out[-1][1][attr] = float(value)
+    return out

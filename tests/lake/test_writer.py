@@ -1,0 +1,112 @@
+"""The Parquet lake writer on real files, read back with DuckDB."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from playpulse.errors import LakeError
+from playpulse.lake import LakeWriter
+
+SCHEMA = pa.schema(
+    [("event_id", pa.string()), ("event_date", pa.string()), ("playing_s", pa.float64())]
+)
+
+
+def rows(ids: list[str], date: str = "2026-11-21") -> list[dict[str, object]]:
+    return [{"event_id": i, "event_date": date, "playing_s": float(len(i))} for i in ids]
+
+
+def read(writer: LakeWriter) -> list[tuple[str, str, float]]:
+    files = [str(p) for p in writer.live_files("events")]
+    if not files:
+        return []
+    return duckdb.sql(
+        f"SELECT event_id, event_date, playing_s FROM read_parquet({files}, hive_partitioning = false) ORDER BY event_id"
+    ).fetchall()
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> LakeWriter:
+    return LakeWriter(tmp_path / "lake", {"events": SCHEMA})
+
+
+def test_files_are_hive_partitioned_by_date_named_by_offsets_and_zstd(writer):
+    paths = writer.write(
+        "events",
+        rows(["a"], "2026-11-20") + rows(["bb"], "2026-11-21"),
+        partition=3,
+        first_offset=10,
+        last_offset=11,
+    )
+    names = sorted(str(p.relative_to(writer.root)) for p in paths)
+    assert names == [
+        "events/event_date=2026-11-20/p0003-o000000000010-000000000011.parquet",
+        "events/event_date=2026-11-21/p0003-o000000000010-000000000011.parquet",
+    ]
+    meta = pq.ParquetFile(paths[0]).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert read(writer) == [("a", "2026-11-20", 1.0), ("bb", "2026-11-21", 2.0)]
+
+
+def test_a_retried_write_replaces_instead_of_duplicating(writer):
+    for _ in range(3):
+        writer.write("events", rows(["a", "b"]), partition=0, first_offset=0, last_offset=1)
+    assert [r[0] for r in read(writer)] == ["a", "b"]
+    assert not list(writer.root.rglob("*.tmp"))
+
+
+def test_uncommitted_files_are_discarded_so_reprocessing_does_not_double_count(writer):
+    writer.write("events", rows(["a"]), partition=0, first_offset=0, last_offset=0)
+    # A batch written but never committed, then reprocessed with other boundaries.
+    writer.write("events", rows(["b", "c"]), partition=0, first_offset=1, last_offset=2)
+    assert writer.discard_uncommitted({0: 1}) == 1
+    writer.write("events", rows(["b", "c", "d"]), partition=0, first_offset=1, last_offset=3)
+    assert [r[0] for r in read(writer)] == ["a", "b", "c", "d"]
+
+
+def test_compaction_merges_committed_files_without_changing_results(writer):
+    for i in range(6):
+        writer.write("events", rows([f"e{i}"]), partition=i % 2, first_offset=i, last_offset=i)
+    writer.write("events", rows(["late"], "2026-11-01"), partition=0, first_offset=9, last_offset=9)
+    before = read(writer)
+    # Partition 1's offset 5 is not committed yet: it must stay a separate file.
+    merged = writer.compact("events", {0: 10, 1: 5})
+    assert merged == 5
+    assert read(writer) == before
+    day = writer.root / "events" / "event_date=2026-11-21"
+    names = sorted(p.name for p in day.glob("*.parquet"))
+    assert len(names) == 2
+    assert names[0].startswith("compacted-")
+    assert names[1] == "p0001-o000000000005-000000000005.parquet"
+    # Compacting again folds the new file and the old compacted file into one.
+    assert writer.compact("events", {0: 10, 1: 6}) == 2
+    assert read(writer) == before
+    assert len(list(day.glob("*.parquet"))) == 1
+
+
+def test_interrupted_compaction_never_shows_rows_twice(writer, tmp_path):
+    writer.write("events", rows(["a"]), partition=0, first_offset=0, last_offset=0)
+    writer.write("events", rows(["b"]), partition=0, first_offset=1, last_offset=1)
+    day = writer.root / "events" / "event_date=2026-11-21"
+    saved = tmp_path / "saved"
+    shutil.copytree(day, saved)
+    writer.compact("events", {0: 2})
+    # Simulate a crash after the merged file was written but before the sources went.
+    for path in saved.iterdir():
+        shutil.copy(path, day / path.name)
+    assert len(list(day.glob("*.parquet"))) == 3
+    assert [r[0] for r in read(writer)] == ["a", "b"]
+
+
+def test_unknown_table_and_bad_rows_are_clear_errors(writer):
+    with pytest.raises(LakeError, match="unknown lake table 'plays'"):
+        writer.write("plays", rows(["a"]), partition=0, first_offset=0, last_offset=0)
+    bad = [{"event_id": "a", "event_date": "2026-11-21", "playing_s": "lots"}]
+    with pytest.raises(LakeError, match="do not fit its schema"):
+        writer.write("events", bad, partition=0, first_offset=0, last_offset=0)
