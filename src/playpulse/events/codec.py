@@ -92,7 +92,11 @@ def validate_event(raw: bytes | str, received_at: datetime) -> Accepted:
     """
     if received_at.tzinfo is None:
         raise ValueError("received_at must be timezone-aware")
-    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+    except UnicodeEncodeError as exc:
+        msg = f"not valid UTF-8 text: {exc}"
+        raise _reject([{"loc": "event", "msg": msg}], "malformed_json") from None
     if len(data) > MAX_EVENT_BYTES:
         msg = f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}"
         raise _reject([{"loc": "event", "msg": msg}], "event_too_large")
@@ -101,16 +105,28 @@ def validate_event(raw: bytes | str, received_at: datetime) -> Accepted:
     except msgspec.DecodeError as exc:
         error = _error(exc)
         raise _reject([error], _reason(exc, error)) from None
+    except UnicodeDecodeError as exc:
+        raise _reject(
+            [{"loc": "event", "msg": f"not valid UTF-8: {exc}"}], "malformed_json"
+        ) from None
+    except RecursionError:
+        msg = "JSON is nested too deeply"
+        raise _reject([{"loc": "event", "msg": msg}], "invalid_event") from None
     received_at = received_at.astimezone(UTC)
-    if event.occurred_at < EARLIEST_OCCURRED_AT:
-        msg = "occurred_at is before 2000-01-01"
-        raise _reject([{"loc": "occurred_at", "msg": msg}], "occurred_at_out_of_range")
-    if event.occurred_at > received_at + MAX_FUTURE:
-        msg = "occurred_at is more than 24 h after the collector received the event"
-        raise _reject([{"loc": "occurred_at", "msg": msg}], "occurred_at_out_of_range")
+    for name in ("occurred_at", "sent_at"):
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if value < EARLIEST_OCCURRED_AT:
+            msg = f"{name} is before 2000-01-01"
+            raise _reject([{"loc": name, "msg": msg}], "occurred_at_out_of_range")
+        if value > received_at + MAX_FUTURE:
+            msg = f"{name} is more than 24 h after the collector received the event"
+            raise _reject([{"loc": name, "msg": msg}], "occurred_at_out_of_range")
     event.received_at = received_at
     if event.sent_at is not None:
-        event.derived_at = received_at - (event.sent_at - event.occurred_at)
+        # Snowplow's derived timestamp, never later than the moment of receipt.
+        event.derived_at = min(received_at, received_at - (event.sent_at - event.occurred_at))
     else:
         event.derived_at = event.occurred_at
     return Accepted(event, _encoder.encode(event))

@@ -140,9 +140,12 @@ class EventBase(_Struct, tag_field="event_type", kw_only=True):
     is_playback: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        self.occurred_at = self.occurred_at.astimezone(UTC)
-        if self.sent_at is not None:
-            self.sent_at = self.sent_at.astimezone(UTC)
+        try:
+            self.occurred_at = self.occurred_at.astimezone(UTC)
+            if self.sent_at is not None:
+                self.sent_at = self.sent_at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("occurred_at or sent_at is outside the representable range") from None
         if self.user_id is None and self.anonymous_id is None:
             raise ValueError("one of user_id or anonymous_id is required")
         if self.properties:
