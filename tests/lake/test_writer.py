@@ -27,7 +27,8 @@ def read(writer: LakeWriter) -> list[tuple[str, str, float]]:
     if not files:
         return []
     return duckdb.sql(
-        f"SELECT event_id, event_date, playing_s FROM read_parquet({files}, hive_partitioning = false) ORDER BY event_id"
+        "SELECT event_id, event_date, playing_s "
+        f"FROM read_parquet({files}, hive_partitioning = false) ORDER BY event_id"
     ).fetchall()
 
 
