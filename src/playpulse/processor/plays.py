@@ -1,0 +1,524 @@
+"""Rebuild one *play* from its playback events and measure it to the microsecond.
+
+A play is one listening of one piece of content, from ``play_start`` to ``play_end``
+(or until it goes idle). :func:`summarize_play` replays the play's events through a
+small state machine and returns a :class:`PlaySummary`: playing time, watch time,
+content time, startup and rebuffering, foreground/background split, furthest position,
+completion, skip/stream, and the playing time cut into :class:`PlaySegment` pieces that
+each lie within one UTC hour and one local hour, ready for per-hour/per-day aggregates by
+event time.
+
+Everything here is pure: no I/O, no clock reads. Time comes only from the events'
+``occurred_at`` and from arguments (``now_event_time``, a watermark). The definitions
+below are also written down, with sources, in ``docs/metrics.md``.
+
+**Ordering.** Events are sorted by ``(occurred_at, EVENT_ORDER rank, event_id)``.
+:data:`EVENT_ORDER` decides what happens when several events share an instant: the
+play starts first; a heartbeat reports the state up to that instant before anything
+changes it; state-neutral events (chapter, speed, visibility, seek, bookmark) come next;
+then "stop" transitions before "start" transitions (``buffer_start`` before
+``buffer_end``, ``pause`` before ``resume``), so a pause and a resume at the same instant
+leave the play playing after a zero-length pause; ``error`` and ``play_end`` come last,
+so nothing at the final instant reopens an ended play. ``event_id`` breaks remaining ties.
+
+**Duplicates.** The caller is expected to pass deduplicated events (the stream dedups by
+``event_id``). As a safeguard, events repeating an ``event_id`` are collapsed to one: the
+earliest by ``(occurred_at, rank, encoded JSON)``, so the choice does not depend on input
+order.
+
+**State machine.** Two variables: the listener's *intent* (``stopped``, ``playing``,
+``paused``; ``stopped`` before the first event) and whether the player is *stalled*
+(buffering). Transitions at each event:
+
+- ``play_start``, ``heartbeat``: intent = playing, stalled = no. A heartbeat is evidence
+  that content is playing: while paused, stopped or buffering it means playback resumed
+  (or the stall ended) at the heartbeat.
+- ``resume``: intent = playing (a stall in progress continues).
+- ``pause``: intent = paused if it was playing.
+- ``play_end``, ``error``: intent = stopped, stalled = no; ``end_reason`` is the
+  ``play_end`` reason, or ``"error"``. A later ``play_start``/``resume``/``heartbeat``
+  reopens the play and clears ``end_reason``.
+- ``buffer_start``: stalled = yes (ignored while stopped). ``buffer_end``: stalled = no.
+- ``seek``: moves the position (``from_position_s`` -> ``position_s``); state unchanged.
+  The jump is never counted as time or content played. Seeks are instantaneous in this
+  model; a stall after a seek shows up as buffering.
+- ``speed_change`` (and any event carrying ``playback_rate``): sets the rate in force.
+- ``visibility_change`` (and any event carrying ``context.foreground``): sets the
+  foreground state. Before any report the foreground state is unknown, which counts as
+  foreground.
+- any event with ``content.chapter`` sets the current chapter; any ``position_s`` sets
+  the position.
+
+The effective state between two events is *playing* (intent playing, not stalled),
+*buffering* (intent playing, stalled), *paused* or *stopped*.
+
+**Counting time ("never count time without evidence").** Time is counted only over the
+interval between two consecutive events of the play, in the state left by the first of
+them; nothing is counted after the last event. An interval longer than ``idle_timeout``
+counts nothing at all: the play was idle-closed at the earlier event, and the intent is
+reset to stopped, so only a new ``play_start``/``resume``/``heartbeat`` restarts
+counting. An interval of exactly ``idle_timeout`` still counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Literal, TypeVar
+
+from playpulse.events.codec import encode_event
+from playpulse.events.model import PlaybackEvent, PlayEnd, Seek
+from playpulse.processor.buckets import split_at_hour_boundaries
+
+__all__ = [
+    "COMPLETION_RATIO",
+    "EVENT_ORDER",
+    "IDLE_TIMEOUT",
+    "STREAM_THRESHOLD",
+    "PlaySegment",
+    "PlaySummary",
+    "is_closed",
+    "order_play_events",
+    "play_key",
+    "summarize_play",
+]
+
+#: Tie-break order of event types sharing an ``occurred_at`` (see the module docstring).
+EVENT_ORDER: tuple[str, ...] = (
+    "play_start",
+    "heartbeat",
+    "chapter_change",
+    "speed_change",
+    "visibility_change",
+    "seek",
+    "bookmark",
+    "buffer_start",
+    "buffer_end",
+    "pause",
+    "resume",
+    "error",
+    "play_end",
+)
+_RANK: dict[str, int] = {name: i for i, name in enumerate(EVENT_ORDER)}
+
+#: Default gap after which a play is idle: an interval longer than this counts nothing.
+IDLE_TIMEOUT = timedelta(minutes=30)
+#: Playing time from which a play is a stream (Spotify counts a stream after 30 s).
+STREAM_THRESHOLD = timedelta(seconds=30)
+#: Share of ``duration_s`` the furthest position must reach for completion (95 %).
+COMPLETION_RATIO = Fraction(95, 100)
+
+_US_PER_S = 1_000_000
+_STREAM_US = STREAM_THRESHOLD // timedelta(microseconds=1)
+_EVIDENCE = frozenset({"heartbeat", "buffer_end"})
+
+_T = TypeVar("_T")
+_Intent = Literal["stopped", "playing", "paused"]
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def _seconds(micros: int) -> float:
+    return micros / _US_PER_S
+
+
+@dataclass(frozen=True, slots=True)
+class PlaySegment:
+    """A piece of playing time within one UTC hour and one local hour.
+
+    - ``start``, ``end``: UTC-aware instants, ``start < end``; ``[start, end)`` never
+      crosses a UTC hour boundary nor a local hour boundary of the listener's time zone.
+    - ``playing_s``: ``(end - start)`` in seconds (the piece is all playing time).
+    - ``foreground``: whether the app was in the foreground (unknown counts as True).
+    - ``chapter``: the chapter in force (``content.chapter``), or None if none reported.
+    - ``rate``: the playback rate in force; content played is ``playing_s * rate``.
+    """
+
+    start: datetime
+    end: datetime
+    playing_s: float
+    foreground: bool
+    chapter: int | None
+    rate: float
+
+    @property
+    def content_s(self) -> float:
+        """Seconds of content played in this piece: ``playing_s * rate``."""
+        return self.playing_s * self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class PlaySummary:
+    """Everything measured about one play. Times are UTC-aware; durations in seconds.
+
+    Identity and descriptive fields (from the first event, in sort order, carrying each):
+    ``play_key`` (see :func:`play_key`), ``playback_id``, ``user_id`` (the actor id:
+    ``user_id`` else ``anonymous_id``), ``content_id``, ``content_type``, ``title``,
+    ``creator``, ``duration_s``, ``device_type``, ``platform``, ``country``,
+    ``timezone`` (IANA name; local segments fall back to UTC when None).
+
+    Extent: ``started_at`` / ``ended_at`` are the first and last event's
+    ``occurred_at``; ``event_count`` is the number of distinct events used.
+    ``end_reason`` is the ``play_end`` reason (completed, stopped, next, error),
+    ``"error"`` for an ``error`` event, ``"idle"`` when ``now_event_time`` was given and
+    is more than ``idle_timeout`` after ``ended_at``, else None (the play is open).
+
+    Time metrics (see the module docstring for the state machine):
+
+    - ``playing_time_s``: wall time in the playing state (Mux "playing time": excludes
+      paused, buffering and seeking time).
+    - ``watch_time_s``: wall time in which the listener wanted playback (intent
+      playing): playing + startup + rebuffering; excludes paused and stopped time. So
+      ``watch_time_s == playing_time_s + startup_time_s + rebuffer_time_s`` (Mux "watch
+      time": includes startup and rebuffering, excludes paused time).
+    - ``content_time_s``: sum over playing intervals of length x playback rate (seconds
+      of content heard).
+    - ``playing_time_foreground_s`` + ``playing_time_background_s`` ==
+      ``playing_time_s``.
+    - ``startup_time_s``: buffering time of stalls whose ``buffer_start`` is at or before
+      the first playing evidence (first ``heartbeat`` or ``buffer_end``), or at any time
+      when there is no such evidence; 0 when startup reported no buffering.
+    - ``rebuffer_count`` / ``rebuffer_time_s``: stalls starting after the first playing
+      evidence that were entered while the listener wanted playback, and their buffering
+      time.
+
+    Position and outcome:
+
+    - ``furthest_position_s``: max of every reported position (``position_s``, a seek's
+      ``from_position_s`` and target) and of positions extrapolated over playing
+      intervals (``position + seconds x rate``, capped at ``duration_s``); None if no
+      position was ever reported.
+    - ``chapters_reached``: sorted distinct ``content.chapter`` values seen.
+    - ``completed``: ``furthest_position_s >= 0.95 x duration_s`` (exact rational
+      comparison of the float values) or a ``play_end`` with reason ``completed``.
+    - ``is_stream``: ``playing_time_s >= 30`` (Spotify counts a stream after 30 s).
+    - ``skipped``: the play ended (``end_reason`` is not None, including ``"idle"``)
+      with ``playing_time_s < 30``. An open play is neither skipped nor (yet, below 30 s)
+      a stream.
+    - ``segments``: the playing time as :class:`PlaySegment` pieces, in time order;
+      their ``playing_s`` sum to ``playing_time_s``.
+    """
+
+    play_key: str
+    playback_id: str | None
+    user_id: str
+    content_id: str | None
+    content_type: str | None
+    title: str | None
+    creator: str | None
+    duration_s: float | None
+    started_at: datetime
+    ended_at: datetime
+    end_reason: str | None
+    playing_time_s: float
+    watch_time_s: float
+    content_time_s: float
+    playing_time_foreground_s: float
+    playing_time_background_s: float
+    startup_time_s: float
+    rebuffer_count: int
+    rebuffer_time_s: float
+    furthest_position_s: float | None
+    chapters_reached: tuple[int, ...]
+    completed: bool
+    skipped: bool
+    is_stream: bool
+    device_type: str | None
+    platform: str | None
+    country: str | None
+    timezone: str | None
+    segments: tuple[PlaySegment, ...]
+    event_count: int
+
+
+def play_key(event: PlaybackEvent) -> str:
+    """The key grouping events into plays.
+
+    ``playback_id`` when the event has one; otherwise the fallback
+    ``f"{actor_id}|{content_id}|{device}"`` (user + content + device), where ``device``
+    is ``context.device_type``, else ``context.platform``, else ``""``. The model
+    guarantees an event without ``playback_id`` carries ``content``.
+    """
+    if event.playback_id is not None:
+        return event.playback_id
+    content_id = event.content.content_id if event.content is not None else ""
+    ctx = event.context
+    device = ""
+    if ctx is not None:
+        device = ctx.device_type or ctx.platform or ""
+    return f"{event.actor_id}|{content_id}|{device}"
+
+
+def _sort_key(event: PlaybackEvent) -> tuple[datetime, int, str]:
+    return (event.occurred_at, _RANK.get(event.event_type, len(EVENT_ORDER)), event.event_id)
+
+
+def _duplicate_rank(event: PlaybackEvent) -> tuple[datetime, int, bytes]:
+    # Which of two events sharing an event_id to keep (computed only on a collision).
+    occurred_at, rank, _ = _sort_key(event)
+    return (occurred_at, rank, encode_event(event))
+
+
+def order_play_events(events: Iterable[PlaybackEvent]) -> list[PlaybackEvent]:
+    """Deduplicate by ``event_id`` and sort by ``(occurred_at, EVENT_ORDER rank, event_id)``.
+
+    Of several events sharing an ``event_id`` the one with the smallest
+    ``(occurred_at, rank, encoded JSON)`` is kept, so the result does not depend on the
+    input order. Raises ``TypeError`` for a non-playback event and ``ValueError`` for a
+    naive ``occurred_at``.
+    """
+    kept: dict[str, PlaybackEvent] = {}
+    for event in events:
+        if not isinstance(event, PlaybackEvent):
+            raise TypeError(f"expected a playback event, got {type(event).__name__}")
+        if event.occurred_at.tzinfo is None:
+            raise ValueError(f"event {event.event_id}: occurred_at must be timezone-aware")
+        previous = kept.get(event.event_id)
+        if previous is None or _duplicate_rank(event) < _duplicate_rank(previous):
+            kept[event.event_id] = event
+    return sorted(kept.values(), key=_sort_key)
+
+
+def _first(values: Iterable[_T | None]) -> _T | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+@dataclass(slots=True)
+class _Raw:
+    """A raw playing interval before merging and hour splitting."""
+
+    start: datetime
+    end: datetime
+    foreground: bool
+    chapter: int | None
+    rate: float
+
+
+def _segments(raw: list[_Raw], tz: str | None) -> tuple[PlaySegment, ...]:
+    merged: list[_Raw] = []
+    for piece in raw:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.end == piece.start
+            and (last.foreground, last.chapter, last.rate)
+            == (piece.foreground, piece.chapter, piece.rate)
+        ):
+            last.end = piece.end
+        else:
+            merged.append(_Raw(piece.start, piece.end, piece.foreground, piece.chapter, piece.rate))
+    out: list[PlaySegment] = []
+    for run in merged:
+        for start, end in split_at_hour_boundaries(run.start, run.end, tz):
+            out.append(
+                PlaySegment(
+                    start=start,
+                    end=end,
+                    playing_s=_seconds(_micros(end - start)),
+                    foreground=run.foreground,
+                    chapter=run.chapter,
+                    rate=run.rate,
+                )
+            )
+    return tuple(out)
+
+
+def _is_completed(furthest: float | None, duration: float | None) -> bool:
+    if furthest is None or duration is None:
+        return False
+    return Fraction(furthest) >= COMPLETION_RATIO * Fraction(duration)
+
+
+def _aware(t: datetime, name: str) -> datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime (UTC), got naive {t!r}")
+    return t
+
+
+def summarize_play(
+    events: Sequence[PlaybackEvent],
+    *,
+    idle_timeout: timedelta = IDLE_TIMEOUT,
+    now_event_time: datetime | None = None,
+) -> PlaySummary:
+    """Summarize the events of ONE play (any order) into a :class:`PlaySummary`.
+
+    ``events``: the play's playback events (all sharing one :func:`play_key`), in any
+    order; expected deduplicated, but repeated ``event_id`` values are collapsed (see
+    :func:`order_play_events`). ``idle_timeout``: an interval between consecutive events
+    longer than this counts nothing (exactly ``idle_timeout`` still counts).
+    ``now_event_time``: optional event-time watermark; when given, an open play whose
+    last event is more than ``idle_timeout`` before it gets ``end_reason="idle"``.
+
+    The result depends only on the set of events, never on their input order. Raises
+    ``ValueError`` for no events, naive times or a non-positive ``idle_timeout``, and
+    ``TypeError`` for a non-playback event. See the module docstring for the state
+    machine and :class:`PlaySummary` for each field's definition.
+    """
+    if idle_timeout <= timedelta(0):
+        raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
+    if now_event_time is not None:
+        _aware(now_event_time, "now_event_time")
+    ordered = order_play_events(events)
+    if not ordered:
+        raise ValueError("summarize_play needs at least one event")
+
+    contents = [e.content for e in ordered if e.content is not None]
+    contexts = [e.context for e in ordered if e.context is not None]
+    duration_s = _first(c.duration_s for c in contents)
+    timezone = _first(c.timezone for c in contexts)
+    first_evidence = _first(e.occurred_at for e in ordered if e.event_type in _EVIDENCE)
+
+    intent: _Intent = "stopped"
+    stalled = False
+    stall_is_startup = True
+    stall_counted = False
+    rate = 1.0
+    foreground: bool | None = None
+    chapter: int | None = None
+    chapters: set[int] = set()
+    position: float | None = None
+    furthest: float | None = None
+    end_reason: str | None = None
+    ended_completed = False
+
+    playing_us = fg_us = startup_us = rebuffer_us = 0
+    content_s = 0.0
+    rebuffer_count = 0
+    raw: list[_Raw] = []
+
+    def reach(pos: float) -> None:
+        nonlocal furthest
+        furthest = pos if furthest is None else max(furthest, pos)
+
+    previous: datetime | None = None
+    for event in ordered:
+        t = event.occurred_at
+        # 1. Count the interval since the previous event in the state it left.
+        if previous is not None:
+            gap = t - previous
+            if gap > idle_timeout:
+                intent, stalled = "stopped", False  # idle-closed at the previous event
+            elif gap > timedelta(0) and intent == "playing":
+                us = _micros(gap)
+                if not stalled:
+                    playing_us += us
+                    is_fg = foreground is not False
+                    if is_fg:
+                        fg_us += us
+                    content_s += us * rate
+                    raw.append(_Raw(previous, t, is_fg, chapter, rate))
+                    if position is not None:
+                        advanced = position + _seconds(us) * rate
+                        if duration_s is not None:  # the playhead stops at the end
+                            advanced = min(advanced, max(duration_s, position))
+                        position = advanced
+                        reach(position)
+                elif stall_is_startup:
+                    startup_us += us
+                else:
+                    rebuffer_us += us
+        previous = t
+
+        # 2. Apply the event's transition.
+        kind = event.event_type
+        if kind in ("play_start", "heartbeat"):
+            intent, stalled, end_reason = "playing", False, None
+        elif kind == "resume":
+            intent, end_reason = "playing", None
+        elif kind == "pause":
+            if intent == "playing":
+                intent = "paused"
+        elif kind in ("play_end", "error"):
+            intent, stalled = "stopped", False
+            end_reason = event.reason if isinstance(event, PlayEnd) else "error"
+            ended_completed = ended_completed or end_reason == "completed"
+        elif kind == "buffer_start":
+            if intent != "stopped" and not stalled:
+                stalled, stall_counted = True, False
+                stall_is_startup = first_evidence is None or t <= first_evidence
+        elif kind == "buffer_end":
+            stalled = False
+        if intent == "playing" and stalled and not stall_counted:
+            stall_counted = True
+            if not stall_is_startup:
+                rebuffer_count += 1
+
+        # 3. Apply the event's reported fields.
+        if event.playback_rate is not None:
+            rate = event.playback_rate
+        if event.context is not None and event.context.foreground is not None:
+            foreground = event.context.foreground
+        if event.content is not None and event.content.chapter is not None:
+            chapter = event.content.chapter
+            chapters.add(chapter)
+        if isinstance(event, Seek):
+            reach(event.from_position_s)
+        if event.position_s is not None:
+            position = event.position_s
+            reach(position)
+
+    first, last = ordered[0], ordered[-1]
+    if (
+        end_reason is None
+        and now_event_time is not None
+        and now_event_time - last.occurred_at > idle_timeout
+    ):
+        end_reason = "idle"
+
+    content = contents[0] if contents else None
+    return PlaySummary(
+        play_key=play_key(first),
+        playback_id=_first(e.playback_id for e in ordered),
+        user_id=first.actor_id,
+        content_id=content.content_id if content is not None else None,
+        content_type=_first(c.content_type for c in contents),
+        title=_first(c.title for c in contents),
+        creator=_first(c.creator for c in contents),
+        duration_s=duration_s,
+        started_at=first.occurred_at,
+        ended_at=last.occurred_at,
+        end_reason=end_reason,
+        playing_time_s=_seconds(playing_us),
+        watch_time_s=_seconds(playing_us + startup_us + rebuffer_us),
+        content_time_s=content_s / _US_PER_S,
+        playing_time_foreground_s=_seconds(fg_us),
+        playing_time_background_s=_seconds(playing_us - fg_us),
+        startup_time_s=_seconds(startup_us),
+        rebuffer_count=rebuffer_count,
+        rebuffer_time_s=_seconds(rebuffer_us),
+        furthest_position_s=furthest,
+        chapters_reached=tuple(sorted(chapters)),
+        completed=ended_completed or _is_completed(furthest, duration_s),
+        skipped=end_reason is not None and playing_us < _STREAM_US,
+        is_stream=playing_us >= _STREAM_US,
+        device_type=_first(c.device_type for c in contexts),
+        platform=_first(c.platform for c in contexts),
+        country=_first(c.country for c in contexts),
+        timezone=timezone,
+        segments=_segments(raw, timezone),
+        event_count=len(ordered),
+    )
+
+
+def is_closed(
+    summary: PlaySummary, now_event_time: datetime, idle_timeout: timedelta = IDLE_TIMEOUT
+) -> bool:
+    """Whether a play is over as of the event-time watermark ``now_event_time``.
+
+    True when the play ended (``end_reason`` set: ``play_end``, ``error`` or ``idle``) or
+    when its last event is more than ``idle_timeout`` before ``now_event_time`` (exactly
+    ``idle_timeout`` is still open: an event at that instant would continue the play).
+    Raises ``ValueError`` for a naive ``now_event_time``.
+    """
+    _aware(now_event_time, "now_event_time")
+    if summary.end_reason is not None:
+        return True
+    return now_event_time - summary.ended_at > idle_timeout
