@@ -72,31 +72,33 @@ def _main(data_dir: DataDir = None) -> None:
     _state.data_dir = data_dir
 
 
-@app.command()
-def collect(
-    host: Annotated[str | None, typer.Option(help="Address to bind [default 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [default 8000].")] = None,
-    write_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--write-key",
-            help="Accepted write key (repeatable) [env PLAYPULSE_WRITE_KEYS, comma-separated].",
-        ),
-    ] = None,
-    data_dir: DataDir = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
-) -> None:
-    """Run the HTTP collector on the embedded stream in the data dir."""
+Host = Annotated[str | None, typer.Option(help="Address to bind [default 127.0.0.1].")]
+Port = Annotated[int | None, typer.Option(help="Port to bind [default 8000].")]
+WriteKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--write-key",
+        help="Accepted write key (repeatable) [env PLAYPULSE_WRITE_KEYS, comma-separated].",
+    ),
+]
+AccessLog = Annotated[bool, typer.Option(help="Log every request.")]
+
+
+def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
     import uvicorn
 
-    from playpulse.collector.app import create_app
-
-    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    application = create_app(settings)
+    if with_processor:
+        from playpulse.service import create_service_app
+
+        application = create_service_app(settings)
+    else:
+        from playpulse.collector.app import create_app
+
+        application = create_app(settings)
+    what = "collector and processor" if with_processor else "collector"
     typer.echo(
-        f"playpulse collector on http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir})",
+        f"playpulse {what} on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
         err=True,
     )
     uvicorn.run(
@@ -107,6 +109,68 @@ def collect(
         log_level="info",
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command()
+def collect(
+    host: Host = None,
+    port: Port = None,
+    write_key: WriteKeys = None,
+    data_dir: DataDir = None,
+    access_log: AccessLog = False,
+) -> None:
+    """Run the HTTP collector on the embedded stream in the data dir."""
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
+    _serve(settings, with_processor=False, access_log=access_log)
+
+
+@app.command()
+def up(
+    host: Host = None,
+    port: Port = None,
+    write_key: WriteKeys = None,
+    data_dir: DataDir = None,
+    access_log: AccessLog = False,
+) -> None:
+    """Run the collector and the processor together on the embedded default."""
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
+    _serve(settings, with_processor=True, access_log=access_log)
+
+
+@app.command()
+def process(data_dir: DataDir = None) -> None:
+    """Process everything in the stream now (when no `playpulse up` is running)."""
+    from playpulse.service import open_processor
+
+    processor = open_processor(_settings(data_dir))
+    try:
+        stats = processor.process_available()
+    finally:
+        for resource in (processor.stream, processor.store, processor.quarantine):
+            resource.close()
+    typer.echo(
+        f"processed {stats.processed:,} events ({stats.duplicates:,} duplicates dropped, "
+        f"{stats.late:,} late, {stats.plays_finished:,} plays finished)"
+    )
+
+
+@app.command()
+def compact(data_dir: DataDir = None) -> None:
+    """Merge the lake's small Parquet files (query results do not change)."""
+    from playpulse.lake.schema import SCHEMAS
+    from playpulse.lake.writer import LakeWriter
+    from playpulse.processor.pipeline import ProcessorOptions
+    from playpulse.store.sqlite import SQLiteStore
+
+    settings = _settings(data_dir)
+    store = SQLiteStore(settings.store_path)
+    try:
+        committed = store.offsets(ProcessorOptions().consumer)
+    finally:
+        store.close()
+    lake = LakeWriter(settings.lake_path, SCHEMAS)
+    merged = {table: lake.compact(table, committed) for table in SCHEMAS}
+    typer.echo(", ".join(f"{table}: {n} files merged" for table, n in merged.items()))
 
 
 @app.command()

@@ -25,8 +25,9 @@ def _split_keys(value: object) -> object:
 class Settings(BaseSettings):
     """Settings for every playpulse process.
 
-    - ``data_dir``: where the embedded stream (``stream.db``) and the quarantine
-      (``quarantine.db``) live; default ``./.playpulse``.
+    - ``data_dir``: where the embedded stream (``stream.db``), the quarantine
+      (``quarantine.db``), the real-time store (``store.db``) and the Parquet lake
+      (``lake/``) live; default ``./.playpulse``.
     - ``write_keys``: keys accepted in ``Authorization: Bearer <key>`` on POST
       /v1/events; empty means writes are open to whoever reaches the bound address.
     - ``read_keys``: the same for the read API.
@@ -63,6 +64,16 @@ class Settings(BaseSettings):
     def stream_path(self) -> Path:
         """The embedded stream's SQLite file."""
         return self.data_dir / "stream.db"
+
+    @property
+    def store_path(self) -> Path:
+        """The real-time store's SQLite file."""
+        return self.data_dir / "store.db"
+
+    @property
+    def lake_path(self) -> Path:
+        """The Parquet lake's root folder."""
+        return self.data_dir / "lake"
 
     @property
     def quarantine_path(self) -> Path:

@@ -1,0 +1,187 @@
+"""Arrow schemas of the lake tables, and the functions that fill their rows.
+
+- ``events``: every accepted, deduplicated event, flattened (one column per field;
+  ``properties`` and ``items`` as JSON text), with its stream partition and offset and a
+  ``late`` flag.
+- ``plays``: one row per version of a finished play (a play changed by a late event is
+  written again with a higher ``version``; readers keep the highest version per
+  ``play_key``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
+from playpulse.processor.plays import PlaySummary
+
+TS = pa.timestamp("us", tz="UTC")
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_date", pa.string()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("occurred_at", TS),
+        ("received_at", TS),
+        ("derived_at", TS),
+        ("sent_at", TS),
+        ("user_id", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("actor_id", pa.string()),
+        ("session_id", pa.string()),
+        ("device_type", pa.string()),
+        ("platform", pa.string()),
+        ("os", pa.string()),
+        ("app_version", pa.string()),
+        ("network_type", pa.string()),
+        ("country", pa.string()),
+        ("timezone", pa.string()),
+        ("foreground", pa.bool_()),
+        ("playback_id", pa.string()),
+        ("content_id", pa.string()),
+        ("content_type", pa.string()),
+        ("title", pa.string()),
+        ("creator", pa.string()),
+        ("duration_s", pa.float64()),
+        ("chapter", pa.int64()),
+        ("chapter_title", pa.string()),
+        ("position_s", pa.float64()),
+        ("from_position_s", pa.float64()),
+        ("playback_rate", pa.float64()),
+        ("reason", pa.string()),
+        ("vendor_id", pa.string()),
+        ("product_id", pa.string()),
+        ("order_id", pa.string()),
+        ("quantity", pa.int64()),
+        ("amount_minor", pa.int64()),
+        ("currency", pa.string()),
+        ("items", pa.string()),
+        ("properties", pa.string()),
+        ("late", pa.bool_()),
+        ("stream_partition", pa.int32()),
+        ("stream_offset", pa.int64()),
+    ]
+)
+
+PLAYS_SCHEMA = pa.schema(
+    [
+        ("event_date", pa.string()),
+        ("play_key", pa.string()),
+        ("version", pa.int64()),
+        ("playback_id", pa.string()),
+        ("user_id", pa.string()),
+        ("content_id", pa.string()),
+        ("content_type", pa.string()),
+        ("title", pa.string()),
+        ("creator", pa.string()),
+        ("duration_s", pa.float64()),
+        ("started_at", TS),
+        ("ended_at", TS),
+        ("end_reason", pa.string()),
+        ("playing_time_s", pa.float64()),
+        ("watch_time_s", pa.float64()),
+        ("content_time_s", pa.float64()),
+        ("playing_time_foreground_s", pa.float64()),
+        ("playing_time_background_s", pa.float64()),
+        ("startup_time_s", pa.float64()),
+        ("rebuffer_count", pa.int64()),
+        ("rebuffer_time_s", pa.float64()),
+        ("furthest_position_s", pa.float64()),
+        ("chapters_reached", pa.list_(pa.int64())),
+        ("completed", pa.bool_()),
+        ("skipped", pa.bool_()),
+        ("is_stream", pa.bool_()),
+        ("device_type", pa.string()),
+        ("platform", pa.string()),
+        ("country", pa.string()),
+        ("timezone", pa.string()),
+        ("event_count", pa.int64()),
+    ]
+)
+
+SCHEMAS = {"events": EVENTS_SCHEMA, "plays": PLAYS_SCHEMA}
+
+
+def event_row(event: EventBase, partition: int, offset: int, late: bool) -> dict[str, Any]:
+    """One ``events`` row for ``event`` read at ``partition``/``offset``."""
+    ctx = event.context
+    row: dict[str, Any] = {
+        "event_date": event.occurred_at.date().isoformat(),
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": event.occurred_at,
+        "received_at": event.received_at,
+        "derived_at": event.derived_at,
+        "sent_at": event.sent_at,
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
+        "actor_id": event.actor_id,
+        "session_id": event.session_id,
+        "properties": json.dumps(event.properties) if event.properties else None,
+        "late": late,
+        "stream_partition": partition,
+        "stream_offset": offset,
+    }
+    if ctx is not None:
+        row.update(
+            device_type=ctx.device_type,
+            platform=ctx.platform,
+            os=ctx.os,
+            app_version=ctx.app_version,
+            network_type=ctx.network_type,
+            country=ctx.country,
+            timezone=ctx.timezone,
+            foreground=ctx.foreground,
+        )
+    if isinstance(event, PlaybackEvent):
+        row.update(
+            playback_id=event.playback_id,
+            position_s=event.position_s,
+            playback_rate=event.playback_rate,
+            from_position_s=getattr(event, "from_position_s", None),
+            reason=getattr(event, "reason", None),
+        )
+        if event.content is not None:
+            c = event.content
+            row.update(
+                content_id=c.content_id,
+                content_type=c.content_type,
+                title=c.title,
+                creator=c.creator,
+                duration_s=c.duration_s,
+                chapter=c.chapter,
+                chapter_title=c.chapter_title,
+            )
+    elif isinstance(event, CommerceEvent):
+        row.update(
+            vendor_id=event.vendor_id,
+            product_id=event.product_id,
+            order_id=event.order_id,
+            quantity=event.quantity,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            items=json.dumps([_item(i) for i in event.items]) if event.items else None,
+        )
+    return row
+
+
+def _item(item: Any) -> dict[str, Any]:
+    return {
+        "product_id": item.product_id,
+        "vendor_id": item.vendor_id,
+        "quantity": item.quantity,
+        "amount_minor": item.amount_minor,
+    }
+
+
+def play_row(play: PlaySummary, version: int) -> dict[str, Any]:
+    """One ``plays`` row for ``play`` (dated by its start, UTC)."""
+    row = {name: getattr(play, name, None) for name in PLAYS_SCHEMA.names}
+    row["event_date"] = play.started_at.date().isoformat()
+    row["version"] = version
+    row["chapters_reached"] = list(play.chapters_reached)
+    return row

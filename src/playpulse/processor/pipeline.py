@@ -1,0 +1,479 @@
+"""The processor: stream micro-batches in, live aggregates and lake files out.
+
+For each batch of one stream partition it
+
+1. decodes the events (undecodable records go to the quarantine),
+2. drops duplicates: an event whose ``event_id`` and content were already processed
+   within the dedup window (a different event reusing an id is kept),
+3. marks late events: ``occurred_at`` more than the allowed lateness behind the
+   partition's watermark (the newest ``occurred_at`` seen before it, in stream order),
+4. rebuilds every play and user session the batch touches from all their events and
+   applies the difference to the store (so out-of-order events land in the right
+   buckets and nothing counts twice),
+5. writes the events, and the plays that finished, to the lake,
+6. commits aggregates, dedup keys, play and session state and the partition offset in
+   one store transaction.
+
+A crash anywhere loses nothing and counts nothing twice: the store holds the offsets of
+the last applied batch, lake files past them are discarded at start, and the batch is
+processed again. Every decision depends only on the events in stream order, never on
+batch boundaries or the wall clock, so a re-run gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from playpulse.errors import EventValidationError
+from playpulse.events.codec import decode_stored
+from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
+from playpulse.lake.schema import event_row, play_row
+from playpulse.lake.writer import LakeWriter
+from playpulse.processor import aggregate
+from playpulse.processor.plays import PlaySummary, is_closed, play_key, summarize_play
+from playpulse.processor.sessions import Session, sessionize
+from playpulse.quarantine.store import QuarantineStore, Rejection
+from playpulse.store.base import RealtimeStore, StoreBatch
+from playpulse.stream.base import Batch, EventStream
+
+log = logging.getLogger("playpulse.processor")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PLAYING = frozenset(
+    {
+        "play_start",
+        "resume",
+        "heartbeat",
+        "buffer_end",
+        "seek",
+        "speed_change",
+        "chapter_change",
+        "bookmark",
+        "visibility_change",
+        "buffer_start",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ProcessorOptions:
+    """How the processor behaves.
+
+    - ``consumer``: name under which offsets are kept (store and stream group).
+    - ``batch_size``: records read per partition per poll.
+    - ``dedup_window``: how long an event id is remembered (from its receipt).
+    - ``allowed_lateness``: how far behind the watermark an event may be and still
+      update aggregates; later events only reach the lake, counted as ``late``.
+    - ``idle_timeout``: a play with no closing event is closed at its last event once
+      the watermark is this far past it; also the session gap.
+    - ``session_max_length``: sessions are cut at this length.
+    """
+
+    consumer: str = "processor"
+    batch_size: int = 5_000
+    dedup_window: timedelta = timedelta(days=7)
+    allowed_lateness: timedelta = timedelta(days=7)
+    idle_timeout: timedelta = timedelta(minutes=30)
+    session_max_length: timedelta = timedelta(hours=24)
+
+
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_fingerprint_encoder = msgspec.json.Encoder()
+
+
+def dedup_key(event: EventBase) -> str:
+    """``event_id`` plus a hash of the event's content without the transport times
+    (``sent_at``, ``received_at``, ``derived_at``), so a retried send is a duplicate
+    but a different event that reuses an id is not."""
+    stripped = msgspec.structs.replace(event, sent_at=None, received_at=None, derived_at=None)
+    digest = hashlib.blake2b(_fingerprint_encoder.encode(stripped), digest_size=8).hexdigest()
+    return f"{event.event_id}:{digest}"
+
+
+class _PlayState(msgspec.Struct):
+    events: list[bytes]
+    contribution: list[list[Any]]
+    last_us: int
+    closed: bool = False
+
+
+class _SessionState(msgspec.Struct):
+    times_us: list[int]
+    contribution: list[list[Any]]
+
+
+class _LiveState(msgspec.Struct):
+    at_us: int
+    playing: bool
+    content_id: str | None = None
+
+
+@dataclass
+class BatchStats:
+    """What one batch did: events read, kept, duplicates dropped, late, quarantined."""
+
+    read: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    late: int = 0
+    quarantined: int = 0
+    plays_finished: int = 0
+
+
+@dataclass
+class _Work:
+    batch: StoreBatch
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    play_rows: list[dict[str, Any]] = field(default_factory=list)
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
+_decode_state = msgspec.msgpack.Decoder(_PlayState)
+_decode_session = msgspec.msgpack.Decoder(_SessionState)
+_decode_live = msgspec.msgpack.Decoder(_LiveState)
+_encode = msgspec.msgpack.Encoder()
+
+
+class Processor:
+    """Consumes ``stream`` into ``store`` and ``lake`` (see the module docstring).
+
+    ``quarantine`` receives records that cannot be decoded. Call :meth:`start` once,
+    then :meth:`process_available` or :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        store: RealtimeStore,
+        lake: LakeWriter | None,
+        quarantine: QuarantineStore,
+        options: ProcessorOptions | None = None,
+    ) -> None:
+        self.stream = stream
+        self.store = store
+        self.lake = lake
+        self.quarantine = quarantine
+        self.options = options or ProcessorOptions()
+        self._consumer = stream.consumer(self.options.consumer)
+        self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
+        self._sessions: dict[int, dict[str, int]] = defaultdict(dict)
+        self._started = False
+
+    def start(self) -> None:
+        """Resume from the store's offsets; drop lake files of unapplied batches."""
+        offsets = self.store.offsets(self.options.consumer)
+        if self.lake is not None:
+            dropped = self.lake.discard_uncommitted(offsets)
+            if dropped:
+                log.info("discarded %d lake files of batches never committed", dropped)
+        for info in self.stream.partitions():
+            self._consumer.seek(info.partition, offsets.get(info.partition, info.start_offset))
+        for key, blob in self.store.states(self.store.state_keys("PLAY#")).items():
+            _, partition, pkey = key.split("#", 2)
+            state = _decode_state.decode(blob)
+            if not state.closed:
+                self._open_plays[int(partition)][pkey] = state.last_us
+        for key, blob in self.store.states(self.store.state_keys("SESS#")).items():
+            _, partition, user = key.split("#", 2)
+            times = _decode_session.decode(blob).times_us
+            if times:
+                self._sessions[int(partition)][user] = times[-1]
+        self._started = True
+
+    def process_available(self, max_batches: int | None = None) -> BatchStats:
+        """Process what the stream holds now (up to ``max_batches`` polls); return totals."""
+        if not self._started:
+            self.start()
+        total = BatchStats()
+        polls = 0
+        while max_batches is None or polls < max_batches:
+            batches = self._consumer.poll(self.options.batch_size)
+            polls += 1
+            if not batches:
+                break
+            for batch in batches:
+                stats = self.process_batch(batch)
+                for name in vars(total):
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+        return total
+
+    def run(self, stop: threading.Event, idle_sleep_s: float = 0.05) -> None:
+        """Process until ``stop`` is set, sleeping ``idle_sleep_s`` when caught up."""
+        if not self._started:
+            self.start()
+        while not stop.is_set():
+            stats = self.process_available(max_batches=1)
+            if stats.read == 0:
+                stop.wait(idle_sleep_s)
+
+    # -- one batch ------------------------------------------------------------------
+
+    def process_batch(self, batch: Batch) -> BatchStats:
+        """Process one partition's batch and commit it (see the module docstring)."""
+        opts = self.options
+        p = batch.partition
+        work = _Work(StoreBatch(opts.consumer, offsets={p: batch.next_offset}))
+        work.stats.read = len(batch.records)
+        wm_key = f"WM#{p}"
+        wm_blob = self.store.states([wm_key]).get(wm_key)
+        watermark = int(wm_blob) if wm_blob else None
+
+        decoded = self._decode(batch, work)
+        keys = [dedup_key(ev) for _, ev in decoded]
+        seen = self.store.seen(keys)
+        plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
+        user_times: dict[str, list[int]] = defaultdict(list)
+        live: dict[str, _LiveState] = {}
+        commerce = aggregate._new()
+        newest_received = 0
+        for (record, event), key in zip(decoded, keys, strict=True):
+            if key in seen:
+                work.stats.duplicates += 1
+                continue
+            seen.add(key)
+            assert event.received_at is not None
+            work.batch.dedup.append((key, event.received_at + opts.dedup_window))
+            occurred = _us(event.occurred_at)
+            late = watermark is not None and occurred < watermark - _us_delta(opts.allowed_lateness)
+            watermark = occurred if watermark is None else max(watermark, occurred)
+            newest_received = max(newest_received, _us(event.received_at))
+            work.event_rows.append(event_row(event, p, record.offset, late))
+            work.stats.processed += 1
+            day = event.occurred_at.date().isoformat()
+            work.batch.add("PIPELINE", "TOTAL", events=1, late=float(late))
+            work.batch.add("PIPELINE", f"DAY#{day}", **{f"events_{event.event_type}": 1.0})
+            if late:
+                work.stats.late += 1
+                continue
+            if isinstance(event, PlaybackEvent):
+                plays[play_key(event)].append((record.value, event))
+                user_times[event.actor_id].append(occurred)
+                current = live.get(event.actor_id)
+                if current is None or occurred >= current.at_us:
+                    cid = event.content.content_id if event.content else None
+                    if cid is None and current is not None:
+                        cid = current.content_id
+                    live[event.actor_id] = _LiveState(occurred, event.event_type in _PLAYING, cid)
+            elif isinstance(event, CommerceEvent):
+                aggregate.commerce_contribution(event, commerce)
+        work.batch.add("PIPELINE", "TOTAL", duplicates=float(work.stats.duplicates))
+        _merge(work.batch, commerce)
+        if watermark is not None:
+            work.batch.states[wm_key] = str(watermark).encode()
+            self._update_plays(p, plays, watermark, batch, work)
+            self._update_sessions(p, user_times, watermark, work)
+        self._update_live(live, work)
+        if newest_received:
+            work.batch.states["META#newest_received_us"] = str(newest_received).encode()
+        if self.lake is not None:
+            first, last = batch.records[0].offset, batch.records[-1].offset
+            if work.event_rows:
+                self.lake.write(
+                    "events", work.event_rows, partition=p, first_offset=first, last_offset=last
+                )
+            if work.play_rows:
+                self.lake.write(
+                    "plays", work.play_rows, partition=p, first_offset=first, last_offset=last
+                )
+        self.store.apply(work.batch)
+        try:
+            self._consumer.commit(batch)  # for lag monitoring; the store's offsets rule
+        except Exception as exc:
+            log.warning("could not commit the stream offset: %s", exc)
+        return work.stats
+
+    def _decode(self, batch: Batch, work: _Work) -> list[tuple[Any, EventBase]]:
+        out = []
+        rejections = []
+        for record in batch.records:
+            try:
+                out.append((record, decode_stored(record.value)))
+            except EventValidationError as exc:
+                rejections.append(
+                    Rejection(record.value, exc.reason, exc.errors, record.appended_at, "processor")
+                )
+        if rejections:
+            self.quarantine.add(rejections)
+            work.stats.quarantined += len(rejections)
+        return out
+
+    def _update_plays(
+        self,
+        p: int,
+        new_events: dict[str, list[tuple[bytes, PlaybackEvent]]],
+        watermark_us: int,
+        batch: Batch,
+        work: _Work,
+    ) -> None:
+        opts = self.options
+        idle_us = _us_delta(opts.idle_timeout)
+        open_plays = self._open_plays[p]
+        # Plays with new events, and open plays the watermark has made idle.
+        touched = set(new_events)
+        touched.update(k for k, last in open_plays.items() if last < watermark_us - idle_us)
+        if not touched:
+            self._finalize_plays(p, watermark_us, work)
+            return
+        state_keys = {k: f"PLAY#{p}#{k}" for k in touched}
+        stored = self.store.states(state_keys.values())
+        now = _from_us(watermark_us)
+        for pkey in touched:
+            blob = stored.get(state_keys[pkey])
+            state = _decode_state.decode(blob) if blob else _PlayState([], [], 0)
+            events = [decode_stored(raw) for raw in state.events]
+            for raw, event in new_events.get(pkey, []):
+                state.events.append(raw)
+                events.append(event)
+            playback = [e for e in events if isinstance(e, PlaybackEvent)]
+            summary = summarize_play(playback, idle_timeout=opts.idle_timeout, now_event_time=now)
+            contribution = aggregate.play_contribution(summary)
+            _merge(
+                work.batch, aggregate.diff(contribution, aggregate.from_rows(state.contribution))
+            )
+            self._add_listeners(summary, playback, work)
+            closed = is_closed(summary, now, opts.idle_timeout)
+            changed = bool(new_events.get(pkey)) or closed != state.closed
+            if closed and changed:
+                work.play_rows.append(play_row(summary, batch.records[-1].offset))
+                work.stats.plays_finished += 1
+            state.contribution = aggregate.to_rows(contribution)
+            state.last_us = _us(summary.ended_at)
+            state.closed = closed
+            work.batch.states[state_keys[pkey]] = _encode.encode(state)
+            if closed:
+                open_plays.pop(pkey, None)
+            else:
+                open_plays[pkey] = state.last_us
+        self._finalize_plays(p, watermark_us, work)
+
+    def _finalize_plays(self, p: int, watermark_us: int, work: _Work) -> None:
+        # Closed plays older than the allowed lateness can no longer change: forget their
+        # state (their contribution stays in the store).
+        horizon = watermark_us - _us_delta(self.options.allowed_lateness + timedelta(days=1))
+        for key, blob in self._closed_candidates(p, horizon):
+            state = _decode_state.decode(blob)
+            if state.closed and state.last_us < horizon:
+                work.batch.states[key] = None
+
+    def _closed_candidates(self, p: int, horizon: int) -> Iterable[tuple[str, bytes]]:
+        # Cheap most of the time: only scan when the horizon passed a new day.
+        day = horizon // _us_delta(timedelta(days=1))
+        marker = f"_finalized_day_{p}"
+        if getattr(self, marker, None) == day:
+            return []
+        setattr(self, marker, day)
+        return self.store.states(self.store.state_keys(f"PLAY#{p}#")).items()
+
+    def _add_listeners(
+        self, summary: PlaySummary, events: list[PlaybackEvent], work: _Work
+    ) -> None:
+        if summary.content_id is None:
+            return
+        for day in {e.occurred_at.date().isoformat() for e in events}:
+            work.batch.members.add(
+                (f"LISTENERS#CONTENT#{summary.content_id}#{day}", summary.user_id)
+            )
+            work.batch.members.add((f"LISTENERS#TOTAL#{day}", summary.user_id))
+            if summary.creator:
+                work.batch.members.add(
+                    (f"LISTENERS#CREATOR#{summary.creator}#{day}", summary.user_id)
+                )
+
+    def _update_sessions(
+        self, p: int, user_times: dict[str, list[int]], watermark_us: int, work: _Work
+    ) -> None:
+        opts = self.options
+        horizon = watermark_us - _us_delta(opts.allowed_lateness + timedelta(days=1))
+        known = self._sessions[p]
+        touched = set(user_times)
+        touched.update(u for u, last in known.items() if last < horizon)
+        if not touched:
+            return
+        keys = {u: f"SESS#{p}#{u}" for u in touched}
+        stored = self.store.states(keys.values())
+        for user in touched:
+            blob = stored.get(keys[user])
+            state = _decode_session.decode(blob) if blob else _SessionState([], [])
+            times = sorted(state.times_us + user_times.get(user, []))
+            sessions = sessionize(
+                [_from_us(t) for t in times],
+                gap=opts.idle_timeout,
+                max_length=opts.session_max_length,
+            )
+            old = aggregate.from_rows(state.contribution)
+            # Sessions that ended before the horizon are final: keep their contribution
+            # in the store, drop them from the state.
+            final = [s for s in sessions if _us(s.end) < horizon]
+            live = [s for s in sessions if _us(s.end) >= horizon]
+            new_total = aggregate.session_contribution(user, sessions)
+            _merge(work.batch, aggregate.diff(new_total, old))
+            if live:
+                cutoff = _us(live[0].start)
+                state.times_us = [t for t in times if t >= cutoff]
+                state.contribution = aggregate.to_rows(aggregate.session_contribution(user, live))
+                work.batch.states[keys[user]] = _encode.encode(state)
+                known[user] = times[-1]
+            else:
+                work.batch.states[keys[user]] = None
+                known.pop(user, None)
+            del final
+
+    def _update_live(self, live: dict[str, _LiveState], work: _Work) -> None:
+        if not live:
+            return
+        keys = {u: f"LIVE#{u}" for u in live}
+        stored = self.store.states(keys.values())
+        for user, state in live.items():
+            blob = stored.get(keys[user])
+            if blob:
+                old = _decode_live.decode(blob)
+                if old.at_us > state.at_us:
+                    continue
+            work.batch.states[keys[user]] = _encode.encode(state)
+
+
+def _us_delta(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def _merge(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
+    for (pk, sk), attrs in contribution.items():
+        batch.add(pk, sk, **attrs)
+
+
+def concurrent_listeners(store: RealtimeStore, now: datetime, window_s: float = 60.0) -> int:
+    """Users whose newest playback event says playing and happened within ``window_s``
+    seconds before ``now`` (UTC-aware): concurrent listeners."""
+    floor = _us(now) - int(window_s * 1_000_000)
+    count = 0
+    for blob in store.states(store.state_keys("LIVE#")).values():
+        state = _decode_live.decode(blob)
+        if state.playing and floor <= state.at_us <= _us(now) + 1_000_000:
+            count += 1
+    return count
+
+
+__all__ = [
+    "BatchStats",
+    "Processor",
+    "ProcessorOptions",
+    "Session",
+    "concurrent_listeners",
+    "dedup_key",
+]

@@ -1,0 +1,222 @@
+"""The processor end to end on real files: SQLite stream and store, Parquet lake."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from playpulse.errors import StoreError
+from playpulse.events.codec import validate_event
+from playpulse.lake.schema import SCHEMAS
+from playpulse.lake.writer import LakeWriter
+from playpulse.processor.pipeline import Processor, ProcessorOptions, concurrent_listeners
+from playpulse.quarantine.store import QuarantineStore
+from playpulse.store.base import StoreBatch
+from playpulse.store.sqlite import SQLiteStore
+from playpulse.stream.sqlite import SQLiteStream
+
+T0 = datetime(2026, 11, 20, 23, 59, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+CONTENT = {
+    "content_id": "book-1",
+    "content_type": "audiobook",
+    "creator": "A. Author",
+    "duration_s": 3600,
+    "chapter": 1,
+}
+
+
+def ev(kind: str, at_s: float, n: int, **extra: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": f"e{n}",
+        "event_type": kind,
+        "occurred_at": (T0 + timedelta(seconds=at_s)).isoformat(),
+        "user_id": "u1",
+        "playback_id": "p1",
+        "content": CONTENT,
+        "context": {"device_type": "mobile", "platform": "ios", "timezone": "Europe/Berlin"},
+    }
+    e.update(extra)
+    return e
+
+
+PLAY = [
+    ev("play_start", 0, 1, position_s=0),
+    ev("heartbeat", 30, 2, position_s=30),
+    ev("pause", 50, 3, position_s=50),
+    ev("resume", 110, 4, position_s=50),
+    ev("heartbeat", 140, 5, position_s=80),
+    ev("play_end", 150, 6, position_s=90, reason="stopped"),
+]
+
+
+class Pipeline:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stream = SQLiteStream(root / "stream.db", num_partitions=2)
+        self.quarantine = QuarantineStore(root / "quarantine.db")
+        self.store = SQLiteStore(root / "store.db")
+        self.lake = LakeWriter(root / "lake", SCHEMAS)
+
+    def append(self, events: list[dict[str, Any]], received_at: datetime = RECEIVED) -> None:
+        accepted = [validate_event(json.dumps(e), received_at) for e in events]
+        self.stream.append([(a.event.actor_id, a.payload) for a in accepted])
+
+    def processor(self, **options: Any) -> Processor:
+        return Processor(
+            self.stream, self.store, self.lake, self.quarantine, ProcessorOptions(**options)
+        )
+
+    def lake_rows(self, table: str) -> list[dict[str, Any]]:
+        files = [str(p) for p in self.lake.live_files(table)]
+        if not files:
+            return []
+        rel = duckdb.sql(f"SELECT * FROM read_parquet({files}, hive_partitioning = false)")
+        return list(rel.to_arrow_table().to_pylist())
+
+
+@pytest.fixture
+def pipe(tmp_path: Path) -> Pipeline:
+    return Pipeline(tmp_path)
+
+
+def test_a_play_becomes_exact_aggregates_and_lake_rows(pipe):
+    pipe.append(PLAY)
+    stats = pipe.processor().process_available()
+    assert stats.processed == 6
+    # Playing: 0-50 and 110-150 -> 90 s, split across midnight UTC (23:59:00 + 60 s).
+    day1 = pipe.store.item("CONTENT#book-1", "DAY#2026-11-20")
+    day2 = pipe.store.item("CONTENT#book-1", "DAY#2026-11-21")
+    assert day1["plays"] == 1
+    assert "plays" not in day2
+    assert day1["playing_time_s"] == pytest.approx(50.0, abs=1e-6)
+    assert day2["playing_time_s"] == pytest.approx(40.0, abs=1e-6)
+    assert day1["streams"] == 1
+    assert day1.get("skipped", 0) == 0
+    # Berlin is UTC+1: the whole play is on the local 21st.
+    local = pipe.store.item("CONTENT#book-1", "LOCALDAY#2026-11-21")
+    assert local["playing_time_s"] == pytest.approx(90.0, abs=1e-6)
+    assert pipe.store.count_members("LISTENERS#CONTENT#book-1#2026-11-20") == 1
+    events = pipe.lake_rows("events")
+    assert sorted(r["event_id"] for r in events) == [f"e{i}" for i in range(1, 7)]
+    plays = pipe.lake_rows("plays")
+    assert len(plays) == 1
+    assert plays[0]["playing_time_s"] == pytest.approx(90.0, abs=1e-6)
+    assert plays[0]["end_reason"] == "stopped"
+
+
+def test_duplicates_are_dropped_and_counted_but_a_reused_id_with_new_content_is_kept(pipe):
+    pipe.append(PLAY)
+    pipe.append(PLAY[:2], received_at=RECEIVED + timedelta(minutes=5))  # a retried send
+    reused = ev("bookmark", 60, 2, position_s=50)  # same id as a heartbeat, other content
+    pipe.append([reused])
+    stats = pipe.processor().process_available()
+    assert stats.duplicates == 2
+    assert stats.processed == 7
+    assert pipe.store.item("PIPELINE", "TOTAL")["duplicates"] == 2
+    assert pipe.store.item("CONTENT#book-1", "DAY#2026-11-20")["plays"] == 1
+
+
+def test_out_of_order_batches_give_the_same_numbers_as_in_order(tmp_path):
+    ordered = Pipeline(tmp_path / "a")
+    ordered.append(PLAY)
+    ordered.processor().process_available()
+    shuffled = Pipeline(tmp_path / "b")
+    events = PLAY[:]
+    random.Random(7).shuffle(events)
+    processor = shuffled.processor(batch_size=2)
+    for e in events:
+        shuffled.append([e])
+        processor.process_available()
+    for sk in ("DAY#2026-11-20", "DAY#2026-11-21", "LOCALDAY#2026-11-21"):
+        a = ordered.store.item("CONTENT#book-1", sk)
+        b = shuffled.store.item("CONTENT#book-1", sk)
+        # A retracted contribution leaves an attribute at 0: the same as absent.
+        for name in a.keys() | b.keys():
+            assert b.get(name, 0) == pytest.approx(a.get(name, 0), abs=1e-6), (sk, name)
+
+
+def test_late_events_reach_the_lake_but_not_the_aggregates(pipe):
+    pipe.append(PLAY)
+    week_later = ev("heartbeat", 8 * 86400, 20, playback_id="p2", position_s=0)
+    old = ev("play_start", 0.5 * 86400, 21, playback_id="p3", position_s=0)
+    pipe.append([week_later, old], received_at=RECEIVED + timedelta(days=9))
+    stats = pipe.processor().process_available()
+    assert stats.late == 1
+    late_rows = [r for r in pipe.lake_rows("events") if r["late"]]
+    assert [r["event_id"] for r in late_rows] == ["e21"]
+    assert pipe.store.item("PIPELINE", "TOTAL")["late"] == 1
+    assert pipe.store.item("CONTENT#book-1", "DAY#2026-11-21").get("plays", 0) == 0
+
+
+def test_idle_play_is_closed_at_its_last_event_once_the_watermark_passes(pipe):
+    unfinished = [ev("play_start", 0, 1, position_s=0), ev("heartbeat", 20, 2, position_s=20)]
+    pipe.append(unfinished)
+    processor = pipe.processor()
+    processor.process_available()
+    item = pipe.store.item("CONTENT#book-1", "DAY#2026-11-20")
+    assert item.get("skipped", 0) == 0  # still open: maybe the listener comes back
+    later = ev("play_start", 31 * 60, 3, playback_id="p2", position_s=0)
+    pipe.append([later])
+    processor.process_available()
+    item = pipe.store.item("CONTENT#book-1", "DAY#2026-11-20")
+    assert item["skipped"] == 1  # 20 s of playing, then idle: a skip
+    assert item["playing_time_s"] == pytest.approx(20.0, abs=1e-6)
+    assert [r["end_reason"] for r in pipe.lake_rows("plays")] == ["idle"]
+
+
+class FailingStore(SQLiteStore):
+    """A real SQLite store whose Nth apply fails, as a crash between lake and store."""
+
+    def __init__(self, path: Path, fail_at: int) -> None:
+        super().__init__(path)
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def apply(self, batch: StoreBatch) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise StoreError("simulated crash before the commit")
+        super().apply(batch)
+
+
+def test_a_crash_between_lake_write_and_store_commit_counts_nothing_twice(tmp_path):
+    reference = Pipeline(tmp_path / "ref")
+    reference.append(PLAY)
+    reference.processor().process_available()
+
+    pipe = Pipeline(tmp_path / "crash")
+    pipe.append(PLAY)
+    pipe.store = FailingStore(tmp_path / "crash" / "store.db", fail_at=2)
+    with pytest.raises(StoreError):
+        pipe.processor(batch_size=2).process_available()
+    pipe.store = SQLiteStore(tmp_path / "crash" / "store.db")
+    pipe.processor(batch_size=4).process_available()  # other boundaries after restart
+    for sk in ("DAY#2026-11-20", "DAY#2026-11-21"):
+        a = reference.store.item("CONTENT#book-1", sk)
+        b = pipe.store.item("CONTENT#book-1", sk)
+        for name in a.keys() | b.keys():
+            assert b.get(name, 0) == pytest.approx(a.get(name, 0), abs=1e-6), (sk, name)
+    assert sorted(r["event_id"] for r in pipe.lake_rows("events")) == sorted(
+        r["event_id"] for r in reference.lake_rows("events")
+    )
+
+
+def test_concurrent_listeners_counts_users_playing_in_the_last_minute(pipe):
+    now = T0 + timedelta(seconds=200)
+    pipe.append(
+        [
+            ev("play_start", 190, 1, user_id="a", playback_id="pa"),
+            ev("play_start", 100, 2, user_id="b", playback_id="pb"),  # too long ago
+            ev("play_start", 180, 3, user_id="c", playback_id="pc"),
+            ev("pause", 195, 4, user_id="c", playback_id="pc"),  # paused now
+        ]
+    )
+    pipe.processor().process_available()
+    assert concurrent_listeners(pipe.store, now) == 1
