@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playpulse.errors import StoreError
@@ -38,10 +38,29 @@ CREATE TABLE IF NOT EXISTS offsets (
 _CHUNK = 500  # SQLite's variable limit is 32766; stay well below it.
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _us(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise StoreError("store timestamps must be timezone-aware")
-    return int(value.timestamp() * 1_000_000)
+    """Microseconds since the epoch, exactly (float timestamps lose microseconds)."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise StoreError(f"store timestamps must be timezone-aware datetimes, got {value!r}")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _prefix_where(column: str, prefix: str) -> tuple[str, tuple[str, ...]]:
+    """An index-friendly condition (and its parameters) for ``column`` starting with
+    ``prefix``. SQLite compares TEXT as UTF-8 bytes, which orders like code points, so the
+    strings with the prefix are those from ``prefix`` up to (excluding) the next string
+    that does not have it: the prefix with its last character raised by one."""
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:  # "" or only U+10FFFF: every string from ``prefix`` on has the prefix
+        return f"{column} >= ?", (prefix,)
+    last = ord(stem[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates cannot be stored; skip past them
+        last = 0xE000
+    return f"{column} >= ? AND {column} < ?", (prefix, stem[:-1] + chr(last))
 
 
 class SQLiteStore(RealtimeStore):
@@ -61,12 +80,17 @@ class SQLiteStore(RealtimeStore):
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply`."""
-        increments = [
-            (pk, sk, attr, amount)
-            for (pk, sk), attrs in batch.increments.items()
-            for attr, amount in attrs.items()
-            if amount != 0
-        ]
+        try:
+            # Convert and check what Python can before the transaction starts.
+            amounts = [
+                (pk, sk, attr, float(amount))
+                for (pk, sk), attrs in batch.increments.items()
+                for attr, amount in attrs.items()
+            ]
+            dedup = [(event_id, _us(expires)) for event_id, expires in batch.dedup]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise StoreError(f"invalid batch for {self.path}: {exc}") from exc
+        increments = [row for row in amounts if row[3] != 0]
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -78,10 +102,7 @@ class SQLiteStore(RealtimeStore):
                 self._db.executemany(
                     "INSERT OR IGNORE INTO members VALUES (?, ?)", sorted(batch.members)
                 )
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO dedup VALUES (?, ?)",
-                    [(event_id, _us(expires)) for event_id, expires in batch.dedup],
-                )
+                self._db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?)", dedup)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO states VALUES (?, ?)",
                     [(k, v) for k, v in batch.states.items() if v is not None],
@@ -95,9 +116,13 @@ class SQLiteStore(RealtimeStore):
                     [(batch.consumer, p, o) for p, o in batch.offsets.items()],
                 )
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                # Not only sqlite3.Error: binding can raise OverflowError (an int beyond
+                # 64 bits) or UnicodeEncodeError, and the transaction must not stay open.
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                if not isinstance(exc, Exception):
+                    raise
                 raise StoreError(f"applying a batch to {self.path} failed: {exc}") from exc
 
     def offsets(self, consumer: str) -> dict[int, int]:
@@ -141,10 +166,10 @@ class SQLiteStore(RealtimeStore):
 
     def state_keys(self, prefix: str) -> list[str]:
         """See :meth:`RealtimeStore.state_keys`."""
+        where, params = _prefix_where("key", prefix)
         with self._lock:
             rows = self._db.execute(
-                "SELECT key FROM states WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix + "\U0010ffff"),
+                f"SELECT key FROM states WHERE {where} ORDER BY key", params
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -158,21 +183,21 @@ class SQLiteStore(RealtimeStore):
 
     def items(self, pk: str, sk_prefix: str = "") -> list[tuple[str, dict[str, float]]]:
         """See :meth:`RealtimeStore.items`."""
+        where, params = _prefix_where("sk", sk_prefix)
         with self._lock:
             rows = self._db.execute(
-                "SELECT sk, attr, value FROM items WHERE pk = ? AND sk >= ? AND sk < ? "
-                "ORDER BY sk",
-                (pk, sk_prefix, sk_prefix + "\U0010ffff"),
+                f"SELECT sk, attr, value FROM items WHERE pk = ? AND {where} ORDER BY sk",
+                (pk, *params),
             ).fetchall()
         return _group(rows)
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, float]]]:
         """See :meth:`RealtimeStore.scan`."""
+        where, params = _prefix_where("pk", pk_prefix)
         with self._lock:
             rows = self._db.execute(
-                "SELECT pk, attr, value FROM items WHERE sk = ? AND pk >= ? AND pk < ? "
-                "ORDER BY pk",
-                (sk, pk_prefix, pk_prefix + "\U0010ffff"),
+                f"SELECT pk, attr, value FROM items WHERE sk = ? AND {where} ORDER BY pk",
+                (sk, *params),
             ).fetchall()
         return _group(rows)
 
