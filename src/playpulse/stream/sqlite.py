@@ -8,6 +8,12 @@ cost of an fsync per append (https://www.sqlite.org/pragma.html#pragma_synchrono
 Several processes may append to and read from the same file (``playpulse up`` and
 ``playpulse import``): offsets are assigned inside the write transaction, so they stay
 strictly increasing whoever writes.
+
+Storage follows Kafka's record batches: one append stores, per partition it touches,
+one row holding all its records (msgpack ``[[key, value], ...]``) with the batch's base
+offset and count. Record *i* of a batch has offset ``base_offset + i``. Writing a few
+rows instead of one per record makes an append several times cheaper; reads and
+retention work on whole batches and slice them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
+
+import msgspec
 
 from playpulse.errors import BackpressureError, ConfigError, OffsetOutOfRangeError, StreamError
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
@@ -34,14 +42,14 @@ CREATE TABLE IF NOT EXISTS partitions (
     start_offset INTEGER NOT NULL,
     end_offset INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS record_batches (
     partition INTEGER NOT NULL,
-    "offset" INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value BLOB NOT NULL,
+    base_offset INTEGER NOT NULL,
+    record_count INTEGER NOT NULL,
     appended_at_us INTEGER NOT NULL,
-    PRIMARY KEY (partition, "offset")
-) WITHOUT ROWID;
+    records BLOB NOT NULL,
+    UNIQUE (partition, base_offset)
+);
 CREATE TABLE IF NOT EXISTS group_offsets (
     "group" TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -57,6 +65,18 @@ def _as_stream_error(doing: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StreamError(f"{doing} failed: {exc}") from exc
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
+
+
+def _encode(records: list[tuple[str, bytes]]) -> bytes:
+    return _batch_encoder.encode(records)
+
+
+def _decode(blob: bytes) -> list[tuple[str, bytes]]:
+    return _batch_decoder.decode(blob)
 
 
 def _now_us() -> int:
@@ -146,7 +166,14 @@ class SQLiteStream(EventStream):
         """Append in one transaction; see :meth:`EventStream.append`."""
         if not records:
             return []
-        placed = [(self.partition_for(key), key, value) for key, value in records]
+        by_partition: dict[int, list[tuple[str, bytes]]] = {}
+        positions = []
+        for key, value in records:
+            partition = self.partition_for(key)
+            group = by_partition.setdefault(partition, [])
+            positions.append((partition, len(group)))
+            group.append((key, value))
+        blobs = {p: _encode(group) for p, group in by_partition.items()}
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -157,23 +184,19 @@ class SQLiteStream(EventStream):
             now_us = _now_us()
             try:
                 ends = dict(self._db.execute("SELECT partition, end_offset FROM partitions"))
-                rows = []
-                result = []
-                for partition, key, value in placed:
-                    offset = ends[partition]
-                    ends[partition] = offset + 1
-                    rows.append((partition, offset, key, value, now_us))
-                    result.append(Appended(partition, offset))
-                self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO record_batches VALUES (?, ?, ?, ?, ?)",
+                    [(p, ends[p], len(by_partition[p]), now_us, blob) for p, blob in blobs.items()],
+                )
                 self._db.executemany(
                     "UPDATE partitions SET end_offset = ? WHERE partition = ?",
-                    [(end, p) for p, end in ends.items()],
+                    [(ends[p] + len(group), p) for p, group in by_partition.items()],
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StreamError(f"append to {self.path} failed: {exc}") from exc
-        return result
+        return [Appended(p, ends[p] + i) for p, i in positions]
 
     def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
         """See :meth:`EventStream.read`."""
@@ -183,13 +206,27 @@ class SQLiteStream(EventStream):
                 f"offset {offset} is outside partition {partition}'s retained range "
                 f"{info.start_offset}..{info.end_offset}"
             )
+        out: list[Record] = []
         with self._lock, _as_stream_error(f"reading {self.path}"):
-            rows = self._db.execute(
-                'SELECT "offset", key, value, appended_at_us FROM records '
-                'WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
-                (partition, offset, max_records),
-            ).fetchall()
-        return [Record(partition, o, k, v, _from_us(t)) for o, k, v, t in rows]
+            row = self._db.execute(
+                "SELECT max(base_offset) FROM record_batches "
+                "WHERE partition = ? AND base_offset <= ?",
+                (partition, offset),
+            ).fetchone()
+            first = offset if row[0] is None else row[0]
+            cursor = self._db.execute(
+                "SELECT base_offset, appended_at_us, records FROM record_batches "
+                "WHERE partition = ? AND base_offset >= ? ORDER BY base_offset",
+                (partition, first),
+            )
+            for base, appended_us, blob in cursor:
+                appended_at = _from_us(appended_us)
+                for i, (key, value) in enumerate(_decode(blob)):
+                    if base + i >= offset:
+                        out.append(Record(partition, base + i, key, value, appended_at))
+                        if len(out) >= max_records:
+                            return out
+        return out
 
     def _partition(self, partition: int) -> PartitionInfo:
         if not 0 <= partition < self.num_partitions:
@@ -239,7 +276,7 @@ class SQLiteStream(EventStream):
         return [r[0] for r in rows]
 
     def enforce_retention(self, now: datetime) -> int:
-        """See :meth:`EventStream.enforce_retention`."""
+        """See :meth:`EventStream.enforce_retention` (whole record batches go at once)."""
         cutoff_us = int((now - self.retention).timestamp() * 1_000_000)
         deleted = 0
         with self._lock, _as_stream_error(f"retention on {self.path}"):
@@ -248,13 +285,20 @@ class SQLiteStream(EventStream):
                 for partition, start, end in self._db.execute(
                     "SELECT partition, start_offset, end_offset FROM partitions"
                 ).fetchall():
-                    new_start = self._first_offset_at_or_after(partition, start, end, cutoff_us)
+                    # Append times grow with offsets: the first batch young enough to keep
+                    # marks the new start.
+                    row = self._db.execute(
+                        "SELECT base_offset FROM record_batches WHERE partition = ? "
+                        "AND appended_at_us >= ? ORDER BY base_offset LIMIT 1",
+                        (partition, cutoff_us),
+                    ).fetchone()
+                    new_start = end if row is None else int(row[0])
                     if new_start > start:
-                        cur = self._db.execute(
-                            'DELETE FROM records WHERE partition = ? AND "offset" < ?',
+                        self._db.execute(
+                            "DELETE FROM record_batches WHERE partition = ? AND base_offset < ?",
                             (partition, new_start),
                         )
-                        deleted += cur.rowcount
+                        deleted += new_start - start
                         self._db.execute(
                             "UPDATE partitions SET start_offset = ? WHERE partition = ?",
                             (new_start, partition),
@@ -264,20 +308,6 @@ class SQLiteStream(EventStream):
                 self._db.execute("ROLLBACK")
                 raise
         return deleted
-
-    def _first_offset_at_or_after(self, partition: int, lo: int, hi: int, cutoff_us: int) -> int:
-        # Append times grow with offsets within a partition: binary search on the key.
-        while lo < hi:
-            mid = (lo + hi) // 2
-            row = self._db.execute(
-                'SELECT appended_at_us FROM records WHERE partition = ? AND "offset" = ?',
-                (partition, mid),
-            ).fetchone()
-            if row is not None and row[0] < cutoff_us:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
 
     def close(self) -> None:
         """Close the connection."""
