@@ -82,33 +82,70 @@ WriteKeys = Annotated[
     ),
 ]
 AccessLog = Annotated[bool, typer.Option(help="Log every request.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(help="Collector processes sharing the port (one per core) [default 1]."),
+]
 
 
 def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if with_processor:
+    what = "collector and processor" if with_processor else "collector"
+    typer.echo(
+        f"playpulse {what} on http://{settings.host}:{settings.port} "
+        f"(data in {settings.data_dir}, {settings.workers} worker(s))",
+        err=True,
+    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": access_log,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 5,
+    }
+    if settings.workers > 1:
+        _serve_workers(settings, with_processor, options)
+    elif with_processor:
         from playpulse.service import create_service_app
 
-        application = create_service_app(settings)
+        uvicorn.run(create_service_app(settings), **options)
     else:
         from playpulse.collector.app import create_app
 
-        application = create_app(settings)
-    what = "collector and processor" if with_processor else "collector"
-    typer.echo(
-        f"playpulse {what} on http://{settings.host}:{settings.port} (data in {settings.data_dir})",
-        err=True,
-    )
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        access_log=access_log,
-        log_level="info",
-        timeout_graceful_shutdown=5,
-    )
+        uvicorn.run(create_app(settings), **options)
+
+
+def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, Any]) -> None:
+    # Several collector processes on one port; the processor (one per data dir) runs on
+    # a thread of this supervising process. Workers read their settings from the
+    # environment and pool their Prometheus metrics in a directory.
+    import os
+    import shutil
+
+    import uvicorn
+
+    from playpulse.service import ProcessorThread, open_processor
+
+    metrics_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ.update(settings.to_env())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    worker = ProcessorThread(open_processor(settings)) if with_processor else None
+    if worker is not None:
+        worker.start()
+    try:
+        uvicorn.run(
+            "playpulse.collector.app:create_app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **options,
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
 
 
 @app.command()
@@ -118,9 +155,10 @@ def collect(
     write_key: WriteKeys = None,
     data_dir: DataDir = None,
     access_log: AccessLog = False,
+    workers: Workers = None,
 ) -> None:
     """Run the HTTP collector on the embedded stream in the data dir."""
-    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_key, workers=workers)
     _serve(settings, with_processor=False, access_log=access_log)
 
 
@@ -131,9 +169,10 @@ def up(
     write_key: WriteKeys = None,
     data_dir: DataDir = None,
     access_log: AccessLog = False,
+    workers: Workers = None,
 ) -> None:
     """Run the collector and the processor together on the embedded default."""
-    settings = _settings(data_dir, host=host, port=port, write_keys=write_key)
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_key, workers=workers)
     _serve(settings, with_processor=True, access_log=access_log)
 
 

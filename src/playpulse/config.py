@@ -52,8 +52,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(1000, ge=1)
     max_pending_events: int = Field(50_000, ge=1)
+    workers: int = Field(1, ge=1, le=64)
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``PLAYPULSE_*`` variables (for worker processes)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if name in ("write_keys", "read_keys"):
+                value = ",".join(k.get_secret_value() for k in getattr(self, name))
+            env[f"PLAYPULSE_{name.upper()}"] = str(value)
+        return env
 
     @property
     def retention(self) -> timedelta:

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from playpulse.collector.body import gunzip, split_events
@@ -267,7 +267,7 @@ def create_app(
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -282,3 +282,8 @@ async def _retention_loop(stream: EventStream) -> None:
             continue
         if deleted:
             log.info("retention deleted %d records", deleted)
+
+
+def create_app_from_env() -> FastAPI:
+    """The collector app with settings from ``PLAYPULSE_*`` variables (for workers)."""
+    return create_app(Settings())

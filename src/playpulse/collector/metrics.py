@@ -1,8 +1,22 @@
-"""Prometheus metrics of the collector, in a registry of its own per app."""
+"""Prometheus metrics of the collector, in a registry of its own per app.
+
+With several worker processes (``--workers``), ``PROMETHEUS_MULTIPROC_DIR`` is set and
+each process writes its values there; :meth:`CollectorMetrics.exposition` then sums
+them over every worker (prometheus_client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -54,4 +68,13 @@ class CollectorMetrics:
             "playpulse_pending_events",
             "Events waiting for the stream across in-flight requests.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus text format (summed over workers when several)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(registry))
+        return bytes(generate_latest(self.registry))
