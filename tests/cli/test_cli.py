@@ -198,3 +198,56 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     unknown = run("quarantine", "show", "99", "--data-dir", str(tmp_path))
     assert unknown.returncode == 2
     assert "no quarantine entry with id 99" in unknown.stderr
+
+
+def test_two_collector_workers_share_the_port_stream_and_metrics(tmp_path):
+    port = free_port()
+    log = tmp_path / "workers.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "playpulse",
+                "collect",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        for i in range(40):  # a new connection each time, so both workers take requests
+            batch = [event(user_id=f"user-{i}") for _ in range(5)]
+            assert httpx.post(f"{url}/v1/events", json=batch, timeout=10).json()["accepted"] == 5
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert "playpulse_events_accepted_total 200.0" in metrics
+        info = json.loads(
+            run("status", "--data-dir", str(tmp_path / "d"), "--format", "json").stdout
+        )
+        assert info["events"] == 200
+        for p in info["partitions"]:  # offsets stay dense whoever appended
+            assert p["events"] == (0 if p["newest_offset"] is None else p["newest_offset"] + 1)
+        assert "Started parent process" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
