@@ -6,7 +6,8 @@ For each batch of one stream partition it
 2. drops duplicates: an event whose ``event_id`` and content were already processed
    within the dedup window (a different event reusing an id is kept),
 3. marks late events: ``occurred_at`` more than the allowed lateness behind the
-   partition's watermark (the newest ``occurred_at`` seen before it, in stream order),
+   user's watermark (the newest ``occurred_at`` of that user's earlier events, in
+   stream order),
 4. rebuilds every play and user session the batch touches from all their events and
    applies the difference to the store (so out-of-order events land in the right
    buckets and nothing counts twice),
@@ -111,6 +112,7 @@ class _PlayState(msgspec.Struct):
     contribution: list[list[Any]]
     last_us: int
     closed: bool = False
+    user: str = ""
 
 
 class _SessionState(msgspec.Struct):
@@ -230,11 +232,16 @@ class Processor:
         p = batch.partition
         work = _Work(StoreBatch(opts.consumer, offsets={p: batch.next_offset}))
         work.stats.read = len(batch.records)
+        # Two event-time clocks, both advanced in stream order only: the partition's
+        # watermark closes idle plays; each user's watermark decides lateness and when
+        # a user's plays and sessions are final.
         wm_key = f"WM#{p}"
         wm_blob = self.store.states([wm_key]).get(wm_key)
         watermark = int(wm_blob) if wm_blob else None
+        lateness_us = _us_delta(opts.allowed_lateness)
 
         decoded = self._decode(batch, work)
+        user_wm = self._user_watermarks({ev.actor_id for _, ev in decoded})
         keys = [dedup_key(ev) for _, ev in decoded]
         seen = self.store.seen(keys)
         plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
@@ -250,7 +257,9 @@ class Processor:
             assert event.received_at is not None
             work.batch.dedup.append((key, event.received_at + opts.dedup_window))
             occurred = _us(event.occurred_at)
-            late = watermark is not None and occurred < watermark - _us_delta(opts.allowed_lateness)
+            actor_wm = user_wm.get(event.actor_id)
+            late = actor_wm is not None and occurred < actor_wm - lateness_us
+            user_wm[event.actor_id] = occurred if actor_wm is None else max(actor_wm, occurred)
             watermark = occurred if watermark is None else max(watermark, occurred)
             newest_received = max(newest_received, _us(event.received_at))
             work.event_rows.append(event_row(event, p, record.offset, late))
@@ -276,8 +285,10 @@ class Processor:
         _merge(work.batch, commerce)
         if watermark is not None:
             work.batch.states[wm_key] = str(watermark).encode()
-            self._update_plays(p, plays, watermark, batch, work)
-            self._update_sessions(p, user_times, watermark, work)
+            for user, wm in user_wm.items():
+                work.batch.states[f"UWM#{user}"] = str(wm).encode()
+            self._update_plays(p, plays, watermark, user_wm, batch, work)
+            self._update_sessions(p, user_times, user_wm, work)
         self._update_live(live, work)
         if newest_received:
             work.batch.states["META#newest_received_us"] = str(newest_received).encode()
@@ -318,6 +329,7 @@ class Processor:
         p: int,
         new_events: dict[str, list[tuple[bytes, PlaybackEvent]]],
         watermark_us: int,
+        user_wm: dict[str, int],
         batch: Batch,
         work: _Work,
     ) -> None:
@@ -328,7 +340,7 @@ class Processor:
         touched = set(new_events)
         touched.update(k for k, last in open_plays.items() if last < watermark_us - idle_us)
         if not touched:
-            self._finalize_plays(p, watermark_us, work)
+            self._finalize_plays(p, watermark_us, user_wm, work)
             return
         state_keys = {k: f"PLAY#{p}#{k}" for k in touched}
         stored = self.store.states(state_keys.values())
@@ -355,24 +367,39 @@ class Processor:
             state.contribution = aggregate.to_rows(contribution)
             state.last_us = _us(summary.ended_at)
             state.closed = closed
+            state.user = summary.user_id
             work.batch.states[state_keys[pkey]] = _encode.encode(state)
             if closed:
                 open_plays.pop(pkey, None)
             else:
                 open_plays[pkey] = state.last_us
-        self._finalize_plays(p, watermark_us, work)
+        self._finalize_plays(p, watermark_us, user_wm, work)
 
-    def _finalize_plays(self, p: int, watermark_us: int, work: _Work) -> None:
-        # Closed plays older than the allowed lateness can no longer change: forget their
-        # state (their contribution stays in the store).
-        horizon = watermark_us - _us_delta(self.options.allowed_lateness + timedelta(days=1))
-        for key, blob in self._closed_candidates(p, horizon):
-            state = _decode_state.decode(blob)
-            if state.closed and state.last_us < horizon:
+    def _user_watermarks(self, users: Iterable[str]) -> dict[str, int]:
+        keys = {u: f"UWM#{u}" for u in users}
+        stored = self.store.states(keys.values())
+        return {u: int(stored[k]) for u, k in keys.items() if k in stored}
+
+    def _finalize_plays(
+        self, p: int, watermark_us: int, user_wm: dict[str, int], work: _Work
+    ) -> None:
+        # A closed play whose user's watermark is past it by more than the allowed
+        # lateness (plus a day) can no longer change: forget its state (its contribution
+        # stays in the store).
+        margin = _us_delta(self.options.allowed_lateness + timedelta(days=1))
+        candidates = list(self._closed_candidates(p, watermark_us - margin))
+        if not candidates:
+            return
+        decoded = [(key, _decode_state.decode(blob)) for key, blob in candidates]
+        wms = dict(user_wm)
+        wms.update(self._user_watermarks({st.user for _, st in decoded} - set(wms)))
+        for key, state in decoded:
+            wm = wms.get(state.user)
+            if state.closed and wm is not None and state.last_us < wm - margin:
                 work.batch.states[key] = None
 
     def _closed_candidates(self, p: int, horizon: int) -> Iterable[tuple[str, bytes]]:
-        # Cheap most of the time: only scan when the horizon passed a new day.
+        # Cheap most of the time: only scan when the partition's horizon passed a new day.
         day = horizon // _us_delta(timedelta(days=1))
         marker = f"_finalized_day_{p}"
         if getattr(self, marker, None) == day:
@@ -396,18 +423,18 @@ class Processor:
                 )
 
     def _update_sessions(
-        self, p: int, user_times: dict[str, list[int]], watermark_us: int, work: _Work
+        self, p: int, user_times: dict[str, list[int]], user_wm: dict[str, int], work: _Work
     ) -> None:
         opts = self.options
-        horizon = watermark_us - _us_delta(opts.allowed_lateness + timedelta(days=1))
+        margin = _us_delta(opts.allowed_lateness + timedelta(days=1))
         known = self._sessions[p]
         touched = set(user_times)
-        touched.update(u for u, last in known.items() if last < horizon)
         if not touched:
             return
         keys = {u: f"SESS#{p}#{u}" for u in touched}
         stored = self.store.states(keys.values())
         for user in touched:
+            horizon = user_wm[user] - margin
             blob = stored.get(keys[user])
             state = _decode_session.decode(blob) if blob else _SessionState([], [])
             times = sorted(state.times_us + user_times.get(user, []))
