@@ -68,8 +68,8 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "vendor_view": ("vendor_id",),
     "product_favorite": ("product_id",),
     "cart_add": ("product_id",),
-    "order_created": ("order_id", "amount_minor", "currency"),
-    "order_completed": ("order_id", "amount_minor", "currency"),
+    "order_created": ("order_id",),
+    "order_completed": ("order_id",),
 }
 
 CLASS_BY_TYPE = {str(c.__struct_config__.tag): c for c in EVENT_CLASSES}
@@ -630,3 +630,14 @@ def test_json_schema_accepts_normalized_events_and_rejects_bad_ones() -> None:
         validator.validate(payload_json(accept(event(event_type))))
     assert not validator.is_valid(event("seek", position_s=-1))
     assert not validator.is_valid(event("heartbeat", surprise=True))
+
+
+@pytest.mark.parametrize("event_type", ["order_created", "order_completed"])
+def test_orders_without_an_amount_are_accepted_but_an_amount_needs_a_currency(event_type):
+    accepted = validate_event(
+        json.dumps(event(event_type, amount_minor=None, currency=None)), RECEIVED
+    )
+    assert accepted.event.amount_minor is None
+    without_currency = json.dumps(event(event_type, currency=None))
+    with pytest.raises(EventValidationError, match="currency"):
+        validate_event(without_currency, RECEIVED)

@@ -320,19 +320,17 @@ class CartAdd(CommerceEvent, tag="cart_add", kw_only=True):
 
 
 class OrderCreated(CommerceEvent, tag="order_created", kw_only=True):
-    """An order was placed: ``order_id``, ``amount_minor`` and ``currency`` are required."""
+    """An order was placed (``order_id`` is required; ``amount_minor`` with ``currency``
+    when the amount is known: imported shop logs often have none)."""
 
     order_id: Id
-    amount_minor: AmountMinor
-    currency: Annotated[str, Meta(pattern=_CURRENCY.pattern)]
 
 
 class OrderCompleted(CommerceEvent, tag="order_completed", kw_only=True):
-    """An order was paid and fulfilled: ``order_id``, ``amount_minor``, ``currency``."""
+    """An order was paid and fulfilled (``order_id`` is required; ``amount_minor`` with
+    ``currency`` when known)."""
 
     order_id: Id
-    amount_minor: AmountMinor
-    currency: Annotated[str, Meta(pattern=_CURRENCY.pattern)]
 
 
 PLAYBACK_EVENT_CLASSES: tuple[type[PlaybackEvent], ...] = (
