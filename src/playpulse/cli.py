@@ -126,26 +126,32 @@ def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, 
 
     import uvicorn
 
-    from playpulse.service import ProcessorThread, open_processor
+    from playpulse.service import ProcessorThread, open_processor, processor_lock
 
     metrics_dir = settings.data_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    worker = ProcessorThread(open_processor(settings)) if with_processor else None
-    if worker is not None:
-        worker.start()
-    try:
-        uvicorn.run(
-            "playpulse.collector.app:create_app_from_env",
-            factory=True,
-            workers=settings.workers,
-            **options,
-        )
-    finally:
+    with processor_lock(settings) as mine:
+        if with_processor and not mine:
+            raise ConfigError(
+                f"another processor runs on {settings.data_dir} (a `playpulse up` or "
+                "`playpulse process`): one per data dir"
+            )
+        worker = ProcessorThread(open_processor(settings)) if with_processor else None
         if worker is not None:
-            worker.stop()
+            worker.start()
+        try:
+            uvicorn.run(
+                "playpulse.collector.app:create_app_from_env",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
+        finally:
+            if worker is not None:
+                worker.stop()
 
 
 @app.command()
@@ -178,15 +184,13 @@ def up(
 
 @app.command()
 def process(data_dir: DataDir = None) -> None:
-    """Process everything in the stream now (when no `playpulse up` is running)."""
-    from playpulse.service import open_processor
+    """Process everything in the stream now (or wait for a running `playpulse up`)."""
+    from playpulse.service import ensure_processed
 
-    processor = open_processor(_settings(data_dir))
-    try:
-        stats = processor.process_available()
-    finally:
-        for resource in (processor.stream, processor.store, processor.quarantine):
-            resource.close()
+    stats = ensure_processed(_settings(data_dir))
+    if stats is None:
+        typer.echo("the running processor has caught up")
+        return
     typer.echo(
         f"processed {stats.processed:,} events ({stats.duplicates:,} duplicates dropped, "
         f"{stats.late:,} late, {stats.plays_finished:,} plays finished)"

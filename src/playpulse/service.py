@@ -8,17 +8,21 @@ embedded stream into the real-time store (``store.db``) and the Parquet lake
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 from fastapi import FastAPI
 
 from playpulse.collector.app import create_app
 from playpulse.config import Settings
+from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
-from playpulse.processor.pipeline import Processor, ProcessorOptions
+from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
@@ -39,6 +43,78 @@ def open_processor(settings: Settings, options: ProcessorOptions | None = None) 
         QuarantineStore(settings.quarantine_path),
         options,
     )
+
+
+@contextlib.contextmanager
+def processor_lock(settings: Settings) -> Iterator[bool]:
+    """Try to become the one processor of ``settings.data_dir``; yields whether it did.
+
+    One processor per data dir: ``playpulse up`` holds this lock while it runs, and
+    ``playpulse process`` / ``playpulse import`` take it only when no ``up`` is
+    running. The lock is an advisory ``flock`` on ``<data dir>/processor.lock``, released
+    when the holder exits, however it exits.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.data_dir / "processor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def close_processor(processor: Processor) -> None:
+    """Close the connections of a processor made by :func:`open_processor`."""
+    for resource in (processor.stream, processor.store, processor.quarantine):
+        resource.close()
+
+
+def ensure_processed(
+    settings: Settings, targets: Mapping[int, int] | None = None, timeout_s: float = 600.0
+) -> BatchStats | None:
+    """Make sure the stream is processed up to ``targets`` (partition -> end offset;
+    default: everything in the stream now).
+
+    Processes it here when no processor runs on the data dir and returns the stats;
+    otherwise waits for the running one (``playpulse up``) to commit past the targets
+    and returns ``None``. Raises :class:`~playpulse.errors.PlaypulseError` when the
+    running processor does not get there within ``timeout_s``.
+    """
+    with processor_lock(settings) as mine:
+        if mine:
+            processor = open_processor(settings)
+            try:
+                return processor.process_available()
+            finally:
+                close_processor(processor)
+    if targets is None:
+        stream = open_stream(settings)
+        try:
+            targets = {p.partition: p.end_offset for p in stream.partitions()}
+        finally:
+            stream.close()
+    store = SQLiteStore(settings.store_path)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            done = store.offsets(ProcessorOptions().consumer)
+            if all(done.get(p, 0) >= end for p, end in targets.items() if end > 0):
+                return None
+            if time.monotonic() > deadline:
+                raise PlaypulseError(
+                    f"the processor running on {settings.data_dir} did not catch up within "
+                    f"{timeout_s:.0f} s; check `playpulse status`"
+                )
+            time.sleep(0.05)
+    finally:
+        store.close()
 
 
 class ProcessorThread:
@@ -65,8 +141,7 @@ class ProcessorThread:
         """Ask the thread to finish its batch and stop; close the connections."""
         self._stop.set()
         self._thread.join(timeout_s)
-        for resource in (self.processor.stream, self.processor.store, self.processor.quarantine):
-            resource.close()
+        close_processor(self.processor)
 
 
 def create_service_app(settings: Settings) -> FastAPI:
@@ -76,14 +151,20 @@ def create_service_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        worker = ProcessorThread(open_processor(settings))
-        application.state.processor = worker
-        async with inner(application):
-            worker.start()
-            try:
-                yield
-            finally:
-                worker.stop()
+        with processor_lock(settings) as mine:
+            if not mine:
+                raise ConfigError(
+                    f"another processor runs on {settings.data_dir} (a `playpulse up` or "
+                    "`playpulse process`): one per data dir"
+                )
+            worker = ProcessorThread(open_processor(settings))
+            application.state.processor = worker
+            async with inner(application):
+                worker.start()
+                try:
+                    yield
+                finally:
+                    worker.stop()
 
     app.router.lifespan_context = lifespan
     return app
