@@ -5,12 +5,15 @@ Errors are printed as one line (``error: ...``) with exit code 2, never a traceb
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -326,6 +329,130 @@ def quarantine_replay(
         f"replayed {len(result.replayed)}, still failing {len(result.still_failing)}, "
         f"skipped {len(result.skipped)}"
     )
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{name} '{value}' is not a date or ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _print_table(table: pa.Table, fmt: str) -> None:
+    rows = table.to_pylist()
+    if fmt == "json":
+        typer.echo(json.dumps(rows, default=_json_default, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(table.column_names)
+        for row in rows:
+            writer.writerow(
+                [
+                    "" if v is None else v if isinstance(v, int | float) else _cell(v)
+                    for v in row.values()
+                ]
+            )
+    else:
+        view = Table(*table.column_names)
+        for row in rows:
+            view.add_row(*(_cell(v) for v in row.values()))
+        out.print(view)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=_json_default)
+    return str(value)
+
+
+@app.command()
+def query(
+    name: Annotated[str, typer.Argument(help="Catalog query (see `playpulse queries`).")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start (date or ISO time; UTC if no zone).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive.")] = None,
+    tz: Annotated[str, typer.Option(help="IANA time zone for days and hours.")] = "UTC",
+    limit: Annotated[int, typer.Option(help="Rows for ranked queries.")] = 10,
+    content_id: Annotated[str | None, typer.Option(help="Only this content.")] = None,
+    creator: Annotated[str | None, typer.Option(help="Only this creator.")] = None,
+    content_type: Annotated[
+        str | None, typer.Option(help="audiobook, track, episode or video.")
+    ] = None,
+    vendor_id: Annotated[str | None, typer.Option(help="Only this vendor.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Run a metric from the catalog over the lake and the real-time store."""
+    from playpulse.query.catalog import QueryParams, run_query
+
+    _check_format(fmt, ("table", "json", "csv"))
+    try:
+        params = QueryParams(
+            start=_when(start, "--from"),
+            end=_when(end, "--to"),
+            tz=tz,
+            limit=limit,
+            content_id=content_id,
+            creator=creator,
+            content_type=content_type,
+            vendor_id=vendor_id,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(problems) from None
+    _print_table(run_query(name, params, _settings(data_dir)), fmt)
+
+
+@app.command()
+def queries() -> None:
+    """List the catalog's queries and their columns."""
+    from playpulse.query.catalog import CATALOG
+
+    view = Table("name", "answers", "columns")
+    for spec in CATALOG.values():
+        view.add_row(spec.name, spec.description, ", ".join(spec.columns))
+    out.print(view)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SQL over the views events, plays, sessions.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Run ad hoc SQL (DuckDB) over the views events, plays and sessions."""
+    import duckdb
+
+    from playpulse.query.engine import connect
+
+    _check_format(fmt, ("table", "json", "csv"))
+    con = connect(_settings(data_dir))
+    try:
+        relation = con.sql(statement)
+        table = pa.table({}) if relation is None else relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise ConfigError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    _print_table(table, fmt)
 
 
 def main() -> None:

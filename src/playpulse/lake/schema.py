@@ -5,7 +5,8 @@
   ``late`` flag.
 - ``plays``: one row per version of a finished play (a play changed by a late event is
   written again with a higher ``version``; readers keep the highest version per
-  ``play_key``).
+  ``play_key``), with its playing ``segments`` (each within one UTC hour and one local
+  hour) so queries can split playing time by any hour, day or time zone.
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ PLAYS_SCHEMA = pa.schema(
         ("country", pa.string()),
         ("timezone", pa.string()),
         ("event_count", pa.int64()),
+        (
+            "segments",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("start", TS),
+                        ("end", TS),
+                        ("playing_s", pa.float64()),
+                        ("foreground", pa.bool_()),
+                        ("chapter", pa.int64()),
+                        ("rate", pa.float64()),
+                    ]
+                )
+            ),
+        ),
     ]
 )
 
@@ -184,4 +200,15 @@ def play_row(play: PlaySummary, version: int) -> dict[str, Any]:
     row["event_date"] = play.started_at.date().isoformat()
     row["version"] = version
     row["chapters_reached"] = list(play.chapters_reached)
+    row["segments"] = [
+        {
+            "start": seg.start,
+            "end": seg.end,
+            "playing_s": seg.playing_s,
+            "foreground": seg.foreground,
+            "chapter": seg.chapter,
+            "rate": seg.rate,
+        }
+        for seg in play.segments
+    ]
     return row

@@ -503,4 +503,22 @@ __all__ = [
     "Session",
     "concurrent_listeners",
     "dedup_key",
+    "open_plays",
 ]
+
+
+def open_plays(
+    store: RealtimeStore, idle_timeout: timedelta = timedelta(minutes=30)
+) -> list[PlaySummary]:
+    """Plays the processor holds open (no closing event yet, not idle-closed), as they
+    stand now: the part of the picture not yet in the lake's ``plays`` table."""
+    out = []
+    for blob in store.states(store.state_keys("PLAY#")).values():
+        state = _decode_state.decode(blob)
+        if state.closed:
+            continue
+        events = [decode_stored(raw) for raw in state.events]
+        playback = [e for e in events if isinstance(e, PlaybackEvent)]
+        if playback:
+            out.append(summarize_play(playback, idle_timeout=idle_timeout))
+    return out

@@ -1,0 +1,549 @@
+"""The metric catalog: named, parameterized queries over the ``events``, ``plays`` and
+``sessions`` views (see :mod:`playpulse.query.engine`).
+
+Names and columns are public interface (CLI, Python, REST, dashboard). ``listening_s``
+is playing time (docs/metrics.md): the playing segments that fall in the time range,
+so a play across the range's edge counts only its part inside. ``plays`` count the
+plays that *started* in the range. Rates are shares of those plays (0 to 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from playpulse.config import Settings
+from playpulse.errors import PlaypulseError
+from playpulse.events.model import iana_zones
+
+
+class QueryError(PlaypulseError):
+    """A query name or parameter is wrong (the message says which and why)."""
+
+
+class QueryParams(BaseModel):
+    """Parameters every catalog query accepts (unused ones are ignored).
+
+    ``start``/``end``: UTC-aware time range ``[start, end)``; default the last 30 days.
+    ``tz``: IANA time zone for day and hour buckets (default UTC). Filters:
+    ``content_id``, ``creator``, ``content_type``, ``vendor_id``. ``limit``: rows for
+    ranked queries.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: datetime | None = None
+    end: datetime | None = None
+    tz: str = "UTC"
+    content_id: str | None = None
+    creator: str | None = None
+    content_type: str | None = None
+    vendor_id: str | None = None
+    limit: int = Field(10, ge=1, le=10_000)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone, such as 2026-11-01T00:00:00Z")
+        return value.astimezone(UTC) if value else None
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if value not in iana_zones():
+            raise ValueError(f"'{value}' is not an IANA time zone such as 'Europe/Berlin'")
+        return value
+
+    def window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """The resolved ``[start, end)`` in UTC."""
+        end = self.end or (now or datetime.now(UTC)) + timedelta(days=1)
+        start = self.start or end - timedelta(days=31)
+        if start >= end:
+            raise QueryError(f"start {start.isoformat()} is not before end {end.isoformat()}")
+        return start, end
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One catalog entry: its name, what it answers, its SQL and output columns."""
+
+    name: str
+    description: str
+    sql: str
+    columns: tuple[str, ...]
+    needs_store: bool = False
+
+
+_PLAY_FILTER = """
+    ($content_id IS NULL OR content_id = $content_id)
+    AND ($creator IS NULL OR creator = $creator)
+    AND ($content_type IS NULL OR content_type = $content_type)
+"""
+_STARTED = f"""
+started AS (
+    SELECT * FROM plays
+    WHERE started_at >= $start AND started_at < $end AND {_PLAY_FILTER}
+)"""
+_SEGMENTS = f"""
+segs AS (
+    SELECT p.play_key, p.user_id, p.content_id, p.title, p.creator, p.content_type,
+           p.platform, p.device_type, s.start AS seg_start, s.playing_s, s.foreground,
+           s.chapter
+    FROM plays p, unnest(p.segments) AS u(s)
+    WHERE s.start >= $start AND s.start < $end AND {_PLAY_FILTER}
+)"""
+_COMMERCE = """
+shop AS (
+    SELECT * FROM events
+    WHERE occurred_at >= $start AND occurred_at < $end AND NOT late
+      AND event_type IN ('product_view', 'vendor_view', 'product_favorite', 'cart_add',
+                         'order_created', 'order_completed')
+      AND ($vendor_id IS NULL OR vendor_id = $vendor_id)
+)"""
+
+
+def _rates(prefix: str = "") -> str:
+    return (
+        f"coalesce(avg({prefix}completed::INT), 0) AS completion_rate, "
+        f"coalesce(avg({prefix}skipped::INT), 0) AS skip_rate"
+    )
+
+
+CATALOG: dict[str, QuerySpec] = {}
+
+
+def _add(spec: QuerySpec) -> None:
+    CATALOG[spec.name] = spec
+
+
+_add(
+    QuerySpec(
+        "overview",
+        "Plays, streams (>= 30 s), listeners, listening time, sessions, completion and "
+        "skip rates in the range.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end)
+        SELECT
+            (SELECT count(*) FROM started) AS plays,
+            (SELECT count(*) FILTER (is_stream) FROM started) AS streams,
+            (SELECT count(DISTINCT user_id) FROM (
+                SELECT user_id FROM started UNION ALL SELECT user_id FROM segs)) AS listeners,
+            (SELECT coalesce(sum(playing_s), 0) FROM segs) AS listening_s,
+            (SELECT count(*) FROM sess) AS sessions,
+            (SELECT coalesce(avg(duration_s), 0) FROM sess) AS avg_session_s,
+            (SELECT coalesce(avg(completed::INT), 0) FROM started) AS completion_rate,
+            (SELECT coalesce(avg(skipped::INT), 0) FROM started) AS skip_rate
+        """,
+        (
+            "plays",
+            "streams",
+            "listeners",
+            "listening_s",
+            "sessions",
+            "avg_session_s",
+            "completion_rate",
+            "skip_rate",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "top_content",
+        "Titles by listening time, with plays, listeners, completion and skip rates.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        p AS (SELECT content_id, count(*) AS plays, {_rates()},
+                     any_value(title) AS title, any_value(creator) AS creator,
+                     any_value(content_type) AS content_type
+              FROM started GROUP BY content_id),
+        l AS (SELECT content_id, sum(playing_s) AS listening_s,
+                     any_value(title) AS title, any_value(creator) AS creator,
+                     any_value(content_type) AS content_type
+              FROM segs GROUP BY content_id),
+        u AS (SELECT content_id, count(DISTINCT user_id) AS listeners FROM (
+                SELECT content_id, user_id FROM started
+                UNION ALL SELECT content_id, user_id FROM segs) GROUP BY content_id)
+        SELECT u.content_id, coalesce(p.title, l.title) AS title,
+               coalesce(p.creator, l.creator) AS creator,
+               coalesce(p.content_type, l.content_type) AS content_type,
+               coalesce(p.plays, 0) AS plays, u.listeners,
+               coalesce(l.listening_s, 0) AS listening_s,
+               coalesce(p.completion_rate, 0) AS completion_rate,
+               coalesce(p.skip_rate, 0) AS skip_rate
+        FROM u LEFT JOIN p USING (content_id) LEFT JOIN l USING (content_id)
+        WHERE u.content_id IS NOT NULL
+        ORDER BY listening_s DESC, plays DESC, content_id LIMIT $limit
+        """,
+        (
+            "content_id",
+            "title",
+            "creator",
+            "content_type",
+            "plays",
+            "listeners",
+            "listening_s",
+            "completion_rate",
+            "skip_rate",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "top_creators",
+        "Authors, artists, shows and channels by listening time.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        p AS (SELECT creator, count(*) AS plays FROM started GROUP BY creator),
+        l AS (SELECT creator, sum(playing_s) AS listening_s FROM segs GROUP BY creator),
+        u AS (SELECT creator, count(DISTINCT user_id) AS listeners FROM (
+                SELECT creator, user_id FROM started UNION ALL SELECT creator, user_id FROM segs)
+              GROUP BY creator)
+        SELECT u.creator, coalesce(p.plays, 0) AS plays, u.listeners,
+               coalesce(l.listening_s, 0) AS listening_s
+        FROM u LEFT JOIN p USING (creator) LEFT JOIN l USING (creator)
+        WHERE u.creator IS NOT NULL
+        ORDER BY listening_s DESC, plays DESC, creator LIMIT $limit
+        """,
+        ("creator", "plays", "listeners", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "hourly_engagement",
+        "Plays, listeners and listening time by day of week (0 = Monday) and hour of day, "
+        "in the requested time zone; all 168 cells.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        grid AS (SELECT d AS day_of_week, h AS hour_of_day
+                 FROM range(7) t(d), range(24) s(h)),
+        p AS (SELECT isodow(timezone($tz, started_at)) - 1 AS day_of_week,
+                     hour(timezone($tz, started_at)) AS hour_of_day, count(*) AS plays
+              FROM started GROUP BY ALL),
+        l AS (SELECT isodow(timezone($tz, seg_start)) - 1 AS day_of_week,
+                     hour(timezone($tz, seg_start)) AS hour_of_day,
+                     sum(playing_s) AS listening_s, count(DISTINCT user_id) AS listeners
+              FROM segs GROUP BY ALL)
+        SELECT g.day_of_week, g.hour_of_day, coalesce(p.plays, 0) AS plays,
+               coalesce(l.listeners, 0) AS listeners, coalesce(l.listening_s, 0) AS listening_s
+        FROM grid g LEFT JOIN p USING (day_of_week, hour_of_day)
+                    LEFT JOIN l USING (day_of_week, hour_of_day)
+        ORDER BY g.day_of_week, g.hour_of_day
+        """,
+        ("day_of_week", "hour_of_day", "plays", "listeners", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "daily",
+        "Per day (in the requested time zone): plays, listeners, new listeners (first play "
+        "ever that day) and listening time.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        first_seen AS (SELECT user_id, min(timezone($tz, started_at))::DATE AS first_day
+                       FROM plays GROUP BY user_id),
+        p AS (SELECT timezone($tz, started_at)::DATE AS date, count(*) AS plays
+              FROM started GROUP BY ALL),
+        l AS (SELECT timezone($tz, seg_start)::DATE AS date, sum(playing_s) AS listening_s
+              FROM segs GROUP BY ALL),
+        u AS (SELECT date, count(DISTINCT user_id) AS listeners FROM (
+                SELECT timezone($tz, started_at)::DATE AS date, user_id FROM started
+                UNION ALL SELECT timezone($tz, seg_start)::DATE, user_id FROM segs)
+              GROUP BY date),
+        n AS (SELECT first_day AS date, count(*) AS new_listeners FROM first_seen
+              GROUP BY first_day)
+        SELECT u.date, coalesce(p.plays, 0) AS plays, u.listeners,
+               coalesce(n.new_listeners, 0) AS new_listeners,
+               coalesce(l.listening_s, 0) AS listening_s
+        FROM u LEFT JOIN p USING (date) LEFT JOIN l USING (date) LEFT JOIN n USING (date)
+        ORDER BY u.date
+        """,
+        ("date", "plays", "listeners", "new_listeners", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "user_sessions",
+        "Listeners by listening time, with their sessions and average session length.",
+        f"""
+        WITH {_SEGMENTS},
+        s AS (SELECT user_id, count(*) AS sessions, avg(duration_s) AS avg_session_s
+              FROM sessions WHERE started_at >= $start AND started_at < $end GROUP BY user_id),
+        l AS (SELECT user_id, sum(playing_s) AS listening_s FROM segs GROUP BY user_id)
+        SELECT coalesce(s.user_id, l.user_id) AS user_id, coalesce(s.sessions, 0) AS sessions,
+               coalesce(s.avg_session_s, 0) AS avg_session_s,
+               coalesce(l.listening_s, 0) AS listening_s
+        FROM s FULL OUTER JOIN l USING (user_id)
+        ORDER BY listening_s DESC, sessions DESC, user_id LIMIT $limit
+        """,
+        ("user_id", "sessions", "avg_session_s", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "devices",
+        "Platform and device mix: plays, listeners and listening time.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        p AS (SELECT coalesce(platform, 'unknown') AS platform,
+                     coalesce(device_type, 'unknown') AS device_type, count(*) AS plays
+              FROM started GROUP BY ALL),
+        l AS (SELECT coalesce(platform, 'unknown') AS platform,
+                     coalesce(device_type, 'unknown') AS device_type,
+                     sum(playing_s) AS listening_s FROM segs GROUP BY ALL),
+        u AS (SELECT platform, device_type, count(DISTINCT user_id) AS listeners FROM (
+                SELECT coalesce(platform, 'unknown') AS platform,
+                       coalesce(device_type, 'unknown') AS device_type, user_id FROM started
+                UNION ALL SELECT coalesce(platform, 'unknown'), coalesce(device_type, 'unknown'),
+                       user_id FROM segs) GROUP BY ALL)
+        SELECT u.platform, u.device_type, coalesce(p.plays, 0) AS plays, u.listeners,
+               coalesce(l.listening_s, 0) AS listening_s
+        FROM u LEFT JOIN p USING (platform, device_type) LEFT JOIN l USING (platform, device_type)
+        ORDER BY listening_s DESC, plays DESC, platform, device_type
+        """,
+        ("platform", "device_type", "plays", "listeners", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "chapters",
+        "Audiobook drop-off: per title and chapter, listeners, listening time and reach rate "
+        "(share of the title's starters who reached the chapter).",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        starters AS (SELECT content_id, count(DISTINCT user_id) AS n FROM started
+                     GROUP BY content_id),
+        reached AS (SELECT content_id, unnest(chapters_reached) AS chapter, user_id
+                    FROM started),
+        r AS (SELECT content_id, chapter, count(DISTINCT user_id) AS listeners
+              FROM reached GROUP BY ALL),
+        l AS (SELECT content_id, chapter, sum(playing_s) AS listening_s
+              FROM segs WHERE chapter IS NOT NULL GROUP BY ALL)
+        SELECT r.content_id, r.chapter, r.listeners, coalesce(l.listening_s, 0) AS listening_s,
+               r.listeners / s.n AS reach_rate
+        FROM r JOIN starters s USING (content_id) LEFT JOIN l USING (content_id, chapter)
+        ORDER BY r.content_id, r.chapter
+        """,
+        ("content_id", "chapter", "listeners", "listening_s", "reach_rate"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "retention_curve",
+        "Audience retention: for each title with a known duration, the share of plays still "
+        "playing at each whole percent of the duration (furthest position reached).",
+        f"""
+        WITH {_STARTED},
+        titles AS (SELECT content_id FROM started WHERE duration_s > 0
+                   GROUP BY content_id ORDER BY count(*) DESC, content_id LIMIT $limit),
+        p AS (SELECT content_id,
+                     coalesce(furthest_position_s, 0) / duration_s * 100 AS reached_pct
+              FROM started WHERE content_id IN (SELECT content_id FROM titles)),
+        grid AS (SELECT content_id, pct AS position_pct FROM titles, range(101) t(pct))
+        SELECT g.content_id, g.position_pct,
+               count(*) FILTER (p.reached_pct >= g.position_pct) / count(*) AS share
+        FROM grid g JOIN p USING (content_id)
+        GROUP BY g.content_id, g.position_pct ORDER BY g.content_id, g.position_pct
+        """,
+        ("content_id", "position_pct", "share"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "watch_time_visibility",
+        "Playing time in the foreground and in the background, per creator and day.",
+        f"""
+        WITH {_SEGMENTS}
+        SELECT creator, timezone($tz, seg_start)::DATE AS date,
+               sum(playing_s) FILTER (foreground) AS foreground_s,
+               coalesce(sum(playing_s) FILTER (NOT foreground), 0) AS background_s
+        FROM segs WHERE creator IS NOT NULL GROUP BY ALL
+        ORDER BY date, background_s DESC, creator
+        """,
+        ("creator", "date", "foreground_s", "background_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "funnel",
+        "Shop funnel per vendor: views, cart adds, orders, completed orders, conversion "
+        "rates, revenue (minor units, per currency) and average order value.",
+        f"""
+        WITH {_COMMERCE},
+        c AS (SELECT vendor_id,
+                     count(*) FILTER (event_type = 'product_view') AS views,
+                     count(*) FILTER (event_type = 'cart_add') AS cart_adds,
+                     count(*) FILTER (event_type = 'order_created') AS orders,
+                     count(*) FILTER (event_type = 'order_completed') AS completed_orders
+              FROM shop WHERE vendor_id IS NOT NULL GROUP BY vendor_id),
+        r AS (SELECT vendor_id, currency, sum(amount_minor) AS revenue_minor,
+                     count(*) AS paid_orders
+              FROM shop WHERE event_type = 'order_completed' AND amount_minor IS NOT NULL
+              GROUP BY ALL)
+        SELECT c.vendor_id, views, cart_adds, orders, completed_orders,
+               CASE WHEN views > 0 THEN cart_adds / views END AS view_to_cart,
+               CASE WHEN cart_adds > 0 THEN orders / cart_adds END AS cart_to_order,
+               CASE WHEN views > 0 THEN orders / views END AS view_to_order,
+               coalesce(r.revenue_minor, 0)::BIGINT AS revenue_minor, r.currency,
+               CASE WHEN r.paid_orders > 0 THEN r.revenue_minor / r.paid_orders END::DOUBLE
+                   AS average_order_minor
+        FROM c LEFT JOIN r USING (vendor_id)
+        ORDER BY revenue_minor DESC, views DESC, c.vendor_id
+        """,
+        (
+            "vendor_id",
+            "views",
+            "cart_adds",
+            "orders",
+            "completed_orders",
+            "view_to_cart",
+            "cart_to_order",
+            "view_to_order",
+            "revenue_minor",
+            "currency",
+            "average_order_minor",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "top_products",
+        "Products by revenue, then views: views, cart adds, completed orders, revenue.",
+        f"""
+        WITH {_COMMERCE}
+        SELECT product_id, any_value(vendor_id) AS vendor_id,
+               count(*) FILTER (event_type = 'product_view') AS views,
+               count(*) FILTER (event_type = 'cart_add') AS cart_adds,
+               count(*) FILTER (event_type = 'order_completed') AS completed_orders,
+               coalesce(sum(amount_minor) FILTER (event_type = 'order_completed'), 0)::BIGINT
+                   AS revenue_minor,
+               any_value(currency) FILTER (event_type = 'order_completed') AS currency
+        FROM shop WHERE product_id IS NOT NULL GROUP BY product_id
+        ORDER BY revenue_minor DESC, views DESC, product_id LIMIT $limit
+        """,
+        (
+            "product_id",
+            "vendor_id",
+            "views",
+            "cart_adds",
+            "completed_orders",
+            "revenue_minor",
+            "currency",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "vendor_daily",
+        "Per vendor and day (requested time zone): views, cart adds, orders, completed "
+        "orders, revenue.",
+        f"""
+        WITH {_COMMERCE}
+        SELECT vendor_id, timezone($tz, occurred_at)::DATE AS date,
+               count(*) FILTER (event_type = 'product_view') AS views,
+               count(*) FILTER (event_type = 'cart_add') AS cart_adds,
+               count(*) FILTER (event_type = 'order_created') AS orders,
+               count(*) FILTER (event_type = 'order_completed') AS completed_orders,
+               coalesce(sum(amount_minor) FILTER (event_type = 'order_completed'), 0)::BIGINT
+                   AS revenue_minor
+        FROM shop WHERE vendor_id IS NOT NULL GROUP BY ALL ORDER BY vendor_id, date
+        """,
+        ("vendor_id", "date", "views", "cart_adds", "orders", "completed_orders", "revenue_minor"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "cohorts",
+        "Weekly retention of new listeners: for each cohort (week of first play, Monday "
+        "start, requested time zone) the share still playing N weeks later.",
+        """
+        WITH p AS (SELECT user_id, date_trunc('week', timezone($tz, started_at))::DATE AS week
+                   FROM plays),
+        firsts AS (SELECT user_id, min(week) AS cohort_week FROM p GROUP BY user_id),
+        cohort AS (SELECT * FROM firsts
+                   WHERE cohort_week >= timezone($tz, $start)::DATE - 6
+                     AND cohort_week < timezone($tz, $end)::DATE),
+        sizes AS (SELECT cohort_week, count(*) AS users FROM cohort GROUP BY cohort_week),
+        active AS (SELECT DISTINCT c.cohort_week, c.user_id,
+                          (p.week - c.cohort_week) // 7 AS week_number
+                   FROM cohort c JOIN p USING (user_id))
+        SELECT a.cohort_week, a.week_number, s.users AS cohort_users,
+               count(*) AS active_users, count(*) / s.users AS retention
+        FROM active a JOIN sizes s USING (cohort_week)
+        GROUP BY a.cohort_week, a.week_number, s.users ORDER BY a.cohort_week, a.week_number
+        """,
+        ("cohort_week", "week_number", "cohort_users", "active_users", "retention"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "live",
+        "Now: concurrent listeners (playing, with an event in the last 60 s), events "
+        "processed in the last minute, data freshness and the top content now.",
+        "",
+        ("concurrent_listeners", "events_last_minute", "freshness_s", "top_content"),
+        needs_store=True,
+    )
+)
+
+_PARAM = re.compile(r"\$([a-z_]+)")
+
+
+def run_query(
+    name: str,
+    params: QueryParams | None = None,
+    settings: Settings | None = None,
+    *,
+    now: datetime | None = None,
+) -> pa.Table:
+    """Run catalog query ``name`` and return an Arrow table with its columns.
+
+    ``now`` (UTC-aware) replaces the clock for ``live`` and default ranges. Raises
+    :class:`QueryError` for an unknown name or bad parameters.
+    """
+    from playpulse.query.engine import connect
+
+    spec = CATALOG.get(name)
+    if spec is None:
+        raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
+    params = params or QueryParams()
+    settings = settings or Settings()
+    now = now or datetime.now(UTC)
+    if spec.name == "live":
+        from playpulse.query.live import live_table
+
+        return live_table(settings, now)
+    start, end = params.window(now)
+    con = connect(settings, since=start.date(), until=end.date())
+    try:
+        values: dict[str, Any] = params.model_dump()
+        values.update(start=start, end=end)
+        used = {k: values[k] for k in set(_PARAM.findall(spec.sql))}
+        try:
+            table: pa.Table = con.sql(spec.sql, params=used).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(f"query '{name}' failed: {exc}") from exc
+    finally:
+        con.close()
+    return table.select(list(spec.columns))
