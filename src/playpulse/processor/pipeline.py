@@ -410,14 +410,15 @@ class Processor:
     def _add_listeners(
         self, summary: PlaySummary, events: list[PlaybackEvent], work: _Work
     ) -> None:
-        if summary.content_id is None:
-            return
         for day in {e.occurred_at.date().isoformat() for e in events}:
-            work.batch.members.add(
-                (f"LISTENERS#CONTENT#{summary.content_id}#{day}", summary.user_id)
-            )
+            # Daily listeners count a play even when its content is unknown (a play
+            # whose play_start never arrived).
             work.batch.members.add((f"LISTENERS#TOTAL#{day}", summary.user_id))
-            if summary.creator:
+            if summary.content_id is not None:
+                work.batch.members.add(
+                    (f"LISTENERS#CONTENT#{summary.content_id}#{day}", summary.user_id)
+                )
+            if summary.content_id is not None and summary.creator:
                 work.batch.members.add(
                     (f"LISTENERS#CREATOR#{summary.creator}#{day}", summary.user_id)
                 )
