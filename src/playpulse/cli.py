@@ -176,12 +176,22 @@ def up(
     host: Host = None,
     port: Port = None,
     write_key: WriteKeys = None,
+    read_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--read-key",
+            help="Key for the read API and dashboard (repeatable) [env PLAYPULSE_READ_KEYS]. "
+            "Without one they are open to whoever reaches the address.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     access_log: AccessLog = False,
     workers: Workers = None,
 ) -> None:
-    """Run the collector and the processor together on the embedded default."""
-    settings = _settings(data_dir, host=host, port=port, write_keys=write_key, workers=workers)
+    """Run the collector, the processor, the read API and the dashboard together."""
+    settings = _settings(
+        data_dir, host=host, port=port, write_keys=write_key, read_keys=read_key, workers=workers
+    )
     _serve(settings, with_processor=True, access_log=access_log)
 
 
@@ -328,6 +338,35 @@ def quarantine_replay(
     typer.echo(
         f"replayed {len(result.replayed)}, still failing {len(result.still_failing)}, "
         f"skipped {len(result.skipped)}"
+    )
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="How many events to simulate.")] = 60_000,
+    seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same data).")] = 7,
+    data_dir: DataDir = None,
+) -> None:
+    """Simulate listeners and shoppers, send them through the collector, process them
+    and print the key tables."""
+    from rich.progress import Progress
+
+    from playpulse.demo import run_demo
+
+    settings = _settings(data_dir)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sending events", total=events)
+        result = run_demo(
+            settings, events=events, seed=seed, progress=lambda n: bar.update(task, completed=n)
+        )
+    for name, table in result.tables.items():
+        out.rule(name)
+        _print_table(table, "table")
+    out.print(
+        f"sent {result.sent:,} events over HTTP: {result.accepted:,} accepted, "
+        f"{result.rejected:,} rejected (see `playpulse quarantine list`); processed in "
+        f"{result.seconds:.1f} s. Data in {settings.data_dir}: run `playpulse up` and open "
+        f"http://{settings.host}:{settings.port}/"
     )
 
 

@@ -383,8 +383,9 @@ _add(
 _add(
     QuerySpec(
         "funnel",
-        "Shop funnel per vendor: views, cart adds, orders, completed orders, conversion "
-        "rates, revenue (minor units, per currency) and average order value.",
+        "Shop funnel per vendor (one row per vendor and order currency), by revenue: views, "
+        "cart adds, orders, completed orders, conversion rates, revenue (minor units) and "
+        "average order value.",
         f"""
         WITH {_COMMERCE},
         c AS (SELECT vendor_id,
@@ -405,7 +406,7 @@ _add(
                CASE WHEN r.paid_orders > 0 THEN r.revenue_minor / r.paid_orders END::DOUBLE
                    AS average_order_minor
         FROM c LEFT JOIN r USING (vendor_id)
-        ORDER BY revenue_minor DESC, views DESC, c.vendor_id
+        ORDER BY revenue_minor DESC, views DESC, c.vendor_id LIMIT $limit
         """,
         (
             "vendor_id",
