@@ -220,3 +220,34 @@ def test_concurrent_listeners_counts_users_playing_in_the_last_minute(pipe):
     )
     pipe.processor().process_available()
     assert concurrent_listeners(pipe.store, now) == 1
+
+
+def test_an_undecodable_record_is_quarantined_once_even_when_its_batch_is_redone(tmp_path):
+    pipe = Pipeline(tmp_path)
+    pipe.append(PLAY[:2])
+    pipe.stream.append([("u1", b"not json")])
+    pipe.store = FailingStore(tmp_path / "store.db", fail_at=1)
+    with pytest.raises(StoreError):
+        pipe.processor().process_available()
+    pipe.store = SQLiteStore(tmp_path / "store.db")
+    stats = pipe.processor().process_available()
+    assert stats.quarantined == 1
+    entries = pipe.quarantine.list(status=None)
+    assert len(entries) == 1
+    assert entries[0].source == "processor"
+    assert entries[0].raw == b"not json"
+
+
+def test_freshness_is_the_newest_receipt_across_partitions(pipe):
+    from playpulse.config import Settings
+    from playpulse.query.live import live_table
+
+    # Partition 1 is processed last but holds the older receipt.
+    pipe.append([ev("play_start", 0, 1, user_id="a", playback_id="pa")], RECEIVED)
+    later = RECEIVED + timedelta(minutes=9)
+    pipe.append([ev("play_start", 0, 2, user_id="d", playback_id="pd")], later)
+    assert (pipe.stream.partition_for("d"), pipe.stream.partition_for("a")) == (0, 1)
+    pipe.processor().process_available()
+    settings = Settings(data_dir=pipe.root)
+    row = live_table(settings, later + timedelta(seconds=5)).to_pylist()[0]
+    assert row["freshness_s"] == pytest.approx(5.0, abs=1e-3)

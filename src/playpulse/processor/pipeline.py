@@ -291,7 +291,10 @@ class Processor:
             self._update_sessions(p, user_times, user_wm, work)
         self._update_live(live, work)
         if newest_received:
-            work.batch.states["META#newest_received_us"] = str(newest_received).encode()
+            # One value per partition (each partition's batches are serial); readers take
+            # the maximum over partitions.
+            key = f"META#newest_received_us#{p}"
+            work.batch.states[key] = str(newest_received).encode()
         if self.lake is not None:
             first, last = batch.records[0].offset, batch.records[-1].offset
             if work.event_rows:
@@ -317,7 +320,14 @@ class Processor:
                 out.append((record, decode_stored(record.value)))
             except EventValidationError as exc:
                 rejections.append(
-                    Rejection(record.value, exc.reason, exc.errors, record.appended_at, "processor")
+                    Rejection(
+                        record.value,
+                        exc.reason,
+                        exc.errors,
+                        record.appended_at,
+                        "processor",
+                        origin=f"stream/{record.partition}/{record.offset}",
+                    )
                 )
         if rejections:
             self.quarantine.add(rejections)

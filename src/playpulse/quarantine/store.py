@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     event_id TEXT,
     raw BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'quarantined',
-    replayed_at TEXT
+    replayed_at TEXT,
+    origin TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine (status, id);
 """
@@ -38,7 +39,10 @@ class Rejection:
 
     ``source`` names where it was rejected (``collector``, ``import``, ``replay``);
     ``errors`` is a list of ``{"loc", "msg"}``; ``event_id`` is the event's id when it
-    could be read; ``received_at`` is UTC-aware.
+    could be read; ``received_at`` is UTC-aware. ``origin`` names where the bytes came
+    from when that is unique (``stream/3/1207``: partition 3, offset 1207): adding the
+    same origin twice keeps one entry, so a processor that re-reads a batch after a
+    crash does not quarantine its records twice.
     """
 
     raw: bytes
@@ -47,6 +51,7 @@ class Rejection:
     received_at: datetime
     source: str = "collector"
     event_id: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,15 @@ class QuarantineStore:
     def add(self, rejections: Iterable[Rejection]) -> list[int]:
         """Store ``rejections`` in one transaction; return their new ids."""
         rows = [
-            (_ts(r.received_at), r.source, r.reason, json.dumps(r.errors), r.event_id, r.raw)
+            (
+                _ts(r.received_at),
+                r.source,
+                r.reason,
+                json.dumps(r.errors),
+                r.event_id,
+                r.raw,
+                r.origin,
+            )
             for r in rejections
         ]
         if not rows:
@@ -118,10 +131,16 @@ class QuarantineStore:
                 for row in rows:
                     cur = self._db.execute(
                         "INSERT INTO quarantine (received_at, source, reason, errors, event_id, "
-                        "raw) VALUES (?, ?, ?, ?, ?, ?)",
+                        "raw, origin) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (origin) DO NOTHING RETURNING id",
                         row,
                     )
-                    ids.append(int(cur.lastrowid or 0))
+                    found = cur.fetchone()
+                    if found is None:  # already stored under this origin
+                        found = self._db.execute(
+                            "SELECT id FROM quarantine WHERE origin = ?", (row[-1],)
+                        ).fetchone()
+                    ids.append(int(found[0]))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -199,7 +218,7 @@ class QuarantineStore:
 
     @staticmethod
     def _entry(row: tuple[object, ...]) -> QuarantineEntry:
-        id_, received, source, reason, errors, event_id, raw, status, replayed = row
+        id_, received, source, reason, errors, event_id, raw, status, replayed, _origin = row
         return QuarantineEntry(
             id=int(str(id_)),
             received_at=datetime.fromisoformat(str(received)),

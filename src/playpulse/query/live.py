@@ -61,9 +61,10 @@ def live_table(settings: Settings, now: datetime) -> pa.Table:
                     concurrent += 1
                     if state.content_id:
                         playing[state.content_id] += 1
-            newest = store.states(["META#newest_received_us"]).get("META#newest_received_us")
+            keys = store.state_keys("META#newest_received_us#")
+            newest = max((int(v) for v in store.states(keys).values()), default=0)
             if newest:
-                freshness_s = max(0.0, (_us(now) - int(newest)) / 1_000_000)
+                freshness_s = max(0.0, (_us(now) - newest) / 1_000_000)
         finally:
             store.close()
     con = connect(settings, since=(now - LIVE_WINDOW).date(), until=now.date())
