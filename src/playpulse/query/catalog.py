@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -92,12 +94,22 @@ started AS (
     WHERE started_at >= $start AND started_at < $end AND {_PLAY_FILTER}
 )"""
 _SEGMENTS = f"""
-segs AS (
+clipped AS (
     SELECT p.play_key, p.user_id, p.content_id, p.title, p.creator, p.content_type,
-           p.platform, p.device_type, s.start AS seg_start, s.playing_s, s.foreground,
-           s.chapter
+           p.platform, p.device_type, s.foreground, s.chapter,
+           greatest(s.start, $start) AS a, least(s."end", $end) AS b
     FROM plays p, unnest(p.segments) AS u(s)
-    WHERE s.start >= $start AND s.start < $end AND {_PLAY_FILTER}
+    WHERE s."end" > $start AND s.start < $end AND {_PLAY_FILTER}
+),
+segs AS (
+    -- Playing time inside [start, end), cut at the requested zone's hour boundaries:
+    -- UTC hours for whole-hour zones, UTC quarter hours for zones such as +05:30.
+    SELECT c.* EXCLUDE (a, b), greatest(c.a, g) AS seg_start,
+           epoch(least(c.b, g + to_minutes($split_minutes)) - greatest(c.a, g)) AS playing_s
+    FROM clipped c,
+         unnest(generate_series(time_bucket(to_minutes($split_minutes), c.a), c.b,
+                                to_minutes($split_minutes))) AS t(g)
+    WHERE g < c.b
 )"""
 _COMMERCE = """
 shop AS (
@@ -252,7 +264,7 @@ _add(
         f"""
         WITH {_STARTED}, {_SEGMENTS},
         first_seen AS (SELECT user_id, min(timezone($tz, started_at))::DATE AS first_day
-                       FROM plays GROUP BY user_id),
+                       FROM plays_all GROUP BY user_id),
         p AS (SELECT timezone($tz, started_at)::DATE AS date, count(*) AS plays
               FROM started GROUP BY ALL),
         l AS (SELECT timezone($tz, seg_start)::DATE AS date, sum(playing_s) AS listening_s
@@ -371,7 +383,7 @@ _add(
         f"""
         WITH {_SEGMENTS}
         SELECT creator, timezone($tz, seg_start)::DATE AS date,
-               sum(playing_s) FILTER (foreground) AS foreground_s,
+               coalesce(sum(playing_s) FILTER (foreground), 0) AS foreground_s,
                coalesce(sum(playing_s) FILTER (NOT foreground), 0) AS background_s
         FROM segs WHERE creator IS NOT NULL GROUP BY ALL
         ORDER BY date, background_s DESC, creator
@@ -479,7 +491,7 @@ _add(
         "start, requested time zone) the share still playing N weeks later.",
         """
         WITH p AS (SELECT user_id, date_trunc('week', timezone($tz, started_at))::DATE AS week
-                   FROM plays),
+                   FROM plays_all),
         firsts AS (SELECT user_id, min(week) AS cohort_week FROM p GROUP BY user_id),
         cohort AS (SELECT * FROM firsts
                    WHERE cohort_week >= timezone($tz, $start)::DATE - 6
@@ -511,6 +523,20 @@ _add(
 _PARAM = re.compile(r"\$([a-z_]+)")
 
 
+@lru_cache(maxsize=256)
+def _whole_hours(tz: str) -> bool:
+    """Whether ``tz`` has been a whole number of hours from UTC since 1970 (then its
+    hour boundaries are UTC hour boundaries)."""
+    zone = ZoneInfo(tz)
+    instant = datetime(1970, 1, 1, tzinfo=UTC)
+    while instant.year < 2040:
+        offset = instant.astimezone(zone).utcoffset() or timedelta(0)
+        if offset % timedelta(hours=1):
+            return False
+        instant += timedelta(days=30)
+    return True
+
+
 def run_query(
     name: str,
     params: QueryParams | None = None,
@@ -539,7 +565,7 @@ def run_query(
     con = connect(settings, since=start.date(), until=end.date())
     try:
         values: dict[str, Any] = params.model_dump()
-        values.update(start=start, end=end)
+        values.update(start=start, end=end, split_minutes=60 if _whole_hours(params.tz) else 15)
         used = {k: values[k] for k in set(_PARAM.findall(spec.sql))}
         try:
             table: pa.Table = con.sql(spec.sql, params=used).to_arrow_table()

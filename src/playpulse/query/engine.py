@@ -86,18 +86,24 @@ def connect(
     """A DuckDB connection with the ``events``, ``plays`` and ``sessions`` views.
 
     ``since`` / ``until`` (UTC dates, inclusive) limit which lake files are read, for
-    speed; plays are read from one day before ``since`` so a play that started the
-    evening before still contributes its segments. Works on an empty or missing data
-    dir (the views are then empty).
+    speed: plays from one day before ``since`` (a play that started the evening before
+    still contributes its segments), events from two days before (sessions are at most
+    24 h long, so every session that starts in the range is rebuilt whole). The view
+    ``plays_all`` reads every play regardless (first plays, cohorts). Works on an empty
+    or missing data dir (the views are then empty).
     """
     settings = settings or Settings()
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
     lake = LakeWriter(settings.lake_path, SCHEMAS) if settings.lake_path.exists() else None
     plays_since = since - timedelta(days=1) if since else None
-    event_files = _files(lake, "events", since, until) if lake else []
+    events_since = since - timedelta(days=2) if since else None
+    event_files = _files(lake, "events", events_since, until) if lake else []
     play_files = _files(lake, "plays", plays_since, until) if lake else []
+    all_play_files = _files(lake, "plays", None, None) if lake else []
     _register(con, "events", event_files, EVENTS_SCHEMA)
     _register(con, "lake_plays", play_files, PLAYS_SCHEMA)
+    _register(con, "lake_plays_all", all_play_files, PLAYS_SCHEMA)
     open_rows = []
     if Path(settings.store_path).exists():
         store = SQLiteStore(settings.store_path)
@@ -106,17 +112,18 @@ def connect(
         finally:
             store.close()
     con.register("open_plays", pa.Table.from_pylist(open_rows, schema=PLAYS_SCHEMA))
-    con.execute(
-        """
-        CREATE OR REPLACE VIEW plays AS
-        SELECT * EXCLUDE (rn) FROM (
-            SELECT *, row_number() OVER (PARTITION BY play_key ORDER BY version DESC) AS rn
-            FROM lake_plays
-            WHERE play_key NOT IN (SELECT play_key FROM open_plays)
-        ) WHERE rn = 1
-        UNION ALL BY NAME
-        SELECT * FROM open_plays
-        """
-    )
+    for view, source in (("plays", "lake_plays"), ("plays_all", "lake_plays_all")):
+        con.execute(
+            f"""
+            CREATE OR REPLACE VIEW {view} AS
+            SELECT * EXCLUDE (rn) FROM (
+                SELECT *, row_number() OVER (PARTITION BY play_key ORDER BY version DESC) AS rn
+                FROM {source}
+                WHERE play_key NOT IN (SELECT play_key FROM open_plays)
+            ) WHERE rn = 1
+            UNION ALL BY NAME
+            SELECT * FROM open_plays
+            """
+        )
     con.execute(SESSIONS_SQL)
     return con
