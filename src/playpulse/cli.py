@@ -341,6 +341,26 @@ def quarantine_replay(
     )
 
 
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Export files or folders.")],
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="User id for exports that carry none (Spotify 2024+)."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Import exported histories (Spotify, YouTube, Last.fm, Taobao, DIGINETICA).
+
+    Idempotent: importing the same file again changes nothing. When this returns, the
+    events are processed and every query answers with them.
+    """
+    from playpulse.sources.importers import import_paths
+
+    result = import_paths(paths, _settings(data_dir), user_id=user, progress=True)
+    typer.echo(result.summary())
+
+
 @app.command()
 def demo(
     events: Annotated[int, typer.Option(help="How many events to simulate.")] = 60_000,

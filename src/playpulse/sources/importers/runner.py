@@ -1,0 +1,542 @@
+"""Run an import: files -> rows -> validated events -> stream -> processed.
+
+:func:`import_paths` is what ``playpulse import`` calls. Steps:
+
+1. **Collect files**: named files as given; directories walked recursively for
+   ``*.json`` / ``*.csv`` (hidden entries left out), each file once, in path order.
+2. **Load** every file and detect its format from its content
+   (:mod:`~playpulse.sources.importers.detect`). A corrupt file, or a *named* file in no
+   known format, stops the import before anything is appended; unknown files found in a
+   directory are skipped and listed.
+3. **Map** every row to events and validate each with
+   :func:`~playpulse.events.codec.validate_event`, as the collector does
+   (``received_at`` = the import's start, UTC). A row that cannot be mapped, or one of
+   whose events is invalid, is quarantined as a whole (``source="import"``, raw = the
+   row as JSON without personal fields, errors naming the file and line) and counted.
+   Rows that repeat an earlier row of the import are sent once.
+4. **Append** the events sorted by ``occurred_at``, in chunks of
+   :data:`CHUNK_EVENTS`, keyed by user. Sorting matters: the processor judges lateness
+   per user in stream order, so history in time order is never late. (History older
+   than the allowed lateness behind what a user already has in the data dir *is* late;
+   ``ImportResult.processing.late`` reports it.)
+5. **Process**: :func:`~playpulse.service.ensure_processed` up to the appended offsets,
+   here when no ``playpulse up`` runs on the data dir, else by waiting for it. When
+   :func:`import_paths` returns, every query answers with the imported events.
+
+Importing the same files again appends the same events (same ids and content), which
+the processor drops as duplicates: no figure changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from playpulse.config import Settings
+from playpulse.errors import BackpressureError, EventValidationError
+from playpulse.events.codec import validate_event
+from playpulse.events.model import EventBase
+from playpulse.processor.pipeline import BatchStats
+from playpulse.quarantine.store import QuarantineStore, Rejection
+from playpulse.sources.importers.base import (
+    ImportFormatError,
+    InvalidRow,
+    MapContext,
+    SkipRow,
+    SourceRow,
+    UnknownFormatError,
+    strip_personal,
+)
+from playpulse.sources.importers.detect import MAPPERS, LoadedFile, load_file
+
+#: Events per stream append.
+CHUNK_EVENTS = 1000
+#: File name suffixes picked up when walking a directory.
+SUFFIXES = (".json", ".csv")
+#: Quarantine reason for a row that cannot be turned into events at all.
+INVALID_ROW = "invalid_row"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RANK = {"play_start": 0, "heartbeat": 1, "play_end": 3}
+_encode = msgspec.json.Encoder()
+
+
+@dataclass
+class FileResult:
+    """What one file gave: its format, rows read, events appended, rows rejected
+    (quarantined), skipped (valid but nothing to import) and repeated (identical to an
+    earlier row of the import)."""
+
+    path: Path
+    format: str
+    rows: int = 0
+    events: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A quarantined row: where it is (1-based ``line``, 0-based ``index`` among the
+    file's rows), the quarantine ``reason`` and ``message``, and its quarantine id."""
+
+    path: Path
+    line: int
+    index: int
+    reason: str
+    message: str
+    quarantine_id: int | None = None
+
+
+@dataclass
+class ImportResult:
+    """What an import did.
+
+    - ``files``: per imported file; ``skipped_files``: ``(path, why)`` for unknown files
+      met while walking a directory.
+    - ``rows_read``, ``events_appended``, ``rows_rejected`` (quarantined, listed in
+      ``rejected`` with file and line), ``rows_skipped`` (by reason in
+      ``skipped_by_reason``), ``duplicate_rows``.
+    - ``rows_by_format`` / ``events_by_format``: counts per format name.
+    - ``seconds``: wall time of the whole import, processing included.
+    - ``processing``: the processor's totals when it ran here, ``None`` when a running
+      ``playpulse up`` processed the events.
+    """
+
+    files: list[FileResult] = field(default_factory=list)
+    skipped_files: list[tuple[Path, str]] = field(default_factory=list)
+    rows_read: int = 0
+    events_appended: int = 0
+    rows_rejected: int = 0
+    rows_skipped: int = 0
+    duplicate_rows: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    rows_by_format: dict[str, int] = field(default_factory=dict)
+    events_by_format: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    processing: BatchStats | None = None
+
+    def summary(self) -> str:
+        """A one-paragraph, human-readable account (for the CLI)."""
+        formats = ", ".join(f"{n:,} {name}" for name, n in sorted(self.rows_by_format.items()))
+        parts = [
+            f"imported {len(self.files)} file(s), {self.rows_read:,} rows ({formats or 'none'})",
+            f"{self.events_appended:,} events appended",
+            f"{self.rows_rejected:,} rows quarantined",
+            f"{self.rows_skipped:,} skipped",
+            f"{self.duplicate_rows:,} repeated rows sent once",
+            f"in {self.seconds:.1f} s",
+        ]
+        text = "; ".join(parts)
+        if self.processing is not None:
+            p = self.processing
+            text += (
+                f". Processed {p.processed:,} events ({p.duplicates:,} duplicates dropped, "
+                f"{p.late:,} late)"
+            )
+            if p.late:
+                text += (
+                    ". Late events are more than the allowed lateness older than what their "
+                    "user already had in this data dir: they reach the lake but no figure "
+                    "(import a user's histories together, in one run)"
+                )
+        else:
+            text += ". The running processor has caught up"
+        if self.skipped_files:
+            text += f". {len(self.skipped_files)} file(s) of unknown format skipped"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {
+            "files": [
+                {
+                    "path": str(f.path),
+                    "format": f.format,
+                    "rows": f.rows,
+                    "events": f.events,
+                    "rejected": f.rejected,
+                    "skipped": f.skipped,
+                    "duplicates": f.duplicates,
+                }
+                for f in self.files
+            ],
+            "skipped_files": [{"path": str(p), "why": why} for p, why in self.skipped_files],
+            "rows_read": self.rows_read,
+            "events_appended": self.events_appended,
+            "rows_rejected": self.rows_rejected,
+            "rows_skipped": self.rows_skipped,
+            "duplicate_rows": self.duplicate_rows,
+            "rejected": [
+                {
+                    "path": str(r.path),
+                    "line": r.line,
+                    "index": r.index,
+                    "reason": r.reason,
+                    "message": r.message,
+                    "quarantine_id": r.quarantine_id,
+                }
+                for r in self.rejected
+            ],
+            "skipped_by_reason": dict(self.skipped_by_reason),
+            "rows_by_format": dict(self.rows_by_format),
+            "events_by_format": dict(self.events_by_format),
+            "seconds": self.seconds,
+            "processing": None if self.processing is None else vars(self.processing),
+        }
+
+
+def collect_files(paths: Sequence[Path]) -> list[tuple[Path, bool]]:
+    """``(file, named)`` for every file to import: named files as given, and the
+    ``*.json`` / ``*.csv`` files under named directories (recursively, hidden entries
+    left out, sorted); each file once. Raises :class:`ImportFormatError` for a path that
+    does not exist."""
+    out: list[tuple[Path, bool]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, named: bool) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((path, named))
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = [
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            for p in sorted(found):
+                add(p, False)
+        elif path.is_file():
+            add(path, True)
+        else:
+            raise ImportFormatError(path, "does not exist (or is not a file or directory)")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """A validated event ready to append: the decoded ``event``, its stream ``key``
+    (the actor id) and normalized JSON ``payload``."""
+
+    event: EventBase
+    key: str
+    payload: bytes
+
+    @property
+    def sort_key(self) -> tuple[int, int, str]:
+        """Append order: ``occurred_at``, then play_start / others / play_end, then id."""
+        return (
+            _us(self.event.occurred_at),
+            _RANK.get(self.event.event_type, 2),
+            self.event.event_id,
+        )
+
+
+@dataclass
+class ImportPlan:
+    """What an import would append: ``events`` sorted by ``occurred_at``, the
+    ``rejections`` to quarantine (with ``result.rejected`` in the same order), and the
+    counts in ``result`` (``events_appended`` = ``len(events)``)."""
+
+    result: ImportResult
+    events: list[PlannedEvent]
+    rejections: list[Rejection]
+
+
+def _us(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def _where(row: SourceRow, fmt: str) -> str:
+    return f"{row.path}, line {row.line} (row {row.index + 1}, {fmt})"
+
+
+def _raw(row: SourceRow) -> bytes:
+    return json.dumps(strip_personal(row.data), ensure_ascii=False).encode()
+
+
+class _Progress:
+    """A rich progress display on stderr, or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+
+    @contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if self._progress is None:
+            yield self
+            return
+        with self._progress:
+            yield self
+
+    def task(self, description: str, total: int | None) -> int | None:
+        if self._progress is None:
+            return None
+        return int(self._progress.add_task(description, total=total))
+
+    def advance(self, task: int | None, n: int = 1) -> None:
+        if task is not None:
+            self._progress.advance(task, n)
+
+    def finish(self, task: int | None) -> None:
+        if task is not None:
+            t = self._progress.tasks[task]
+            total = t.total if t.total else max(t.completed, 1)
+            self._progress.update(task, total=total, completed=total)
+
+
+def plan_import(
+    paths: Sequence[Path],
+    *,
+    user_id: str | None = None,
+    received_at: datetime | None = None,
+    progress: bool = False,
+) -> ImportPlan:
+    """Read, detect, map and validate ``paths`` without touching any data dir (steps 1
+    to 3 of the module docstring; a dry run).
+
+    ``received_at`` (UTC-aware, default now) is the receive time the events are
+    validated and stamped with. Arguments and errors as for :func:`import_paths`.
+    """
+    return _plan(paths, user_id, received_at or datetime.now(UTC), _Progress(progress))
+
+
+def _plan(
+    paths: Sequence[Path], user_id: str | None, received_at: datetime, display: _Progress
+) -> ImportPlan:
+    result = ImportResult()
+    files = collect_files(paths)
+    reading = display.task(f"reading {len(files)} file(s)", len(files))
+    loaded: list[LoadedFile] = []
+    for path, named in files:
+        try:
+            loaded.append(load_file(path))
+        except UnknownFormatError as exc:
+            if named:
+                raise
+            result.skipped_files.append((path, str(exc)))
+        display.advance(reading)
+    events, rejections, rejected = _map_all(loaded, user_id, received_at, result, display)
+    events.sort(key=lambda p: p.sort_key)
+    result.rejected = rejected
+    result.events_appended = len(events)
+    return ImportPlan(result, events, rejections)
+
+
+def import_paths(
+    paths: Sequence[Path],
+    settings: Settings,
+    *,
+    user_id: str | None = None,
+    progress: bool = True,
+) -> ImportResult:
+    """Import the files and directories ``paths`` into ``settings.data_dir`` and return
+    once the events are processed (see the module docstring for the steps).
+
+    ``user_id`` is the listener of single-person exports (Spotify, YouTube, Last.fm): it
+    wins over a Spotify row's ``username``; without it those come from the file or a
+    per-format default (``spotify-user``, ``youtube-user``, ``lastfm-user``). Data sets
+    with their own users (Taobao, DIGINETICA) ignore it. ``progress`` shows a rich
+    progress display on stderr.
+
+    Raises :class:`ImportFormatError` (naming the file and, when known, the line) for a
+    missing path, a corrupt file, or a named file in no known format, before anything is
+    appended; :class:`~playpulse.errors.PlaypulseError` subclasses for stream, quarantine
+    and processing failures.
+    """
+    started = time.monotonic()
+    display = _Progress(progress)
+    with display.running():
+        plan = _plan(paths, user_id, datetime.now(UTC), display)
+        result = plan.result
+        ids = _quarantine(settings, plan.rejections)
+        result.rejected = [
+            dataclasses.replace(r, quarantine_id=qid)
+            for r, qid in zip(result.rejected, ids, strict=True)
+        ]
+        targets = _append(settings, plan.events, display)
+        processing = display.task("processing events", None)
+        from playpulse.service import ensure_processed  # local: keeps imports light
+
+        # A running `playpulse up` gets at least 50 events/s before this gives up.
+        timeout_s = max(600.0, len(plan.events) / 50)
+        result.processing = ensure_processed(settings, targets, timeout_s=timeout_s)
+        display.finish(processing)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _map_all(
+    loaded: list[LoadedFile],
+    user_id: str | None,
+    received_at: datetime,
+    result: ImportResult,
+    display: _Progress,
+) -> tuple[list[PlannedEvent], list[Rejection], list[RejectedRow]]:
+    total_rows = sum(len(f.rows) for f in loaded)
+    task = display.task("mapping rows", total_rows)
+    pending: list[PlannedEvent] = []
+    rejections: list[Rejection] = []
+    rejected: list[RejectedRow] = []
+    seen: set[str] = set()
+    skipped: Counter[str] = Counter()
+    rows_by_format: Counter[str] = Counter()
+    events_by_format: Counter[str] = Counter()
+    for lf in loaded:
+        fr = FileResult(lf.path, lf.format, rows=len(lf.rows))
+        result.files.append(fr)
+        rows_by_format[lf.format] += len(lf.rows)
+        if not lf.rows:
+            continue
+        mapper = MAPPERS[lf.format]
+        ctx = MapContext(user_id, lf.path, lf.hints)
+        for n, row in enumerate(lf.rows, start=1):
+            if n % 256 == 0 or n == len(lf.rows):
+                display.advance(task, 256 if n % 256 == 0 else n % 256)
+            try:
+                events = mapper(row, ctx)
+            except SkipRow as exc:
+                skipped[exc.reason] += 1
+                fr.skipped += 1
+                continue
+            except (InvalidRow, OverflowError) as exc:
+                loc = exc.loc if isinstance(exc, InvalidRow) else "row"
+                msg = exc.msg if isinstance(exc, InvalidRow) else f"a time is out of range: {exc}"
+                errors = [{"loc": loc, "msg": msg}]
+                _reject(
+                    row, lf.format, INVALID_ROW, errors, None, received_at, rejections, rejected
+                )
+                fr.rejected += 1
+                continue
+            if events and events[0]["event_id"] in seen:
+                fr.duplicates += 1
+                continue
+            accepted: list[PlannedEvent] = []
+            for event in events:
+                try:
+                    ok = validate_event(_encode.encode(event), received_at)
+                except EventValidationError as exc:
+                    event_id = event.get("event_id")
+                    _reject(
+                        row,
+                        lf.format,
+                        exc.reason,
+                        [
+                            {"loc": f"{event['event_type']}.{e['loc']}", "msg": e["msg"]}
+                            for e in exc.errors
+                        ],
+                        event_id if isinstance(event_id, str) else None,
+                        received_at,
+                        rejections,
+                        rejected,
+                    )
+                    fr.rejected += 1
+                    break
+                accepted.append(PlannedEvent(ok.event, ok.event.actor_id, ok.payload))
+            else:
+                if events:
+                    seen.add(events[0]["event_id"])
+                pending.extend(accepted)
+                fr.events += len(accepted)
+                events_by_format[lf.format] += len(accepted)
+    result.rows_read = sum(f.rows for f in result.files)
+    result.rows_rejected = sum(f.rejected for f in result.files)
+    result.rows_skipped = sum(f.skipped for f in result.files)
+    result.duplicate_rows = sum(f.duplicates for f in result.files)
+    result.skipped_by_reason = dict(skipped)
+    result.rows_by_format = dict(rows_by_format)
+    result.events_by_format = dict(events_by_format)
+    display.finish(task)
+    return pending, rejections, rejected
+
+
+def _reject(
+    row: SourceRow,
+    fmt: str,
+    reason: str,
+    errors: list[dict[str, str]],
+    event_id: str | None,
+    received_at: datetime,
+    rejections: list[Rejection],
+    rejected: list[RejectedRow],
+) -> None:
+    where = _where(row, fmt)
+    errors = [*errors, {"loc": "source", "msg": where}]
+    message = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:-1])
+    rejections.append(Rejection(_raw(row), reason, errors, received_at, "import", event_id))
+    rejected.append(RejectedRow(row.path, row.line, row.index, reason, message))
+
+
+def _quarantine(settings: Settings, rejections: list[Rejection]) -> list[int]:
+    if not rejections:
+        return []
+    store = QuarantineStore(settings.quarantine_path)
+    try:
+        return store.add(rejections)
+    finally:
+        store.close()
+
+
+def _append(settings: Settings, pending: list[PlannedEvent], display: _Progress) -> dict[int, int]:
+    from playpulse.stream.factory import open_stream
+
+    task = display.task("appending events", len(pending))
+    targets: dict[int, int] = {}
+    stream = open_stream(settings)
+    try:
+        for start in range(0, len(pending), CHUNK_EVENTS):
+            chunk = pending[start : start + CHUNK_EVENTS]
+            records = [(p.key, p.payload) for p in chunk]
+            for attempt in range(10):
+                try:
+                    appended = stream.append(records)
+                    break
+                except BackpressureError as exc:
+                    if attempt == 9:
+                        raise
+                    time.sleep(exc.retry_after_s)
+            for a in appended:
+                targets[a.partition] = max(targets.get(a.partition, 0), a.offset + 1)
+            display.advance(task, len(chunk))
+    finally:
+        stream.close()
+    display.finish(task)
+    return targets
