@@ -41,7 +41,7 @@ def test_naive_occurred_at_is_rejected(make_client: MakeClient) -> None:
         (lambda c: c.track("pause", user_id="u", playback_id="p", positon_s=1), "positon_s"),
         (lambda c: c.track("pause", user_id="u", playback_id="p", sent_at=1), "sent_at"),
         (lambda c: c.track("play_start", user_id="u", playback_id="p"), "needs content"),
-        (lambda c: c.track("order_created", user_id="u", order_id="o"), "needs amount_minor"),
+        (lambda c: c.track("order_created", user_id="u"), "needs order_id"),
         (lambda c: c.track("pause", user_id="u", playback_id="p", occurred_at="now"), "datetime"),
         (
             lambda c: c.track("pause", user_id="u", playback_id="p", properties={"o": object()}),
