@@ -146,8 +146,13 @@ def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, 
         if worker is not None:
             worker.start()
         try:
+            factory = (
+                "playpulse.service:create_worker_app_from_env"
+                if with_processor
+                else "playpulse.collector.app:create_app_from_env"
+            )
             uvicorn.run(
-                "playpulse.collector.app:create_app_from_env",
+                factory,
                 factory=True,
                 workers=settings.workers,
                 **options,

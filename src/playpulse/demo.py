@@ -119,11 +119,13 @@ def run_demo(
         time.sleep(0.05)
     now = datetime.now(UTC).replace(microsecond=0)
     duration = timedelta(days=3)
-    config = SimulationConfig(
-        seed=seed, start=now - duration, duration=duration, invalid_rate=0.002
-    ).with_target_events(events)
-    # End the simulated window a few hours before now (sessions run on past its end).
-    config = dataclasses.replace(config, start=now - config.duration - timedelta(hours=8))
+    # Size the population for about ``events`` events over three days that end a few
+    # hours before now (sessions run on past the window's end), so the dashboard's
+    # default range and the live tiles show them.
+    sized = SimulationConfig(seed=seed, invalid_rate=0.002).with_target_events(events)
+    config = dataclasses.replace(
+        sized, start=now - duration - timedelta(hours=8), duration=duration
+    )
     sent = accepted = rejected = 0
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
     if settings.write_keys:

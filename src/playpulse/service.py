@@ -145,8 +145,14 @@ class ProcessorThread:
 
 
 def create_service_app(settings: Settings) -> FastAPI:
-    """The collector app with a processor thread started and stopped by its lifespan."""
+    """The collector app with a processor thread started and stopped by its lifespan,
+    the read API (``/v1/metrics``, ``/v1/live``, ...) and the dashboard at ``/``."""
+    from playpulse.api import mount_read_api
+    from playpulse.dashboard import mount_dashboard
+
     app = create_app(settings)
+    app.title = "playpulse"
+    mount_dashboard(app, mount_read_api(app, settings))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -167,4 +173,17 @@ def create_service_app(settings: Settings) -> FastAPI:
                     worker.stop()
 
     app.router.lifespan_context = lifespan
+    return app
+
+
+def create_worker_app_from_env() -> FastAPI:
+    """One of several ``playpulse up --workers N`` processes: the collector, the read API
+    and the dashboard, with settings from ``PLAYPULSE_*`` (the processor runs once, in
+    the supervising process)."""
+    from playpulse.api import mount_read_api
+    from playpulse.dashboard import mount_dashboard
+
+    app = create_app(Settings())
+    app.title = "playpulse"
+    mount_dashboard(app, mount_read_api(app, Settings()))
     return app

@@ -1,0 +1,238 @@
+"""The read API's routes (all ``GET``, JSON unless said otherwise).
+
+- ``/v1/metrics``: the catalog: every query's name, description and columns.
+- ``/v1/metrics/{name}``: run one catalog query with ``from``, ``to``, ``tz``, ``limit``,
+  ``content_id``, ``creator``, ``content_type``, ``vendor_id``; answers
+  ``{"name", "params", "columns", "rows"}``.
+- ``/v1/sessions/histogram``: session length distribution, same answer shape.
+- ``/v1/live``: the live tiles now; ``/v1/live/stream``: the same as server-sent events.
+
+Queries run in worker threads, at most :data:`QUERY_CONCURRENCY` at a time (they are
+CPU-bound: more only slow each other and the live tiles down). Errors are
+``{"error": {"code", "message"}}``: 404 ``unknown_query``, 422 ``invalid_params``, 400
+``query_failed``, 401 ``unauthorized``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from playpulse.api import sessions
+from playpulse.api.auth import ApiError, ReadAuth
+from playpulse.api.encode import table_rows
+from playpulse.api.live import LiveFeed
+from playpulse.api.params import OPENAPI_PARAMETERS, describe, parse_params
+from playpulse.config import Settings
+from playpulse.query.catalog import CATALOG, QueryError, run_query
+
+
+class QueryInfo(BaseModel):
+    """One catalog entry."""
+
+    name: str
+    description: str
+    columns: list[str]
+    path: str
+
+
+class Catalog(BaseModel):
+    """The catalog and the parameters every query accepts."""
+
+    queries: list[QueryInfo]
+    parameters: list[str]
+
+
+class MetricResult(BaseModel):
+    """A query's answer: its name, resolved parameters, columns and rows."""
+
+    name: str
+    params: dict[str, Any] = Field(
+        description="Resolved parameters: from/to (UTC, ISO), tz, limit, filters given."
+    )
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(
+        description="One object per row, keyed by column; dates and times as ISO strings."
+    )
+
+
+class ErrorBody(BaseModel):
+    """``code`` (machine-readable) and ``message`` (what is wrong and how to fix it)."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error answer."""
+
+    error: ErrorBody
+
+
+class LiveSnapshot(BaseModel):
+    """The live tiles."""
+
+    at: str
+    seq: int
+    concurrent_listeners: int
+    events_last_minute: int
+    freshness_s: float | None
+    quarantined: int
+    top_content: list[dict[str, Any]]
+
+
+#: Catalog queries and histograms computed at the same time; later ones wait their turn.
+QUERY_CONCURRENCY = 2
+
+_T = TypeVar("_T")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "A read key is configured and missing."},
+    422: {"model": ErrorResponse, "description": "A parameter is wrong (the message says)."},
+}
+
+
+def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> APIRouter:
+    """The read API on ``settings``' data dir, guarded by ``auth``; live tiles from
+    ``feed``."""
+
+    def require_read_key(request: Request) -> None:
+        auth.require(request)
+
+    slots = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def compute(func: Callable[..., _T], *args: Any) -> _T:
+        async with slots:
+            return await run_in_threadpool(func, *args)
+
+    router = APIRouter(tags=["read"], dependencies=[Depends(require_read_key)])
+
+    @router.get(
+        "/v1/metrics",
+        summary="List the metric catalog",
+        response_model=Catalog,
+        responses={401: _ERRORS[401]},
+    )
+    async def list_metrics() -> Catalog:
+        return Catalog(
+            queries=[
+                QueryInfo(
+                    name=spec.name,
+                    description=spec.description,
+                    columns=list(spec.columns),
+                    path=f"/v1/metrics/{spec.name}",
+                )
+                for spec in CATALOG.values()
+            ],
+            parameters=[p["name"] for p in OPENAPI_PARAMETERS],
+        )
+
+    @router.get(
+        "/v1/metrics/{name}",
+        summary="Run a catalog query",
+        description="Runs the named query of the catalog (see `GET /v1/metrics` and "
+        "docs/metrics.md). Parameters a query does not use are ignored.",
+        responses={
+            200: {"model": MetricResult},
+            404: {"model": ErrorResponse, "description": "No query of that name."},
+            400: {"model": ErrorResponse, "description": "The query failed."},
+            **_ERRORS,
+        },
+        openapi_extra={"parameters": OPENAPI_PARAMETERS},
+    )
+    async def get_metric(name: str, request: Request) -> JSONResponse:
+        spec = CATALOG.get(name)
+        if spec is None:
+            raise ApiError(
+                404,
+                "unknown_query",
+                f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}",
+            )
+        params = parse_params(request.query_params)
+        try:
+            table = await compute(run_query, name, params, settings)
+        except QueryError as exc:
+            raise ApiError(400, "query_failed", str(exc)) from None
+        return JSONResponse(
+            {
+                "name": name,
+                "params": describe(params),
+                "columns": list(spec.columns),
+                "rows": table_rows(table),
+            }
+        )
+
+    @router.get(
+        "/v1/sessions/histogram",
+        summary="Session length distribution",
+        description=sessions.DESCRIPTION + " Uses `from`, `to` and `tz` only.",
+        responses={200: {"model": MetricResult}, **_ERRORS},
+        openapi_extra={"parameters": OPENAPI_PARAMETERS[:3]},
+    )
+    async def session_histogram(request: Request) -> JSONResponse:
+        params = parse_params(request.query_params)
+        table = await compute(sessions.session_histogram, params, settings)
+        return JSONResponse(
+            {
+                "name": "session_lengths",
+                "params": describe(params),
+                "columns": list(sessions.COLUMNS),
+                "rows": table_rows(table),
+            }
+        )
+
+    @router.get(
+        "/v1/live",
+        summary="Live tiles now",
+        description="Concurrent listeners, events processed in the last minute, data "
+        "freshness (age of the newest processed event's receipt, seconds), quarantined "
+        "events and the content most listened to now.",
+        response_model=LiveSnapshot,
+        responses={401: _ERRORS[401]},
+    )
+    async def live() -> dict[str, Any]:
+        return await feed.current()
+
+    @router.get(
+        "/v1/live/stream",
+        summary="Live tiles as server-sent events",
+        description="`text/event-stream`: an `event: live` whose `data` is the JSON of "
+        "`GET /v1/live`, within about a second of new events and at least every 2 s. "
+        "`max_events=N` ends the stream after N events (for scripts).",
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The stream."},
+            **_ERRORS,
+        },
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": "max_events",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ]
+        },
+    )
+    async def live_stream(request: Request) -> StreamingResponse:
+        raw = request.query_params.get("max_events")
+        max_events = None
+        if raw is not None:
+            if not raw.isdigit() or int(raw) < 1:
+                raise ApiError(
+                    422, "invalid_params", f"max_events: '{raw}' is not a whole number >= 1"
+                )
+            max_events = int(raw)
+        return StreamingResponse(
+            feed.events(max_events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return router

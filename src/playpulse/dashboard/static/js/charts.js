@@ -1,0 +1,327 @@
+// ECharts options for each chart, built from read API rows. A builder returns null when
+// the rows hold nothing to draw (the chart then shows its empty message).
+
+import * as fmt from "./format.js";
+
+export const PALETTE = [
+  "#2f6fed", "#14a38b", "#f0a020", "#e0544e", "#7c5cd6", "#2bb3d6", "#8c9bb0", "#d65db1",
+];
+
+const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const TYPE_NAMES = { audiobook: "Audiobooks", track: "Music", episode: "Podcasts", video: "Video" };
+
+function base(extra) {
+  return {
+    color: PALETTE,
+    backgroundColor: "transparent",
+    animationDuration: 400,
+    textStyle: { fontFamily: "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif" },
+    grid: { left: 8, right: 16, top: 36, bottom: 8 },
+    ...extra,
+  };
+}
+
+const h = (seconds) => Math.round(((seconds || 0) / 3600) * 10) / 10;
+const pct = (share) => Math.round((share || 0) * 1000) / 10;
+
+/** Listening hours (bars) and listeners (line) per day; missing days are zero. */
+export function daily(rows) {
+  if (!rows.length || rows.every((r) => !r.listening_s && !r.plays)) return null;
+  const byDate = new Map(rows.map((r) => [r.date, r]));
+  const dates = fmt.dateRange(rows[0].date, rows[rows.length - 1].date);
+  return base({
+    tooltip: { trigger: "axis" },
+    legend: { top: 0, left: "center" },
+    grid: { left: 8, right: 8, top: 44, bottom: 8 },
+    xAxis: { type: "category", data: dates },
+    yAxis: [
+      { type: "value", name: "hours", nameTextStyle: { align: "left" } },
+      { type: "value", name: "listeners", splitLine: { show: false }, nameTextStyle: { align: "right" } },
+    ],
+    series: [
+      {
+        name: "Listening (h)", type: "bar", barMaxWidth: 36,
+        data: dates.map((d) => h(byDate.get(d)?.listening_s)),
+      },
+      {
+        name: "Listeners", type: "line", yAxisIndex: 1, smooth: 0.25, symbolSize: 6,
+        data: dates.map((d) => byDate.get(d)?.listeners ?? 0),
+      },
+    ],
+  });
+}
+
+function rankedBar(items, seriesName, tooltip) {
+  return base({
+    grid: { left: 8, right: 48, top: 8, bottom: 8 },
+    tooltip: { trigger: "item", formatter: tooltip },
+    xAxis: { type: "value", name: "h", axisLabel: { hideOverlap: true } },
+    yAxis: {
+      type: "category", inverse: true, data: items.map((i) => i.label),
+      axisLabel: { width: 150, overflow: "truncate" },
+    },
+    series: [{
+      name: seriesName, type: "bar", barMaxWidth: 22, data: items,
+      label: { show: true, position: "right", formatter: (p) => `${p.value} h` },
+      itemStyle: { borderRadius: [0, 4, 4, 0] },
+      cursor: "pointer",
+    }],
+  });
+}
+
+/** Top content by listening hours; each bar carries its content_id (for the click). */
+export function topContent(rows) {
+  if (!rows.length) return null;
+  const items = rows.map((r) => ({
+    value: h(r.listening_s), label: fmt.truncate(r.title || r.content_id, 40), row: r,
+    content_id: r.content_id,
+  }));
+  return rankedBar(items, "Listening", (p) => {
+    const r = p.data.row;
+    return `<b>${fmt.escapeHtml(r.title || r.content_id)}</b><br>${fmt.escapeHtml(r.creator || "")}`
+      + `<br>${fmt.hours(r.listening_s)} · ${fmt.count(r.plays)} plays · `
+      + `${fmt.count(r.listeners)} listeners<br>completion ${fmt.percent(r.completion_rate)}`
+      + `, skips ${fmt.percent(r.skip_rate)}<br><i>click to open</i>`;
+  });
+}
+
+/** Top creators by listening hours. */
+export function topCreators(rows) {
+  if (!rows.length) return null;
+  const items = rows.map((r) => ({
+    value: h(r.listening_s), label: fmt.truncate(r.creator, 40), row: r,
+  }));
+  const option = rankedBar(items, "Listening", (p) => {
+    const r = p.data.row;
+    return `<b>${fmt.escapeHtml(r.creator)}</b><br>${fmt.hours(r.listening_s)} · `
+      + `${fmt.count(r.plays)} plays · ${fmt.count(r.listeners)} listeners`;
+  });
+  option.series[0].cursor = "default";
+  option.series[0].itemStyle.color = PALETTE[1];
+  return option;
+}
+
+/** Listening hours by hour of day (x) and day of week (y). */
+export function heatmap(rows) {
+  if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
+  const data = rows.map((r) => [r.hour_of_day, r.day_of_week, h(r.listening_s), r.plays]);
+  const max = Math.max(...data.map((d) => d[2]), 0.1);
+  return base({
+    grid: { left: 8, right: 8, top: 8, bottom: 72 },
+    tooltip: {
+      formatter: (p) => `${DAYS[p.data[1]]} ${String(p.data[0]).padStart(2, "0")}:00`
+        + `<br>${p.data[2]} h listening · ${fmt.count(p.data[3])} plays`,
+    },
+    xAxis: {
+      type: "category", data: [...Array(24).keys()].map((x) => String(x).padStart(2, "0")),
+      splitArea: { show: true },
+    },
+    yAxis: { type: "category", data: DAYS, inverse: true, splitArea: { show: true } },
+    visualMap: {
+      min: 0, max, calculable: false, orient: "horizontal", left: "center", bottom: 0,
+      itemHeight: 160, text: ["more", "less"], dimension: 2,
+      inRange: { color: ["#eef3ff", "#9db8fb", "#2f6fed", "#17388a"] },
+    },
+    series: [{ type: "heatmap", data, emphasis: { itemStyle: { borderColor: "#333", borderWidth: 1 } } }],
+  });
+}
+
+/** Sessions per length bucket, labelled with their share. */
+export function sessions(rows) {
+  if (!rows.some((r) => r.sessions > 0)) return null;
+  return base({
+    tooltip: { trigger: "axis" },
+    grid: { left: 8, right: 8, top: 24, bottom: 8 },
+    xAxis: { type: "category", data: rows.map((r) => r.bucket), axisLabel: { hideOverlap: true } },
+    yAxis: { type: "value", name: "sessions" },
+    series: [{
+      name: "Sessions", type: "bar", barMaxWidth: 40, itemStyle: { color: PALETTE[4] },
+      data: rows.map((r) => ({ value: r.sessions, share: r.share })),
+      label: { show: true, position: "top", formatter: (p) => fmt.percent(p.data.share) },
+    }],
+  });
+}
+
+/** Listening hours by device type (inner ring) and platform (outer ring). */
+export function devices(rows) {
+  if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
+  const byDevice = new Map();
+  for (const r of rows) {
+    if (!byDevice.has(r.device_type)) byDevice.set(r.device_type, []);
+    byDevice.get(r.device_type).push({ name: r.platform, value: h(r.listening_s) || 0.01 });
+  }
+  const data = [...byDevice.entries()]
+    .map(([name, children]) => ({ name, children }))
+    .sort((a, b) => b.children.reduce((s, c) => s + c.value, 0)
+      - a.children.reduce((s, c) => s + c.value, 0));
+  return base({
+    tooltip: { formatter: (p) => `${fmt.escapeHtml(p.treePathInfo.slice(1).map((t) => t.name).join(" › "))}<br>${p.value} h` },
+    series: [{
+      type: "sunburst", data, radius: ["18%", "92%"], sort: null,
+      itemStyle: { borderColor: "#fff", borderWidth: 1 },
+      label: { minAngle: 14, fontSize: 11 },
+      levels: [{}, { r0: "18%", r: "58%", label: { rotate: 0 } }, { r0: "58%", r: "92%", label: { rotate: "tangential" } }],
+    }],
+  });
+}
+
+/** Completion and skip rates per content type (rows: {type, plays, completion_rate, skip_rate}). */
+export function rates(rows) {
+  const used = rows.filter((r) => r.plays > 0);
+  if (!used.length) return null;
+  return base({
+    tooltip: {
+      trigger: "axis",
+      valueFormatter: (v) => `${v} %`,
+    },
+    legend: { top: 0, right: 0 },
+    xAxis: { type: "category", data: used.map((r) => TYPE_NAMES[r.type] || r.type) },
+    yAxis: { type: "value", max: 100, axisLabel: { formatter: "{value} %" } },
+    series: [
+      {
+        name: "Completed", type: "bar", barMaxWidth: 32, itemStyle: { color: PALETTE[1] },
+        data: used.map((r) => pct(r.completion_rate)),
+        label: { show: true, position: "top", formatter: "{c} %" },
+      },
+      {
+        name: "Skipped", type: "bar", barMaxWidth: 32, itemStyle: { color: PALETTE[3] },
+        data: used.map((r) => pct(r.skip_rate)),
+        label: { show: true, position: "top", formatter: "{c} %" },
+      },
+    ],
+  });
+}
+
+/** Foreground and background playing hours per day, stacked. */
+export function visibility(rows) {
+  const byDate = new Map();
+  for (const r of rows) {
+    const d = byDate.get(r.date) || { fg: 0, bg: 0 };
+    d.fg += r.foreground_s || 0;
+    d.bg += r.background_s || 0;
+    byDate.set(r.date, d);
+  }
+  if (![...byDate.values()].some((d) => d.fg + d.bg > 0)) return null;
+  const known = [...byDate.keys()].sort();
+  const dates = fmt.dateRange(known[0], known[known.length - 1]);
+  return base({
+    tooltip: { trigger: "axis", valueFormatter: (v) => `${v} h` },
+    legend: { top: 0, right: 0 },
+    xAxis: { type: "category", data: dates },
+    yAxis: { type: "value", name: "hours", nameTextStyle: { align: "left" } },
+    series: [
+      { name: "Foreground", type: "bar", stack: "time", barMaxWidth: 36, data: dates.map((d) => h(byDate.get(d)?.fg)) },
+      { name: "Background", type: "bar", stack: "time", barMaxWidth: 36, itemStyle: { color: PALETTE[2] }, data: dates.map((d) => h(byDate.get(d)?.bg)) },
+    ],
+  });
+}
+
+/** Reach rate (share of the title's starters who reached each chapter). */
+export function chapters(rows) {
+  if (!rows.length) return null;
+  return base({
+    tooltip: {
+      trigger: "axis",
+      formatter: (ps) => {
+        const r = ps[0].data.row;
+        return `Chapter ${r.chapter}<br>reached by ${fmt.percent(r.reach_rate)} of starters`
+          + `<br>${fmt.count(r.listeners)} listeners · ${fmt.hours(r.listening_s)}`;
+      },
+    },
+    grid: { left: 8, right: 8, top: 28, bottom: 8 },
+    xAxis: { type: "category", name: "chapter", data: rows.map((r) => r.chapter), nameLocation: "end" },
+    yAxis: { type: "value", max: 100, axisLabel: { formatter: "{value} %" }, name: "reached" },
+    series: [{
+      name: "Reached", type: "bar", barMaxWidth: 28,
+      data: rows.map((r) => ({ value: pct(r.reach_rate), row: r })),
+      itemStyle: { color: PALETTE[0], borderRadius: [3, 3, 0, 0] },
+    }],
+  });
+}
+
+/** Share of plays still playing at each percent of the duration. */
+export function retention(rows) {
+  if (!rows.length) return null;
+  return base({
+    tooltip: {
+      trigger: "axis",
+      formatter: (ps) => `At ${ps[0].data[0]} % of the title<br>${ps[0].data[1]} % of plays still playing`,
+    },
+    grid: { left: 8, right: 16, top: 28, bottom: 8 },
+    xAxis: { type: "value", min: 0, max: 100, name: "position", axisLabel: { formatter: "{value} %" } },
+    yAxis: { type: "value", min: 0, max: 100, name: "still playing", axisLabel: { formatter: "{value} %" } },
+    series: [{
+      name: "Retention", type: "line", showSymbol: false, smooth: 0.2,
+      data: rows.map((r) => [r.position_pct, pct(r.share)]),
+      lineStyle: { width: 2, color: PALETTE[4] }, itemStyle: { color: PALETTE[4] },
+      areaStyle: { opacity: 0.15, color: PALETTE[4] },
+    }],
+  });
+}
+
+/** The shop funnel over every vendor (a vendor's rows repeat per currency: count once). */
+export function funnel(rows) {
+  const vendors = new Map();
+  for (const r of rows) if (!vendors.has(r.vendor_id)) vendors.set(r.vendor_id, r);
+  const total = { views: 0, cart_adds: 0, orders: 0, completed_orders: 0 };
+  for (const r of vendors.values()) for (const k of Object.keys(total)) total[k] += r[k] || 0;
+  if (!Object.values(total).some((v) => v > 0)) return null;
+  const steps = [
+    ["Product views", total.views], ["Added to cart", total.cart_adds],
+    ["Orders", total.orders], ["Completed orders", total.completed_orders],
+  ];
+  const top = steps[0][1] || 1;
+  return base({
+    tooltip: {
+      formatter: (p) => `${p.name}: ${fmt.count(p.value)}<br>${fmt.percent(p.value / top)} of views`,
+    },
+    series: [{
+      type: "funnel", sort: "none", left: "4%", width: "52%", top: 12, bottom: 8, gap: 3,
+      minSize: "8%", maxSize: "100%",
+      label: {
+        show: true, position: "right", lineHeight: 16,
+        formatter: (p) => `${p.name}\n${fmt.count(p.value)} · ${fmt.percent(p.value / top)}`,
+      },
+      labelLine: { show: true, length: 12 },
+      data: steps.map(([name, value]) => ({ name, value })),
+    }],
+  });
+}
+
+/** Revenue of the top vendors, one stacked series per currency (major units). */
+export function revenue(rows) {
+  const paid = rows.filter((r) => r.revenue_minor > 0 && r.currency);
+  if (!paid.length) return null;
+  const currencies = [...new Set(paid.map((r) => r.currency))].sort();
+  const byVendor = new Map();
+  for (const r of paid) {
+    const v = byVendor.get(r.vendor_id) || { total: 0, by: {} };
+    v.by[r.currency] = r.revenue_minor / 10 ** fmt.currencyDigits(r.currency);
+    v.total += v.by[r.currency];
+    byVendor.set(r.vendor_id, v);
+  }
+  const vendors = [...byVendor.entries()].sort((a, b) => b[1].total - a[1].total).slice(0, 10);
+  return base({
+    grid: { left: 8, right: 16, top: 28, bottom: 8 },
+    tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+    legend: { top: 0, right: 0 },
+    xAxis: { type: "value", axisLabel: { hideOverlap: true } },
+    yAxis: { type: "category", inverse: true, data: vendors.map(([id]) => id) },
+    series: currencies.map((c, i) => ({
+      name: c, type: "bar", stack: "revenue", barMaxWidth: 20,
+      itemStyle: { color: PALETTE[(i + 1) % PALETTE.length] },
+      data: vendors.map(([, v]) => Math.round((v.by[c] || 0) * 100) / 100),
+    })),
+  });
+}
+
+/** "€1,234.00 · $987.00": total revenue per currency. */
+export function revenueTotals(rows) {
+  const totals = new Map();
+  for (const r of rows) {
+    if (r.revenue_minor > 0 && r.currency) {
+      totals.set(r.currency, (totals.get(r.currency) || 0) + r.revenue_minor);
+    }
+  }
+  return [...totals.entries()].sort().map(([c, v]) => fmt.money(v, c)).join(" · ");
+}

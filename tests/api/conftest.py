@@ -1,0 +1,70 @@
+"""Fixtures for the read API tests: demo data near now and real `playpulse up` servers.
+
+``livedata.py`` (shared with tests/dashboard) makes the data and runs the servers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def load_livedata() -> ModuleType:
+    """``livedata.py`` as a module (``tests`` is not a package; importlib import mode)."""
+    name = "playpulse_tests_api_livedata"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("livedata.py"))
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def livedata() -> ModuleType:
+    """The shared helpers."""
+    return load_livedata()
+
+
+@pytest.fixture(scope="session")
+def demo_server(livedata: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`playpulse up` (no keys) on three days of simulated traffic; its base URL."""
+    root = tmp_path_factory.mktemp("api-demo")
+    livedata.load_demo(root / "data", users=60, days=3.0)
+    with livedata.running_up(root / "data", log_path=root / "up.log") as base:
+        yield base
+
+
+@dataclass(frozen=True)
+class KeyedServer:
+    """A server with keys: its base URL, log file, read keys and write key."""
+
+    base: str
+    log: Path
+    read_keys: tuple[str, ...] = ("read-key-one", "read-key-two")
+    write_key: str = "write-key-for-tests"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(
+    livedata: ModuleType, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KeyedServer]:
+    """`playpulse up` with two read keys and a write key on an empty data dir, logging
+    every request (``--access-log``)."""
+    root = tmp_path_factory.mktemp("api-keyed")
+    log = root / "up.log"
+    spec = KeyedServer("", log)
+    env = {
+        "PLAYPULSE_READ_KEYS": ",".join(spec.read_keys),
+        "PLAYPULSE_WRITE_KEYS": spec.write_key,
+    }
+    with livedata.running_up(root / "data", env=env, args=("--access-log",), log_path=log) as base:
+        yield KeyedServer(base, log)
