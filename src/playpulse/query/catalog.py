@@ -95,21 +95,23 @@ started AS (
 )"""
 _SEGMENTS = f"""
 clipped AS (
-    SELECT p.play_key, p.user_id, p.content_id, p.title, p.creator, p.content_type,
-           p.platform, p.device_type, s.foreground, s.chapter,
+    -- Unnesting in the select list (not a lateral FROM join) was 3-4x faster in
+    -- bench/query.py on 10 million events.
+    SELECT * EXCLUDE (s), s.foreground, s.chapter,
            greatest(s.start, $start) AS a, least(s."end", $end) AS b
-    FROM plays p, unnest(p.segments) AS u(s)
-    WHERE s."end" > $start AND s.start < $end AND {_PLAY_FILTER}
+    FROM (SELECT p.play_key, p.user_id, p.content_id, p.title, p.creator, p.content_type,
+                 p.platform, p.device_type, unnest(p.segments) AS s
+          FROM plays p WHERE {_PLAY_FILTER})
+    WHERE s."end" > $start AND s.start < $end
 ),
 segs AS (
     -- Playing time inside [start, end), cut at the requested zone's hour boundaries:
     -- UTC hours for whole-hour zones, UTC quarter hours for zones such as +05:30.
-    SELECT c.* EXCLUDE (a, b), greatest(c.a, g) AS seg_start,
-           epoch(least(c.b, g + to_minutes($split_minutes)) - greatest(c.a, g)) AS playing_s
-    FROM clipped c,
-         unnest(generate_series(time_bucket(to_minutes($split_minutes), c.a), c.b,
-                                to_minutes($split_minutes))) AS t(g)
-    WHERE g < c.b
+    SELECT * EXCLUDE (a, b, g), greatest(a, g) AS seg_start,
+           epoch(least(b, g + to_minutes($split_minutes)) - greatest(a, g)) AS playing_s
+    FROM (SELECT c.*, unnest(generate_series(time_bucket(to_minutes($split_minutes), c.a),
+                 c.b, to_minutes($split_minutes))) AS g FROM clipped c)
+    WHERE g < b
 )"""
 _COMMERCE = """
 shop AS (
