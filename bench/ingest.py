@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import random
 import re
 import secrets
@@ -55,6 +54,8 @@ import httptools
 import httpx
 import msgspec
 import psutil
+
+from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
 
 try:
     import uvloop
@@ -1092,20 +1093,6 @@ def _target(results: list[Result]) -> tuple[float, bool]:
     return rate, rate >= TARGET_EVENTS_PER_S
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
-
-
 def docs_section(
     results: list[Result],
     args: argparse.Namespace,
@@ -1157,7 +1144,7 @@ def docs_section(
         command,
         "```",
         "",
-        f"Machine: {_machine()}. Sender and collector run on the same machine and share its"
+        f"Machine: {machine()}. Sender and collector run on the same machine and share its"
         " cores, so the figures are a lower bound for a collector with the machine to itself.",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
@@ -1191,45 +1178,6 @@ def docs_section(
             "```",
         ]
     return "\n".join(parts)
-
-
-_DOC_HEADER = """# Benchmarks
-
-Each benchmark in `bench/` measures one part of playpulse on one machine and, when run
-with `--write-docs`, replaces its own section below in place: the text between its
-`<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` markers. Sections of benchmarks
-that do not exist yet are placeholders.
-"""
-
-_PLACEHOLDERS = (
-    ("ingest", "## Ingest (bench/ingest.py)"),
-    ("process", "## Processing"),
-    ("query", "## Query"),
-)
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-
-
-def write_docs(path: Path, name: str, section: str) -> None:
-    """Replace section ``name`` of ``path`` in place (create the file or section if new)."""
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = _DOC_HEADER
-        for placeholder, heading in _PLACEHOLDERS:
-            begin, end = _markers(placeholder)
-            text += f"\n{begin}\n{heading}\n\nNot measured yet.\n{end}\n"
-    begin, end = _markers(name)
-    block = f"{begin}\n{section.strip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------------------

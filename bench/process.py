@@ -55,9 +55,7 @@ import cProfile
 import json
 import math
 import os
-import platform
 import pstats
-import re
 import shlex
 import signal
 import socket
@@ -79,6 +77,7 @@ import httpx
 import msgspec
 import psutil
 
+from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
@@ -936,20 +935,6 @@ def freshness_table(f: Freshness) -> str:
     )
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
-
-
 def _verdict(met: bool) -> str:
     return "**met**" if met else "**not met**"
 
@@ -1090,7 +1075,7 @@ def docs_section(
         command,
         "```",
         "",
-        f"Machine: {_machine()}; load average before the run"
+        f"Machine: {machine()}; load average before the run"
         f" {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} (1 / 5 / 15"
         " min). The machine is shared: compare rows within one run, and prefer events per"
         " CPU-s across runs.",
@@ -1165,23 +1150,6 @@ def docs_section(
         for name, ct in profile.stages[:10]:
             parts.append(f"| `{name}` | {ct:.2f} | {100 * ct / total:.0f} % |")
     return "\n".join(parts)
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-
-
-def write_docs(path: Path, name: str, section: str) -> None:
-    """Replace the text between section ``name``'s markers in ``path`` (nothing else)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = _markers(name)
-    block = f"{begin}\n{section.strip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------------------

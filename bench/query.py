@@ -42,10 +42,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import re
 import shlex
 import sys
@@ -66,6 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
 from playpulse.config import Settings
 from playpulse.lake.schema import EVENTS_SCHEMA, PLAYS_SCHEMA, SCHEMAS
 from playpulse.lake.writer import COMPRESSION, LakeWriter
@@ -1036,20 +1035,6 @@ def breakdown(root: Path, layout: str, names: list[str], runs: int) -> list[dict
 # Report
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
-    )
-
-
 def latency_table(lats: list[Latency]) -> str:
     by = {(x.query, x.tz, x.layout): x for x in lats}
     layouts = [la for la in LAYOUTS if any(x.layout == la for x in lats)]
@@ -1127,7 +1112,7 @@ def report(
         cmd + " --write-docs",
         "```",
         "",
-        f"Machine: {_machine()}; load average before the run {load[0]:.2f} / {load[1]:.2f} / "
+        f"Machine: {machine()}; load average before the run {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f} (1 / 5 / 15 min), so the machine was shared. DuckDB uses both "
         "cores.",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. The lake is cached in `--lake-dir` "
@@ -1212,23 +1197,6 @@ def report(
                 f"{r['inlined_ms']:,.0f} | {unnest} | {pre} | {ops} |"
             )
     return "\n".join(s)
-
-
-def _markers(name: str) -> tuple[str, str]:
-    return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-
-
-def write_docs(path: Path, name: str, section: str) -> None:
-    """Replace the text between section ``name``'s markers in ``path`` (nothing else)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = _markers(name)
-    block = f"{begin}\n{section.strip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{block}\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
