@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +17,7 @@ import httpx
 import pytest
 
 from playpulse.quarantine.store import QuarantineStore, Rejection
+from playpulse.testing import playpulse_server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,47 +52,11 @@ def event(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def collector_process(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """``playpulse collect`` with two write keys from the environment; yields url, dir, log."""
-    port = free_port()
     log = tmp_path / "collector.log"
     data_dir = tmp_path / "data"
-    env = {**os.environ, "PLAYPULSE_WRITE_KEYS": "sekrit-key-1, sekrit-key-2"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "playpulse",
-                "collect",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-                "--access-log",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"collector did not start: {log.read_text()}")
-            time.sleep(0.1)
+    env = {"PLAYPULSE_WRITE_KEYS": "sekrit-key-1, sekrit-key-2"}
+    with playpulse_server("collect", data_dir, log, "--access-log", env=env) as (url, _):
         yield url, data_dir, log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_collect_status_quarantine_and_keys_stay_out_of_logs(collector_process):
@@ -201,37 +164,8 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_two_collector_workers_share_the_port_stream_and_metrics(tmp_path):
-    port = free_port()
     log = tmp_path / "workers.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "playpulse",
-                "collect",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
+    with playpulse_server("collect", tmp_path / "d", log, "--workers", "2") as (url, _):
         for i in range(40):  # a new connection each time, so both workers take requests
             batch = [event(user_id=f"user-{i}") for _ in range(5)]
             assert httpx.post(f"{url}/v1/events", json=batch, timeout=10).json()["accepted"] == 5
@@ -244,10 +178,3 @@ def test_two_collector_workers_share_the_port_stream_and_metrics(tmp_path):
         for p in info["partitions"]:  # offsets stay dense whoever appended
             assert p["events"] == (0 if p["newest_offset"] is None else p["newest_offset"] + 1)
         assert "Started parent process" in log.read_text()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 from playpulse.config import Settings
 from playpulse.events.codec import validate_event
 from playpulse.service import ensure_processed, processor_lock
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
+from playpulse.testing import playpulse_server
 
 
 def append_views(settings: Settings, n: int) -> dict[int, int]:
@@ -53,12 +48,6 @@ def views(settings: Settings) -> float:
         store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_without_a_running_processor_ensure_processed_processes_here(tmp_path: Path):
     settings = Settings(data_dir=tmp_path)
     append_views(settings, 30)
@@ -70,35 +59,7 @@ def test_without_a_running_processor_ensure_processed_processes_here(tmp_path: P
 
 def test_with_playpulse_up_running_it_waits_for_that_processor(tmp_path: Path):
     settings = Settings(data_dir=tmp_path)
-    port = free_port()
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "playpulse",
-                "up",
-                "--data-dir",
-                str(tmp_path),
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")},
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            assert up.poll() is None, log.read_text()
-            time.sleep(0.1)
+    with playpulse_server("up", tmp_path, tmp_path / "up.log"):
         with processor_lock(settings) as mine:
             assert not mine  # `up` holds it
         targets = append_views(settings, 40)  # as `playpulse import` appends
@@ -112,12 +73,5 @@ def test_with_playpulse_up_running_it_waits_for_that_processor(tmp_path: Path):
         )
         assert second.returncode == 0, second.stderr
         assert "the running processor has caught up" in second.stdout
-    finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(15)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait(5)
     with processor_lock(settings) as mine:
         assert mine  # released when `up` exited

@@ -1,0 +1,69 @@
+"""Test helpers shipped with the package: run a real ``playpulse`` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def playpulse_server(
+    command: str,
+    data_dir: Path,
+    log: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    startup_timeout_s: float = 30.0,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``python -m playpulse COMMAND --data-dir DATA_DIR --port <free> ARGS...``.
+
+    Yields ``(base_url, process)`` once ``GET /healthz`` answers 200; output goes to
+    ``log``. ``PLAYPULSE_*`` variables of this process are not passed on unless given in
+    ``env``. The process gets SIGTERM at the end (SIGKILL after 15 s). Raises
+    ``RuntimeError`` with the log if it exits or does not answer within
+    ``startup_timeout_s``.
+    """
+    port = free_port()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
+    cmd = [sys.executable, "-m", "playpulse", command, "--data-dir", str(data_dir)]
+    cmd += ["--port", str(port), *args]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**base_env, **(env or {})}
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"playpulse {command} did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
