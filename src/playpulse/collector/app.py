@@ -27,7 +27,7 @@ from playpulse.collector.body import gunzip, split_events
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
 from playpulse.errors import BackpressureError, BodyError, EventValidationError, StreamError
-from playpulse.events.codec import event_json_schema, validate_event
+from playpulse.events.codec import event_json_schema, validate_batch
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.stream.base import EventStream
 from playpulse.stream.factory import open_stream
@@ -102,17 +102,21 @@ class Collector:
         result = IngestResult()
         records: list[tuple[str, bytes]] = []
         rejections: list[Rejection] = []
-        for index, raw in enumerate(raws):
-            try:
-                accepted = validate_event(raw, received_at)
-            except EventValidationError as exc:
+        outcomes = validate_batch(raws, received_at)
+        for index, (raw, outcome) in enumerate(zip(raws, outcomes, strict=True)):
+            if isinstance(outcome, EventValidationError):
                 event_id = _event_id_of(raw)
-                result.rejected.append({"index": index, "event_id": event_id, "errors": exc.errors})
+                result.rejected.append(
+                    {"index": index, "event_id": event_id, "errors": outcome.errors}
+                )
                 rejections.append(
-                    Rejection(raw, exc.reason, exc.errors, received_at, "collector", event_id)
+                    Rejection(
+                        raw, outcome.reason, outcome.errors, received_at, "collector", event_id
+                    )
                 )
                 continue
-            records.append((accepted.event.actor_id, accepted.payload))
+            event = outcome.event
+            records.append((event.user_id or event.anonymous_id or "", outcome.payload))
         if self.pending_events + len(records) > self.max_pending_events:
             raise BackpressureError(
                 f"{self.pending_events} events are waiting for the stream; "

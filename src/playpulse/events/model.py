@@ -64,6 +64,9 @@ def iana_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+_ZONES = iana_zones()
+
+
 class _Struct(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     # Unknown keys are an error: a typo must not silently lose a field.
     # Free-form data belongs in ``properties``.
@@ -88,7 +91,7 @@ class Context(_Struct, kw_only=True):
     foreground: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.timezone is not None and self.timezone not in iana_zones():
+        if self.timezone is not None and self.timezone not in _ZONES:
             raise ValueError(
                 f"context.timezone '{self.timezone}' is not an IANA time zone name "
                 "such as 'Europe/Berlin'"
@@ -143,8 +146,10 @@ class EventBase(_Struct, tag_field="event_type", kw_only=True):
 
     def __post_init__(self) -> None:
         try:
-            self.occurred_at = self.occurred_at.astimezone(UTC)
-            if self.sent_at is not None:
+            # msgspec decodes "Z" as timezone.utc already: convert only other offsets.
+            if self.occurred_at.tzinfo is not UTC:
+                self.occurred_at = self.occurred_at.astimezone(UTC)
+            if self.sent_at is not None and self.sent_at.tzinfo is not UTC:
                 self.sent_at = self.sent_at.astimezone(UTC)
         except OverflowError:
             raise ValueError("occurred_at or sent_at is outside the representable range") from None
