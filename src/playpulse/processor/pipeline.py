@@ -175,6 +175,9 @@ class Processor:
         self._consumer = stream.consumer(self.options.consumer)
         self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
         self._sessions: dict[int, dict[str, int]] = defaultdict(dict)
+        # Per partition, the day (of the finalization horizon) last scanned for plays
+        # that can no longer change.
+        self._finalized_day: dict[int, int] = {}
         self._started = False
 
     def start(self) -> None:
@@ -411,10 +414,9 @@ class Processor:
     def _closed_candidates(self, p: int, horizon: int) -> Iterable[tuple[str, bytes]]:
         # Cheap most of the time: only scan when the partition's horizon passed a new day.
         day = horizon // _us_delta(timedelta(days=1))
-        marker = f"_finalized_day_{p}"
-        if getattr(self, marker, None) == day:
+        if self._finalized_day.get(p) == day:
             return []
-        setattr(self, marker, day)
+        self._finalized_day[p] = day
         return self.store.states(self.store.state_keys(f"PLAY#{p}#")).items()
 
     def _add_listeners(
