@@ -9,12 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,6 +22,7 @@ from playpulse.events.codec import validate_event
 from playpulse.service import ensure_processed
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.stream.factory import open_stream
+from playpulse.testing import playpulse_server
 
 
 def load_demo(
@@ -68,13 +63,6 @@ def load_demo(
     return {"events": count, "now": now}
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_up(
     data_dir: Path,
@@ -90,45 +78,11 @@ def running_up(
     are extra options of ``up``. Output goes to ``log_path``. The
     process is stopped (SIGTERM, then SIGKILL after 15 s) however the block exits.
     """
-    port = free_port()
-    log_path = log_path or data_dir.parent / f"up-{port}.log"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
-    clean.update(env or {})
-    command = [
-        sys.executable,
-        "-m",
-        "playpulse",
-        "up",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=clean)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"playpulse up did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    log_path = log_path or data_dir.parent / f"up-{data_dir.name}.log"
+    with playpulse_server(
+        "up", data_dir, log_path, *args, env=env, startup_timeout_s=timeout_s
+    ) as (base, _):
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def play_start(user_id: str, content: Mapping[str, Any] | None = None) -> dict[str, Any]:
