@@ -102,6 +102,24 @@ class EventStream(ABC):
         in both cases none of the records is appended.
         """
 
+    def append_offsets(self, records: Sequence[tuple[str, bytes]]) -> dict[int, range]:
+        """:meth:`append`, saying where the records landed per partition rather than per
+        record: ``{partition: range of offsets}``. The records of a partition took its
+        offsets in their order in ``records``.
+
+        Same guarantees and errors as :meth:`append`. Backends may override it to skip
+        building one :class:`Appended` per record (the collector's hot path uses it).
+        """
+        out: dict[int, range] = {}
+        for appended in self.append(records):
+            r = out.get(appended.partition)
+            out[appended.partition] = (
+                range(appended.offset, appended.offset + 1)
+                if r is None
+                else range(r.start, appended.offset + 1)
+            )
+        return out
+
     @abstractmethod
     def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
         """Up to ``max_records`` records of ``partition`` from ``offset`` on, in order.

@@ -14,14 +14,24 @@ one row holding all its records (msgpack ``[[key, value], ...]``) with the batch
 offset and count. Record *i* of a batch has offset ``base_offset + i``. Writing a few
 rows instead of one per record makes an append several times cheaper; reads and
 retention work on whole batches and slice them.
+
+Checkpoints (copying the WAL into the database file, with an fsync) run on a background
+thread with a connection of its own, not inside ``append``: SQLite's automatic
+checkpoint would run in the committing call and hold up every append of this process
+for its duration (tens of ms on a busy disk). A checkpoint never affects durability,
+which comes from the WAL commit. If the WAL still grows past ``WAL_LIMIT_BYTES`` (the
+background checkpoints cannot catch up while appends keep coming), the next append
+checkpoints itself before returning, which bounds the WAL as SQLite's default does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +77,14 @@ def _as_stream_error(doing: str) -> Iterator[None]:
         raise StreamError(f"{doing} failed: {exc}") from exc
 
 
+log = logging.getLogger("playpulse.stream")
+
+#: Bytes written by one stream object after which its background checkpoint runs
+#: (SQLite's automatic checkpoint: 1,000 pages of 4 KiB).
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: WAL size past which an append checkpoints inline (the background one is behind).
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
 _batch_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 
@@ -85,6 +103,70 @@ def _now_us() -> int:
 
 def _from_us(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+class _Checkpointer:
+    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` when asked."""
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        #: Frames in the WAL after the last checkpoint (SQLite's ``log`` figure).
+        self.wal_frames = 0
+
+    def request(self) -> None:
+        """Start a checkpoint soon (the thread starts on the first request)."""
+        with self._start_lock:
+            if self._stopping:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"checkpoint {self.path.name}", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            log.warning("checkpoint thread for %s cannot open it: %s", self.path, exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    # A few rounds: appends made during a round leave frames for the next.
+                    for _ in range(3):
+                        busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        self.wal_frames = max(frames, 0)
+                        if busy or done >= frames or self._stopping:
+                            break
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        """Stop the thread (waits for a running checkpoint)."""
+        with self._start_lock:
+            self._stopping = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
 
 
 class SQLiteStream(EventStream):
@@ -115,12 +197,17 @@ class SQLiteStream(EventStream):
         self.retention = retention
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._checkpointer = _Checkpointer(self.path, busy_timeout_s)
+        self._unchecked_bytes = 0
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # Checkpoints run on self._checkpointer's thread (see the module docstring).
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             self._init_schema()
         except BaseException:
             self._db.close()
@@ -164,15 +251,28 @@ class SQLiteStream(EventStream):
 
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
         """Append in one transaction; see :meth:`EventStream.append`."""
-        if not records:
-            return []
-        by_partition: dict[int, list[tuple[str, bytes]]] = {}
-        positions = []
-        for key, value in records:
+        next_offset = {p: r.start for p, r in self.append_offsets(records).items()}
+        out = []
+        for key, _ in records:
             partition = self.partition_for(key)
-            group = by_partition.setdefault(partition, [])
-            positions.append((partition, len(group)))
-            group.append((key, value))
+            out.append(Appended(partition, next_offset[partition]))
+            next_offset[partition] += 1
+        return out
+
+    def append_offsets(self, records: Sequence[tuple[str, bytes]]) -> dict[int, range]:
+        """Append in one transaction; see :meth:`EventStream.append_offsets`."""
+        if not records:
+            return {}
+        # partition_for_key inlined: this loop runs once per event on the ingest path.
+        crc32, n = zlib.crc32, self.num_partitions
+        by_partition: dict[int, list[tuple[str, bytes]]] = {}
+        for record in records:
+            partition = crc32(record[0].encode()) % n
+            group = by_partition.get(partition)
+            if group is None:
+                by_partition[partition] = [record]
+            else:
+                group.append(record)
         blobs = {p: _encode(group) for p, group in by_partition.items()}
         with self._lock:
             try:
@@ -196,7 +296,25 @@ class SQLiteStream(EventStream):
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StreamError(f"append to {self.path} failed: {exc}") from exc
-        return [Appended(p, ends[p] + i) for p, i in positions]
+            self._written(sum(map(len, blobs.values())))
+        return {p: range(ends[p], ends[p] + len(group)) for p, group in by_partition.items()}
+
+    def _written(self, size: int) -> None:
+        """Account for ``size`` bytes just committed; checkpoint when due (lock held)."""
+        self._unchecked_bytes += size + self._page_size
+        if self._unchecked_bytes < CHECKPOINT_BYTES:
+            return
+        self._unchecked_bytes = 0
+        if self._checkpointer.wal_frames * self._page_size > WAL_LIMIT_BYTES:
+            # The background checkpoints fall behind: catch up here, as SQLite would.
+            try:
+                _, frames, done = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("checkpoint of %s failed: %s", self.path, exc)
+            else:
+                self._checkpointer.wal_frames = 0 if done >= frames else max(frames, 0)
+            return
+        self._checkpointer.request()
 
     def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
         """See :meth:`EventStream.read`."""
@@ -266,6 +384,7 @@ class SQLiteStream(EventStream):
                 'DO UPDATE SET "offset" = excluded."offset"',
                 (group, partition, offset),
             )
+            self._written(0)
 
     def groups(self) -> list[str]:
         """See :meth:`EventStream.groups`."""
@@ -307,9 +426,11 @@ class SQLiteStream(EventStream):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._written(0)
         return deleted
 
     def close(self) -> None:
-        """Close the connection."""
+        """Stop the checkpoint thread and close the connection."""
+        self._checkpointer.close()
         with self._lock:
             self._db.close()
