@@ -26,8 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from playpulse.collector.body import gunzip, split_events
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
-from playpulse.errors import BackpressureError, BodyError, EventValidationError, StreamError
-from playpulse.events.codec import event_json_schema, validate_batch
+from playpulse.errors import BackpressureError, BodyError, StreamError
+from playpulse.events.codec import event_json_schema, validate_records
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.stream.base import EventStream
 from playpulse.stream.factory import open_stream
@@ -100,23 +100,15 @@ class Collector:
         appended and the caller should retry them).
         """
         result = IngestResult()
-        records: list[tuple[str, bytes]] = []
         rejections: list[Rejection] = []
-        outcomes = validate_batch(raws, received_at)
-        for index, (raw, outcome) in enumerate(zip(raws, outcomes, strict=True)):
-            if isinstance(outcome, EventValidationError):
-                event_id = _event_id_of(raw)
-                result.rejected.append(
-                    {"index": index, "event_id": event_id, "errors": outcome.errors}
-                )
-                rejections.append(
-                    Rejection(
-                        raw, outcome.reason, outcome.errors, received_at, "collector", event_id
-                    )
-                )
-                continue
-            event = outcome.event
-            records.append((event.user_id or event.anonymous_id or "", outcome.payload))
+        records, invalid = validate_records(raws, received_at)
+        for index, error in invalid:
+            raw = raws[index]
+            event_id = _event_id_of(raw)
+            result.rejected.append({"index": index, "event_id": event_id, "errors": error.errors})
+            rejections.append(
+                Rejection(raw, error.reason, error.errors, received_at, "collector", event_id)
+            )
         if self.pending_events + len(records) > self.max_pending_events:
             raise BackpressureError(
                 f"{self.pending_events} events are waiting for the stream; "
@@ -131,7 +123,7 @@ class Collector:
             self.metrics.pending.set(self.pending_events)
             started = time.perf_counter()
             try:
-                await run_in_threadpool(self.stream.append, records)
+                await run_in_threadpool(self.stream.append_offsets, records)
             finally:
                 self.pending_events -= len(records)
                 self.metrics.pending.set(self.pending_events)

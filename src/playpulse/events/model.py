@@ -67,9 +67,12 @@ def iana_zones() -> frozenset[str]:
 _ZONES = iana_zones()
 
 
-class _Struct(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class _Struct(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     # Unknown keys are an error: a typo must not silently lose a field.
     # Free-form data belongs in ``properties``.
+    # gc=False: events are trees decoded from JSON and never form reference cycles, so
+    # the cyclic GC need not track them (the collector decodes ~100k per second; tracking
+    # them cost ~0.45 us per event and made GC passes more frequent).
     pass
 
 
@@ -163,6 +166,19 @@ class EventBase(_Struct, tag_field="event_type", kw_only=True):
                 raise ValueError(
                     f"properties is {size} bytes as JSON; the limit is {MAX_PROPERTIES_BYTES}"
                 )
+        # The checks of the subclasses live here too, so msgspec makes one Python call per
+        # event rather than a chain of super() calls (measured ~0.3 us per event).
+        if isinstance(self, PlaybackEvent):
+            if self.playback_id is None and self.content is None:
+                raise ValueError("a playback event needs playback_id or content.content_id")
+            if isinstance(self, VisibilityChange) and self.context.foreground is None:
+                raise ValueError("visibility_change needs context.foreground (true or false)")
+        elif (
+            isinstance(self, CommerceEvent)
+            and self.amount_minor is not None
+            and self.currency is None
+        ):
+            raise ValueError("amount_minor needs a currency (ISO 4217, such as 'EUR')")
 
     @property
     def event_type(self) -> str:
@@ -190,11 +206,6 @@ class PlaybackEvent(EventBase, kw_only=True):
     playback_rate: Rate | None = None
 
     is_playback: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.playback_id is None and self.content is None:
-            raise ValueError("a playback event needs playback_id or content.content_id")
 
 
 class PlayStart(PlaybackEvent, tag="play_start", kw_only=True):
@@ -259,11 +270,6 @@ class VisibilityChange(PlaybackEvent, tag="visibility_change", kw_only=True):
 
     context: Context
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.context.foreground is None:
-            raise ValueError("visibility_change needs context.foreground (true or false)")
-
 
 class PlaybackError(PlaybackEvent, tag="error", kw_only=True):
     """The player failed; ``error_code`` and ``error_message`` describe it."""
@@ -294,11 +300,6 @@ class CommerceEvent(EventBase, kw_only=True):
     amount_minor: AmountMinor | None = None
     currency: Annotated[str, Meta(pattern=_CURRENCY.pattern)] | None = None
     items: Annotated[list[LineItem], Meta(max_length=500)] | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.amount_minor is not None and self.currency is None:
-            raise ValueError("amount_minor needs a currency (ISO 4217, such as 'EUR')")
 
 
 class ProductView(CommerceEvent, tag="product_view", kw_only=True):
