@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from playpulse.collector.body import gunzip, split_events
+from playpulse.collector.body import RawEvent, gunzip, split_events
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
 from playpulse.errors import BackpressureError, BodyError, StreamError
@@ -45,7 +45,7 @@ class _EventId(msgspec.Struct):
 _event_id_decoder = msgspec.json.Decoder(_EventId)
 
 
-def _event_id_of(raw: bytes) -> str | None:
+def _event_id_of(raw: RawEvent) -> str | None:
     try:
         value = _event_id_decoder.decode(raw).event_id
     except msgspec.DecodeError:
@@ -90,7 +90,7 @@ class Collector:
         self.metrics = metrics or CollectorMetrics()
         self.pending_events = 0
 
-    async def ingest(self, raws: Sequence[bytes], received_at: datetime) -> IngestResult:
+    async def ingest(self, raws: Sequence[RawEvent], received_at: datetime) -> IngestResult:
         """Validate each raw event, quarantine rejects, durably append the valid ones.
 
         ``received_at`` is UTC-aware. Returns once both writes are committed. Raises
@@ -103,7 +103,7 @@ class Collector:
         rejections: list[Rejection] = []
         records, invalid = validate_records(raws, received_at)
         for index, error in invalid:
-            raw = raws[index]
+            raw = bytes(raws[index])
             event_id = _event_id_of(raw)
             result.rejected.append({"index": index, "event_id": event_id, "errors": error.errors})
             rejections.append(

@@ -6,7 +6,7 @@ Accepted bodies (any Content-Type, including ``text/plain`` from ``navigator.sen
 - NDJSON: one event object per line (blank lines ignored);
 - a single JSON object (one event).
 
-Each element is returned as raw bytes so that every event is validated, sized and, if
+Each element is returned as its raw JSON so that every event is validated, sized and, if
 rejected, quarantined on its own. A malformed array or gzip stream fails the whole body.
 """
 
@@ -17,6 +17,10 @@ import zlib
 import msgspec
 
 from playpulse.errors import BodyError
+
+#: The raw JSON of one event: bytes, or a :class:`msgspec.Raw` view into the body (array
+#: elements are not copied; ``bytes(raw)`` makes a copy where one is needed).
+RawEvent = bytes | msgspec.Raw
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_one = msgspec.json.Decoder(msgspec.Raw)
@@ -50,8 +54,8 @@ def _where(exc: msgspec.DecodeError, text: bytes) -> str:
     return message
 
 
-def split_events(body: bytes, max_events: int) -> list[bytes]:
-    """The raw bytes of each event in ``body`` (see the module docstring).
+def split_events(body: bytes, max_events: int) -> list[RawEvent]:
+    """The raw JSON of each event in ``body`` (see the module docstring).
 
     Raises :class:`BodyError` 400 when the body is empty, not an array, object or NDJSON,
     or a malformed array (the message says at which byte); 413 when it holds more than
@@ -61,9 +65,10 @@ def split_events(body: bytes, max_events: int) -> list[bytes]:
     if not text:
         raise BodyError("body is empty; send a JSON array, NDJSON or one JSON object")
     first = text[:1]
+    items: list[RawEvent]
     if first == b"[":
         try:
-            items = [bytes(raw) for raw in _raw_list.decode(text)]
+            items = list(_raw_list.decode(text))
         except msgspec.DecodeError as exc:
             raise BodyError(f"body is not a valid JSON array: {_where(exc, text)}") from None
     elif first == b"{":

@@ -124,13 +124,14 @@ class _Recheck(Exception):
 
 
 def validate_records(
-    raws: Sequence[bytes], received_at: datetime
+    raws: Sequence[bytes | msgspec.Raw], received_at: datetime
 ) -> tuple[list[tuple[str, bytes]], list[tuple[int, EventValidationError]]]:
     """:func:`validate_batch` for the collector's hot path, shaped for the stream.
 
     Returns ``(records, rejected)``: ``(actor_id, normalized JSON)`` of every valid event,
     in order, ready for :meth:`~playpulse.stream.base.EventStream.append`, and
-    ``(index, error)`` of every invalid one. Accepts and rejects exactly what
+    ``(index, error)`` of every invalid one. ``raws`` may be :class:`msgspec.Raw` views
+    into the request body (no copies). Accepts and rejects exactly what
     :func:`validate_event` does, with the same errors: the loop below only handles
     events that pass; any event that fails a check there is validated again by the same
     code as :func:`validate_event`, which says precisely why it is rejected.
@@ -162,7 +163,7 @@ def validate_records(
             records.append((event.user_id or event.anonymous_id or "", encode(event)))
         except Exception:  # every failure is examined again, precisely, below
             try:
-                accepted = _validate(raw, received_at, latest)
+                accepted = _validate(bytes(raw), received_at, latest)
             except EventValidationError as exc:
                 rejected.append((index, exc))
             else:  # pragma: no cover - the fast loop rejects nothing that _validate accepts
