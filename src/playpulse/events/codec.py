@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from playpulse.errors import EventValidationError
-from playpulse.events.model import EVENT_TYPES, Event, EventBase
+from playpulse.events.model import _COUNTRY, EVENT_TYPES, Event, EventBase
 
 #: Largest accepted single event, as sent, in bytes.
 MAX_EVENT_BYTES = 32 * 1024
@@ -50,6 +50,9 @@ def _error(exc: msgspec.ValidationError | msgspec.DecodeError) -> dict[str, str]
         tag = _INVALID_TAG.match(msg)
         if tag:
             msg = f"unknown event_type '{tag['tag']}'; expected one of: {', '.join(EVENT_TYPES)}"
+    elif loc == "context.country" and msg.startswith("Invalid enum value"):
+        # model.Country is a Literal for speed; say what the pattern it stands for said.
+        msg = f"Expected `str` matching regex {_COUNTRY.pattern!r}"
     elif msg == "Object missing required field `event_type`":
         loc, msg = "event_type", "event_type is required"
     elif msg.startswith("Expected `datetime` with a timezone"):
@@ -230,6 +233,11 @@ def decode_stored(payload: bytes) -> EventBase:
 def event_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of :data:`Event`, the whole wire format."""
     schema: dict[str, Any] = msgspec.json.schema(Event)
+    # model.Country is a Literal of every match of _COUNTRY, for speed: show the pattern.
+    schema["$defs"]["Context"]["properties"]["country"]["anyOf"][0] = {
+        "type": "string",
+        "pattern": _COUNTRY.pattern,
+    }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "playpulse event"
     schema["description"] = (

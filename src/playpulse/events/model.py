@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import available_timezones
 
 from msgspec import Meta, Struct
@@ -54,8 +54,19 @@ DeviceType = Literal[
 NetworkType = Literal["wifi", "cellular", "ethernet", "offline", "other", "unknown"]
 ContentType = Literal["audiobook", "track", "episode", "video"]
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+if TYPE_CHECKING:
+    Country = str
+else:
+    # ``_COUNTRY`` as a Literal of all 676 two-letter strings: msgspec checks a Literal
+    # with one hash lookup, while ``Meta(pattern=...)`` calls Python's ``re`` for every
+    # event (0.5 of the 2.45 us it took to decode a heartbeat with a context). The JSON
+    # Schema still shows the pattern (``codec.event_json_schema``) and the error says
+    # the same as the pattern's (``codec._error``).
+    Country = Literal[tuple(a + b for a in _UPPER for b in _UPPER)]
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +100,7 @@ class Context(_Struct, kw_only=True):
     os: Short | None = None
     app_version: Short | None = None
     network_type: NetworkType | None = None
-    country: Annotated[str, Meta(pattern=_COUNTRY.pattern)] | None = None
+    country: Country | None = None
     timezone: Short | None = None
     foreground: bool | None = None
 
