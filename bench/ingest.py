@@ -945,9 +945,12 @@ def _frame_name(frame: str, *, line: bool) -> str:
 
 #: Where a sample's time goes: the first label whose marker occurs in its stack.
 _PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("validate_event (msgspec decode, checks, re-encode)", ("validate_event (",)),
+    (
+        "validation (msgspec decode, checks, re-encode)",
+        ("validate_event (", "validate_records (", "validate_batch ("),
+    ),
     ("split_events (body into raw events)", ("split_events",)),
-    ("SQLiteStream.append, Python side", ("SQLiteStream.append (",)),
+    ("SQLiteStream.append, Python side", ("SQLiteStream.append",)),
     ("prometheus_client metrics", ("prometheus_client/",)),
     ("reading the request body", ("_read_body (",)),
     ("thread-pool hand-off (anyio, threading)", ("anyio/", "threading.py")),

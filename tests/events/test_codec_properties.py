@@ -32,6 +32,7 @@ from playpulse.events import (
     encode_event,
     validate_event,
 )
+from playpulse.events.codec import validate_batch, validate_records
 from playpulse.events.model import (
     MAX_ID_CHARS,
     ContentType,
@@ -367,6 +368,60 @@ def test_damaged_valid_events_are_accepted_or_rejected_cleanly(
     if len(data) > MAX_EVENT_BYTES:
         return
     check_accepts_or_rejects_cleanly(data, received_at)
+
+
+@st.composite
+def request_events(draw: st.DrawFn) -> bytes:
+    """One event of a request body: valid, damaged, oversize or not JSON at all."""
+    kind = draw(st.sampled_from(["valid", "valid", "damaged", "bytes", "large"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=64))
+    raw, _ = draw(valid_events())
+    if kind == "damaged":
+        for name in draw(st.lists(st.sampled_from(EVENT_FIELDS), max_size=3)):
+            raw.pop(name, None)
+        raw |= draw(st.dictionaries(st.sampled_from(EVENT_FIELDS), fuzz_values, max_size=3))
+    elif kind == "large":
+        raw["properties"] = {"pad": "x" * MAX_EVENT_BYTES}
+    return json.dumps(raw).encode()
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.lists(request_events(), max_size=12),
+    utc_instants(datetime(2000, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)),
+    st.booleans(),
+)
+def test_validate_records_accepts_and_rejects_exactly_what_validate_event_does(
+    raws: list[bytes], received_at: datetime, as_raw_views: bool
+) -> None:
+    """The collector's fast path gives the same records, errors and reasons."""
+    # The collector passes msgspec.Raw views into the body; importers pass bytes.
+    views = (
+        msgspec.json.decode(b"[" + b",".join(raws) + b"]", type=list[msgspec.Raw])
+        if (as_raw_views and all(_is_json(r) for r in raws))
+        else raws
+    )
+
+    records, rejected = validate_records(views, received_at)
+
+    expected = validate_batch(raws, received_at)
+    assert records == [
+        (o.event.actor_id, o.payload) for o in expected if not isinstance(o, EventValidationError)
+    ]
+    assert [(i, e.errors, e.reason) for i, e in rejected] == [
+        (i, o.errors, o.reason)
+        for i, o in enumerate(expected)
+        if isinstance(o, EventValidationError)
+    ]
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return False
+    return True
 
 
 # --- (b) valid events are accepted and stored faithfully -------------------------------

@@ -130,6 +130,27 @@ def test_append_returns_positions_in_input_order(stream):
         )
 
 
+def test_append_offsets_gives_each_partition_the_range_append_would(stream_factory):
+    keys = [f"user-{i % 7}" for i in range(40)]
+    records = [(key, f"v{i}".encode()) for i, key in enumerate(keys)]
+    per_record, per_partition = stream_factory(), stream_factory()
+    per_record.append([("warm", b"up")])
+    per_partition.append([("warm", b"up")])
+
+    ranges = per_partition.append_offsets(records)
+
+    expected: dict[int, list[int]] = defaultdict(list)
+    for a in per_record.append(records):
+        expected[a.partition].append(a.offset)
+    assert {p: list(r) for p, r in ranges.items()} == dict(expected)
+    for p, r in ranges.items():
+        stored = per_partition.read(p, r.start, len(r))
+        assert [rec.value for rec in stored] == [
+            v for k, v in records if per_partition.partition_for(k) == p
+        ]
+    assert per_partition.append_offsets([]) == {}
+
+
 def test_offsets_increase_by_one_across_appends(stream):
     [key] = keys_for(stream, 2, 1)
     offsets = []

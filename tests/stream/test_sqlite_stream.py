@@ -338,3 +338,39 @@ def test_two_writer_processes_never_acknowledge_the_same_offset(tmp_path):
             own = [o for q, o, _ in run.acks if q == p]
             assert own == sorted(own)
     check_file(path, 2, acks)
+
+
+def test_checkpoints_run_in_the_background_and_keep_the_wal_bounded(tmp_path, monkeypatch):
+    import playpulse.stream.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "stream.db"
+    stream = SQLiteStream(path, num_partitions=2)
+    value = os.urandom(1000)
+    try:
+        for i in range(200):  # about 200 KiB per round of 200 records
+            stream.append([(f"k{j}", value) for j in range(200)])
+            if i % 50 == 49:
+                time.sleep(0.2)  # let the checkpoint thread catch up
+        deadline = time.monotonic() + 10
+        with sqlite3.connect(path) as probe:
+            while True:
+                # The database file holds checkpointed pages: it grows while the WAL is
+                # copied into it (without a checkpoint it would stay at a few pages).
+                if path.stat().st_size > 20 * 1024 * 1024:
+                    break
+                assert time.monotonic() < deadline, "no checkpoint ran"
+                time.sleep(0.05)
+            assert probe.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # SQLite reuses the WAL from its start once a checkpoint caught up, so it stays
+        # far smaller than the 40 MB appended.
+        assert Path(f"{path}-wal").stat().st_size < sqlite_module.WAL_LIMIT_BYTES
+        assert sum(p.end_offset for p in stream.partitions()) == 200 * 200
+    finally:
+        stream.close()
+    # close() stopped the thread; the file reopens with every record.
+    with SQLiteStream(path, num_partitions=2) as reopened:
+        assert sum(p.count for p in reopened.partitions()) == 200 * 200
+    thread = stream._checkpointer._thread
+    assert thread is not None
+    assert not thread.is_alive()
