@@ -229,6 +229,8 @@ class Reference:
     # set key -> members, shaped like the store's sets.
     sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     days: set[str] = field(default_factory=set)
+    # (user, first event us) -> (last event us, events) of every listening session.
+    sessions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- reading
@@ -537,10 +539,35 @@ def _add_commerce(ref: Reference, e: Ev) -> None:
             item[name] += amount
 
 
+SESSION_CAP_US = DAY_US
+
+
+def add_sessions(ref: Reference, partitions: list[list[Ev]]) -> None:
+    """Sessions per user over the non-late playback events: a new one after a gap of
+    more than 30 minutes, or at an event 24 h or more after the session's first."""
+    times: dict[str, list[int]] = defaultdict(list)
+    for events in partitions:
+        for e in events:
+            if not e.late and e.type in RANK:
+                times[e.actor].append(e.occurred_us)
+    for user, ts in times.items():
+        ts.sort()
+        first = last = ts[0]
+        count = 0
+        for t in ts:
+            if count and (t - last > IDLE_US or t - first >= SESSION_CAP_US):
+                ref.sessions[(user, first)] = (last, count)
+                first, count = t, 0
+            last = t
+            count += 1
+        ref.sessions[(user, first)] = (last, count)
+
+
 def compute(stream: Any) -> Reference:
     """The reference figures for everything in ``stream``."""
     ref = Reference()
     partitions = dedup_and_flag(read_partitions(stream), ref)
+    add_sessions(ref, partitions)
     for events in partitions:
         if not events:
             continue

@@ -39,11 +39,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from playpulse.config import Settings
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor.pipeline import Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
+from playpulse.query.engine import connect
 from playpulse.sources import SimulationConfig, simulate
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.sqlite import SQLiteStream
@@ -744,6 +746,28 @@ def test_lake_playing_time_per_content_and_start_day_matches(run):
         item["watch_time_s"] += row["watch_time_s"]
     diffs = _diff_items(expected, actual)
     assert not diffs, _report("lake plays per content and day", diffs, len(expected | actual))
+
+
+def test_sessions_view_matches_every_reference_session(run):
+    """The ``sessions`` view (closed sessions from the lake, open ones from the store)
+    holds exactly the reference's sessions: late events that merged or extended closed
+    sessions left no stale version behind."""
+    con = connect(Settings(data_dir=run.lake.root.parent))
+    try:
+        rows = con.execute(
+            "SELECT user_id, epoch_us(started_at), epoch_us(ended_at), events FROM sessions"
+        ).fetchall()
+    finally:
+        con.close()
+    actual = {(user, start): (end, n) for user, start, end, n in rows}
+    assert len(actual) == len(rows), "a session appears twice"
+    assert len(run.ref.sessions) > 1_000
+    diffs = [
+        f"session {key}: reference {run.ref.sessions.get(key)} != view {actual.get(key)}"
+        for key in sorted(run.ref.sessions.keys() | actual.keys())
+        if run.ref.sessions.get(key) != actual.get(key)
+    ]
+    assert not diffs, _report("sessions", diffs, len(run.ref.sessions.keys() | actual.keys()))
 
 
 def test_the_reference_reproduces_the_hand_computed_edge_plays(run):

@@ -7,11 +7,17 @@
   written again with a higher ``version``; readers keep the highest version per
   ``play_key``), with its playing ``segments`` (each within one UTC hour and one local
   hour) so queries can split playing time by any hour, day or time zone.
+- ``sessions``: listening sessions that have closed (no event for longer than the
+  session gap), keyed by ``user_id`` + ``started_at``; a session changed by a late event
+  is written again with a higher ``version``, and one that no longer exists gets a row
+  with ``deleted`` set. Readers keep the highest version per key. Sessions still open
+  live in the real-time store.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +26,7 @@ from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.processor.plays import PlaySummary
 
 TS = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -119,7 +126,20 @@ PLAYS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"events": EVENTS_SCHEMA, "plays": PLAYS_SCHEMA}
+SESSIONS_SCHEMA = pa.schema(
+    [
+        ("event_date", pa.string()),
+        ("user_id", pa.string()),
+        ("started_at", TS),
+        ("ended_at", TS),
+        ("events", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("version", pa.int64()),
+        ("deleted", pa.bool_()),
+    ]
+)
+
+SCHEMAS = {"events": EVENTS_SCHEMA, "plays": PLAYS_SCHEMA, "sessions": SESSIONS_SCHEMA}
 
 
 def event_row(event: EventBase, partition: int, offset: int, late: bool) -> dict[str, Any]:
@@ -191,6 +211,28 @@ def _item(item: Any) -> dict[str, Any]:
         "vendor_id": item.vendor_id,
         "quantity": item.quantity,
         "amount_minor": item.amount_minor,
+    }
+
+
+def session_row(
+    user_id: str, start_us: int, end_us: int, events: int, version: int, deleted: bool = False
+) -> dict[str, Any]:
+    """One ``sessions`` row: user ``user_id``'s session from ``start_us`` to ``end_us``
+    (microseconds since the epoch, UTC) with ``events`` events, dated by its start (UTC).
+
+    Rows are keyed by (``user_id``, ``started_at``); readers keep the highest ``version``
+    per key and drop the key when that row is ``deleted`` (a tombstone).
+    """
+    started = _EPOCH + timedelta(microseconds=start_us)
+    return {
+        "event_date": started.date().isoformat(),
+        "user_id": user_id,
+        "started_at": started,
+        "ended_at": _EPOCH + timedelta(microseconds=end_us),
+        "events": events,
+        "duration_s": (end_us - start_us) / 1_000_000,
+        "version": version,
+        "deleted": deleted,
     }
 
 

@@ -37,7 +37,7 @@ import msgspec
 from playpulse.errors import EventValidationError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
-from playpulse.lake.schema import event_row, play_row
+from playpulse.lake.schema import event_row, play_row, session_row
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import aggregate
 from playpulse.processor.plays import PlaySummary, is_closed, play_key, summarize_play
@@ -118,6 +118,8 @@ class _PlayState(msgspec.Struct):
 class _SessionState(msgspec.Struct):
     times_us: list[int]
     contribution: list[list[Any]]
+    # Closed sessions already written to the lake, as [start_us, end_us, events].
+    emitted: list[list[int]] = msgspec.field(default_factory=list)
 
 
 class _LiveState(msgspec.Struct):
@@ -143,12 +145,14 @@ class _Work:
     batch: StoreBatch
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     play_rows: list[dict[str, Any]] = field(default_factory=list)
+    session_rows: list[dict[str, Any]] = field(default_factory=list)
     stats: BatchStats = field(default_factory=BatchStats)
 
 
 _decode_state = msgspec.msgpack.Decoder(_PlayState)
 _decode_session = msgspec.msgpack.Decoder(_SessionState)
 _decode_live = msgspec.msgpack.Decoder(_LiveState)
+_decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
 _encode = msgspec.msgpack.Encoder()
 
 
@@ -174,7 +178,8 @@ class Processor:
         self.options = options or ProcessorOptions()
         self._consumer = stream.consumer(self.options.consumer)
         self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
-        self._sessions: dict[int, dict[str, int]] = defaultdict(dict)
+        # Per partition, users with an open session -> the session's last event (us).
+        self._open_sessions: dict[int, dict[str, int]] = defaultdict(dict)
         # Per partition, the day (of the finalization horizon) last scanned for plays
         # that can no longer change.
         self._finalized_day: dict[int, int] = {}
@@ -194,11 +199,9 @@ class Processor:
             state = _decode_state.decode(blob)
             if not state.closed:
                 self._open_plays[int(partition)][pkey] = state.last_us
-        for key, blob in self.store.states(self.store.state_keys("SESS#")).items():
+        for key, blob in self.store.states(self.store.state_keys("OSESS#")).items():
             _, partition, user = key.split("#", 2)
-            times = _decode_session.decode(blob).times_us
-            if times:
-                self._sessions[int(partition)][user] = times[-1]
+            self._open_sessions[int(partition)][user] = _decode_open.decode(blob)[1]
         self._started = True
 
     def process_available(self, max_batches: int | None = None) -> BatchStats:
@@ -291,7 +294,7 @@ class Processor:
             for user, wm in user_wm.items():
                 work.batch.states[f"UWM#{user}"] = str(wm).encode()
             self._update_plays(p, plays, watermark, user_wm, batch, work)
-            self._update_sessions(p, user_times, user_wm, work)
+            self._update_sessions(p, user_times, user_wm, watermark, batch, work)
         self._update_live(live, work)
         if newest_received:
             # One value per partition (each partition's batches are serial); readers take
@@ -304,10 +307,9 @@ class Processor:
                 self.lake.write(
                     "events", work.event_rows, partition=p, first_offset=first, last_offset=last
                 )
-            if work.play_rows:
-                self.lake.write(
-                    "plays", work.play_rows, partition=p, first_offset=first, last_offset=last
-                )
+            for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
+                if rows:
+                    self.lake.write(table, rows, partition=p, first_offset=first, last_offset=last)
         self.store.apply(work.batch)
         try:
             self._consumer.commit(batch)  # for lag monitoring; the store's offsets rule
@@ -436,43 +438,97 @@ class Processor:
                 )
 
     def _update_sessions(
-        self, p: int, user_times: dict[str, list[int]], user_wm: dict[str, int], work: _Work
+        self,
+        p: int,
+        user_times: dict[str, list[int]],
+        user_wm: dict[str, int],
+        watermark_us: int,
+        batch: Batch,
+        work: _Work,
     ) -> None:
+        """Re-sessionize the users with new events, and those whose open session the
+        partition watermark has made idle; write the sessions that closed or changed to
+        the lake's ``sessions`` table and keep the open one in the store (``OSESS#``)."""
         opts = self.options
         margin = _us_delta(opts.allowed_lateness + timedelta(days=1))
-        known = self._sessions[p]
+        gap_us = _us_delta(opts.idle_timeout)
+        open_sessions = self._open_sessions[p]
         touched = set(user_times)
+        touched.update(u for u, end in open_sessions.items() if end < watermark_us - gap_us)
         if not touched:
             return
+        missing = touched - set(user_wm)
+        if missing:
+            user_wm = {**user_wm, **self._user_watermarks(missing)}
         keys = {u: f"SESS#{p}#{u}" for u in touched}
         stored = self.store.states(keys.values())
+        version = batch.records[-1].offset
         for user in touched:
-            horizon = user_wm[user] - margin
+            horizon = user_wm[user] - margin if user in user_wm else watermark_us - margin
             blob = stored.get(keys[user])
             state = _decode_session.decode(blob) if blob else _SessionState([], [])
             times = sorted(state.times_us + user_times.get(user, []))
+            if not times:
+                work.batch.states[keys[user]] = None
+                work.batch.states[f"OSESS#{p}#{user}"] = None
+                open_sessions.pop(user, None)
+                continue
             sessions = sessionize(
                 [_from_us(t) for t in times],
                 gap=opts.idle_timeout,
                 max_length=opts.session_max_length,
             )
             old = aggregate.from_rows(state.contribution)
-            # Sessions that ended before the horizon are final: keep their contribution
-            # in the store, drop them from the state.
-            final = [s for s in sessions if _us(s.end) < horizon]
-            live = [s for s in sessions if _us(s.end) >= horizon]
             new_total = aggregate.session_contribution(user, sessions)
             _merge(work.batch, aggregate.diff(new_total, old))
+            spans = [(_us(s.start), _us(s.end), s.event_count) for s in sessions]
+            # Every session but the last is closed (a later event started a new one); the
+            # last closes once the partition's watermark is more than the gap past it.
+            last_open = watermark_us - spans[-1][1] <= gap_us
+            closed = spans[:-1] if last_open else spans
+            self._emit_sessions(user, closed, state.emitted, version, work)
+            okey = f"OSESS#{p}#{user}"
+            if last_open:
+                work.batch.states[okey] = _encode.encode(spans[-1])
+                open_sessions[user] = spans[-1][1]
+            elif user in open_sessions or blob:
+                work.batch.states[okey] = None
+                open_sessions.pop(user, None)
+            # Sessions that ended before the horizon are final: their contribution stays
+            # in the store and their lake rows stand; drop them from the state.
+            live = [s for s in spans if s[1] >= horizon]
             if live:
-                cutoff = _us(live[0].start)
+                cutoff = live[0][0]
                 state.times_us = [t for t in times if t >= cutoff]
-                state.contribution = aggregate.to_rows(aggregate.session_contribution(user, live))
+                state.contribution = aggregate.to_rows(
+                    aggregate.session_contribution(user, sessions[len(spans) - len(live) :])
+                )
+                state.emitted = [list(s) for s in closed if s[0] >= cutoff]
                 work.batch.states[keys[user]] = _encode.encode(state)
-                known[user] = times[-1]
             else:
                 work.batch.states[keys[user]] = None
-                known.pop(user, None)
-            del final
+
+    @staticmethod
+    def _emit_sessions(
+        user: str,
+        closed: list[tuple[int, int, int]],
+        emitted: list[list[int]],
+        version: int,
+        work: _Work,
+    ) -> None:
+        # Lake rows are keyed by (user, start): write closed sessions that are new or
+        # changed, and a tombstone for an emitted session that no longer exists as it
+        # was written (merged with another by a late event, or open again).
+        before = {s[0]: (s[1], s[2]) for s in emitted}
+        now = {s[0]: (s[1], s[2]) for s in closed}
+        for start, (end, count) in now.items():
+            if before.get(start) != (end, count):
+                work.session_rows.append(session_row(user, start, end, count, version))
+        for start, (end, count) in before.items():
+            if start not in now:
+                work.session_rows.append(
+                    session_row(user, start, end, count, version, deleted=True)
+                )
 
     def _update_live(self, live: dict[str, _LiveState], work: _Work) -> None:
         if not live:
