@@ -62,7 +62,7 @@ def _values() -> str:
 def session_histogram(params: QueryParams, settings: Settings) -> pa.Table:
     """The histogram of session lengths in ``params``' window (other filters unused)."""
     start, end = params.window()
-    con = connect(settings, since=start.date(), until=end.date())
+    con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
         table: pa.Table = con.sql(
             _SQL.format(values=_values()), params={"start": start, "end": end}

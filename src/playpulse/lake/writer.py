@@ -13,6 +13,7 @@ counted twice when the same records are processed again in other batch boundarie
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -177,9 +178,21 @@ class LakeWriter:
 def _replaced_by(path: Path) -> list[str]:
     if not _COMPACTED.match(path.name):
         return []
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return []
+    return list(_replaced_by_version(str(path), stamp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _replaced_by_version(path: str, mtime_ns: int) -> tuple[str, ...]:
+    # Compacted files never change once renamed into place: cache their footers' lists
+    # (keyed by modification time in case a path is ever reused).
+    del mtime_ns
     metadata = pq.read_schema(path).metadata or {}
     raw = metadata.get(_SOURCES_KEY.encode())
-    return list(json.loads(raw)) if raw else []
+    return tuple(json.loads(raw)) if raw else ()
 
 
 def _write_atomically(table: pa.Table, path: Path) -> None:

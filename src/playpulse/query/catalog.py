@@ -90,32 +90,54 @@ _PLAY_FILTER = """
 """
 _STARTED = f"""
 started AS (
-    SELECT * FROM plays
-    WHERE started_at >= $start AND started_at < $end AND {_PLAY_FILTER}
+    SELECT * FROM play_rows
+    WHERE started_us >= $start_us AND started_us < $end_us AND {_PLAY_FILTER}
 )"""
-_SEGMENTS = f"""
+_CLIPPED = f"""
 clipped AS (
-    -- Unnesting in the select list (not a lateral FROM join) was 3-4x faster in
-    -- bench/query.py on 10 million events.
-    SELECT * EXCLUDE (s), s.foreground, s.chapter,
-           greatest(s.start, $start) AS a, least(s."end", $end) AS b
-    FROM (SELECT p.play_key, p.user_id, p.content_id, p.title, p.creator, p.content_type,
-                 p.platform, p.device_type, unnest(p.segments) AS s
-          FROM plays p WHERE {_PLAY_FILTER})
-    WHERE s."end" > $start AND s.start < $end
-),
-segs AS (
-    -- Playing time inside [start, end), cut at the requested zone's hour boundaries:
-    -- UTC hours for whole-hour zones, UTC quarter hours for zones such as +05:30.
-    SELECT * EXCLUDE (a, b, g), greatest(a, g) AS seg_start,
-           epoch(least(b, g + to_minutes($split_minutes)) - greatest(a, g)) AS playing_s
-    FROM (SELECT c.*, unnest(generate_series(time_bucket(to_minutes($split_minutes), c.a),
-                 c.b, to_minutes($split_minutes))) AS g FROM clipped c)
-    WHERE g < b
+    SELECT * EXCLUDE (start, "end", start_us, end_us, playing_s, rate, version),
+           greatest(start_us, $start_us) AS a, least(end_us, $end_us) AS b
+    FROM segment_rows
+    WHERE end_us > $start_us AND start_us < $end_us AND {_PLAY_FILTER}
 )"""
+# Playing time inside [start, end), cut at the requested zone's hour boundaries. Segments
+# never cross a UTC hour, so for zones a whole number of hours from UTC they need no
+# cut; zones such as +05:30 are cut at UTC quarter hours. Times in microseconds.
+_SEGS_WHOLE_HOURS = """
+segs AS (SELECT * EXCLUDE (a, b), a AS seg_us, (b - a) / 1e6 AS playing_s FROM clipped)"""
+_SEGS_QUARTER_HOURS = """
+segs AS (
+    SELECT * EXCLUDE (a, b, g), greatest(a, g) AS seg_us,
+           (least(b, g + 900000000) - greatest(a, g)) / 1e6 AS playing_s
+    FROM (SELECT c.*, unnest(generate_series(a // 900000000 * 900000000, b - 1, 900000000))
+                 AS g FROM clipped c)
+)"""
+_SEGS_MARKER = "segs AS (__SEGS__)"
+# The requested zone's UTC offset (microseconds) for each UTC hour (quarter hour for
+# zones such as +05:30) of the range: zones change offset only at those boundaries, so
+# local time = UTC + offset by a join on this small table, without converting each row.
+_TZMAP = """
+tzmap AS (
+    SELECT h // $step AS k, epoch_us(timezone($tz, make_timestamp(h)::TIMESTAMPTZ)) - h AS off
+    FROM range($start_us // $step * $step, $end_us + $step, $step) t(h)
+)"""
+_DAY_US = 86_400_000_000
+_HOUR_US = 3_600_000_000
+
+
+def _local(us: str, alias: str = "m") -> str:
+    """SQL: local microseconds of UTC microseconds ``us`` (joined to ``tzmap`` as ``alias``)."""
+    return f"({us} + {alias}.off)"
+
+
+def _local_date(local: str) -> str:
+    return f"(DATE '1970-01-01' + ({local} // {_DAY_US})::INTEGER)"
+
+
+_SEGMENTS = f"{_CLIPPED},\n{_SEGS_MARKER}"
 _COMMERCE = """
 shop AS (
-    SELECT * FROM events
+    SELECT * FROM shop_events
     WHERE occurred_at >= $start AND occurred_at < $end AND NOT late
       AND event_type IN ('product_view', 'vendor_view', 'product_favorite', 'cart_add',
                          'order_created', 'order_completed')
@@ -148,8 +170,8 @@ _add(
         SELECT
             (SELECT count(*) FROM started) AS plays,
             (SELECT count(*) FILTER (is_stream) FROM started) AS streams,
-            (SELECT count(DISTINCT user_id) FROM (
-                SELECT user_id FROM started UNION ALL SELECT user_id FROM segs)) AS listeners,
+            (SELECT count(DISTINCT user_num) FROM (
+                SELECT user_num FROM started UNION ALL SELECT user_num FROM segs)) AS listeners,
             (SELECT coalesce(sum(playing_s), 0) FROM segs) AS listening_s,
             (SELECT count(*) FROM sess) AS sessions,
             (SELECT coalesce(avg(duration_s), 0) FROM sess) AS avg_session_s,
@@ -183,9 +205,9 @@ _add(
                      any_value(title) AS title, any_value(creator) AS creator,
                      any_value(content_type) AS content_type
               FROM segs GROUP BY content_id),
-        u AS (SELECT content_id, count(DISTINCT user_id) AS listeners FROM (
-                SELECT content_id, user_id FROM started
-                UNION ALL SELECT content_id, user_id FROM segs) GROUP BY content_id)
+        u AS (SELECT content_id, count(DISTINCT user_num) AS listeners FROM (
+                SELECT content_id, user_num FROM started
+                UNION ALL SELECT content_id, user_num FROM segs) GROUP BY content_id)
         SELECT u.content_id, coalesce(p.title, l.title) AS title,
                coalesce(p.creator, l.creator) AS creator,
                coalesce(p.content_type, l.content_type) AS content_type,
@@ -219,8 +241,8 @@ _add(
         WITH {_STARTED}, {_SEGMENTS},
         p AS (SELECT creator, count(*) AS plays FROM started GROUP BY creator),
         l AS (SELECT creator, sum(playing_s) AS listening_s FROM segs GROUP BY creator),
-        u AS (SELECT creator, count(DISTINCT user_id) AS listeners FROM (
-                SELECT creator, user_id FROM started UNION ALL SELECT creator, user_id FROM segs)
+        u AS (SELECT creator, count(DISTINCT user_num) AS listeners FROM (
+                SELECT creator, user_num FROM started UNION ALL SELECT creator, user_num FROM segs)
               GROUP BY creator)
         SELECT u.creator, coalesce(p.plays, 0) AS plays, u.listeners,
                coalesce(l.listening_s, 0) AS listening_s
@@ -238,16 +260,17 @@ _add(
         "Plays, listeners and listening time by day of week (0 = Monday) and hour of day, "
         "in the requested time zone; all 168 cells.",
         f"""
-        WITH {_STARTED}, {_SEGMENTS},
+        WITH {_STARTED}, {_SEGMENTS}, {_TZMAP},
         grid AS (SELECT d AS day_of_week, h AS hour_of_day
                  FROM range(7) t(d), range(24) s(h)),
-        p AS (SELECT isodow(timezone($tz, started_at)) - 1 AS day_of_week,
-                     hour(timezone($tz, started_at)) AS hour_of_day, count(*) AS plays
-              FROM started GROUP BY ALL),
-        l AS (SELECT isodow(timezone($tz, seg_start)) - 1 AS day_of_week,
-                     hour(timezone($tz, seg_start)) AS hour_of_day,
-                     sum(playing_s) AS listening_s, count(DISTINCT user_id) AS listeners
-              FROM segs GROUP BY ALL)
+        p AS (SELECT (l // {_DAY_US} + 3) % 7 AS day_of_week, (l // {_HOUR_US}) % 24 AS hour_of_day,
+                     count(*) AS plays
+              FROM (SELECT {_local("started_us")} AS l FROM started
+                    JOIN tzmap m ON m.k = started_us // $step) GROUP BY ALL),
+        l AS (SELECT (l // {_DAY_US} + 3) % 7 AS day_of_week, (l // {_HOUR_US}) % 24 AS hour_of_day,
+                     sum(playing_s) AS listening_s, count(DISTINCT user_num) AS listeners
+              FROM (SELECT {_local("seg_us")} AS l, playing_s, user_num FROM segs
+                    JOIN tzmap m ON m.k = seg_us // $step) GROUP BY ALL)
         SELECT g.day_of_week, g.hour_of_day, coalesce(p.plays, 0) AS plays,
                coalesce(l.listeners, 0) AS listeners, coalesce(l.listening_s, 0) AS listening_s
         FROM grid g LEFT JOIN p USING (day_of_week, hour_of_day)
@@ -264,16 +287,17 @@ _add(
         "Per day (in the requested time zone): plays, listeners, new listeners (first play "
         "ever that day) and listening time.",
         f"""
-        WITH {_STARTED}, {_SEGMENTS},
-        first_seen AS (SELECT user_id, min(timezone($tz, started_at))::DATE AS first_day
-                       FROM plays_all GROUP BY user_id),
-        p AS (SELECT timezone($tz, started_at)::DATE AS date, count(*) AS plays
-              FROM started GROUP BY ALL),
-        l AS (SELECT timezone($tz, seg_start)::DATE AS date, sum(playing_s) AS listening_s
-              FROM segs GROUP BY ALL),
-        u AS (SELECT date, count(DISTINCT user_id) AS listeners FROM (
-                SELECT timezone($tz, started_at)::DATE AS date, user_id FROM started
-                UNION ALL SELECT timezone($tz, seg_start)::DATE, user_id FROM segs)
+        WITH {_STARTED}, {_SEGMENTS}, {_TZMAP},
+        first_seen AS (SELECT user_num, timezone($tz, min(started_at))::DATE AS first_day
+                       FROM plays_all GROUP BY user_num),
+        sd AS (SELECT {_local_date(_local("started_us"))} AS date, user_num FROM started
+               JOIN tzmap m ON m.k = started_us // $step),
+        gd AS (SELECT {_local_date(_local("seg_us"))} AS date, user_num, playing_s FROM segs
+               JOIN tzmap m ON m.k = seg_us // $step),
+        p AS (SELECT date, count(*) AS plays FROM sd GROUP BY ALL),
+        l AS (SELECT date, sum(playing_s) AS listening_s FROM gd GROUP BY ALL),
+        u AS (SELECT date, count(DISTINCT user_num) AS listeners FROM (
+                SELECT date, user_num FROM sd UNION ALL SELECT date, user_num FROM gd)
               GROUP BY date),
         n AS (SELECT first_day AS date, count(*) AS new_listeners FROM first_seen
               GROUP BY first_day)
@@ -318,11 +342,11 @@ _add(
         l AS (SELECT coalesce(platform, 'unknown') AS platform,
                      coalesce(device_type, 'unknown') AS device_type,
                      sum(playing_s) AS listening_s FROM segs GROUP BY ALL),
-        u AS (SELECT platform, device_type, count(DISTINCT user_id) AS listeners FROM (
+        u AS (SELECT platform, device_type, count(DISTINCT user_num) AS listeners FROM (
                 SELECT coalesce(platform, 'unknown') AS platform,
-                       coalesce(device_type, 'unknown') AS device_type, user_id FROM started
+                       coalesce(device_type, 'unknown') AS device_type, user_num FROM started
                 UNION ALL SELECT coalesce(platform, 'unknown'), coalesce(device_type, 'unknown'),
-                       user_id FROM segs) GROUP BY ALL)
+                       user_num FROM segs) GROUP BY ALL)
         SELECT u.platform, u.device_type, coalesce(p.plays, 0) AS plays, u.listeners,
                coalesce(l.listening_s, 0) AS listening_s
         FROM u LEFT JOIN p USING (platform, device_type) LEFT JOIN l USING (platform, device_type)
@@ -339,11 +363,11 @@ _add(
         "(share of the title's starters who reached the chapter).",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
-        starters AS (SELECT content_id, count(DISTINCT user_id) AS n FROM started
+        starters AS (SELECT content_id, count(DISTINCT user_num) AS n FROM started
                      GROUP BY content_id),
-        reached AS (SELECT content_id, unnest(chapters_reached) AS chapter, user_id
+        reached AS (SELECT content_id, unnest(chapters_reached) AS chapter, user_num
                     FROM started),
-        r AS (SELECT content_id, chapter, count(DISTINCT user_id) AS listeners
+        r AS (SELECT content_id, chapter, count(DISTINCT user_num) AS listeners
               FROM reached GROUP BY ALL),
         l AS (SELECT content_id, chapter, sum(playing_s) AS listening_s
               FROM segs WHERE chapter IS NOT NULL GROUP BY ALL)
@@ -365,14 +389,19 @@ _add(
         WITH {_STARTED},
         titles AS (SELECT content_id FROM started WHERE duration_s > 0
                    GROUP BY content_id ORDER BY count(*) DESC, content_id LIMIT $limit),
-        p AS (SELECT content_id,
-                     coalesce(furthest_position_s, 0) / duration_s * 100 AS reached_pct
+        p AS (SELECT content_id, least(floor(coalesce(furthest_position_s, 0) / duration_s
+                                             * 100), 100)::INTEGER AS bucket
               FROM started WHERE content_id IN (SELECT content_id FROM titles)),
-        grid AS (SELECT content_id, pct AS position_pct FROM titles, range(101) t(pct))
+        h AS (SELECT content_id, bucket, count(*) AS n FROM p GROUP BY ALL),
+        grid AS (SELECT content_id, pct::INTEGER AS position_pct FROM titles, range(101) t(pct))
+        -- A play reached whole percent k when floor(its furthest percent) >= k: count the
+        -- plays per floor, then sum from 100 down.
         SELECT g.content_id, g.position_pct,
-               count(*) FILTER (p.reached_pct >= g.position_pct) / count(*) AS share
-        FROM grid g JOIN p USING (content_id)
-        GROUP BY g.content_id, g.position_pct ORDER BY g.content_id, g.position_pct
+               sum(coalesce(h.n, 0)) OVER (PARTITION BY g.content_id ORDER BY g.position_pct DESC
+                                           ROWS UNBOUNDED PRECEDING)
+               / sum(coalesce(h.n, 0)) OVER (PARTITION BY g.content_id) AS share
+        FROM grid g LEFT JOIN h ON h.content_id = g.content_id AND h.bucket = g.position_pct
+        ORDER BY g.content_id, g.position_pct
         """,
         ("content_id", "position_pct", "share"),
     )
@@ -383,11 +412,12 @@ _add(
         "watch_time_visibility",
         "Playing time in the foreground and in the background, per creator and day.",
         f"""
-        WITH {_SEGMENTS}
-        SELECT creator, timezone($tz, seg_start)::DATE AS date,
+        WITH {_SEGMENTS}, {_TZMAP}
+        SELECT creator, {_local_date(_local("seg_us"))} AS date,
                coalesce(sum(playing_s) FILTER (foreground), 0) AS foreground_s,
                coalesce(sum(playing_s) FILTER (NOT foreground), 0) AS background_s
-        FROM segs WHERE creator IS NOT NULL GROUP BY ALL
+        FROM segs JOIN tzmap m ON m.k = seg_us // $step
+        WHERE creator IS NOT NULL GROUP BY ALL
         ORDER BY date, background_s DESC, creator
         """,
         ("creator", "date", "foreground_s", "background_s"),
@@ -472,15 +502,16 @@ _add(
         "Per vendor and day (requested time zone): views, cart adds, orders, completed "
         "orders, revenue.",
         f"""
-        WITH {_COMMERCE}
-        SELECT vendor_id, timezone($tz, occurred_at)::DATE AS date,
+        WITH {_COMMERCE}, {_TZMAP}
+        SELECT vendor_id, {_local_date(_local("epoch_us(occurred_at)"))} AS date,
                count(*) FILTER (event_type = 'product_view') AS views,
                count(*) FILTER (event_type = 'cart_add') AS cart_adds,
                count(*) FILTER (event_type = 'order_created') AS orders,
                count(*) FILTER (event_type = 'order_completed') AS completed_orders,
                coalesce(sum(amount_minor) FILTER (event_type = 'order_completed'), 0)::BIGINT
                    AS revenue_minor
-        FROM shop WHERE vendor_id IS NOT NULL GROUP BY ALL ORDER BY vendor_id, date
+        FROM shop JOIN tzmap m ON m.k = epoch_us(occurred_at) // $step
+        WHERE vendor_id IS NOT NULL GROUP BY ALL ORDER BY vendor_id, date
         """,
         ("vendor_id", "date", "views", "cart_adds", "orders", "completed_orders", "revenue_minor"),
     )
@@ -492,16 +523,16 @@ _add(
         "Weekly retention of new listeners: for each cohort (week of first play, Monday "
         "start, requested time zone) the share still playing N weeks later.",
         """
-        WITH p AS (SELECT user_id, date_trunc('week', timezone($tz, started_at))::DATE AS week
+        WITH p AS (SELECT user_num, date_trunc('week', timezone($tz, started_at))::DATE AS week
                    FROM plays_all),
-        firsts AS (SELECT user_id, min(week) AS cohort_week FROM p GROUP BY user_id),
+        firsts AS (SELECT user_num, min(week) AS cohort_week FROM p GROUP BY user_num),
         cohort AS (SELECT * FROM firsts
                    WHERE cohort_week >= timezone($tz, $start)::DATE - 6
                      AND cohort_week < timezone($tz, $end)::DATE),
         sizes AS (SELECT cohort_week, count(*) AS users FROM cohort GROUP BY cohort_week),
-        active AS (SELECT DISTINCT c.cohort_week, c.user_id,
+        active AS (SELECT DISTINCT c.cohort_week, c.user_num,
                           (p.week - c.cohort_week) // 7 AS week_number
-                   FROM cohort c JOIN p USING (user_id))
+                   FROM cohort c JOIN p USING (user_num))
         SELECT a.cohort_week, a.week_number, s.users AS cohort_users,
                count(*) AS active_users, count(*) / s.users AS retention
         FROM active a JOIN sizes s USING (cohort_week)
@@ -539,6 +570,10 @@ def _whole_hours(tz: str) -> bool:
     return True
 
 
+def _epoch_us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 def run_query(
     name: str,
     params: QueryParams | None = None,
@@ -564,13 +599,22 @@ def run_query(
 
         return live_table(settings, now)
     start, end = params.window(now)
-    con = connect(settings, since=start.date(), until=end.date())
+    sql = spec.sql.replace(
+        _SEGS_MARKER, _SEGS_WHOLE_HOURS if _whole_hours(params.tz) else _SEGS_QUARTER_HOURS
+    )
+    con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
         values: dict[str, Any] = params.model_dump()
-        values.update(start=start, end=end, split_minutes=60 if _whole_hours(params.tz) else 15)
-        used = {k: values[k] for k in set(_PARAM.findall(spec.sql))}
+        values.update(
+            start=start,
+            end=end,
+            start_us=_epoch_us(start),
+            end_us=_epoch_us(end),
+            step=_HOUR_US if _whole_hours(params.tz) else _HOUR_US // 4,
+        )
+        used = {k: values[k] for k in set(_PARAM.findall(sql))}
         try:
-            table: pa.Table = con.sql(spec.sql, params=used).to_arrow_table()
+            table: pa.Table = con.sql(sql, params=used).to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(f"query '{name}' failed: {exc}") from exc
     finally:

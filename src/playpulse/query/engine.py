@@ -1,80 +1,413 @@
 """DuckDB over the lake, completed by the real-time store.
 
-:func:`connect` returns a DuckDB connection with three views:
+:func:`connect` returns a DuckDB connection with these views:
 
 - ``events``: every processed, deduplicated event (the lake's ``events`` table; ``late``
   marks events past the allowed lateness, which no metric counts);
 - ``plays``: every play: the newest version of each finished play from the lake, plus
   the plays the processor still holds open (from the real-time store), so answers are
   complete; ``segments`` lists each play's playing time by hour;
-- ``sessions``: listening sessions per user, from the non-late playback events (a new
-  session after more than 30 minutes without events; sessions are cut every 24 h from
-  their start).
+- ``segments``: the same plays' segments, one row each (``play_key``, the play's
+  dimensions, ``foreground``, ``chapter``, ``start``, ``end``, ``playing_s``);
+- ``sessions``: listening sessions per user (a new session after more than 30 minutes
+  without playback events; cut at 24 h): the lake's closed sessions (newest version of
+  each) plus the sessions still open in the real-time store;
+- ``shop_events``: the commerce events (``events`` rows of the six commerce types);
+- for the catalog: ``plays_all`` (every play, whatever ``since``/``until``) and
+  ``play_rows`` (``plays``), both without ``segments``, and ``segment_rows``
+  (``segments``); each with ``user_num`` (a small integer per user) and the times as
+  microseconds since the epoch (``started_us``, ``start_us``, ``end_us``).
+
+Plays, segments, sessions and shop events are served from DuckDB tables in memory that a
+:class:`LakeCache` keeps in step with the lake file by file: each query first lists the
+lake's live files (cheap) and loads only the files that appeared, dropping the rows of
+files that went away (compaction, a discarded batch). ``events`` is read from Parquet.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
 from playpulse.config import Settings
-from playpulse.events.model import PLAYBACK_EVENT_TYPES
-from playpulse.lake.schema import EVENTS_SCHEMA, PLAYS_SCHEMA, SCHEMAS, play_row
+from playpulse.events.model import COMMERCE_EVENT_TYPES
+from playpulse.lake.schema import (
+    EVENTS_SCHEMA,
+    PLAYS_SCHEMA,
+    SCHEMAS,
+    SESSIONS_SCHEMA,
+    play_row,
+    session_row,
+)
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor.pipeline import open_plays
 from playpulse.store.sqlite import SQLiteStore
 
-_PLAYBACK = ", ".join(f"'{t}'" for t in PLAYBACK_EVENT_TYPES)
-
-SESSIONS_SQL = f"""
-CREATE OR REPLACE VIEW sessions AS
-WITH e AS (
-    SELECT actor_id AS user_id, occurred_at
-    FROM events WHERE NOT late AND event_type IN ({_PLAYBACK})
-), gaps AS (
-    SELECT *, CASE WHEN occurred_at - lag(occurred_at) OVER w > INTERVAL 30 MINUTE
-                   OR lag(occurred_at) OVER w IS NULL THEN 1 ELSE 0 END AS starts
-    FROM e WINDOW w AS (PARTITION BY user_id ORDER BY occurred_at)
-), numbered AS (
-    SELECT *, sum(starts) OVER (PARTITION BY user_id ORDER BY occurred_at
-                                ROWS UNBOUNDED PRECEDING) AS gap_session
-    FROM gaps
-), capped AS (
-    SELECT *, floor(epoch(occurred_at - min(occurred_at) OVER (PARTITION BY user_id,
-        gap_session)) / 86400) AS day_piece
-    FROM numbered
+SESSION_COLUMNS = ("user_id", "started_at", "ended_at", "events", "duration_s")
+_PLAY_COLUMNS = [n for n in PLAYS_SCHEMA.names if n != "segments"]
+_SEGMENT_DIMENSIONS = (
+    "play_key",
+    "version",
+    "user_id",
+    "content_id",
+    "title",
+    "creator",
+    "content_type",
+    "platform",
+    "device_type",
 )
-SELECT user_id, min(occurred_at) AS started_at, max(occurred_at) AS ended_at,
-       count(*) AS events, epoch(max(occurred_at) - min(occurred_at)) AS duration_s
-FROM capped GROUP BY user_id, gap_session, day_piece
+_SEGMENT_COLUMNS = (
+    *_SEGMENT_DIMENSIONS,
+    "foreground",
+    "chapter",
+    "start",
+    "end",
+    "playing_s",
+    "rate",
+)
+_SHOP_TYPES = ", ".join(f"'{t}'" for t in COMMERCE_EVENT_TYPES)
+_TS = "TIMESTAMP WITH TIME ZONE"
+
+_TABLES_SQL = f"""
+CREATE TABLE c_users (user_id VARCHAR PRIMARY KEY, user_num INTEGER);
+CREATE TABLE c_plays AS
+    SELECT * EXCLUDE (segments), 0 AS user_num, 0::BIGINT AS started_us,
+           ''::VARCHAR AS _file, false AS current
+    FROM plays_empty;
+CREATE TABLE c_segments AS
+    SELECT {", ".join(_SEGMENT_DIMENSIONS)}, NULL::BOOLEAN AS foreground,
+           NULL::BIGINT AS chapter, NULL::{_TS} AS start, NULL::{_TS} AS "end",
+           NULL::DOUBLE AS playing_s, NULL::DOUBLE AS rate, 0 AS user_num,
+           0::BIGINT AS start_us, 0::BIGINT AS end_us, ''::VARCHAR AS _file,
+           false AS current
+    FROM plays_empty;
+CREATE TABLE c_sessions AS
+    SELECT *, ''::VARCHAR AS _file, false AS current FROM sessions_empty;
+CREATE TABLE c_shop AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
+"""
+
+_READ = "read_parquet($files, filename = true, union_by_name = true)"
+_LOAD_SQL = {
+    "plays": [
+        # Users get a small integer once (exact distinct counts go faster on integers).
+        f"""INSERT INTO c_users
+            SELECT user_id, (SELECT coalesce(max(user_num), 0) FROM c_users)
+                            + row_number() OVER (ORDER BY user_id)
+            FROM (SELECT DISTINCT user_id FROM {_READ} WHERE user_id IS NOT NULL
+                  AND user_id NOT IN (SELECT user_id FROM c_users))""",
+        f"""INSERT INTO c_plays
+            SELECT {", ".join("p." + c for c in _PLAY_COLUMNS)}, u.user_num,
+                   epoch_us(p.started_at), p.filename, false
+            FROM {_READ} p LEFT JOIN c_users u USING (user_id)""",
+        f"""INSERT INTO c_segments
+            SELECT {", ".join("p." + c for c in _SEGMENT_DIMENSIONS)}, s.foreground,
+                   s.chapter, s.start, s."end", s.playing_s, s.rate, u.user_num,
+                   epoch_us(s.start), epoch_us(s."end"), p.filename, false
+            FROM (SELECT *, unnest(segments) AS s FROM {_READ}) p
+            LEFT JOIN c_users u USING (user_id)""",
+    ],
+    "sessions": [f"INSERT INTO c_sessions SELECT *, false FROM {_READ}"],
+    "events": [
+        f"""INSERT INTO c_shop BY NAME SELECT * RENAME (filename AS _file) FROM {_READ}
+            WHERE event_type IN ({_SHOP_TYPES})"""
+    ],
+}
+
+# After rows of some keys came or went: which row of each key is current.
+_CURRENT_SQL = {
+    "plays": [
+        """UPDATE c_plays SET current = (c_plays.version = m.v)
+           FROM (SELECT play_key, max(version) AS v FROM c_plays
+                 WHERE play_key IN (SELECT k FROM touched) GROUP BY play_key) m
+           WHERE c_plays.play_key = m.play_key""",
+        """UPDATE c_segments SET current = (c_segments.version = m.v)
+           FROM (SELECT play_key, max(version) AS v FROM c_plays
+                 WHERE play_key IN (SELECT k FROM touched) GROUP BY play_key) m
+           WHERE c_segments.play_key = m.play_key""",
+    ],
+    "sessions": [
+        """UPDATE c_sessions SET current = (c_sessions.version = m.v AND NOT c_sessions.deleted)
+           FROM (SELECT user_id, started_at, max(version) AS v FROM c_sessions
+                 WHERE user_id IN (SELECT k FROM touched) GROUP BY ALL) m
+           WHERE c_sessions.user_id = m.user_id AND c_sessions.started_at = m.started_at"""
+    ],
+    "events": [],
+}
+_KEY = {"plays": "play_key", "sessions": "user_id", "events": None}
+_CACHE_TABLES = {
+    "plays": ("c_plays", "c_segments"),
+    "sessions": ("c_sessions",),
+    "events": ("c_shop",),
+}
+
+
+class _OpenSession(msgspec.Struct, array_like=True):
+    start_us: int
+    end_us: int
+    events: int
+
+
+_decode_open = msgspec.msgpack.Decoder(_OpenSession)
+
+
+class LakeCache:
+    """An in-memory DuckDB database holding the lake's plays (``c_plays``), their
+    segments (``c_segments``), sessions (``c_sessions``) and commerce events
+    (``c_shop``), each row tagged with its file and whether it is the current version,
+    plus the plays and sessions still open in the real-time store (``o_plays``,
+    ``o_sessions``), with the views of the module docstring over them.
+
+    :meth:`refresh` brings the tables in step with the lake's live files (loading new
+    files, dropping the rows of files that are gone) and with the store (when its files
+    changed); :meth:`connection` refreshes and returns a connection. ``since`` /
+    ``until`` (UTC dates, inclusive) limit the ``plays`` view to plays that started from
+    one day before ``since`` (a play that started the evening before still contributes
+    segments) and the ``events`` view to files from two days before (a session lasts at
+    most 24 h). Thread-safe.
+    """
+
+    def __init__(
+        self, settings: Settings, *, since: date | None = None, until: date | None = None
+    ) -> None:
+        self.settings = settings
+        self.since, self.until = since, until
+        self.db = duckdb.connect()
+        self.db.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
+        self._loaded: dict[str, dict[str, tuple[int, int]]] = {t: {} for t in SCHEMAS}
+        self._store_stamp: tuple[tuple[int, int], ...] | None = None
+        for name, schema in (
+            ("plays", PLAYS_SCHEMA),
+            ("sessions", SESSIONS_SCHEMA),
+            ("events", EVENTS_SCHEMA),
+        ):
+            self.db.register(f"{name}_empty", schema.empty_table())
+        self.db.execute(_TABLES_SQL)
+        self.db.execute("CREATE TABLE o_plays AS SELECT * FROM plays_empty")
+        self.db.execute("CREATE TABLE o_sessions AS SELECT * FROM sessions_empty")
+        self.db.execute("CREATE TABLE no_events AS SELECT * FROM events_empty")
+        for name in ("plays", "sessions", "events"):
+            self.db.unregister(f"{name}_empty")
+        self.db.execute("CREATE VIEW events AS SELECT * FROM no_events")
+        plays_since = (since - timedelta(days=1)).isoformat() if since else "0000-01-01"
+        plays_until = until.isoformat() if until else "9999-12-31"
+        self.db.execute(
+            _VIEWS_SQL.format(
+                dates=f"event_date >= '{plays_since}' AND event_date <= '{plays_until}'",
+                seg_cols=", ".join(f'"{c}"' for c in _SEGMENT_COLUMNS),
+                seg_dims=", ".join(_SEGMENT_DIMENSIONS),
+                sess_cols=", ".join(SESSION_COLUMNS),
+            )
+        )
+
+    def refresh(self) -> None:
+        """Load the lake files that are new or changed; drop rows of files now gone;
+        reload the open plays and sessions when the store changed."""
+        with self._lock:
+            if self.settings.lake_path.exists():
+                lake = LakeWriter(self.settings.lake_path, SCHEMAS)
+                for table in ("plays", "sessions", "events"):
+                    self._refresh_table(lake, table)
+            self._refresh_open()
+
+    def _refresh_table(self, lake: LakeWriter, table: str) -> None:
+        live = {}
+        for path in lake.live_files(table):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # compacted away since listed: the next refresh sees it
+            live[str(path)] = (st.st_mtime_ns, st.st_size)
+        loaded = self._loaded[table]
+        gone = [f for f, stamp in loaded.items() if live.get(f) != stamp]
+        new = [f for f, stamp in live.items() if loaded.get(f) != stamp]
+        if not gone and not new:
+            return
+        self._apply(table, gone, new)
+        for f in gone:
+            loaded.pop(f, None)
+        loaded.update({f: live[f] for f in new})
+        if table == "events":
+            self._events_view(sorted(live))
+
+    def _events_view(self, files: list[str]) -> None:
+        low = self.since - timedelta(days=2) if self.since else None
+        kept = []
+        for f in files:
+            day = date.fromisoformat(Path(f).parent.name.removeprefix("event_date="))
+            if (low is None or day >= low) and (self.until is None or day <= self.until):
+                kept.append(f)
+        source = "no_events"
+        if kept:
+            source = f"read_parquet({_listing(kept)}, hive_partitioning = false)"
+        self.db.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
+
+    def _refresh_open(self) -> None:
+        path = Path(self.settings.store_path)
+        stamp = []
+        for f in (path, path.with_name(path.name + "-wal")):
+            try:
+                st = f.stat()
+                stamp.append((st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                stamp.append((0, 0))
+        if tuple(stamp) == self._store_stamp:
+            return
+        plays, sessions = _open_from_store(self.settings)
+        con = self.db.cursor()
+        try:
+            con.register("new_plays", plays)
+            con.register("new_sessions", sessions)
+            con.execute(
+                "BEGIN; DELETE FROM o_plays; INSERT INTO o_plays SELECT * FROM new_plays; "
+                "DELETE FROM o_sessions; INSERT INTO o_sessions SELECT * FROM new_sessions; "
+                "COMMIT"
+            )
+        finally:
+            con.close()
+        self._store_stamp = tuple(stamp)
+
+    def _apply(self, table: str, gone: list[str], new: list[str]) -> None:
+        con = self.db.cursor()
+        try:
+            con.execute("BEGIN")
+            key = _KEY[table]
+            main = _CACHE_TABLES[table][0]
+            if key:
+                con.execute("CREATE OR REPLACE TEMP TABLE touched (k VARCHAR)")
+            if gone:
+                if key:
+                    con.execute(
+                        f"INSERT INTO touched SELECT DISTINCT {key} FROM {main} "
+                        "WHERE _file IN (SELECT unnest($files))",
+                        {"files": gone},
+                    )
+                for name in _CACHE_TABLES[table]:
+                    con.execute(
+                        f"DELETE FROM {name} WHERE _file IN (SELECT unnest($files))",
+                        {"files": gone},
+                    )
+            if new:
+                for sql in _LOAD_SQL[table]:
+                    con.execute(sql, {"files": new})
+                if key:
+                    con.execute(
+                        f"INSERT INTO touched SELECT DISTINCT {key} FROM {main} "
+                        "WHERE _file IN (SELECT unnest($files))",
+                        {"files": new},
+                    )
+            for sql in _CURRENT_SQL[table]:
+                con.execute(sql)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """Refresh, then a new connection (cursor) to the database; close it when done."""
+        self.refresh()
+        return self.db.cursor()
+
+
+def _listing(files: list[str]) -> str:
+    # Views cannot take prepared parameters: quote the paths as SQL literals.
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
+_VIEWS_SQL = """
+CREATE VIEW open_rows AS
+SELECT o.*, coalesce(u.user_num, -dense_rank() OVER (ORDER BY o.user_id)) AS user_num,
+       epoch_us(o.started_at) AS started_us
+FROM o_plays o LEFT JOIN c_users u USING (user_id);
+CREATE VIEW plays_all AS
+SELECT * EXCLUDE (segments) FROM open_rows
+UNION ALL BY NAME
+SELECT * EXCLUDE (_file, current) FROM c_plays
+WHERE current AND play_key NOT IN (SELECT play_key FROM o_plays);
+CREATE VIEW play_rows AS SELECT * FROM plays_all WHERE {dates};
+CREATE VIEW plays AS
+SELECT * FROM o_plays
+UNION ALL BY NAME
+SELECT p.* EXCLUDE (_file, current, user_num, started_us), s.segments
+FROM c_plays p
+LEFT JOIN (SELECT play_key, list({{'start': start, 'end': "end", 'playing_s': playing_s,
+                                  'foreground': foreground, 'chapter': chapter,
+                                  'rate': rate}} ORDER BY start) AS segments
+           FROM c_segments WHERE current GROUP BY play_key) s USING (play_key)
+WHERE current AND {dates} AND play_key NOT IN (SELECT play_key FROM o_plays);
+CREATE VIEW segment_rows AS
+SELECT * EXCLUDE (_file, current) FROM c_segments
+WHERE current AND play_key NOT IN (SELECT play_key FROM o_plays)
+UNION ALL BY NAME
+SELECT {seg_dims}, user_num, s.foreground, s.chapter, s.start, s."end", s.playing_s,
+       s.rate, epoch_us(s.start) AS start_us, epoch_us(s."end") AS end_us
+FROM (SELECT *, unnest(segments) AS s FROM open_rows);
+CREATE VIEW segments AS SELECT {seg_cols} FROM segment_rows;
+CREATE VIEW sessions AS
+SELECT {sess_cols} FROM c_sessions WHERE current
+UNION ALL SELECT {sess_cols} FROM o_sessions;
+CREATE VIEW shop_events AS SELECT * EXCLUDE (_file) FROM c_shop;
 """
 
 
-def _files(lake: LakeWriter, table: str, since: date | None, until: date | None) -> list[str]:
-    out = []
-    for path in lake.live_files(table):
-        day = date.fromisoformat(path.parent.name.removeprefix("event_date="))
-        if (since is None or day >= since) and (until is None or day <= until):
-            out.append(str(path))
-    return out
-
-
-def _register(
-    con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pa.Schema
-) -> None:
+def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with only the ``events`` view (every live events file)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    files = []
+    if settings.lake_path.exists():
+        files = [str(p) for p in LakeWriter(settings.lake_path, SCHEMAS).live_files("events")]
     if files:
-        # Views cannot take prepared parameters: quote the paths as SQL literals.
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{listing}], "
-            "hive_partitioning = false, union_by_name = true)"
+            f"CREATE VIEW events AS SELECT * FROM read_parquet({_listing(files)}, "
+            "hive_partitioning = false)"
         )
     else:
-        con.register(f"{name}_empty", schema.empty_table())
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {name}_empty")
+        con.register("no_events", EVENTS_SCHEMA.empty_table())
+        con.execute("CREATE VIEW events AS SELECT * FROM no_events")
+    return con
+
+
+def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
+    """The plays and sessions the real-time store holds open, as lake-shaped tables."""
+    plays: list[dict[str, object]] = []
+    sessions: list[dict[str, object]] = []
+    if Path(settings.store_path).exists():
+        store = SQLiteStore(settings.store_path)
+        try:
+            plays = [play_row(p, -1) for p in open_plays(store)]
+            for key, blob in store.states(store.state_keys("OSESS#")).items():
+                user = key.split("#", 2)[2]
+                s = _decode_open.decode(blob)
+                sessions.append(session_row(user, s.start_us, s.end_us, s.events, -1))
+        finally:
+            store.close()
+    return (
+        pa.Table.from_pylist(plays, schema=PLAYS_SCHEMA),
+        pa.Table.from_pylist(sessions, schema=SESSIONS_SCHEMA),
+    )
+
+
+_CACHES: dict[str, LakeCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def shared_cache(settings: Settings) -> LakeCache:
+    """The process-wide :class:`LakeCache` of ``settings``' data dir (made on first use)."""
+    key = os.path.realpath(settings.data_dir)
+    with _CACHES_LOCK:
+        cache = _CACHES.get(key)
+        if cache is None or cache.settings != settings:
+            cache = _CACHES[key] = LakeCache(settings)
+        return cache
 
 
 def connect(
@@ -82,48 +415,19 @@ def connect(
     *,
     since: date | None = None,
     until: date | None = None,
+    shared: bool = False,
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the ``events``, ``plays`` and ``sessions`` views.
+    """A DuckDB connection with the views of the module docstring.
 
-    ``since`` / ``until`` (UTC dates, inclusive) limit which lake files are read, for
-    speed: plays from one day before ``since`` (a play that started the evening before
-    still contributes its segments), events from two days before (sessions are at most
-    24 h long, so every session that starts in the range is rebuilt whole). The view
-    ``plays_all`` reads every play regardless (first plays, cohorts). Works on an empty
-    or missing data dir (the views are then empty).
+    ``since`` / ``until``: see :class:`LakeCache` (ignored when ``shared``). ``shared``: use the
+    process-wide cache (what the catalog and the API do: later calls load only what
+    changed; close the connection when done), else a cache of its own that lives as long
+    as the connection (for notebooks and ``playpulse sql``). Works on an empty or
+    missing data dir (the views are then empty) and writes nothing.
     """
     settings = settings or Settings()
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    lake = LakeWriter(settings.lake_path, SCHEMAS) if settings.lake_path.exists() else None
-    plays_since = since - timedelta(days=1) if since else None
-    events_since = since - timedelta(days=2) if since else None
-    event_files = _files(lake, "events", events_since, until) if lake else []
-    play_files = _files(lake, "plays", plays_since, until) if lake else []
-    all_play_files = _files(lake, "plays", None, None) if lake else []
-    _register(con, "events", event_files, EVENTS_SCHEMA)
-    _register(con, "lake_plays", play_files, PLAYS_SCHEMA)
-    _register(con, "lake_plays_all", all_play_files, PLAYS_SCHEMA)
-    open_rows = []
-    if Path(settings.store_path).exists():
-        store = SQLiteStore(settings.store_path)
-        try:
-            open_rows = [play_row(p, -1) for p in open_plays(store)]
-        finally:
-            store.close()
-    con.register("open_plays", pa.Table.from_pylist(open_rows, schema=PLAYS_SCHEMA))
-    for view, source in (("plays", "lake_plays"), ("plays_all", "lake_plays_all")):
-        con.execute(
-            f"""
-            CREATE OR REPLACE VIEW {view} AS
-            SELECT * EXCLUDE (rn) FROM (
-                SELECT *, row_number() OVER (PARTITION BY play_key ORDER BY version DESC) AS rn
-                FROM {source}
-                WHERE play_key NOT IN (SELECT play_key FROM open_plays)
-            ) WHERE rn = 1
-            UNION ALL BY NAME
-            SELECT * FROM open_plays
-            """
-        )
-    con.execute(SESSIONS_SQL)
-    return con
+    if shared:
+        return shared_cache(settings).connection()
+    cache = LakeCache(settings, since=since, until=until)
+    cache.refresh()
+    return cache.db

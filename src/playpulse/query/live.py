@@ -46,7 +46,7 @@ def live_table(settings: Settings, now: datetime) -> pa.Table:
     by event time), ``events_last_minute`` (events the processor took in, received in
     the last 60 s), ``freshness_s`` (age of the newest processed event's receipt; null
     before any) and ``top_content`` (content ids with most concurrent listeners, 10)."""
-    from playpulse.query.engine import connect
+    from playpulse.query.engine import events_connection
 
     concurrent = 0
     playing: Counter[str] = Counter()
@@ -69,7 +69,7 @@ def live_table(settings: Settings, now: datetime) -> pa.Table:
             store.close()
     # Events received now may have happened days ago (offline plays): read every file
     # and let Parquet statistics on received_at skip what cannot match.
-    con = connect(settings)
+    con = events_connection(settings)
     try:
         row = con.execute(
             "SELECT count(*) FROM events WHERE received_at >= $low AND received_at <= $high",
