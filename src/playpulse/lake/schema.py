@@ -142,66 +142,78 @@ SESSIONS_SCHEMA = pa.schema(
 SCHEMAS = {"events": EVENTS_SCHEMA, "plays": PLAYS_SCHEMA, "sessions": SESSIONS_SCHEMA}
 
 
+_CONTEXT_FIELDS = (
+    "device_type",
+    "platform",
+    "os",
+    "app_version",
+    "network_type",
+    "country",
+    "timezone",
+    "foreground",
+)
+_CONTENT_FIELDS = (
+    "content_id",
+    "content_type",
+    "title",
+    "creator",
+    "duration_s",
+    "chapter",
+    "chapter_title",
+)
+_PLAYBACK_FIELDS = ("playback_id", "position_s", "playback_rate", "from_position_s", "reason")
+_COMMERCE_FIELDS = ("vendor_id", "product_id", "order_id", "quantity", "amount_minor", "currency")
+
+
+def events_table(entries: list[tuple[EventBase, int, int, bool]]) -> pa.Table:
+    """The ``events`` rows of ``entries`` — (event, stream partition, offset, late) —
+    as an Arrow table with :data:`EVENTS_SCHEMA`, built column by column (the same rows
+    as :func:`event_row`, several times faster for a batch)."""
+    cols: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
+    nones = [None] * len(entries)
+    for name in (*_CONTEXT_FIELDS, *_CONTENT_FIELDS, *_PLAYBACK_FIELDS, *_COMMERCE_FIELDS):
+        cols[name] = list(nones)
+    cols["items"] = list(nones)
+    for i, (event, partition, offset, late) in enumerate(entries):
+        cols["event_date"].append(event.occurred_at.date().isoformat())
+        cols["event_id"].append(event.event_id)
+        cols["event_type"].append(event.event_type)
+        cols["occurred_at"].append(event.occurred_at)
+        cols["received_at"].append(event.received_at)
+        cols["derived_at"].append(event.derived_at)
+        cols["sent_at"].append(event.sent_at)
+        cols["user_id"].append(event.user_id)
+        cols["anonymous_id"].append(event.anonymous_id)
+        cols["actor_id"].append(event.actor_id)
+        cols["session_id"].append(event.session_id)
+        cols["properties"].append(json.dumps(event.properties) if event.properties else None)
+        cols["late"].append(late)
+        cols["stream_partition"].append(partition)
+        cols["stream_offset"].append(offset)
+        ctx = event.context
+        if ctx is not None:
+            for name in _CONTEXT_FIELDS:
+                cols[name][i] = getattr(ctx, name)
+        if isinstance(event, PlaybackEvent):
+            for name in _PLAYBACK_FIELDS:
+                cols[name][i] = getattr(event, name, None)
+            c = event.content
+            if c is not None:
+                for name in _CONTENT_FIELDS:
+                    cols[name][i] = getattr(c, name)
+        elif isinstance(event, CommerceEvent):
+            for name in _COMMERCE_FIELDS:
+                cols[name][i] = getattr(event, name)
+            if event.items:
+                cols["items"][i] = json.dumps([_item(item) for item in event.items])
+    return pa.table(
+        [pa.array(cols[f.name], type=f.type) for f in EVENTS_SCHEMA], schema=EVENTS_SCHEMA
+    )
+
+
 def event_row(event: EventBase, partition: int, offset: int, late: bool) -> dict[str, Any]:
     """One ``events`` row for ``event`` read at ``partition``/``offset``."""
-    ctx = event.context
-    row: dict[str, Any] = {
-        "event_date": event.occurred_at.date().isoformat(),
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at,
-        "received_at": event.received_at,
-        "derived_at": event.derived_at,
-        "sent_at": event.sent_at,
-        "user_id": event.user_id,
-        "anonymous_id": event.anonymous_id,
-        "actor_id": event.actor_id,
-        "session_id": event.session_id,
-        "properties": json.dumps(event.properties) if event.properties else None,
-        "late": late,
-        "stream_partition": partition,
-        "stream_offset": offset,
-    }
-    if ctx is not None:
-        row.update(
-            device_type=ctx.device_type,
-            platform=ctx.platform,
-            os=ctx.os,
-            app_version=ctx.app_version,
-            network_type=ctx.network_type,
-            country=ctx.country,
-            timezone=ctx.timezone,
-            foreground=ctx.foreground,
-        )
-    if isinstance(event, PlaybackEvent):
-        row.update(
-            playback_id=event.playback_id,
-            position_s=event.position_s,
-            playback_rate=event.playback_rate,
-            from_position_s=getattr(event, "from_position_s", None),
-            reason=getattr(event, "reason", None),
-        )
-        if event.content is not None:
-            c = event.content
-            row.update(
-                content_id=c.content_id,
-                content_type=c.content_type,
-                title=c.title,
-                creator=c.creator,
-                duration_s=c.duration_s,
-                chapter=c.chapter,
-                chapter_title=c.chapter_title,
-            )
-    elif isinstance(event, CommerceEvent):
-        row.update(
-            vendor_id=event.vendor_id,
-            product_id=event.product_id,
-            order_id=event.order_id,
-            quantity=event.quantity,
-            amount_minor=event.amount_minor,
-            currency=event.currency,
-            items=json.dumps([_item(i) for i in event.items]) if event.items else None,
-        )
+    row: dict[str, Any] = events_table([(event, partition, offset, late)]).to_pylist()[0]
     return row
 
 

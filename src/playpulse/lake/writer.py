@@ -18,13 +18,13 @@ import json
 import os
 import re
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from playpulse.errors import LakeError
@@ -73,18 +73,40 @@ class LakeWriter:
         table or rows that do not fit the schema.
         """
         schema = self._schema(table)
-        by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_date[row["event_date"]].append(row)
+        rows = list(rows)
+        if not rows:
+            return []
+        try:
+            arrow = pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LakeError(f"rows for {table} do not fit its schema: {exc}") from exc
+        return self.write_table(
+            table, arrow, partition=partition, first_offset=first_offset, last_offset=last_offset
+        )
+
+    def write_table(
+        self,
+        table: str,
+        arrow: pa.Table,
+        *,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+    ) -> list[Path]:
+        """Like :meth:`write` for rows already in an Arrow table with the table's schema
+        (its ``event_date`` column decides the files). Raises :class:`LakeError` for an
+        unknown table or another schema."""
+        schema = self._schema(table)
+        if not arrow.schema.equals(schema, check_metadata=False):
+            raise LakeError(f"the Arrow table for {table} does not have its schema")
+        dates = arrow["event_date"]
         written = []
-        for event_date, group in sorted(by_date.items()):
+        unique = sorted(pc.unique(dates).to_pylist())
+        for event_date in unique:
+            group = arrow if len(unique) == 1 else arrow.filter(pc.equal(dates, event_date))
             name = f"p{partition:04d}-o{first_offset:012d}-{last_offset:012d}.parquet"
             path = self.root / table / f"event_date={event_date}" / name
-            try:
-                arrow = pa.Table.from_pylist(group, schema=schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise LakeError(f"rows for {table} do not fit its schema: {exc}") from exc
-            _write_atomically(arrow, path)
+            _write_atomically(group, path)
             written.append(path)
         return written
 

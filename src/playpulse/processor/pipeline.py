@@ -37,7 +37,7 @@ import msgspec
 from playpulse.errors import EventValidationError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
-from playpulse.lake.schema import event_row, play_row, session_row
+from playpulse.lake.schema import events_table, play_row, session_row
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import aggregate
 from playpulse.processor.plays import PlaySummary, is_closed, play_key, summarize_play
@@ -143,7 +143,7 @@ class BatchStats:
 @dataclass
 class _Work:
     batch: StoreBatch
-    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    event_rows: list[tuple[EventBase, int, int, bool]] = field(default_factory=list)
     play_rows: list[dict[str, Any]] = field(default_factory=list)
     session_rows: list[dict[str, Any]] = field(default_factory=list)
     stats: BatchStats = field(default_factory=BatchStats)
@@ -268,7 +268,7 @@ class Processor:
             user_wm[event.actor_id] = occurred if actor_wm is None else max(actor_wm, occurred)
             watermark = occurred if watermark is None else max(watermark, occurred)
             newest_received = max(newest_received, _us(event.received_at))
-            work.event_rows.append(event_row(event, p, record.offset, late))
+            work.event_rows.append((event, p, record.offset, late))
             work.stats.processed += 1
             day = event.occurred_at.date().isoformat()
             work.batch.add("PIPELINE", "TOTAL", events=1, late=float(late))
@@ -304,8 +304,12 @@ class Processor:
         if self.lake is not None:
             first, last = batch.records[0].offset, batch.records[-1].offset
             if work.event_rows:
-                self.lake.write(
-                    "events", work.event_rows, partition=p, first_offset=first, last_offset=last
+                self.lake.write_table(
+                    "events",
+                    events_table(work.event_rows),
+                    partition=p,
+                    first_offset=first,
+                    last_offset=last,
                 )
             for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
                 if rows:
