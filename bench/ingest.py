@@ -313,8 +313,11 @@ def _free_port() -> int:
 class Collector:
     """``python -m playpulse collect`` as a subprocess; see :func:`running_collector`."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, key: str | None, log: Path):
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, key: str | None, log: Path, workers: int = 1
+    ):
         self.proc = proc
+        self.workers = workers
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.key = key
@@ -366,7 +369,7 @@ def running_collector(data_dir: Path, *, auth: bool, workers: int = 1) -> Iterat
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    collector = Collector(proc, port, key, log_path)
+    collector = Collector(proc, port, key, log_path, workers)
     try:
         _wait_healthy(collector)
         yield collector
@@ -546,6 +549,50 @@ def _raw_requests(bodies: list[bytes], port: int, headers: dict[str, str]) -> li
     return [(head + f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
 
 
+async def _spread_connections(collector: Collector, connections: list[_Connection | None]) -> None:
+    """Open every sender's connection so that the collector's workers hold equal shares.
+
+    uvicorn --workers share one listening socket, and a burst of connections opened at
+    once is often accepted by one worker (runs where one worker held all 8 connections
+    and the other idled). A load balancer, or SO_REUSEPORT, would spread them; here the
+    connections are reopened until every worker holds its share (or 50 rounds passed).
+    """
+    loop = asyncio.get_running_loop()
+    share = math.ceil(len(connections) / collector.workers)
+    for _ in range(50):
+        for i, conn in enumerate(connections):
+            if conn is None or conn.closed:
+                transport, conn = await asyncio.wait_for(
+                    loop.create_connection(_Connection, "127.0.0.1", collector.port),
+                    REQUEST_TIMEOUT_S,
+                )
+                conn.transport = transport
+                connections[i] = conn
+        await asyncio.sleep(0.05)  # let the workers accept
+        by_port = {
+            conn.transport.get_extra_info("sockname")[1]: conn
+            for conn in connections
+            if conn is not None and conn.transport is not None
+        }
+        held = _connections_by_worker(collector, set(by_port))
+        if len(held) == collector.workers and all(len(p) <= share for p in held.values()):
+            return
+        for ports in held.values():
+            for port in sorted(ports)[share:]:
+                by_port[port].close()
+
+
+def _connections_by_worker(collector: Collector, client_ports: set[int]) -> dict[int, set[int]]:
+    """Which of ``client_ports`` each collector process holds (pid -> ports)."""
+    out: dict[int, set[int]] = {}
+    for proc in [collector.ps, *collector.ps.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for c in proc.net_connections("tcp"):
+                if c.laddr.port == collector.port and c.raddr and c.raddr.port in client_ports:
+                    out.setdefault(proc.pid, set()).add(c.raddr.port)
+    return out
+
+
 async def _raw_senders(
     collector: Collector, bodies: list[bytes], senders: int, plan: Plan
 ) -> list[Record]:
@@ -599,6 +646,8 @@ async def _raw_senders(
                 await asyncio.sleep(0.05)
         return record
 
+    if collector.workers > 1:
+        await _spread_connections(collector, connections)
     guard = asyncio.create_task(watchdog())
     try:
         timeout = (plan.window_end_ns - time.perf_counter_ns()) / 1e9 + REQUEST_TIMEOUT_S + 5
@@ -712,10 +761,13 @@ class Watcher(threading.Thread):
         self.stop_event = threading.Event()
         self.rss_max = 0
         self.edges: list[dict[str, float]] = []
+        self.connections: list[int] = []
         self.error: BaseException | None = None
         self.me = psutil.Process()
 
     def _edge(self, client: httpx.Client) -> dict[str, float]:
+        if not self.edges:
+            self.connections = worker_connections(self.collector)
         server_cpu = _tree_cpu_s(self.collector.ps)
         me = self.me.cpu_times()
         busy = _machine_busy_s()
@@ -755,6 +807,23 @@ class Watcher(threading.Thread):
             self.rss_max = max(self.rss_max, rss)
 
 
+def worker_connections(collector: Collector) -> list[int]:
+    """Established client connections held by each process of the collector, busiest
+    first (one entry per process that holds any; uvicorn --workers has several)."""
+    counts = []
+    for proc in [collector.ps, *collector.ps.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            conns = proc.net_connections("tcp")
+            held = sum(
+                1
+                for c in conns
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == collector.port
+            )
+            if held:
+                counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 def _tree_cpu_s(root: psutil.Process) -> float:
     """CPU seconds of the collector and its worker processes (uvicorn --workers)."""
     total = 0.0
@@ -782,6 +851,8 @@ class Result:
     total_responses_accepted: int
     total_metrics_accepted: int
     non_200: Counter[str]
+    #: Client connections per collector process at the window start, busiest first.
+    connections: list[int] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float:
@@ -907,6 +978,7 @@ def run_scenario(
         total_responses_accepted=total_accepted,
         total_metrics_accepted=round(total_after - total_before),
         non_200=non_200,
+        connections=watcher.connections,
     )
 
 
@@ -1091,6 +1163,25 @@ def _contention_warning(results: list[Result]) -> list[str]:
     ]
 
 
+def _connections_text(result: Result) -> str:
+    return " + ".join(map(str, result.connections)) or "unknown"
+
+
+def connection_notes(results: list[Result], workers: int) -> list[str]:
+    """How the senders' connections were spread over the collector workers."""
+    return [
+        f"- {r.name}: the {sum(r.connections)} connections were held"
+        f" {_connections_text(r)} by the workers at the window start"
+        + (
+            f" (only {len(r.connections)} of the {workers} workers had any)"
+            if len(r.connections) < workers
+            else ""
+        )
+        for r in results
+        if "workers" in r.name
+    ]
+
+
 def _target(results: list[Result]) -> tuple[float, bool]:
     rate = max((r.events_per_s for r in results if r.per_request == TARGET_BATCH), default=0.0)
     return rate, rate >= TARGET_EVENTS_PER_S
@@ -1138,6 +1229,11 @@ def docs_section(
         " window. RSS: peak of the collector process. CPU %: of one core (200 % = both);"
         " `other procs` is whatever else ran on the machine meanwhile (should be near 0).",
         f"- Senders: `{args.sender}`{sender_note}. Sender CPU % is the whole benchmark process.",
+        "- With several collector workers (uvicorn --workers, one listening socket), a"
+        " burst of new connections is often accepted by one worker alone (earlier runs had"
+        " all 8 on one worker while the other idled). The senders therefore reopen"
+        " connections until each worker holds an equal share, as a load balancer in front"
+        " would do; the run reports the spread.",
         "- Figures move between runs on a shared VM (disk flushes, neighbours): compare"
         " scenarios within one run rather than single figures across runs.",
         "",
@@ -1157,6 +1253,7 @@ def docs_section(
         "Cross-check against /metrics:",
         "",
         *cross_check(results),
+        *connection_notes(results, args.workers),
         "",
         f"Target: >= {TARGET_EVENTS_PER_S:,} events/s with batches of {TARGET_BATCH}."
         f" Measured {rate:,.0f} events/s: {verdict}.",
@@ -1284,7 +1381,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 print(
                     f"  {result.events_per_s:,.0f} events/s, {result.requests_per_s:,.0f} "
-                    f"req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms",
+                    f"req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                    f"connections per worker {_connections_text(result)}",
                     flush=True,
                 )
         if args.profile:
@@ -1308,7 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(results))
     print()
-    print("\n".join(cross_check(results)))
+    print("\n".join(cross_check(results) + connection_notes(results, args.workers)))
     if warning := _contention_warning(results):
         print("\n".join(warning).replace("**", ""))
     rate, met = _target(results)
