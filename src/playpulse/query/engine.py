@@ -279,15 +279,15 @@ class LakeCache:
             con.execute("BEGIN")
             key = _KEY[table]
             main = _CACHE_TABLES[table][0]
+            touch = (
+                f"INSERT INTO touched SELECT DISTINCT {key} FROM {main} "
+                "WHERE _file IN (SELECT unnest($files))"
+            )
             if key:
                 con.execute("CREATE OR REPLACE TEMP TABLE touched (k VARCHAR)")
             if gone:
                 if key:
-                    con.execute(
-                        f"INSERT INTO touched SELECT DISTINCT {key} FROM {main} "
-                        "WHERE _file IN (SELECT unnest($files))",
-                        {"files": gone},
-                    )
+                    con.execute(touch, {"files": gone})
                 for name in _CACHE_TABLES[table]:
                     con.execute(
                         f"DELETE FROM {name} WHERE _file IN (SELECT unnest($files))",
@@ -297,11 +297,7 @@ class LakeCache:
                 for sql in _LOAD_SQL[table]:
                     con.execute(sql, {"files": new})
                 if key:
-                    con.execute(
-                        f"INSERT INTO touched SELECT DISTINCT {key} FROM {main} "
-                        "WHERE _file IN (SELECT unnest($files))",
-                        {"files": new},
-                    )
+                    con.execute(touch, {"files": new})
             for sql in _CURRENT_SQL[table]:
                 con.execute(sql)
             con.execute("COMMIT")
