@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import available_timezones
 
 from msgspec import Meta, Struct
+from msgspec.json import Encoder as _JSONEncoder
 
 #: Longest accepted identifier (event_id, user_id, content_id, ...), in characters.
 MAX_ID_CHARS = 256
@@ -76,6 +77,7 @@ def iana_zones() -> frozenset[str]:
 
 
 _ZONES = iana_zones()
+_json_encode = _JSONEncoder().encode
 
 
 class _Struct(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -170,9 +172,8 @@ class EventBase(_Struct, tag_field="event_type", kw_only=True):
         if self.user_id is None and self.anonymous_id is None:
             raise ValueError("one of user_id or anonymous_id is required")
         if self.properties:
-            from playpulse.events.codec import json_size  # local: avoid an import cycle
-
-            size = json_size(self.properties)
+            # codec.json_size, without importing codec here (an import cycle) on every call.
+            size = len(_json_encode(self.properties))
             if size > MAX_PROPERTIES_BYTES:
                 raise ValueError(
                     f"properties is {size} bytes as JSON; the limit is {MAX_PROPERTIES_BYTES}"
