@@ -859,6 +859,11 @@ class Result:
         return self.events / self.duration_s
 
     @property
+    def server_cpu_us_per_event(self) -> float:
+        """CPU time of the collector processes per accepted event, in microseconds."""
+        return 1e6 * self.server_cpu_pct / 100 / max(self.events_per_s, 1e-9)
+
+    @property
     def requests_per_s(self) -> float:
         return self.requests / self.duration_s
 
@@ -1110,6 +1115,7 @@ def markdown_table(results: list[Result]) -> str:
         "p99 ms",
         "collector RSS max MiB",
         "collector CPU %",
+        "collector CPU us/event",
         "sender CPU %",
         "other procs CPU %",
         "non-200 / errors",
@@ -1127,6 +1133,7 @@ def markdown_table(results: list[Result]) -> str:
             f"{r.p99_ms:.1f}",
             f"{r.rss_max_mib:.0f}",
             f"{r.server_cpu_pct:.0f}",
+            f"{r.server_cpu_us_per_event:.1f}",
             f"{r.bench_cpu_pct:.0f}",
             f"{r.other_cpu_pct:.0f}",
             errors,
@@ -1227,7 +1234,9 @@ def docs_section(
         " `events/s (/metrics)` is the same from `playpulse_events_accepted_total`"
         " (cross-check). requests/s, p50/p99 latency (send to full response) over the same"
         " window. RSS: peak of the collector process. CPU %: of one core (200 % = both);"
-        " `other procs` is whatever else ran on the machine meanwhile (should be near 0).",
+        " `collector CPU us/event` is the collector's CPU time per accepted event (what"
+        " the code costs, less sensitive to neighbours than events/s); `other procs` is"
+        " whatever else ran on the machine meanwhile (should be near 0).",
         f"- Senders: `{args.sender}`{sender_note}. Sender CPU % is the whole benchmark process.",
         "- With several collector workers (uvicorn --workers, one listening socket), a"
         " burst of new connections is often accepted by one worker alone (earlier runs had"
@@ -1258,14 +1267,18 @@ def docs_section(
         f"Target: >= {TARGET_EVENTS_PER_S:,} events/s with batches of {TARGET_BATCH}."
         f" Measured {rate:,.0f} events/s: {verdict}.",
     ]
-    batch = next((r for r in results if r.per_request == TARGET_BATCH), None)
-    if batch is not None:
+    batches = [r for r in results if r.per_request == TARGET_BATCH]
+    if batches:
+        used = "; ".join(
+            f"{r.name}: {r.server_cpu_pct:.0f} % ({r.server_cpu_us_per_event:.1f} us per event)"
+            for r in batches
+        )
         parts += [
             "",
-            f"The collector is one process: with batches of {TARGET_BATCH} it used"
-            f" {batch.server_cpu_pct:.0f} % CPU of the {100 * (os.cpu_count() or 1)} % the"
-            f" machine has. `python bench/ingest.py --profile` adds a batches-of-{TARGET_BATCH}"
-            " pass with py-spy attached and prints where the collector's time goes.",
+            f"Collector CPU with batches of {TARGET_BATCH}, of the"
+            f" {100 * (os.cpu_count() or 1)} % the machine has: {used}."
+            f" `python bench/ingest.py --profile` adds a batches-of-{TARGET_BATCH} pass with"
+            " py-spy attached to the single-process collector and prints where its time goes.",
         ]
     if profile:
         parts += [
