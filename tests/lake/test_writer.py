@@ -111,3 +111,29 @@ def test_unknown_table_and_bad_rows_are_clear_errors(writer):
     bad = [{"event_id": "a", "event_date": "2026-11-21", "playing_s": "lots"}]
     with pytest.raises(LakeError, match="do not fit its schema"):
         writer.write("events", bad, partition=0, first_offset=0, last_offset=0)
+
+
+def test_a_poll_over_several_partitions_writes_one_file_named_by_its_ranges(writer):
+    ranges = [(2, 40, 49), (0, 10, 19)]
+    (path,) = writer.write_rows("events", rows(["a", "b"]), ranges=ranges)
+    assert path.name.startswith("m-o000000000010-000000000049-")
+    # The same ranges in any order name the same file: a retried poll replaces it.
+    (again,) = writer.write_rows("events", rows(["a", "b"]), ranges=list(reversed(ranges)))
+    assert again == path
+    (f,) = writer.files("events")
+    assert sorted(f.ranges) == sorted(ranges)
+    assert read(writer) == [("a", "2026-11-21", 1.0), ("b", "2026-11-21", 1.0)]
+
+
+def test_a_multi_partition_file_is_discarded_when_any_of_its_ranges_is_uncommitted(writer):
+    writer.write_rows("events", rows(["a"]), ranges=[(0, 0, 9), (1, 0, 4)])
+    writer.write_rows("events", rows(["b"]), ranges=[(0, 10, 19), (1, 5, 9)])
+    # Partition 0 committed through 19, partition 1 only through 4: the second poll's
+    # file is uncommitted as a whole (its store transaction never happened).
+    assert writer.discard_uncommitted({0: 20, 1: 5}) == 1
+    assert read(writer) == [("a", "2026-11-21", 1.0)]
+    writer.write_rows("events", rows(["b"]), ranges=[(0, 10, 19), (1, 5, 9)])
+    assert writer.compact("events", {0: 20, 1: 5}) == 0  # only one committed file
+    assert writer.compact("events", {0: 20, 1: 10}) == 2
+    assert read(writer) == [("a", "2026-11-21", 1.0), ("b", "2026-11-21", 1.0)]
+    assert writer.files("events") == []  # only the compacted file is left

@@ -89,4 +89,4 @@ def test_the_shared_cache_follows_new_files_and_compaction(tmp_path: Path) -> No
     assert compact(settings) > 0  # small files replaced by compacted ones
     assert answers(settings) == second
     assert answers(settings) == fresh_answers(settings)
-    assert any("compacted-" in f for f in cache._loaded["plays"])
+    assert any("compacted-" in f for files in cache._loaded.values() for f in files)

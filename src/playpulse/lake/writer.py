@@ -14,11 +14,12 @@ counted twice when the same records are processed again in other batch boundarie
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,20 +31,45 @@ import pyarrow.parquet as pq
 from playpulse.errors import LakeError
 
 _FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_MULTI = re.compile(r"^m-o(?P<first>\d+)-(?P<last>\d+)-(?P<digest>[0-9a-f]{16})\.parquet$")
 _COMPACTED = re.compile(r"^compacted-.+\.parquet$")
 COMPRESSION = "zstd"
 _SOURCES_KEY = "playpulse.replaces"
+_RANGES_KEY = "playpulse.ranges"
+
+#: (stream partition, first offset, last offset) of the records a file was written from.
+OffsetRange = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class LakeFile:
-    """One data file: its path, date partition and the stream offsets it holds."""
+    """One data file: its path, date partition and the stream offset ranges it holds."""
 
     path: Path
     event_date: str
-    partition: int
-    first_offset: int
-    last_offset: int
+    ranges: tuple[OffsetRange, ...]
+
+    def uncommitted(self, committed: Mapping[int, int]) -> bool:
+        """Whether any of its ranges reaches ``committed`` (partition -> next offset to
+        process; a partition not in it has nothing committed)."""
+        return any(last >= committed.get(p, 0) for p, _, last in self.ranges)
+
+
+def file_name(ranges: Sequence[OffsetRange]) -> str:
+    """The file name of the records of ``ranges``: ``p<partition>-o<first>-<last>``
+    for one range; for several (one poll over many partitions) ``m-o<lowest
+    first>-<highest last>-<digest of the ranges>``, the ranges kept in the file's
+    Parquet metadata. Equal ranges give equal names, so a retried write replaces."""
+    if not ranges:
+        raise LakeError("a lake file needs at least one offset range")
+    if len(ranges) == 1:
+        p, first, last = ranges[0]
+        return f"p{p:04d}-o{first:012d}-{last:012d}.parquet"
+    ordered = sorted(ranges)
+    digest = hashlib.blake2b(json.dumps(ordered).encode(), digest_size=8).hexdigest()
+    first = min(r[1] for r in ordered)
+    last = max(r[2] for r in ordered)
+    return f"m-o{first:012d}-{last:012d}-{digest}.parquet"
 
 
 class LakeWriter:
@@ -66,12 +92,19 @@ class LakeWriter:
         first_offset: int,
         last_offset: int,
     ) -> list[Path]:
-        """Write ``rows`` (dicts with an ``event_date`` key ``YYYY-MM-DD``) of ``table``.
+        """Write ``rows`` (dicts with an ``event_date`` key ``YYYY-MM-DD``) of ``table``,
+        read from ``partition`` at ``first_offset``..``last_offset``.
 
         Rows are grouped by ``event_date``; each group becomes one file named by
         ``partition`` and the offset range. Raises :class:`LakeError` for an unknown
         table or rows that do not fit the schema.
         """
+        return self.write_rows(table, rows, ranges=[(partition, first_offset, last_offset)])
+
+    def write_rows(
+        self, table: str, rows: Iterable[dict[str, Any]], *, ranges: Sequence[OffsetRange]
+    ) -> list[Path]:
+        """Like :meth:`write`, for rows read from several partitions' ``ranges``."""
         schema = self._schema(table)
         rows = list(rows)
         if not rows:
@@ -80,31 +113,25 @@ class LakeWriter:
             arrow = pa.Table.from_pylist(rows, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise LakeError(f"rows for {table} do not fit its schema: {exc}") from exc
-        return self.write_table(
-            table, arrow, partition=partition, first_offset=first_offset, last_offset=last_offset
-        )
+        return self.write_table(table, arrow, ranges=ranges)
 
     def write_table(
-        self,
-        table: str,
-        arrow: pa.Table,
-        *,
-        partition: int,
-        first_offset: int,
-        last_offset: int,
+        self, table: str, arrow: pa.Table, *, ranges: Sequence[OffsetRange]
     ) -> list[Path]:
-        """Like :meth:`write` for rows already in an Arrow table with the table's schema
-        (its ``event_date`` column decides the files). Raises :class:`LakeError` for an
-        unknown table or another schema."""
+        """Like :meth:`write_rows` for rows already in an Arrow table with the table's
+        schema (its ``event_date`` column decides the files). Raises
+        :class:`LakeError` for an unknown table or another schema."""
         schema = self._schema(table)
         if not arrow.schema.equals(schema, check_metadata=False):
             raise LakeError(f"the Arrow table for {table} does not have its schema")
+        name = file_name(ranges)
+        if len(ranges) > 1:
+            arrow = arrow.replace_schema_metadata({_RANGES_KEY: json.dumps(sorted(ranges))})
         dates = arrow["event_date"]
         written = []
         unique = sorted(pc.unique(dates).to_pylist())
         for event_date in unique:
             group = arrow if len(unique) == 1 else arrow.filter(pc.equal(dates, event_date))
-            name = f"p{partition:04d}-o{first_offset:012d}-{last_offset:012d}.parquet"
             path = self.root / table / f"event_date={event_date}" / name
             _write_atomically(group, path)
             written.append(path)
@@ -114,17 +141,9 @@ class LakeWriter:
         """Every offset-range file of ``table`` (compacted files are not listed)."""
         out = []
         for path in sorted((self.root / table).glob("event_date=*/*.parquet")):
-            match = _FILE.match(path.name)
-            if match:
-                out.append(
-                    LakeFile(
-                        path,
-                        path.parent.name.removeprefix("event_date="),
-                        int(match["partition"]),
-                        int(match["first"]),
-                        int(match["last"]),
-                    )
-                )
+            ranges = _ranges_of(path)
+            if ranges:
+                out.append(LakeFile(path, path.parent.name.removeprefix("event_date="), ranges))
         return out
 
     def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
@@ -136,7 +155,7 @@ class LakeWriter:
         deleted = 0
         for table in self.schemas:
             for f in self.files(table):
-                if f.last_offset >= committed.get(f.partition, 0) and f.path.exists():
+                if f.uncommitted(committed) and f.path.exists():
                     f.path.unlink()
                     deleted += 1
         return deleted
@@ -157,16 +176,18 @@ class LakeWriter:
             live = self.live_files(table, directory)
             eligible = []
             for path in live:
-                match = _FILE.match(path.name)
-                if match is None or int(match["last"]) < committed.get(int(match["partition"]), 0):
-                    eligible.append(path)
+                ranges = _ranges_of(path)
+                if not LakeFile(path, "", ranges).uncommitted(committed):
+                    eligible.append(path)  # compacted files (no ranges) always are
             if len(eligible) < 2:
                 continue
             sources = set()
             for path in eligible:
                 sources.add(path.name)
                 sources.update(_replaced_by(path))
-            combined = pa.concat_tables([pq.read_table(p, schema=schema) for p in eligible])
+            combined = pa.concat_tables(
+                [pq.read_table(p, schema=schema).replace_schema_metadata() for p in eligible]
+            )
             combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})
             _write_atomically(combined, directory / f"compacted-{uuid.uuid4().hex}.parquet")
             for path in eligible:
@@ -195,6 +216,22 @@ class LakeWriter:
             raise LakeError(
                 f"unknown lake table '{table}'; known: {', '.join(sorted(self.schemas))}"
             ) from None
+
+
+def _ranges_of(path: Path) -> tuple[OffsetRange, ...]:
+    """The offset ranges of a data file, from its name or (several) its metadata; ()
+    for a compacted file."""
+    match = _FILE.match(path.name)
+    if match:
+        return ((int(match["partition"]), int(match["first"]), int(match["last"])),)
+    if _MULTI.match(path.name):
+        try:
+            raw = (pq.read_schema(path).metadata or {}).get(_RANGES_KEY.encode())
+        except FileNotFoundError:
+            return ()
+        if raw:
+            return tuple((int(p), int(a), int(b)) for p, a, b in json.loads(raw))
+    return ()
 
 
 def _replaced_by(path: Path) -> list[str]:

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -215,10 +215,9 @@ class Processor:
             polls += 1
             if not batches:
                 break
-            for batch in batches:
-                stats = self.process_batch(batch)
-                for name in vars(total):
-                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+            stats = self.process_batches(batches)
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
         return total
 
     def run(self, stop: threading.Event, idle_sleep_s: float = 0.05) -> None:
@@ -234,10 +233,38 @@ class Processor:
 
     def process_batch(self, batch: Batch) -> BatchStats:
         """Process one partition's batch and commit it (see the module docstring)."""
+        return self.process_batches([batch])
+
+    def process_batches(self, batches: Sequence[Batch]) -> BatchStats:
+        """Process the batches of one poll (at most one per partition) and commit them
+        together: one file per lake table and date for all of them, one store
+        transaction. Returns what they did, summed."""
+        if len({b.partition for b in batches}) != len(batches):
+            raise ValueError("process_batches takes at most one batch per partition")
+        work = _Work(StoreBatch(self.options.consumer))
+        for batch in batches:
+            self._compute(batch, work)
+        if self.lake is not None and batches:
+            ranges = [(b.partition, b.records[0].offset, b.records[-1].offset) for b in batches]
+            if work.event_rows:
+                self.lake.write_table("events", events_table(work.event_rows), ranges=ranges)
+            for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
+                if rows:
+                    self.lake.write_rows(table, rows, ranges=ranges)
+        self.store.apply(work.batch)
+        for batch in batches:
+            try:
+                self._consumer.commit(batch)  # for lag monitoring; the store's offsets rule
+            except Exception as exc:
+                log.warning("could not commit the stream offset: %s", exc)
+        return work.stats
+
+    def _compute(self, batch: Batch, work: _Work) -> None:
+        """One partition's batch into ``work`` (everything but writing it)."""
         opts = self.options
         p = batch.partition
-        work = _Work(StoreBatch(opts.consumer, offsets={p: batch.next_offset}))
-        work.stats.read = len(batch.records)
+        work.batch.offsets[p] = batch.next_offset
+        work.stats.read += len(batch.records)
         # Two event-time clocks, both advanced in stream order only: the partition's
         # watermark closes idle plays; each user's watermark decides lateness and when
         # a user's plays and sessions are final.
@@ -255,9 +282,10 @@ class Processor:
         live: dict[str, _LiveState] = {}
         commerce = aggregate._new()
         newest_received = 0
+        duplicates = 0
         for (record, event), key in zip(decoded, keys, strict=True):
             if key in seen:
-                work.stats.duplicates += 1
+                duplicates += 1
                 continue
             seen.add(key)
             assert event.received_at is not None
@@ -287,7 +315,8 @@ class Processor:
                     live[event.actor_id] = _LiveState(occurred, event.event_type in _PLAYING, cid)
             elif isinstance(event, CommerceEvent):
                 aggregate.commerce_contribution(event, commerce)
-        work.batch.add("PIPELINE", "TOTAL", duplicates=float(work.stats.duplicates))
+        work.stats.duplicates += duplicates
+        work.batch.add("PIPELINE", "TOTAL", duplicates=float(duplicates))
         _merge(work.batch, commerce)
         if watermark is not None:
             work.batch.states[wm_key] = str(watermark).encode()
@@ -301,25 +330,6 @@ class Processor:
             # the maximum over partitions.
             key = f"META#newest_received_us#{p}"
             work.batch.states[key] = str(newest_received).encode()
-        if self.lake is not None:
-            first, last = batch.records[0].offset, batch.records[-1].offset
-            if work.event_rows:
-                self.lake.write_table(
-                    "events",
-                    events_table(work.event_rows),
-                    partition=p,
-                    first_offset=first,
-                    last_offset=last,
-                )
-            for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
-                if rows:
-                    self.lake.write(table, rows, partition=p, first_offset=first, last_offset=last)
-        self.store.apply(work.batch)
-        try:
-            self._consumer.commit(batch)  # for lag monitoring; the store's offsets rule
-        except Exception as exc:
-            log.warning("could not commit the stream offset: %s", exc)
-        return work.stats
 
     def _decode(self, batch: Batch, work: _Work) -> list[tuple[Any, EventBase]]:
         out = []
