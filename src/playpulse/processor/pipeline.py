@@ -41,7 +41,7 @@ from playpulse.lake.schema import events_table, play_row, session_row
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import aggregate
 from playpulse.processor.plays import PlaySummary, is_closed, play_key, summarize_play
-from playpulse.processor.sessions import Session, sessionize
+from playpulse.processor.sessions import Session, sessionize_us
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.store.base import RealtimeStore, StoreBatch
 from playpulse.stream.base import Batch, EventStream
@@ -180,6 +180,8 @@ class Processor:
         self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
         # Per partition, users with an open session -> the session's last event (us).
         self._open_sessions: dict[int, dict[str, int]] = defaultdict(dict)
+        # PLAY# state key -> the decoded events of that open play (its state's events).
+        self._play_events: dict[str, list[EventBase]] = {}
         # Per partition, the day (of the finalization horizon) last scanned for plays
         # that can no longer change.
         self._finalized_day: dict[int, int] = {}
@@ -374,10 +376,16 @@ class Processor:
         state_keys = {k: f"PLAY#{p}#{k}" for k in touched}
         stored = self.store.states(state_keys.values())
         now = _from_us(watermark_us)
+        cache = self._play_events
         for pkey in touched:
-            blob = stored.get(state_keys[pkey])
+            skey = state_keys[pkey]
+            blob = stored.get(skey)
             state = _decode_state.decode(blob) if blob else _PlayState([], [], 0)
-            events = [decode_stored(raw) for raw in state.events]
+            # The decoded events of open plays stay in memory between batches (decoding
+            # every stored event again at each batch made long plays quadratic).
+            events = cache.pop(skey, None)
+            if events is None or len(events) != len(state.events):
+                events = [decode_stored(raw) for raw in state.events]
             for raw, event in new_events.get(pkey, []):
                 state.events.append(raw)
                 events.append(event)
@@ -402,6 +410,7 @@ class Processor:
                 open_plays.pop(pkey, None)
             else:
                 open_plays[pkey] = state.last_us
+                cache[skey] = events
         self._finalize_plays(p, watermark_us, user_wm, work)
 
     def _user_watermarks(self, users: Iterable[str]) -> dict[str, int]:
@@ -487,15 +496,11 @@ class Processor:
                 work.batch.states[f"OSESS#{p}#{user}"] = None
                 open_sessions.pop(user, None)
                 continue
-            sessions = sessionize(
-                [_from_us(t) for t in times],
-                gap=opts.idle_timeout,
-                max_length=opts.session_max_length,
-            )
+            spans = sessionize_us(times, gap_us, _us_delta(opts.session_max_length))
+            sessions = [Session(_from_us(a), _from_us(b), n) for a, b, n in spans]
             old = aggregate.from_rows(state.contribution)
             new_total = aggregate.session_contribution(user, sessions)
             _merge(work.batch, aggregate.diff(new_total, old))
-            spans = [(_us(s.start), _us(s.end), s.event_count) for s in sessions]
             # Every session but the last is closed (a later event started a new one); the
             # last closes once the partition's watermark is more than the gap past it.
             last_open = watermark_us - spans[-1][1] <= gap_us

@@ -28,7 +28,7 @@ All times are UTC-aware ``datetime`` objects; naive times raise ``ValueError``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,7 +38,10 @@ __all__ = [
     "Session",
     "SessionState",
     "sessionize",
+    "sessionize_us",
 ]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Inactivity after which a session times out (Google Analytics' default).
 SESSION_GAP = timedelta(minutes=30)
@@ -99,18 +102,32 @@ def sessionize(
     or a non-positive ``gap``/``max_length``.
     """
     _check_params(gap, max_length)
-    ordered = sorted(_aware(t) for t in times)
-    sessions: list[Session] = []
-    current: Session | None = None
-    for t in ordered:
-        if current is not None and _continues(current, t, gap, max_length):
-            current = Session(current.start, t, current.event_count + 1)
-        else:
-            if current is not None:
-                sessions.append(current)
-            current = Session(t, t, 1)
-    if current is not None:
-        sessions.append(current)
+    one = timedelta(microseconds=1)
+    ordered = sorted((_aware(t) - _EPOCH) // one for t in times)
+    return [
+        Session(_EPOCH + start * one, _EPOCH + end * one, count)
+        for start, end, count in sessionize_us(ordered, gap // one, max_length // one)
+    ]
+
+
+def sessionize_us(
+    sorted_times_us: Sequence[int], gap_us: int, max_length_us: int
+) -> list[tuple[int, int, int]]:
+    """:func:`sessionize` on integer times: ``sorted_times_us`` (microseconds since the
+    epoch, ascending) -> ``(start_us, end_us, event_count)`` per session, in order;
+    the same edges as :func:`sessionize` (``gap_us``, ``max_length_us`` > 0)."""
+    sessions: list[tuple[int, int, int]] = []
+    if not sorted_times_us:
+        return sessions
+    start = end = sorted_times_us[0]
+    count = 0
+    for t in sorted_times_us:
+        if count and (t - end > gap_us or t - start >= max_length_us):
+            sessions.append((start, end, count))
+            start, count = t, 0
+        end = t
+        count += 1
+    sessions.append((start, end, count))
     return sessions
 
 
