@@ -16,13 +16,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
-from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
+from playpulse.events.model import EventBase
 from playpulse.processor.plays import PlaySummary
 
 TS = pa.timestamp("us", tz="UTC")
@@ -161,59 +165,72 @@ _CONTENT_FIELDS = (
     "chapter",
     "chapter_title",
 )
-_PLAYBACK_FIELDS = ("playback_id", "position_s", "playback_rate", "from_position_s", "reason")
-_COMMERCE_FIELDS = ("vendor_id", "product_id", "order_id", "quantity", "amount_minor", "currency")
+_NESTED = {"context": _CONTEXT_FIELDS, "content": _CONTENT_FIELDS}
+_PYTHON_COLUMNS = ("properties", "items", "late", "stream_partition", "stream_offset")
+_DERIVED_COLUMNS = ("event_date", "actor_id")
+_NESTED_NAMES = {n for fields in _NESTED.values() for n in fields}
+# The stored JSON of an event (playpulse.events.codec.encode_event: UTC times, absent
+# fields left out), as pyarrow's JSON reader parses it: nested objects as structs.
+_PAYLOAD_SCHEMA = pa.schema(
+    [
+        *(
+            (name, pa.struct([EVENTS_SCHEMA.field(n) for n in fields]))
+            for name, fields in _NESTED.items()
+        ),
+        *(
+            EVENTS_SCHEMA.field(n)
+            for n in EVENTS_SCHEMA.names
+            if n not in _NESTED_NAMES and n not in _PYTHON_COLUMNS and n not in _DERIVED_COLUMNS
+        ),
+    ]
+)
+_PARSE = pa_json.ParseOptions(explicit_schema=_PAYLOAD_SCHEMA, unexpected_field_behavior="ignore")
 
 
-def events_table(entries: list[tuple[EventBase, int, int, bool]]) -> pa.Table:
-    """The ``events`` rows of ``entries`` — (event, stream partition, offset, late) —
-    as an Arrow table with :data:`EVENTS_SCHEMA`, built column by column (the same rows
-    as :func:`event_row`, several times faster for a batch)."""
-    cols: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names}
-    nones = [None] * len(entries)
-    for name in (*_CONTEXT_FIELDS, *_CONTENT_FIELDS, *_PLAYBACK_FIELDS, *_COMMERCE_FIELDS):
-        cols[name] = list(nones)
-    cols["items"] = list(nones)
-    for i, (event, partition, offset, late) in enumerate(entries):
-        cols["event_date"].append(event.occurred_at.date().isoformat())
-        cols["event_id"].append(event.event_id)
-        cols["event_type"].append(event.event_type)
-        cols["occurred_at"].append(event.occurred_at)
-        cols["received_at"].append(event.received_at)
-        cols["derived_at"].append(event.derived_at)
-        cols["sent_at"].append(event.sent_at)
-        cols["user_id"].append(event.user_id)
-        cols["anonymous_id"].append(event.anonymous_id)
-        cols["actor_id"].append(event.actor_id)
-        cols["session_id"].append(event.session_id)
-        cols["properties"].append(json.dumps(event.properties) if event.properties else None)
-        cols["late"].append(late)
-        cols["stream_partition"].append(partition)
-        cols["stream_offset"].append(offset)
-        ctx = event.context
-        if ctx is not None:
-            for name in _CONTEXT_FIELDS:
-                cols[name][i] = getattr(ctx, name)
-        if isinstance(event, PlaybackEvent):
-            for name in _PLAYBACK_FIELDS:
-                cols[name][i] = getattr(event, name, None)
-            c = event.content
-            if c is not None:
-                for name in _CONTENT_FIELDS:
-                    cols[name][i] = getattr(c, name)
-        elif isinstance(event, CommerceEvent):
-            for name in _COMMERCE_FIELDS:
-                cols[name][i] = getattr(event, name)
-            if event.items:
-                cols["items"][i] = json.dumps([_item(item) for item in event.items])
-    return pa.table(
-        [pa.array(cols[f.name], type=f.type) for f in EVENTS_SCHEMA], schema=EVENTS_SCHEMA
+def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> pa.Table:
+    """The ``events`` rows of ``entries`` — (event, its stored JSON payload, stream
+    partition, offset, late) — as an Arrow table with :data:`EVENTS_SCHEMA`.
+
+    The payloads are parsed by pyarrow's JSON reader in one pass (about 4x less CPU
+    than reading the fields of each event in Python); ``properties`` and ``items``
+    (free-form, kept as JSON text) come from the decoded events. Raises
+    :class:`pyarrow.ArrowInvalid` for a payload that is not an encoded event.
+    """
+    data = b"\n".join(raw for _, raw, _, _, _ in entries)
+    parsed = pa_json.read_json(
+        io.BytesIO(data),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+        parse_options=_PARSE,
     )
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name in ("context", "content"):
+        nested = parsed[name].combine_chunks()
+        for child in _NESTED[name]:
+            columns[child] = pc.struct_field(nested, child)
+    for name in _PAYLOAD_SCHEMA.names:
+        if name not in _NESTED:
+            columns[name] = parsed[name]
+    columns["event_date"] = pc.strftime(parsed["occurred_at"], format="%Y-%m-%d")
+    columns["actor_id"] = pc.coalesce(parsed["user_id"], parsed["anonymous_id"])
+    properties, items = [], []
+    for event, _, _, _, _ in entries:
+        properties.append(json.dumps(event.properties) if event.properties else None)
+        basket = getattr(event, "items", None)
+        items.append(json.dumps([_item(i) for i in basket]) if basket else None)
+    columns["properties"] = pa.array(properties, pa.string())
+    columns["items"] = pa.array(items, pa.string())
+    columns["late"] = pa.array([e[4] for e in entries], pa.bool_())
+    columns["stream_partition"] = pa.array([e[2] for e in entries], pa.int32())
+    columns["stream_offset"] = pa.array([e[3] for e in entries], pa.int64())
+    return pa.table([columns[n] for n in EVENTS_SCHEMA.names], schema=EVENTS_SCHEMA)
 
 
 def event_row(event: EventBase, partition: int, offset: int, late: bool) -> dict[str, Any]:
     """One ``events`` row for ``event`` read at ``partition``/``offset``."""
-    row: dict[str, Any] = events_table([(event, partition, offset, late)]).to_pylist()[0]
+    from playpulse.events.codec import encode_event
+
+    table = events_table([(event, encode_event(event), partition, offset, late)])
+    row: dict[str, Any] = table.to_pylist()[0]
     return row
 
 

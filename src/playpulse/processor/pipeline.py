@@ -143,7 +143,7 @@ class BatchStats:
 @dataclass
 class _Work:
     batch: StoreBatch
-    event_rows: list[tuple[EventBase, int, int, bool]] = field(default_factory=list)
+    event_rows: list[tuple[EventBase, bytes, int, int, bool]] = field(default_factory=list)
     play_rows: list[dict[str, Any]] = field(default_factory=list)
     session_rows: list[dict[str, Any]] = field(default_factory=list)
     stats: BatchStats = field(default_factory=BatchStats)
@@ -298,7 +298,7 @@ class Processor:
             user_wm[event.actor_id] = occurred if actor_wm is None else max(actor_wm, occurred)
             watermark = occurred if watermark is None else max(watermark, occurred)
             newest_received = max(newest_received, _us(event.received_at))
-            work.event_rows.append((event, p, record.offset, late))
+            work.event_rows.append((event, record.value, p, record.offset, late))
             work.stats.processed += 1
             day = event.occurred_at.date().isoformat()
             work.batch.add("PIPELINE", "TOTAL", events=1, late=float(late))
