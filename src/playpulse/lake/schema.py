@@ -212,13 +212,11 @@ def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> 
             columns[name] = parsed[name]
     columns["event_date"] = pc.strftime(parsed["occurred_at"], format="%Y-%m-%d")
     columns["actor_id"] = pc.coalesce(parsed["user_id"], parsed["anonymous_id"])
-    properties, items = [], []
-    for event, _, _, _, _ in entries:
-        properties.append(json.dumps(event.properties) if event.properties else None)
-        basket = getattr(event, "items", None)
-        items.append(json.dumps([_item(i) for i in basket]) if basket else None)
-    columns["properties"] = pa.array(properties, pa.string())
-    columns["items"] = pa.array(items, pa.string())
+    events = [e[0] for e in entries]
+    columns["properties"] = pa.array(
+        [json.dumps(e.properties) if e.properties else None for e in events], pa.string()
+    )
+    columns["items"] = pa.array([_items_json(e) for e in events], pa.string())
     columns["late"] = pa.array([e[4] for e in entries], pa.bool_())
     columns["stream_partition"] = pa.array([e[2] for e in entries], pa.int32())
     columns["stream_offset"] = pa.array([e[3] for e in entries], pa.int64())
@@ -232,6 +230,11 @@ def event_row(event: EventBase, partition: int, offset: int, late: bool) -> dict
     table = events_table([(event, encode_event(event), partition, offset, late)])
     row: dict[str, Any] = table.to_pylist()[0]
     return row
+
+
+def _items_json(event: EventBase) -> str | None:
+    basket = getattr(event, "items", None)
+    return json.dumps([_item(i) for i in basket]) if basket else None
 
 
 def _item(item: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -298,8 +298,9 @@ class Processor:
         user_times: dict[str, list[int]] = defaultdict(list)
         live: dict[str, _LiveState] = {}
         commerce = aggregate._new()
-        newest_received = 0
-        duplicates = 0
+        newest_received: datetime | None = None
+        duplicates = kept = late_count = 0
+        per_day: Counter[tuple[str, str]] = Counter()
         for (record, event), key in zip(decoded, keys, strict=True):
             if key in seen:
                 duplicates += 1
@@ -312,14 +313,13 @@ class Processor:
             late = actor_wm is not None and occurred < actor_wm - lateness_us
             user_wm[event.actor_id] = occurred if actor_wm is None else max(actor_wm, occurred)
             watermark = occurred if watermark is None else max(watermark, occurred)
-            newest_received = max(newest_received, _us(event.received_at))
+            if newest_received is None or event.received_at > newest_received:
+                newest_received = event.received_at
             work.event_rows.append((event, record.value, p, record.offset, late))
-            work.stats.processed += 1
-            day = event.occurred_at.date().isoformat()
-            work.batch.add("PIPELINE", "TOTAL", events=1, late=float(late))
-            work.batch.add("PIPELINE", f"DAY#{day}", **{f"events_{event.event_type}": 1.0})
+            kept += 1
+            per_day[(event.occurred_at.date().isoformat(), event.event_type)] += 1
             if late:
-                work.stats.late += 1
+                late_count += 1
                 continue
             if isinstance(event, PlaybackEvent):
                 plays[play_key(event)].append((record.value, event))
@@ -333,7 +333,17 @@ class Processor:
             elif isinstance(event, CommerceEvent):
                 aggregate.commerce_contribution(event, commerce)
         work.stats.duplicates += duplicates
-        work.batch.add("PIPELINE", "TOTAL", duplicates=float(duplicates))
+        work.stats.processed += kept
+        work.stats.late += late_count
+        work.batch.add(
+            "PIPELINE",
+            "TOTAL",
+            events=float(kept),
+            late=float(late_count),
+            duplicates=float(duplicates),
+        )
+        for (day, event_type), n in per_day.items():
+            work.batch.add("PIPELINE", f"DAY#{day}", **{f"events_{event_type}": float(n)})
         _merge(work.batch, commerce)
         if watermark is not None:
             work.batch.states[wm_key] = str(watermark).encode()
@@ -342,11 +352,11 @@ class Processor:
             self._update_plays(p, plays, watermark, user_wm, batch, work)
             self._update_sessions(p, user_times, user_wm, watermark, batch, work)
         self._update_live(live, work)
-        if newest_received:
+        if newest_received is not None:
             # One value per partition (each partition's batches are serial); readers take
             # the maximum over partitions.
             key = f"META#newest_received_us#{p}"
-            work.batch.states[key] = str(newest_received).encode()
+            work.batch.states[key] = str(_us(newest_received)).encode()
 
     def _decode(self, batch: Batch, work: _Work) -> list[tuple[Any, EventBase]]:
         out = []
