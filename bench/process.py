@@ -22,7 +22,7 @@ Two measurements, reported side by side in one run:
      passes are compared item by item (batch boundaries must not change the numbers);
    - one more pass of the real processor under cProfile over the first
      ``--profile-events`` events: the top functions by own time and the time of each
-     stage of ``process_batch``.
+     stage of a poll (``process_batches``).
 
    Every run reports wall time, events/s, the process CPU time (events per CPU-second is
    steadier than events/s when other work shares the machine) and the CPU other
@@ -421,20 +421,23 @@ def profile_processor(
     total = st.total_tt  # type: ignore[attr-defined]
     rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     top_rows = [(_func_name(k), v[1], v[2], v[3]) for k, v in rows]
-    # Stages: what process_batch calls directly, with the time spent under each call
-    # from process_batch (non-overlapping), plus process_batch's own lines and the poll.
+    # Stages: what a poll's process_batches and its per-partition _compute call
+    # directly, with the time spent under each call from them (non-overlapping), plus
+    # _compute's own lines (the per-event loop) and the poll.
+    parents = {k for k in raw if k[2] in ("process_batches", "_compute")}
     stages: dict[str, float] = {}
-    batch_key = next((k for k in raw if k[2] == "process_batch"), None)
     for key, (_, _, tt, _, callers) in raw.items():
-        if batch_key is not None and batch_key in callers:
+        if key[2] == "_compute":
+            stages["_compute itself (the per-event loop)"] = tt
+            continue
+        under = sum(callers[k][3] for k in parents if k in callers)
+        if under:
             name = _func_name(key)
             if key[2].startswith("<"):  # <listcomp>, <genexpr>: name what it mostly calls
                 inner = [(v[4][key][3], k) for k, v in raw.items() if key in v[4]]
                 if inner:
                     name += f" -> {max(inner)[1][2]}"
-            stages[name] = stages.get(name, 0.0) + callers[batch_key][3]
-        if key == batch_key:
-            stages["process_batch itself (the per-event loop)"] = tt
+            stages[name] = stages.get(name, 0.0) + under
         if key[2] == "poll" and key[0].endswith(os.path.join("stream", "base.py")):
             stages["stream read (Consumer.poll)"] = raw[key][3]
     lines = [
@@ -447,7 +450,7 @@ def profile_processor(
     ]
     for name, calls, tt, ct in top_rows:
         lines.append(f"{tt:10.2f} {100 * tt / total:5.1f}% {ct:10.2f} {calls:9,}  {name}")
-    lines += ["", "Where process_batch's time goes (direct callees, cumulative):"]
+    lines += ["", "Where a poll's time goes (direct callees, cumulative):"]
     ordered = sorted(stages.items(), key=lambda kv: kv[1], reverse=True)
     for name, ct in ordered[:14]:
         lines.append(f"{ct:10.2f} {100 * ct / total:5.1f}%  {name}")
@@ -1141,8 +1144,9 @@ def docs_section(
             )
         parts += [
             "",
-            "Stages of `Processor.process_batch` (its direct callees, time under each;"
-            " `process_batch itself` is the per-event loop's own lines):",
+            "Stages of a poll (`Processor.process_batches` and its per-partition "
+            "`_compute`: their direct callees, time under each; `_compute itself` is the "
+            "per-event loop's own lines):",
             "",
             "| stage | s | share of the stages |",
             "|---|---|---|",
