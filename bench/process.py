@@ -28,8 +28,8 @@ Two measurements, reported side by side in one run:
    steadier than events/s when other work shares the machine) and the CPU other
    processes used meanwhile.
 
-2. **Freshness.** Starts ``python -m playpulse up`` (collector and processor in one
-   process; ``--workers 2`` puts the collector in processes of its own) on a fresh data
+2. **Freshness.** Starts ``python -m playpulse up`` (the processor in a process of its
+   own; ``--workers 2`` puts the collector in two processes) on a fresh data
    dir, offers ``--rate`` events/s for ``--freshness-seconds``
    from an asyncio + httpx sender (``--request-events`` events every
    ``request-events / rate`` seconds), each request carrying one marker: a
@@ -1046,10 +1046,10 @@ def docs_section(
         " the CPU the rest of the machine used meanwhile (of one core; should be near 0).",
         f"- Freshness: `python -m playpulse up --workers {args.workers}` ("
         + (
-            "collector + processor thread in one process"
+            "the collector in the `up` process, the processor in a child process"
             if args.workers == 1
-            else f"{args.workers} collector processes; the processor on a thread of the"
-            " supervising process"
+            else f"{args.workers} collector processes and the processor in a child"
+            " process of the supervising `up` process"
         )
         + ", otherwise default settings) on a fresh data dir; an asyncio + httpx sender offers"
         f" {args.rate:,.0f} events/s for {args.freshness_seconds:g} s as"
@@ -1064,13 +1064,7 @@ def docs_section(
         f" `never visible`: acked markers not seen {args.drain_seconds:g} s after the"
         " last send. `p50 first / last quarter` compares early and late markers: equal"
         " when the processor keeps up, growing when it falls behind. `service CPU %`:"
-        " the service's processes together, of one core"
-        + (
-            "; collector and processor share one process, hence one GIL, so it cannot"
-            " go much above 100."
-            if args.workers == 1
-            else "."
-        ),
+        " the service's processes together, of one core.",
         "",
         "Command:",
         "",
@@ -1203,7 +1197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="`playpulse up --workers`: with 2+, collector processes apart from the processor",
+        help="`playpulse up --workers`: collector processes (the processor has its own)",
     )
     parser.add_argument("--poll-ms", type=float, default=5.0, help="store poll interval")
     parser.add_argument(

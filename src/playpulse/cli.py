@@ -121,15 +121,15 @@ def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
 
 
 def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, Any]) -> None:
-    # Several collector processes on one port; the processor (one per data dir) runs on
-    # a thread of this supervising process. Workers read their settings from the
-    # environment and pool their Prometheus metrics in a directory.
+    # Several collector processes on one port; the processor (one per data dir) runs in
+    # a process of its own, started by this supervising process. Workers read their
+    # settings from the environment and pool their Prometheus metrics in a directory.
     import os
     import shutil
 
     import uvicorn
 
-    from playpulse.service import ProcessorThread, open_processor, processor_lock
+    from playpulse.service import ProcessorProcess, processor_lock
 
     metrics_dir = settings.data_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -142,7 +142,7 @@ def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, 
                 f"another processor runs on {settings.data_dir} (a `playpulse up` or "
                 "`playpulse process`): one per data dir"
             )
-        worker = ProcessorThread(open_processor(settings)) if with_processor else None
+        worker = ProcessorProcess(settings) if with_processor else None
         if worker is not None:
             worker.start()
         try:

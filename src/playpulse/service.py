@@ -1,8 +1,9 @@
-"""``playpulse up``: the collector and the processor in one process, on the data dir.
+"""``playpulse up``: the collector and the processor together, on the data dir.
 
-The processor runs on a background thread with its own connections, consuming the
-embedded stream into the real-time store (``store.db``) and the Parquet lake
-(``lake/``) while the collector appends to the stream.
+The processor runs in a process of its own (:class:`ProcessorProcess`), so it does not
+share a Python interpreter lock with the HTTP collector, consuming the embedded stream
+into the real-time store (``store.db``) and the Parquet lake (``lake/``) while the
+collector appends to the stream. The ``up`` process holds the data dir's processor lock.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import multiprocessing
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -144,8 +147,61 @@ class ProcessorThread:
         close_processor(self.processor)
 
 
+def _processor_main(env: dict[str, str], stop: Any, parent_pid: int) -> None:
+    """Entry point of the processor process: run until ``stop`` is set or the parent
+    process is gone (then an orphan must not go on processing without the lock)."""
+    os.environ.update(env)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    processor = open_processor(settings)
+    halt = threading.Event()
+
+    def watch() -> None:
+        while not halt.is_set():
+            if stop.wait(0.1) or os.getppid() != parent_pid:
+                halt.set()
+
+    watcher = threading.Thread(target=watch, name="playpulse-processor-watch", daemon=True)
+    watcher.start()
+    try:
+        processor.run(halt)
+    except BaseException:
+        log.exception("the processor stopped")
+        raise
+    finally:
+        halt.set()
+        close_processor(processor)
+
+
+class ProcessorProcess:
+    """Runs a :class:`Processor` on ``settings``' data dir in a child process until
+    :meth:`stop` (or until this process exits). The caller holds the processor lock."""
+
+    def __init__(self, settings: Settings) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._process = ctx.Process(
+            target=_processor_main,
+            args=(settings.to_env(), self._stop, os.getpid()),
+            name="playpulse-processor",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        """Start the process."""
+        self._process.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask it to finish its batch and exit; kill it after ``timeout_s``."""
+        self._stop.set()
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5.0)
+
+
 def create_service_app(settings: Settings) -> FastAPI:
-    """The collector app with a processor thread started and stopped by its lifespan,
+    """The collector app with a processor process started and stopped by its lifespan,
     the read API (``/v1/metrics``, ``/v1/live``, ...) and the dashboard at ``/``."""
     from playpulse.api import mount_read_api
     from playpulse.dashboard import mount_dashboard
@@ -163,7 +219,7 @@ def create_service_app(settings: Settings) -> FastAPI:
                     f"another processor runs on {settings.data_dir} (a `playpulse up` or "
                     "`playpulse process`): one per data dir"
                 )
-            worker = ProcessorThread(open_processor(settings))
+            worker = ProcessorProcess(settings)
             application.state.processor = worker
             async with inner(application):
                 worker.start()

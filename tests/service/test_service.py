@@ -75,3 +75,29 @@ def test_with_playpulse_up_running_it_waits_for_that_processor(tmp_path: Path):
         assert "the running processor has caught up" in second.stdout
     with processor_lock(settings) as mine:
         assert mine  # released when `up` exited
+
+
+def test_the_processor_runs_in_its_own_process_and_dies_with_playpulse_up(tmp_path: Path):
+    """`up` runs the processor in a child process (no shared interpreter lock with the
+    collector); killed with SIGKILL, `up` leaves no processor working without the lock."""
+    import signal
+
+    import psutil
+
+    settings = Settings(data_dir=tmp_path)
+    with playpulse_server("up", tmp_path, tmp_path / "up.log") as (_, proc):
+        children = psutil.Process(proc.pid).children()
+        assert len(children) >= 1
+        targets = append_views(settings, 25)
+        assert ensure_processed(settings, targets, timeout_s=30) is None  # the child did it
+        assert views(settings) == 25
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"still running after the parent died: {alive}"
+    with processor_lock(settings) as mine:
+        assert mine
+    append_views(settings, 5)
+    stats = ensure_processed(settings)  # processes here; nothing lost or counted twice
+    assert stats is not None
+    assert views(settings) == 30
