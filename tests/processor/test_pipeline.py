@@ -123,6 +123,30 @@ def test_duplicates_are_dropped_and_counted_but_a_reused_id_with_new_content_is_
     assert pipe.store.item("CONTENT#book-1", "DAY#2026-11-20")["plays"] == 1
 
 
+def test_the_dedup_window_is_7_days_of_receipt_at_the_exact_edge(pipe):
+    """A copy received exactly 7 days after the kept event is a duplicate; one received
+    a microsecond later is kept again (docs/metrics.md: deduplication)."""
+    window = timedelta(days=7)
+    pipe.append(PLAY[:1])
+    pipe.append(PLAY[:1], received_at=RECEIVED + window)  # duplicate
+    pipe.append(PLAY[:1], received_at=RECEIVED + window + timedelta(microseconds=1))  # kept
+    # ... and it renews the window: a copy 7 days after that one is a duplicate again.
+    pipe.append(PLAY[:1], received_at=RECEIVED + 2 * window + timedelta(microseconds=1))
+    stats = pipe.processor().process_available()
+    assert (stats.processed, stats.duplicates) == (2, 2)
+    assert pipe.store.item("PIPELINE", "TOTAL")["duplicates"] == 2
+
+
+def test_dedup_keys_are_removed_a_day_after_they_expire(pipe):
+    pipe.append(PLAY)  # received RECEIVED: keys expire RECEIVED + 7 days
+    later = [ev("heartbeat", 200, 10, position_s=90)]
+    pipe.append(later, received_at=RECEIVED + timedelta(days=8, seconds=1))
+    processor = pipe.processor(batch_size=6)  # the old keys first, then the later event
+    processor.process_available()
+    keys = pipe.store._db.execute("SELECT count(*) FROM dedup").fetchone()[0]
+    assert keys == 1  # only the newest event's key is left
+
+
 def test_out_of_order_batches_give_the_same_numbers_as_in_order(tmp_path):
     ordered = Pipeline(tmp_path / "a")
     ordered.append(PLAY)

@@ -318,6 +318,15 @@ def test_seen_returns_only_applied_ids(store):
     assert store.seen(("e3",)) == {"e3"}
 
 
+def test_dedup_expiries_give_each_applied_ids_latest_expiry(store):
+    store.apply(make_batch(dedup=[("e1", T0), ("e2", T0 + US)]))
+    store.apply(make_batch(dedup=[("e1", T0 + timedelta(days=7))]))  # renewed
+
+    assert store.dedup_expiries(["e1", "e2", "e3"]) == {"e1": T0 + timedelta(days=7), "e2": T0 + US}
+    assert store.dedup_expiries([]) == {}
+    assert all(t.utcoffset() == timedelta(0) for t in store.dedup_expiries(["e1"]).values())
+
+
 def test_expire_dedup_removes_exactly_the_keys_expiring_before(store):
     store.apply(
         make_batch(dedup=[("e1", T0 - US), ("e2", T0), ("e3", T0 + US), ("e4", T0 + 2 * US)])

@@ -50,6 +50,8 @@ from playpulse.stream.base import Batch, EventStream
 log = logging.getLogger("playpulse.processor")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Dedup keys are removed once they expired this long before the newest receipt.
+_EXPIRY_MARGIN = timedelta(days=1)
 _PLAYING = frozenset(
     {
         "play_start",
@@ -72,7 +74,8 @@ class ProcessorOptions:
 
     - ``consumer``: name under which offsets are kept (store and stream group).
     - ``batch_size``: records read per partition per poll.
-    - ``dedup_window``: how long an event id is remembered (from its receipt).
+    - ``dedup_window``: how long an event id is remembered (from its receipt): a copy
+      received later than this after the kept event counts again.
     - ``allowed_lateness``: how far behind the watermark an event may be and still
       update aggregates; later events only reach the lake, counted as ``late``.
     - ``idle_timeout``: a play with no closing event is closed at its last event once
@@ -150,6 +153,7 @@ class _Work:
     event_rows: list[tuple[EventBase, bytes, int, int, bool]] = field(default_factory=list)
     play_rows: list[dict[str, Any]] = field(default_factory=list)
     session_rows: list[dict[str, Any]] = field(default_factory=list)
+    newest_received: datetime | None = None
     stats: BatchStats = field(default_factory=BatchStats)
 
 
@@ -184,6 +188,7 @@ class Processor:
         self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
         # Per partition, users with an open session -> the session's last event (us).
         self._open_sessions: dict[int, dict[str, int]] = defaultdict(dict)
+        self._next_expiry: datetime | None = None
         # PLAY# state key -> the decoded events of that open play (its state's events).
         self._play_events: dict[str, list[EventBase]] = {}
         # Per partition, the day (of the finalization horizon) last scanned for plays
@@ -269,12 +274,23 @@ class Processor:
                 if rows:
                     self.lake.write_rows(table, rows, ranges=ranges)
         self.store.apply(work.batch)
+        if work.newest_received is not None:
+            self._expire_dedup_keys(work.newest_received)
         for batch in batches:
             try:
                 self._consumer.commit(batch)  # for lag monitoring; the store's offsets rule
             except Exception as exc:
                 log.warning("could not commit the stream offset: %s", exc)
         return work.stats
+
+    def _expire_dedup_keys(self, newest_received: datetime) -> None:
+        # A dedup key matters only to copies received before it expires; events come in
+        # roughly in receipt order, so keys that expired a day before the newest receipt
+        # can go (at most once per hour of receipts). Decisions do not depend on this.
+        if self._next_expiry is not None and newest_received < self._next_expiry:
+            return
+        self.store.expire_dedup(newest_received - _EXPIRY_MARGIN)
+        self._next_expiry = newest_received + timedelta(hours=1)
 
     def _compute(self, batch: Batch, work: _Work) -> None:
         """One partition's batch into ``work`` (everything but writing it)."""
@@ -293,7 +309,8 @@ class Processor:
         decoded = self._decode(batch, work)
         user_wm = self._user_watermarks({ev.actor_id for _, ev in decoded})
         keys = [dedup_key(ev) for _, ev in decoded]
-        seen = self.store.seen(keys)
+        # key -> until when (received_at) a copy of that event is a duplicate
+        remembered = self.store.dedup_expiries(keys)
         plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
         user_times: dict[str, list[int]] = defaultdict(list)
         live: dict[str, _LiveState] = {}
@@ -302,12 +319,13 @@ class Processor:
         duplicates = kept = late_count = 0
         per_day: Counter[tuple[str, str]] = Counter()
         for (record, event), key in zip(decoded, keys, strict=True):
-            if key in seen:
+            assert event.received_at is not None
+            until = remembered.get(key)
+            if until is not None and event.received_at <= until:
                 duplicates += 1
                 continue
-            seen.add(key)
-            assert event.received_at is not None
-            work.batch.dedup.append((key, event.received_at + opts.dedup_window))
+            remembered[key] = event.received_at + opts.dedup_window
+            work.batch.dedup.append((key, remembered[key]))
             occurred = _us(event.occurred_at)
             actor_wm = user_wm.get(event.actor_id)
             late = actor_wm is not None and occurred < actor_wm - lateness_us
@@ -357,6 +375,8 @@ class Processor:
             # the maximum over partitions.
             key = f"META#newest_received_us#{p}"
             work.batch.states[key] = str(_us(newest_received)).encode()
+            if work.newest_received is None or newest_received > work.newest_received:
+                work.newest_received = newest_received
 
     def _decode(self, batch: Batch, work: _Work) -> list[tuple[Any, EventBase]]:
         out = []

@@ -73,8 +73,13 @@ class RealtimeStore(ABC):
         """Next offset to process per partition for ``consumer`` ({} if never applied)."""
 
     @abstractmethod
+    def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
+        """The expiry time (UTC-aware) of each id among ``event_ids`` that has a dedup
+        key (not yet removed by :meth:`expire_dedup`); ids without one are left out."""
+
     def seen(self, event_ids: Sequence[str]) -> set[str]:
-        """The ids among ``event_ids`` already processed and not yet expired."""
+        """The ids among ``event_ids`` that have a dedup key (see :meth:`dedup_expiries`)."""
+        return set(self.dedup_expiries(event_ids))
 
     @abstractmethod
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:

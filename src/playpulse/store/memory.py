@@ -82,14 +82,14 @@ class MemoryStore(RealtimeStore):
         with self._lock:
             return dict(self._offsets.get(consumer, {}))
 
-    def seen(self, event_ids: Sequence[str]) -> set[str]:
-        """See :meth:`RealtimeStore.seen`.
+    def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
+        """See :meth:`RealtimeStore.dedup_expiries`.
 
-        Like SQLite, a dedup key counts as seen until :meth:`expire_dedup` removes it;
-        the store reads no clock.
+        Like SQLite, a dedup key stays until :meth:`expire_dedup` removes it; the store
+        reads no clock.
         """
         with self._lock:
-            return {event_id for event_id in event_ids if event_id in self._dedup}
+            return {e: self._dedup[e] for e in event_ids if e in self._dedup}
 
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
         """See :meth:`RealtimeStore.states`."""

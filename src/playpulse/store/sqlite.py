@@ -42,6 +42,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+def _from_us(us: int) -> datetime:
+    return _EPOCH + us * _MICROSECOND
+
+
 def _us(value: datetime) -> int:
     """Microseconds since the epoch, exactly (float timestamps lose microseconds)."""
     if not isinstance(value, datetime) or value.utcoffset() is None:
@@ -133,17 +137,18 @@ class SQLiteStore(RealtimeStore):
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
 
-    def seen(self, event_ids: Sequence[str]) -> set[str]:
-        """See :meth:`RealtimeStore.seen`."""
-        found: set[str] = set()
+    def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
+        """See :meth:`RealtimeStore.dedup_expiries`."""
+        found: dict[str, datetime] = {}
         with self._lock:
             for start in range(0, len(event_ids), _CHUNK):
                 chunk = event_ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 found.update(
-                    r[0]
-                    for r in self._db.execute(
-                        f"SELECT event_id FROM dedup WHERE event_id IN ({marks})", chunk
+                    (event_id, _from_us(expires))
+                    for event_id, expires in self._db.execute(
+                        f"SELECT event_id, expires_at_us FROM dedup WHERE event_id IN ({marks})",
+                        chunk,
                     )
                 )
         return found
