@@ -218,19 +218,9 @@ def process(data_dir: DataDir = None) -> None:
 @app.command()
 def compact(data_dir: DataDir = None) -> None:
     """Merge the lake's small Parquet files (query results do not change)."""
-    from playpulse.lake.schema import SCHEMAS
-    from playpulse.lake.writer import LakeWriter
-    from playpulse.processor.pipeline import ProcessorOptions
-    from playpulse.store.sqlite import SQLiteStore
+    from playpulse.service import compact_lake
 
-    settings = _settings(data_dir)
-    store = SQLiteStore(settings.store_path)
-    try:
-        committed = store.offsets(ProcessorOptions().consumer)
-    finally:
-        store.close()
-    lake = LakeWriter(settings.lake_path, SCHEMAS)
-    merged = {table: lake.compact(table, committed) for table in SCHEMAS}
+    merged = compact_lake(_settings(data_dir))
     typer.echo(", ".join(f"{table}: {n} files merged" for table, n in merged.items()))
 
 

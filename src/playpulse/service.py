@@ -120,6 +120,19 @@ def ensure_processed(
         store.close()
 
 
+def compact_lake(settings: Settings) -> dict[str, int]:
+    """Merge the committed small files of every lake table of ``settings.data_dir``
+    (:meth:`LakeWriter.compact`, safe while a processor runs); returns files merged
+    per table."""
+    store = SQLiteStore(settings.store_path)
+    try:
+        committed = store.offsets(ProcessorOptions().consumer)
+    finally:
+        store.close()
+    lake = LakeWriter(settings.lake_path, SCHEMAS)
+    return {table: lake.compact(table, committed) for table in SCHEMAS}
+
+
 class ProcessorThread:
     """Runs a :class:`Processor` on a daemon thread until :meth:`stop`."""
 

@@ -28,6 +28,12 @@ def load_dataset() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
+def dataset() -> ModuleType:
+    """``dataset.py`` (events, helpers ``at``/``ev``, ``ingest``, ``settings_for``)."""
+    return load_dataset()
+
+
+@pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The data set processed once per test module; the settings of its data dir."""
     settings, stats = load_dataset().build(tmp_path_factory.mktemp("lake"))
