@@ -637,7 +637,19 @@ __all__ = [
     "concurrent_listeners",
     "dedup_key",
     "open_plays",
+    "open_sessions",
 ]
+
+
+def open_sessions(store: RealtimeStore) -> list[tuple[str, int, int, int]]:
+    """The listening sessions the processor holds open (not yet in the lake's
+    ``sessions`` table): ``(user, start_us, end_us, events)``, times in microseconds
+    since the epoch (UTC)."""
+    out = []
+    for key, blob in store.states(store.state_keys("OSESS#")).items():
+        start_us, end_us, events = _decode_open.decode(blob)
+        out.append((key.split("#", 2)[2], start_us, end_us, events))
+    return out
 
 
 def open_plays(

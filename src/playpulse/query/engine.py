@@ -32,7 +32,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import msgspec
 import pyarrow as pa
 
 from playpulse.config import Settings
@@ -46,7 +45,7 @@ from playpulse.lake.schema import (
     session_row,
 )
 from playpulse.lake.writer import LakeWriter
-from playpulse.processor.pipeline import open_plays
+from playpulse.processor.pipeline import open_plays, open_sessions
 from playpulse.store.sqlite import SQLiteStore
 
 SESSION_COLUMNS = ("user_id", "started_at", "ended_at", "events", "duration_s")
@@ -145,15 +144,6 @@ _CACHE_TABLES = {
     "sessions": ("c_sessions",),
     "events": ("c_shop",),
 }
-
-
-class _OpenSession(msgspec.Struct, array_like=True):
-    start_us: int
-    end_us: int
-    events: int
-
-
-_decode_open = msgspec.msgpack.Decoder(_OpenSession)
 
 
 class LakeCache:
@@ -380,10 +370,7 @@ def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
         store = SQLiteStore(settings.store_path)
         try:
             plays = [play_row(p, -1) for p in open_plays(store)]
-            for key, blob in store.states(store.state_keys("OSESS#")).items():
-                user = key.split("#", 2)[2]
-                s = _decode_open.decode(blob)
-                sessions.append(session_row(user, s.start_us, s.end_us, s.events, -1))
+            sessions = [session_row(*s, version=-1) for s in open_sessions(store)]
         finally:
             store.close()
     return (
