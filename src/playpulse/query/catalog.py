@@ -114,8 +114,11 @@ segs AS (
 )"""
 _SEGS_MARKER = "segs AS (__SEGS__)"
 # The requested zone's UTC offset (microseconds) for each UTC hour (quarter hour for
-# zones such as +05:30) of the range: zones change offset only at those boundaries, so
-# local time = UTC + offset by a join on this small table, without converting each row.
+# zones such as +05:30) of the range: zones change offset at those boundaries, so local
+# time = UTC + offset by a join on this small table, without converting each row. (A
+# few zones switched at hh:01 local time before 2011, such as America/St_Johns and
+# America/Goose_Bay: there, up to a minute of playing time a year lands in the hour
+# on the other side of the switch.)
 _TZMAP = """
 tzmap AS (
     SELECT h // $step AS k, epoch_us(timezone($tz, make_timestamp(h)::TIMESTAMPTZ)) - h AS off
