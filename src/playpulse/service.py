@@ -188,25 +188,67 @@ def _processor_main(env: dict[str, str], stop: Any, parent_pid: int) -> None:
 
 class ProcessorProcess:
     """Runs a :class:`Processor` on ``settings``' data dir in a child process until
-    :meth:`stop` (or until this process exits). The caller holds the processor lock."""
+    :meth:`stop` (or until this process exits). The caller holds the processor lock.
 
-    def __init__(self, settings: Settings) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._stop = ctx.Event()
-        self._process = ctx.Process(
+    A child that dies (a crash, the OOM killer) is logged and started again after
+    ``restart_delay_s``, doubling up to 30 s while it keeps dying within a minute: the
+    store's offsets make a restart lose and double count nothing.
+    """
+
+    def __init__(self, settings: Settings, restart_delay_s: float = 1.0) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._env = settings.to_env()
+        self._stop = self._ctx.Event()
+        self._delay_s = restart_delay_s
+        self._process = self._spawn()
+        self._watcher = threading.Thread(
+            target=self._watch, name="playpulse-processor-supervisor", daemon=True
+        )
+        self.restarts = 0
+
+    def _spawn(self) -> Any:
+        return self._ctx.Process(
             target=_processor_main,
-            args=(settings.to_env(), self._stop, os.getpid()),
+            args=(self._env, self._stop, os.getpid()),
             name="playpulse-processor",
             daemon=True,
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (None before :meth:`start`)."""
+        pid: int | None = self._process.pid
+        return pid
+
     def start(self) -> None:
-        """Start the process."""
+        """Start the process, and the thread that restarts it when it dies."""
         self._process.start()
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        delay = self._delay_s
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self._process.join()
+            if self._stop.is_set():
+                return
+            log.error(
+                "the processor process exited with code %s; starting it again in %.0f s",
+                self._process.exitcode,
+                delay,
+            )
+            if self._stop.wait(delay):
+                return
+            delay = min(30.0, delay * 2) if time.monotonic() - started < 60 else self._delay_s
+            self._process = self._spawn()
+            self._process.start()
+            self.restarts += 1
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask it to finish its batch and exit; kill it after ``timeout_s``."""
         self._stop.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout_s)
         self._process.join(timeout_s)
         if self._process.is_alive():
             self._process.kill()

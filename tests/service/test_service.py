@@ -101,3 +101,27 @@ def test_the_processor_runs_in_its_own_process_and_dies_with_playpulse_up(tmp_pa
     stats = ensure_processed(settings)  # processes here; nothing lost or counted twice
     assert stats is not None
     assert views(settings) == 30
+
+
+def test_playpulse_up_starts_a_processor_that_died_again(tmp_path: Path):
+    import signal
+
+    import psutil
+
+    settings = Settings(data_dir=tmp_path)
+    log = tmp_path / "up.log"
+    with playpulse_server("up", tmp_path, log) as (_, proc):
+        targets = append_views(settings, 10)
+        assert ensure_processed(settings, targets, timeout_s=30) is None
+        (child,) = [
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        child.send_signal(signal.SIGKILL)  # as the OOM killer would
+        child.wait(10)
+        targets = append_views(settings, 15)
+        # Only a processor started again by `up` can get there: `up` holds the lock.
+        assert ensure_processed(settings, targets, timeout_s=30) is None
+        assert views(settings) == 25
+    assert "the processor process exited with code -9; starting it again" in log.read_text()
