@@ -1,8 +1,10 @@
-"""Test helpers shipped with the package: run a real ``playpulse`` process on 127.0.0.1."""
+"""Test helpers shipped with the package: run a real ``playpulse`` process on 127.0.0.1,
+load test helper files as modules."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -11,8 +13,24 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import httpx
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """The Python file ``path`` as module ``name``, loaded once (later calls return the
+    same module). For test helper files next to tests, which are not a package when
+    pytest runs with ``--import-mode=importlib``. Raises ``ImportError`` if ``path``
+    cannot be loaded."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path} as a module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +12,12 @@ from types import ModuleType
 
 import pytest
 
+from playpulse.testing import load_module
+
 
 def load_livedata() -> ModuleType:
     """``livedata.py`` as a module (``tests`` is not a package; importlib import mode)."""
-    name = "playpulse_tests_api_livedata"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("livedata.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(Path(__file__).with_name("livedata.py"), "playpulse_tests_api_livedata")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 ``playpulse up`` on 127.0.0.1, and live events posted through ``POST /v1/events``.
 
 ``tests`` is not a package (importlib import mode): load this file with
-:func:`importlib.util.spec_from_file_location`, as the conftest files do.
+:func:`playpulse.testing.load_module`, as the conftest files do.
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ The tests are skipped (with the reason) only when ``/usr/bin/chromium`` or the
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from playpulse.testing import load_module
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,16 +38,7 @@ PHONE = {"width": 390, "height": 844}
 
 def load_livedata() -> ModuleType:
     """tests/api/livedata.py as a module (``tests`` is not a package)."""
-    name = "playpulse_tests_api_livedata"
-    if name not in sys.modules:
-        path = REPO / "tests" / "api" / "livedata.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(REPO / "tests" / "api" / "livedata.py", "playpulse_tests_api_livedata")
 
 
 @pytest.fixture(scope="session")

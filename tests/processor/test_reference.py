@@ -22,12 +22,10 @@ environment variable away.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -49,20 +47,12 @@ from playpulse.query.engine import connect
 from playpulse.sources import SimulationConfig, simulate
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.sqlite import SQLiteStream
+from playpulse.testing import load_module
 
 
 def _load_reference() -> Any:
     # pytest runs with --import-mode=importlib: tests/ is not a package on sys.path.
-    name = "playpulse_tests_reference"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reference.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(Path(__file__).with_name("reference.py"), "playpulse_tests_reference")
 
 
 reference = _load_reference()

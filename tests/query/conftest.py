@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -12,19 +10,12 @@ from typing import Any
 import pytest
 
 from playpulse.config import Settings
+from playpulse.testing import load_module
 
 
 def load_dataset() -> ModuleType:
     """``dataset.py`` as a module (``tests`` is not a package; importlib import mode)."""
-    name = "playpulse_tests_query_dataset"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("dataset.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(Path(__file__).with_name("dataset.py"), "playpulse_tests_query_dataset")
 
 
 @pytest.fixture(scope="module")

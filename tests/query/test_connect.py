@@ -3,8 +3,6 @@ sessions views over the lake and the real-time store, on the data set of ``datas
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import ModuleType
@@ -16,19 +14,12 @@ import playpulse
 from playpulse.config import Settings
 from playpulse.lake.schema import EVENTS_SCHEMA, PLAYS_SCHEMA
 from playpulse.query import QueryParams, connect, run_query
+from playpulse.testing import load_module
 
 
 def _dataset() -> ModuleType:
     # dataset.py, as conftest.py loads it (tests is not a package: importlib import mode)
-    name = "playpulse_tests_query_dataset"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("dataset.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_module(Path(__file__).with_name("dataset.py"), "playpulse_tests_query_dataset")
 
 
 NOW, at, ev = _dataset().NOW, _dataset().at, _dataset().ev
