@@ -275,3 +275,56 @@ def test_freshness_is_the_newest_receipt_across_partitions(pipe):
     settings = Settings(data_dir=pipe.root)
     row = live_table(settings, later + timedelta(seconds=5)).to_pylist()[0]
     assert row["freshness_s"] == pytest.approx(5.0, abs=1e-3)
+
+
+class RecordingStore(SQLiteStore):
+    """A real SQLite store that notes how many state bytes each apply writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.state_bytes: list[int] = []
+
+    def apply(self, batch: StoreBatch) -> None:
+        self.state_bytes.append(sum(len(v) for v in batch.states.values() if v is not None))
+        super().apply(batch)
+
+
+def long_play(heartbeats: int) -> list[dict[str, Any]]:
+    start = [ev("play_start", 0, 1, position_s=0)]
+    beats = [ev("heartbeat", 10 * i, 1 + i, position_s=10 * i) for i in range(1, heartbeats + 1)]
+    return start + beats
+
+
+def test_a_long_open_play_costs_each_batch_only_its_new_events(tmp_path):
+    # One event per batch, as under a steady trickle: the play's stored state must not
+    # be written whole again at every batch (that made long plays quadratic).
+    pipe = Pipeline(tmp_path)
+    pipe.store = RecordingStore(tmp_path / "store.db")
+    processor = pipe.processor(batch_size=1)
+    for event in long_play(120):
+        pipe.append([event])
+        processor.process_available()
+    written = pipe.store.state_bytes
+    assert len(written) == 121
+    assert written[-1] < 2 * written[10]
+
+
+def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path):
+    events = [*long_play(60), ev("play_end", 605, 99, position_s=605, reason="stopped")]
+    whole = Pipeline(tmp_path / "whole")
+    whole.append(events)
+    whole.processor().process_available()
+
+    pipe = Pipeline(tmp_path / "restarted")
+    for start in range(0, len(events), 20):
+        pipe.append(events[start : start + 20])
+        # A new processor each time: the open play's events come back from the store.
+        pipe.processor(batch_size=7).process_available()
+    for sk in ("DAY#2026-11-20", "DAY#2026-11-21"):
+        a = whole.store.item("CONTENT#book-1", sk)
+        b = pipe.store.item("CONTENT#book-1", sk)
+        assert a, sk
+        for name in a.keys() | b.keys():
+            assert b.get(name, 0) == pytest.approx(a.get(name, 0), abs=1e-6), (sk, name)
+    assert pipe.lake_rows("plays")[0]["playing_time_s"] == pytest.approx(605.0, abs=1e-6)
+    assert pipe.store.state_keys("PEV#") != []  # closed, but kept for late events

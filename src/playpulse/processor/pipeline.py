@@ -115,11 +115,37 @@ def dedup_key(event: EventBase) -> str:
 
 
 class _PlayState(msgspec.Struct):
+    # Events stored inline (states written before event chunks existed); new events go
+    # to chunks.
     events: list[bytes]
     contribution: list[list[Any]]
     last_us: int
     closed: bool = False
     user: str = ""
+    # The play's raw events are appended per batch to chunks (``PEV#<partition>#<play
+    # key>#<offset>``, offset = the batch's last): a batch writes only its new events
+    # instead of the whole play again, which made long open plays quadratic.
+    chunks: list[int] = msgspec.field(default_factory=list)
+    count: int = 0  # events in ``events`` and all chunks
+
+    def chunk_keys(self, partition: int, play: str) -> list[str]:
+        return [_chunk_key(partition, play, offset) for offset in self.chunks]
+
+
+def _chunk_key(partition: int, play: str, offset: int) -> str:
+    return f"PEV#{partition}#{play}#{offset}"
+
+
+def _play_raw_events(store: RealtimeStore, state: _PlayState, key: str) -> list[bytes]:
+    """All raw events of the play whose ``PLAY#<partition>#<play key>`` state is
+    ``state``, in the order they were added."""
+    _, partition, play = key.split("#", 2)
+    keys = state.chunk_keys(int(partition), play)
+    chunks = store.states(keys)
+    raw = list(state.events)
+    for k in keys:
+        raw.extend(_decode_chunk.decode(chunks[k]))
+    return raw
 
 
 class _SessionState(msgspec.Struct):
@@ -161,6 +187,7 @@ _decode_state = msgspec.msgpack.Decoder(_PlayState)
 _decode_session = msgspec.msgpack.Decoder(_SessionState)
 _decode_live = msgspec.msgpack.Decoder(_LiveState)
 _decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
+_decode_chunk = msgspec.msgpack.Decoder(list[bytes])
 _encode = msgspec.msgpack.Encoder()
 
 
@@ -426,14 +453,22 @@ class Processor:
             skey = state_keys[pkey]
             blob = stored.get(skey)
             state = _decode_state.decode(blob) if blob else _PlayState([], [], 0)
+            if not state.count:
+                state.count = len(state.events)  # a state from before event chunks
             # The decoded events of open plays stay in memory between batches (decoding
             # every stored event again at each batch made long plays quadratic).
             events = cache.pop(skey, None)
-            if events is None or len(events) != len(state.events):
-                events = [decode_stored(raw) for raw in state.events]
-            for raw, event in new_events.get(pkey, []):
-                state.events.append(raw)
-                events.append(event)
+            if events is None or len(events) != state.count:
+                events = [decode_stored(raw) for raw in _play_raw_events(self.store, state, skey)]
+            added = new_events.get(pkey, [])
+            if added:
+                offset = batch.records[-1].offset
+                work.batch.states[_chunk_key(p, pkey, offset)] = _encode.encode(
+                    [raw for raw, _ in added]
+                )
+                state.chunks.append(offset)
+                state.count += len(added)
+                events.extend(event for _, event in added)
             playback = [e for e in events if isinstance(e, PlaybackEvent)]
             summary = summarize_play(playback, idle_timeout=opts.idle_timeout, now_event_time=now)
             contribution = aggregate.play_contribution(summary)
@@ -442,7 +477,7 @@ class Processor:
             )
             self._add_listeners(summary, playback, work)
             closed = is_closed(summary, now, opts.idle_timeout)
-            changed = bool(new_events.get(pkey)) or closed != state.closed
+            changed = bool(added) or closed != state.closed
             if closed and changed:
                 work.play_rows.append(play_row(summary, batch.records[-1].offset))
                 work.stats.plays_finished += 1
@@ -480,6 +515,8 @@ class Processor:
             wm = wms.get(state.user)
             if state.closed and wm is not None and state.last_us < wm - margin:
                 work.batch.states[key] = None
+                for chunk in state.chunk_keys(p, key.split("#", 2)[2]):
+                    work.batch.states[chunk] = None
 
     def _closed_candidates(self, p: int, horizon: int) -> Iterable[tuple[str, bytes]]:
         # Cheap most of the time: only scan when the partition's horizon passed a new day.
@@ -658,11 +695,11 @@ def open_plays(
     """Plays the processor holds open (no closing event yet, not idle-closed), as they
     stand now: the part of the picture not yet in the lake's ``plays`` table."""
     out = []
-    for blob in store.states(store.state_keys("PLAY#")).values():
+    for key, blob in store.states(store.state_keys("PLAY#")).items():
         state = _decode_state.decode(blob)
         if state.closed:
             continue
-        events = [decode_stored(raw) for raw in state.events]
+        events = [decode_stored(raw) for raw in _play_raw_events(store, state, key)]
         playback = [e for e in events if isinstance(e, PlaybackEvent)]
         if playback:
             out.append(summarize_play(playback, idle_timeout=idle_timeout))
