@@ -78,6 +78,7 @@ import msgspec
 import psutil
 
 from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
+from floor import FloorStep, floor_table, floor_total, measure_floor
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
@@ -1004,6 +1005,7 @@ def docs_section(
     profile: Profile | None,
     fresh: Freshness | None,
     load_before: tuple[float, float, float],
+    floor: list[FloorStep],
 ) -> str:
     command = shlex.join(["python", "bench/process.py", *sys.argv[1:]])
     total = sum(workload.types.values())
@@ -1097,6 +1099,30 @@ def docs_section(
             f" {_verdict(target.events_per_s >= TARGET_EVENTS_PER_S)}, {short:.0f}x short"
             f" ({per_cpu:.0f}x per CPU-second). The budget at the target is 5 us of CPU per"
             f" event; the processor spends {1e6 / target.events_per_cpu_s:,.0f} us.",
+        ]
+    if floor:
+        total = floor_total(floor)
+        budget_us = 1e6 / TARGET_EVENTS_PER_S
+        parts += [
+            "",
+            "### Floor: the steps every processor of this stack must do",
+            "",
+            "Each step alone, done the cheapest way the libraries offer, computing no"
+            " metric (bench/floor.py; best of 3 passes by CPU time, same stream):",
+            "",
+            floor_table(floor),
+            "",
+            f"Reading, parsing, remembering the ids of and writing to Parquet the events"
+            f" alone costs {total.us_per_event:.1f} us of CPU per event on this machine:"
+            f" {total.events_per_cpu_s:,.0f} events per CPU-second, before any dedup"
+            " lookup, play, session or aggregate. "
+            + (
+                f"That is over the {budget_us:g} us budget of the target, so no processor"
+                " built on this stream, store and lake can reach it on one core of this"
+                " machine."
+                if total.us_per_event > budget_us
+                else f"That is within the {budget_us:g} us budget of the target."
+            ),
         ]
     if fresh is not None:
         p99_s = fresh.quantile_ms(0.99) / 1000
@@ -1266,6 +1292,7 @@ def main(argv: list[str] | None = None) -> int:
     consistency: list[str] = []
     profile: Profile | None = None
     fresh: Freshness | None = None
+    floor: list[FloorStep] = []
     with tempfile.TemporaryDirectory(prefix="playpulse-bench-process-") as tmp_name:
         tmp = Path(tmp_name)
         if not args.no_throughput:
@@ -1284,6 +1311,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 report(_step("stream read", lambda: measure_read(stream, DEFAULT_BATCH_SIZE)))
+                floor = _step(
+                    "floor (bench/floor.py)",
+                    lambda: measure_floor(tmp / "stream.db", tmp / "floor"),
+                )
+                print(f"  {floor_total(floor).us_per_event:.2f} us per event", flush=True)
                 report(
                     _step(
                         "baseline (naive, commit per event)",
@@ -1358,6 +1390,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + throughput_table(runs))
         for line in consistency + observations(runs):
             print(f"- {line}")
+    if floor:
+        print("\n" + floor_table(floor))
     if fresh is not None:
         print("\n" + freshness_table(fresh))
         print(f"(poller: {fresh.polls:,} polls; drain after the last send {fresh.drain_s:.1f} s)")
@@ -1369,7 +1403,7 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(
             DOCS,
             "process",
-            docs_section(args, workload, runs, consistency, profile, fresh, load_before),
+            docs_section(args, workload, runs, consistency, profile, fresh, load_before, floor),
         )
         print(f"\nupdated the process section of {DOCS}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

@@ -187,6 +187,13 @@ _PAYLOAD_SCHEMA = pa.schema(
 _PARSE = pa_json.ParseOptions(explicit_schema=_PAYLOAD_SCHEMA, unexpected_field_behavior="ignore")
 
 
+def payload_parse_options() -> pa_json.ParseOptions:
+    """pyarrow JSON reader options that parse stored event payloads (one JSON object per
+    line) into the lake's payload columns: the nested ``context`` and ``content`` as
+    structs, times as UTC timestamps (us), unknown fields ignored."""
+    return _PARSE
+
+
 def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> pa.Table:
     """The ``events`` rows of ``entries`` — (event, its stored JSON payload, stream
     partition, offset, late) — as an Arrow table with :data:`EVENTS_SCHEMA`.
@@ -200,7 +207,7 @@ def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> 
     parsed = pa_json.read_json(
         io.BytesIO(data),
         read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
-        parse_options=_PARSE,
+        parse_options=payload_parse_options(),
     )
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name in ("context", "content"):

@@ -93,8 +93,14 @@ def _encode(records: list[tuple[str, bytes]]) -> bytes:
     return _batch_encoder.encode(records)
 
 
-def _decode(blob: bytes) -> list[tuple[str, bytes]]:
+def decode_record_batch(blob: bytes) -> list[tuple[str, bytes]]:
+    """The ``(key, value)`` records of one ``record_batches.records`` blob (msgpack), in
+    offset order from the row's ``base_offset``. Raises :class:`msgspec.DecodeError` for
+    a blob that is not one."""
     return _batch_decoder.decode(blob)
+
+
+_decode = decode_record_batch
 
 
 def _now_us() -> int:
