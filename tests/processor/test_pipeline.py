@@ -328,3 +328,25 @@ def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path):
             assert b.get(name, 0) == pytest.approx(a.get(name, 0), abs=1e-6), (sk, name)
     assert pipe.lake_rows("plays")[0]["playing_time_s"] == pytest.approx(605.0, abs=1e-6)
     assert pipe.store.state_keys("PEV#") != []  # closed, but kept for late events
+
+
+def test_a_play_changed_by_the_batch_that_finalizes_old_plays_keeps_its_state(pipe):
+    # p1 ends; 9 days later (past the allowed lateness + a day) one batch brings both
+    # a new play and another event of p1. Finalizing forgets closed plays that can no
+    # longer change, but not p1: this batch just changed it.
+    nine_days = 9 * 86_400
+    pipe.append([ev("play_start", 0, 1), ev("play_end", 60, 2, reason="stopped")])
+    processor = pipe.processor()
+    processor.process_available()
+    pipe.append(
+        [
+            ev("play_start", nine_days, 3, playback_id="p2"),
+            ev("pause", nine_days + 10, 4),  # does not reopen p1: it stays closed
+        ],
+        received_at=T0 + timedelta(seconds=nine_days + 60),
+    )
+    processor.process_available()
+    plays = pipe.store.state_keys("PLAY#")
+    assert any(k.endswith("#p1") for k in plays)
+    chunks = pipe.store.state_keys("PEV#")
+    assert any("#p1#" in k for k in chunks)

@@ -508,7 +508,14 @@ class Processor:
         candidates = list(self._closed_candidates(p, watermark_us - margin))
         if not candidates:
             return
-        decoded = [(key, _decode_state.decode(blob)) for key, blob in candidates]
+        # Open plays cannot be final, and a play this batch changed is not final either
+        # (its stored state is the old one): skip them.
+        open_plays = self._open_plays[p]
+        decoded = [
+            (key, _decode_state.decode(blob))
+            for key, blob in candidates
+            if key not in work.batch.states and key.split("#", 2)[2] not in open_plays
+        ]
         wms = dict(user_wm)
         wms.update(self._user_watermarks({st.user for _, st in decoded} - set(wms)))
         for key, state in decoded:
