@@ -24,6 +24,7 @@ from playpulse.processor.buckets import local_date, local_hour, utc_date, utc_ho
 from playpulse.processor.plays import (
     EVENT_ORDER,
     IDLE_TIMEOUT,
+    PlayBuilder,
     PlaySummary,
     is_closed,
     order_play_events,
@@ -746,3 +747,49 @@ def test_constant_rate_scales_content_time(events: list[PlaybackEvent], rate: fl
     fixed = [msgspec.structs.replace(e, playback_rate=rate) for e in events]
     s = summarize_play(fixed)
     assert math.isclose(s.content_time_s, rate * s.playing_time_s, rel_tol=1e-12, abs_tol=1e-9)
+
+
+# --- PlayBuilder: growing a play by later events ---------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=random_play(), data=st.data())
+def test_extending_a_builder_gives_what_building_from_all_events_gives(
+    events: list[PlaybackEvent], data: st.DataObject
+) -> None:
+    # Events arrive in random pieces (as in micro-batches); a piece the builder cannot
+    # take exactly is handled by building again from everything, as the processor does.
+    arrival = data.draw(st.permutations(events)) if data.draw(st.booleans()) else events
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(events)), max_size=4)))
+    pieces = [arrival[a:b] for a, b in itertools.pairwise([0, *cuts, len(events)]) if b > a]
+    seen: list[PlaybackEvent] = []
+    builder: PlayBuilder | None = None
+    for piece in pieces:
+        seen += piece
+        if builder is not None and builder.can_extend(piece):
+            builder.extend(piece)
+        else:
+            builder = PlayBuilder.of(seen)
+        now = seen[-1].occurred_at + timedelta(minutes=data.draw(st.sampled_from([0, 31])))
+        assert builder.summary(now) == summarize_play(seen, now_event_time=now)
+        assert builder.event_count == len({e.event_id for e in seen})
+
+
+def test_a_builder_extends_by_later_events_and_refuses_what_it_cannot_take_exactly() -> None:
+    start = ev("play_start", 0, content={"content_id": "c1"})
+    builder = PlayBuilder.of([start, ev("heartbeat", 10)])
+    later = [ev("heartbeat", 30), ev("heartbeat", 20)]  # later than all, any order
+    assert builder.can_extend(later)
+    builder.extend(later)
+    assert builder.summary().playing_time_s == 30.0
+    assert not builder.can_extend([ev("heartbeat", 25)])  # earlier than the last event
+    assert not builder.can_extend([later[0]])  # an event_id it has
+    # The first duration_s, after playing time was counted without it, would change how
+    # the playhead was capped: build again instead.
+    assert not builder.can_extend(
+        [ev("heartbeat", 40, content={"content_id": "c1", "duration_s": 5.0})]
+    )
+    with pytest.raises(ValueError, match="cannot extend"):
+        builder.extend([ev("heartbeat", 25)])
+    fresh = PlayBuilder.of([ev("play_start", 0, content={"content_id": "c1"})])
+    assert fresh.can_extend([ev("heartbeat", 5, content={"content_id": "c1", "duration_s": 5.0})])

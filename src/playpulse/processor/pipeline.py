@@ -30,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -41,7 +41,13 @@ from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.lake.schema import events_table, play_row, session_row
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import aggregate
-from playpulse.processor.plays import PlaySummary, is_closed, play_key, summarize_play
+from playpulse.processor.plays import (
+    PlayBuilder,
+    PlaySummary,
+    is_closed,
+    play_key,
+    summarize_play,
+)
 from playpulse.processor.sessions import Session, sessionize_us
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.store.base import RealtimeStore, StoreBatch
@@ -216,8 +222,8 @@ class Processor:
         # Per partition, users with an open session -> the session's last event (us).
         self._open_sessions: dict[int, dict[str, int]] = defaultdict(dict)
         self._next_expiry: datetime | None = None
-        # PLAY# state key -> the decoded events of that open play (its state's events).
-        self._play_events: dict[str, list[EventBase]] = {}
+        # PLAY# state key -> that open play's decoded events and its state machine.
+        self._play_events: dict[str, tuple[list[PlaybackEvent], PlayBuilder | None]] = {}
         # Per partition, the day (of the finalization horizon) last scanned for plays
         # that can no longer change.
         self._finalized_day: dict[int, int] = {}
@@ -455,11 +461,15 @@ class Processor:
             state = _decode_state.decode(blob) if blob else _PlayState([], [], 0)
             if not state.count:
                 state.count = len(state.events)  # a state from before event chunks
-            # The decoded events of open plays stay in memory between batches (decoding
-            # every stored event again at each batch made long plays quadratic).
-            events = cache.pop(skey, None)
-            if events is None or len(events) != state.count:
-                events = [decode_stored(raw) for raw in _play_raw_events(self.store, state, skey)]
+            # Open plays stay in memory between batches: their decoded events and their
+            # state machine, which takes events later than all it has in time
+            # proportional to them (decoding and replaying every event of a play at
+            # each batch made long plays quadratic).
+            cached = cache.pop(skey, None)
+            if cached is None or len(cached[0]) != state.count:
+                decoded = (decode_stored(raw) for raw in _play_raw_events(self.store, state, skey))
+                cached = ([e for e in decoded if isinstance(e, PlaybackEvent)], None)
+            events, builder = cached
             added = new_events.get(pkey, [])
             if added:
                 offset = batch.records[-1].offset
@@ -469,13 +479,17 @@ class Processor:
                 state.chunks.append(offset)
                 state.count += len(added)
                 events.extend(event for _, event in added)
-            playback = [e for e in events if isinstance(e, PlaybackEvent)]
-            summary = summarize_play(playback, idle_timeout=opts.idle_timeout, now_event_time=now)
+            fresh = [event for _, event in added]
+            if builder is not None and builder.can_extend(fresh):
+                builder.extend(fresh)
+            elif builder is None or fresh:
+                builder = PlayBuilder.of(events, idle_timeout=opts.idle_timeout)
+            summary = builder.summary(now)
             contribution = aggregate.play_contribution(summary)
             _merge(
                 work.batch, aggregate.diff(contribution, aggregate.from_rows(state.contribution))
             )
-            self._add_listeners(summary, playback, work)
+            self._add_listeners(summary, builder.days, work)
             closed = is_closed(summary, now, opts.idle_timeout)
             changed = bool(added) or closed != state.closed
             if closed and changed:
@@ -490,7 +504,7 @@ class Processor:
                 open_plays.pop(pkey, None)
             else:
                 open_plays[pkey] = state.last_us
-                cache[skey] = events
+                cache[skey] = (events, builder)
         self._finalize_plays(p, watermark_us, user_wm, work)
 
     def _user_watermarks(self, users: Iterable[str]) -> dict[str, int]:
@@ -533,10 +547,8 @@ class Processor:
         self._finalized_day[p] = day
         return self.store.states(self.store.state_keys(f"PLAY#{p}#")).items()
 
-    def _add_listeners(
-        self, summary: PlaySummary, events: list[PlaybackEvent], work: _Work
-    ) -> None:
-        for day in {e.occurred_at.date().isoformat() for e in events}:
+    def _add_listeners(self, summary: PlaySummary, days: set[int], work: _Work) -> None:
+        for day in (date.fromordinal(d).isoformat() for d in days):
             # Daily listeners count a play even when its content is unknown (a play
             # whose play_start never arrived).
             work.batch.members.add((f"LISTENERS#TOTAL#{day}", summary.user_id))

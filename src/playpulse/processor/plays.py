@@ -66,10 +66,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from playpulse.events.codec import encode_event
-from playpulse.events.model import PlaybackEvent, PlayEnd, Seek
+from playpulse.events.model import Content, PlaybackEvent, PlayEnd, Seek
 from playpulse.processor.buckets import split_at_hour_boundaries
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "EVENT_ORDER",
     "IDLE_TIMEOUT",
     "STREAM_THRESHOLD",
+    "PlayBuilder",
     "PlaySegment",
     "PlaySummary",
     "is_closed",
@@ -301,19 +302,8 @@ class _Raw:
     rate: float
 
 
-def _segments(raw: list[_Raw], tz: str | None) -> tuple[PlaySegment, ...]:
-    merged: list[_Raw] = []
-    for piece in raw:
-        last = merged[-1] if merged else None
-        if (
-            last is not None
-            and last.end == piece.start
-            and (last.foreground, last.chapter, last.rate)
-            == (piece.foreground, piece.chapter, piece.rate)
-        ):
-            last.end = piece.end
-        else:
-            merged.append(_Raw(piece.start, piece.end, piece.foreground, piece.chapter, piece.rate))
+def _segments(merged: list[_Raw], tz: str | None) -> tuple[PlaySegment, ...]:
+    """Merged playing runs cut at UTC and local hour boundaries."""
     out: list[PlaySegment] = []
     for run in merged:
         for start, end in split_at_hour_boundaries(run.start, run.end, tz):
@@ -362,150 +352,318 @@ def summarize_play(
     ``TypeError`` for a non-playback event. See the module docstring for the state
     machine and :class:`PlaySummary` for each field's definition.
     """
-    if idle_timeout <= timedelta(0):
-        raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
-    if now_event_time is not None:
-        _aware(now_event_time, "now_event_time")
-    ordered = order_play_events(events)
-    if not ordered:
-        raise ValueError("summarize_play needs at least one event")
+    return PlayBuilder.of(events, idle_timeout=idle_timeout).summary(now_event_time)
 
-    contents = [e.content for e in ordered if e.content is not None]
-    contexts = [e.context for e in ordered if e.context is not None]
-    duration_s = _first(c.duration_s for c in contents)
-    timezone = _first(c.timezone for c in contexts)
-    first_evidence = _first(e.occurred_at for e in ordered if e.event_type in _EVIDENCE)
 
-    intent: _Intent = "stopped"
-    stalled = False
-    stall_is_startup = True
-    stall_counted = False
-    rate = 1.0
-    foreground: bool | None = None
-    chapter: int | None = None
-    chapters: set[int] = set()
-    position: float | None = None
-    furthest: float | None = None
-    end_reason: str | None = None
-    ended_completed = False
+class PlayBuilder:
+    """The state machine of one play, fed its events in sort order, so that a play that
+    grows by events later than all it has (the usual case while it is live) is measured
+    again in time proportional to the new events, not to the whole play.
 
-    playing_us = fg_us = startup_us = rebuffer_us = 0
-    content_s = 0.0
-    rebuffer_count = 0
-    raw: list[_Raw] = []
+    :meth:`of` builds one from any events (sorted and deduplicated, as
+    :func:`summarize_play` does, which is ``PlayBuilder.of(events).summary(now)``).
+    :meth:`can_extend` says whether :meth:`extend` with some new events gives exactly
+    what :meth:`of` with all the events would; when it does not (an event out of order,
+    a repeated ``event_id``, or the first ``duration_s`` arriving after playing time was
+    counted without it), build again with :meth:`of`. :meth:`summary` is cheap: it costs
+    the play's segments, not its events.
+    """
 
-    def reach(pos: float) -> None:
-        nonlocal furthest
-        furthest = pos if furthest is None else max(furthest, pos)
-
-    previous: datetime | None = None
-    for event in ordered:
-        t = event.occurred_at
-        # 1. Count the interval since the previous event in the state it left.
-        if previous is not None:
-            gap = t - previous
-            if gap > idle_timeout:
-                intent, stalled = "stopped", False  # idle-closed at the previous event
-            elif gap > timedelta(0) and intent == "playing":
-                us = _micros(gap)
-                if not stalled:
-                    playing_us += us
-                    is_fg = foreground is not False
-                    if is_fg:
-                        fg_us += us
-                    content_s += us * rate
-                    raw.append(_Raw(previous, t, is_fg, chapter, rate))
-                    if position is not None:
-                        advanced = position + _seconds(us) * rate
-                        if duration_s is not None:  # the playhead stops at the end
-                            advanced = min(advanced, max(duration_s, position))
-                        position = advanced
-                        reach(position)
-                elif stall_is_startup:
-                    startup_us += us
-                else:
-                    rebuffer_us += us
-        previous = t
-
-        # 2. Apply the event's transition.
-        kind = event.event_type
-        if kind in ("play_start", "heartbeat"):
-            intent, stalled, end_reason = "playing", False, None
-        elif kind == "resume":
-            intent, end_reason = "playing", None
-        elif kind == "pause":
-            if intent == "playing":
-                intent = "paused"
-        elif kind in ("play_end", "error"):
-            intent, stalled = "stopped", False
-            end_reason = event.reason if isinstance(event, PlayEnd) else "error"
-            ended_completed = ended_completed or end_reason == "completed"
-        elif kind == "buffer_start":
-            if intent != "stopped" and not stalled:
-                stalled, stall_counted = True, False
-                stall_is_startup = first_evidence is None or t <= first_evidence
-        elif kind == "buffer_end":
-            stalled = False
-        if intent == "playing" and stalled and not stall_counted:
-            stall_counted = True
-            if not stall_is_startup:
-                rebuffer_count += 1
-
-        # 3. Apply the event's reported fields.
-        if event.playback_rate is not None:
-            rate = event.playback_rate
-        if event.context is not None and event.context.foreground is not None:
-            foreground = event.context.foreground
-        if event.content is not None and event.content.chapter is not None:
-            chapter = event.content.chapter
-            chapters.add(chapter)
-        if isinstance(event, Seek):
-            reach(event.from_position_s)
-        if event.position_s is not None:
-            position = event.position_s
-            reach(position)
-
-    first, last = ordered[0], ordered[-1]
-    if (
-        end_reason is None
-        and now_event_time is not None
-        and now_event_time - last.occurred_at > idle_timeout
-    ):
-        end_reason = "idle"
-
-    content = contents[0] if contents else None
-    return PlaySummary(
-        play_key=play_key(first),
-        playback_id=_first(e.playback_id for e in ordered),
-        user_id=first.actor_id,
-        content_id=content.content_id if content is not None else None,
-        content_type=_first(c.content_type for c in contents),
-        title=_first(c.title for c in contents),
-        creator=_first(c.creator for c in contents),
-        duration_s=duration_s,
-        started_at=first.occurred_at,
-        ended_at=last.occurred_at,
-        end_reason=end_reason,
-        playing_time_s=_seconds(playing_us),
-        watch_time_s=_seconds(playing_us + startup_us + rebuffer_us),
-        content_time_s=content_s / _US_PER_S,
-        playing_time_foreground_s=_seconds(fg_us),
-        playing_time_background_s=_seconds(playing_us - fg_us),
-        startup_time_s=_seconds(startup_us),
-        rebuffer_count=rebuffer_count,
-        rebuffer_time_s=_seconds(rebuffer_us),
-        furthest_position_s=furthest,
-        chapters_reached=tuple(sorted(chapters)),
-        completed=ended_completed or _is_completed(furthest, duration_s),
-        skipped=end_reason is not None and playing_us < _STREAM_US,
-        is_stream=playing_us >= _STREAM_US,
-        device_type=_first(c.device_type for c in contexts),
-        platform=_first(c.platform for c in contexts),
-        country=_first(c.country for c in contexts),
-        timezone=timezone,
-        segments=_segments(raw, timezone),
-        event_count=len(ordered),
+    __slots__ = (
+        "_chapter",
+        "_chapters",
+        "_content",
+        "_contexts_first",
+        "_days",
+        "_ended_completed",
+        "_first",
+        "_first_evidence",
+        "_ids",
+        "_last",
+        "_last_key",
+        "_merged",
+        "_previous",
+        "_rate",
+        "content_s",
+        "duration_s",
+        "end_reason",
+        "fg_us",
+        "foreground",
+        "furthest",
+        "idle_timeout",
+        "intent",
+        "playing_us",
+        "position",
+        "rebuffer_count",
+        "rebuffer_us",
+        "stall_counted",
+        "stall_is_startup",
+        "stalled",
+        "startup_us",
     )
+
+    def __init__(self, idle_timeout: timedelta = IDLE_TIMEOUT) -> None:
+        if idle_timeout <= timedelta(0):
+            raise ValueError(f"idle_timeout must be positive, got {idle_timeout}")
+        self.idle_timeout = idle_timeout
+        self.duration_s: float | None = None
+        self.intent: _Intent = "stopped"
+        self.stalled = False
+        self.stall_is_startup = True
+        self.stall_counted = False
+        self._rate = 1.0
+        self.foreground: bool | None = None
+        self._chapter: int | None = None
+        self._chapters: set[int] = set()
+        self.position: float | None = None
+        self.furthest: float | None = None
+        self.end_reason: str | None = None
+        self._ended_completed = False
+        self.playing_us = self.fg_us = self.startup_us = self.rebuffer_us = 0
+        self.content_s = 0.0
+        self.rebuffer_count = 0
+        self._merged: list[_Raw] = []
+        self._previous: datetime | None = None
+        self._first_evidence: datetime | None = None
+        self._first: PlaybackEvent | None = None
+        self._last: PlaybackEvent | None = None
+        self._last_key: tuple[datetime, int, str] | None = None
+        self._ids: set[str] = set()
+        self._days: set[int] = set()
+        # First non-None value of each descriptive field, in sort order.
+        self._content: dict[str, object] = {}
+        self._contexts_first: dict[str, object] = {}
+
+    @classmethod
+    def of(
+        cls, events: Iterable[PlaybackEvent], *, idle_timeout: timedelta = IDLE_TIMEOUT
+    ) -> PlayBuilder:
+        """A builder fed all of ``events`` (any order; see :func:`order_play_events`).
+        Raises ``ValueError`` for no events, naive times or a non-positive
+        ``idle_timeout``, and ``TypeError`` for a non-playback event."""
+        builder = cls(idle_timeout)
+        ordered = order_play_events(events)
+        if not ordered:
+            raise ValueError("summarize_play needs at least one event")
+        # The first duration_s caps the playhead from the start, even when an earlier
+        # event did not carry it.
+        builder.duration_s = _first(e.content.duration_s for e in ordered if e.content)
+        builder._feed(ordered)
+        return builder
+
+    @property
+    def event_count(self) -> int:
+        """Distinct events fed so far."""
+        return len(self._ids)
+
+    @property
+    def days(self) -> set[int]:
+        """The days (``date.toordinal()`` of ``occurred_at``, which is UTC) of the events
+        fed so far."""
+        return self._days
+
+    def can_extend(self, events: Sequence[PlaybackEvent]) -> bool:
+        """Whether :meth:`extend` with ``events`` is exact: each sorts after everything
+        fed so far, no ``event_id`` repeats, and none brings the first ``duration_s``
+        after playing time was counted."""
+        if self._last_key is None:
+            return False
+        ids: set[str] = set()
+        for event in events:
+            if not isinstance(event, PlaybackEvent) or event.occurred_at.tzinfo is None:
+                return False
+            if _sort_key(event) <= self._last_key:
+                return False
+            if event.event_id in self._ids or event.event_id in ids:
+                return False
+            ids.add(event.event_id)
+            if (
+                self.duration_s is None
+                and self.playing_us
+                and event.content is not None
+                and event.content.duration_s is not None
+            ):
+                return False
+        return True
+
+    def extend(self, events: Sequence[PlaybackEvent]) -> None:
+        """Feed ``events``, which :meth:`can_extend` accepted (else ``ValueError``)."""
+        if not self.can_extend(events):
+            raise ValueError("these events cannot extend the play; build it again with of()")
+        ordered = sorted(events, key=_sort_key)
+        if self.duration_s is None:
+            self.duration_s = _first(e.content.duration_s for e in ordered if e.content)
+        self._feed(ordered)
+
+    def _reach(self, pos: float) -> None:
+        self.furthest = pos if self.furthest is None else max(self.furthest, pos)
+
+    def _feed(self, ordered: Sequence[PlaybackEvent]) -> None:
+        idle_timeout = self.idle_timeout
+        zero = timedelta(0)
+        for event in ordered:
+            t = event.occurred_at
+            if self._first is None:
+                self._first = event
+            self._ids.add(event.event_id)
+            self._days.add(t.toordinal())
+            self._note_descriptions(event)
+            kind = event.event_type
+            if self._first_evidence is None and kind in _EVIDENCE:
+                self._first_evidence = t
+            # 1. Count the interval since the previous event in the state it left.
+            previous = self._previous
+            if previous is not None:
+                gap = t - previous
+                if gap > idle_timeout:
+                    self.intent, self.stalled = "stopped", False  # idle-closed at previous
+                elif gap > zero and self.intent == "playing":
+                    self._count(previous, t, _micros(gap))
+            self._previous = t
+
+            # 2. Apply the event's transition.
+            if kind in ("play_start", "heartbeat"):
+                self.intent, self.stalled, self.end_reason = "playing", False, None
+            elif kind == "resume":
+                self.intent, self.end_reason = "playing", None
+            elif kind == "pause":
+                if self.intent == "playing":
+                    self.intent = "paused"
+            elif kind in ("play_end", "error"):
+                self.intent, self.stalled = "stopped", False
+                self.end_reason = event.reason if isinstance(event, PlayEnd) else "error"
+                self._ended_completed = self._ended_completed or self.end_reason == "completed"
+            elif kind == "buffer_start":
+                if self.intent != "stopped" and not self.stalled:
+                    self.stalled, self.stall_counted = True, False
+                    # The first evidence of playing seen so far is the play's first one
+                    # whenever it is at or before t (events come in sort order).
+                    first = self._first_evidence
+                    self.stall_is_startup = first is None or t <= first
+            elif kind == "buffer_end":
+                self.stalled = False
+            if self.intent == "playing" and self.stalled and not self.stall_counted:
+                self.stall_counted = True
+                if not self.stall_is_startup:
+                    self.rebuffer_count += 1
+
+            # 3. Apply the event's reported fields.
+            if event.playback_rate is not None:
+                self._rate = event.playback_rate
+            if event.context is not None and event.context.foreground is not None:
+                self.foreground = event.context.foreground
+            if event.content is not None and event.content.chapter is not None:
+                self._chapter = event.content.chapter
+                self._chapters.add(self._chapter)
+            if isinstance(event, Seek):
+                self._reach(event.from_position_s)
+            if event.position_s is not None:
+                self.position = event.position_s
+                self._reach(self.position)
+            self._last = event
+            self._last_key = _sort_key(event)
+
+    def _count(self, previous: datetime, t: datetime, us: int) -> None:
+        if self.stalled:
+            if self.stall_is_startup:
+                self.startup_us += us
+            else:
+                self.rebuffer_us += us
+            return
+        rate = self._rate
+        self.playing_us += us
+        is_fg = self.foreground is not False
+        if is_fg:
+            self.fg_us += us
+        self.content_s += us * rate
+        last = self._merged[-1] if self._merged else None
+        if (
+            last is not None
+            and last.end == previous
+            and last.foreground == is_fg
+            and last.chapter == self._chapter
+            and last.rate == rate
+        ):
+            last.end = t
+        else:
+            self._merged.append(_Raw(previous, t, is_fg, self._chapter, rate))
+        if self.position is not None:
+            advanced = self.position + _seconds(us) * rate
+            if self.duration_s is not None:  # the playhead stops at the end
+                advanced = min(advanced, max(self.duration_s, self.position))
+            self.position = advanced
+            self._reach(advanced)
+
+    def _note_descriptions(self, event: PlaybackEvent) -> None:
+        content, ctx = event.content, event.context
+        if content is not None:
+            first = self._content
+            if "content" not in first:
+                first["content"] = content
+            for name in ("content_type", "title", "creator"):
+                if name not in first and getattr(content, name) is not None:
+                    first[name] = getattr(content, name)
+        if ctx is not None:
+            first = self._contexts_first
+            for name in ("timezone", "device_type", "platform", "country"):
+                if name not in first and getattr(ctx, name) is not None:
+                    first[name] = getattr(ctx, name)
+        if "playback_id" not in self._content and event.playback_id is not None:
+            self._content["playback_id"] = event.playback_id
+
+    def summary(self, now_event_time: datetime | None = None) -> PlaySummary:
+        """The play as measured so far (see :func:`summarize_play` for
+        ``now_event_time``). Raises ``ValueError`` for a naive ``now_event_time`` or a
+        builder fed no events."""
+        if now_event_time is not None:
+            _aware(now_event_time, "now_event_time")
+        first, last = self._first, self._last
+        if first is None or last is None:
+            raise ValueError("summarize_play needs at least one event")
+        end_reason = self.end_reason
+        if (
+            end_reason is None
+            and now_event_time is not None
+            and now_event_time - last.occurred_at > self.idle_timeout
+        ):
+            end_reason = "idle"
+        described = self._content
+        ctx = self._contexts_first
+        content = cast("Content | None", described.get("content"))
+        timezone = cast("str | None", ctx.get("timezone"))
+        playing_us = self.playing_us
+        return PlaySummary(
+            play_key=play_key(first),
+            playback_id=cast("str | None", described.get("playback_id")),
+            user_id=first.actor_id,
+            content_id=content.content_id if content is not None else None,
+            content_type=cast("str | None", described.get("content_type")),
+            title=cast("str | None", described.get("title")),
+            creator=cast("str | None", described.get("creator")),
+            duration_s=self.duration_s,
+            started_at=first.occurred_at,
+            ended_at=last.occurred_at,
+            end_reason=end_reason,
+            playing_time_s=_seconds(playing_us),
+            watch_time_s=_seconds(playing_us + self.startup_us + self.rebuffer_us),
+            content_time_s=self.content_s / _US_PER_S,
+            playing_time_foreground_s=_seconds(self.fg_us),
+            playing_time_background_s=_seconds(playing_us - self.fg_us),
+            startup_time_s=_seconds(self.startup_us),
+            rebuffer_count=self.rebuffer_count,
+            rebuffer_time_s=_seconds(self.rebuffer_us),
+            furthest_position_s=self.furthest,
+            chapters_reached=tuple(sorted(self._chapters)),
+            completed=self._ended_completed or _is_completed(self.furthest, self.duration_s),
+            skipped=end_reason is not None and playing_us < _STREAM_US,
+            is_stream=playing_us >= _STREAM_US,
+            device_type=cast("str | None", ctx.get("device_type")),
+            platform=cast("str | None", ctx.get("platform")),
+            country=cast("str | None", ctx.get("country")),
+            timezone=timezone,
+            segments=_segments(self._merged, timezone),
+            event_count=len(self._ids),
+        )
 
 
 def is_closed(
