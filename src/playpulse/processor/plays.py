@@ -114,6 +114,9 @@ COMPLETION_RATIO = Fraction(95, 100)
 _US_PER_S = 1_000_000
 _STREAM_US = STREAM_THRESHOLD // timedelta(microseconds=1)
 _EVIDENCE = frozenset({"heartbeat", "buffer_end"})
+_ONE_US = timedelta(microseconds=1)
+_CONTENT_FIELDS = ("content_type", "title", "creator")
+_CONTEXT_FIELDS = ("timezone", "device_type", "platform", "country")
 
 _T = TypeVar("_T")
 _Intent = Literal["stopped", "playing", "paused"]
@@ -372,16 +375,16 @@ class PlayBuilder:
     __slots__ = (
         "_chapter",
         "_chapters",
-        "_content",
-        "_contexts_first",
         "_days",
         "_ended_completed",
         "_first",
         "_first_evidence",
+        "_found",
         "_ids",
         "_last",
         "_last_key",
         "_merged",
+        "_missing",
         "_previous",
         "_rate",
         "content_s",
@@ -430,9 +433,10 @@ class PlayBuilder:
         self._last_key: tuple[datetime, int, str] | None = None
         self._ids: set[str] = set()
         self._days: set[int] = set()
-        # First non-None value of each descriptive field, in sort order.
-        self._content: dict[str, object] = {}
-        self._contexts_first: dict[str, object] = {}
+        # First non-None value of each descriptive field, in sort order, and the
+        # fields without one yet.
+        self._found: dict[str, object] = {}
+        self._missing: list[str] = ["content", "playback_id", *_CONTENT_FIELDS, *_CONTEXT_FIELDS]
 
     @classmethod
     def of(
@@ -495,121 +499,140 @@ class PlayBuilder:
             self.duration_s = _first(e.content.duration_s for e in ordered if e.content)
         self._feed(ordered)
 
-    def _reach(self, pos: float) -> None:
-        self.furthest = pos if self.furthest is None else max(self.furthest, pos)
-
     def _feed(self, ordered: Sequence[PlaybackEvent]) -> None:
+        # The state lives in locals during the loop (attribute access on self in the
+        # loop cost about twice as much) and is written back at the end.
         idle_timeout = self.idle_timeout
         zero = timedelta(0)
+        duration_s = self.duration_s
+        intent, stalled = self.intent, self.stalled
+        stall_is_startup, stall_counted = self.stall_is_startup, self.stall_counted
+        rate, foreground, chapter = self._rate, self.foreground, self._chapter
+        position, furthest = self.position, self.furthest
+        end_reason, ended_completed = self.end_reason, self._ended_completed
+        playing_us, fg_us = self.playing_us, self.fg_us
+        startup_us, rebuffer_us = self.startup_us, self.rebuffer_us
+        content_s, rebuffer_count = self.content_s, self.rebuffer_count
+        previous, first_evidence = self._previous, self._first_evidence
+        merged, chapters, ids, days = self._merged, self._chapters, self._ids, self._days
+        describe = self._describe
         for event in ordered:
             t = event.occurred_at
-            if self._first is None:
-                self._first = event
-            self._ids.add(event.event_id)
-            self._days.add(t.toordinal())
-            self._note_descriptions(event)
+            ids.add(event.event_id)
+            days.add(t.toordinal())
+            if self._missing:
+                describe(event)
             kind = event.event_type
-            if self._first_evidence is None and kind in _EVIDENCE:
-                self._first_evidence = t
+            if first_evidence is None and kind in _EVIDENCE:
+                first_evidence = t
             # 1. Count the interval since the previous event in the state it left.
-            previous = self._previous
             if previous is not None:
                 gap = t - previous
                 if gap > idle_timeout:
-                    self.intent, self.stalled = "stopped", False  # idle-closed at previous
-                elif gap > zero and self.intent == "playing":
-                    self._count(previous, t, _micros(gap))
-            self._previous = t
+                    intent, stalled = "stopped", False  # idle-closed at the previous event
+                elif gap > zero and intent == "playing":
+                    us = gap // _ONE_US
+                    if stalled:
+                        if stall_is_startup:
+                            startup_us += us
+                        else:
+                            rebuffer_us += us
+                    else:
+                        playing_us += us
+                        is_fg = foreground is not False
+                        if is_fg:
+                            fg_us += us
+                        content_s += us * rate
+                        last = merged[-1] if merged else None
+                        if (
+                            last is not None
+                            and last.end == previous
+                            and last.foreground == is_fg
+                            and last.chapter == chapter
+                            and last.rate == rate
+                        ):
+                            last.end = t
+                        else:
+                            merged.append(_Raw(previous, t, is_fg, chapter, rate))
+                        if position is not None:
+                            advanced = position + us / _US_PER_S * rate
+                            if duration_s is not None:  # the playhead stops at the end
+                                advanced = min(advanced, max(duration_s, position))
+                            position = advanced
+                            furthest = advanced if furthest is None else max(furthest, advanced)
+            previous = t
 
             # 2. Apply the event's transition.
             if kind in ("play_start", "heartbeat"):
-                self.intent, self.stalled, self.end_reason = "playing", False, None
+                intent, stalled, end_reason = "playing", False, None
             elif kind == "resume":
-                self.intent, self.end_reason = "playing", None
+                intent, end_reason = "playing", None
             elif kind == "pause":
-                if self.intent == "playing":
-                    self.intent = "paused"
+                if intent == "playing":
+                    intent = "paused"
             elif kind in ("play_end", "error"):
-                self.intent, self.stalled = "stopped", False
-                self.end_reason = event.reason if isinstance(event, PlayEnd) else "error"
-                self._ended_completed = self._ended_completed or self.end_reason == "completed"
+                intent, stalled = "stopped", False
+                end_reason = event.reason if isinstance(event, PlayEnd) else "error"
+                ended_completed = ended_completed or end_reason == "completed"
             elif kind == "buffer_start":
-                if self.intent != "stopped" and not self.stalled:
-                    self.stalled, self.stall_counted = True, False
+                if intent != "stopped" and not stalled:
+                    stalled, stall_counted = True, False
                     # The first evidence of playing seen so far is the play's first one
                     # whenever it is at or before t (events come in sort order).
-                    first = self._first_evidence
-                    self.stall_is_startup = first is None or t <= first
+                    stall_is_startup = first_evidence is None or t <= first_evidence
             elif kind == "buffer_end":
-                self.stalled = False
-            if self.intent == "playing" and self.stalled and not self.stall_counted:
-                self.stall_counted = True
-                if not self.stall_is_startup:
-                    self.rebuffer_count += 1
+                stalled = False
+            if intent == "playing" and stalled and not stall_counted:
+                stall_counted = True
+                if not stall_is_startup:
+                    rebuffer_count += 1
 
             # 3. Apply the event's reported fields.
             if event.playback_rate is not None:
-                self._rate = event.playback_rate
-            if event.context is not None and event.context.foreground is not None:
-                self.foreground = event.context.foreground
-            if event.content is not None and event.content.chapter is not None:
-                self._chapter = event.content.chapter
-                self._chapters.add(self._chapter)
+                rate = event.playback_rate
+            ctx, content = event.context, event.content
+            if ctx is not None and ctx.foreground is not None:
+                foreground = ctx.foreground
+            if content is not None and content.chapter is not None:
+                chapter = content.chapter
+                chapters.add(chapter)
             if isinstance(event, Seek):
-                self._reach(event.from_position_s)
+                jump = event.from_position_s
+                furthest = jump if furthest is None else max(furthest, jump)
             if event.position_s is not None:
-                self.position = event.position_s
-                self._reach(self.position)
-            self._last = event
-            self._last_key = _sort_key(event)
+                position = event.position_s
+                furthest = position if furthest is None else max(furthest, position)
+        if ordered:
+            if self._first is None:
+                self._first = ordered[0]
+            self._last = ordered[-1]
+            self._last_key = _sort_key(ordered[-1])
+        self.intent, self.stalled = intent, stalled
+        self.stall_is_startup, self.stall_counted = stall_is_startup, stall_counted
+        self._rate, self.foreground, self._chapter = rate, foreground, chapter
+        self.position, self.furthest = position, furthest
+        self.end_reason, self._ended_completed = end_reason, ended_completed
+        self.playing_us, self.fg_us = playing_us, fg_us
+        self.startup_us, self.rebuffer_us = startup_us, rebuffer_us
+        self.content_s, self.rebuffer_count = content_s, rebuffer_count
+        self._previous, self._first_evidence = previous, first_evidence
 
-    def _count(self, previous: datetime, t: datetime, us: int) -> None:
-        if self.stalled:
-            if self.stall_is_startup:
-                self.startup_us += us
-            else:
-                self.rebuffer_us += us
-            return
-        rate = self._rate
-        self.playing_us += us
-        is_fg = self.foreground is not False
-        if is_fg:
-            self.fg_us += us
-        self.content_s += us * rate
-        last = self._merged[-1] if self._merged else None
-        if (
-            last is not None
-            and last.end == previous
-            and last.foreground == is_fg
-            and last.chapter == self._chapter
-            and last.rate == rate
-        ):
-            last.end = t
-        else:
-            self._merged.append(_Raw(previous, t, is_fg, self._chapter, rate))
-        if self.position is not None:
-            advanced = self.position + _seconds(us) * rate
-            if self.duration_s is not None:  # the playhead stops at the end
-                advanced = min(advanced, max(self.duration_s, self.position))
-            self.position = advanced
-            self._reach(advanced)
-
-    def _note_descriptions(self, event: PlaybackEvent) -> None:
+    def _describe(self, event: PlaybackEvent) -> None:
+        # Note the first non-None value of each descriptive field still missing.
+        found = self._found
         content, ctx = event.content, event.context
-        if content is not None:
-            first = self._content
-            if "content" not in first:
-                first["content"] = content
-            for name in ("content_type", "title", "creator"):
-                if name not in first and getattr(content, name) is not None:
-                    first[name] = getattr(content, name)
-        if ctx is not None:
-            first = self._contexts_first
-            for name in ("timezone", "device_type", "platform", "country"):
-                if name not in first and getattr(ctx, name) is not None:
-                    first[name] = getattr(ctx, name)
-        if "playback_id" not in self._content and event.playback_id is not None:
-            self._content["playback_id"] = event.playback_id
+        for name in list(self._missing):
+            if name == "content":
+                value: object = content
+            elif name == "playback_id":
+                value = event.playback_id
+            elif name in _CONTENT_FIELDS:
+                value = getattr(content, name) if content is not None else None
+            else:
+                value = getattr(ctx, name) if ctx is not None else None
+            if value is not None:
+                found[name] = value
+                self._missing.remove(name)
 
     def summary(self, now_event_time: datetime | None = None) -> PlaySummary:
         """The play as measured so far (see :func:`summarize_play` for
@@ -627,8 +650,7 @@ class PlayBuilder:
             and now_event_time - last.occurred_at > self.idle_timeout
         ):
             end_reason = "idle"
-        described = self._content
-        ctx = self._contexts_first
+        described = ctx = self._found
         content = cast("Content | None", described.get("content"))
         timezone = cast("str | None", ctx.get("timezone"))
         playing_us = self.playing_us
