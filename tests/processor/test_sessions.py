@@ -21,7 +21,9 @@ from playpulse.processor.sessions import (
     SESSION_MAX_LENGTH,
     Session,
     SessionState,
+    extend_sessions_us,
     sessionize,
+    sessionize_us,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -229,3 +231,28 @@ def test_batch_is_order_independent_and_well_formed(offsets: list[int], seed: in
         assert s.event_count >= 1
     for a, b in itertools.pairwise(result):
         assert b.start - a.end > SESSION_GAP or b.start - a.start >= SESSION_MAX_LENGTH
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=increasing_times(),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+    max_hours=st.sampled_from([1, 2, 24]),
+)
+def test_extending_sessions_by_later_times_equals_sessionizing_all(
+    times: list[datetime], cuts: list[int], max_hours: int
+) -> None:
+    us = [(t - T0) // US for t in times]
+    gap_us, max_us = SESSION_GAP // US, timedelta(hours=max_hours) // US
+    sessions: list[tuple[int, int, int]] = []
+    bounds = [0, *sorted(c for c in cuts if c <= len(us)), len(us)]
+    for a, b in itertools.pairwise(bounds):
+        sessions = extend_sessions_us(sessions, us[a:b], gap_us, max_us)
+        assert sessions == sessionize_us(us[:b], gap_us, max_us)
+
+
+def test_extending_sessions_refuses_a_time_before_the_last_end() -> None:
+    sessions = sessionize_us([0, 10, 20], 30, 1_000)
+    assert extend_sessions_us(sessions, [20, 60], 30, 1_000) == [(0, 20, 4), (60, 60, 1)]
+    with pytest.raises(ValueError, match="before the last session's end"):
+        extend_sessions_us(sessions, [19], 30, 1_000)

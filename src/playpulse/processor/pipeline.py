@@ -27,6 +27,7 @@ import hashlib
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from playpulse.processor.plays import (
     play_key,
     summarize_play,
 )
-from playpulse.processor.sessions import Session, sessionize_us
+from playpulse.processor.sessions import Session, extend_sessions_us, sessionize_us
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.store.base import RealtimeStore, StoreBatch
 from playpulse.stream.base import Batch, EventStream
@@ -155,10 +156,15 @@ def _play_raw_events(store: RealtimeStore, state: _PlayState, key: str) -> list[
 
 
 class _SessionState(msgspec.Struct):
+    # The user's event times (us, ascending) from the first session that can still
+    # change on.
     times_us: list[int]
     contribution: list[list[Any]]
     # Closed sessions already written to the lake, as [start_us, end_us, events].
     emitted: list[list[int]] = msgspec.field(default_factory=list)
+    # ``sessionize_us(times_us)``, so that later events extend the sessions instead of
+    # sessionizing every time again (empty in states written before it existed).
+    spans: list[tuple[int, int, int]] = msgspec.field(default_factory=list)
 
 
 class _LiveState(msgspec.Struct):
@@ -194,6 +200,8 @@ _decode_session = msgspec.msgpack.Decoder(_SessionState)
 _decode_live = msgspec.msgpack.Decoder(_LiveState)
 _decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
 _decode_chunk = msgspec.msgpack.Decoder(list[bytes])
+
+
 _encode = msgspec.msgpack.Encoder()
 
 
@@ -587,17 +595,24 @@ class Processor:
         keys = {u: f"SESS#{p}#{u}" for u in touched}
         stored = self.store.states(keys.values())
         version = batch.records[-1].offset
+        max_us = _us_delta(opts.session_max_length)
         for user in touched:
             horizon = user_wm[user] - margin if user in user_wm else watermark_us - margin
             blob = stored.get(keys[user])
             state = _decode_session.decode(blob) if blob else _SessionState([], [])
-            times = sorted(state.times_us + user_times.get(user, []))
-            if not times:
+            new = sorted(user_times.get(user, []))
+            if state.spans and (not new or new[0] >= state.times_us[-1]):
+                # Later than everything so far (the usual case): extend the sessions.
+                times = state.times_us + new
+                spans = extend_sessions_us(state.spans, new, gap_us, max_us)
+            else:  # out of order, a new user, or a state from before spans were kept
+                times = sorted(state.times_us + new)
+                spans = sessionize_us(times, gap_us, max_us)
+            if not spans:
                 work.batch.states[keys[user]] = None
                 work.batch.states[f"OSESS#{p}#{user}"] = None
                 open_sessions.pop(user, None)
                 continue
-            spans = sessionize_us(times, gap_us, _us_delta(opts.session_max_length))
             sessions = [Session(_from_us(a), _from_us(b), n) for a, b, n in spans]
             old = aggregate.from_rows(state.contribution)
             new_total = aggregate.session_contribution(user, sessions)
@@ -615,11 +630,13 @@ class Processor:
                 work.batch.states[okey] = None
                 open_sessions.pop(user, None)
             # Sessions that ended before the horizon are final: their contribution stays
-            # in the store and their lake rows stand; drop them from the state.
+            # in the store and their lake rows stand; drop them (and their times) from
+            # the state.
             live = [s for s in spans if s[1] >= horizon]
             if live:
                 cutoff = live[0][0]
-                state.times_us = [t for t in times if t >= cutoff]
+                state.times_us = times[bisect_left(times, cutoff) :]
+                state.spans = live
                 state.contribution = aggregate.to_rows(
                     aggregate.session_contribution(user, sessions[len(spans) - len(live) :])
                 )

@@ -37,6 +37,7 @@ __all__ = [
     "SESSION_MAX_LENGTH",
     "Session",
     "SessionState",
+    "extend_sessions_us",
     "sessionize",
     "sessionize_us",
 ]
@@ -129,6 +130,36 @@ def sessionize_us(
         count += 1
     sessions.append((start, end, count))
     return sessions
+
+
+def extend_sessions_us(
+    sessions: Sequence[tuple[int, int, int]],
+    later_times_us: Sequence[int],
+    gap_us: int,
+    max_length_us: int,
+) -> list[tuple[int, int, int]]:
+    """The sessions of some times plus ``later_times_us``, from the sessions alone.
+
+    ``sessions``: :func:`sessionize_us` of some times; ``later_times_us``: ascending,
+    none before the last session's end. The result equals :func:`sessionize_us` of all
+    the times together (the sessionization is a left fold whose state is the last
+    session), at a cost proportional to the new times. Raises ``ValueError`` for a
+    time before the last session's end.
+    """
+    if not sessions:
+        return sessionize_us(later_times_us, gap_us, max_length_us)
+    out = list(sessions[:-1])
+    start, end, count = sessions[-1]
+    for t in later_times_us:
+        if t < end:
+            raise ValueError(f"time {t} is before the last session's end {end}")
+        if t - end > gap_us or t - start >= max_length_us:
+            out.append((start, end, count))
+            start, count = t, 0
+        end = t
+        count += 1
+    out.append((start, end, count))
+    return out
 
 
 class SessionState:
