@@ -24,6 +24,11 @@ Two measurements, reported side by side in one run:
      ``--profile-events`` events: the top functions by own time and the time of each
      stage of a poll (``process_batches``).
 
+   - the floor (bench/floor.py): the steps any processor of this stream, store and
+     lake must do, each timed alone, the cheapest way the libraries offer;
+   - long plays in small batches (bench/longplays.py): CPU per event for plays of 5 to
+     50 minutes at batch_size 25, which should not grow with the play's length.
+
    Every run reports wall time, events/s, the process CPU time (events per CPU-second is
    steadier than events/s when other work shares the machine) and the CPU other
    processes used meanwhile.
@@ -79,6 +84,7 @@ import psutil
 
 from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
 from floor import FloorStep, floor_table, floor_total, measure_floor
+from longplays import LongPlayRun, long_plays_table, measure_long_plays
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
@@ -1006,6 +1012,7 @@ def docs_section(
     fresh: Freshness | None,
     load_before: tuple[float, float, float],
     floor: list[FloorStep],
+    long_plays: list[LongPlayRun],
 ) -> str:
     command = shlex.join(["python", "bench/process.py", *sys.argv[1:]])
     total = sum(workload.types.values())
@@ -1123,6 +1130,19 @@ def docs_section(
                 if total.us_per_event > budget_us
                 else f"That is within the {budget_us:g} us budget of the target."
             ),
+        ]
+    if long_plays:
+        parts += [
+            "",
+            "### Long plays in small batches",
+            "",
+            "While `playpulse up` keeps up, each poll brings one or two events per open"
+            " play, so the processor must not cost more per event as a play grows"
+            f" (bench/longplays.py: {long_plays[0].plays} listeners, one play each, a"
+            " heartbeat every 10 s, batch_size 25; CPU of this process; the shortest"
+            " plays are the baseline):",
+            "",
+            long_plays_table(long_plays),
         ]
     if fresh is not None:
         p99_s = fresh.quantile_ms(0.99) / 1000
@@ -1293,6 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
     profile: Profile | None = None
     fresh: Freshness | None = None
     floor: list[FloorStep] = []
+    long_plays: list[LongPlayRun] = []
     with tempfile.TemporaryDirectory(prefix="playpulse-bench-process-") as tmp_name:
         tmp = Path(tmp_name)
         if not args.no_throughput:
@@ -1360,6 +1381,10 @@ def main(argv: list[str] | None = None) -> int:
                         + (" (batch boundaries do not change the numbers)." if not differ else "")
                     )
                     print(f"  {consistency[-1]}", flush=True)
+                long_plays = _step(
+                    "long plays, small batches (bench/longplays.py)",
+                    lambda: measure_long_plays(tmp / "long-plays"),
+                )
                 if args.profile_events:
                     profile = _step(
                         f"cProfile pass over {args.profile_events:,} events",
@@ -1392,6 +1417,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {line}")
     if floor:
         print("\n" + floor_table(floor))
+    if long_plays:
+        print("\n" + long_plays_table(long_plays))
     if fresh is not None:
         print("\n" + freshness_table(fresh))
         print(f"(poller: {fresh.polls:,} polls; drain after the last send {fresh.drain_s:.1f} s)")
@@ -1403,7 +1430,9 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(
             DOCS,
             "process",
-            docs_section(args, workload, runs, consistency, profile, fresh, load_before, floor),
+            docs_section(
+                args, workload, runs, consistency, profile, fresh, load_before, floor, long_plays
+            ),
         )
         print(f"\nupdated the process section of {DOCS}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
