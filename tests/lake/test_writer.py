@@ -137,3 +137,72 @@ def test_a_multi_partition_file_is_discarded_when_any_of_its_ranges_is_uncommitt
     assert writer.compact("events", {0: 20, 1: 10}) == 2
     assert read(writer) == [("a", "2026-11-21", 1.0), ("b", "2026-11-21", 1.0)]
     assert writer.files("events") == []  # only the compacted file is left
+
+
+VERSIONED = pa.schema(
+    [
+        ("event_date", pa.string()),
+        ("user_id", pa.string()),
+        ("start", pa.int64()),
+        ("events", pa.int64()),
+        ("version", pa.int64()),
+        ("deleted", pa.bool_()),
+    ],
+    metadata={"playpulse.version_key": "user_id,start"},
+)
+
+
+def session(user: str, start: int, events: int, version: int, deleted: bool = False):
+    return {
+        "event_date": "2026-11-21",
+        "user_id": user,
+        "start": start,
+        "events": events,
+        "version": version,
+        "deleted": deleted,
+    }
+
+
+def current_sessions(writer: LakeWriter) -> set[tuple[str, int, int]]:
+    # What readers see: the highest version per key, unless it is a tombstone.
+    files = [str(p) for p in writer.live_files("sessions")]
+    return set(
+        duckdb.sql(
+            "SELECT user_id, start, events FROM read_parquet($files) "
+            "QUALIFY row_number() OVER (PARTITION BY user_id, start ORDER BY version DESC) = 1"
+            " AND NOT deleted",
+            params={"files": files},
+        ).fetchall()
+    )
+
+
+def test_compacting_a_versioned_table_keeps_only_what_readers_see(tmp_path):
+    writer = LakeWriter(tmp_path / "lake", {"sessions": VERSIONED})
+    writer.write(
+        "sessions",
+        [session("u1", 0, 3, 1), session("u2", 0, 1, 1)],
+        partition=0,
+        first_offset=0,
+        last_offset=1,
+    )
+    # u1's session grew (version 5); u2's was merged away (tombstone); u1 has a new one.
+    writer.write(
+        "sessions",
+        [session("u1", 0, 4, 5), session("u2", 0, 1, 5, deleted=True)],
+        partition=0,
+        first_offset=2,
+        last_offset=5,
+    )
+    writer.write("sessions", [session("u1", 100, 2, 7)], partition=0, first_offset=6, last_offset=7)
+    # Not committed yet: a newer version in a file compaction must leave alone.
+    writer.write("sessions", [session("u1", 100, 3, 9)], partition=0, first_offset=8, last_offset=9)
+    before = current_sessions(writer)
+    assert before == {("u1", 0, 4), ("u1", 100, 3)}
+    assert writer.compact("sessions", {0: 8}) == 3
+    assert current_sessions(writer) == before
+    compacted = [p for p in writer.live_files("sessions") if p.name.startswith("compacted-")]
+    rows = pq.read_table(compacted[0]).to_pylist()
+    assert sorted((r["user_id"], r["start"], r["version"]) for r in rows) == [
+        ("u1", 0, 5),
+        ("u1", 100, 7),
+    ]

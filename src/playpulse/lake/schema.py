@@ -12,6 +12,9 @@
   is written again with a higher ``version``, and one that no longer exists gets a row
   with ``deleted`` set. Readers keep the highest version per key. Sessions still open
   live in the real-time store.
+
+``plays`` and ``sessions`` name their key columns in their schema's metadata
+(:data:`VERSION_KEY`); compaction keeps only the rows readers use.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from playpulse.processor.plays import PlaySummary
 
 TS = pa.timestamp("us", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Schema metadata naming a versioned table's key columns (comma-separated): rows carry
+#: a ``version`` and readers keep the highest per key (and drop it when its ``deleted``
+#: is set); compaction keeps only those rows (:meth:`LakeWriter.compact`).
+VERSION_KEY = "playpulse.version_key"
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -127,7 +135,8 @@ PLAYS_SCHEMA = pa.schema(
                 )
             ),
         ),
-    ]
+    ],
+    metadata={VERSION_KEY: "play_key"},
 )
 
 SESSIONS_SCHEMA = pa.schema(
@@ -140,7 +149,8 @@ SESSIONS_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("version", pa.int64()),
         ("deleted", pa.bool_()),
-    ]
+    ],
+    metadata={VERSION_KEY: "user_id,started_at"},
 )
 
 SCHEMAS = {"events": EVENTS_SCHEMA, "plays": PLAYS_SCHEMA, "sessions": SESSIONS_SCHEMA}

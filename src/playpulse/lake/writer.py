@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from playpulse.errors import LakeError
+from playpulse.lake.schema import VERSION_KEY
 
 _FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _MULTI = re.compile(r"^m-o(?P<first>\d+)-(?P<last>\d+)-(?P<digest>[0-9a-f]{16})\.parquet$")
@@ -165,7 +166,9 @@ class LakeWriter:
 
         Only files wholly below ``committed`` (stream partition -> next offset to process)
         are merged, so this is safe while a processor runs. The merged file keeps every
-        row and names the files it replaces in its Parquet metadata; readers
+        row, except in versioned tables (a schema with :data:`VERSION_KEY` metadata) the
+        rows no reader uses: older versions of a key and, when its newest version is
+        ``deleted``, the key. It names the files it replaces in its Parquet metadata; readers
         (:meth:`live_files`) ignore replaced files from the moment the merged file exists,
         so no query result changes, even if this is interrupted. Replaced files are then
         deleted. Returns the number of files merged away.
@@ -188,6 +191,9 @@ class LakeWriter:
             combined = pa.concat_tables(
                 [pq.read_table(p, schema=schema).replace_schema_metadata() for p in eligible]
             )
+            key = (schema.metadata or {}).get(VERSION_KEY.encode())
+            if key:
+                combined = newest_versions(combined, key.decode().split(","))
             combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})
             _write_atomically(combined, directory / f"compacted-{uuid.uuid4().hex}.parquet")
             for path in eligible:
@@ -216,6 +222,33 @@ class LakeWriter:
             raise LakeError(
                 f"unknown lake table '{table}'; known: {', '.join(sorted(self.schemas))}"
             ) from None
+
+
+def newest_versions(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """The rows of ``table`` that are the highest ``version`` of their ``key`` columns,
+    less those whose ``deleted`` column (if any) is true: what readers of a versioned
+    table see. Row order is not kept.
+
+    Compacting a date partition may drop these rows because every version of a key is
+    in that partition's committed files (a key's date comes from its key columns, for
+    sessions) or, when not (a play whose start moved to another date), what is dropped
+    is only ever older than a row kept here.
+    """
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(
+        table, sort_keys=[*((k, "ascending") for k in key), ("version", "descending")]
+    )
+    ordered = table.take(order)
+    first = pa.array([True] + [False] * (ordered.num_rows - 1))
+    for k in key:
+        column = ordered[k].combine_chunks()
+        changed = pc.not_equal(column.slice(1), column.slice(0, len(column) - 1))
+        first = pc.or_(first, pa.concat_arrays([pa.array([True]), changed.fill_null(True)]))
+    kept = ordered.filter(first)
+    if "deleted" in kept.column_names:
+        kept = kept.filter(pc.invert(kept["deleted"].fill_null(False)))
+    return kept
 
 
 def _ranges_of(path: Path) -> tuple[OffsetRange, ...]:
