@@ -173,7 +173,8 @@ class Play:
 
     @property
     def skipped(self) -> bool:
-        return self.closed and not self.is_stream
+        # A one-event play (a lone play_start) has an unknown length: not a skip.
+        return self.closed and not self.is_stream and self.event_count > 1
 
     @property
     def watch_us(self) -> int:

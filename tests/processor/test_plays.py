@@ -152,6 +152,19 @@ def test_stream_threshold_edge(end_at: float, is_stream: bool, skipped: bool) ->
     assert s.skipped is skipped
 
 
+def test_a_lone_play_start_has_an_unknown_length_and_is_not_a_skip() -> None:
+    # How importers write a YouTube view or a Last.fm scrobble: no evidence of length.
+    view = play(ev("play_start", 0), now_event_time=T0 + IDLE_TIMEOUT + US)
+    assert view.end_reason == "idle"
+    assert (view.playing_time_s, view.is_stream, view.skipped) == (0.0, False, False)
+    # Two events are evidence: a play stopped at once is a skip.
+    stopped = play(ev("play_start", 0), ev("play_end", 0, reason="next"))
+    assert (stopped.playing_time_s, stopped.skipped) == (0.0, True)
+    # So is a start that went idle after a heartbeat 5 s in.
+    brief = play(ev("play_start", 0), ev("heartbeat", 5), now_event_time=T0 + IDLE_TIMEOUT * 2)
+    assert (brief.end_reason, brief.skipped) == ("idle", True)
+
+
 def test_open_play_is_not_skipped_until_idle() -> None:
     events = [ev("play_start", 0), ev("heartbeat", 10)]
     last = T0 + timedelta(seconds=10)

@@ -201,8 +201,11 @@ class PlaySummary:
       comparison of the float values) or a ``play_end`` with reason ``completed``.
     - ``is_stream``: ``playing_time_s >= 30`` (Spotify counts a stream after 30 s).
     - ``skipped``: the play ended (``end_reason`` is not None, including ``"idle"``)
-      with ``playing_time_s < 30``. An open play is neither skipped nor (yet, below 30 s)
-      a stream.
+      with ``playing_time_s < 30`` and has more than one event. An open play is neither
+      skipped nor (yet, below 30 s) a stream. A play of one event (a lone
+      ``play_start``: how importers write a YouTube view or a Last.fm scrobble, whose
+      length the export does not say) has no evidence of how long it played, so it is
+      not a skip either.
     - ``segments``: the playing time as :class:`PlaySegment` pieces, in time order;
       their ``playing_s`` sum to ``playing_time_s``.
     """
@@ -677,7 +680,7 @@ class PlayBuilder:
             furthest_position_s=self.furthest,
             chapters_reached=tuple(sorted(self._chapters)),
             completed=self._ended_completed or _is_completed(self.furthest, self.duration_s),
-            skipped=end_reason is not None and playing_us < _STREAM_US,
+            skipped=end_reason is not None and playing_us < _STREAM_US and len(self._ids) > 1,
             is_stream=playing_us >= _STREAM_US,
             device_type=cast("str | None", ctx.get("device_type")),
             platform=cast("str | None", ctx.get("platform")),

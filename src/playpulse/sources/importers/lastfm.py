@@ -7,11 +7,12 @@ and a time column are read too: the time is taken from ``uts`` / ``timestamp`` /
 ``date_unix`` (Unix seconds), else from ``utc_time`` / ``date`` / ``time`` (``11 Jul 2024,
 09:07``, ``2024-07-11 09:07:32`` or ISO 8601; a time without a zone is read as UTC).
 
-**One scrobble = one play of a track with no playing time**: a lone ``play_start`` at the
-scrobble time, which Last.fm documents as the time the track *started* playing. Last.fm
-only scrobbles after half the track or 4 minutes, but records no duration, position or
-device. Content: ``content_id`` ``lastfm:`` + a hash of (artist, track), ``content_type``
-``track``, ``title`` = track, ``creator`` = artist; the album goes to the properties.
+**One scrobble = one play of a track with no playing time** (of unknown length: neither
+a stream nor a skip): a lone ``play_start`` at the scrobble time, which Last.fm
+documents as the time the track *started* playing. Last.fm only scrobbles after half the
+track or 4 minutes, but records no duration, position or device. Content: ``content_id``
+``lastfm:`` + a hash of (artist, track), ``content_type`` ``track``, ``title`` = track,
+``creator`` = artist; the album goes to the properties.
 
 **User**: the caller's ``user_id``, else ``lastfm-user``. **Identity**: the row's fields by
 column name, plus the user.

@@ -6,11 +6,12 @@ Source: a JSON array, newest first, one object per activity: ``header`` ("YouTub
 UTC), ``products``, ``activityControls`` and sometimes ``description`` / ``details``.
 There is no watch duration.
 
-**One view = one play of a video with no playing time**: a lone ``play_start`` at
-``time`` (:func:`~playpulse.sources.importers.base.view_event`). Content: ``content_id``
+**One view = one play of a video with no playing time** (of unknown length: neither a
+stream nor a skip): a lone ``play_start`` at ``time``
+(:func:`~playpulse.sources.importers.base.view_event`). Content: ``content_id``
 ``youtube:<v>`` from the ``v=`` parameter (or a ``youtu.be/<v>`` path) of ``titleUrl``,
-``content_type`` ``video``, ``title`` without the ``Watched`` prefix (left out when it is
-only the URL), ``creator`` = the channel (first subtitle's name).
+``content_type`` ``video``, ``title`` without the ``Watched`` prefix (left out when it
+is only the URL), ``creator`` = the channel (first subtitle's name).
 
 Entries that are not a view of a video, and how they are treated:
 
