@@ -200,8 +200,6 @@ _decode_session = msgspec.msgpack.Decoder(_SessionState)
 _decode_live = msgspec.msgpack.Decoder(_LiveState)
 _decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
 _decode_chunk = msgspec.msgpack.Decoder(list[bytes])
-
-
 _encode = msgspec.msgpack.Encoder()
 
 
