@@ -116,20 +116,9 @@ def sessionize_us(
 ) -> list[tuple[int, int, int]]:
     """:func:`sessionize` on integer times: ``sorted_times_us`` (microseconds since the
     epoch, ascending) -> ``(start_us, end_us, event_count)`` per session, in order;
-    the same edges as :func:`sessionize` (``gap_us``, ``max_length_us`` > 0)."""
-    sessions: list[tuple[int, int, int]] = []
-    if not sorted_times_us:
-        return sessions
-    start = end = sorted_times_us[0]
-    count = 0
-    for t in sorted_times_us:
-        if count and (t - end > gap_us or t - start >= max_length_us):
-            sessions.append((start, end, count))
-            start, count = t, 0
-        end = t
-        count += 1
-    sessions.append((start, end, count))
-    return sessions
+    the same edges as :func:`sessionize` (``gap_us``, ``max_length_us`` > 0). Raises
+    ``ValueError`` for times out of order."""
+    return extend_sessions_us([], sorted_times_us, gap_us, max_length_us)
 
 
 def extend_sessions_us(
@@ -146,14 +135,19 @@ def extend_sessions_us(
     session), at a cost proportional to the new times. Raises ``ValueError`` for a
     time before the last session's end.
     """
-    if not sessions:
-        return sessionize_us(later_times_us, gap_us, max_length_us)
-    out = list(sessions[:-1])
-    start, end, count = sessions[-1]
+    if not later_times_us:
+        return list(sessions)
+    # The fold's state: the last session (for no sessions yet, an empty one at the
+    # first time, which that time opens).
+    if sessions:
+        out = list(sessions[:-1])
+        start, end, count = sessions[-1]
+    else:
+        out, (start, end, count) = [], (later_times_us[0], later_times_us[0], 0)
     for t in later_times_us:
         if t < end:
             raise ValueError(f"time {t} is before the last session's end {end}")
-        if t - end > gap_us or t - start >= max_length_us:
+        if count and (t - end > gap_us or t - start >= max_length_us):
             out.append((start, end, count))
             start, count = t, 0
         end = t
