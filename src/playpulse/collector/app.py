@@ -1,8 +1,10 @@
 """The HTTP collector: POST /v1/events in, durable stream appends out.
 
-Routes: ``POST /v1/events``, ``GET /v1/schema``, ``GET /healthz``, ``GET /metrics``.
-A response to POST /v1/events is sent only after the valid events are durably appended
-to the stream and the rejected ones are stored in the quarantine.
+Routes: ``POST /v1/events``, ``GET /v1/schema``, ``GET /healthz`` (liveness: the process
+answers), ``GET /readyz`` (readiness: every check registered with
+:func:`add_readiness_check` passes) and ``GET /metrics``. A response to POST /v1/events is
+sent only after the valid events are durably appended to the stream and the rejected
+ones are stored in the quarantine.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from playpulse.collector.body import RawEvent, gunzip, split_events
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
-from playpulse.errors import BackpressureError, BodyError, StreamError
+from playpulse.errors import BackpressureError, BodyError, ConfigError, StreamError
 from playpulse.events.codec import event_json_schema, validate_records
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.stream.base import EventStream
@@ -36,6 +40,11 @@ log = logging.getLogger("playpulse.collector")
 
 #: How often the collector deletes stream records older than the retention.
 RETENTION_INTERVAL_S = 600.0
+#: How long one readiness check may take before /readyz reports it as failing.
+READINESS_CHECK_TIMEOUT_S = 5.0
+
+#: A readiness check: returns None when healthy, else a one-line description of the problem.
+ReadinessCheck = Callable[[], str | None]
 
 
 class _EventId(msgspec.Struct):
@@ -177,6 +186,111 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unhealthy (no detail given)"
+
+
+async def _run_check(name: str, check: ReadinessCheck) -> dict[str, Any]:
+    try:
+        problem = await asyncio.wait_for(
+            run_in_threadpool(check), timeout=READINESS_CHECK_TIMEOUT_S
+        )
+    except TimeoutError:
+        problem = f"the check did not answer within {READINESS_CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:  # a failing check is a problem to report, not a 500
+        log.warning("readiness check %r raised %s", name, exc, exc_info=True)
+        problem = f"the check raised {type(exc).__name__}: {exc}"
+    if problem is None:
+        return {"ok": True}
+    return {"ok": False, "problem": _one_line(str(problem))}
+
+
+def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
+    """Make ``GET /readyz`` of ``app`` also depend on ``check``.
+
+    ``check`` is a synchronous callable, run in the thread pool on every /readyz request
+    (keep it cheap: a stat or a trivial query); it returns None when healthy or a
+    one-line problem. A check that raises or takes longer than
+    :data:`READINESS_CHECK_TIMEOUT_S` counts as failing with that as its problem.
+    ``/readyz`` answers 200 ``{"status": "ready", "checks": {name: {"ok": true}}}`` when
+    every check passes, else 503 ``{"status": "not_ready", "checks": {name: {"ok":
+    false, "problem": "..."}, ...}}`` (checks run concurrently). The first call on an
+    app adds the ``/readyz`` route to it. Raises
+    :class:`~playpulse.errors.ConfigError` when ``name`` is empty or already registered.
+    """
+    if not name:
+        raise ConfigError("a readiness check needs a name")
+    checks: dict[str, ReadinessCheck] | None = getattr(app.state, "readiness_checks", None)
+    if checks is None:
+        checks = {}
+        app.state.readiness_checks = checks
+        registered = checks
+
+        @app.get(
+            "/readyz",
+            summary="Readiness: every dependency this process needs is usable",
+            responses={
+                200: {"description": "Ready: every check passed."},
+                503: {"description": "Not ready: the failing checks name their problem."},
+            },
+        )
+        async def readyz() -> Response:
+            names = list(registered)
+            results = await asyncio.gather(*(_run_check(n, registered[n]) for n in names))
+            report = dict(zip(names, results, strict=True))
+            ready = all(result["ok"] for result in results)
+            return JSONResponse(
+                {"status": "ready" if ready else "not_ready", "checks": report},
+                200 if ready else 503,
+                headers=None if ready else {"Retry-After": "5"},
+            )
+
+    if name in checks:
+        raise ConfigError(f"readiness check {name!r} is already registered on this app")
+    checks[name] = check
+
+
+def _file_check(what: str, path: Path) -> ReadinessCheck:
+    """A check that ``path`` and its folder exist, are writable and are still the file
+    that was there when the check was made (a deleted and recreated file is not the one
+    an open SQLite connection writes to)."""
+    try:
+        opened = os.stat(path)
+        identity: tuple[int, int] | None = (opened.st_dev, opened.st_ino)
+    except OSError:
+        identity = None
+
+    def check() -> str | None:
+        folder = path.parent
+        if not folder.is_dir():
+            return f"{what} folder {folder} is missing or not a folder"
+        try:
+            now = os.stat(path)
+        except OSError as exc:
+            return f"{what} file {path} cannot be read: {exc.strerror or exc}"
+        if identity is not None and (now.st_dev, now.st_ino) != identity:
+            return f"{what} file {path} was replaced since it was opened; restart the collector"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{what} folder {folder} is not writable"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{what} file {path} is not writable"
+        return None
+
+    return check
+
+
+def _path_of(resource: object) -> Path | None:
+    """The file behind a stream or quarantine, looking through test wrappers."""
+    for _ in range(8):
+        path = getattr(resource, "path", None)
+        if isinstance(path, Path):
+            return path
+        resource = getattr(resource, "inner", None)
+        if resource is None:
+            return None
+    return None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -216,6 +330,12 @@ def create_app(
 
     app = FastAPI(title="playpulse collector", version="0.1.0", lifespan=lifespan)
     app.state.collector = collector
+    for what, resource in (("stream", stream), ("quarantine", quarantine)):
+        path = _path_of(resource)
+        if path is not None:
+            add_readiness_check(app, what, _file_check(what, path))
+        else:  # an in-memory backend is as writable as the process is alive
+            add_readiness_check(app, what, lambda: None)
 
     @app.post("/v1/events", summary="Send events (JSON array, NDJSON or one object; gzip ok)")
     async def post_events(request: Request) -> Response:
@@ -256,10 +376,10 @@ def create_app(
     async def schema() -> dict[str, Any]:
         return event_json_schema()
 
-    @app.get("/healthz", summary="Liveness: the collector answers and its stream opens")
+    @app.get("/healthz", summary="Liveness: the collector process answers")
     async def healthz() -> dict[str, Any]:
-        partitions = await run_in_threadpool(collector.stream.partitions)
-        return {"status": "ok", "partitions": len(partitions)}
+        """Always 200 while the process answers; whether it can do its work is /readyz."""
+        return {"status": "ok"}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
