@@ -7,10 +7,14 @@ Each test states one rule of the wire format (docs of ``playpulse.events.model``
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from playpulse.errors import EventValidationError
 from playpulse.events import (
@@ -27,6 +31,7 @@ from playpulse.events import (
     event_json_schema,
     validate_event,
 )
+from playpulse.events.codec import validate_records
 from playpulse.events.model import MAX_ID_CHARS, MAX_PROPERTIES_BYTES
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -474,10 +479,36 @@ def test_country_two_uppercase_letters_is_accepted() -> None:
     assert payload_json(accepted)["context"] == {"country": "DE"}
 
 
-@pytest.mark.parametrize("currency", ["eur", "EURO", "EU", "E1R", "€", "", "Eur"])
+@pytest.mark.parametrize(
+    "currency", ["eur", "EURO", "EU", "E1R", "€", "", "Eur", "EUR\n", "\nEUR", "EUR\r"]
+)
 def test_currency_must_be_iso_4217_shaped(currency: str) -> None:
     errors = reject(event("order_created", currency=currency))
     assert [e["loc"] for e in errors] == ["currency"]
+
+
+_SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(event_json_schema())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    currency=st.one_of(
+        st.text(max_size=5),
+        st.text(alphabet="ABCXYZ\n\r ", min_size=2, max_size=5),
+    )
+)
+def test_the_model_and_the_published_schema_agree_on_currency(currency: str) -> None:
+    # The collector's fast path (validate_records) and validate_event, against the JSON
+    # Schema of `playpulse schema`: all accept exactly three letters A-Z, nothing else
+    # ("EUR\n" passed the model once: Python's `$` matches before a trailing newline).
+    raw = json.dumps(event("order_completed", currency=currency)).encode()
+    records, rejected = validate_records([raw], RECEIVED)
+    valid_in_schema = _SCHEMA_VALIDATOR.is_valid(json.loads(raw))
+    expected = re.fullmatch("[A-Z]{3}", currency) is not None
+    assert (len(records) == 1) == expected
+    assert valid_in_schema == expected
+    if not expected:
+        assert [e["loc"] for e in rejected[0][1].errors] == ["currency"]
 
 
 @pytest.mark.parametrize("currency", ["EUR", "USD", "JPY"])

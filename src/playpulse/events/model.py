@@ -56,6 +56,8 @@ NetworkType = Literal["wifi", "cellular", "ethernet", "offline", "other", "unkno
 ContentType = Literal["audiobook", "track", "episode", "video"]
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# JSON Schema patterns (ECMA-262, where ``$`` is the end of the string). In Python, use
+# them with ``fullmatch``: ``re``'s ``$`` also matches before a trailing newline.
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -310,7 +312,11 @@ class CommerceEvent(EventBase, kw_only=True):
     order_id: Id | None = None
     quantity: Count | None = None
     amount_minor: AmountMinor | None = None
-    currency: Annotated[str, Meta(pattern=_CURRENCY.pattern)] | None = None
+    # max_length too: msgspec tests ``pattern`` with Python's ``re.search``, whose ``$``
+    # also matches before a trailing newline, so the pattern alone let "EUR\n" through
+    # (JSON Schema's ECMA-262 ``$`` does not). The schema shows both, so every validator
+    # agrees.
+    currency: Annotated[str, Meta(pattern=_CURRENCY.pattern, max_length=3)] | None = None
     items: Annotated[list[LineItem], Meta(max_length=500)] | None = None
 
 
