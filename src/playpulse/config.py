@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     - ``max_body_bytes``, ``max_events_per_request``: request limits (413 above them).
     - ``max_pending_events``: events waiting for the stream across requests before the
       collector answers 429 (backpressure).
+    - ``processor_restart_delay_s``: how long ``playpulse up`` waits before it starts a
+      dead processor process again; doubled (up to 30 s) while it keeps dying within a
+      minute of its start.
+    - ``processor_stall_s``: ``/readyz`` reports the processor not ready when it has made
+      no progress (no committed batch and no caught-up poll) for this many seconds.
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
@@ -53,6 +58,8 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(1000, ge=1)
     max_pending_events: int = Field(50_000, ge=1)
     workers: int = Field(1, ge=1, le=64)
+    processor_restart_delay_s: float = Field(1.0, gt=0, le=300)
+    processor_stall_s: float = Field(60.0, gt=0)
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
 
