@@ -9,18 +9,35 @@ A processor writes the files of a batch *before* it commits the batch's offsets 
 store. Files of a batch that was never committed are removed by
 :meth:`LakeWriter.discard_uncommitted` when the processor restarts, so they are not
 counted twice when the same records are processed again in other batch boundaries.
+
+Durability: a file is fsynced before it is renamed into place and its directory after
+(and every directory created, in its parent), so a file that is listed after a power
+loss is whole, and a compacted file is on disk before the files it replaces are deleted.
+A temporary file is named ``.<name>.<writer pid>-<random>.tmp``; those a crash left
+behind are deleted by :meth:`LakeWriter.remove_orphan_temp_files` (run by
+:meth:`LakeWriter.discard_uncommitted`, when a processor starts).
+
+Corrupt files: a lake file that cannot be read as Parquet (truncated, garbage) is moved
+aside by whoever finds it (the processor at start, compaction, a query's cache) to
+``<root>/_corrupt/<table>/event_date=<date>/<name>.<random>.corrupt`` with a
+``.json`` reason file beside it, logged once (by the process that moves it), and listed
+by :func:`corrupt_files`; it is then no longer a lake file, so nothing stops on it.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +51,21 @@ from playpulse.lake.schema import VERSION_KEY
 _FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _MULTI = re.compile(r"^m-o(?P<first>\d+)-(?P<last>\d+)-(?P<digest>[0-9a-f]{16})\.parquet$")
 _COMPACTED = re.compile(r"^compacted-.+\.parquet$")
+# A temporary file: ".<final name>.<writer pid>-<random>.tmp" (before: no pid).
+_TEMP = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[0-9a-f]{32}\.tmp$")
+#: The folder of the lake root where corrupt files are moved aside.
+CORRUPT_DIR = "_corrupt"
+#: A temporary file older than this (seconds since its last write) is an orphan even
+#: when the process id in its name is alive (ids are reused).
+ORPHAN_TEMP_AGE_S = 3600.0
 COMPRESSION = "zstd"
 _SOURCES_KEY = "playpulse.replaces"
 _RANGES_KEY = "playpulse.ranges"
 
 #: (stream partition, first offset, last offset) of the records a file was written from.
 OffsetRange = tuple[int, int, int]
+
+log = logging.getLogger("playpulse.lake")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +80,25 @@ class LakeFile:
         """Whether any of its ranges reaches ``committed`` (partition -> next offset to
         process; a partition not in it has nothing committed)."""
         return any(last >= committed.get(p, 0) for p, _, last in self.ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptFile:
+    """A lake file that could not be read and was moved aside.
+
+    ``path``: where it is now (under ``<root>/_corrupt/``); ``original``: where it was,
+    relative to the lake root (``events/event_date=2026-11-21/p0000-o...parquet``);
+    ``table``: its lake table; ``reason``: the reader's error; ``size_bytes``: its size;
+    ``moved_at``: when it was moved aside (UTC; ``None`` when its reason file is missing
+    or unreadable).
+    """
+
+    path: Path
+    original: str
+    table: str
+    reason: str
+    size_bytes: int
+    moved_at: datetime | None
 
 
 def file_name(ranges: Sequence[OffsetRange]) -> str:
@@ -77,12 +122,16 @@ class LakeWriter:
     """Writes Arrow tables to ``root`` (created if missing), one file per date and range.
 
     ``schemas`` maps each table name to its Arrow schema; every file of a table uses it.
+    Raises :class:`LakeError` when ``root`` cannot be created.
     """
 
     def __init__(self, root: str | Path, schemas: Mapping[str, pa.Schema]) -> None:
         self.root = Path(root)
         self.schemas = dict(schemas)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            _make_dirs(self.root)
+        except OSError as exc:
+            raise LakeError(f"cannot create the lake folder {self.root}: {exc}") from exc
 
     def write(
         self,
@@ -139,10 +188,13 @@ class LakeWriter:
         return written
 
     def files(self, table: str) -> list[LakeFile]:
-        """Every offset-range file of ``table`` (compacted files are not listed)."""
+        """Every offset-range file of ``table`` (compacted files are not listed).
+
+        A multi-partition file whose ranges cannot be read (its footer is damaged) is
+        moved aside (:meth:`set_aside`) and not listed."""
         out = []
         for path in sorted((self.root / table).glob("event_date=*/*.parquet")):
-            ranges = _ranges_of(path)
+            ranges = self._ranges_or_set_aside(path)
             if ranges:
                 out.append(LakeFile(path, path.parent.name.removeprefix("event_date="), ranges))
         return out
@@ -151,8 +203,12 @@ class LakeWriter:
         """Delete files holding offsets at or after each partition's committed offset.
 
         ``committed`` maps stream partition -> next offset to process (a partition not
-        in it has nothing committed). Returns the number of files deleted.
+        in it has nothing committed). Returns the number of files deleted. Run by a
+        processor at start, under the data dir's processor lock: it first deletes the
+        orphan temporary files of crashed writers (:meth:`remove_orphan_temp_files`) and
+        moves aside multi-partition files it cannot read (their ranges are unknown).
         """
+        self.remove_orphan_temp_files()
         deleted = 0
         for table in self.schemas:
             for f in self.files(table):
@@ -179,18 +235,20 @@ class LakeWriter:
             live = self.live_files(table, directory)
             eligible = []
             for path in live:
-                ranges = _ranges_of(path)
+                ranges = self._ranges_or_set_aside(path)
+                if ranges is None:
+                    continue
                 if not LakeFile(path, "", ranges).uncommitted(committed):
                     eligible.append(path)  # compacted files (no ranges) always are
-            if len(eligible) < 2:
+            parts = self._read_for_compaction(eligible, schema)
+            if parts is None or len(parts) < 2:
                 continue
+            eligible = list(parts)
             sources = set()
             for path in eligible:
                 sources.add(path.name)
                 sources.update(_replaced_by(path))
-            combined = pa.concat_tables(
-                [pq.read_table(p, schema=schema).replace_schema_metadata() for p in eligible]
-            )
+            combined = pa.concat_tables(list(parts.values()))
             key = (schema.metadata or {}).get(VERSION_KEY.encode())
             if key:
                 combined = newest_versions(combined, key.decode().split(","))
@@ -203,7 +261,10 @@ class LakeWriter:
 
     def live_files(self, table: str, directory: Path | None = None) -> list[Path]:
         """The files of ``table`` a reader must read: every data file except those a
-        compacted file has replaced (``directory`` limits it to one date partition)."""
+        compacted file has replaced (``directory`` limits it to one date partition).
+
+        A compacted file whose footer cannot be read is moved aside (:meth:`set_aside`)
+        and not listed; the files it replaced are then live again if they still exist."""
         directories = [directory] if directory else sorted((self.root / table).glob("event_date=*"))
         out: list[Path] = []
         for d in directories:
@@ -211,9 +272,164 @@ class LakeWriter:
             replaced: set[str] = set()
             for path in paths:
                 if _COMPACTED.match(path.name):
-                    replaced.update(_replaced_by(path))
+                    try:
+                        replaced.update(_replaced_by(path))
+                    except FileNotFoundError:
+                        replaced.add(path.name)  # compacted again meanwhile: gone
+                    except (pa.ArrowException, OSError) as exc:
+                        if not is_corruption(exc):
+                            raise LakeError(f"cannot read {path}: {exc}") from exc
+                        self.set_aside(path, str(exc))
+                        replaced.add(path.name)
             out.extend(p for p in paths if p.name not in replaced)
         return out
+
+    def readable(self, paths: Iterable[Path]) -> list[Path]:
+        """``paths`` less those that are gone and those whose Parquet footer cannot be
+        read, which are moved aside (:meth:`set_aside`). A footer is checked once per
+        process and file version (path, modification time, size)."""
+        out = []
+        for path in paths:
+            try:
+                st = path.stat()
+                _footer_ok(str(path), st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError) as exc:
+                if not is_corruption(exc):
+                    raise LakeError(f"cannot read {path}: {exc}") from exc
+                self.set_aside(path, str(exc))
+                continue
+            out.append(path)
+        return out
+
+    def unreadable_reason(self, path: str | Path, *, full: bool = True) -> str | None:
+        """Why ``path`` cannot be read as Parquet (the reader's error), or ``None`` when
+        it can or is gone. ``full``: decode every page, not only the footer. Raises
+        :class:`LakeError` for an error that does not say the file is damaged (no
+        permission, too many open files)."""
+        try:
+            if full:
+                pq.read_table(path)
+            else:
+                pq.read_metadata(path)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as exc:
+            if not is_corruption(exc):
+                raise LakeError(f"cannot read {path}: {exc}") from exc
+            return str(exc)
+        return None
+
+    def set_aside(self, path: str | Path, reason: str) -> CorruptFile | None:
+        """Move the unreadable lake file ``path`` (``<root>/<table>/event_date=<date>/
+        <name>``) to ``<root>/_corrupt/<table>/event_date=<date>/<name>.<random>.corrupt``
+        with a JSON reason file (``original``, ``table``, ``reason``, ``size_bytes``,
+        ``moved_at``) at the same path plus ``.json``, and log it (a warning, once: only
+        the caller that moves it logs). Returns what was moved, or ``None`` when the file
+        is gone (moved or deleted by another process) or cannot be moved (logged as an
+        error; callers skip the file anyway)."""
+        path = Path(path)
+        date_dir = path.parent
+        table = date_dir.parent.name
+        original = f"{table}/{date_dir.name}/{path.name}"
+        target_dir = self.root / CORRUPT_DIR / table / date_dir.name
+        target = target_dir / f"{path.name}.{uuid.uuid4().hex[:8]}.corrupt"
+        note = target.with_name(target.name + ".json")
+        moved_at = datetime.now(UTC)
+        try:
+            size_bytes = path.stat().st_size
+            _make_dirs(target_dir)
+            record = {
+                "original": original,
+                "table": table,
+                "reason": reason,
+                "size_bytes": size_bytes,
+                "moved_at": moved_at.isoformat(),
+            }
+            _write_durably(note, json.dumps(record, indent=1).encode())
+            os.rename(path, target)
+        except FileNotFoundError:
+            note.unlink(missing_ok=True)
+            return None
+        except OSError as exc:
+            note.unlink(missing_ok=True)
+            log.error("cannot move the unreadable lake file %s aside (%s): %s", path, reason, exc)
+            return None
+        try:
+            _fsync_dir(date_dir)
+            _fsync_dir(target_dir)
+        except OSError:
+            pass  # moved; should the move be lost, the next reader moves it again
+        log.warning("lake file %s cannot be read (%s): moved aside to %s", original, reason, target)
+        return CorruptFile(target, original, table, reason, size_bytes, moved_at)
+
+    def remove_orphan_temp_files(self, max_age_s: float = ORPHAN_TEMP_AGE_S) -> int:
+        """Delete the temporary files writers left behind (a crash between writing a file
+        and renaming it into place); returns how many.
+
+        A temporary file is an orphan when the process named in it (its writer's pid)
+        no longer exists, or, whatever its name, when it was last written more than
+        ``max_age_s`` seconds ago (a pid can be reused). So the in-progress temporary
+        file of a live writer (a ``playpulse compact`` running beside the processor) is
+        left alone. Call it where no writer of this process is running (the processor
+        does at start, in :meth:`discard_uncommitted`): this process's own temporary
+        files go only by age.
+        """
+        removed = 0
+        now = time.time()
+        for tmp in self.root.glob("*/event_date=*/.*.tmp"):
+            match = _TEMP.match(tmp.name)
+            if not match:
+                continue
+            try:
+                age_s = now - tmp.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            pid = int(match["pid"]) if match["pid"] else 0
+            writer_gone = pid > 0 and pid != os.getpid() and not _process_exists(pid)
+            if writer_gone or age_s > max_age_s:
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        if removed:
+            log.info("deleted %d orphan temporary lake files of crashed writers", removed)
+        return removed
+
+    def _ranges_or_set_aside(self, path: Path) -> tuple[OffsetRange, ...] | None:
+        """:func:`_ranges_of` of ``path``; ``None`` (after moving it aside) when its
+        footer cannot be read, or when it is gone."""
+        try:
+            return _ranges_of(path)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as exc:
+            if not is_corruption(exc):
+                raise LakeError(f"cannot read {path}: {exc}") from exc
+            self.set_aside(path, str(exc))
+            return None
+
+    def _read_for_compaction(
+        self, paths: list[Path], schema: pa.Schema
+    ) -> dict[Path, pa.Table] | None:
+        """The rows of each of ``paths`` (without metadata); unreadable files are moved
+        aside and left out. ``None`` when one is gone (another compaction got there
+        first): that date partition is left for the next run."""
+        if len(paths) < 2:
+            return {}
+        parts = {}
+        for path in paths:
+            try:
+                parts[path] = pq.read_table(path, schema=schema).replace_schema_metadata()
+            except FileNotFoundError:
+                return None
+            except (pa.ArrowException, OSError) as exc:
+                if not is_corruption(exc):
+                    raise LakeError(f"cannot read {path} to compact it: {exc}") from exc
+                self.set_aside(path, str(exc))
+        return parts
 
     def _schema(self, table: str) -> pa.Schema:
         try:
@@ -251,17 +467,50 @@ def newest_versions(table: pa.Table, key: Sequence[str]) -> pa.Table:
     return kept
 
 
+def corrupt_files(lake_path: str | Path) -> list[CorruptFile]:
+    """The lake files of ``lake_path`` (the lake root, ``Settings.lake_path``) moved aside
+    because they could not be read (see :meth:`LakeWriter.set_aside`), oldest first;
+    ``[]`` when there are none or no lake. Reads only the ``_corrupt`` folder: cheap
+    enough for a readiness probe."""
+    found = []
+    for path in (Path(lake_path) / CORRUPT_DIR).glob("*/*/*.corrupt"):
+        try:
+            size_bytes = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        table = path.parent.parent.name
+        original = f"{table}/{path.parent.name}/{path.name.rsplit('.', 2)[0]}"
+        reason, moved_at = "unknown (its reason file is missing or unreadable)", None
+        try:
+            record = json.loads(path.with_name(path.name + ".json").read_bytes())
+            reason = str(record["reason"])
+            original = str(record.get("original", original))
+            moved_at = datetime.fromisoformat(record["moved_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        found.append(CorruptFile(path, original, table, reason, size_bytes, moved_at))
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(found, key=lambda f: (f.moved_at or epoch, str(f.path)))
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether a Parquet reader's error ``exc`` says the file's bytes are damaged (not
+    Parquet, truncated, undecodable) rather than that it is gone or out of reach (no
+    permission, too many open files), which moving it aside would not fix."""
+    if isinstance(exc, pa.ArrowInvalid):
+        return True
+    # Arrow's own I/O errors (a page that does not decode) carry no errno; EIO is the disk.
+    return isinstance(exc, OSError) and exc.errno in (None, errno.EIO)
+
+
 def _ranges_of(path: Path) -> tuple[OffsetRange, ...]:
     """The offset ranges of a data file, from its name or (several) its metadata; ()
-    for a compacted file."""
+    for a compacted file. Raises the reader's error when the metadata cannot be read."""
     match = _FILE.match(path.name)
     if match:
         return ((int(match["partition"]), int(match["first"]), int(match["last"])),)
     if _MULTI.match(path.name):
-        try:
-            raw = (pq.read_schema(path).metadata or {}).get(_RANGES_KEY.encode())
-        except FileNotFoundError:
-            return ()
+        raw = (pq.read_schema(path).metadata or {}).get(_RANGES_KEY.encode())
         if raw:
             return tuple((int(p), int(a), int(b)) for p, a, b in json.loads(raw))
     return ()
@@ -287,12 +536,79 @@ def _replaced_by_version(path: str, mtime_ns: int) -> tuple[str, ...]:
     return tuple(json.loads(raw)) if raw else ()
 
 
+@functools.lru_cache(maxsize=16384)
+def _footer_ok(path: str, mtime_ns: int, size: int) -> bool:
+    # Raises the reader's error for a damaged footer (not cached; the file is moved aside).
+    del mtime_ns, size
+    pq.read_metadata(path)
+    return True
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` (renames, new files) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without it
+            raise
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each made durable in its parent."""
+    if directory.is_dir():
+        return
+    missing = []
+    d = directory
+    while not d.is_dir() and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made meanwhile by another writer, which syncs its parent
+        _fsync_dir(d.parent)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _write_atomically(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """Write ``table`` to ``path`` through a temporary file fsynced before it is renamed
+    into place, then fsync the folder. Raises :class:`LakeError` when it fails."""
+    try:
+        _make_dirs(path.parent)
+    except OSError as exc:
+        raise LakeError(f"cannot create the lake folder {path.parent}: {exc}") from exc
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, compression=COMPRESSION)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise LakeError(f"writing {path} failed: {exc}") from exc
