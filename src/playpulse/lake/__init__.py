@@ -1,5 +1,5 @@
 """The Parquet lake: every accepted event and every finished play, queryable history."""
 
-from playpulse.lake.writer import LakeFile, LakeWriter
+from playpulse.lake.writer import CorruptFile, LakeFile, LakeWriter, corrupt_files
 
-__all__ = ["LakeFile", "LakeWriter"]
+__all__ = ["CorruptFile", "LakeFile", "LakeWriter", "corrupt_files"]

@@ -22,6 +22,10 @@ Plays, segments, sessions and shop events are served from DuckDB tables in memor
 :class:`LakeCache` keeps in step with the lake file by file: each query first lists the
 lake's live files (cheap) and loads only the files that appeared, dropping the rows of
 files that went away (compaction, a discarded batch). ``events`` is read from Parquet.
+
+A lake file that cannot be read (truncated, not Parquet) does not fail queries: it is
+moved aside (:meth:`playpulse.lake.writer.LakeWriter.set_aside`, listed by
+:func:`playpulse.lake.writer.corrupt_files`) and the other files answer.
 """
 
 from __future__ import annotations
@@ -171,6 +175,8 @@ class LakeCache:
         self.db.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
         self._loaded: dict[str, dict[str, tuple[int, int]]] = {t: {} for t in SCHEMAS}
+        # Files found unreadable that could not be moved aside: (mtime, size) skipped.
+        self._unreadable: dict[str, tuple[int, int]] = {}
         self._store_stamp: tuple[tuple[int, int], ...] | None = None
         for name, schema in (
             ("plays", PLAYS_SCHEMA),
@@ -214,17 +220,62 @@ class LakeCache:
             except FileNotFoundError:
                 continue  # compacted away since listed: the next refresh sees it
             live[str(path)] = (st.st_mtime_ns, st.st_size)
+        for f, stamp in list(live.items()):
+            if self._unreadable.get(f) == stamp:
+                del live[f]
         loaded = self._loaded[table]
         gone = [f for f, stamp in loaded.items() if live.get(f) != stamp]
         new = [f for f, stamp in live.items() if loaded.get(f) != stamp]
         if not gone and not new:
             return
-        self._apply(table, gone, new)
+        for f in self._apply_readable(lake, table, gone, new):
+            del live[f]
+            new.remove(f)
         for f in gone:
             loaded.pop(f, None)
         loaded.update({f: live[f] for f in new})
         if table == "events":
             self._events_view(sorted(live))
+
+    def _apply_readable(
+        self, lake: LakeWriter, table: str, gone: list[str], new: list[str]
+    ) -> list[str]:
+        """:meth:`_apply`; when DuckDB cannot read the new files, move the unreadable
+        ones aside and apply the rest. Returns the files left out (unreadable or gone
+        since listed); re-raises an error no file explains."""
+        left_out: list[str] = []
+        while True:
+            try:
+                self._apply(table, gone, [f for f in new if f not in left_out])
+                return left_out
+            except duckdb.Error:
+                bad = self._unreadable_files(lake, [f for f in new if f not in left_out])
+                if not bad:
+                    raise
+                left_out.extend(bad)
+
+    def _unreadable_files(self, lake: LakeWriter, files: list[str]) -> list[str]:
+        """The ``files`` that are gone or cannot be read, the latter moved aside (or, when
+        that fails, remembered so they are not read again until they change)."""
+        found = []
+        for full in (False, True):  # footers first (cheap), whole files only if need be
+            for f in files:
+                if not os.path.exists(f):
+                    found.append(f)
+                    continue
+                reason = lake.unreadable_reason(f, full=full)
+                if reason is None:
+                    continue
+                found.append(f)
+                try:
+                    st = os.stat(f)
+                except FileNotFoundError:
+                    continue
+                if lake.set_aside(f, reason) is None:
+                    self._unreadable[f] = (st.st_mtime_ns, st.st_size)
+            if found:
+                return found
+        return found
 
     def _events_view(self, files: list[str]) -> None:
         low = self.since - timedelta(days=2) if self.since else None
@@ -350,7 +401,8 @@ def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     files = []
     if settings.lake_path.exists():
-        files = [str(p) for p in LakeWriter(settings.lake_path, SCHEMAS).live_files("events")]
+        lake = LakeWriter(settings.lake_path, SCHEMAS)
+        files = [str(p) for p in lake.readable(lake.live_files("events"))]
     if files:
         con.execute(
             f"CREATE VIEW events AS SELECT * FROM read_parquet({_listing(files)}, "
@@ -406,7 +458,8 @@ def connect(
     process-wide cache (what the catalog and the API do: later calls load only what
     changed; close the connection when done), else a cache of its own that lives as long
     as the connection (for notebooks and ``playpulse sql``). Works on an empty or
-    missing data dir (the views are then empty) and writes nothing.
+    missing data dir (the views are then empty) and writes nothing, except that it
+    moves an unreadable lake file aside (see the module docstring).
     """
     settings = settings or Settings()
     if shared:
