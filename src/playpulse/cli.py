@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -91,16 +92,29 @@ Workers = Annotated[
 ]
 
 
+class _Stop(Exception):
+    """Raised by a shutdown signal that comes before or after the server handles it."""
+
+
+def _stop_on_signals() -> None:
+    # Uvicorn handles SIGINT/SIGTERM while it serves and, once stopped, raises the signal
+    # again with the handlers it found: these turn that (or a signal that comes before it
+    # serves) into a normal exit, after every `finally` (the processor stopped) ran.
+    def handler(sig: int, _frame: object) -> None:
+        raise _Stop(sig)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
     import uvicorn
 
+    from playpulse.service import check_data_dir, lock_taken_error, processor_lock
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_data_dir(settings)
     what = "collector and processor" if with_processor else "collector"
-    typer.echo(
-        f"playpulse {what} on http://{settings.host}:{settings.port} "
-        f"(data in {settings.data_dir}, {settings.workers} worker(s))",
-        err=True,
-    )
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -108,58 +122,61 @@ def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
         "log_level": "info",
         "timeout_graceful_shutdown": 5,
     }
-    if settings.workers > 1:
-        _serve_workers(settings, with_processor, options)
-    elif with_processor:
-        from playpulse.service import create_service_app
+    _stop_on_signals()
+    try:
+        with processor_lock(settings) as mine:
+            if with_processor and not mine:
+                raise lock_taken_error(settings)
+            typer.echo(
+                f"playpulse {what} on http://{settings.host}:{settings.port} "
+                f"(data in {settings.data_dir}, {settings.workers} worker(s))",
+                err=True,
+            )
+            if settings.workers > 1:
+                _serve_workers(settings, with_processor, options)
+            elif with_processor:
+                from playpulse.service import create_service_app
 
-        uvicorn.run(create_service_app(settings), **options)
-    else:
-        from playpulse.collector.app import create_app
+                uvicorn.run(create_service_app(settings, lock_held=True), **options)
+            else:
+                from playpulse.collector.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+                uvicorn.run(create_app(settings), **options)
+    except _Stop as stop:
+        # SIGTERM is the ordinary way to stop a service (0); Ctrl-C exits as shells do.
+        raise typer.Exit(130 if stop.args[0] == signal.SIGINT else 0) from None
 
 
 def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, Any]) -> None:
     # Several collector processes on one port; the processor (one per data dir) runs in
-    # a process of its own, started by this supervising process. Workers read their
-    # settings from the environment and pool their Prometheus metrics in a directory.
+    # a process of its own, started by this supervising process, which holds the lock.
+    # Workers read their settings from the environment and pool their Prometheus
+    # metrics in a directory.
     import os
     import shutil
 
     import uvicorn
 
-    from playpulse.service import ProcessorProcess, processor_lock
+    from playpulse.service import ProcessorProcess
 
     metrics_dir = settings.data_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    with processor_lock(settings) as mine:
-        if with_processor and not mine:
-            raise ConfigError(
-                f"another processor runs on {settings.data_dir} (a `playpulse up` or "
-                "`playpulse process`): one per data dir"
-            )
-        worker = ProcessorProcess(settings) if with_processor else None
+    worker = ProcessorProcess(settings) if with_processor else None
+    try:
         if worker is not None:
             worker.start()
-        try:
-            factory = (
-                "playpulse.service:create_worker_app_from_env"
-                if with_processor
-                else "playpulse.collector.app:create_app_from_env"
-            )
-            uvicorn.run(
-                factory,
-                factory=True,
-                workers=settings.workers,
-                **options,
-            )
-        finally:
-            if worker is not None:
-                worker.stop()
+        factory = (
+            "playpulse.service:create_worker_app_from_env"
+            if with_processor
+            else "playpulse.collector.app:create_app_from_env"
+        )
+        uvicorn.run(factory, factory=True, workers=settings.workers, **options)
+    finally:
+        if worker is not None:
+            worker.stop()
 
 
 @app.command()

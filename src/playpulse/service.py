@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import multiprocessing
 import os
+import signal
+import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
-from playpulse.collector.app import create_app
+from playpulse.collector.app import add_readiness_check, create_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
@@ -160,120 +167,466 @@ class ProcessorThread:
         close_processor(self.processor)
 
 
-def _processor_main(env: dict[str, str], stop: Any, parent_pid: int) -> None:
-    """Entry point of the processor process: run until ``stop`` is set or the parent
-    process is gone (then an orphan must not go on processing without the lock)."""
+#: The processor's state file in the data dir (see :func:`read_processor_status`).
+STATUS_FILE = "processor-status.json"
+
+#: How often the processor child rewrites its status while it runs (at most).
+_STATUS_INTERVAL_S = 1.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def processor_status_path(settings: Settings) -> Path:
+    """``<data dir>/processor-status.json``: where the processor reports its state."""
+    return settings.data_dir / STATUS_FILE
+
+
+def write_processor_status(settings: Settings, status: Mapping[str, Any]) -> bool:
+    """Replace the processor's status file by ``status`` (JSON), atomically: readers see
+    the old document or the new one, never a part. Returns whether it was written (a
+    missing or read-only data dir is logged, not raised: the status is advisory)."""
+    path = processor_status_path(settings)
+    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(dict(status), sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the processor status %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
+
+
+def read_processor_status(settings: Settings) -> dict[str, Any] | None:
+    """The processor's last reported state on ``settings.data_dir``, or ``None`` when no
+    processor has reported there (or the file is unreadable).
+
+    Keys (times are ISO 8601 in UTC, or null):
+
+    - ``state``: ``starting``, ``running``, ``failed`` (the child's last words before it
+      exited on an error), ``restarting`` (the child died; ``next_start_at`` says when
+      the supervisor starts it again) or ``stopped`` (``up`` stopped it).
+    - ``pid``: the processor process; ``started_at``: when it started.
+    - ``progress_at``: the last poll that committed a batch or found the stream caught up
+      (a processor stuck in a batch or hung stops moving it).
+    - ``offsets``: committed offset per partition (keys are partition numbers as text).
+    - ``processed``: events read since ``started_at``.
+    - ``restarts``: times ``up`` started the processor again since it started.
+    - ``last_error``: ``{"message": one line, "at": time}`` of the last failure, kept
+      across restarts; ``exit_code``: the last dead child's exit code (``-9``: SIGKILL).
+    - ``updated_at``: when this document was written.
+    """
+    try:
+        data = json.loads(processor_status_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class _StatusReporter:
+    """What a processor child writes to the status file: its state, each poll's
+    progress (at most every second) and its last error."""
+
+    def __init__(self, settings: Settings, restarts: int) -> None:
+        self.settings = settings
+        previous = read_processor_status(settings) or {}
+        self.status: dict[str, Any] = {
+            "state": "starting",
+            "pid": os.getpid(),
+            "started_at": _iso(_now()),
+            "progress_at": None,
+            "offsets": previous.get("offsets", {}),
+            "processed": 0,
+            "restarts": restarts,
+            "last_error": previous.get("last_error"),
+            "exit_code": None,
+            "next_start_at": None,
+        }
+        self._written = 0.0
+        self.write()
+
+    def write(self) -> None:
+        self.status["updated_at"] = _iso(_now())
+        write_processor_status(self.settings, self.status)
+        self._written = time.monotonic()
+
+    def progress(self, processor: Processor, read: int) -> None:
+        self.status["processed"] += read
+        self.status["progress_at"] = _iso(_now())
+        if self.status["state"] != "running" or time.monotonic() - self._written >= (
+            _STATUS_INTERVAL_S
+        ):
+            self.status["state"] = "running"
+            offsets = processor.store.offsets(processor.options.consumer)
+            self.status["offsets"] = {str(p): o for p, o in sorted(offsets.items())}
+            self.write()
+
+    def finish(self, error: BaseException | None) -> None:
+        if error is None:
+            self.status["state"] = "stopped"
+        else:
+            self.status["state"] = "failed"
+            self.status["last_error"] = {"message": _one_line(error), "at": _iso(_now())}
+        self.write()
+
+
+def _watch_parent(parent: Connection, halt: threading.Event) -> None:
+    # The parent holds the only write end: EOF (it closed it in stop(), or it died,
+    # however) or any message means stop. Nothing to poll, nothing that can hang.
+    with contextlib.suppress(EOFError, OSError):
+        parent.recv()
+    halt.set()
+
+
+def _processor_main(env: dict[str, str], parent: Connection, restarts: int) -> None:
+    """Entry point of the processor process: run until the parent closes ``parent`` (its
+    pipe) or dies, or SIGTERM; report to the status file. Exits 1 on an error (the
+    supervisor starts it again)."""
+    halt = threading.Event()
+    # Ctrl-C reaches the whole process group: `up` decides when its child stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: halt.set())
+    threading.Thread(
+        target=_watch_parent, args=(parent, halt), name="playpulse-parent-watch", daemon=True
+    ).start()
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    processor = open_processor(settings)
-    halt = threading.Event()
-
-    def watch() -> None:
-        while not halt.is_set():
-            if stop.wait(0.1) or os.getppid() != parent_pid:
-                halt.set()
-
-    watcher = threading.Thread(target=watch, name="playpulse-processor-watch", daemon=True)
-    watcher.start()
+    reporter = _StatusReporter(settings, restarts)
     try:
-        processor.run(halt)
-    except BaseException:
-        log.exception("the processor stopped")
-        raise
-    finally:
-        halt.set()
-        close_processor(processor)
+        processor = open_processor(settings)
+        try:
+            processor.start()
+            interval_s = processor.options.poll_interval.total_seconds()
+            while not halt.is_set():
+                started = time.monotonic()
+                stats = processor.process_available(max_batches=1)
+                reporter.progress(processor, stats.read)
+                rest = 0.05 if stats.read == 0 else interval_s - (time.monotonic() - started)
+                if rest > 0:
+                    halt.wait(rest)
+        finally:
+            close_processor(processor)
+    except Exception as exc:
+        log.exception("the processor failed")
+        reporter.finish(exc)
+        raise SystemExit(1) from None
+    reporter.finish(None)
+
+
+def _exit_description(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class ProcessorProcess:
     """Runs a :class:`Processor` on ``settings``' data dir in a child process until
-    :meth:`stop` (or until this process exits). The caller holds the processor lock.
+    :meth:`stop`. The caller holds the processor lock.
 
-    A child that dies (a crash, the OOM killer) is logged and started again after
-    ``restart_delay_s``, doubling up to 30 s while it keeps dying within a minute: the
-    store's offsets make a restart lose and double count nothing.
+    The child holds the read end of a pipe whose only write end is here: when this
+    process closes it (:meth:`stop`) or dies in any way (even SIGKILL), the child sees
+    EOF, finishes its batch and exits, so it never processes without the lock. A child
+    that dies (a crash, the OOM killer) is reported in the log and the status file and
+    started again after ``settings.processor_restart_delay_s``, doubling up to 30 s while
+    it keeps dying within a minute of its start: the store's offsets make a restart lose
+    and double count nothing. Nothing here waits on the child without a timeout.
     """
 
-    def __init__(self, settings: Settings, restart_delay_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, restart_delay_s: float | None = None) -> None:
         self._ctx = multiprocessing.get_context("spawn")
+        self._settings = settings
         self._env = settings.to_env()
-        self._stop = self._ctx.Event()
-        self._delay_s = restart_delay_s
-        self._process = self._spawn()
+        self._delay_s = (
+            settings.processor_restart_delay_s if restart_delay_s is None else restart_delay_s
+        )
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._writer: Connection | None = None
+        self.restarts = 0
+        self._process: Any = None
         self._watcher = threading.Thread(
             target=self._watch, name="playpulse-processor-supervisor", daemon=True
         )
-        self.restarts = 0
 
-    def _spawn(self) -> Any:
-        return self._ctx.Process(
+    def _launch(self) -> None:
+        # A fresh pipe per child: its read end goes to the child (spawn passes only it),
+        # the write end stays here alone, so its EOF means "stop" or "the parent died".
+        reader, writer = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(
             target=_processor_main,
-            args=(self._env, self._stop, os.getpid()),
+            args=(self._env, reader, self.restarts),
             name="playpulse-processor",
             daemon=True,
         )
+        try:
+            process.start()
+        finally:
+            reader.close()
+        self._process = process
+        self._writer = writer
 
     @property
     def pid(self) -> int | None:
         """The running child's process id (None before :meth:`start`)."""
-        pid: int | None = self._process.pid
+        pid: int | None = None if self._process is None else self._process.pid
         return pid
+
+    def alive(self) -> bool:
+        """Whether the child process runs now."""
+        return self._process is not None and bool(self._process.is_alive())
 
     def start(self) -> None:
         """Start the process, and the thread that restarts it when it dies."""
-        self._process.start()
+        with self._lock:
+            self._launch()
         self._watcher.start()
 
     def _watch(self) -> None:
         delay = self._delay_s
-        while not self._stop.is_set():
+        while True:
             started = time.monotonic()
-            self._process.join()
-            if self._stop.is_set():
+            process = self._process
+            while process.exitcode is None:
+                process.join(0.5)
+                if self._stopping.is_set():
+                    return
+            if self._stopping.is_set():
                 return
+            what = _exit_description(process.exitcode)
             log.error(
-                "the processor process exited with code %s; starting it again in %.0f s",
-                self._process.exitcode,
+                "the processor process exited with code %s; starting it again in %.1f s",
+                process.exitcode,
                 delay,
             )
-            if self._stop.wait(delay):
+            self._report_death(process, what, delay)
+            if self._stopping.wait(delay):
                 return
             delay = min(30.0, delay * 2) if time.monotonic() - started < 60 else self._delay_s
-            self._process = self._spawn()
-            self._process.start()
-            self.restarts += 1
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.restarts += 1
+                self._launch()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Ask it to finish its batch and exit; kill it after ``timeout_s``."""
-        self._stop.set()
+    def _report_death(self, process: Any, what: str, delay_s: float) -> None:
+        status = read_processor_status(self._settings) or {}
+        if status.get("pid") != process.pid or status.get("state") != "failed":
+            # Killed or crashed without its last words: say how it ended.
+            status["last_error"] = {
+                "message": f"the processor process {process.pid} {what}",
+                "at": _iso(_now()),
+            }
+        status.update(
+            state="restarting",
+            pid=process.pid,
+            exit_code=process.exitcode,
+            restarts=self.restarts,
+            next_start_at=_iso(_now() + timedelta(seconds=delay_s)),
+            updated_at=_iso(_now()),
+        )
+        write_processor_status(self._settings, status)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the child to finish its batch and exit (pipe closed, SIGTERM); SIGKILL it
+        after ``timeout_s``. Returns within about ``timeout_s + 2`` s whatever state the
+        child is in (running, hung, already dead)."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        if process is None:
+            return
+        if process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            process.join(timeout_s)
+            if process.exitcode is None:
+                log.error("the processor did not stop within %.0f s: killing it", timeout_s)
+                process.kill()
+                process.join(2.0)
         if self._watcher.is_alive():
-            self._watcher.join(timeout_s)
-        self._process.join(timeout_s)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5.0)
+            self._watcher.join(1.0)
+        status = read_processor_status(self._settings)
+        if status is not None and status.get("pid") == process.pid:
+            status.update(state="stopped", next_start_at=None, updated_at=_iso(_now()))
+            write_processor_status(self._settings, status)
 
 
-def create_service_app(settings: Settings) -> FastAPI:
+def check_data_dir(settings: Settings) -> None:
+    """Make sure ``settings.data_dir`` is a folder this process can write, creating it
+    (and its parents) when missing; run before a server starts, so a bad data dir is one
+    line, not a traceback. Raises :class:`~playpulse.errors.ConfigError` naming the path
+    and the reason (not a folder, cannot be created, not writable)."""
+    path = settings.data_dir
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"the data dir {path} is not a folder (use another --data-dir)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data dir {path}: {exc.strerror or exc} (use another --data-dir)"
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"the data dir {path} is not writable: {exc.strerror or exc}") from None
+
+
+def lock_taken_error(settings: Settings) -> ConfigError:
+    """The error for a data dir whose processor lock another process holds."""
+    return ConfigError(
+        f"another processor runs on {settings.data_dir} (a `playpulse up` or "
+        "`playpulse process`): one per data dir; stop it or use another --data-dir"
+    )
+
+
+def _lag(settings: Settings, offsets: Mapping[str, Any]) -> int | None:
+    # Events in the stream past the committed offsets (None when the stream won't say).
+    try:
+        stream = open_stream(settings)
+        try:
+            ends = {p.partition: p.end_offset for p in stream.partitions()}
+        finally:
+            stream.close()
+    except Exception:  # a readiness probe must answer; the stream has a check of its own
+        return None
+    return sum(max(0, end - int(offsets.get(str(p), 0))) for p, end in ends.items())
+
+
+def processor_problem(settings: Settings, now: datetime | None = None) -> str | None:
+    """Readiness of the processor of ``settings.data_dir`` from its status file: None
+    when it runs and made progress within ``settings.processor_stall_s`` seconds, else
+    one line saying what is wrong (not started, failing or restarting with its last
+    error, gone, stuck while events wait)."""
+    status = read_processor_status(settings)
+    if status is None:
+        return "the processor has not reported yet"
+    now = now or _now()
+    state = status.get("state")
+    error = status.get("last_error")
+    error_text = (
+        f"; last error at {error.get('at')}: {error.get('message')}"
+        if isinstance(error, dict)
+        else ""
+    )
+    restarts = status.get("restarts") or 0
+    if state != "running":
+        again = f" after {restarts} restart(s)" if restarts else ""
+        return f"the processor is {state}{again}{error_text}"
+    pid = status.get("pid")
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"the processor process {pid} is gone{error_text}"
+        except PermissionError:
+            pass
+    progress_at = _parse_time(status.get("progress_at"))
+    if progress_at is None:
+        return "the processor has not polled yet"
+    idle_s = (now - progress_at).total_seconds()
+    if idle_s > settings.processor_stall_s:
+        lag = _lag(settings, status.get("offsets") or {})
+        waiting = "" if lag is None else f" while {lag} event(s) wait"
+        return f"the processor made no progress for {idle_s:.0f} s{waiting}"
+    return None
+
+
+def store_problem(settings: Settings) -> str | None:
+    """Readiness of the real-time store: None when ``store.db`` opens and answers a
+    trivial query (or does not exist yet), else the problem in one line."""
+    path = settings.store_path
+    if not path.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1.0)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return f"the store {path} cannot be read: {exc}"
+    return None
+
+
+def lake_problem(settings: Settings) -> str | None:
+    """Readiness of the lake: None when its folder can be listed (or does not exist
+    yet), else the problem in one line."""
+    path = settings.lake_path
+    if not path.exists():
+        return None
+    try:
+        with os.scandir(path) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return f"the lake {path} cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def add_service_checks(app: FastAPI, settings: Settings) -> None:
+    """Register the ``processor``, ``store`` and ``lake`` checks of ``GET /readyz`` on
+    ``app`` (see :func:`processor_problem`, :func:`store_problem`,
+    :func:`lake_problem`)."""
+    checks: dict[str, Callable[[], str | None]] = {
+        "processor": lambda: processor_problem(settings),
+        "store": lambda: store_problem(settings),
+        "lake": lambda: lake_problem(settings),
+    }
+    for name, check in checks.items():
+        add_readiness_check(app, name, check)
+
+
+def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAPI:
     """The collector app with a processor process started and stopped by its lifespan,
-    the read API (``/v1/metrics``, ``/v1/live``, ...) and the dashboard at ``/``."""
+    the read API (``/v1/metrics``, ``/v1/live``, ...), the dashboard at ``/`` and the
+    processor, store and lake checks of ``/readyz``.
+
+    The lifespan takes the data dir's processor lock unless ``lock_held`` (the caller
+    holds it, as ``playpulse up`` does to report a taken lock before the server starts);
+    it raises :class:`~playpulse.errors.ConfigError` when another process holds it."""
     from playpulse.api import mount_read_api
     from playpulse.dashboard import mount_dashboard
 
     app = create_app(settings)
     app.title = "playpulse"
     mount_dashboard(app, mount_read_api(app, settings))
+    add_service_checks(app, settings)
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
-        with processor_lock(settings) as mine:
-            if not mine:
-                raise ConfigError(
-                    f"another processor runs on {settings.data_dir} (a `playpulse up` or "
-                    "`playpulse process`): one per data dir"
-                )
+        with contextlib.ExitStack() as stack:
+            if not lock_held and not stack.enter_context(processor_lock(settings)):
+                raise lock_taken_error(settings)
             worker = ProcessorProcess(settings)
             application.state.processor = worker
             async with inner(application):
@@ -290,11 +643,13 @@ def create_service_app(settings: Settings) -> FastAPI:
 def create_worker_app_from_env() -> FastAPI:
     """One of several ``playpulse up --workers N`` processes: the collector, the read API
     and the dashboard, with settings from ``PLAYPULSE_*`` (the processor runs once, in
-    the supervising process)."""
+    the supervising process), and the processor, store and lake checks of ``/readyz``."""
     from playpulse.api import mount_read_api
     from playpulse.dashboard import mount_dashboard
 
-    app = create_app(Settings())
+    settings = Settings()
+    app = create_app(settings)
     app.title = "playpulse"
-    mount_dashboard(app, mount_read_api(app, Settings()))
+    mount_dashboard(app, mount_read_api(app, settings))
+    add_service_checks(app, settings)
     return app

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 
@@ -40,6 +41,55 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _psutil() -> Any:
+    # psutil is a dev dependency (``pip install -e .[dev]``), imported only when needed.
+    import psutil  # type: ignore[import-untyped]
+
+    return psutil
+
+
+def process_tree(pid: int) -> list[Any]:
+    """The process ``pid`` and all its descendants now, as ``psutil.Process`` objects
+    (those already gone are left out)."""
+    psutil = _psutil()
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def group_members(pgid: int) -> list[Any]:
+    """The processes of process group ``pgid`` now (``psutil.Process`` objects)."""
+    psutil = _psutil()
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def kill_all(procs: list[Any], timeout_s: float = 5.0) -> list[Any]:
+    """SIGKILL what is still running of ``procs`` (``psutil.Process`` objects) and reap
+    it; returns those that were still running (empty when everything had exited)."""
+    psutil = _psutil()
+    def running(proc: Any) -> bool:
+        try:
+            return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+        except psutil.Error:
+            return False
+
+    alive = [p for p in procs if running(p)]
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)
+    return alive
+
+
 @contextlib.contextmanager
 def playpulse_server(
     command: str,
@@ -53,9 +103,11 @@ def playpulse_server(
 
     Yields ``(base_url, process)`` once ``GET /healthz`` answers 200; output goes to
     ``log``. ``PLAYPULSE_*`` variables of this process are not passed on unless given in
-    ``env``. The process gets SIGTERM at the end (SIGKILL after 15 s). Raises
-    ``RuntimeError`` with the log if it exits or does not answer within
-    ``startup_timeout_s``.
+    ``env``. The process leads a process group of its own (``os.killpg(process.pid,
+    sig)`` signals it and its children, as systemd does). At the end it gets SIGTERM
+    (SIGKILL after 15 s), and then every process of its tree and its group that is
+    still there is killed, so nothing outlives the block. Raises ``RuntimeError`` with
+    the log if it exits or does not answer within ``startup_timeout_s``.
     """
     port = free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
@@ -63,9 +115,14 @@ def playpulse_server(
     cmd += ["--port", str(port), *args]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**base_env, **(env or {})}
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**base_env, **(env or {})},
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+    seen: dict[int, Any] = {}
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
@@ -79,9 +136,13 @@ def playpulse_server(
             time.sleep(0.1)
         yield url, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        seen.update((p.pid, p) for p in process_tree(proc.pid))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        seen.update((p.pid, p) for p in group_members(proc.pid))
+        kill_all([p for p in seen.values() if p.pid != proc.pid])
