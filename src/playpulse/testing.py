@@ -76,6 +76,7 @@ def kill_all(procs: list[Any], timeout_s: float = 5.0) -> list[Any]:
     """SIGKILL what is still running of ``procs`` (``psutil.Process`` objects) and reap
     it; returns those that were still running (empty when everything had exited)."""
     psutil = _psutil()
+
     def running(proc: Any) -> bool:
         try:
             return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
