@@ -4,6 +4,7 @@
 import { ApiError, getJSON, metric, sessionHistogram } from "./api.js";
 import * as build from "./charts.js";
 import * as fmt from "./format.js";
+import { watchHealth } from "./health.js";
 
 const echarts = window.echarts;
 const $ = (selector) => document.querySelector(selector);
@@ -503,6 +504,7 @@ function start() {
     });
   }
   connectLive();
+  watchHealth($("#health-banner"));
   loadPage();
 }
 

@@ -1,0 +1,90 @@
+"""The dashboard's readiness banner (js/health.js): what it says for each /readyz answer
+(run in Node, when installed), and, in Chromium, that a failing processor shows it with
+the processor's last error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from playpulse.dashboard import STATIC_DIR
+from playpulse.testing import playpulse_server
+
+HEALTH_JS = STATIC_DIR / "js" / "health.js"
+
+
+def readiness_texts(cases: list[tuple[int, Any]]) -> list[str]:
+    """``readinessText(status, body)`` of health.js for each case, run by Node."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is missing")
+    program = HEALTH_JS.read_text() + (
+        f"\nconst cases = {json.dumps(cases)};\n"
+        "console.log(JSON.stringify(cases.map(([s, b]) => readinessText(s, b))));\n"
+    )
+    result = subprocess.run(
+        [node, "--input-type=module"],
+        input=program,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    texts: list[str] = json.loads(result.stdout)
+    return texts
+
+
+def test_the_banner_names_every_failing_check_and_nothing_when_ready():
+    failing = {
+        "status": "not_ready",
+        "checks": {
+            "stream": {"ok": True},
+            "processor": {"ok": False, "problem": "the processor is restarting; last error"},
+            "store": {"ok": False, "problem": "the store x cannot be read"},
+        },
+    }
+    ready, not_ready, odd, gone, old = readiness_texts(
+        [
+            (200, {"status": "ready", "checks": {}}),
+            (503, failing),
+            (503, None),
+            (0, None),
+            (404, None),
+        ]
+    )
+    assert ready == ""
+    assert not_ready.startswith("Not ready")
+    assert "processor: the processor is restarting; last error" in not_ready
+    assert "store: the store x cannot be read" in not_ready
+    assert "stream" not in not_ready
+    assert "/readyz answered 503" in odd
+    assert "not reachable" in gone
+    assert old == ""
+
+
+def test_a_failing_processor_shows_the_banner(tmp_path: Path, new_page: Any):
+    from playwright.sync_api import expect
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "store.db").write_bytes(b"not a database, garbage " * 8)
+    env = {"PLAYPULSE_PROCESSOR_RESTART_DELAY_S": "0.5"}
+    with playpulse_server("up", data, tmp_path / "up.log", env=env) as (url, _):
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/readyz", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        page = new_page()
+        page.goto(url + "/")
+        banner = page.locator("#health-banner")
+        expect(banner).to_be_visible(timeout=20_000)
+        expect(banner).to_contain_text("processor:")
+        expect(banner).to_contain_text("not a database")
+        assert page.errors == []
