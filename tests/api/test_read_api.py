@@ -112,6 +112,14 @@ def test_filters_and_limit_apply(demo_server: str):
         ({"content_type": "podcast"}, "content_type: 'podcast' is not one of audiobook"),
         ({"from": "2026-11-02", "to": "2026-11-01"}, "is not before end"),
         ({"form": "2026-11-01"}, "unknown parameter 'form'"),
+        # Once 500s (issue #10): int() of a digit str.isdigit accepts, a number past
+        # Python's int-string limit, datetime arithmetic past year 1 or 9999.
+        ({"limit": "²"}, "limit: '²' is not a whole number from 1 to 10000"),
+        ({"limit": "5" * 5000}, "(5000 characters) is not a whole number from 1 to 10000"),
+        ({"from": "0001-01-01", "tz": "Asia/Tokyo"}, "from: '0001-01-01' is outside the"),
+        ({"to": "9999-12-31", "tz": "America/New_York"}, "to: '9999-12-31' is outside the"),
+        ({"tz": "../../etc/passwd"}, "tz: '../../etc/passwd' is not an IANA time zone"),
+        ({"creator": "c" * 600}, "is longer than 512 characters"),
     ],
 )
 def test_bad_parameters_are_422_with_a_clear_message(
@@ -209,8 +217,10 @@ def test_the_stream_ends_after_max_events(demo_server: str):
         text = "".join(r.iter_text())
     assert text.startswith("retry: 1000\n\n")
     assert text.count("event: live\n") == 2
-    bad = get(demo_server, "/v1/live/stream", max_events="0")
-    assert bad.status_code == 422
+    for raw in ("0", "²", "9" * 5000):
+        bad = get(demo_server, "/v1/live/stream", max_events=raw)
+        assert bad.status_code == 422
+        assert bad.json()["error"]["message"].startswith("max_events: ")
 
 
 def test_docs_describe_the_read_api(demo_server: str):

@@ -4,25 +4,57 @@ Parameters are parsed here rather than by FastAPI so that every problem is answe
 the API's own error shape (``{"error": {"code": "invalid_params", "message"}}``, 422)
 with one clear message per parameter. The OpenAPI description of the parameters is
 :data:`OPENAPI_PARAMETERS`.
+
+Whatever the query string holds, :func:`parse_params` returns parameters every query can
+run with or raises that 422, never anything else: values are bounded in length
+(:data:`MAX_CHARS`), numbers are ASCII digits, times lie within
+[:data:`EARLIEST`, :data:`LATEST`] and zones are known to Python and to DuckDB.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
+import duckdb
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams as StarletteQueryParams
 
 from playpulse.api.auth import ApiError
-from playpulse.events.model import ContentType, iana_zones
+from playpulse.events.model import MAX_ID_CHARS, ContentType, Text, iana_zones
 from playpulse.query.catalog import QueryError, QueryParams
 
 CONTENT_TYPES: tuple[str, ...] = get_args(ContentType)
 
 _FILTERS = ("content_id", "creator", "content_type", "vendor_id")
 KNOWN = ("from", "to", "tz", "limit", *_FILTERS, "key")
+
+#: Earliest accepted ``from``/``to``, UTC. Events are from 2000 on (the event model
+#: rejects older ones); the bounds keep the per-hour offset tables of the queries small
+#: (a window of 8,000 years would take ~70 million rows) and epoch times positive.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+#: Latest accepted ``from``/``to``, UTC.
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+#: ``limit`` accepts whole numbers in this range.
+LIMIT_RANGE = (1, 10_000)
+_TEXT_CHARS: int = get_args(Text)[1].max_length
+#: Longest accepted value of each parameter, in characters (filters: the longest value an
+#: event can carry; ``key``: longer than any read key needs; ``limit``: 16 digits, see
+#: :func:`parse_whole_number`).
+MAX_CHARS: dict[str, int] = {
+    "from": 64,
+    "to": 64,
+    "tz": 64,
+    "content_id": MAX_ID_CHARS,
+    "creator": _TEXT_CHARS,
+    "content_type": 32,
+    "vendor_id": MAX_ID_CHARS,
+    "key": 1024,
+}
+#: Longest parameter name or value quoted back in an error message, in characters.
+SHOWN_CHARS = 64
 
 OPENAPI_PARAMETERS: list[dict[str, Any]] = [
     {
@@ -31,21 +63,36 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "description": "Start of the range (inclusive): a date (midnight in `tz`) or an ISO "
         "time; a time without offset is read in `tz`. Default: `to` minus 31 days.",
-        "schema": {"type": "string", "examples": ["2026-11-01", "2026-11-01T08:00:00Z"]},
+        "schema": {
+            "type": "string",
+            "maxLength": MAX_CHARS["from"],
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+            "examples": ["2026-11-01", "2026-11-01T08:00:00Z"],
+        },
     },
     {
         "name": "to",
         "in": "query",
         "required": False,
-        "description": "End of the range (exclusive), as `from`. Default: now plus one day.",
-        "schema": {"type": "string"},
+        "description": "End of the range (exclusive), as `from`. Default: now plus one day. "
+        "Both lie between 1970-01-01 and 2100-01-01 (UTC).",
+        "schema": {
+            "type": "string",
+            "maxLength": MAX_CHARS["to"],
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        },
     },
     {
         "name": "tz",
         "in": "query",
         "required": False,
         "description": "IANA time zone for day and hour buckets and for dates in `from`/`to`.",
-        "schema": {"type": "string", "default": "UTC", "examples": ["Europe/Berlin"]},
+        "schema": {
+            "type": "string",
+            "maxLength": MAX_CHARS["tz"],
+            "default": "UTC",
+            "examples": ["Europe/Berlin"],
+        },
     },
     {
         "name": "limit",
@@ -53,21 +100,26 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "description": "Rows of ranked queries (top content, creators, products, users, "
         "titles of the retention curve).",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10},
+        "schema": {
+            "type": "integer",
+            "minimum": LIMIT_RANGE[0],
+            "maximum": LIMIT_RANGE[1],
+            "default": 10,
+        },
     },
     {
         "name": "content_id",
         "in": "query",
         "required": False,
         "description": "Only this content.",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "maxLength": MAX_CHARS["content_id"]},
     },
     {
         "name": "creator",
         "in": "query",
         "required": False,
         "description": "Only this creator (author, artist, show, channel).",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "maxLength": MAX_CHARS["creator"]},
     },
     {
         "name": "content_type",
@@ -81,7 +133,7 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": "Only this vendor (shop queries).",
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "maxLength": MAX_CHARS["vendor_id"]},
     },
 ]
 
@@ -90,36 +142,95 @@ def _invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_params", message)
 
 
+def shown(value: str) -> str:
+    """``value`` quoted for an error message, cut after :data:`SHOWN_CHARS` characters;
+    lone surrogates (no UTF-8 for them) as ``\\udc80``."""
+    text = value[:SHOWN_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(value) <= SHOWN_CHARS:
+        return f"'{text}'"
+    return f"'{text}...' ({len(value)} characters)"
+
+
+def parse_whole_number(name: str, raw: str, low: int, high: int) -> int:
+    """``raw`` as an int from ``low`` to ``high``: ASCII digits only (not ``²``,
+    Arabic-Indic digits, ``+1`` or ``1_000``), leading zeros allowed, at most 16 digits.
+    Raises a 422 :class:`ApiError` naming ``name`` otherwise."""
+    digits = raw.strip()
+    if digits.isascii() and digits.isdigit() and len(digits) <= 16:
+        number = int(digits)
+        if low <= number <= high:
+            return number
+    raise _invalid(f"{name}: {shown(raw)} is not a whole number from {low} to {high}")
+
+
+@lru_cache(maxsize=1)
+def query_zones() -> frozenset[str]:
+    """Time zones a query can use: known to Python (:func:`iana_zones`) and to DuckDB
+    (``localtime``, for one, is a file of Python's zone database but no zone of DuckDB's)."""
+    with duckdb.connect() as con:
+        duckdb_zones = {str(row[0]) for row in con.sql("FROM pg_timezone_names()").fetchall()}
+    return iana_zones() & duckdb_zones
+
+
 def _when(name: str, value: str, zone: ZoneInfo) -> datetime:
+    """``value`` (a date or an ISO time, naive ones in ``zone``) in UTC, within
+    [:data:`EARLIEST`, :data:`LATEST`]."""
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), zone)
-        moment = datetime.fromisoformat(value)
+            moment = datetime.combine(date.fromisoformat(value), time(), zone)
+        else:  # RFC 3339 allows "t" and "z"; Python's ISO parser wants "T" and "Z"
+            moment = datetime.fromisoformat(value.upper())
     except ValueError:
         raise _invalid(
-            f"{name}: '{value}' is not a date (2026-11-01) or an ISO time (2026-11-01T08:00:00Z)"
+            f"{name}: {shown(value)} is not a date (2026-11-01) or an ISO time "
+            "(2026-11-01T08:00:00Z)"
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # near year 1 or 9999, the offset leaves datetime's range
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise _invalid(
+            f"{name}: {shown(value)} is outside the supported range, {_iso(EARLIEST)} to "
+            f"{_iso(LATEST)} (events are from 2000 on)"
+        )
+    return utc
+
+
+def _values(query: StarletteQueryParams) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in query.multi_items():
+        if name not in KNOWN:
+            raise _invalid(f"unknown parameter {shown(name)}; known: {', '.join(KNOWN)}")
+        if name in values:
+            raise _invalid(f"parameter '{name}' is given more than once")
+        value = value.strip()
+        longest = MAX_CHARS.get(name)
+        if longest is not None and len(value) > longest:
+            raise _invalid(f"{name}: {shown(value)} is longer than {longest} characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: not text any query can compare
+            raise _invalid(f"{name}: {shown(value)} is not valid Unicode text") from None
+        if value:
+            values[name] = value
+    return values
 
 
 def parse_params(query: StarletteQueryParams) -> QueryParams:
     """The :class:`QueryParams` of a request's query string, with the window resolved.
 
     Empty values count as absent. Raises a 422 :class:`ApiError` naming the parameter for
-    an unknown or repeated parameter, a bad value, or a range whose start is not before
-    its end.
+    an unknown or repeated parameter, a value that is too long, not a number, not a date,
+    not a zone, outside [:data:`EARLIEST`, :data:`LATEST`], and a range whose start is
+    not before its end.
     """
-    values: dict[str, str] = {}
-    for name, value in query.multi_items():
-        if name not in KNOWN:
-            raise _invalid(f"unknown parameter '{name}'; known: {', '.join(KNOWN)}")
-        if name in values:
-            raise _invalid(f"parameter '{name}' is given more than once")
-        if value.strip():
-            values[name] = value.strip()
+    values = _values(query)
     tz = values.get("tz", "UTC")
-    if tz not in iana_zones():
-        raise _invalid(f"tz: '{tz}' is not an IANA time zone such as 'Europe/Berlin'")
+    if tz not in query_zones():
+        raise _invalid(f"tz: {shown(tz)} is not an IANA time zone such as 'Europe/Berlin'")
     zone = ZoneInfo(tz)
     fields: dict[str, Any] = {"tz": tz}
     if "from" in values:
@@ -127,16 +238,16 @@ def parse_params(query: StarletteQueryParams) -> QueryParams:
     if "to" in values:
         fields["end"] = _when("to", values["to"], zone)
     if "limit" in values:
-        if not values["limit"].isdigit():
-            raise _invalid(f"limit: '{values['limit']}' is not a whole number from 1 to 10000")
-        fields["limit"] = int(values["limit"])
+        fields["limit"] = parse_whole_number("limit", values["limit"], *LIMIT_RANGE)
     content_type = values.get("content_type")
     if content_type is not None and content_type not in CONTENT_TYPES:
-        raise _invalid(f"content_type: '{content_type}' is not one of {', '.join(CONTENT_TYPES)}")
+        raise _invalid(
+            f"content_type: {shown(content_type)} is not one of {', '.join(CONTENT_TYPES)}"
+        )
     fields.update({k: values[k] for k in _FILTERS if k in values})
     try:
         params = QueryParams(**fields)
-    except ValidationError as exc:
+    except ValidationError as exc:  # pragma: no cover - every field is checked above
         names = {"start": "from", "end": "to"}
         problems = "; ".join(
             f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
@@ -146,6 +257,10 @@ def parse_params(query: StarletteQueryParams) -> QueryParams:
         start, end = params.window()
     except QueryError as exc:
         raise _invalid(f"from/to: {exc}") from None
+    if start < EARLIEST:  # only a default `from`, 31 days before an early `to`
+        raise _invalid(
+            f"from: the default, 31 days before `to`, is before {_iso(EARLIEST)}; give `from`"
+        )
     # Fix the default window now, so the answer and its echoed parameters agree.
     return params.model_copy(update={"start": start, "end": end})
 

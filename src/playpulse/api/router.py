@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +28,13 @@ from playpulse.api import sessions
 from playpulse.api.auth import ApiError, ReadAuth
 from playpulse.api.encode import table_rows
 from playpulse.api.live import LiveFeed
-from playpulse.api.params import OPENAPI_PARAMETERS, describe, parse_params
+from playpulse.api.params import (
+    OPENAPI_PARAMETERS,
+    describe,
+    parse_params,
+    parse_whole_number,
+    shown,
+)
 from playpulse.config import Settings
 from playpulse.query.catalog import CATALOG, QueryError, run_query
 
@@ -89,6 +95,8 @@ class LiveSnapshot(BaseModel):
 
 #: Catalog queries and histograms computed at the same time; later ones wait their turn.
 QUERY_CONCURRENCY = 2
+#: Largest ``max_events`` of ``/v1/live/stream``.
+MAX_STREAM_EVENTS = 1_000_000
 
 _T = TypeVar("_T")
 
@@ -146,13 +154,22 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         },
         openapi_extra={"parameters": OPENAPI_PARAMETERS},
     )
-    async def get_metric(name: str, request: Request) -> JSONResponse:
+    async def get_metric(
+        name: Annotated[
+            str,
+            Path(
+                description="A query of the catalog (`GET /v1/metrics`).",
+                json_schema_extra={"enum": list(CATALOG)},
+            ),
+        ],
+        request: Request,
+    ) -> JSONResponse:
         spec = CATALOG.get(name)
         if spec is None:
             raise ApiError(
                 404,
                 "unknown_query",
-                f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}",
+                f"unknown query {shown(name)}; known: {', '.join(sorted(CATALOG))}",
             )
         params = parse_params(request.query_params)
         try:
@@ -172,12 +189,19 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         "/v1/sessions/histogram",
         summary="Session length distribution",
         description=sessions.DESCRIPTION + " Uses `from`, `to` and `tz` only.",
-        responses={200: {"model": MetricResult}, **_ERRORS},
+        responses={
+            200: {"model": MetricResult},
+            400: {"model": ErrorResponse, "description": "The query failed."},
+            **_ERRORS,
+        },
         openapi_extra={"parameters": OPENAPI_PARAMETERS[:3]},
     )
     async def session_histogram(request: Request) -> JSONResponse:
         params = parse_params(request.query_params)
-        table = await compute(sessions.session_histogram, params, settings)
+        try:
+            table = await compute(sessions.session_histogram, params, settings)
+        except QueryError as exc:
+            raise ApiError(400, "query_failed", str(exc)) from None
         return JSONResponse(
             {
                 "name": "session_lengths",
@@ -215,7 +239,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
                     "name": "max_events",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 1},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_STREAM_EVENTS},
                 }
             ]
         },
@@ -224,11 +248,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         raw = request.query_params.get("max_events")
         max_events = None
         if raw is not None:
-            if not raw.isdigit() or int(raw) < 1:
-                raise ApiError(
-                    422, "invalid_params", f"max_events: '{raw}' is not a whole number >= 1"
-                )
-            max_events = int(raw)
+            max_events = parse_whole_number("max_events", raw, 1, MAX_STREAM_EVENTS)
         return StreamingResponse(
             feed.events(max_events),
             media_type="text/event-stream",

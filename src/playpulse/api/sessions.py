@@ -7,10 +7,11 @@ start. Buckets are fixed so that ranges compare; the last one is open-ended.
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 
 from playpulse.config import Settings
-from playpulse.query.catalog import QueryParams
+from playpulse.query.catalog import QueryError, QueryParams
 from playpulse.query.engine import connect
 
 #: (label, lower bound in seconds inclusive, upper bound exclusive or None).
@@ -60,13 +61,17 @@ def _values() -> str:
 
 
 def session_histogram(params: QueryParams, settings: Settings) -> pa.Table:
-    """The histogram of session lengths in ``params``' window (other filters unused)."""
+    """The histogram of session lengths in ``params``' window (other filters unused).
+
+    Raises :class:`QueryError` when DuckDB fails (as :func:`run_query` does)."""
     start, end = params.window()
     con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
         table: pa.Table = con.sql(
             _SQL.format(values=_values()), params={"start": start, "end": end}
         ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"the session histogram failed: {exc}") from exc
     finally:
         con.close()
     return table.select(list(COLUMNS))
