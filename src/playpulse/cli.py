@@ -243,7 +243,8 @@ def compact(data_dir: DataDir = None) -> None:
 
 @app.command()
 def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
-    """Events in the stream, quarantined events, partitions and consumer lag."""
+    """Events in the stream, the quarantine's size and drops, partitions, consumer lag and
+    records lost to the stream's size limit."""
     from playpulse.status import data_dir_status
 
     _check_format(fmt)
@@ -251,16 +252,36 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     if fmt == "json":
         typer.echo(json.dumps(info, indent=2))
         return
+
+    def mib(n: int | None) -> str:
+        return "unbounded" if n is None else f"{n / 2**20:,.1f} MiB"
+
+    q = info["quarantine"]
     out.print(f"data dir     {info['data_dir']}")
-    out.print(f"events       {info['events']:,}")
-    out.print(f"quarantined  {info['quarantined']:,}")
+    out.print(
+        f"events       {info['events']:,} ({mib(info['stream_bytes'])} of "
+        f"{mib(info['stream_max_bytes'])})"
+    )
+    out.print(
+        f"quarantined  {info['quarantined']:,} to replay, {q['entries']:,} entries, "
+        f"{mib(q['stored_bytes'])} of {mib(q['max_bytes'])} (file {mib(q['file_bytes'])}), "
+        f"kept {q['retention_days']:g} days"
+    )
+    if q["dropped"]:
+        causes = ", ".join(f"{n:,} {cause}" for cause, n in q["dropped_by_cause"].items())
+        reasons = ", ".join(f"{n:,} {reason}" for reason, n in q["dropped_by_reason"].items())
+        out.print(f"             {q['dropped']:,} dropped before replay ({causes}; {reasons})")
     table = Table("partition", "newest offset", "events")
     for p in info["partitions"]:
         newest = "-" if p["newest_offset"] is None else f"{p['newest_offset']:,}"
         table.add_row(str(p["partition"]), newest, f"{p['events']:,}")
     out.print(table)
     for group, lag in info["consumer_lag"].items():
-        out.print(f"consumer group {group}: lag {lag['total']:,}")
+        lost = info["lost_records"].get(group, {"total": 0})["total"]
+        line = f"consumer group {group}: lag {lag['total']:,}"
+        if lost:
+            line += f", LOST {lost:,} records deleted before it committed them"
+        out.print(line)
 
 
 @app.command()

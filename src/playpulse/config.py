@@ -32,7 +32,15 @@ class Settings(BaseSettings):
       /v1/events; empty means writes are open to whoever reaches the bound address.
     - ``read_keys``: the same for the read API.
     - ``num_partitions``: partitions of the embedded stream (fixed at creation).
-    - ``retention_days``: how long the stream keeps records.
+    - ``retention_days``: how long the stream keeps records (never those a consumer group
+      has not committed, unless over ``stream_max_bytes``).
+    - ``stream_max_bytes``: bytes of records past which the stream's retention deletes the
+      oldest even if uncommitted, counting them as lost per group (``status``,
+      ``/metrics``); unset (default) means no limit.
+    - ``quarantine_max_bytes``: bytes of quarantined entries (raw payload, errors, fields)
+      past which the oldest are dropped and counted per reason; default 256 MiB.
+    - ``quarantine_retention_days``: entries older than this are dropped and counted;
+      default 30.
     - ``stream_synchronous``: ``NORMAL`` survives a process crash, ``FULL`` power loss.
     - ``max_body_bytes``, ``max_events_per_request``: request limits (413 above them).
     - ``max_pending_events``: events waiting for the stream across requests before the
@@ -53,6 +61,9 @@ class Settings(BaseSettings):
     read_keys: Keys = Field(default_factory=list)
     num_partitions: int = Field(8, ge=1, le=1024)
     retention_days: float = Field(7.0, gt=0)
+    stream_max_bytes: int | None = Field(None, ge=0)
+    quarantine_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    quarantine_retention_days: float = Field(30.0, gt=0)
     stream_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(1000, ge=1)
@@ -67,6 +78,8 @@ class Settings(BaseSettings):
         """These settings as ``PLAYPULSE_*`` variables (for worker processes)."""
         env = {}
         for name, value in self.model_dump().items():
+            if value is None:  # unset: the worker's default is the same
+                continue
             if name in ("write_keys", "read_keys"):
                 value = ",".join(k.get_secret_value() for k in getattr(self, name))
             env[f"PLAYPULSE_{name.upper()}"] = str(value)
@@ -76,6 +89,11 @@ class Settings(BaseSettings):
     def retention(self) -> timedelta:
         """``retention_days`` as a duration."""
         return timedelta(days=self.retention_days)
+
+    @property
+    def quarantine_retention(self) -> timedelta:
+        """``quarantine_retention_days`` as a duration."""
+        return timedelta(days=self.quarantine_retention_days)
 
     @property
     def stream_path(self) -> Path:

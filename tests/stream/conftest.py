@@ -3,7 +3,8 @@
 ``stream_factory`` is parametrized over every stream backend, so each test that uses it
 runs once per backend (the contract in ``test_contract.py``). To put a new backend under
 the contract, add one entry to ``BACKENDS``: a function that builds a fresh, empty stream
-from a directory it may use and the requested ``num_partitions`` and ``retention``.
+from a directory it may use and the requested ``num_partitions``, ``retention`` and
+``max_bytes``.
 """
 
 from __future__ import annotations
@@ -23,20 +24,33 @@ class StreamFactory(Protocol):
     """Builds a fresh, empty stream of one backend; the fixture closes it afterwards."""
 
     def __call__(
-        self, *, num_partitions: int = 4, retention: timedelta = timedelta(days=7)
+        self,
+        *,
+        num_partitions: int = 4,
+        retention: timedelta = timedelta(days=7),
+        max_bytes: int | None = None,
     ) -> EventStream: ...
 
 
-_Builder = Callable[[Path, int, timedelta], EventStream]
+_Builder = Callable[[Path, int, timedelta, int | None], EventStream]
 
 
-def _sqlite(directory: Path, num_partitions: int, retention: timedelta) -> EventStream:
+def _sqlite(
+    directory: Path, num_partitions: int, retention: timedelta, max_bytes: int | None
+) -> EventStream:
     # A real file (not ":memory:"): the WAL, locking and reopening paths are the real ones.
-    return SQLiteStream(directory / "stream.db", num_partitions=num_partitions, retention=retention)
+    return SQLiteStream(
+        directory / "stream.db",
+        num_partitions=num_partitions,
+        retention=retention,
+        max_bytes=max_bytes,
+    )
 
 
-def _memory(directory: Path, num_partitions: int, retention: timedelta) -> EventStream:
-    return MemoryStream(num_partitions=num_partitions, retention=retention)
+def _memory(
+    directory: Path, num_partitions: int, retention: timedelta, max_bytes: int | None
+) -> EventStream:
+    return MemoryStream(num_partitions=num_partitions, retention=retention, max_bytes=max_bytes)
 
 
 BACKENDS: dict[str, _Builder] = {
@@ -57,11 +71,14 @@ def stream_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     made: list[EventStream] = []
 
     def factory(
-        *, num_partitions: int = 4, retention: timedelta = timedelta(days=7)
+        *,
+        num_partitions: int = 4,
+        retention: timedelta = timedelta(days=7),
+        max_bytes: int | None = None,
     ) -> EventStream:
         directory = tmp_path / f"stream-{next(counter)}"
         directory.mkdir()
-        stream = build(directory, num_partitions, retention)
+        stream = build(directory, num_partitions, retention, max_bytes)
         made.append(stream)
         return stream
 

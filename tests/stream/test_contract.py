@@ -23,6 +23,7 @@ from hypothesis.stateful import (
 
 from playpulse.errors import OffsetOutOfRangeError, StreamError
 from playpulse.stream import Appended, EventStream, PartitionInfo, Record
+from playpulse.stream.base import GroupPartitionHealth, stream_health
 
 FAR_FUTURE = timedelta(days=365 * 100)
 
@@ -75,6 +76,8 @@ def test_new_stream_is_empty(stream_factory):
         assert stream.read(p, 0, 10) == []
         assert stream.committed("g", p) is None
     assert stream.lag("g") == {0: 0, 1: 0, 2: 0}
+    assert stream.lost("g") == {0: 0, 1: 0, 2: 0}
+    assert stream.stored_bytes() == 0
 
 
 def test_partition_for_is_deterministic_and_in_range(stream_factory):
@@ -513,23 +516,28 @@ def test_retention_honours_the_configured_retention(stream_factory):
     assert short.enforce_retention(record.appended_at + timedelta(minutes=1, seconds=1)) == 1
 
 
-def test_consumer_whose_committed_offset_was_deleted_resumes_at_the_start(stream):
+def test_consumer_whose_committed_offset_was_deleted_resumes_at_the_start(stream_factory):
+    stream = stream_factory(max_bytes=0)  # over its size limit: committed or not, all goes
     [key] = keys_for(stream, 3, 1)
     stream.append([(key, bytes([i])) for i in range(6)])
     stream.commit("g", 3, 2)
-    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+    stream.enforce_retention(datetime.now(UTC))
     stream.append([(key, b"after-1"), (key, b"after-2")])
 
     assert stream.partitions()[3] == PartitionInfo(3, 6, 8)
     assert stream.committed("g", 3) == 2
-    assert stream.lag("g")[3] == 2  # only the retained records count
+    # Kafka's lag: the 4 records deleted before "g" committed them still count...
+    assert stream.lag("g")[3] == 6
+    assert stream.lost("g")[3] == 4
 
     consumer = stream.consumer("g")
     [batch] = consumer.poll()
     assert [(r.offset, r.value) for r in batch.records] == [(6, b"after-1"), (7, b"after-2")]
     consumer.commit(batch)
     assert stream.committed("g", 3) == 8
+    # ... until it commits past them; the lost count stays.
     assert stream.lag("g")[3] == 0
+    assert stream.lost("g") == {0: 0, 1: 0, 2: 0, 3: 4}
 
 
 def test_running_consumer_skips_to_the_start_after_retention(stream):
@@ -543,6 +551,116 @@ def test_running_consumer_skips_to_the_start_after_retention(stream):
     [batch] = consumer.poll()
 
     assert [(r.offset, r.value) for r in batch.records] == [(5, b"new")]
+
+
+def one_record_per_batch(stream: EventStream, key: str, values: list[bytes]) -> None:
+    """Append ``values`` under ``key``, one append (so one batch) each."""
+    for value in values:
+        stream.append([(key, value)])
+
+
+def test_retention_by_age_keeps_what_a_group_has_not_committed(stream):
+    [k0] = keys_for(stream, 0, 1)
+    [k1] = keys_for(stream, 1, 1)
+    [k2] = keys_for(stream, 2, 1)
+    for key in (k0, k1, k2):
+        one_record_per_batch(stream, key, [b"a", b"b", b"c", b"d"])
+    stream.commit("slow", 0, 1)
+    stream.commit("fast", 0, 4)
+    stream.commit("fast", 1, 3)  # "slow" never committed in partition 1: it keeps it all
+    stream.commit("slow", 2, 4)
+    stream.commit("fast", 2, 4)
+
+    deleted = stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+
+    assert deleted == 1 + 0 + 4
+    assert [(i.start_offset, i.end_offset) for i in stream.partitions()[:3]] == [
+        (1, 4),
+        (0, 4),
+        (4, 4),
+    ]
+    assert stream.lag("slow") == {0: 3, 1: 4, 2: 0, 3: 0}
+    assert stream.lag("fast") == {0: 0, 1: 1, 2: 0, 3: 0}
+    assert stream.lost("slow") == stream.lost("fast") == {0: 0, 1: 0, 2: 0, 3: 0}
+    # Once the slow group commits, the next retention deletes what it read.
+    stream.commit("slow", 0, 3)
+    assert stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == 2
+    assert stream.partitions()[0].start_offset == 3
+
+
+def test_retention_by_age_deletes_a_batch_only_when_all_its_records_are_committed(stream):
+    [key] = keys_for(stream, 1, 1)
+    stream.append([(key, b"1"), (key, b"2"), (key, b"3")])  # one batch: offsets 0..2
+    stream.append([(key, b"4")])
+    stream.commit("g", 1, 2)
+
+    assert stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == 0
+    stream.commit("g", 1, 3)
+    assert stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == 3
+    assert stream.partitions()[1] == PartitionInfo(1, 3, 4)
+    assert stream.lost("g")[1] == 0
+
+
+def test_stored_bytes_grow_with_appends_and_shrink_with_retention(stream):
+    stream.append([(f"user-{i}", b"x" * 100) for i in range(8)])
+    one = stream.stored_bytes()
+    stream.append([(f"user-{i}", b"x" * 100) for i in range(8)])
+
+    assert 8 * 100 <= one < stream.stored_bytes()
+    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+    assert stream.stored_bytes() == 0
+
+
+def test_over_max_bytes_the_oldest_go_first_even_uncommitted_and_are_counted_lost(
+    stream_factory,
+):
+    stream = stream_factory(max_bytes=10**9)
+    [k0] = keys_for(stream, 0, 1)
+    [k1] = keys_for(stream, 1, 1)
+    # Interleaved appends, so "oldest" runs across partitions.
+    for _ in range(5):
+        stream.append([(k0, b"x" * 1000)])
+        stream.append([(k1, b"y" * 1000)])
+    stream.commit("a", 0, 5)  # "a" has read all of partition 0, none of partition 1
+    stream.commit("b", 1, 1)  # "b" one record of partition 1, none of partition 0
+    assert stream.enforce_retention(datetime.now(UTC)) == 0  # within the limit
+    batch_bytes = stream.stored_bytes() // 10
+    stream.max_bytes = 4 * batch_bytes  # room for the 4 newest batches
+
+    deleted = stream.enforce_retention(datetime.now(UTC))  # nothing is old
+
+    assert deleted == 6
+    assert [(i.start_offset, i.end_offset) for i in stream.partitions()[:2]] == [(3, 5), (3, 5)]
+    assert stream.stored_bytes() <= stream.max_bytes
+    assert stream.lost("a") == {0: 0, 1: 3, 2: 0, 3: 0}
+    assert stream.lost("b") == {0: 3, 1: 2, 2: 0, 3: 0}
+    assert stream.lost("nobody") == {0: 0, 1: 0, 2: 0, 3: 0}
+    # Lag counts the lost records until the group commits past them (in a partition
+    # where it never committed, it counts from the oldest record retained: lost tells).
+    assert stream.lag("a") == {0: 0, 1: 2, 2: 0, 3: 0}
+    assert stream.lag("b") == {0: 2, 1: 4, 2: 0, 3: 0}
+    assert stream.enforce_retention(datetime.now(UTC)) == 0
+
+    health = stream_health(stream)
+    assert health.max_bytes == 4 * batch_bytes
+    assert health.stored_bytes == stream.stored_bytes()
+    assert health.records == 4
+    assert health.lost_total() == 8
+    assert health.lost_total("a") == 3
+    assert health.lag_total("b") == 6
+    assert health.lag_total() == 8
+    assert GroupPartitionHealth("b", 1, 4, 2) in health.groups
+    assert len(health.groups) == 2 * 4
+
+
+def test_without_max_bytes_nothing_uncommitted_is_ever_deleted(stream):
+    stream.append([(f"user-{i}", b"v" * 500) for i in range(40)])
+    stream.commit("g", 0, 0)
+
+    stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
+
+    assert sum(stream.lag("g").values()) == 40
+    assert stream.lost("g") == {p: 0 for p in range(4)}
 
 
 # --- model checks ----------------------------------------------------------------------
@@ -593,7 +711,10 @@ class StreamMachine(RuleBasedStateMachine):
         self.n = num_partitions
         self.model: list[list[tuple[str, bytes]]] = [[] for _ in range(num_partitions)]
         self.start = [0] * num_partitions
+        # Per partition, the (base offset, count) of each append's batch still retained.
+        self.batches: list[list[tuple[int, int]]] = [[] for _ in range(num_partitions)]
         self.committed: dict[tuple[str, int], int] = {}
+        self.lost: dict[tuple[str, int], int] = {}
 
     def end(self, p):
         return len(self.model[p])
@@ -602,10 +723,14 @@ class StreamMachine(RuleBasedStateMachine):
     def append(self, batch):
         appended = self.stream.append(batch)
         expected = []
+        counts: dict[int, int] = defaultdict(int)
         for key, value in batch:
             p = self.stream.partition_for(key)
             expected.append(Appended(p, self.end(p)))
             self.model[p].append((key, value))
+            counts[p] += 1
+        for p, n in counts.items():
+            self.batches[p].append((self.end(p) - n, n))
         assert appended == expected
 
     @rule(data=st.data())
@@ -626,11 +751,38 @@ class StreamMachine(RuleBasedStateMachine):
     def retention_now_deletes_nothing(self):
         assert self.stream.enforce_retention(datetime.now(UTC)) == 0
 
+    def groups(self):
+        return sorted({g for g, _ in self.committed})
+
     @rule()
-    def retention_far_future_deletes_everything(self):
-        expected = sum(self.end(p) - self.start[p] for p in range(self.n))
+    def retention_far_future_deletes_what_every_group_committed(self):
+        expected = 0
+        for p in range(self.n):
+            bound = min(
+                (self.committed.get((g, p), self.start[p]) for g in self.groups()),
+                default=self.end(p),
+            )
+            while self.batches[p] and sum(self.batches[p][0]) <= bound:
+                base, count = self.batches[p].pop(0)
+                expected += count
+                self.start[p] = base + count
         assert self.stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == expected
+
+    @rule()
+    def over_the_size_limit_everything_goes_and_uncommitted_records_are_lost(self):
+        expected = sum(self.end(p) - self.start[p] for p in range(self.n))
+        for g in self.groups():
+            for p in range(self.n):
+                position = self.committed.get((g, p), self.start[p])
+                n = self.end(p) - max(position, self.start[p])
+                self.lost[(g, p)] = self.lost.get((g, p), 0) + n
+        self.stream.max_bytes = 0
+        try:
+            assert self.stream.enforce_retention(datetime.now(UTC)) == expected
+        finally:
+            self.stream.max_bytes = None
         self.start = [self.end(p) for p in range(self.n)]
+        self.batches = [[] for _ in range(self.n)]
 
     @rule(group=st.sampled_from(["a", "b"]), data=st.data())
     def commit(self, group, data):
@@ -663,8 +815,11 @@ class StreamMachine(RuleBasedStateMachine):
         assert self.stream.groups() == sorted({g for g, _ in self.committed})
         for group in ("a", "b"):
             assert self.stream.lag(group) == {
-                p: self.end(p) - max(self.committed.get((group, p), 0), self.start[p])
+                p: self.end(p) - self.committed.get((group, p), self.start[p])
                 for p in range(self.n)
+            }
+            assert self.stream.lost(group) == {
+                p: self.lost.get((group, p), 0) for p in range(self.n)
             }
 
     @invariant()

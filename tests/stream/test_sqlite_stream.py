@@ -135,11 +135,12 @@ def test_two_streams_on_one_file_appending_alternately(tmp_path):
         assert one.partitions() == two.partitions()
 
         # Commits and retention made through one connection are seen by the other.
-        one.commit("g", 0, 1)
-        assert two.committed("g", 0) == 1
+        ends = [len(placed[p]) for p in range(3)]
+        for p in range(3):
+            one.commit("g", p, ends[p])
+        assert two.committed("g", 0) == ends[0]
         assert two.groups() == ["g"]
         two.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
-        ends = [len(placed[p]) for p in range(3)]
         assert one.partitions() == [PartitionInfo(p, ends[p], ends[p]) for p in range(3)]
         with pytest.raises(OffsetOutOfRangeError):
             one.read(0, 0, 10)

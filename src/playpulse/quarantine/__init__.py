@@ -6,6 +6,20 @@ a fix (``playpulse quarantine list|show|replay``).
 """
 
 from playpulse.quarantine.replay import ReplayResult, replay
-from playpulse.quarantine.store import QuarantineEntry, QuarantineStore, Rejection
+from playpulse.quarantine.store import (
+    QuarantineEntry,
+    QuarantineStats,
+    QuarantineStore,
+    Rejection,
+    open_quarantine,
+)
 
-__all__ = ["QuarantineEntry", "QuarantineStore", "Rejection", "ReplayResult", "replay"]
+__all__ = [
+    "QuarantineEntry",
+    "QuarantineStats",
+    "QuarantineStore",
+    "Rejection",
+    "ReplayResult",
+    "open_quarantine",
+    "replay",
+]

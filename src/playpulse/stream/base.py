@@ -9,7 +9,12 @@ The shape follows Kafka and Kinesis so that both fit behind it:
   number); offsets grow strictly within a partition and are never reused;
 - consumer groups read a partition from their committed offset in batches and commit the
   next offset to read (Kafka semantics), which gives at-least-once delivery: a consumer
-  that crashes before committing reads the same records again.
+  that crashes before committing reads the same records again;
+- retention deletes old records, but never one that a consumer group has not committed,
+  unless the stream is over its size limit (``max_bytes``): records deleted then before
+  a group committed them are counted, per group and partition, as *lost* (:meth:`lost`).
+  Retention deletes whole append batches (the records one append put in one partition),
+  as Kafka deletes whole log segments.
 """
 
 from __future__ import annotations
@@ -86,6 +91,9 @@ class EventStream(ABC):
 
     name: str
     num_partitions: int
+    #: Bytes of records past which retention deletes the oldest, committed or not
+    #: (``None``: no limit); see :meth:`enforce_retention`.
+    max_bytes: int | None = None
 
     def partition_for(self, key: str) -> int:
         """The partition a record with ``key`` goes to."""
@@ -152,10 +160,38 @@ class EventStream(ABC):
 
     @abstractmethod
     def enforce_retention(self, now: datetime) -> int:
-        """Delete records appended before ``now - retention``; return how many.
+        """Delete old records; return how many were deleted.
+
+        Two rules, in this order:
+
+        1. Age: delete the append batches appended before ``now - retention`` that every
+           consumer group has committed (a group that never committed in a partition has
+           committed nothing of it). With no group at all, age alone decides.
+        2. Size: while the records retained take more than ``max_bytes`` (when it is not
+           ``None``; bytes as :meth:`stored_bytes` counts them), delete the oldest batches
+           of any partition, committed or not, and add every deleted record a group had
+           not committed to that group's :meth:`lost` count.
 
         Offsets are not reused after deletion. A group whose committed offset was
         deleted resumes at the oldest retained record (Kafka's ``earliest`` reset).
+        """
+
+    @abstractmethod
+    def stored_bytes(self) -> int:
+        """Bytes the retained records take in the stream, the figure ``max_bytes`` bounds.
+
+        Keys and values as stored (the SQLite stream counts its msgpack record batches),
+        without the backend's indexes and free space.
+        """
+
+    @abstractmethod
+    def lost(self, group: str) -> dict[int, int]:
+        """Records of each partition that retention deleted before ``group`` committed
+        them (because the stream was over ``max_bytes``), since the stream was created.
+
+        Every partition is in the result (0 when nothing was lost). Kept across restarts
+        by durable backends. A group that resumes after such a deletion skips to the
+        oldest retained record: these records were never processed by it.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -166,12 +202,19 @@ class EventStream(ABC):
         return Consumer(self, group, partitions)
 
     def lag(self, group: str) -> dict[int, int]:
-        """Records not yet committed by ``group``, per partition."""
+        """Records not yet committed by ``group``, per partition: ``end_offset`` minus the
+        committed offset (Kafka's consumer lag).
+
+        A partition the group never committed in counts from its oldest retained record.
+        Records that retention deleted before the group committed them still count until
+        the group commits past them (its committed offset is then below the partition's
+        start offset); :meth:`lost` keeps their count after that.
+        """
         out = {}
         for info in self.partitions():
             committed = self.committed(group, info.partition)
             position = info.start_offset if committed is None else committed
-            out[info.partition] = info.end_offset - max(position, info.start_offset)
+            out[info.partition] = info.end_offset - position
         return out
 
     def __enter__(self) -> EventStream:
@@ -179,6 +222,64 @@ class EventStream(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPartitionHealth:
+    """One consumer group's standing in one partition (see :func:`stream_health`).
+
+    ``lag``: records not committed yet (:meth:`EventStream.lag`); ``lost``: records
+    deleted before the group committed them (:meth:`EventStream.lost`).
+    """
+
+    group: str
+    partition: int
+    lag: int
+    lost: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """What monitoring needs of a stream, read in one go (see :func:`stream_health`).
+
+    ``stored_bytes`` is :meth:`EventStream.stored_bytes`, ``max_bytes`` the size limit
+    (``None``: unbounded), ``records`` the records retained, ``groups`` one entry per
+    consumer group and partition.
+    """
+
+    stored_bytes: int
+    max_bytes: int | None
+    records: int
+    groups: list[GroupPartitionHealth]
+
+    def lost_total(self, group: str | None = None) -> int:
+        """Records lost, for ``group`` or summed over every group."""
+        return sum(g.lost for g in self.groups if group is None or g.group == group)
+
+    def lag_total(self, group: str | None = None) -> int:
+        """Records not committed yet, for ``group`` or summed over every group."""
+        return sum(g.lag for g in self.groups if group is None or g.group == group)
+
+
+def stream_health(stream: EventStream) -> StreamHealth:
+    """Lag and lost records per consumer group and partition, bytes and records retained.
+
+    For ``/metrics`` gauges such as ``playpulse_stream_lost_records_total{group,
+    partition}`` (a count that only grows, kept in the stream), ``playpulse_stream_lag``
+    and ``playpulse_stream_bytes``. Costs a few small queries (no scan of the records).
+    Raises :class:`~playpulse.errors.StreamError` when the stream cannot be read.
+    """
+    groups = []
+    for group in stream.groups():
+        lost = stream.lost(group)
+        for partition, lag in stream.lag(group).items():
+            groups.append(GroupPartitionHealth(group, partition, lag, lost.get(partition, 0)))
+    return StreamHealth(
+        stored_bytes=stream.stored_bytes(),
+        max_bytes=stream.max_bytes,
+        records=sum(info.count for info in stream.partitions()),
+        groups=groups,
+    )
 
 
 @dataclass(frozen=True, slots=True)

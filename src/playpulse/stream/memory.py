@@ -1,21 +1,43 @@
 """An in-memory event stream: a test double and a reference for the contract.
 
 It keeps everything in process memory, so nothing survives the process: use it in tests
-and notebooks, never for data you need to keep.
+and notebooks, never for data you need to keep. Like the SQLite stream, it keeps the
+records of one append to one partition together as a batch, which retention deletes
+whole.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from playpulse.errors import OffsetOutOfRangeError, StreamError
+from playpulse.errors import ConfigError, OffsetOutOfRangeError, StreamError
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    records: list[Record]
+    size_bytes: int
+
+    @property
+    def base(self) -> int:
+        return self.records[0].offset
+
+    @property
+    def end(self) -> int:
+        return self.records[-1].offset + 1
+
+
 class MemoryStream(EventStream):
-    """An :class:`EventStream` held in lists, one per partition (not durable)."""
+    """An :class:`EventStream` held in lists, one per partition (not durable).
+
+    ``max_bytes`` bounds :meth:`stored_bytes` (UTF-8 keys plus values) at retention;
+    ``None`` means no bound. Raises :class:`~playpulse.errors.ConfigError` for a
+    negative ``max_bytes``.
+    """
 
     def __init__(
         self,
@@ -23,14 +45,20 @@ class MemoryStream(EventStream):
         name: str = "events",
         num_partitions: int = 4,
         retention: timedelta = timedelta(days=7),
+        max_bytes: int | None = None,
     ) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ConfigError(f"max_bytes must be at least 0 or None, got {max_bytes}")
         self.name = name
         self.num_partitions = num_partitions
         self.retention = retention
-        self._records: list[list[Record]] = [[] for _ in range(num_partitions)]
+        self.max_bytes = max_bytes
+        self._batches: list[list[_Batch]] = [[] for _ in range(num_partitions)]
         self._start = [0] * num_partitions
         self._end = [0] * num_partitions
         self._offsets: dict[tuple[str, int], int] = {}
+        self._lost: dict[tuple[str, int], int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
@@ -38,12 +66,17 @@ class MemoryStream(EventStream):
         now = datetime.now(UTC)
         out = []
         with self._lock:
+            by_partition: dict[int, list[Record]] = {}
             for key, value in records:
                 p = self.partition_for(key)
                 offset = self._end[p]
                 self._end[p] += 1
-                self._records[p].append(Record(p, offset, key, value, now))
+                by_partition.setdefault(p, []).append(Record(p, offset, key, value, now))
                 out.append(Appended(p, offset))
+            for p, batch in by_partition.items():
+                size = sum(len(r.key.encode()) + len(r.value) for r in batch)
+                self._batches[p].append(_Batch(batch, size))
+                self._bytes += size
         return out
 
     def _check(self, partition: int) -> None:
@@ -62,8 +95,14 @@ class MemoryStream(EventStream):
                     f"offset {offset} is outside partition {partition}'s retained range "
                     f"{start}..{end}"
                 )
-            i = offset - start
-            return self._records[partition][i : i + max_records]
+            out: list[Record] = []
+            for batch in self._batches[partition]:
+                if batch.end <= offset:
+                    continue
+                out.extend(batch.records[max(offset - batch.base, 0) :])
+                if len(out) >= max_records:
+                    break
+            return out[:max_records]
 
     def partitions(self) -> list[PartitionInfo]:
         """See :meth:`EventStream.partitions`."""
@@ -90,15 +129,48 @@ class MemoryStream(EventStream):
         """See :meth:`EventStream.groups`."""
         return sorted({g for g, _ in self._offsets})
 
+    def stored_bytes(self) -> int:
+        """See :meth:`EventStream.stored_bytes` (UTF-8 keys plus values)."""
+        return self._bytes
+
+    def lost(self, group: str) -> dict[int, int]:
+        """See :meth:`EventStream.lost`."""
+        return {p: self._lost.get((group, p), 0) for p in range(self.num_partitions)}
+
     def enforce_retention(self, now: datetime) -> int:
         """See :meth:`EventStream.enforce_retention`."""
         cutoff = now - self.retention
         deleted = 0
         with self._lock:
+            groups = sorted({g for g, _ in self._offsets})
             for p in range(self.num_partitions):
-                keep = [r for r in self._records[p] if r.appended_at >= cutoff]
-                dropped = len(self._records[p]) - len(keep)
-                self._records[p] = keep
-                self._start[p] += dropped
-                deleted += dropped
+                # The offset below which every group has committed.
+                bound = min(
+                    (self._offsets.get((g, p), self._start[p]) for g in groups),
+                    default=self._end[p],
+                )
+                while (
+                    self._batches[p]
+                    and self._batches[p][0].end <= bound
+                    and self._batches[p][0].records[0].appended_at < cutoff
+                ):
+                    deleted += self._drop_oldest(p, groups)
+            while self.max_bytes is not None and self._bytes > self.max_bytes:
+                p = min(
+                    (p for p in range(self.num_partitions) if self._batches[p]),
+                    key=lambda p: (self._batches[p][0].records[0].appended_at, p),
+                )
+                deleted += self._drop_oldest(p, groups)
         return deleted
+
+    def _drop_oldest(self, p: int, groups: list[str]) -> int:
+        """Delete partition ``p``'s oldest batch, counting it as lost where uncommitted."""
+        batch = self._batches[p].pop(0)
+        for g in groups:
+            position = self._offsets.get((g, p), self._start[p])
+            lost = batch.end - max(position, batch.base)
+            if lost > 0:
+                self._lost[(g, p)] = self._lost.get((g, p), 0) + lost
+        self._start[p] = batch.end
+        self._bytes -= batch.size_bytes
+        return len(batch.records)

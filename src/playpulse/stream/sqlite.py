@@ -22,12 +22,25 @@ for its duration (tens of ms on a busy disk). A checkpoint never affects durabil
 which comes from the WAL commit. If the WAL still grows past ``WAL_LIMIT_BYTES`` (the
 background checkpoints cannot catch up while appends keep coming), the next append
 checkpoints itself before returning, which bounds the WAL as SQLite's default does.
+
+Retention (``enforce_retention``) deletes whole record batches: by age only those every
+consumer group has committed, and by size (``max_bytes``, against the running byte count
+kept in ``partitions.stored_bytes``) the oldest, counting what a group had not committed
+in ``lost_records``. Files made before these columns existed are migrated when opened.
+
+An append refuses to write to a file it would lose: before each one, the path is
+``os.stat``-ed (about a microsecond) and compared with the file opened, so a data dir
+deleted, moved or replaced while running makes appends raise
+:class:`~playpulse.errors.StreamError` (the collector answers 503) instead of
+acknowledging records written to an unlinked file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -50,7 +63,8 @@ CREATE TABLE IF NOT EXISTS stream_meta (
 CREATE TABLE IF NOT EXISTS partitions (
     partition INTEGER PRIMARY KEY,
     start_offset INTEGER NOT NULL,
-    end_offset INTEGER NOT NULL
+    end_offset INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS record_batches (
     partition INTEGER NOT NULL,
@@ -66,6 +80,12 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     "offset" INTEGER NOT NULL,
     PRIMARY KEY ("group", partition)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lost_records (
+    "group" TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    PRIMARY KEY ("group", partition)
+) WITHOUT ROWID;
 """
 
 
@@ -78,6 +98,18 @@ def _as_stream_error(doing: str) -> Iterator[None]:
 
 
 log = logging.getLogger("playpulse.stream")
+
+
+def _why(exc: BaseException) -> str:
+    """``exc`` in a few words (an OSError's reason and path, or the message), with a hint
+    when the cause is likely a read-only or missing folder."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return f"{text} (is the data dir there, writable, and its disk not full?)"
+    return text
+
 
 #: Bytes written by one stream object after which its background checkpoint runs
 #: (SQLite's automatic checkpoint: 1,000 pages of 4 KiB).
@@ -138,8 +170,10 @@ class _Checkpointer:
 
     def _run(self) -> None:
         try:
+            # mode=rw: never create a new, empty file where the stream was deleted.
             db = sqlite3.connect(
-                self.path,
+                f"{self.path.absolute().as_uri()}?mode=rw",
+                uri=True,
                 timeout=self.busy_timeout_s,
                 isolation_level=None,
                 check_same_thread=False,
@@ -182,7 +216,12 @@ class SQLiteStream(EventStream):
     opening it with another number raises :class:`~playpulse.errors.ConfigError`.
     ``retention`` is how long records are kept (see ``enforce_retention``).
     ``busy_timeout_s`` is how long an append waits for another writer before it raises
-    :class:`~playpulse.errors.BackpressureError`.
+    :class:`~playpulse.errors.BackpressureError`. ``max_bytes`` bounds
+    :meth:`stored_bytes` at retention (``None``: no bound; see
+    :meth:`EventStream.enforce_retention`).
+
+    Raises :class:`~playpulse.errors.StreamError` when the file or its folder cannot be
+    created, opened or written (a read-only data dir, a path that is a file).
     """
 
     def __init__(
@@ -194,21 +233,28 @@ class SQLiteStream(EventStream):
         retention: timedelta = timedelta(days=7),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout_s: float = 5.0,
+        max_bytes: int | None = None,
     ) -> None:
         if num_partitions < 1:
             raise ConfigError(f"num_partitions must be at least 1, got {num_partitions}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ConfigError(f"max_bytes must be at least 0 or None, got {max_bytes}")
         self.path = Path(path)
         self.name = name
         self.num_partitions = num_partitions
         self.retention = retention
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.busy_timeout_s = busy_timeout_s
         self._checkpointer = _Checkpointer(self.path, busy_timeout_s)
         self._unchecked_bytes = 0
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StreamError(f"cannot open the stream {self.path}: {_why(exc)}") from exc
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -216,9 +262,15 @@ class SQLiteStream(EventStream):
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             self._init_schema()
+            stat = os.stat(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            self._db.close()
+            raise StreamError(f"cannot open the stream {self.path}: {_why(exc)}") from exc
         except BaseException:
             self._db.close()
             raise
+        #: The file opened (device, inode): appends check that the path still names it.
+        self._identity = (stat.st_dev, stat.st_ino)
 
     def _init_schema(self) -> None:
         with self._lock:
@@ -243,13 +295,24 @@ class SQLiteStream(EventStream):
                         "INSERT INTO stream_meta VALUES (?, ?)", (self.name, self.num_partitions)
                     )
                     self._db.executemany(
-                        "INSERT INTO partitions VALUES (?, 0, 0)",
+                        "INSERT INTO partitions (partition, start_offset, end_offset) "
+                        "VALUES (?, 0, 0)",
                         [(p,) for p in range(self.num_partitions)],
                     )
                 elif row[0] != self.num_partitions:
                     raise ConfigError(
                         f"stream '{self.name}' in {self.path} has {row[0]} partitions; "
                         f"it cannot be opened with {self.num_partitions}"
+                    )
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
+                if "stored_bytes" not in columns:  # a file from before the size limit
+                    self._db.execute(
+                        "ALTER TABLE partitions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0"
+                    )
+                    self._db.execute(
+                        "UPDATE partitions SET stored_bytes = (SELECT coalesce(sum(length("
+                        "records)), 0) FROM record_batches b WHERE b.partition = "
+                        "partitions.partition)"
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -281,6 +344,7 @@ class SQLiteStream(EventStream):
             else:
                 group.append(record)
         blobs = {p: _encode(group) for p, group in by_partition.items()}
+        self.check_file()
         with self._lock:
             self._begin_write()
             # Taken inside the write lock, so append times grow with offsets (retention
@@ -293,8 +357,9 @@ class SQLiteStream(EventStream):
                     [(p, ends[p], len(by_partition[p]), now_us, blob) for p, blob in blobs.items()],
                 )
                 self._db.executemany(
-                    "UPDATE partitions SET end_offset = ? WHERE partition = ?",
-                    [(ends[p] + len(group), p) for p, group in by_partition.items()],
+                    "UPDATE partitions SET end_offset = ?, stored_bytes = stored_bytes + ? "
+                    "WHERE partition = ?",
+                    [(ends[p] + len(group), len(blobs[p]), p) for p, group in by_partition.items()],
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -302,6 +367,27 @@ class SQLiteStream(EventStream):
                 raise StreamError(f"append to {self.path} failed: {exc}") from exc
             self._written(sum(map(len, blobs.values())))
         return {p: range(ends[p], ends[p] + len(group)) for p, group in by_partition.items()}
+
+    def check_file(self) -> None:
+        """Raise :class:`~playpulse.errors.StreamError` unless ``path`` still names the
+        file this stream opened (one ``os.stat``, about a microsecond).
+
+        SQLite keeps writing to a file that was deleted or moved away (with its data
+        dir) while open; records appended then would be acknowledged and lost.
+        """
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            raise StreamError(
+                f"the stream file {self.path} is gone ({exc.strerror}): the data dir was "
+                "deleted or moved while running; refusing to append records that would be "
+                "lost (restart playpulse)"
+            ) from exc
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise StreamError(
+                f"the stream file {self.path} was replaced by another file while open; "
+                "refusing to append records that would be lost (restart playpulse)"
+            )
 
     def _begin_write(self) -> None:
         """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout_s`` for another writer.
@@ -321,9 +407,14 @@ class SQLiteStream(EventStream):
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     return
-                except sqlite3.OperationalError as exc:
+                except sqlite3.Error as exc:
                     locked = "locked" in str(exc) or "busy" in str(exc)
-                    if not locked or time.monotonic() >= deadline:
+                    if not locked:
+                        raise StreamError(
+                            f"cannot write to the stream {self.path}: {exc} "
+                            f"(is {self.path.parent} writable and its disk not full?)"
+                        ) from exc
+                    if time.monotonic() >= deadline:
                         raise BackpressureError(f"stream {self.path} is busy: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.002)
@@ -409,6 +500,7 @@ class SQLiteStream(EventStream):
                 f"cannot commit offset {offset} for partition {partition}: "
                 f"its end offset is {info.end_offset}"
             )
+        self.check_file()
         with self._lock, _as_stream_error(f"committing to {self.path}"):
             self._db.execute(
                 'INSERT INTO group_offsets VALUES (?, ?, ?) ON CONFLICT ("group", partition) '
@@ -425,39 +517,143 @@ class SQLiteStream(EventStream):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def stored_bytes(self) -> int:
+        """See :meth:`EventStream.stored_bytes` (the msgpack record batches' bytes)."""
+        with self._lock, _as_stream_error(f"reading {self.path}"):
+            row = self._db.execute("SELECT coalesce(sum(stored_bytes), 0) FROM partitions")
+            return int(row.fetchone()[0])
+
+    def lost(self, group: str) -> dict[int, int]:
+        """See :meth:`EventStream.lost`."""
+        with self._lock, _as_stream_error(f"reading {self.path}"):
+            rows = self._db.execute(
+                'SELECT partition, records FROM lost_records WHERE "group" = ?', (group,)
+            ).fetchall()
+        found = dict(rows)
+        return {p: int(found.get(p, 0)) for p in range(self.num_partitions)}
+
     def enforce_retention(self, now: datetime) -> int:
-        """See :meth:`EventStream.enforce_retention` (whole record batches go at once)."""
+        """See :meth:`EventStream.enforce_retention` (whole record batches go at once).
+
+        Raises :class:`~playpulse.errors.StreamError` if the file cannot be written.
+        """
         cutoff_us = int((now - self.retention).timestamp() * 1_000_000)
         deleted = 0
         with self._lock, _as_stream_error(f"retention on {self.path}"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for partition, start, end in self._db.execute(
-                    "SELECT partition, start_offset, end_offset FROM partitions"
-                ).fetchall():
-                    # Append times grow with offsets: the first batch young enough to keep
-                    # marks the new start.
+                parts = {
+                    p: (start, end)
+                    for p, start, end in self._db.execute(
+                        "SELECT partition, start_offset, end_offset FROM partitions"
+                    )
+                }
+                offsets = {
+                    (g, p): int(o)
+                    for g, p, o in self._db.execute(
+                        'SELECT "group", partition, "offset" FROM group_offsets'
+                    )
+                }
+                groups = sorted({g for g, _ in offsets})
+                for p, (start, end) in parts.items():
+                    # Every group has committed the offsets below ``bound``.
+                    bound = min((offsets.get((g, p), start) for g in groups), default=end)
+                    # Append times grow with offsets: the first batch young enough, or not
+                    # wholly committed, marks the new start.
                     row = self._db.execute(
                         "SELECT base_offset FROM record_batches WHERE partition = ? "
-                        "AND appended_at_us >= ? ORDER BY base_offset LIMIT 1",
-                        (partition, cutoff_us),
+                        "AND (appended_at_us >= ? OR base_offset + record_count > ?) "
+                        "ORDER BY base_offset LIMIT 1",
+                        (p, cutoff_us, bound),
                     ).fetchone()
                     new_start = end if row is None else int(row[0])
                     if new_start > start:
-                        self._db.execute(
-                            "DELETE FROM record_batches WHERE partition = ? AND base_offset < ?",
-                            (partition, new_start),
-                        )
-                        deleted += new_start - start
-                        self._db.execute(
-                            "UPDATE partitions SET start_offset = ? WHERE partition = ?",
-                            (new_start, partition),
-                        )
+                        deleted += self._delete_below(p, start, new_start)
+                if self.max_bytes is not None:
+                    deleted += self._enforce_max_bytes(self.max_bytes, parts, offsets, groups)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._written(0)
+        return deleted
+
+    def _delete_below(self, partition: int, start: int, new_start: int) -> int:
+        """Delete ``partition``'s batches below ``new_start`` (a batch's base offset or the
+        end offset) and move its start there; return how many records went (lock and
+        transaction held)."""
+        size = self._db.execute(
+            "SELECT coalesce(sum(length(records)), 0) FROM record_batches "
+            "WHERE partition = ? AND base_offset < ?",
+            (partition, new_start),
+        ).fetchone()[0]
+        self._db.execute(
+            "DELETE FROM record_batches WHERE partition = ? AND base_offset < ?",
+            (partition, new_start),
+        )
+        self._db.execute(
+            "UPDATE partitions SET start_offset = ?, stored_bytes = max(stored_bytes - ?, 0) "
+            "WHERE partition = ?",
+            (new_start, size, partition),
+        )
+        return new_start - start
+
+    def _enforce_max_bytes(
+        self,
+        max_bytes: int,
+        parts: dict[int, tuple[int, int]],
+        offsets: dict[tuple[str, int], int],
+        groups: list[str],
+    ) -> int:
+        """Delete the oldest batches of any partition until the stored bytes are within
+        ``max_bytes``, counting uncommitted records as lost (lock and transaction held)."""
+        total = int(
+            self._db.execute("SELECT coalesce(sum(stored_bytes), 0) FROM partitions").fetchone()[0]
+        )
+        excess = total - max_bytes
+        if excess <= 0:
+            return 0
+
+        def oldest_first(p: int) -> Iterator[tuple[int, int, int, int, int]]:
+            cursor = self._db.execute(
+                "SELECT appended_at_us, base_offset, record_count, length(records) "
+                "FROM record_batches WHERE partition = ? ORDER BY base_offset",
+                (p,),
+            )
+            while rows := cursor.fetchmany(256):
+                for appended_us, base, count, size in rows:
+                    yield appended_us, p, base, count, size
+
+        new_start = {p: start for p, (start, _) in parts.items()}
+        lost: dict[tuple[str, int], int] = {}
+        for _, p, base, count, size in heapq.merge(*(oldest_first(p) for p in sorted(parts))):
+            if excess <= 0:
+                break
+            excess -= size
+            new_start[p] = base + count
+            for g in groups:
+                position = offsets.get((g, p), parts[p][0])
+                n = base + count - max(position, base)
+                if n > 0:
+                    lost[(g, p)] = lost.get((g, p), 0) + n
+        deleted = 0
+        for p, start in new_start.items():
+            if start > parts[p][0]:
+                deleted += self._delete_below(p, parts[p][0], start)
+        self._db.executemany(
+            'INSERT INTO lost_records VALUES (?, ?, ?) ON CONFLICT ("group", partition) '
+            "DO UPDATE SET records = records + excluded.records",
+            [(g, p, n) for (g, p), n in lost.items()],
+        )
+        if lost:
+            log.warning(
+                "stream %s is over its limit of %d bytes: deleted %d records before every "
+                "consumer group committed them (lost: %s)",
+                self.path,
+                max_bytes,
+                deleted,
+                ", ".join(f"{g}/{p}: {n}" for (g, p), n in sorted(lost.items())),
+            )
         return deleted
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
-"""Stream wrappers for tests: make a real stream slow or stuck on purpose."""
+"""Test helpers: a stream wrapper that is slow or stuck on purpose, an unprivileged run."""
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
@@ -20,6 +21,7 @@ class GatedStream(EventStream):
         self.inner = inner
         self.name = inner.name
         self.num_partitions = inner.num_partitions
+        self.max_bytes = inner.max_bytes
         self.gate = threading.Event()
         self.gate.set()
         self.waiting = 0
@@ -60,6 +62,52 @@ class GatedStream(EventStream):
         """Retention on the wrapped stream."""
         return self.inner.enforce_retention(now)
 
+    def stored_bytes(self) -> int:
+        """The wrapped stream's stored bytes."""
+        return self.inner.stored_bytes()
+
+    def lost(self, group: str) -> dict[int, int]:
+        """The wrapped stream's lost records of ``group``."""
+        return self.inner.lost(group)
+
     def close(self) -> None:
         """Close the wrapped stream."""
         self.inner.close()
+
+
+def run_unprivileged(fn: Callable[[], object]) -> str:
+    """Run ``fn`` in a forked child, as the user ``nobody`` (uid 65534) when this process
+    is root; return ``"ok"`` if it returned, else ``"<exception class>: <message>"``.
+
+    For tests of read-only files and folders: root writes whatever the permissions say,
+    so a test running as root (containers, CI) must drop privileges to see a
+    permission refused. Everything ``fn`` needs must be imported already (the child
+    cannot read the interpreter's files once it is ``nobody``). POSIX only.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the caller's code
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                fn()
+                message = "ok"
+            except BaseException as exc:
+                message = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, message.encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"the unprivileged child failed (wait status {status})")
+    return b"".join(chunks).decode()
