@@ -5,6 +5,7 @@ Errors are printed as one line (``error: ...``) with exit code 2, never a traceb
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -124,8 +125,9 @@ def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
     }
     _stop_on_signals()
     try:
-        with processor_lock(settings) as mine:
-            if with_processor and not mine:
+        with contextlib.ExitStack() as stack:
+            # `up` holds the data dir's processor lock while it runs; `collect` leaves it.
+            if with_processor and not stack.enter_context(processor_lock(settings)):
                 raise lock_taken_error(settings)
             typer.echo(
                 f"playpulse {what} on http://{settings.host}:{settings.port} "

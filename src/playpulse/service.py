@@ -4,6 +4,11 @@ The processor runs in a process of its own (:class:`ProcessorProcess`), so it do
 share a Python interpreter lock with the HTTP collector, consuming the embedded stream
 into the real-time store (``store.db``) and the Parquet lake (``lake/``) while the
 collector appends to the stream. The ``up`` process holds the data dir's processor lock.
+
+The child stops when ``up`` stops it or dies (its pipe's EOF), is started again with
+backoff when it dies, and reports its state in ``processor-status.json``
+(:func:`read_processor_status`), which ``/readyz`` (:func:`add_service_checks`), ``playpulse
+status`` and the dashboard read.
 """
 
 from __future__ import annotations
@@ -118,9 +123,10 @@ def ensure_processed(
             if all(done.get(p, 0) >= end for p, end in targets.items() if end > 0):
                 return None
             if time.monotonic() > deadline:
+                problem = processor_problem(settings)
                 raise PlaypulseError(
                     f"the processor running on {settings.data_dir} did not catch up within "
-                    f"{timeout_s:.0f} s; check `playpulse status`"
+                    f"{timeout_s:.0f} s ({problem or 'it is running'}); check `playpulse status`"
                 )
             time.sleep(0.05)
     finally:

@@ -4,6 +4,7 @@ code 2, before any server starts: never a traceback, never a process left runnin
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from playpulse.config import Settings
 from playpulse.service import processor_lock
-from playpulse.testing import free_port
+from playpulse.testing import free_port, playpulse_server
 
 
 def start(command: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -70,3 +71,12 @@ def test_a_data_dir_another_up_holds(tmp_path: Path):
         result = start("up", path)
     assert_one_line_error(result, f"another processor runs on {path}")
     assert not (path / "stream.db").exists()  # refused before the collector opened it
+
+
+def test_collect_leaves_the_processor_lock_to_up_and_process(tmp_path: Path):
+    path = tmp_path / "data"
+    with playpulse_server("collect", path, tmp_path / "collect.log") as (_, proc):
+        with processor_lock(Settings(data_dir=path)) as mine:
+            assert mine
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

@@ -370,3 +370,38 @@ def test_status_file_is_json_a_reader_can_use(tmp_path: Path):
         assert sum(status["offsets"].values()) == 1
         assert datetime.fromisoformat(status["progress_at"]).tzinfo is not None
         json.dumps(status)
+
+
+def test_a_stuck_processor_is_not_ready_and_up_still_stops(tmp_path: Path):
+    """A processor that stops making progress (here: SIGSTOP) while events wait makes
+    /readyz answer 503 naming it; it is ready again once it resumes; and `up` stops on
+    SIGTERM even while its child is stopped (SIGKILL after the grace period)."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data)
+    log = tmp_path / "up.log"
+    env = {"PLAYPULSE_PROCESSOR_STALL_S": "2"}
+    with playpulse_server("up", data, log, env=env) as (url, proc):
+        wait_running(settings)
+        child = processor_child(proc.pid)
+        child.suspend()  # SIGSTOP: alive, holding its place, doing nothing
+        events = [view_event(datetime.now(UTC)) for _ in range(30)]
+        assert httpx.post(f"{url}/v1/events", json=events, timeout=10).status_code == 200
+        deadline = time.monotonic() + 20
+        while (ready := httpx.get(f"{url}/readyz", timeout=5)).status_code != 503:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        problem = ready.json()["checks"]["processor"]["problem"]
+        assert "made no progress" in problem
+        assert "30 event(s) wait" in problem
+        child.resume()
+        while (ready := httpx.get(f"{url}/readyz", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        child.suspend()
+        tree = process_tree(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        wait_stopped(proc, log)
+        assert proc.returncode == 0
+        assert_nothing_left(tree, proc.pid)
+    assert "did not stop within" in log.read_text()  # it was killed, and said so
+    assert_nothing_lost(settings, {e["event_id"] for e in events})
