@@ -2,10 +2,18 @@
 
 Readers (the API, ``playpulse query``) may open the file from other processes while the
 processor writes; each :meth:`SQLiteStore.apply` is one transaction.
+
+Dedup keys are kept as 16-byte BLAKE2b digests of the key (table ``dedup_digests``)
+rather than as text: a key is usually an event id and a content hash, 50-60 characters,
+and there is one per event for the whole dedup window, so they were a large part of the
+file. Two distinct keys share a digest with probability about n^2 / 2^129 (n keys held at
+once): below 10^-20 for a billion keys. Files written before (table ``dedup``, text
+keys) are migrated when opened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -24,10 +32,10 @@ CREATE INDEX IF NOT EXISTS items_by_sk ON items (sk, pk);
 CREATE TABLE IF NOT EXISTS members (
     set_key TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (set_key, member)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedup (
-    event_id TEXT PRIMARY KEY, expires_at_us INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS dedup_digests (
+    digest BLOB PRIMARY KEY, expires_at_us INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_by_expiry ON dedup (expires_at_us);
+CREATE INDEX IF NOT EXISTS dedup_digests_by_expiry ON dedup_digests (expires_at_us);
 CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (
     consumer TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
@@ -36,6 +44,13 @@ CREATE TABLE IF NOT EXISTS offsets (
 """
 
 _CHUNK = 500  # SQLite's variable limit is 32766; stay well below it.
+_DIGEST_BYTES = 16
+
+
+def dedup_digest(key: str) -> bytes:
+    """The 16-byte digest under which the SQLite store keeps dedup key ``key`` (any
+    string, lone surrogates included)."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_BYTES).digest()
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,6 +96,33 @@ class SQLiteStore(RealtimeStore):
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._migrate_text_dedup_keys()
+
+    def _migrate_text_dedup_keys(self) -> None:
+        """Move the text dedup keys of a file written before digests (table ``dedup``)
+        into ``dedup_digests``, in one transaction (another process may race: the table
+        is checked again inside it)."""
+        exists = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'dedup'"
+        if self._db.execute(exists).fetchone() is None:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute(exists).fetchone() is not None:
+                rows = self._db.execute("SELECT event_id, expires_at_us FROM dedup")
+                while chunk := rows.fetchmany(10_000):
+                    self._db.executemany(
+                        "INSERT INTO dedup_digests VALUES (?, ?) ON CONFLICT (digest) DO "
+                        "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)",
+                        [(dedup_digest(key), expires) for key, expires in chunk],
+                    )
+                self._db.execute("DROP TABLE dedup")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            raise StoreError(f"migrating the dedup keys of {self.path} failed: {exc}") from exc
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply`."""
@@ -91,8 +133,8 @@ class SQLiteStore(RealtimeStore):
                 for (pk, sk), attrs in batch.increments.items()
                 for attr, amount in attrs.items()
             ]
-            dedup = [(event_id, _us(expires)) for event_id, expires in batch.dedup]
-        except (TypeError, ValueError, OverflowError) as exc:
+            dedup = [(dedup_digest(key), _us(expires)) for key, expires in batch.dedup]
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise StoreError(f"invalid batch for {self.path}: {exc}") from exc
         increments = [row for row in amounts if row[3] != 0]
         with self._lock:
@@ -106,7 +148,7 @@ class SQLiteStore(RealtimeStore):
                 self._db.executemany(
                     "INSERT OR IGNORE INTO members VALUES (?, ?)", sorted(batch.members)
                 )
-                self._db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?)", dedup)
+                self._db.executemany("INSERT OR REPLACE INTO dedup_digests VALUES (?, ?)", dedup)
                 self._db.executemany(
                     "INSERT OR REPLACE INTO states VALUES (?, ?)",
                     [(k, v) for k, v in batch.states.items() if v is not None],
@@ -139,18 +181,21 @@ class SQLiteStore(RealtimeStore):
 
     def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
         """See :meth:`RealtimeStore.dedup_expiries`."""
+        by_digest: dict[bytes, list[str]] = {}
+        for key in event_ids:
+            by_digest.setdefault(dedup_digest(key), []).append(key)
+        digests = list(by_digest)
         found: dict[str, datetime] = {}
         with self._lock:
-            for start in range(0, len(event_ids), _CHUNK):
-                chunk = event_ids[start : start + _CHUNK]
+            for start in range(0, len(digests), _CHUNK):
+                chunk = digests[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                found.update(
-                    (event_id, _from_us(expires))
-                    for event_id, expires in self._db.execute(
-                        f"SELECT event_id, expires_at_us FROM dedup WHERE event_id IN ({marks})",
-                        chunk,
-                    )
-                )
+                for digest, expires in self._db.execute(
+                    f"SELECT digest, expires_at_us FROM dedup_digests WHERE digest IN ({marks})",
+                    chunk,
+                ):
+                    at = _from_us(expires)
+                    found.update((key, at) for key in by_digest[bytes(digest)])
         return found
 
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -217,7 +262,9 @@ class SQLiteStore(RealtimeStore):
     def expire_dedup(self, before: datetime) -> int:
         """See :meth:`RealtimeStore.expire_dedup`."""
         with self._lock:
-            cur = self._db.execute("DELETE FROM dedup WHERE expires_at_us < ?", (_us(before),))
+            cur = self._db.execute(
+                "DELETE FROM dedup_digests WHERE expires_at_us < ?", (_us(before),)
+            )
         return cur.rowcount
 
     def close(self) -> None:
