@@ -243,6 +243,7 @@ class QuarantineStore:
         except BaseException:
             self._db.close()
             raise
+        self._path_str = os.fspath(self.path)  # os.stat of a str skips Path's fspath
         #: The file opened (device, inode): writes check that the path still names it.
         self._identity = (stat.st_dev, stat.st_ino)
 
@@ -284,7 +285,7 @@ class QuarantineStore:
         opened (one ``os.stat``): SQLite keeps writing to a deleted or moved file, and
         what it wrote there would be lost."""
         try:
-            stat = os.stat(self.path)
+            stat = os.stat(self._path_str)
         except OSError as exc:
             raise QuarantineError(
                 f"the quarantine file {self.path} is gone ({exc.strerror}): the data dir was "

@@ -269,6 +269,7 @@ class SQLiteStream(EventStream):
         except BaseException:
             self._db.close()
             raise
+        self._path_str = os.fspath(self.path)  # os.stat of a str skips Path's fspath
         #: The file opened (device, inode): appends check that the path still names it.
         self._identity = (stat.st_dev, stat.st_ino)
 
@@ -376,7 +377,7 @@ class SQLiteStream(EventStream):
         dir) while open; records appended then would be acknowledged and lost.
         """
         try:
-            stat = os.stat(self.path)
+            stat = os.stat(self._path_str)
         except OSError as exc:
             raise StreamError(
                 f"the stream file {self.path} is gone ({exc.strerror}): the data dir was "
