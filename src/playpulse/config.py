@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     - ``max_body_bytes``, ``max_events_per_request``: request limits (413 above them).
     - ``max_pending_events``: events waiting for the stream across requests before the
       collector answers 429 (backpressure).
+    - ``request_read_timeout_s``: time a request body may take to arrive, from the end of
+      its headers; past it the collector answers 408 and closes the connection.
+    - ``request_drain_bytes``: how much of a body that is refused before it is read (413,
+      401) the collector reads and discards, within ``request_read_timeout_s``, so that
+      clients that send the whole body before reading get the answer, not a reset.
+    - ``keep_alive_timeout_s``: an idle keep-alive connection is closed after this long.
+    - ``max_connections``: concurrent connections plus requests in flight per collector
+      process; past it new requests get 503 (uvicorn's ``limit_concurrency``).
     - ``processor_restart_delay_s``: how long ``playpulse up`` waits before it starts a
       dead processor process again; doubled (up to 30 s) while it keeps dying within a
       minute of its start.
@@ -68,6 +76,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(1000, ge=1)
     max_pending_events: int = Field(50_000, ge=1)
+    request_read_timeout_s: float = Field(30.0, gt=0)
+    request_drain_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    max_connections: int = Field(1000, ge=1)
     workers: int = Field(1, ge=1, le=64)
     processor_restart_delay_s: float = Field(1.0, gt=0, le=300)
     processor_stall_s: float = Field(60.0, gt=0)

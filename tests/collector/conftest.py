@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from playpulse.collector.app import create_app
+from playpulse.collector.server import uvicorn_options
 from playpulse.config import Settings
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.stream.base import EventStream
@@ -48,14 +49,18 @@ class RunningCollector:
 
 @contextlib.contextmanager
 def serve(
-    settings: Settings, stream: EventStream, quarantine: QuarantineStore
+    settings: Settings, stream: EventStream, quarantine: QuarantineStore, **options: Any
 ) -> Iterator[RunningCollector]:
-    """Serve a collector app until the block ends; stops within 10 s."""
+    """Serve a collector app until the block ends; stops within 10 s.
+
+    uvicorn runs with the collector's :func:`uvicorn_options`, updated by ``options``.
+    """
     app = create_app(settings, stream=stream, quarantine=quarantine)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn_options(settings) | {"log_level": "warning", "lifespan": "on"} | options
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -81,7 +86,9 @@ def make_collector(tmp_path: Path) -> Iterator[CollectorFactory]:
 
     @contextlib.contextmanager
     def factory(
-        wrap: Callable[[EventStream], EventStream] | None = None, **overrides: Any
+        wrap: Callable[[EventStream], EventStream] | None = None,
+        server_options: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> Iterator[RunningCollector]:
         settings = Settings(data_dir=tmp_path, **overrides)
         stream: EventStream = SQLiteStream(settings.stream_path, num_partitions=4)
@@ -89,7 +96,7 @@ def make_collector(tmp_path: Path) -> Iterator[CollectorFactory]:
         opened.extend([stream, quarantine])
         if wrap is not None:
             stream = wrap(stream)
-        with serve(settings, stream, quarantine) as running:
+        with serve(settings, stream, quarantine, **(server_options or {})) as running:
             yield running
 
     yield factory

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +27,25 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from playpulse.collector.body import RawEvent, gunzip, split_events
+from playpulse.collector.body import (
+    MAX_EVENT_DEPTH,
+    RawEvent,
+    gunzip,
+    nesting_exceeds,
+    split_events,
+)
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
-from playpulse.errors import BackpressureError, BodyError, ConfigError, StreamError
+from playpulse.errors import (
+    BackpressureError,
+    BodyError,
+    ConfigError,
+    EventValidationError,
+    QuarantineError,
+    StreamError,
+)
 from playpulse.events.codec import event_json_schema, validate_records
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.stream.base import EventStream
@@ -40,6 +55,9 @@ log = logging.getLogger("playpulse.collector")
 
 #: How often the collector deletes stream records older than the retention.
 RETENTION_INTERVAL_S = 600.0
+#: Most bytes of a rejected event or body that the quarantine keeps (the rest is cut, and
+#: the entry's errors say how large it was).
+QUARANTINE_RAW_BYTES = 64 * 1024
 #: How long one readiness check may take before /readyz reports it as failing.
 READINESS_CHECK_TIMEOUT_S = 5.0
 
@@ -57,9 +75,56 @@ _event_id_decoder = msgspec.json.Decoder(_EventId)
 def _event_id_of(raw: RawEvent) -> str | None:
     try:
         value = _event_id_decoder.decode(raw).event_id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, ValueError):
         return None
     return value if isinstance(value, str) else None
+
+
+def bounded_raw(
+    raw: bytes, limit: int = QUARANTINE_RAW_BYTES
+) -> tuple[bytes, list[dict[str, str]]]:
+    """``raw`` cut to at most ``limit`` bytes for the quarantine, and the errors entry that
+    says so (none when it fits)."""
+    if len(raw) <= limit:
+        return raw, []
+    note = f"{len(raw)} bytes received; the quarantine keeps the first {limit}"
+    return raw[:limit], [{"loc": "raw", "msg": note}]
+
+
+def _validate(
+    raws: Sequence[RawEvent], received_at: datetime
+) -> tuple[list[tuple[str, bytes]], list[tuple[int, EventValidationError]]]:
+    """:func:`validate_records`, plus the collector's own limits, and never raising for
+    an event: an event that makes validation fail unexpectedly is rejected on its own."""
+    try:
+        records, invalid = validate_records(raws, received_at)
+    except Exception:  # one odd event must not fail the others: validate one by one
+        log.warning("validating a batch failed; validating its events one by one", exc_info=True)
+        records, invalid = [], []
+        for index, raw in enumerate(raws):
+            try:
+                one, bad = validate_records([raw], received_at)
+            except Exception as exc:
+                message = f"the event could not be read: {type(exc).__name__}: {exc}"
+                invalid.append((index, EventValidationError(message, reason="malformed_json")))
+                continue
+            records.extend(one)
+            invalid.extend((index, error) for _, error in bad)
+        invalid.sort(key=lambda item: item[0])
+    deep = [n for n, (_, value) in enumerate(records) if nesting_exceeds(value)]
+    if not deep:
+        return records, invalid
+    # Map each accepted record back to its index in ``raws``: they are in order.
+    rejected_at = {index for index, _ in invalid}
+    accepted_at = [index for index in range(len(raws)) if index not in rejected_at]
+    message = f"the event nests arrays or objects more than {MAX_EVENT_DEPTH} levels deep"
+    for n in deep:
+        error = EventValidationError(message, reason="nesting_too_deep")
+        invalid.append((accepted_at[n], error))
+    deep_set = set(deep)
+    records = [record for n, record in enumerate(records) if n not in deep_set]
+    invalid.sort(key=lambda item: item[0])
+    return records, invalid
 
 
 @dataclass
@@ -102,21 +167,29 @@ class Collector:
     async def ingest(self, raws: Sequence[RawEvent], received_at: datetime) -> IngestResult:
         """Validate each raw event, quarantine rejects, durably append the valid ones.
 
-        ``received_at`` is UTC-aware. Returns once both writes are committed. Raises
+        ``received_at`` is UTC-aware. Returns once both writes are committed. An event
+        is rejected (never raises) when it does not match the model, nests more than
+        :data:`~playpulse.collector.body.MAX_EVENT_DEPTH` levels deep or cannot be read
+        at all; its quarantined raw JSON is cut to :data:`QUARANTINE_RAW_BYTES`. Raises
         :class:`~playpulse.errors.BackpressureError` when too many events are pending
-        (nothing is written then) and :class:`~playpulse.errors.StreamError` when the
-        append fails (rejects are quarantined already; the valid events are not
-        appended and the caller should retry them).
+        (nothing is written then), :class:`~playpulse.errors.QuarantineError` when the
+        rejects cannot be stored (nothing is appended then) and
+        :class:`~playpulse.errors.StreamError` when the append fails (rejects are
+        quarantined already; the valid events are not appended and the caller should
+        retry them).
         """
         result = IngestResult()
         rejections: list[Rejection] = []
-        records, invalid = validate_records(raws, received_at)
+        records, invalid = _validate(raws, received_at)
         for index, error in invalid:
-            raw = bytes(raws[index])
-            event_id = _event_id_of(raw)
+            whole = bytes(raws[index])
+            event_id = _event_id_of(whole)
+            raw, note = bounded_raw(whole)
             result.rejected.append({"index": index, "event_id": event_id, "errors": error.errors})
             rejections.append(
-                Rejection(raw, error.reason, error.errors, received_at, "collector", event_id)
+                Rejection(
+                    raw, error.reason, error.errors + note, received_at, "collector", event_id
+                )
             )
         if self.pending_events + len(records) > self.max_pending_events:
             raise BackpressureError(
@@ -141,15 +214,40 @@ class Collector:
             result.accepted = len(records)
         return result
 
-    def quarantine_body(self, body: bytes, error: BodyError, received_at: datetime) -> None:
-        """Keep a body that could not be read as events, with the reason."""
+    def quarantine_body(
+        self,
+        body: bytes,
+        error: BodyError,
+        received_at: datetime,
+        *,
+        compressed: bytes | None = None,
+    ) -> None:
+        """Keep a body that could not be read as events, with the reason, in bounded size.
+
+        ``body`` is the body as decompressed (or as received when it is not gzip or could
+        not be decompressed); ``compressed`` is the body as received when it was gzip. The
+        entry keeps ``compressed`` when it is at most :data:`QUARANTINE_RAW_BYTES` (a
+        gzip bomb is small), else the first :data:`QUARANTINE_RAW_BYTES` of ``body``; its
+        errors say which, with the full size. Raises
+        :class:`~playpulse.errors.QuarantineError` (or ``sqlite3.Error``, ``OSError``)
+        when the quarantine cannot store it.
+        """
         errors = [{"loc": "body", "msg": str(error)}]
-        self.quarantine.add([Rejection(body, error.reason, errors, received_at, "collector")])
+        if compressed is not None and len(compressed) <= QUARANTINE_RAW_BYTES:
+            raw = compressed
+            note = f"kept as received: gzip-compressed, {len(compressed)} bytes"
+            errors.append({"loc": "raw", "msg": note})
+        else:
+            raw, cut = bounded_raw(body)
+            errors.extend(cut)
+        self.quarantine.add([Rejection(raw, error.reason, errors, received_at, "collector")])
         self.metrics.rejected.labels(error.reason).inc()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    response = JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    response.error_code = code  # type: ignore[attr-defined]  # for the metrics
+    return response
 
 
 def _authorized(request: Request, keys: Sequence[bytes]) -> bool:
@@ -164,26 +262,95 @@ def _authorized(request: Request, keys: Sequence[bytes]) -> bool:
     return sum(hmac.compare_digest(given, key) for key in keys) > 0
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyError(
+#: Bodies larger than this are decompressed and split in the thread pool, so that a
+#: large or hostile body does not hold the event loop.
+_THREAD_BODY_BYTES = 64 * 1024
+
+
+class _BodyUnread(BodyError):
+    """A BodyError raised before the whole body was read: the connection is closed after
+    the answer (the rest of the body would be read as the next request otherwise)."""
+
+
+def _declared_length(request: Request) -> int | None:
+    declared = request.headers.get("content-length", "").strip()
+    return int(declared) if declared.isdigit() and len(declared) < 20 else None
+
+
+async def _drain(chunks: AsyncIterator[bytes], limit_bytes: int, deadline: float) -> None:
+    """Read and discard up to ``limit_bytes`` of the body until ``deadline`` (loop time),
+    so that a client that sends its whole body before it reads gets the answer instead of
+    a connection reset. Never raises for a timeout or a client that left."""
+    drained = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in chunks:
+                drained += len(chunk)
+                if drained > limit_bytes:
+                    return
+    except (TimeoutError, ClientDisconnect):
+        return
+
+
+async def _receive_body(request: Request, settings: Settings) -> bytes:
+    """The body as sent, read within ``settings.request_read_timeout_s``.
+
+    Raises :class:`_BodyUnread` 413 when it is larger than ``settings.max_body_bytes``
+    (after draining at most ``settings.request_drain_bytes`` of it, within the same
+    timeout, unless the client waits for ``100 Continue``), 408 when it did not arrive
+    in time and 400 when the client disconnected.
+    """
+    max_bytes = settings.max_body_bytes
+    deadline = asyncio.get_running_loop().time() + settings.request_read_timeout_s
+    chunks = request.stream()
+    declared = _declared_length(request)
+    if declared is not None and declared > max_bytes:
+        expects_continue = "100-continue" in request.headers.get("expect", "").lower()
+        if not expects_continue and declared <= settings.request_drain_bytes:
+            await _drain(chunks, settings.request_drain_bytes, deadline)
+        raise _BodyUnread(
             f"body is {declared} bytes; the limit is {max_bytes}", 413, "body_too_large"
         )
-    chunks = []
+    received: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyError(f"body is larger than {max_bytes} bytes", 413, "body_too_large")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+                received.append(chunk)
+    except TimeoutError:
+        raise _BodyUnread(
+            f"the body did not arrive within {settings.request_read_timeout_s:g} s "
+            f"({size} bytes came)",
+            408,
+            "request_timeout",
+        ) from None
+    except ClientDisconnect:
+        raise _BodyUnread(
+            f"the client disconnected after {size} bytes of the body", 400, "client_disconnected"
+        ) from None
+    if size > max_bytes:
+        await _drain(chunks, settings.request_drain_bytes - size, deadline)
+        raise _BodyUnread(f"body is larger than {max_bytes} bytes", 413, "body_too_large")
+    return b"".join(received)
+
+
+def _content_encoding(request: Request) -> str:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "gzip":
-        body = gunzip(body, max_bytes)
-    elif encoding not in ("identity", ""):
-        raise BodyError(f"Content-Encoding '{encoding}' is not supported; use gzip or none")
-    return body
+    if encoding in ("gzip", "x-gzip"):
+        return "gzip"
+    if encoding in ("identity", ""):
+        return "identity"
+    raise BodyError(f"Content-Encoding '{encoding[:64]}' is not supported; use gzip or none")
+
+
+async def _off_loop(size: int, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``, in the thread pool when the body is large."""
+    if size > _THREAD_BODY_BYTES:
+        return await run_in_threadpool(function, *args)
+    return function(*args)
 
 
 def _one_line(text: str) -> str:
@@ -291,6 +458,178 @@ def _path_of(resource: object) -> Path | None:
     return None
 
 
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "machine-readable reason"},
+                "message": {"type": "string", "description": "what, where and why"},
+            },
+        }
+    },
+}
+_INGEST_RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["accepted", "rejected"],
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "rejected": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "event_id", "errors"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "event_id": {"type": ["string", "null"]},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["loc", "msg"],
+                            "properties": {"loc": {"type": "string"}, "msg": {"type": "string"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before sending again",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _error_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def post_events_openapi(max_events: int = 1000) -> dict[str, Any]:
+    """The OpenAPI operation fields of POST /v1/events: its request body and responses.
+
+    The body refers to ``#/components/schemas/Event`` (the event model's JSON Schema,
+    see :func:`openapi_components`); errors to ``#/components/schemas/Error``
+    (``{"error": {"code", "message"}}``).
+    """
+    event = {"$ref": "#/components/schemas/Event"}
+    text = {
+        "type": "string",
+        "description": "NDJSON (one event per line) or one JSON array or object, as text "
+        "(navigator.sendBeacon sends text/plain)",
+    }
+    return {
+        "parameters": [
+            {
+                "name": "Content-Encoding",
+                "in": "header",
+                "required": False,
+                "description": "gzip (one or more members) or none",
+                "schema": {"type": "string", "enum": ["gzip", "identity"]},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "One event, or an array of at most "
+            f"{max_events} events; each is validated on its own.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            event,
+                            {"type": "array", "items": event, "maxItems": max_events},
+                        ]
+                    }
+                },
+                "application/x-ndjson": {"schema": text},
+                "text/plain": {"schema": text},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The valid events are durably stored; each invalid one is "
+                "listed in rejected, with where and why, and kept in the quarantine.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/IngestResult"}}
+                },
+            },
+            "400": _error_response(
+                "The body cannot be read as events (malformed JSON or gzip, bytes after the "
+                "gzip stream, nested too deep, unsupported Content-Encoding)."
+            ),
+            "401": _error_response("A write key is required and was missing or wrong."),
+            "408": _error_response("The body did not arrive within the read timeout."),
+            "413": _error_response(
+                "The body is too large (also after gunzip) or holds too many events."
+            ),
+            "429": _error_response("Too many events wait for the stream.", _RETRY_AFTER),
+            "503": _error_response(
+                "The stream or quarantine cannot store events now, or the collector is at "
+                "its connection limit.",
+                _RETRY_AFTER,
+            ),
+        },
+    }
+
+
+def openapi_components() -> dict[str, Any]:
+    """Schemas for ``components.schemas`` of the collector's OpenAPI: ``Event`` (from
+    :func:`~playpulse.events.codec.event_json_schema`, its ``$defs`` moved beside it),
+    ``IngestResult`` and ``Error``."""
+    schema = event_json_schema()
+    defs = schema.pop("$defs", {})
+    schema.pop("$schema", None)
+
+    def move_refs(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: move_refs(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [move_refs(value) for value in node]
+        if isinstance(node, str) and node.startswith("#/$defs/"):
+            return "#/components/schemas/" + node.removeprefix("#/$defs/")
+        return node
+
+    components: dict[str, Any] = {name: move_refs(value) for name, value in defs.items()}
+    components["Event"] = move_refs(schema)
+    components["IngestResult"] = _INGEST_RESULT_SCHEMA
+    components["Error"] = _ERROR_SCHEMA
+    return components
+
+
+def _add_openapi_components(app: FastAPI) -> None:
+    """Make ``app.openapi()`` include :func:`openapi_components`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, value in openapi_components().items():
+                schemas.setdefault(name, value)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _unavailable(what: str, exc: BaseException) -> Response:
+    """503 with Retry-After for a failure of the collector's storage, not of the request."""
+    log.error("%s unavailable: %s", what, exc)
+    message = f"the {what} cannot store this request now ({exc}); send it again later"
+    return _error(503, f"{what}_unavailable", message, {"Retry-After": "1"})
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -330,6 +669,7 @@ def create_app(
 
     app = FastAPI(title="playpulse collector", version="0.1.0", lifespan=lifespan)
     app.state.collector = collector
+    _add_openapi_components(app)
     for what, resource in (("stream", stream), ("quarantine", quarantine)):
         path = _path_of(resource)
         if path is not None:
@@ -337,39 +677,74 @@ def create_app(
         else:  # an in-memory backend is as writable as the process is alive
             add_readiness_check(app, what, lambda: None)
 
-    @app.post("/v1/events", summary="Send events (JSON array, NDJSON or one object; gzip ok)")
+    @app.post(
+        "/v1/events",
+        summary="Send events (JSON array, NDJSON or one object; gzip ok)",
+        openapi_extra=post_events_openapi(settings.max_events_per_request),
+    )
     async def post_events(request: Request) -> Response:
         started = time.perf_counter()
-        response = await _post_events(request)
+        try:
+            response = await _post_events(request)
+        except Exception as exc:  # the last resort: a clear 503, never a 500
+            log.exception("POST /v1/events failed unexpectedly")
+            response = _error(
+                503,
+                "internal_error",
+                f"the collector failed unexpectedly ({type(exc).__name__}); "
+                "nothing of this request was stored, send it again later",
+                {"Retry-After": "1"},
+            )
         status = str(response.status_code)
         metrics.requests.labels(status).inc()
         metrics.request_duration.labels(status).observe(time.perf_counter() - started)
+        code = getattr(response, "error_code", None)
+        if code is not None:
+            metrics.request_errors.labels(code).inc()
         return response
 
     async def _post_events(request: Request) -> Response:
         if not _authorized(request, write_keys):
+            deadline = asyncio.get_running_loop().time() + settings.request_read_timeout_s
+            await _drain(request.stream(), settings.request_drain_bytes, deadline)
             return _error(
                 401,
                 "unauthorized",
                 "a valid write key is required: Authorization: Bearer <key>",
-                {"WWW-Authenticate": "Bearer"},
+                {"WWW-Authenticate": "Bearer", "Connection": "close"},
             )
         received_at = datetime.now(UTC)
-        body = b""
+        received = body = b""
+        gzipped = False
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-            raws = split_events(body, settings.max_events_per_request)
+            received = body = await _receive_body(request, settings)
+            gzipped = _content_encoding(request) == "gzip"
+            if gzipped:
+                body = await _off_loop(len(received), gunzip, received, settings.max_body_bytes)
+            raws = await _off_loop(
+                len(received), split_events, body, settings.max_events_per_request
+            )
             result = await collector.ingest(raws, received_at)
         except BodyError as exc:
-            if exc.status == 400:
-                await run_in_threadpool(collector.quarantine_body, body, exc, received_at)
-            return _error(exc.status, exc.reason, str(exc))
+            headers = {"Connection": "close"} if isinstance(exc, _BodyUnread) else None
+            if exc.status == 400 and exc.reason != "client_disconnected":
+                compressed = received if gzipped else None
+                try:
+                    await run_in_threadpool(
+                        collector.quarantine_body, body, exc, received_at, compressed=compressed
+                    )
+                except (QuarantineError, sqlite3.Error, OSError) as failure:
+                    return _unavailable("quarantine", failure)
+            return _error(exc.status, exc.reason, str(exc), headers)
         except BackpressureError as exc:
             retry_after = str(max(1, round(exc.retry_after_s)))
             return _error(429, "backpressure", str(exc), {"Retry-After": retry_after})
         except StreamError as exc:
-            log.error("stream append failed: %s", exc)
-            return _error(503, "stream_unavailable", str(exc), {"Retry-After": "1"})
+            return _unavailable("stream", exc)
+        except (QuarantineError, sqlite3.Error, OSError) as exc:
+            return _unavailable(
+                "quarantine" if isinstance(exc, QuarantineError) else "storage", exc
+            )
         return JSONResponse(result.as_json())
 
     @app.get("/v1/schema", summary="JSON Schema of the event model")

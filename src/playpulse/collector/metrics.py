@@ -27,6 +27,9 @@ class CollectorMetrics:
     - ``playpulse_events_accepted_total``: events durably appended to the stream.
     - ``playpulse_events_rejected_total{reason}``: events quarantined, by reason code.
     - ``playpulse_requests_total{status}``: POST /v1/events requests by HTTP status.
+    - ``playpulse_request_errors_total{code}``: POST /v1/events answers other than 200, by
+      the ``error.code`` of the answer (``malformed_body``, ``body_too_large``,
+      ``request_timeout``, ``stream_unavailable``, ...).
     - ``playpulse_request_duration_seconds{status}``: POST /v1/events latency.
     - ``playpulse_stream_append_duration_seconds``: time of one stream append.
     - ``playpulse_pending_events``: events waiting for the stream right now.
@@ -49,6 +52,12 @@ class CollectorMetrics:
             "playpulse_requests",
             "POST /v1/events requests by HTTP status.",
             ["status"],
+            registry=self.registry,
+        )
+        self.request_errors = Counter(
+            "playpulse_request_errors",
+            "POST /v1/events answers other than 200, by error code.",
+            ["code"],
             registry=self.registry,
         )
         self.request_duration = Histogram(
