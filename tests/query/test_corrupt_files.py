@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import duckdb
+import httpx
 import pyarrow.parquet as pq
 
 from playpulse.config import Settings
@@ -16,7 +17,8 @@ from playpulse.lake.schema import SCHEMAS
 from playpulse.query import QueryParams, connect, run_query
 from playpulse.query.catalog import CATALOG
 from playpulse.query.engine import _open_from_store, shared_cache
-from playpulse.service import compact_lake
+from playpulse.service import compact_lake, ensure_processed
+from playpulse.testing import playpulse_server
 
 QUERIES = [name for name in CATALOG if name != "live"]
 
@@ -167,3 +169,35 @@ def test_a_new_file_damaged_before_the_warm_cache_loads_it(
     finally:
         shared.close()
     assert answers(settings, dataset) == result
+
+
+def test_playpulse_up_runs_on_a_lake_with_a_truncated_file(
+    tmp_path: Path, dataset: ModuleType
+) -> None:
+    # The issue's fault: a truncated lake file put `up`'s processor into a crash loop
+    # (nothing processed, the collector still acknowledging) and failed every query.
+    rows = list(dataset.DATASET)
+    half = len(rows) // 2
+    data_dir = tmp_path / "data"
+    settings = dataset.settings_for(data_dir)
+    dataset.ingest(settings, rows[:half])
+    bad = lake_file(settings, "plays", "2026-11-17")
+    truncate(bad)
+    env = {"PLAYPULSE_NUM_PARTITIONS": "8"}
+    with playpulse_server("up", data_dir, tmp_path / "up.log", env=env) as (url, _):
+        posted = httpx.post(f"{url}/v1/events", json=[e for e, _ in rows[half:]], timeout=30)
+        assert posted.status_code == 200
+        accepted = posted.json()["accepted"]
+        assert accepted > 0
+        # Waits for the running processor to commit everything in the stream.
+        assert ensure_processed(settings, timeout_s=60) is None
+        for name in ("overview", "top_content", "daily", "user_sessions"):
+            answer = httpx.get(
+                f"{url}/v1/metrics/{name}",
+                params={"from": "2026-11-01", "to": "2026-12-31"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+    (aside,) = corrupt_files(settings.lake_path)
+    assert aside.original == "plays/event_date=2026-11-17/" + bad.name
+    assert "moved aside" in (tmp_path / "up.log").read_text()
