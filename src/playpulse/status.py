@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
 from playpulse.config import Settings
-from playpulse.errors import ConfigError
-from playpulse.quarantine.store import open_quarantine
-from playpulse.stream.base import stream_health
+from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.quarantine.store import QuarantineStore, open_quarantine
+from playpulse.stream.base import EventStream, stream_health
 from playpulse.stream.factory import open_stream
+
+log = logging.getLogger("playpulse.status")
 
 
 def data_dir_status(settings: Settings) -> dict[str, Any]:
@@ -76,3 +84,97 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
     finally:
         stream.close()
         quarantine.close()
+
+
+class StorageMetrics(Collector):
+    """Prometheus metrics read from the stream and the quarantine at each scrape.
+
+    Register it in the registry that ``/metrics`` exposes (``registry.register(
+    StorageMetrics(stream, quarantine))``; in multiprocess mode, in the registry built
+    for each scrape): the values live in the files, so every process reports the same
+    and they must not be summed over workers. Metrics:
+
+    - ``playpulse_stream_lost_records_total{group, partition}``: records deleted (the
+      stream over ``stream_max_bytes``) before the group committed them (a counter kept
+      in the stream file);
+    - ``playpulse_stream_lag_records{group, partition}``: records the group has not
+      committed;
+    - ``playpulse_stream_bytes`` and ``playpulse_stream_max_bytes`` (absent when
+      unbounded): bytes of records retained and their limit;
+    - ``playpulse_quarantine_entries``, ``playpulse_quarantine_bytes``,
+      ``playpulse_quarantine_max_bytes``: entries stored, their bytes and the cap;
+    - ``playpulse_quarantine_dropped_total{reason}``: entries dropped (over the cap or
+      past retention) before they were replayed.
+
+    A stream or quarantine that cannot be read leaves its metrics out of that scrape
+    (logged), never fails it. ``quarantine`` may be ``None``.
+    """
+
+    def __init__(self, stream: EventStream, quarantine: QuarantineStore | None = None) -> None:
+        self.stream = stream
+        self.quarantine = quarantine
+
+    def describe(self) -> list[Metric]:
+        """No metrics up front: reading the files at registration is not wanted."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The metrics, read now (a few small queries; no scan of records or entries)."""
+        try:
+            health = stream_health(self.stream)
+        except PlaypulseError as exc:
+            log.warning("stream metrics unavailable: %s", exc)
+        else:
+            lost = CounterMetricFamily(
+                "playpulse_stream_lost_records",
+                "Records retention deleted (stream over its size limit) before the consumer "
+                "group committed them.",
+                labels=["group", "partition"],
+            )
+            lag = GaugeMetricFamily(
+                "playpulse_stream_lag_records",
+                "Records the consumer group has not committed.",
+                labels=["group", "partition"],
+            )
+            for g in health.groups:
+                lost.add_metric([g.group, str(g.partition)], g.lost)
+                lag.add_metric([g.group, str(g.partition)], g.lag)
+            yield lost
+            yield lag
+            yield GaugeMetricFamily(
+                "playpulse_stream_bytes", "Bytes of records retained.", value=health.stored_bytes
+            )
+            if health.max_bytes is not None:
+                yield GaugeMetricFamily(
+                    "playpulse_stream_max_bytes",
+                    "Bytes of records past which retention deletes uncommitted records.",
+                    value=health.max_bytes,
+                )
+        if self.quarantine is None:
+            return
+        try:
+            stats = self.quarantine.stats()
+        except PlaypulseError as exc:
+            log.warning("quarantine metrics unavailable: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "playpulse_quarantine_entries", "Entries in the quarantine.", value=stats.entries
+        )
+        yield GaugeMetricFamily(
+            "playpulse_quarantine_bytes",
+            "Bytes of the quarantine's entries, as its cap counts them.",
+            value=stats.stored_bytes,
+        )
+        yield GaugeMetricFamily(
+            "playpulse_quarantine_max_bytes",
+            "The quarantine's cap on the bytes of its entries.",
+            value=stats.max_bytes,
+        )
+        dropped = CounterMetricFamily(
+            "playpulse_quarantine_dropped",
+            "Quarantine entries dropped (over the cap or past retention) before replay.",
+            labels=["reason"],
+        )
+        for reason, n in stats.dropped_by_reason.items():
+            dropped.add_metric([reason], n)
+        yield dropped

@@ -499,13 +499,13 @@ class QuarantineStore:
             params.append(reason)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit)
-        with self._lock:
+        with self._lock, _as_quarantine_error(f"reading {self.path}"):
             rows = self._db.execute(sql, params).fetchall()
         return [self._entry(row) for row in rows]
 
     def get(self, entry_id: int) -> QuarantineEntry:
         """The entry with ``entry_id``; raises :class:`QuarantineError` if there is none."""
-        with self._lock:
+        with self._lock, _as_quarantine_error(f"reading {self.path}"):
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM quarantine WHERE id = ?", (entry_id,)
             ).fetchone()
@@ -515,7 +515,7 @@ class QuarantineStore:
 
     def count(self, status: Status | None = "quarantined") -> int:
         """How many entries have ``status`` (all entries when ``None``)."""
-        with self._lock:
+        with self._lock, _as_quarantine_error(f"reading {self.path}"):
             if status is None:
                 row = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
             else:
@@ -526,7 +526,7 @@ class QuarantineStore:
 
     def counts_by_reason(self) -> dict[str, int]:
         """Entries still quarantined, per reason code."""
-        with self._lock:
+        with self._lock, _as_quarantine_error(f"reading {self.path}"):
             rows = self._db.execute(
                 "SELECT reason, count(*) FROM quarantine WHERE status = 'quarantined' "
                 "GROUP BY reason ORDER BY reason"

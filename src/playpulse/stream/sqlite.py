@@ -478,7 +478,7 @@ class SQLiteStream(EventStream):
 
     def partitions(self) -> list[PartitionInfo]:
         """See :meth:`EventStream.partitions`."""
-        with self._lock:
+        with self._lock, _as_stream_error(f"reading {self.path}"):
             rows = self._db.execute(
                 "SELECT partition, start_offset, end_offset FROM partitions ORDER BY partition"
             ).fetchall()
@@ -486,7 +486,7 @@ class SQLiteStream(EventStream):
 
     def committed(self, group: str, partition: int) -> int | None:
         """See :meth:`EventStream.committed`."""
-        with self._lock:
+        with self._lock, _as_stream_error(f"reading {self.path}"):
             row = self._db.execute(
                 'SELECT "offset" FROM group_offsets WHERE "group" = ? AND partition = ?',
                 (group, partition),
@@ -512,7 +512,7 @@ class SQLiteStream(EventStream):
 
     def groups(self) -> list[str]:
         """See :meth:`EventStream.groups`."""
-        with self._lock:
+        with self._lock, _as_stream_error(f"reading {self.path}"):
             rows = self._db.execute(
                 'SELECT DISTINCT "group" FROM group_offsets ORDER BY "group"'
             ).fetchall()
