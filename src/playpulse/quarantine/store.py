@@ -267,7 +267,8 @@ class QuarantineStore:
                 )
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a failed COMMIT may have ended it
+                self._db.execute("ROLLBACK")
             raise
 
     @classmethod
@@ -362,7 +363,8 @@ class QuarantineStore:
                     expired = self._drop_expired(datetime.now(UTC))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have ended it
+                    self._db.execute("ROLLBACK")
                 raise
             if expired:
                 self._give_back_free_pages()
@@ -386,7 +388,8 @@ class QuarantineStore:
                     dropped += self._drop_oldest(total - self.max_bytes, before_id=None)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have ended it
+                    self._db.execute("ROLLBACK")
                 raise
             if dropped:
                 self._give_back_free_pages()

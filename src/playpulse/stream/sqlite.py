@@ -45,7 +45,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -317,7 +317,8 @@ class SQLiteStream(EventStream):
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have ended it
+                    self._db.execute("ROLLBACK")
                 raise
 
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
@@ -364,7 +365,8 @@ class SQLiteStream(EventStream):
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have ended it
+                    self._db.execute("ROLLBACK")
                 raise StreamError(f"append to {self.path} failed: {exc}") from exc
             self._written(sum(map(len, blobs.values())))
         return {p: range(ends[p], ends[p] + len(group)) for p, group in by_partition.items()}
@@ -574,7 +576,8 @@ class SQLiteStream(EventStream):
                     deleted += self._enforce_max_bytes(self.max_bytes, parts, offsets, groups)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have ended it
+                    self._db.execute("ROLLBACK")
                 raise
             self._written(0)
         return deleted
@@ -615,28 +618,37 @@ class SQLiteStream(EventStream):
         if excess <= 0:
             return 0
 
-        def oldest_first(p: int) -> Iterator[tuple[int, int, int, int, int]]:
+        def oldest_first(p: int) -> Generator[tuple[int, int, int, int, int]]:
             cursor = self._db.execute(
                 "SELECT appended_at_us, base_offset, record_count, length(records) "
                 "FROM record_batches WHERE partition = ? ORDER BY base_offset",
                 (p,),
             )
-            while rows := cursor.fetchmany(256):
-                for appended_us, base, count, size in rows:
-                    yield appended_us, p, base, count, size
+            try:
+                while rows := cursor.fetchmany(256):
+                    for appended_us, base, count, size in rows:
+                        yield appended_us, p, base, count, size
+            finally:
+                cursor.close()
 
         new_start = {p: start for p, (start, _) in parts.items()}
         lost: dict[tuple[str, int], int] = {}
-        for _, p, base, count, size in heapq.merge(*(oldest_first(p) for p in sorted(parts))):
-            if excess <= 0:
-                break
-            excess -= size
-            new_start[p] = base + count
-            for g in groups:
-                position = offsets.get((g, p), parts[p][0])
-                n = base + count - max(position, base)
-                if n > 0:
-                    lost[(g, p)] = lost.get((g, p), 0) + n
+        readers = [oldest_first(p) for p in sorted(parts)]
+        try:
+            # Oldest first across partitions: by append time, then partition.
+            for _, p, base, count, size in heapq.merge(*readers):
+                if excess <= 0:
+                    break
+                excess -= size
+                new_start[p] = base + count
+                for g in groups:
+                    position = offsets.get((g, p), parts[p][0])
+                    n = base + count - max(position, base)
+                    if n > 0:
+                        lost[(g, p)] = lost.get((g, p), 0) + n
+        finally:
+            for reader in readers:  # close their cursors before deleting
+                reader.close()
         deleted = 0
         for p, start in new_start.items():
             if start > parts[p][0]:
