@@ -7,7 +7,9 @@ from playpulse.stream.base import (
     EventStream,
     PartitionInfo,
     Record,
+    StreamHealth,
     partition_for_key,
+    stream_health,
 )
 from playpulse.stream.memory import MemoryStream
 from playpulse.stream.sqlite import SQLiteStream
@@ -21,5 +23,7 @@ __all__ = [
     "PartitionInfo",
     "Record",
     "SQLiteStream",
+    "StreamHealth",
     "partition_for_key",
+    "stream_health",
 ]

@@ -264,9 +264,11 @@ class StreamHealth:
 def stream_health(stream: EventStream) -> StreamHealth:
     """Lag and lost records per consumer group and partition, bytes and records retained.
 
-    For ``/metrics`` gauges such as ``playpulse_stream_lost_records_total{group,
-    partition}`` (a count that only grows, kept in the stream), ``playpulse_stream_lag``
-    and ``playpulse_stream_bytes``. Costs a few small queries (no scan of the records).
+    For ``/metrics`` (:class:`playpulse.status.StorageMetrics` turns it into
+    ``playpulse_stream_lost_records_total{group, partition}``, a count that only grows
+    and is kept in the stream, ``playpulse_stream_lag_records`` and
+    ``playpulse_stream_bytes``). Costs a few small queries per group (no scan of the
+    records).
     Raises :class:`~playpulse.errors.StreamError` when the stream cannot be read.
     """
     groups = []
