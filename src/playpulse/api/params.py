@@ -56,6 +56,16 @@ MAX_CHARS: dict[str, int] = {
 #: Longest parameter name or value quoted back in an error message, in characters.
 SHOWN_CHARS = 64
 
+
+@lru_cache(maxsize=1)
+def query_zones() -> frozenset[str]:
+    """Time zones a query can use: known to Python (:func:`iana_zones`) and to DuckDB
+    (``localtime``, for one, is a file of Python's zone database but no zone of DuckDB's)."""
+    with duckdb.connect() as con:
+        duckdb_zones = {str(row[0]) for row in con.sql("FROM pg_timezone_names()").fetchall()}
+    return iana_zones() & duckdb_zones
+
+
 OPENAPI_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "from",
@@ -161,15 +171,6 @@ def parse_whole_number(name: str, raw: str, low: int, high: int) -> int:
         if low <= number <= high:
             return number
     raise _invalid(f"{name}: {shown(raw)} is not a whole number from {low} to {high}")
-
-
-@lru_cache(maxsize=1)
-def query_zones() -> frozenset[str]:
-    """Time zones a query can use: known to Python (:func:`iana_zones`) and to DuckDB
-    (``localtime``, for one, is a file of Python's zone database but no zone of DuckDB's)."""
-    with duckdb.connect() as con:
-        duckdb_zones = {str(row[0]) for row in con.sql("FROM pg_timezone_names()").fetchall()}
-    return iana_zones() & duckdb_zones
 
 
 def _when(name: str, value: str, zone: ZoneInfo) -> datetime:
