@@ -208,17 +208,21 @@ def processor_status_path(settings: Settings) -> Path:
     return settings.data_dir / STATUS_FILE
 
 
-def write_processor_status(settings: Settings, status: Mapping[str, Any]) -> bool:
+def write_processor_status(
+    settings: Settings, status: Mapping[str, Any], *, log_failure: bool = True
+) -> bool:
     """Replace the processor's status file by ``status`` (JSON), atomically: readers see
     the old document or the new one, never a part. Returns whether it was written (a
-    missing or read-only data dir is logged, not raised: the status is advisory)."""
+    missing or read-only data dir is logged when ``log_failure``, never raised: the
+    status is advisory)."""
     path = processor_status_path(settings)
     tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(dict(status), sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("cannot write the processor status %s: %s", path, exc)
+        if log_failure:
+            log.warning("cannot write the processor status %s: %s", path, exc)
         with contextlib.suppress(OSError):
             tmp.unlink()
         return False
@@ -271,11 +275,14 @@ class _StatusReporter:
             "next_start_at": None,
         }
         self._written = 0.0
+        self._failing = False
         self.write()
 
     def write(self) -> None:
         self.status["updated_at"] = _iso(_now())
-        write_processor_status(self.settings, self.status)
+        # One warning per run of failed writes, not one a second.
+        ok = write_processor_status(self.settings, self.status, log_failure=not self._failing)
+        self._failing = not ok
         self._written = time.monotonic()
 
     def progress(self, processor: Processor, read: int) -> None:
@@ -422,7 +429,9 @@ class ProcessorProcess:
                 process.join(0.5)
                 if self._stopping.is_set():
                     return
-            if self._stopping.is_set():
+            # A child that exits 0 was told to stop: by SIGTERM to the whole process group
+            # (systemd, Kubernetes), which reaches this process too, a moment later.
+            if self._stopping.wait(1.0 if process.exitcode == 0 else 0.0):
                 return
             what = _exit_description(process.exitcode)
             log.error(
@@ -458,7 +467,7 @@ class ProcessorProcess:
         )
         write_processor_status(self._settings, status)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 3.0) -> None:
         """Ask the child to finish its batch and exit (pipe closed, SIGTERM); SIGKILL it
         after ``timeout_s``. Returns within about ``timeout_s + 2`` s whatever state the
         child is in (running, hung, already dead)."""
@@ -525,7 +534,7 @@ def _lag(settings: Settings, offsets: Mapping[str, Any]) -> int | None:
             stream.close()
     except Exception:  # a readiness probe must answer; the stream has a check of its own
         return None
-    return sum(max(0, end - int(offsets.get(str(p), 0))) for p, end in ends.items())
+    return sum(max(0, end - _count(offsets.get(str(p)))) for p, end in ends.items())
 
 
 def processor_problem(settings: Settings, now: datetime | None = None) -> str | None:
@@ -544,27 +553,78 @@ def processor_problem(settings: Settings, now: datetime | None = None) -> str | 
         if isinstance(error, dict)
         else ""
     )
-    restarts = status.get("restarts") or 0
+    restarts = _count(status.get("restarts"))
     if state != "running":
         again = f" after {restarts} restart(s)" if restarts else ""
         return f"the processor is {state}{again}{error_text}"
     pid = status.get("pid")
-    if isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return f"the processor process {pid} is gone{error_text}"
-        except PermissionError:
-            pass
+    if not _pid_alive(pid):
+        return f"the processor process {pid} is gone{error_text}"
     progress_at = _parse_time(status.get("progress_at"))
     if progress_at is None:
         return "the processor has not polled yet"
     idle_s = (now - progress_at).total_seconds()
     if idle_s > settings.processor_stall_s:
-        lag = _lag(settings, status.get("offsets") or {})
+        offsets = status.get("offsets")
+        lag = _lag(settings, offsets if isinstance(offsets, dict) else {})
         waiting = "" if lag is None else f" while {lag} event(s) wait"
         return f"the processor made no progress for {idle_s:.0f} s{waiting}"
     return None
+
+
+def _count(value: object) -> int:
+    # A count from the status file, which another process wrote (0 when it is not one).
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def processor_status_line(settings: Settings, now: datetime | None = None) -> str:
+    """The processor of ``settings.data_dir`` in one line, for ``playpulse status``:
+    its state, process, progress and restarts, and its last error (with its time) when
+    it has one; a failing processor starts with ``FAILING``, one that runs but makes no
+    progress with ``STUCK``."""
+    status = read_processor_status(settings)
+    if status is None:
+        return "never run here by `playpulse up`"
+    now = now or _now()
+    state = status.get("state")
+    error = status.get("last_error")
+    last_error = (
+        f"; last error at {error.get('at')}: {error.get('message')}"
+        if isinstance(error, dict)
+        else ""
+    )
+    restarts = _count(status.get("restarts"))
+    pid = status.get("pid")
+    if state == "stopped":
+        return f"stopped at {status.get('updated_at')} (no `playpulse up` runs){last_error}"
+    if state in ("failed", "restarting"):
+        again = status.get("next_start_at")
+        when = f", next start at {again}" if again else ""
+        return f"FAILING: {state} after {restarts} restart(s){when}{last_error}"
+    if not _pid_alive(pid):
+        return f"not running: its process {pid} is gone (was `playpulse up` killed?){last_error}"
+    progress_at = _parse_time(status.get("progress_at"))
+    ago = "none yet" if progress_at is None else f"{(now - progress_at).total_seconds():.1f} s ago"
+    line = (
+        f"{state}, pid {pid}, {_count(status.get('processed')):,} events since "
+        f"{status.get('started_at')}, last progress {ago}, {restarts} restart(s){last_error}"
+    )
+    problem = processor_problem(settings, now)
+    if problem is not None and state == "running":
+        line = f"STUCK: {problem}; {line}"
+    return line
 
 
 def store_problem(settings: Settings) -> str | None:

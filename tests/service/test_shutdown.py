@@ -217,6 +217,9 @@ def test_up_with_two_workers_stops_on_sigterm_to_its_group(tmp_path: Path):
     log = tmp_path / "up.log"
     with playpulse_server("up", data, log, "--workers", "2") as (url, proc):
         wait_running(settings)
+        ready = httpx.get(f"{url}/readyz", timeout=5)  # a collector reads the status file
+        assert ready.status_code == 200, ready.text
+        assert set(ready.json()["checks"]) >= {"processor", "store", "lake"}
         sender = Sender(url)
         sender.start()
         try:
