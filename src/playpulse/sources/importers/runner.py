@@ -47,7 +47,7 @@ from playpulse.errors import BackpressureError, EventValidationError
 from playpulse.events.codec import validate_event
 from playpulse.events.model import EventBase
 from playpulse.processor.pipeline import BatchStats
-from playpulse.quarantine.store import QuarantineStore, Rejection
+from playpulse.quarantine.store import Rejection, open_quarantine
 from playpulse.sources.importers.base import (
     ImportFormatError,
     InvalidRow,
@@ -508,7 +508,7 @@ def _reject(
 def _quarantine(settings: Settings, rejections: list[Rejection]) -> list[int]:
     if not rejections:
         return []
-    store = QuarantineStore(settings.quarantine_path)
+    store = open_quarantine(settings)
     try:
         return store.add(rejections)
     finally:
