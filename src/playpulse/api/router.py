@@ -10,15 +10,21 @@
 Queries run in worker threads, at most :data:`QUERY_CONCURRENCY` at a time (they are
 CPU-bound: more only slow each other and the live tiles down). Errors are
 ``{"error": {"code", "message"}}``: 404 ``unknown_query``, 422 ``invalid_params``, 400
-``query_failed``, 401 ``unauthorized``.
+``query_failed``, 401 ``unauthorized``, and 503 ``data_unavailable`` when the stored data
+cannot be read (a corrupt ``store.db``, a data dir that is gone): a fault of the server's
+data, not of the request, that ``playpulse status`` and ``GET /readyz`` describe.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import duckdb
+import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -36,7 +42,10 @@ from playpulse.api.params import (
     shown,
 )
 from playpulse.config import Settings
+from playpulse.errors import PlaypulseError
 from playpulse.query.catalog import CATALOG, QueryError, run_query
+
+log = logging.getLogger("playpulse.api")
 
 
 class QueryInfo(BaseModel):
@@ -100,10 +109,44 @@ MAX_STREAM_EVENTS = 1_000_000
 
 _T = TypeVar("_T")
 
+#: Failures of the stored data underneath a read (not of the request): answered 503.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    duckdb.Error,
+    pa.ArrowException,
+    OSError,
+    PlaypulseError,
+)
+_UNAVAILABLE = {
+    "model": ErrorResponse,
+    "description": "The stored data cannot be read now (see `playpulse status`, /readyz).",
+}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "A read key is configured and missing."},
     422: {"model": ErrorResponse, "description": "A parameter is wrong (the message says)."},
+    503: _UNAVAILABLE,
 }
+
+
+async def reading(what: str, work: Awaitable[_T]) -> _T:
+    """Await ``work`` (a read of ``what``); a failure of the stored data (one of
+    :data:`DATA_ERRORS`, except :class:`QueryError`, the request's fault) becomes a 503
+    ``data_unavailable`` :class:`ApiError` and is logged with its traceback."""
+    try:
+        return await work
+    except QueryError:
+        raise
+    except DATA_ERRORS as exc:
+        log.exception("reading %s failed", what)
+        detail = f"{type(exc).__name__}: {exc}"
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        raise ApiError(
+            503,
+            "data_unavailable",
+            f"the stored data of {what} cannot be read now ({detail}); `playpulse status` "
+            "and GET /readyz say more",
+        ) from None
 
 
 def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> APIRouter:
@@ -115,9 +158,9 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
 
     slots = asyncio.Semaphore(QUERY_CONCURRENCY)
 
-    async def compute(func: Callable[..., _T], *args: Any) -> _T:
+    async def compute(what: str, func: Callable[..., _T], *args: Any) -> _T:
         async with slots:
-            return await run_in_threadpool(func, *args)
+            return await reading(what, run_in_threadpool(func, *args))
 
     router = APIRouter(tags=["read"], dependencies=[Depends(require_read_key)])
 
@@ -173,7 +216,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
             )
         params = parse_params(request.query_params)
         try:
-            table = await compute(run_query, name, params, settings)
+            table = await compute(f"query '{name}'", run_query, name, params, settings)
         except QueryError as exc:
             raise ApiError(400, "query_failed", str(exc)) from None
         return JSONResponse(
@@ -199,7 +242,9 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
     async def session_histogram(request: Request) -> JSONResponse:
         params = parse_params(request.query_params)
         try:
-            table = await compute(sessions.session_histogram, params, settings)
+            table = await compute(
+                "the session histogram", sessions.session_histogram, params, settings
+            )
         except QueryError as exc:
             raise ApiError(400, "query_failed", str(exc)) from None
         return JSONResponse(
@@ -218,10 +263,10 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         "freshness (age of the newest processed event's receipt, seconds), quarantined "
         "events and the content most listened to now.",
         response_model=LiveSnapshot,
-        responses={401: _ERRORS[401]},
+        responses={401: _ERRORS[401], 503: _UNAVAILABLE},
     )
     async def live() -> dict[str, Any]:
-        return await feed.current()
+        return await reading("the live tiles", feed.current())
 
     @router.get(
         "/v1/live/stream",
