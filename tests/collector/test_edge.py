@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -239,3 +240,20 @@ def test_unwritable_quarantine_is_503_and_nothing_is_appended(collector):
     malformed = collector.post(b"[1,")
     assert malformed.status_code == 503
     assert malformed.json()["error"]["code"] == "quarantine_unavailable"
+
+
+def test_a_deleted_data_dir_stops_acknowledging(collector):
+    shutil.rmtree(collector.settings.data_dir)
+    response = collector.post(json.dumps([event()]))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] in ("stream_unavailable", "storage_unavailable")
+    assert response.headers["retry-after"]
+    assert httpx.get(f"{collector.url}/readyz", timeout=10).status_code == 503
+    assert httpx.get(f"{collector.url}/healthz", timeout=10).status_code == 200
+
+
+def test_idle_keep_alive_connections_are_closed(make_collector):
+    with make_collector(keep_alive_timeout_s=1) as running, connect(running.url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        response = read_until_closed(sock)  # returns once the server closes the idle one
+    assert response.startswith(b"HTTP/1.1 200")
