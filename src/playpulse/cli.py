@@ -111,17 +111,19 @@ def _stop_on_signals() -> None:
 def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
     import uvicorn
 
+    from playpulse.collector.server import uvicorn_options
     from playpulse.service import check_data_dir, lock_taken_error, processor_lock
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_data_dir(settings)
     what = "collector and processor" if with_processor else "collector"
     options: dict[str, Any] = {
+        # The HTTP edge's limits: keep-alive and header timeouts, connection cap...
+        **uvicorn_options(settings),
         "host": settings.host,
         "port": settings.port,
         "access_log": access_log,
         "log_level": "info",
-        "timeout_graceful_shutdown": 5,
     }
     _stop_on_signals()
     try:
