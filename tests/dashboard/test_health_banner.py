@@ -20,24 +20,29 @@ from playpulse.testing import playpulse_server
 HEALTH_JS = STATIC_DIR / "js" / "health.js"
 
 
-def readiness_texts(cases: list[tuple[int, Any]]) -> list[str]:
-    """``readinessText(status, body)`` of health.js for each case, run by Node."""
+def run_node(program: str) -> Any:
+    """Run health.js followed by ``program`` (an ES module) in Node; its last line of
+    output, as JSON."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is missing")
-    program = HEALTH_JS.read_text() + (
-        f"\nconst cases = {json.dumps(cases)};\n"
-        "console.log(JSON.stringify(cases.map(([s, b]) => readinessText(s, b))));\n"
-    )
     result = subprocess.run(
         [node, "--input-type=module"],
-        input=program,
+        input=HEALTH_JS.read_text() + "\n" + program,
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    texts: list[str] = json.loads(result.stdout)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def readiness_texts(cases: list[tuple[int, Any]]) -> list[str]:
+    """``readinessText(status, body)`` of health.js for each case."""
+    texts: list[str] = run_node(
+        f"const cases = {json.dumps(cases)};\n"
+        "console.log(JSON.stringify(cases.map(([s, b]) => readinessText(s, b))));\n"
+    )
     return texts
 
 
@@ -67,6 +72,39 @@ def test_the_banner_names_every_failing_check_and_nothing_when_ready():
     assert "/readyz answered 503" in odd
     assert "not reachable" in gone
     assert old == ""
+
+
+WATCH = """
+// A banner and the browser calls watchHealth uses, played through a sequence of
+// /readyz answers: one check per timer.
+const answers = ANSWERS;
+const banner = { hidden: true, textContent: "" };
+const seen = [];
+let pending = null;
+globalThis.fetch = async () => {
+  const [status, body] = answers.shift();
+  return { status, json: async () => body };
+};
+globalThis.setTimeout = (fn) => { pending = fn; };
+watchHealth(banner);
+for (let i = 0; ; i++) {
+  await new Promise((resolve) => setImmediate(resolve));
+  seen.push(banner.hidden ? null : banner.textContent);
+  if (!answers.length) break;
+  pending();
+}
+console.log(JSON.stringify(seen));
+"""
+
+
+def test_the_banner_shows_after_two_failing_checks_and_hides_on_the_first_ready():
+    failing = [503, {"checks": {"processor": {"ok": False, "problem": "stuck"}}}]
+    ready = [200, {"status": "ready", "checks": {}}]
+    answers = [failing, failing, failing, ready, failing, ready]
+    seen = run_node(WATCH.replace("ANSWERS", json.dumps(answers)))
+    shown = "Not ready, the numbers below may be stale. processor: stuck"
+    # A processor that is only starting (one failing check) does not flash the banner.
+    assert seen == [None, shown, shown, None, None, None]
 
 
 def test_a_failing_processor_shows_the_banner(tmp_path: Path, new_page: Any):
