@@ -169,7 +169,13 @@ def assert_nothing_lost(settings: Settings, acked: set[str]) -> None:
 
 @pytest.mark.parametrize(
     "how",
-    ["sigint-to-up", "sigterm-to-up", "sigterm-to-group", "sigterm-after-child-sigkill"],
+    [
+        "sigint-to-up",
+        "sigint-to-group",  # Ctrl-C in a terminal
+        "sigterm-to-up",
+        "sigterm-to-group",  # systemd, Kubernetes
+        "sigterm-after-child-sigkill",
+    ],
 )
 def test_up_stops_within_10_s_without_losing_acknowledged_events(tmp_path: Path, how: str):
     data = tmp_path / "data"
@@ -190,6 +196,8 @@ def test_up_stops_within_10_s_without_losing_acknowledged_events(tmp_path: Path,
             tree = process_tree(proc.pid)
             if how == "sigint-to-up":
                 proc.send_signal(signal.SIGINT)
+            elif how == "sigint-to-group":
+                os.killpg(proc.pid, signal.SIGINT)
             elif how == "sigterm-to-group":
                 os.killpg(proc.pid, signal.SIGTERM)
             else:
@@ -197,7 +205,7 @@ def test_up_stops_within_10_s_without_losing_acknowledged_events(tmp_path: Path,
             wait_stopped(proc, log)
         finally:
             sender.finish()
-        assert proc.returncode == (130 if how == "sigint-to-up" else 0), log.read_text()
+        assert proc.returncode == (130 if how.startswith("sigint") else 0), log.read_text()
         assert_nothing_left(tree, proc.pid)
     assert sender.errors == []
     text = log.read_text()
