@@ -111,7 +111,13 @@ def _validate(
             records.extend(one)
             invalid.extend((index, error) for _, error in bad)
         invalid.sort(key=lambda item: item[0])
-    deep = [n for n, (_, value) in enumerate(records) if nesting_exceeds(value)]
+    # Inline the cheap part of nesting_exceeds (two counts) on the hot path.
+    limit = MAX_EVENT_DEPTH
+    deep = [
+        n
+        for n, (_, value) in enumerate(records)
+        if value.count(b"{") + value.count(b"[") > limit and nesting_exceeds(value, limit)
+    ]
     if not deep:
         return records, invalid
     # Map each accepted record back to its index in ``raws``: they are in order.
