@@ -257,3 +257,38 @@ def test_idle_keep_alive_connections_are_closed(make_collector):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         response = read_until_closed(sock)  # returns once the server closes the idle one
     assert response.startswith(b"HTTP/1.1 200")
+
+
+def test_late_pipelined_headers_wait_for_the_response_in_flight(make_collector):
+    class FastTimeout(HeaderLimitsProtocol):
+        header_timeout_s = 0.3
+
+    gated: list[GatedStream] = []
+
+    def wrap(stream: EventStream) -> EventStream:
+        gated.append(GatedStream(stream))
+        return gated[0]
+
+    with (
+        make_collector(wrap=wrap, server_options={"http": FastTimeout}) as running,
+        connect(running.url) as sock,
+    ):
+        gated[0].gate.clear()  # the first request's append waits
+        body = json.dumps([event()]).encode()
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+            + b"GET /healthz HTTP/1.1\r\nHo"  # the next request's headers, cut short
+        )
+        # Several header periods pass while the append waits: the connection stays open
+        # and silent (no 408 before the 200, no close).
+        sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)
+        sock.settimeout(SOCKET_TIMEOUT_S)
+        gated[0].gate.set()
+        answer = read_until_closed(sock)
+    first, _, rest = answer.partition(b"HTTP/1.1 408")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b'"accepted":1' in first
+    assert rest  # then the late headers got their 408

@@ -50,10 +50,11 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
     The deadline (:attr:`header_timeout_s`) runs from the connection's opening to the
     end of its first request's headers, and from the first byte of every later
     request to the end of its headers. Past it: ``408`` and the connection closed
-    (without an answer when a response is still being sent). Headers over
+    (after the previous request's response, when one is still being sent). Headers over
     :attr:`max_header_bytes`: ``431`` and closed. Relies on uvicorn's parser
-    callbacks (``on_message_begin``, ``on_headers_complete``), which are stable
-    across uvicorn releases; tests/collector/test_edge.py checks both limits.
+    callbacks (``on_message_begin``, ``on_headers_complete``) and its ``cycle`` and
+    ``loop`` attributes; tests/collector/test_edge.py checks both limits against the
+    installed uvicorn.
     """
 
     header_timeout_s: float = HEADER_TIMEOUT_S
@@ -114,7 +115,11 @@ class HeaderLimitsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # a response is on its way: no room for a 408
+            # The headers of a pipelined request are late while the previous request's
+            # response is still being sent: give them another period, then answer.
+            bytes_so_far = self._header_bytes
+            self._arm_header_timer()
+            self._header_bytes = bytes_so_far
             return
         self._answer_and_close(
             "408 Request Timeout",
