@@ -387,13 +387,13 @@ class ProcessorProcess:
             target=self._watch, name="playpulse-processor-supervisor", daemon=True
         )
 
-    def _launch(self) -> None:
+    def _launch(self, restarts: int = 0) -> None:
         # A fresh pipe per child: its read end goes to the child (spawn passes only it),
         # the write end stays here alone, so its EOF means "stop" or "the parent died".
         reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_processor_main,
-            args=(self._env, reader, self.restarts),
+            args=(self._env, reader, restarts),
             name="playpulse-processor",
             daemon=True,
         )
@@ -443,11 +443,20 @@ class ProcessorProcess:
             if self._stopping.wait(delay):
                 return
             delay = min(30.0, delay * 2) if time.monotonic() - started < 60 else self._delay_s
-            with self._lock:
-                if self._stopping.is_set():
+            while True:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    try:
+                        self._launch(self.restarts + 1)
+                    except OSError as exc:  # no memory or processes left to fork
+                        log.error("cannot start the processor process: %s", exc)
+                    else:
+                        self.restarts += 1
+                        break
+                if self._stopping.wait(delay):
                     return
-                self.restarts += 1
-                self._launch()
+                delay = min(30.0, delay * 2)
 
     def _report_death(self, process: Any, what: str, delay_s: float) -> None:
         status = read_processor_status(self._settings) or {}
