@@ -242,6 +242,8 @@ class Collector:
         if compressed is not None and len(compressed) <= QUARANTINE_RAW_BYTES:
             raw = compressed
             note = f"kept as received: gzip-compressed, {len(compressed)} bytes"
+            if body is not compressed:  # it was decompressed before the error
+                note += f" ({len(body)} bytes decompressed)"
             errors.append({"loc": "raw", "msg": note})
         else:
             raw, cut = bounded_raw(body)
