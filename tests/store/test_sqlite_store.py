@@ -121,6 +121,33 @@ def test_text_dedup_keys_of_an_older_file_are_migrated_to_digests(tmp_path):
         again.close()
 
 
+def test_states_of_an_older_file_are_migrated_to_the_rowid_table(tmp_path):
+    # A file as written before: state blobs in a WITHOUT ROWID table ``states``.
+    path = tmp_path / "store.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+    blobs = {f"PLAY#0#{i}": bytes([i % 256]) * (i * 7) + b"!" for i in range(600)}
+    old.executemany("INSERT INTO states VALUES (?, ?)", blobs.items())
+    old.commit()
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        assert store.states(blobs) == blobs
+        assert store.state_keys("PLAY#0#") == sorted(blobs)
+        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_schema")}
+        assert "states" not in tables
+        store.apply(StoreBatch("proc", states={"PLAY#0#1": None, "PLAY#0#new": b"n"}))
+    finally:
+        store.close()
+    again = SQLiteStore(path)
+    try:
+        expected = {k: v for k, v in blobs.items() if k != "PLAY#0#1"} | {"PLAY#0#new": b"n"}
+        assert again.states([*blobs, "PLAY#0#new"]) == expected
+    finally:
+        again.close()
+
+
 def test_dedup_keys_take_a_fixed_size_whatever_their_length(tmp_path):
     store = SQLiteStore(tmp_path / "store.db")
     try:

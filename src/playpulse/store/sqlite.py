@@ -9,6 +9,12 @@ and there is one per event for the whole dedup window, so they were a large part
 file. Two distinct keys share a digest with probability about n^2 / 2^129 (n keys held at
 once): below 10^-20 for a billion keys. Files written before (table ``dedup``, text
 keys) are migrated when opened.
+
+State blobs live in a rowid table (``state_blobs``): a rowid table keeps a row of up to
+about 4 KB inside its page, where a WITHOUT ROWID table (``states``, before) moves all
+but the first ~500 bytes of any value above ~1 KB to an overflow page of its own,
+mostly empty: compressed play states (1-3 KB) took twice their size. Files with a
+``states`` table are migrated when opened.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ CREATE TABLE IF NOT EXISTS dedup_digests (
     digest BLOB PRIMARY KEY, expires_at_us INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_digests_by_expiry ON dedup_digests (expires_at_us);
-CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     consumer TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (consumer, partition)
@@ -97,6 +103,29 @@ class SQLiteStore(RealtimeStore):
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._migrate_text_dedup_keys()
+            self._migrate_states_table()
+
+    def _migrate_states_table(self) -> None:
+        """Move the state blobs of a file written before ``state_blobs`` (table
+        ``states``, WITHOUT ROWID) into it, in one transaction."""
+        exists = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'states'"
+        if self._db.execute(exists).fetchone() is None:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute(exists).fetchone() is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state_blobs (key, value) "
+                    "SELECT key, value FROM states ORDER BY key"
+                )
+                self._db.execute("DROP TABLE states")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            raise StoreError(f"migrating the states of {self.path} failed: {exc}") from exc
 
     def _migrate_text_dedup_keys(self) -> None:
         """Move the text dedup keys of a file written before digests (table ``dedup``)
@@ -150,11 +179,11 @@ class SQLiteStore(RealtimeStore):
                 )
                 self._db.executemany("INSERT OR REPLACE INTO dedup_digests VALUES (?, ?)", dedup)
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO states VALUES (?, ?)",
+                    "INSERT OR REPLACE INTO state_blobs (key, value) VALUES (?, ?)",
                     [(k, v) for k, v in batch.states.items() if v is not None],
                 )
                 self._db.executemany(
-                    "DELETE FROM states WHERE key = ?",
+                    "DELETE FROM state_blobs WHERE key = ?",
                     [(k,) for k, v in batch.states.items() if v is None],
                 )
                 self._db.executemany(
@@ -209,7 +238,7 @@ class SQLiteStore(RealtimeStore):
                 out.update(
                     (k, bytes(v))
                     for k, v in self._db.execute(
-                        f"SELECT key, value FROM states WHERE key IN ({marks})", chunk
+                        f"SELECT key, value FROM state_blobs WHERE key IN ({marks})", chunk
                     )
                 )
         return out
@@ -219,7 +248,7 @@ class SQLiteStore(RealtimeStore):
         where, params = _prefix_where("key", prefix)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT key FROM states WHERE {where} ORDER BY key", params
+                f"SELECT key FROM state_blobs WHERE {where} ORDER BY key", params
             ).fetchall()
         return [r[0] for r in rows]
 
