@@ -15,6 +15,7 @@ from playpulse.errors import StoreError
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
+from playpulse.processor import pipeline
 from playpulse.processor.pipeline import Processor, ProcessorOptions, concurrent_listeners
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.store.base import StoreBatch
@@ -143,7 +144,7 @@ def test_dedup_keys_are_removed_a_day_after_they_expire(pipe):
     pipe.append(later, received_at=RECEIVED + timedelta(days=8, seconds=1))
     processor = pipe.processor(batch_size=6)  # the old keys first, then the later event
     processor.process_available()
-    keys = pipe.store._db.execute("SELECT count(*) FROM dedup").fetchone()[0]
+    keys = pipe.store._db.execute("SELECT count(*) FROM dedup_digests").fetchone()[0]
     assert keys == 1  # only the newest event's key is left
 
 
@@ -327,7 +328,13 @@ def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path):
         for name in a.keys() | b.keys():
             assert b.get(name, 0) == pytest.approx(a.get(name, 0), abs=1e-6), (sk, name)
     assert pipe.lake_rows("plays")[0]["playing_time_s"] == pytest.approx(605.0, abs=1e-6)
-    assert pipe.store.state_keys("PEV#") != []  # closed, but kept for late events
+    # Closed, but its events are kept for late events: folded into the play's state.
+    assert pipe.store.state_keys("PEV#") == []
+    [key] = pipe.store.state_keys("PLAY#")
+    blob = pipe.store.states([key])[key]
+    state = pipeline._decode_state.decode(pipeline._unpack(blob))
+    assert (state.closed, state.count, len(state.events), state.chunks) == (True, 62, 62, [])
+    assert len(blob) < sum(len(raw) for raw in state.events) / 4  # compressed
 
 
 def test_a_play_changed_by_the_batch_that_finalizes_old_plays_keeps_its_state(pipe):
@@ -346,10 +353,9 @@ def test_a_play_changed_by_the_batch_that_finalizes_old_plays_keeps_its_state(pi
         received_at=T0 + timedelta(seconds=nine_days + 60),
     )
     processor.process_available()
-    plays = pipe.store.state_keys("PLAY#")
-    assert any(k.endswith("#p1") for k in plays)
-    chunks = pipe.store.state_keys("PEV#")
-    assert any("#p1#" in k for k in chunks)
+    [p1] = [k for k in pipe.store.state_keys("PLAY#") if k.endswith("#p1")]
+    state = pipeline._decode_state.decode(pipeline._unpack(pipe.store.states([p1])[p1]))
+    assert len(state.events) == 3  # its events, the pause included, folded into the state
 
 
 def session_items(pipe: Pipeline) -> dict[tuple[str, str], dict[str, float]]:

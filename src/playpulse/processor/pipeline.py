@@ -27,6 +27,7 @@ import hashlib
 import logging
 import threading
 import time
+import zlib
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -36,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from playpulse.errors import EventValidationError
+from playpulse.errors import EventValidationError, StoreError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.lake.schema import events_table, play_row, session_row
@@ -90,6 +91,11 @@ class ProcessorOptions:
     - ``session_max_length``: sessions are cut at this length.
     - ``poll_interval``: :meth:`Processor.run` starts a poll at most this often while
       events keep arriving (bigger, cheaper batches; adds at most this to freshness).
+    - ``play_cache_size``: most open plays whose decoded events and state machine stay
+      in memory between batches (least recently updated dropped first); a play that
+      is not cached is rebuilt from its events in the store when it changes (same
+      numbers, more CPU). Bounds the processor's memory whatever the number of open
+      plays.
     """
 
     consumer: str = "processor"
@@ -99,6 +105,11 @@ class ProcessorOptions:
     idle_timeout: timedelta = timedelta(minutes=30)
     session_max_length: timedelta = timedelta(hours=24)
     poll_interval: timedelta = timedelta(milliseconds=200)
+    play_cache_size: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.play_cache_size < 0:
+            raise ValueError(f"play_cache_size must be >= 0, got {self.play_cache_size}")
 
 
 def _us(t: datetime) -> int:
@@ -131,7 +142,9 @@ class _PlayState(msgspec.Struct):
     user: str = ""
     # The play's raw events are appended per batch to chunks (``PEV#<partition>#<play
     # key>#<offset>``, offset = the batch's last): a batch writes only its new events
-    # instead of the whole play again, which made long open plays quadratic.
+    # instead of the whole play again, which made long open plays quadratic. When the
+    # play closes, its chunks are folded into ``events`` and the state is compressed:
+    # a closed play's events (kept for late events) take about a tenth of their JSON.
     chunks: list[int] = msgspec.field(default_factory=list)
     count: int = 0  # events in ``events`` and all chunks
 
@@ -141,6 +154,24 @@ class _PlayState(msgspec.Struct):
 
 def _chunk_key(partition: int, play: str, offset: int) -> str:
     return f"PEV#{partition}#{play}#{offset}"
+
+
+# Play and session states are stored zlib-compressed behind this marker (a msgpack
+# state never starts with it: it is the positive fixint 122, and states are maps).
+# Blobs without it, written before, are plain msgpack and still read.
+_COMPRESSED = b"z"
+#: zlib level of states rewritten at most batches (open plays, sessions) and of the
+#: states of closed plays, written once and kept for late events.
+_LEVEL_OPEN = 1
+_LEVEL_CLOSED = 6
+
+
+def _pack(value: Any, level: int) -> bytes:
+    return _COMPRESSED + zlib.compress(_encode.encode(value), level)
+
+
+def _unpack(blob: bytes) -> bytes:
+    return zlib.decompress(blob[1:]) if blob[:1] == _COMPRESSED else blob
 
 
 def _play_raw_events(store: RealtimeStore, state: _PlayState, key: str) -> list[bytes]:
@@ -153,6 +184,18 @@ def _play_raw_events(store: RealtimeStore, state: _PlayState, key: str) -> list[
     for k in keys:
         raw.extend(_decode_chunk.decode(chunks[k]))
     return raw
+
+
+class _PlayHead(msgspec.Struct):
+    # What finalizing needs of a _PlayState (its other fields are skipped when decoding).
+    last_us: int
+    closed: bool = False
+    user: str = ""
+    chunks: list[int] = msgspec.field(default_factory=list)
+
+
+#: States read per query when scanning many.
+_SCAN_CHUNK = 500
 
 
 class _SessionState(msgspec.Struct):
@@ -196,6 +239,7 @@ class _Work:
 
 
 _decode_state = msgspec.msgpack.Decoder(_PlayState)
+_decode_head = msgspec.msgpack.Decoder(_PlayHead)
 _decode_session = msgspec.msgpack.Decoder(_SessionState)
 _decode_live = msgspec.msgpack.Decoder(_LiveState)
 _decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
@@ -244,11 +288,13 @@ class Processor:
                 log.info("discarded %d lake files of batches never committed", dropped)
         for info in self.stream.partitions():
             self._consumer.seek(info.partition, offsets.get(info.partition, info.start_offset))
-        for key, blob in self.store.states(self.store.state_keys("PLAY#")).items():
-            _, partition, pkey = key.split("#", 2)
-            state = _decode_state.decode(blob)
-            if not state.closed:
-                self._open_plays[int(partition)][pkey] = state.last_us
+        keys = self.store.state_keys("PLAY#")
+        for start in range(0, len(keys), _SCAN_CHUNK):
+            for key, blob in self.store.states(keys[start : start + _SCAN_CHUNK]).items():
+                _, partition, pkey = key.split("#", 2)
+                head = _decode_head.decode(_unpack(blob))
+                if not head.closed:
+                    self._open_plays[int(partition)][pkey] = head.last_us
         for key, blob in self.store.states(self.store.state_keys("OSESS#")).items():
             _, partition, user = key.split("#", 2)
             self._open_sessions[int(partition)][user] = _decode_open.decode(blob)[1]
@@ -461,10 +507,11 @@ class Processor:
         stored = self.store.states(state_keys.values())
         now = _from_us(watermark_us)
         cache = self._play_events
+        closing: list[tuple[str, _PlayState]] = []
         for pkey in touched:
             skey = state_keys[pkey]
             blob = stored.get(skey)
-            state = _decode_state.decode(blob) if blob else _PlayState([], [], 0)
+            state = _decode_state.decode(_unpack(blob)) if blob else _PlayState([], [], 0)
             if not state.count:
                 state.count = len(state.events)  # a state from before event chunks
             # Open plays stay in memory between batches: their decoded events and their
@@ -505,13 +552,46 @@ class Processor:
             state.last_us = _us(summary.ended_at)
             state.closed = closed
             state.user = summary.user_id
-            work.batch.states[state_keys[pkey]] = _encode.encode(state)
             if closed:
                 open_plays.pop(pkey, None)
+                if changed or state.chunks:
+                    closing.append((pkey, state))
+                else:
+                    work.batch.states[skey] = _pack(state, _LEVEL_CLOSED)
             else:
+                work.batch.states[skey] = _pack(state, _LEVEL_OPEN)
                 open_plays[pkey] = state.last_us
                 cache[skey] = (events, builder)
+                while len(cache) > opts.play_cache_size:
+                    # The least recently updated play: it is rebuilt from the store if
+                    # it changes again.
+                    del cache[next(iter(cache))]
+        self._fold_closed_plays(p, closing, work)
         self._finalize_plays(p, watermark_us, user_wm, work)
+
+    def _fold_closed_plays(
+        self, p: int, closing: list[tuple[str, _PlayState]], work: _Work
+    ) -> None:
+        """Write the states of plays that just closed with all their raw events inline
+        (chunks folded in, then deleted) and compressed: what a late event needs to
+        rebuild the play, in about a tenth of the space of the chunks."""
+        if not closing:
+            return
+        wanted = [k for pkey, st in closing for k in st.chunk_keys(p, pkey)]
+        pending = {k: work.batch.states[k] for k in wanted if k in work.batch.states}
+        stored = self.store.states(k for k in wanted if k not in pending)
+        for pkey, state in closing:
+            raw = list(state.events)
+            for key in state.chunk_keys(p, pkey):
+                blob = pending.get(key) or stored.get(key)
+                if blob is None:
+                    raise StoreError(f"the events chunk {key} of a closed play is missing")
+                raw.extend(_decode_chunk.decode(blob))
+                work.batch.states[key] = None
+            state.events = raw
+            state.chunks = []
+            state.count = len(raw)
+            work.batch.states[f"PLAY#{p}#{pkey}"] = _pack(state, _LEVEL_CLOSED)
 
     def _user_watermarks(self, users: Iterable[str]) -> dict[str, int]:
         keys = {u: f"UWM#{u}" for u in users}
@@ -525,33 +605,34 @@ class Processor:
         # lateness (plus a day) can no longer change: forget its state (its contribution
         # stays in the store).
         margin = _us_delta(self.options.allowed_lateness + timedelta(days=1))
-        candidates = list(self._closed_candidates(p, watermark_us - margin))
-        if not candidates:
-            return
         # Open plays cannot be final, and a play this batch changed is not final either
         # (its stored state is the old one): skip them.
         open_plays = self._open_plays[p]
-        decoded = [
-            (key, _decode_state.decode(blob))
-            for key, blob in candidates
+        candidates = [
+            key
+            for key in self._closed_candidates(p, watermark_us - margin)
             if key not in work.batch.states and key.split("#", 2)[2] not in open_plays
         ]
         wms = dict(user_wm)
-        wms.update(self._user_watermarks({st.user for _, st in decoded} - set(wms)))
-        for key, state in decoded:
-            wm = wms.get(state.user)
-            if state.closed and wm is not None and state.last_us < wm - margin:
-                work.batch.states[key] = None
-                for chunk in state.chunk_keys(p, key.split("#", 2)[2]):
-                    work.batch.states[chunk] = None
+        # A few hundred states at a time: memory stays flat however many plays are kept.
+        for start in range(0, len(candidates), _SCAN_CHUNK):
+            blobs = self.store.states(candidates[start : start + _SCAN_CHUNK])
+            heads = [(key, _decode_head.decode(_unpack(blob))) for key, blob in blobs.items()]
+            wms.update(self._user_watermarks({h.user for _, h in heads} - set(wms)))
+            for key, head in heads:
+                wm = wms.get(head.user)
+                if head.closed and wm is not None and head.last_us < wm - margin:
+                    work.batch.states[key] = None
+                    for chunk in head.chunks:
+                        work.batch.states[_chunk_key(p, key.split("#", 2)[2], chunk)] = None
 
-    def _closed_candidates(self, p: int, horizon: int) -> Iterable[tuple[str, bytes]]:
+    def _closed_candidates(self, p: int, horizon: int) -> list[str]:
         # Cheap most of the time: only scan when the partition's horizon passed a new day.
         day = horizon // _us_delta(timedelta(days=1))
         if self._finalized_day.get(p) == day:
             return []
         self._finalized_day[p] = day
-        return self.store.states(self.store.state_keys(f"PLAY#{p}#")).items()
+        return self.store.state_keys(f"PLAY#{p}#")
 
     def _add_listeners(self, summary: PlaySummary, days: set[int], work: _Work) -> None:
         for day in (date.fromordinal(d).isoformat() for d in days):
@@ -597,7 +678,7 @@ class Processor:
         for user in touched:
             horizon = user_wm[user] - margin if user in user_wm else watermark_us - margin
             blob = stored.get(keys[user])
-            state = _decode_session.decode(blob) if blob else _SessionState([], [])
+            state = _decode_session.decode(_unpack(blob)) if blob else _SessionState([], [])
             new = sorted(user_times.get(user, []))
             if state.spans and (not new or new[0] >= state.times_us[-1]):
                 # Later than everything so far (the usual case): extend the sessions.
@@ -639,7 +720,7 @@ class Processor:
                     aggregate.session_contribution(user, sessions[len(spans) - len(live) :])
                 )
                 state.emitted = [list(s) for s in closed if s[0] >= cutoff]
-                work.batch.states[keys[user]] = _encode.encode(state)
+                work.batch.states[keys[user]] = _pack(state, _LEVEL_OPEN)
             else:
                 work.batch.states[keys[user]] = None
 
@@ -729,12 +810,15 @@ def open_plays(
     """Plays the processor holds open (no closing event yet, not idle-closed), as they
     stand now: the part of the picture not yet in the lake's ``plays`` table."""
     out = []
-    for key, blob in store.states(store.state_keys("PLAY#")).items():
-        state = _decode_state.decode(blob)
-        if state.closed:
-            continue
-        events = [decode_stored(raw) for raw in _play_raw_events(store, state, key)]
-        playback = [e for e in events if isinstance(e, PlaybackEvent)]
-        if playback:
-            out.append(summarize_play(playback, idle_timeout=idle_timeout))
+    keys = store.state_keys("PLAY#")
+    for start in range(0, len(keys), _SCAN_CHUNK):
+        for key, blob in store.states(keys[start : start + _SCAN_CHUNK]).items():
+            raw_state = _unpack(blob)
+            if _decode_head.decode(raw_state).closed:
+                continue
+            state = _decode_state.decode(raw_state)
+            events = [decode_stored(raw) for raw in _play_raw_events(store, state, key)]
+            playback = [e for e in events if isinstance(e, PlaybackEvent)]
+            if playback:
+                out.append(summarize_play(playback, idle_timeout=idle_timeout))
     return out
