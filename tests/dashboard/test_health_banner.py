@@ -125,4 +125,5 @@ def test_a_failing_processor_shows_the_banner(tmp_path: Path, new_page: Any):
         expect(banner).to_be_visible(timeout=20_000)
         expect(banner).to_contain_text("processor:")
         expect(banner).to_contain_text("not a database")
-        assert page.errors == []
+        # The read API's failing answers are logged by the browser; no script broke.
+        assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
