@@ -249,3 +249,6 @@ def test_healthz_schema_and_metrics(collector):
     assert 'playpulse_events_rejected_total{reason="malformed_body"} 1.0' in metrics
     assert 'playpulse_request_duration_seconds_count{status="200"} 1.0' in metrics
     assert "playpulse_stream_append_duration_seconds_count 1.0" in metrics
+    # What the stream and the quarantine hold, read from their files at scrape time.
+    assert "playpulse_quarantine_entries 2.0" in metrics
+    assert "playpulse_quarantine_bytes " in metrics

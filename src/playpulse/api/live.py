@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from playpulse.api.encode import json_value
 from playpulse.config import Settings
 from playpulse.processor.pipeline import ProcessorOptions
-from playpulse.quarantine.store import QuarantineStore
+from playpulse.quarantine.store import open_quarantine
 from playpulse.query.catalog import run_query
 from playpulse.store.sqlite import SQLiteStore
 
@@ -53,7 +53,7 @@ def compute_snapshot(settings: Settings, now: datetime | None = None) -> dict[st
     row = run_query("live", settings=settings, now=now).to_pylist()[0]
     quarantined = 0
     if settings.quarantine_path.exists():
-        store = QuarantineStore(settings.quarantine_path)
+        store = open_quarantine(settings)
         try:
             quarantined = store.count()
         finally:

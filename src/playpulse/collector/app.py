@@ -47,7 +47,8 @@ from playpulse.errors import (
     StreamError,
 )
 from playpulse.events.codec import event_json_schema, validate_records
-from playpulse.quarantine.store import QuarantineStore, Rejection
+from playpulse.quarantine.store import QuarantineStore, Rejection, open_quarantine
+from playpulse.status import StorageMetrics
 from playpulse.stream.base import EventStream
 from playpulse.stream.factory import open_stream
 
@@ -655,10 +656,11 @@ def create_app(
         stream = open_stream(settings)
         owned.append(stream)
     if quarantine is None:
-        quarantine = QuarantineStore(settings.quarantine_path)
+        quarantine = open_quarantine(settings)
         owned.append(quarantine)
     collector = Collector(stream, quarantine, max_pending_events=settings.max_pending_events)
     metrics = collector.metrics
+    metrics.add_collector(StorageMetrics(stream, quarantine))
     write_keys = [k.get_secret_value().encode() for k in settings.write_keys]
 
     @contextlib.asynccontextmanager
@@ -667,7 +669,8 @@ def create_app(
             log.warning(
                 "no write keys configured: anyone who can reach this address can send events"
             )
-        task = asyncio.create_task(_retention_loop(collector.stream))
+        interval_s = RETENTION_INTERVAL_S if settings.stream_max_bytes is None else 60.0
+        task = asyncio.create_task(_retention_loop(stream, quarantine, interval_s))
         try:
             yield
         finally:
@@ -771,16 +774,28 @@ def create_app(
     return app
 
 
-async def _retention_loop(stream: EventStream) -> None:
+async def _retention_loop(
+    stream: EventStream, quarantine: QuarantineStore, interval_s: float
+) -> None:
+    """Every ``interval_s``: the stream's retention (what every consumer group committed
+    and is past ``retention_days``, or the oldest records when over ``stream_max_bytes``)
+    and the quarantine's (past ``quarantine_retention_days`` or over its cap)."""
     while True:
-        await asyncio.sleep(RETENTION_INTERVAL_S)
+        await asyncio.sleep(interval_s)
         try:
             deleted = await run_in_threadpool(stream.enforce_retention, datetime.now(UTC))
         except StreamError as exc:
             log.error("retention failed: %s", exc)
-            continue
-        if deleted:
-            log.info("retention deleted %d records", deleted)
+        else:
+            if deleted:
+                log.info("retention deleted %d records", deleted)
+        try:
+            dropped = await run_in_threadpool(quarantine.enforce_retention, datetime.now(UTC))
+        except QuarantineError as exc:
+            log.error("quarantine retention failed: %s", exc)
+        else:
+            if dropped:
+                log.info("quarantine retention dropped %d entries", dropped)
 
 
 def create_app_from_env() -> FastAPI:

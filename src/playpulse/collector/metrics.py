@@ -8,6 +8,7 @@ them over every worker (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +38,7 @@ class CollectorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._shared: list[Any] = []
         self.accepted = Counter(
             "playpulse_events_accepted",
             "Events durably appended to the stream.",
@@ -80,10 +82,20 @@ class CollectorMetrics:
             multiprocess_mode="livesum",
         )
 
+    def add_collector(self, collector: Any) -> None:
+        """Also expose ``collector`` (a prometheus_client custom collector whose values
+        are read from shared files at scrape time, such as
+        :class:`playpulse.status.StorageMetrics`): such values are never summed over
+        workers."""
+        self.registry.register(collector)
+        self._shared.append(collector)
+
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format (summed over workers when several)."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            for collector in self._shared:
+                registry.register(collector)
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
