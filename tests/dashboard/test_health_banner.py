@@ -55,13 +55,14 @@ def test_the_banner_names_every_failing_check_and_nothing_when_ready():
             "store": {"ok": False, "problem": "the store x cannot be read"},
         },
     }
-    ready, not_ready, odd, gone, old = readiness_texts(
+    ready, not_ready, odd, gone, old, signed_out = readiness_texts(
         [
             (200, {"status": "ready", "checks": {}}),
-            (503, failing),
+            (200, failing),
             (503, None),
             (0, None),
             (404, None),
+            (401, None),
         ]
     )
     assert ready == ""
@@ -69,9 +70,10 @@ def test_the_banner_names_every_failing_check_and_nothing_when_ready():
     assert "processor: the processor is restarting; last error" in not_ready
     assert "store: the store x cannot be read" in not_ready
     assert "stream" not in not_ready
-    assert "/readyz answered 503" in odd
+    assert "readiness answered 503" in odd
     assert "not reachable" in gone
     assert old == ""
+    assert signed_out == ""
 
 
 WATCH = """
@@ -98,7 +100,8 @@ console.log(JSON.stringify(seen));
 
 
 def test_the_banner_shows_after_two_failing_checks_and_hides_on_the_first_ready():
-    failing = [503, {"checks": {"processor": {"ok": False, "problem": "stuck"}}}]
+    stuck = {"processor": {"ok": False, "problem": "stuck"}}
+    failing = [200, {"status": "not_ready", "checks": stuck}]
     ready = [200, {"status": "ready", "checks": {}}]
     answers = [failing, failing, failing, ready, failing, ready]
     seen = run_node(WATCH.replace("ANSWERS", json.dumps(answers)))
@@ -125,5 +128,30 @@ def test_a_failing_processor_shows_the_banner(tmp_path: Path, new_page: Any):
         expect(banner).to_be_visible(timeout=20_000)
         expect(banner).to_contain_text("processor:")
         expect(banner).to_contain_text("not a database")
-        # The read API's failing answers are logged by the browser; no script broke.
-        assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
+        # The read API's failing answers are logged by the browser (not the banner's
+        # readiness, always a 200); no script broke.
+        assert [e for e in page.errors if "status of 500" not in e] == []
+
+
+def test_dashboard_readiness_is_readyz_as_a_200_for_readers(tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from playpulse.api.auth import ReadAuth
+    from playpulse.collector.app import add_readiness_check, create_app
+    from playpulse.config import Settings
+    from playpulse.dashboard import mount_dashboard
+
+    app = create_app(Settings(data_dir=tmp_path))
+    mount_dashboard(app, ReadAuth([b"reader-key"]))
+    add_readiness_check(app, "processor", lambda: "the processor is restarting")
+    client = TestClient(app)  # no lifespan: checks and routes only
+    assert client.get("/dashboard/readiness").status_code == 401
+    readyz = client.get("/readyz")
+    assert readyz.status_code == 503
+    answer = client.get("/dashboard/readiness", headers={"Authorization": "Bearer reader-key"})
+    assert answer.status_code == 200
+    assert answer.json() == readyz.json()
+    assert answer.json()["checks"]["processor"] == {
+        "ok": False,
+        "problem": "the processor is restarting",
+    }

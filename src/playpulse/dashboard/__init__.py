@@ -2,9 +2,11 @@
 
 Pages: ``/`` (overview) and ``/content/{content_id}`` (one title), both the same
 ``index.html``, which reads the read API (:mod:`playpulse.api`) and the live tiles'
-server-sent events. Assets, including the vendored Apache ECharts, are served from the
-package at ``/assets/``: nothing is loaded from another site, so the dashboard works
-offline (the Content-Security-Policy allows only this origin).
+server-sent events. ``/dashboard/readiness`` gives the page what ``/readyz`` knows (a
+failing processor, an unreadable store...) for its banner, always as a 200. Assets,
+including the vendored Apache ECharts, are served from the package at ``/assets/``:
+nothing is loaded from another site, so the dashboard works offline (the
+Content-Security-Policy allows only this origin).
 
 With read keys configured, pages need the dashboard cookie: ``/login`` asks for a read
 key and sets it; ``?key=<key>`` on any page does the same once (then redirects to the
@@ -13,19 +15,23 @@ address without it); ``/logout`` clears it. Assets stay open: they hold no data.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from playpulse.api.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, ReadAuth, session_token
+from playpulse.collector.app import READINESS_CHECK_TIMEOUT_S
 
-__all__ = ["STATIC_DIR", "create_dashboard_router", "mount_dashboard"]
+__all__ = ["STATIC_DIR", "create_dashboard_router", "mount_dashboard", "readiness"]
 
 #: The dashboard's static files (``index.html``, ``app.js``, ``app.css``, ``vendor/``).
 STATIC_DIR = Path(str(files("playpulse.dashboard").joinpath("static")))
@@ -93,6 +99,27 @@ def _login_page(next_path: str, error: str | None = None, status: int = 200) -> 
     return HTMLResponse(body, status, headers=_HEADERS)
 
 
+async def _check(check: Any) -> dict[str, Any]:
+    try:
+        problem = await asyncio.wait_for(run_in_threadpool(check), READINESS_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        problem = f"no answer within {READINESS_CHECK_TIMEOUT_S:.0f} s"
+    except Exception as exc:  # a check that raises is a failing check
+        problem = f"{type(exc).__name__}: {exc}"
+    return {"ok": True} if problem is None else {"ok": False, "problem": str(problem)}
+
+
+async def readiness(app: FastAPI) -> dict[str, Any]:
+    """The readiness checks of ``app`` (those of ``GET /readyz``, see
+    :func:`playpulse.collector.app.add_readiness_check`), run now: ``{"status": "ready"
+    | "not_ready", "checks": {name: {"ok": bool, "problem": str}}}``."""
+    checks = dict(getattr(app.state, "readiness_checks", None) or {})
+    results = await asyncio.gather(*(_check(check) for check in checks.values()))
+    report = dict(zip(checks, results, strict=True))
+    ready = all(result["ok"] for result in results)
+    return {"status": "ready" if ready else "not_ready", "checks": report}
+
+
 def create_dashboard_router(auth: ReadAuth) -> APIRouter:
     """The dashboard's pages and sign-in routes, guarded by ``auth``."""
     router = APIRouter(include_in_schema=False)
@@ -116,6 +143,14 @@ def create_dashboard_router(auth: ReadAuth) -> APIRouter:
     @router.get("/content/{content_id:path}")
     async def content(request: Request, content_id: str) -> Response:
         return page(request)
+
+    @router.get("/dashboard/readiness")
+    async def dashboard_readiness(request: Request) -> Response:
+        # /readyz's answer as a 200 (a 503 would be a console error on every page),
+        # for readers only: problems name paths and errors.
+        if not auth.allowed(request):
+            return JSONResponse({"error": {"message": "a read key is required"}}, 401)
+        return JSONResponse(await readiness(request.app), headers={"Cache-Control": "no-store"})
 
     @router.get("/login")
     async def login_form(request: Request) -> Response:

@@ -1,29 +1,30 @@
-// Readiness banner: GET /readyz now and then; when playpulse is not ready (a failing
-// processor, an unreadable store or lake...), say what, with the server's own words.
+// Readiness banner: GET /dashboard/readiness (what /readyz knows, as a 200) now and
+// then; when playpulse is not ready (a failing processor, an unreadable store or
+// lake...), say what, with the server's own words.
 
 const READY_MS = 15000; // between checks while ready
 const NOT_READY_MS = 3000; // between checks while not ready
 
 /**
- * The banner text for one /readyz answer (`status`: HTTP status, 0 when unreachable;
+ * The banner text for one readiness answer (`status`: HTTP status, 0 when unreachable;
  * `body`: its JSON or null), or "" when ready. Two answers in a row must agree before
  * the banner changes (see watchHealth), so a processor that is starting does not flash it.
  */
 export function readinessText(status, body) {
-  if (status === 200) return "";
   if (status === 0) return "playpulse is not reachable: the numbers below are not updated.";
-  if (status === 404) return ""; // a server without /readyz: nothing to say
+  if (status === 401 || status === 404) return ""; // signed out (the page says so) or old
+  if (status === 200 && !(body && body.status === "not_ready")) return "";
   const checks = body && body.checks ? body.checks : {};
   const problems = Object.entries(checks)
     .filter(([, check]) => check && !check.ok)
     .map(([name, check]) => `${name}: ${check.problem || "not ready"}`);
-  const what = problems.length ? problems.join(" · ") : `/readyz answered ${status}`;
+  const what = problems.length ? problems.join(" · ") : `readiness answered ${status}`;
   return `Not ready, the numbers below may be stale. ${what}`;
 }
 
 async function check() {
   try {
-    const response = await fetch("/readyz", {
+    const response = await fetch("/dashboard/readiness", {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
       cache: "no-store",
@@ -35,7 +36,7 @@ async function check() {
   }
 }
 
-/** Keep `banner` (hidden by default) showing what /readyz says is not ready. */
+/** Keep `banner` (hidden by default) showing what readiness says is not ready. */
 export function watchHealth(banner) {
   let previous = "";
   async function tick() {
