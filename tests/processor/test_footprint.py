@@ -115,6 +115,20 @@ def test_a_play_cache_of_zero_keeps_nothing_in_memory(whole, tmp_path):
 def test_a_negative_play_cache_size_is_refused():
     with pytest.raises(ValueError, match="play_cache_size"):
         ProcessorOptions(play_cache_size=-1)
+    with pytest.raises(ValueError, match="max_poll_records"):
+        ProcessorOptions(max_poll_records=0)
+
+
+def test_a_poll_reads_at_most_max_poll_records_over_all_partitions(whole, tmp_path):
+    run = Run(tmp_path)  # 2 partitions: at most 25 records each per poll
+    run.stream.append(RECORDS)
+    processor = run.processor(batch_size=5_000, max_poll_records=50)
+    reads = []
+    while (stats := processor.process_available(max_batches=1)).read:
+        reads.append(stats.read)
+    assert sum(reads) == len(RECORDS)
+    assert max(reads) == 50
+    _same_numbers(whole, run, lake=False)
 
 
 def test_closed_plays_keep_their_events_compressed_in_their_state(whole):

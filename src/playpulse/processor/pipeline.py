@@ -82,6 +82,10 @@ class ProcessorOptions:
 
     - ``consumer``: name under which offsets are kept (store and stream group).
     - ``batch_size``: records read per partition per poll.
+    - ``max_poll_records``: records read per poll over all partitions (Kafka's
+      ``max.poll.records``): each partition gets at most this divided by the number of
+      partitions (and at most ``batch_size``), at least 1. A poll's events are in memory
+      together, so this bounds the processor's memory when it catches up on a backlog.
     - ``dedup_window``: how long an event id is remembered (from its receipt): a copy
       received later than this after the kept event counts again.
     - ``allowed_lateness``: how far behind the watermark an event may be and still
@@ -106,10 +110,16 @@ class ProcessorOptions:
     session_max_length: timedelta = timedelta(hours=24)
     poll_interval: timedelta = timedelta(milliseconds=200)
     play_cache_size: int = 20_000
+    max_poll_records: int = 5_000
 
     def __post_init__(self) -> None:
         if self.play_cache_size < 0:
             raise ValueError(f"play_cache_size must be >= 0, got {self.play_cache_size}")
+        if self.batch_size < 1 or self.max_poll_records < 1:
+            raise ValueError(
+                f"batch_size and max_poll_records must be >= 1, got {self.batch_size} "
+                f"and {self.max_poll_records}"
+            )
 
 
 def _us(t: datetime) -> int:
@@ -306,8 +316,10 @@ class Processor:
             self.start()
         total = BatchStats()
         polls = 0
+        share = self.options.max_poll_records // max(1, len(self._consumer.assigned))
+        per_partition = max(1, min(self.options.batch_size, share))
         while max_batches is None or polls < max_batches:
-            batches = self._consumer.poll(self.options.batch_size)
+            batches = self._consumer.poll(per_partition)
             polls += 1
             if not batches:
                 break
