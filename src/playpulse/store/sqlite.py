@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS offsets (
 
 _CHUNK = 500  # SQLite's variable limit is 32766; stay well below it.
 _DIGEST_BYTES = 16
+_WAL_LIMIT_BYTES = 16 * 2**20
 
 
 def dedup_digest(key: str) -> bytes:
@@ -99,6 +100,9 @@ class SQLiteStore(RealtimeStore):
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
+        # A big transaction (a backlog caught up) grows the WAL; without a limit the file
+        # keeps that size for good. Truncated back to this after a checkpoint.
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
