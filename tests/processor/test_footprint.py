@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from playpulse.errors import ConfigError
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
@@ -112,10 +113,10 @@ def test_a_play_cache_of_zero_keeps_nothing_in_memory(whole, tmp_path):
     _same_numbers(whole, run)
 
 
-def test_a_negative_play_cache_size_is_refused():
-    with pytest.raises(ValueError, match="play_cache_size"):
+def test_option_values_out_of_range_are_refused():
+    with pytest.raises(ConfigError, match="play_cache_size"):
         ProcessorOptions(play_cache_size=-1)
-    with pytest.raises(ValueError, match="max_poll_records"):
+    with pytest.raises(ConfigError, match="max_poll_records"):
         ProcessorOptions(max_poll_records=0)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from playpulse.errors import EventValidationError, StoreError
+from playpulse.errors import ConfigError, EventValidationError, StoreError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.lake.schema import events_table, play_row, session_row
@@ -100,6 +100,9 @@ class ProcessorOptions:
       is not cached is rebuilt from its events in the store when it changes (same
       numbers, more CPU). Bounds the processor's memory whatever the number of open
       plays.
+
+    Raises :class:`~playpulse.errors.ConfigError` for a ``batch_size`` or
+    ``max_poll_records`` below 1 or a negative ``play_cache_size``.
     """
 
     consumer: str = "processor"
@@ -114,9 +117,9 @@ class ProcessorOptions:
 
     def __post_init__(self) -> None:
         if self.play_cache_size < 0:
-            raise ValueError(f"play_cache_size must be >= 0, got {self.play_cache_size}")
+            raise ConfigError(f"play_cache_size must be >= 0, got {self.play_cache_size}")
         if self.batch_size < 1 or self.max_poll_records < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size and max_poll_records must be >= 1, got {self.batch_size} "
                 f"and {self.max_poll_records}"
             )
