@@ -17,16 +17,16 @@ import contextlib
 import fcntl
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -305,26 +305,30 @@ class _StatusReporter:
         self.write()
 
 
-def _watch_parent(parent: Connection, halt: threading.Event) -> None:
+def _watch_parent(parent_fd: int, halt: threading.Event) -> None:
     # The parent holds the only write end: EOF (it closed it in stop(), or it died,
-    # however) or any message means stop. Nothing to poll, nothing that can hang.
-    with contextlib.suppress(EOFError, OSError):
-        parent.recv()
+    # however) or any byte means stop. Nothing to poll, nothing that can hang.
+    with contextlib.suppress(OSError):
+        os.read(parent_fd, 1)
     halt.set()
 
 
-def _processor_main(env: dict[str, str], parent: Connection, restarts: int) -> None:
-    """Entry point of the processor process: run until the parent closes ``parent`` (its
-    pipe) or dies, or SIGTERM; report to the status file. Exits 1 on an error (the
-    supervisor starts it again)."""
+#: How ``up`` starts the processor process (``python -c`` this, pipe fd, restarts).
+_CHILD_CODE = "from playpulse.service import processor_spawn_main; processor_spawn_main()"
+
+
+def processor_spawn_main() -> None:
+    """Entry point of the processor process that :class:`ProcessorProcess` starts as
+    ``python -c`` :data:`_CHILD_CODE` ``<pipe fd> <restarts>`` with the settings in
+    ``PLAYPULSE_*`` (tools find it by ``processor_spawn_main`` in its command line): run until the parent closes the pipe or dies, or SIGTERM; report to
+    the status file. Exits 1 on an error (the supervisor starts it again)."""
+    parent_fd, restarts = int(sys.argv[1]), int(sys.argv[2])
     halt = threading.Event()
-    # Ctrl-C reaches the whole process group: `up` decides when its child stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: halt.set())
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda _sig, _frame: halt.set())
     threading.Thread(
-        target=_watch_parent, args=(parent, halt), name="playpulse-parent-watch", daemon=True
+        target=_watch_parent, args=(parent_fd, halt), name="playpulse-parent-watch", daemon=True
     ).start()
-    os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
     reporter = _StatusReporter(settings, restarts)
@@ -364,7 +368,9 @@ class ProcessorProcess:
 
     The child holds the read end of a pipe whose only write end is here: when this
     process closes it (:meth:`stop`) or dies in any way (even SIGKILL), the child sees
-    EOF, finishes its batch and exits, so it never processes without the lock. A child
+    EOF, finishes its batch and exits, so it never processes without the lock. The child
+    leads a process group of its own: a Ctrl-C or a SIGTERM to the group of ``up``
+    reaches ``up``, which stops it (however early: even while it imports). A child
     that dies (a crash, the OOM killer) is reported in the log and the status file and
     started again after ``settings.processor_restart_delay_s``, doubling up to 30 s while
     it keeps dying within a minute of its start: the store's offsets make a restart lose
@@ -372,7 +378,6 @@ class ProcessorProcess:
     """
 
     def __init__(self, settings: Settings, restart_delay_s: float | None = None) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
         self._settings = settings
         self._env = settings.to_env()
         self._delay_s = (
@@ -380,39 +385,41 @@ class ProcessorProcess:
         )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._writer: Connection | None = None
+        self._writer: int | None = None
         self.restarts = 0
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._watcher = threading.Thread(
             target=self._watch, name="playpulse-processor-supervisor", daemon=True
         )
 
     def _launch(self, restarts: int = 0) -> None:
-        # A fresh pipe per child: its read end goes to the child (spawn passes only it),
-        # the write end stays here alone, so its EOF means "stop" or "the parent died".
-        reader, writer = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(
-            target=_processor_main,
-            args=(self._env, reader, restarts),
-            name="playpulse-processor",
-            daemon=True,
-        )
+        # A fresh pipe per child: its read end goes to the child alone (pass_fds), the
+        # write end stays here alone (not inheritable), so EOF means "stop" or "the
+        # parent died". Its own process group: group signals are for `up` to handle.
+        reader, writer = os.pipe()
         try:
-            process.start()
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, str(reader), str(restarts)],
+                env={**os.environ, **self._env},
+                pass_fds=(reader,),
+                process_group=0,
+            )
+        except BaseException:
+            os.close(writer)
+            raise
         finally:
-            reader.close()
+            os.close(reader)
         self._process = process
         self._writer = writer
 
     @property
     def pid(self) -> int | None:
         """The running child's process id (None before :meth:`start`)."""
-        pid: int | None = None if self._process is None else self._process.pid
-        return pid
+        return None if self._process is None else self._process.pid
 
     def alive(self) -> bool:
         """Whether the child process runs now."""
-        return self._process is not None and bool(self._process.is_alive())
+        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start the process, and the thread that restarts it when it dies."""
@@ -425,18 +432,21 @@ class ProcessorProcess:
         while True:
             started = time.monotonic()
             process = self._process
-            while process.exitcode is None:
-                process.join(0.5)
+            assert process is not None  # started by start()
+            while process.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(0.5)
                 if self._stopping.is_set():
                     return
             # A child that exits 0 was told to stop: by SIGTERM to the whole process group
             # (systemd, Kubernetes), which reaches this process too, a moment later.
-            if self._stopping.wait(1.0 if process.exitcode == 0 else 0.0):
+            code = process.returncode
+            if self._stopping.wait(1.0 if code == 0 else 0.0):
                 return
-            what = _exit_description(process.exitcode)
+            what = _exit_description(code)
             log.error(
                 "the processor process exited with code %s; starting it again in %.1f s",
-                process.exitcode,
+                code,
                 delay,
             )
             self._report_death(process, what, delay)
@@ -458,7 +468,7 @@ class ProcessorProcess:
                     return
                 delay = min(30.0, delay * 2)
 
-    def _report_death(self, process: Any, what: str, delay_s: float) -> None:
+    def _report_death(self, process: subprocess.Popen[bytes], what: str, delay_s: float) -> None:
         status = read_processor_status(self._settings) or {}
         if status.get("pid") != process.pid or status.get("state") != "failed":
             # Killed or crashed without its last words: say how it ended.
@@ -469,7 +479,7 @@ class ProcessorProcess:
         status.update(
             state="restarting",
             pid=process.pid,
-            exit_code=process.exitcode,
+            exit_code=process.returncode,
             restarts=self.restarts,
             next_start_at=_iso(_now() + timedelta(seconds=delay_s)),
             updated_at=_iso(_now()),
@@ -484,18 +494,19 @@ class ProcessorProcess:
             self._stopping.set()
             process = self._process
             if self._writer is not None:
-                self._writer.close()
+                os.close(self._writer)
                 self._writer = None
         if process is None:
             return
-        if process.exitcode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
-            process.join(timeout_s)
-            if process.exitcode is None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
                 log.error("the processor did not stop within %.0f s: killing it", timeout_s)
                 process.kill()
-                process.join(2.0)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(2.0)
         if self._watcher.is_alive():
             self._watcher.join(1.0)
         status = read_processor_status(self._settings)

@@ -143,6 +143,7 @@ def playpulse_server(
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
+                seen.update((p.pid, p) for p in process_tree(proc.pid))
                 proc.kill()
                 proc.wait(5)
         seen.update((p.pid, p) for p in group_members(proc.pid))

@@ -419,3 +419,19 @@ def test_a_stuck_processor_is_not_ready_and_up_still_stops(tmp_path: Path):
         assert_nothing_left(tree, proc.pid)
     assert "did not stop within" in log.read_text()  # it was killed, and said so
     assert_nothing_lost(settings, {e["event_id"] for e in events})
+
+
+def test_ctrl_c_while_the_processor_starts_is_no_traceback(tmp_path: Path):
+    """Ctrl-C right after `up` answers, while its child still imports: the child leads
+    its own process group, so only `up` gets the signal and stops it quietly."""
+    data = tmp_path / "data"
+    log = tmp_path / "up.log"
+    with playpulse_server("up", data, log) as (_, proc):
+        tree = process_tree(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_stopped(proc, log)
+        assert proc.returncode == 130
+        assert_nothing_left(tree, proc.pid)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "starting it again" not in text, text
