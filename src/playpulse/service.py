@@ -323,6 +323,9 @@ def processor_spawn_main() -> None:
     ``PLAYPULSE_*`` (tools find it by ``processor_spawn_main`` in its command line): run until the parent closes the pipe or dies, or SIGTERM; report to
     the status file. Exits 1 on an error (the supervisor starts it again)."""
     parent_fd, restarts = int(sys.argv[1]), int(sys.argv[2])
+    # Not the terminal's foreground group: logging to it must not stop this process
+    # (SIGTTOU, under `stty tostop`).
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     halt = threading.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda _sig, _frame: halt.set())
