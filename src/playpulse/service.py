@@ -320,8 +320,9 @@ _CHILD_CODE = "from playpulse.service import processor_spawn_main; processor_spa
 def processor_spawn_main() -> None:
     """Entry point of the processor process that :class:`ProcessorProcess` starts as
     ``python -c`` :data:`_CHILD_CODE` ``<pipe fd> <restarts>`` with the settings in
-    ``PLAYPULSE_*`` (tools find it by ``processor_spawn_main`` in its command line): run until the parent closes the pipe or dies, or SIGTERM; report to
-    the status file. Exits 1 on an error (the supervisor starts it again)."""
+    ``PLAYPULSE_*`` (tools find it by ``processor_spawn_main`` in its command line):
+    run until the parent closes the pipe or dies, or SIGTERM or SIGINT; report to the
+    status file. Exits 1 on an error (the supervisor starts it again)."""
     parent_fd, restarts = int(sys.argv[1]), int(sys.argv[2])
     # Not the terminal's foreground group: logging to it must not stop this process
     # (SIGTTOU, under `stty tostop`).
