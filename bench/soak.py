@@ -71,7 +71,8 @@ HISTORY = """Before (2026-12-04, commit af26e4a, a 2-minute run at 5,000 events/
 took 1,230 bytes per event (each closed play's events as raw JSON in per-batch chunks,
 1 KB-3 KB play states mostly in half-empty SQLite overflow pages, dedup keys as 53-byte
 text twice over with their expiry index) and the processor's RSS moved between 185 and
-240 MiB (340 MiB when it caught up on a backlog 40,000 records at a time). Changes: a
+240 MiB; it reached 340 MiB catching up on a backlog 40,000 records a poll (measured
+with the store changes below, before `max_poll_records`). Changes: a
 closed play's events folded into its state and compressed (zlib; about 65 bytes per
 event), play and session states compressed, state blobs in a rowid table (no overflow
 pages up to ~4 KB), dedup keys as 16-byte digests, at most 5,000 records per poll
