@@ -247,12 +247,31 @@ def compact(data_dir: DataDir = None) -> None:
 
 @app.command()
 def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
-    """Events in the stream, the quarantine's size and drops, partitions, consumer lag and
-    records lost to the stream's size limit."""
+    """The processor's state and last error, events in the stream, the quarantine's size
+    and drops, lake files set aside, partitions, consumer lag and records lost to the
+    stream's size limit."""
+    from playpulse.lake import corrupt_files
+    from playpulse.service import processor_problem, processor_status_line, read_processor_status
     from playpulse.status import data_dir_status
 
     _check_format(fmt)
-    info = data_dir_status(_settings(data_dir))
+    settings = _settings(data_dir)
+    info = data_dir_status(settings)
+    info["processor"] = {
+        **(read_processor_status(settings) or {}),
+        "problem": processor_problem(settings),
+        "line": processor_status_line(settings),
+    }
+    info["lake_files_set_aside"] = [
+        {
+            "original": f.original,
+            "path": str(f.path),
+            "reason": f.reason,
+            "size_bytes": f.size_bytes,
+            "moved_at": None if f.moved_at is None else f.moved_at.isoformat(),
+        }
+        for f in corrupt_files(settings.lake_path)
+    ]
     if fmt == "json":
         typer.echo(json.dumps(info, indent=2))
         return
@@ -262,6 +281,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
 
     q = info["quarantine"]
     out.print(f"data dir     {info['data_dir']}")
+    out.print(f"processor    {info['processor']['line']}", markup=False)
     out.print(
         f"events       {info['events']:,} ({mib(info['stream_bytes'])} of "
         f"{mib(info['stream_max_bytes'])})"
@@ -275,6 +295,12 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
         causes = ", ".join(f"{n:,} {cause}" for cause, n in q["dropped_by_cause"].items())
         reasons = ", ".join(f"{n:,} {reason}" for reason, n in q["dropped_by_reason"].items())
         out.print(f"             {q['dropped']:,} dropped before replay ({causes}; {reasons})")
+    for aside in info["lake_files_set_aside"]:
+        out.print(
+            f"lake file set aside (unreadable, its rows are missing): {aside['original']} "
+            f"-> {aside['path']}: {aside['reason']}",
+            markup=False,
+        )
     table = Table("partition", "newest offset", "events")
     for p in info["partitions"]:
         newest = "-" if p["newest_offset"] is None else f"{p['newest_offset']:,}"

@@ -32,13 +32,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from playpulse.collector.app import add_readiness_check, create_app
+from playpulse.collector.app import Degraded, add_readiness_check, create_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
-from playpulse.lake.writer import LakeWriter
+from playpulse.lake.writer import LakeWriter, corrupt_files
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
-from playpulse.quarantine.store import QuarantineStore
+from playpulse.quarantine.store import open_quarantine
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
 
@@ -55,7 +55,7 @@ def open_processor(settings: Settings, options: ProcessorOptions | None = None) 
         open_stream(settings),
         SQLiteStore(settings.store_path),
         LakeWriter(settings.lake_path, SCHEMAS),
-        QuarantineStore(settings.quarantine_path),
+        open_quarantine(settings),
         options,
     )
 
@@ -670,15 +670,25 @@ def store_problem(settings: Settings) -> str | None:
 
 def lake_problem(settings: Settings) -> str | None:
     """Readiness of the lake: None when its folder can be listed (or does not exist
-    yet), else the problem in one line."""
+    yet), else the problem in one line; :class:`~playpulse.collector.app.Degraded`
+    when files that could not be read were moved aside (:func:`playpulse.lake.
+    corrupt_files`): processing and queries go on without their rows."""
     path = settings.lake_path
     if not path.exists():
         return None
     try:
         with os.scandir(path) as entries:
             next(entries, None)
+        aside = corrupt_files(path)
     except OSError as exc:
         return f"the lake {path} cannot be read: {exc.strerror or exc}"
+    if aside:
+        newest = aside[-1]
+        return Degraded(
+            f"{len(aside)} lake file(s) could not be read and were moved to "
+            f"{path / '_corrupt'} (their rows are missing from queries); newest: "
+            f"{newest.original}: {newest.reason}"
+        )
     return None
 
 

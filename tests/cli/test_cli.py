@@ -178,3 +178,38 @@ def test_two_collector_workers_share_the_port_stream_and_metrics(tmp_path):
         for p in info["partitions"]:  # offsets stay dense whoever appended
             assert p["events"] == (0 if p["newest_offset"] is None else p["newest_offset"] + 1)
         assert "Started parent process" in log.read_text()
+
+
+def test_status_shows_a_failing_processor_and_lake_files_set_aside(tmp_path):
+    from playpulse.config import Settings
+    from playpulse.lake import LakeWriter
+    from playpulse.lake.schema import SCHEMAS
+    from playpulse.service import write_processor_status
+    from playpulse.stream.sqlite import SQLiteStream
+
+    SQLiteStream(tmp_path / "stream.db", num_partitions=8).close()
+    settings = Settings(data_dir=tmp_path)
+    write_processor_status(
+        settings,
+        {
+            "state": "restarting",
+            "restarts": 3,
+            "last_error": {"at": "2026-12-04T20:00:00+00:00", "message": "DatabaseError: boom"},
+        },
+    )
+    bad = settings.lake_path / "plays" / "event_date=2026-11-17" / "p0000-o0-9.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not parquet")
+    assert LakeWriter(settings.lake_path, SCHEMAS).set_aside(bad, "not a Parquet file")
+
+    info = json.loads(run("status", "--data-dir", str(tmp_path), "--format", "json").stdout)
+    assert info["processor"]["state"] == "restarting"
+    assert "DatabaseError: boom" in info["processor"]["problem"]
+    (aside,) = info["lake_files_set_aside"]
+    assert aside["original"] == "plays/event_date=2026-11-17/p0000-o0-9.parquet"
+    assert aside["reason"] == "not a Parquet file"
+
+    table = run("status", "--data-dir", str(tmp_path), env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert "FAILING" in table.stdout and "DatabaseError: boom" in table.stdout
+    assert "plays/event_date=2026-11-17/p0000-o0-9.parquet" in table.stdout

@@ -76,6 +76,24 @@ def test_the_banner_names_every_failing_check_and_nothing_when_ready():
     assert signed_out == ""
 
 
+def test_the_banner_says_what_is_degraded_while_ready():
+    (text,) = readiness_texts(
+        [
+            (
+                200,
+                {
+                    "status": "degraded",
+                    "checks": {
+                        "stream": {"ok": True},
+                        "lake": {"ok": True, "degraded": "1 lake file(s) could not be read"},
+                    },
+                },
+            )
+        ]
+    )
+    assert text == "Degraded. lake: 1 lake file(s) could not be read"
+
+
 WATCH = """
 // A banner and the browser calls watchHealth uses, played through a sequence of
 // /readyz answers: one check per timer.

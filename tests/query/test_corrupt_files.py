@@ -198,6 +198,13 @@ def test_playpulse_up_runs_on_a_lake_with_a_truncated_file(
                 timeout=30,
             )
             assert answer.status_code == 200, answer.text
+        # Reported, but still ready: the lake works without the file's rows.
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded"
+        lake = ready.json()["checks"]["lake"]
+        assert lake["ok"] is True
+        assert bad.name in lake["degraded"]
     (aside,) = corrupt_files(settings.lake_path)
     assert aside.original == "plays/event_date=2026-11-17/" + bad.name
     assert "moved aside" in (tmp_path / "up.log").read_text()

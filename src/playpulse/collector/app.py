@@ -63,7 +63,7 @@ QUARANTINE_RAW_BYTES = 64 * 1024
 READINESS_CHECK_TIMEOUT_S = 5.0
 
 #: A readiness check: returns None when healthy, else a one-line description of the problem.
-ReadinessCheck = Callable[[], str | None]
+ReadinessCheck = Callable[[], "str | Degraded | None"]
 
 
 class _EventId(msgspec.Struct):
@@ -366,6 +366,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) or "unhealthy (no detail given)"
 
 
+class Degraded(str):
+    """What a readiness check returns when its dependency works with reduced service (a
+    lake file set aside, say): ``/readyz`` stays 200 and reports it as
+    ``{"ok": true, "degraded": "..."}`` with ``"status": "degraded"``."""
+
+
 async def _run_check(name: str, check: ReadinessCheck) -> dict[str, Any]:
     try:
         problem = await asyncio.wait_for(
@@ -378,7 +384,25 @@ async def _run_check(name: str, check: ReadinessCheck) -> dict[str, Any]:
         problem = f"the check raised {type(exc).__name__}: {exc}"
     if problem is None:
         return {"ok": True}
+    if isinstance(problem, Degraded):
+        return {"ok": True, "degraded": _one_line(str(problem))}
     return {"ok": False, "problem": _one_line(str(problem))}
+
+
+async def readiness_report(app: FastAPI) -> dict[str, Any]:
+    """Run the readiness checks of ``app`` now (concurrently): ``{"status": "ready" |
+    "degraded" | "not_ready", "checks": {name: {"ok": bool, "problem" | "degraded":
+    str}}}``. ``not_ready`` when a check failed; ``degraded`` when all passed but one
+    reported reduced service (:class:`Degraded`)."""
+    registered: dict[str, ReadinessCheck] = dict(getattr(app.state, "readiness_checks", {}))
+    names = list(registered)
+    results = await asyncio.gather(*(_run_check(n, registered[n]) for n in names))
+    status = "ready"
+    if any("degraded" in result for result in results):
+        status = "degraded"
+    if not all(result["ok"] for result in results):
+        status = "not_ready"
+    return {"status": status, "checks": dict(zip(names, results, strict=True))}
 
 
 def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
@@ -386,7 +410,8 @@ def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
 
     ``check`` is a synchronous callable, run in the thread pool on every /readyz request
     (keep it cheap: a stat or a trivial query); it returns None when healthy or a
-    one-line problem. A check that raises or takes longer than
+    one-line problem (a :class:`Degraded` one keeps the process ready but says so).
+    A check that raises or takes longer than
     :data:`READINESS_CHECK_TIMEOUT_S` counts as failing with that as its problem.
     ``/readyz`` answers 200 ``{"status": "ready", "checks": {name: {"ok": true}}}`` when
     every check passes, else 503 ``{"status": "not_ready", "checks": {name: {"ok":
@@ -400,7 +425,6 @@ def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
     if checks is None:
         checks = {}
         app.state.readiness_checks = checks
-        registered = checks
 
         @app.get(
             "/readyz",
@@ -411,14 +435,10 @@ def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
             },
         )
         async def readyz() -> Response:
-            names = list(registered)
-            results = await asyncio.gather(*(_run_check(n, registered[n]) for n in names))
-            report = dict(zip(names, results, strict=True))
-            ready = all(result["ok"] for result in results)
+            report = await readiness_report(app)
+            ready = report["status"] != "not_ready"
             return JSONResponse(
-                {"status": "ready" if ready else "not_ready", "checks": report},
-                200 if ready else 503,
-                headers=None if ready else {"Retry-After": "5"},
+                report, 200 if ready else 503, headers=None if ready else {"Retry-After": "5"}
             )
 
     if name in checks:

@@ -15,7 +15,6 @@ address without it); ``/logout`` clears it. Assets stay open: they hold no data.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 from importlib.resources import files
@@ -26,10 +25,9 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
 from playpulse.api.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, ReadAuth, session_token
-from playpulse.collector.app import READINESS_CHECK_TIMEOUT_S
+from playpulse.collector.app import readiness_report
 
 __all__ = ["STATIC_DIR", "create_dashboard_router", "mount_dashboard", "readiness"]
 
@@ -99,25 +97,10 @@ def _login_page(next_path: str, error: str | None = None, status: int = 200) -> 
     return HTMLResponse(body, status, headers=_HEADERS)
 
 
-async def _check(check: Any) -> dict[str, Any]:
-    try:
-        problem = await asyncio.wait_for(run_in_threadpool(check), READINESS_CHECK_TIMEOUT_S)
-    except TimeoutError:
-        problem = f"no answer within {READINESS_CHECK_TIMEOUT_S:.0f} s"
-    except Exception as exc:  # a check that raises is a failing check
-        problem = f"{type(exc).__name__}: {exc}"
-    return {"ok": True} if problem is None else {"ok": False, "problem": str(problem)}
-
-
 async def readiness(app: FastAPI) -> dict[str, Any]:
-    """The readiness checks of ``app`` (those of ``GET /readyz``, see
-    :func:`playpulse.collector.app.add_readiness_check`), run now: ``{"status": "ready"
-    | "not_ready", "checks": {name: {"ok": bool, "problem": str}}}``."""
-    checks = dict(getattr(app.state, "readiness_checks", None) or {})
-    results = await asyncio.gather(*(_check(check) for check in checks.values()))
-    report = dict(zip(checks, results, strict=True))
-    ready = all(result["ok"] for result in results)
-    return {"status": "ready" if ready else "not_ready", "checks": report}
+    """The readiness checks of ``app`` (those of ``GET /readyz``), run now: see
+    :func:`playpulse.collector.app.readiness_report`."""
+    return await readiness_report(app)
 
 
 def create_dashboard_router(auth: ReadAuth) -> APIRouter:

@@ -13,8 +13,14 @@ const NOT_READY_MS = 3000; // between checks while not ready
 export function readinessText(status, body) {
   if (status === 0) return "playpulse is not reachable: the numbers below are not updated.";
   if (status === 401 || status === 404) return ""; // signed out (the page says so) or old
-  if (status === 200 && !(body && body.status === "not_ready")) return "";
   const checks = body && body.checks ? body.checks : {};
+  if (status === 200 && body && body.status === "degraded") {
+    const notes = Object.entries(checks)
+      .filter(([, check]) => check && check.ok && check.degraded)
+      .map(([name, check]) => `${name}: ${check.degraded}`);
+    return `Degraded. ${notes.join(" · ")}`;
+  }
+  if (status === 200 && !(body && body.status === "not_ready")) return "";
   const problems = Object.entries(checks)
     .filter(([, check]) => check && !check.ok)
     .map(([name, check]) => `${name}: ${check.problem || "not ready"}`);
