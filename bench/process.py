@@ -318,7 +318,11 @@ def make_processor(stream: SQLiteStream, data_dir: Path, batch_size: int) -> Pro
     store = SQLiteStore(data_dir / "store.db")
     quarantine = QuarantineStore(data_dir / "quarantine.db")
     lake = LakeWriter(data_dir / "lake", SCHEMAS)
-    options = ProcessorOptions(batch_size=batch_size)
+    # batch_size per partition, as the rows say: the default max_poll_records (5,000 over
+    # all partitions, which bounds memory) would cut every batch to 625.
+    options = ProcessorOptions(
+        batch_size=batch_size, max_poll_records=batch_size * stream.num_partitions
+    )
     return ProcessorSetup(Processor(stream, store, lake, quarantine, options), store, quarantine)
 
 
