@@ -211,5 +211,6 @@ def test_status_shows_a_failing_processor_and_lake_files_set_aside(tmp_path):
 
     table = run("status", "--data-dir", str(tmp_path), env={"COLUMNS": "200"})
     assert table.returncode == 0, table.stderr
-    assert "FAILING" in table.stdout and "DatabaseError: boom" in table.stdout
+    assert "FAILING" in table.stdout
+    assert "DatabaseError: boom" in table.stdout
     assert "plays/event_date=2026-11-17/p0000-o0-9.parquet" in table.stdout
