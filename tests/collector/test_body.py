@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,19 +15,10 @@ from hypothesis import strategies as st
 from playpulse.collector.app import QUARANTINE_RAW_BYTES
 from playpulse.collector.body import MAX_EVENT_DEPTH, gunzip, nesting_exceeds
 from playpulse.errors import BodyError
+from playpulse.testing import load_module
 
-
-def event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "play_start",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "user_id": "u1",
-        "playback_id": "p1",
-        "content": {"content_id": "book-1", "content_type": "audiobook"},
-    }
-    base.update(overrides)
-    return base
+# events.py, loaded as a module (tests is not a package: importlib import mode)
+event = load_module(Path(__file__).with_name("events.py"), "playpulse_tests_collector_events").event
 
 
 def nested(levels: int) -> Any:

@@ -10,10 +10,8 @@ import shutil
 import socket
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,22 +24,14 @@ from playpulse.collector.server import (
 from playpulse.config import Settings
 from playpulse.stream.base import Appended, EventStream
 from playpulse.stream.testing import GatedStream
+from playpulse.testing import load_module
 
 #: Socket timeout of every raw client here: a test that waits longer has failed.
 SOCKET_TIMEOUT_S = 20.0
 
 
-def event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "play_start",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "user_id": "u1",
-        "playback_id": "p1",
-        "content": {"content_id": "book-1", "content_type": "audiobook"},
-    }
-    base.update(overrides)
-    return base
+# events.py, loaded as a module (tests is not a package: importlib import mode)
+event = load_module(Path(__file__).with_name("events.py"), "playpulse_tests_collector_events").event
 
 
 @contextlib.contextmanager

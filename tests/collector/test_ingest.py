@@ -6,28 +6,24 @@ import concurrent.futures
 import gzip
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from playpulse.stream.testing import GatedStream
+from playpulse.testing import load_module
+
+# events.py, loaded as a module (tests is not a package: importlib import mode)
+_events = load_module(Path(__file__).with_name("events.py"), "playpulse_tests_collector_events")
 
 
 def event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "play_start",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "user_id": "u1",
-        "playback_id": "p1",
-        "content": {"content_id": "book-1", "content_type": "audiobook", "duration_s": 3600},
-        "position_s": 0,
-    }
-    base.update(overrides)
-    return base
+    """The shared valid event, with the audiobook's duration and a playback position."""
+    content = {"content_id": "book-1", "content_type": "audiobook", "duration_s": 3600}
+    return _events.event(**({"content": content, "position_s": 0} | overrides))
 
 
 def ndjson(events: list[dict[str, Any]]) -> bytes:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +13,10 @@ from fastapi.testclient import TestClient
 
 from playpulse.collector.app import create_app
 from playpulse.config import Settings
+from playpulse.testing import load_module
+
+# events.py, loaded as a module (tests is not a package: importlib import mode)
+event = load_module(Path(__file__).with_name("events.py"), "playpulse_tests_collector_events").event
 
 
 @pytest.fixture
@@ -55,17 +58,6 @@ def test_post_events_documents_its_body_and_answers(openapi):
         assert operation["responses"][status]["content"]["application/json"]["schema"] == error
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert "/readyz" in openapi["paths"]
-
-
-def event() -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "play_start",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "user_id": "u1",
-        "playback_id": "p1",
-        "content": {"content_id": "book-1", "content_type": "audiobook"},
-    }
 
 
 def test_the_documented_schemas_describe_what_the_collector_does(collector, openapi):
