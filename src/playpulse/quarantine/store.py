@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from playpulse._sqlitefile import OpenedFile
 from playpulse.config import Settings
 from playpulse.errors import QuarantineError
 
@@ -237,15 +238,18 @@ class QuarantineStore:
                 with self._lock:
                     self._init_schema()
             try:
-                stat = os.stat(self.path)
+                #: The file opened: writes check that the path still names it.
+                self._file = OpenedFile(
+                    self.path,
+                    error=QuarantineError,
+                    kind="quarantine",
+                    refusing="store rejections",
+                )
             except OSError as exc:
                 raise QuarantineError(f"{doing} failed: {exc.strerror}") from exc
         except BaseException:
             self._db.close()
             raise
-        self._path_str = os.fspath(self.path)  # os.stat of a str skips Path's fspath
-        #: The file opened (device, inode): writes check that the path still names it.
-        self._identity = (stat.st_dev, stat.st_ino)
 
     def _init_schema(self) -> None:
         """Create the tables, migrate a file from before the bounds (lock held)."""
@@ -285,19 +289,7 @@ class QuarantineStore:
         """Raise :class:`QuarantineError` unless ``path`` still names the file this store
         opened (one ``os.stat``): SQLite keeps writing to a deleted or moved file, and
         what it wrote there would be lost."""
-        try:
-            stat = os.stat(self._path_str)
-        except OSError as exc:
-            raise QuarantineError(
-                f"the quarantine file {self.path} is gone ({exc.strerror}): the data dir was "
-                "deleted or moved while running; refusing to store rejections that would be "
-                "lost (restart playpulse)"
-            ) from exc
-        if (stat.st_dev, stat.st_ino) != self._identity:
-            raise QuarantineError(
-                f"the quarantine file {self.path} was replaced by another file while open; "
-                "refusing to store rejections that would be lost (restart playpulse)"
-            )
+        self._file.check()
 
     def add(self, rejections: Iterable[Rejection]) -> list[int]:
         """Store ``rejections`` in one transaction; return their ids, in order.

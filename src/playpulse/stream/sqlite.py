@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -52,6 +51,7 @@ from typing import Literal
 
 import msgspec
 
+from playpulse._sqlitefile import OpenedFile
 from playpulse.errors import BackpressureError, ConfigError, OffsetOutOfRangeError, StreamError
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
 
@@ -262,16 +262,16 @@ class SQLiteStream(EventStream):
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             self._init_schema()
-            stat = os.stat(self.path)
+            #: The file opened: appends check that the path still names it.
+            self._file = OpenedFile(
+                self.path, error=StreamError, kind="stream", refusing="append records"
+            )
         except (OSError, sqlite3.Error) as exc:
             self._db.close()
             raise StreamError(f"cannot open the stream {self.path}: {_why(exc)}") from exc
         except BaseException:
             self._db.close()
             raise
-        self._path_str = os.fspath(self.path)  # os.stat of a str skips Path's fspath
-        #: The file opened (device, inode): appends check that the path still names it.
-        self._identity = (stat.st_dev, stat.st_ino)
 
     def _init_schema(self) -> None:
         with self._lock:
@@ -378,19 +378,7 @@ class SQLiteStream(EventStream):
         SQLite keeps writing to a file that was deleted or moved away (with its data
         dir) while open; records appended then would be acknowledged and lost.
         """
-        try:
-            stat = os.stat(self._path_str)
-        except OSError as exc:
-            raise StreamError(
-                f"the stream file {self.path} is gone ({exc.strerror}): the data dir was "
-                "deleted or moved while running; refusing to append records that would be "
-                "lost (restart playpulse)"
-            ) from exc
-        if (stat.st_dev, stat.st_ino) != self._identity:
-            raise StreamError(
-                f"the stream file {self.path} was replaced by another file while open; "
-                "refusing to append records that would be lost (restart playpulse)"
-            )
+        self._file.check()
 
     def _begin_write(self) -> None:
         """``BEGIN IMMEDIATE``, waiting up to ``busy_timeout_s`` for another writer.
