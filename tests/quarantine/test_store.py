@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from playpulse.config import Settings
 from playpulse.errors import QuarantineError
 from playpulse.quarantine import QuarantineStore, Rejection, open_quarantine
 from playpulse.quarantine import store as store_module
-from playpulse.stream.testing import run_unprivileged
+from playpulse.stream.testing import run_unprivileged, unprivileged_dir
 
 NOW = datetime.now(UTC)
 MiB = 1024 * 1024
@@ -289,15 +288,8 @@ def test_a_data_dir_that_is_a_file_raises_quarantine_error(tmp_path):
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder that the user ``nobody`` can reach (pytest's tmp_path is root's only)."""
-    path = Path(tempfile.mkdtemp(prefix="playpulse-ro-"))
-    path.chmod(0o755)
-    try:
+    with unprivileged_dir() as path:
         yield path
-    finally:
-        for sub in [path, *path.rglob("*")]:
-            if sub.is_dir():
-                sub.chmod(0o755)
-        shutil.rmtree(path)
 
 
 def test_a_read_only_data_dir_raises_quarantine_error(shared_dir):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from playpulse.errors import BackpressureError, StreamError
 from playpulse.status import data_dir_status
 from playpulse.stream import SQLiteStream
 from playpulse.stream.factory import open_stream
-from playpulse.stream.testing import run_unprivileged
+from playpulse.stream.testing import run_unprivileged, unprivileged_dir
 
 FAR_FUTURE = timedelta(days=365 * 100)
 
@@ -67,15 +66,8 @@ def test_append_after_the_file_was_replaced_raises_stream_error(tmp_path):
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder that the user ``nobody`` can reach (pytest's tmp_path is root's only)."""
-    path = Path(tempfile.mkdtemp(prefix="playpulse-ro-"))
-    path.chmod(0o755)
-    try:
+    with unprivileged_dir() as path:
         yield path
-    finally:
-        for sub in [path, *path.rglob("*")]:
-            if sub.is_dir():
-                sub.chmod(0o755)
-        shutil.rmtree(path)
 
 
 def test_opening_in_a_read_only_data_dir_raises_stream_error(shared_dir):

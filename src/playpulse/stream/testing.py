@@ -1,11 +1,16 @@
-"""Test helpers: a stream wrapper that is slow or stuck on purpose, an unprivileged run."""
+"""Test helpers: a stream wrapper that is slow or stuck on purpose, an unprivileged run
+and a folder it can reach."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
 
@@ -73,6 +78,22 @@ class GatedStream(EventStream):
     def close(self) -> None:
         """Close the wrapped stream."""
         self.inner.close()
+
+
+@contextlib.contextmanager
+def unprivileged_dir() -> Iterator[Path]:
+    """A new temporary folder that the user ``nobody`` of :func:`run_unprivileged` can
+    reach (mode 0755; pytest's ``tmp_path`` is root's only). On exit, every folder in it
+    is made writable again (tests make them read-only) and the whole tree is removed."""
+    path = Path(tempfile.mkdtemp(prefix="playpulse-ro-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for sub in [path, *path.rglob("*")]:
+            if sub.is_dir():
+                sub.chmod(0o755)
+        shutil.rmtree(path)
 
 
 def run_unprivileged(fn: Callable[[], object]) -> str:
