@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -561,35 +562,64 @@ def _lag(settings: Settings, offsets: Mapping[str, Any]) -> int | None:
     return sum(max(0, end - _count(offsets.get(str(p)))) for p, end in ends.items())
 
 
+@dataclass(frozen=True)
+class _ProcessorReport:
+    """The fields of :func:`read_processor_status` that readiness and ``playpulse status``
+    judge, read defensively (another process wrote them; any may be missing or odd)."""
+
+    status: dict[str, Any]
+    state: object
+    pid: object
+    restarts: int
+    progress_at: datetime | None
+    #: ``"; last error at <at>: <message>"``, or ``""`` when there is no last error.
+    last_error: str
+
+
+def _processor_report(settings: Settings) -> _ProcessorReport | None:
+    """The processor's status file of ``settings.data_dir``, or None when no processor
+    has reported there."""
+    status = read_processor_status(settings)
+    if status is None:
+        return None
+    error = status.get("last_error")
+    return _ProcessorReport(
+        status=status,
+        state=status.get("state"),
+        pid=status.get("pid"),
+        restarts=_count(status.get("restarts")),
+        progress_at=_parse_time(status.get("progress_at")),
+        last_error=(
+            f"; last error at {error.get('at')}: {error.get('message')}"
+            if isinstance(error, dict)
+            else ""
+        ),
+    )
+
+
 def processor_problem(settings: Settings, now: datetime | None = None) -> str | None:
     """Readiness of the processor of ``settings.data_dir`` from its status file: None
     when it runs and made progress within ``settings.processor_stall_s`` seconds, else
     one line saying what is wrong (not started, failing or restarting with its last
     error, gone, stuck while events wait)."""
-    status = read_processor_status(settings)
-    if status is None:
+    report = _processor_report(settings)
+    if report is None:
         return "the processor has not reported yet"
-    now = now or _now()
-    state = status.get("state")
-    error = status.get("last_error")
-    error_text = (
-        f"; last error at {error.get('at')}: {error.get('message')}"
-        if isinstance(error, dict)
-        else ""
-    )
-    restarts = _count(status.get("restarts"))
-    if state != "running":
-        again = f" after {restarts} restart(s)" if restarts else ""
-        return f"the processor is {state}{again}{error_text}"
-    pid = status.get("pid")
-    if not _pid_alive(pid):
-        return f"the processor process {pid} is gone{error_text}"
-    progress_at = _parse_time(status.get("progress_at"))
-    if progress_at is None:
+    return _problem(settings, report, now or _now())
+
+
+def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str | None:
+    # processor_problem of a status file already read.
+    if report.state != "running":
+        again = f" after {report.restarts} restart(s)" if report.restarts else ""
+        return f"the processor is {report.state}{again}{report.last_error}"
+    if not _pid_alive(report.pid):
+        return f"the processor process {report.pid} is gone{report.last_error}"
+    if report.progress_at is None:
         return "the processor has not polled yet"
-    idle_s = (now - progress_at).total_seconds()
+    idle_s = (now - report.progress_at).total_seconds()
     if idle_s > settings.processor_stall_s:
-        offsets = status.get("offsets")
+        offsets = report.status.get("offsets")
         lag = _lag(settings, offsets if isinstance(offsets, dict) else {})
         waiting = "" if lag is None else f" while {lag} event(s) wait"
         return f"the processor made no progress for {idle_s:.0f} s{waiting}"
@@ -618,35 +648,27 @@ def processor_status_line(settings: Settings, now: datetime | None = None) -> st
     its state, process, progress and restarts, and its last error (with its time) when
     it has one; a failing processor starts with ``FAILING``, one that runs but makes no
     progress with ``STUCK``."""
-    status = read_processor_status(settings)
-    if status is None:
+    report = _processor_report(settings)
+    if report is None:
         return "never run here by `playpulse up`"
     now = now or _now()
-    state = status.get("state")
-    error = status.get("last_error")
-    last_error = (
-        f"; last error at {error.get('at')}: {error.get('message')}"
-        if isinstance(error, dict)
-        else ""
-    )
-    restarts = _count(status.get("restarts"))
-    pid = status.get("pid")
+    status, state, pid, last_error = report.status, report.state, report.pid, report.last_error
     if state == "stopped":
         return f"stopped at {status.get('updated_at')} (no `playpulse up` runs){last_error}"
     if state in ("failed", "restarting"):
         again = status.get("next_start_at")
         when = f", next start at {again}" if again else ""
-        return f"FAILING: {state} after {restarts} restart(s){when}{last_error}"
+        return f"FAILING: {state} after {report.restarts} restart(s){when}{last_error}"
     if not _pid_alive(pid):
         return f"not running: its process {pid} is gone (was `playpulse up` killed?){last_error}"
-    progress_at = _parse_time(status.get("progress_at"))
+    progress_at = report.progress_at
     ago = "none yet" if progress_at is None else f"{(now - progress_at).total_seconds():.1f} s ago"
     line = (
         f"{state}, pid {pid}, {_count(status.get('processed')):,} events since "
-        f"{status.get('started_at')}, last progress {ago}, {restarts} restart(s){last_error}"
+        f"{status.get('started_at')}, last progress {ago}, {report.restarts} restart(s)"
+        f"{last_error}"
     )
-    problem = processor_problem(settings, now)
-    if problem is not None and state == "running":
+    if state == "running" and (problem := _problem(settings, report, now)) is not None:
         line = f"STUCK: {problem}; {line}"
     return line
 
