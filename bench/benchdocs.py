@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks in bench/: the machine line and docs/benchmarks.md.
+"""Helpers shared by the benchmarks in bench/: the machine line, the command paragraph
+and docs/benchmarks.md.
 
 Each benchmark owns one section of docs/benchmarks.md, between its
 ``<!-- bench:NAME:begin -->`` and ``<!-- bench:NAME:end -->`` markers, and replaces only
@@ -46,6 +47,12 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+def command_lines(command: str) -> list[str]:
+    """The section's ``Command:`` paragraph as Markdown lines: ``command`` in a ``sh``
+    code block, with a blank line before and after."""
+    return ["", "Command:", "", "```sh", command, "```", ""]
 
 
 def write_docs(path: Path, name: str, section: str) -> None:

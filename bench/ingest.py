@@ -55,7 +55,7 @@ import httpx
 import msgspec
 import psutil
 
-from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
+from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path as the script dir
 
 try:
     import uvloop
@@ -1245,13 +1245,7 @@ def docs_section(
         " would do; the run reports the spread.",
         "- Figures move between runs on a shared VM (disk flushes, neighbours): compare"
         " scenarios within one run rather than single figures across runs.",
-        "",
-        "Command:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
+        *command_lines(command),
         f"Machine: {machine()}. Sender and collector run on the same machine and share its"
         " cores, so the figures are a lower bound for a collector with the machine to itself.",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",

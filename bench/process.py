@@ -82,7 +82,7 @@ import httpx
 import msgspec
 import psutil
 
-from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
+from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path as the script dir
 from floor import FloorStep, floor_table, floor_total, measure_floor
 from longplays import LongPlayRun, long_plays_table, measure_long_plays
 from playpulse.events.codec import validate_event
@@ -1078,13 +1078,7 @@ def docs_section(
         " last send. `p50 first / last quarter` compares early and late markers: equal"
         " when the processor keeps up, growing when it falls behind. `service CPU %`:"
         " the service's processes together, of one core.",
-        "",
-        "Command:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
+        *command_lines(command),
         f"Machine: {machine()}; load average before the run"
         f" {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} (1 / 5 / 15"
         " min). The machine is shared: compare rows within one run, and prefer events per"

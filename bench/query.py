@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
+from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path as the script dir
 from playpulse.config import Settings
 from playpulse.lake.schema import EVENTS_SCHEMA, PLAYS_SCHEMA, SCHEMAS
 from playpulse.lake.writer import COMPRESSION
@@ -1088,13 +1088,7 @@ def report(
         "p50/p95 in ms (linear interpolation). Before the first query of a layout, one untimed "
         "query loads the query cache (see below). `live` reads the (empty) store and scans "
         "every events file's `received_at` statistics.",
-        "",
-        "Command:",
-        "",
-        "```sh",
-        cmd + " --write-docs",
-        "```",
-        "",
+        *command_lines(cmd + " --write-docs"),
         f"Machine: {machine()}; load average before the run {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f} (1 / 5 / 15 min), so the machine was shared. DuckDB uses both "
         "cores.",

@@ -54,7 +54,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchdocs import machine, write_docs  # bench/ is on sys.path as the script dir
+from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path as the script dir
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.testing import playpulse_server
 
@@ -472,13 +472,7 @@ def docs_section(soak: Soak, command: str, load_before: tuple[float, float, floa
             "the events accepted so far. Targets (issue #10): processor RSS over the second "
             "half of the run within +-10 % of its level at half time (minute 5 of 10), the "
             "store at most 300 bytes per event, no 5xx, lag bounded.",
-            "",
-            "Command:",
-            "",
-            "```sh",
-            command,
-            "```",
-            "",
+            *command_lines(command),
             f"Machine: {machine()}. The benchmark (event generation and sending) shares the "
             "2 cores with the service; other work on the machine is in the `machine CPU %` "
             f"column (load average before the run {load_before[0]:.1f}; machine busy "
