@@ -1,4 +1,6 @@
-"""Whether a path still names the SQLite file that was opened through it.
+"""Helpers for the SQLite files of the stream, the quarantine and the real-time store:
+:class:`OpenedFile` (does the path still name the file opened?) and
+:func:`immediate_transaction`.
 
 SQLite keeps reading and writing a file that was deleted, moved away (with its data dir)
 or replaced while open; what it writes then is acknowledged and lost. The stream and the
@@ -8,7 +10,10 @@ write, that their path still names it (one ``os.stat``, about a microsecond).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from playpulse.errors import PlaypulseError
@@ -51,3 +56,19 @@ class OpenedFile:
                 f"the {self.kind} file {self.path} was replaced by another file while open; "
                 f"refusing to {self.refusing} that would be lost (restart playpulse)"
             )
+
+
+@contextlib.contextmanager
+def immediate_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` before the block and ``COMMIT`` after it, on a connection in
+    autocommit mode (``isolation_level=None``). When the block or the ``COMMIT`` raises,
+    anything (binding can raise ``OverflowError`` or ``UnicodeEncodeError`` too), the
+    transaction is rolled back if it is still open and the exception goes on unchanged."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # a failed COMMIT may have ended it
+            db.execute("ROLLBACK")
+        raise

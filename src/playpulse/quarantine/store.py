@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from playpulse._sqlitefile import OpenedFile
+from playpulse._sqlitefile import OpenedFile, immediate_transaction
 from playpulse.config import Settings
 from playpulse.errors import QuarantineError
 
@@ -253,8 +253,7 @@ class QuarantineStore:
 
     def _init_schema(self) -> None:
         """Create the tables, migrate a file from before the bounds (lock held)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self._db):
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(quarantine)")}
             if columns and "size_bytes" not in columns:
                 self._db.execute(
@@ -269,11 +268,6 @@ class QuarantineStore:
                     "INSERT INTO quarantine_totals "
                     "SELECT 1, count(*), coalesce(sum(size_bytes), 0) FROM quarantine"
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:  # a failed COMMIT may have ended it
-                self._db.execute("ROLLBACK")
-            raise
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QuarantineStore:
@@ -321,8 +315,7 @@ class QuarantineStore:
         self.check_file()
         ids = []
         with self._lock, _as_quarantine_error(f"storing rejections in {self.path}"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(self._db):
                 new_ids: builtins.list[int] = []
                 added_bytes = 0
                 for row in rows:
@@ -353,11 +346,6 @@ class QuarantineStore:
                 if time.monotonic() >= self._next_retention_check:
                     self._next_retention_check = time.monotonic() + RETENTION_CHECK_INTERVAL_S
                     expired = self._drop_expired(datetime.now(UTC))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT may have ended it
-                    self._db.execute("ROLLBACK")
-                raise
             if expired:
                 self._give_back_free_pages()
         return ids
@@ -372,17 +360,11 @@ class QuarantineStore:
         """
         self.check_file()
         with self._lock, _as_quarantine_error(f"retention on {self.path}"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(self._db):
                 dropped = self._drop_expired(now)
                 (total,) = self._db.execute("SELECT stored_bytes FROM quarantine_totals").fetchone()
                 if total > self.max_bytes:
                     dropped += self._drop_oldest(total - self.max_bytes, before_id=None)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT may have ended it
-                    self._db.execute("ROLLBACK")
-                raise
             if dropped:
                 self._give_back_free_pages()
         return dropped

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from playpulse._sqlitefile import immediate_transaction
 from playpulse.errors import StoreError
 from playpulse.store.base import RealtimeStore, StoreBatch
 
@@ -116,19 +117,14 @@ class SQLiteStore(RealtimeStore):
         if self._db.execute(exists).fetchone() is None:
             return
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            if self._db.execute(exists).fetchone() is not None:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO state_blobs (key, value) "
-                    "SELECT key, value FROM states ORDER BY key"
-                )
-                self._db.execute("DROP TABLE states")
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if not isinstance(exc, Exception):
-                raise
+            with immediate_transaction(self._db):
+                if self._db.execute(exists).fetchone() is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO state_blobs (key, value) "
+                        "SELECT key, value FROM states ORDER BY key"
+                    )
+                    self._db.execute("DROP TABLE states")
+        except Exception as exc:
             raise StoreError(f"migrating the states of {self.path} failed: {exc}") from exc
 
     def _migrate_text_dedup_keys(self) -> None:
@@ -139,22 +135,17 @@ class SQLiteStore(RealtimeStore):
         if self._db.execute(exists).fetchone() is None:
             return
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            if self._db.execute(exists).fetchone() is not None:
-                rows = self._db.execute("SELECT event_id, expires_at_us FROM dedup")
-                while chunk := rows.fetchmany(10_000):
-                    self._db.executemany(
-                        "INSERT INTO dedup_digests VALUES (?, ?) ON CONFLICT (digest) DO "
-                        "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)",
-                        [(dedup_digest(key), expires) for key, expires in chunk],
-                    )
-                self._db.execute("DROP TABLE dedup")
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if not isinstance(exc, Exception):
-                raise
+            with immediate_transaction(self._db):
+                if self._db.execute(exists).fetchone() is not None:
+                    rows = self._db.execute("SELECT event_id, expires_at_us FROM dedup")
+                    while chunk := rows.fetchmany(10_000):
+                        self._db.executemany(
+                            "INSERT INTO dedup_digests VALUES (?, ?) ON CONFLICT (digest) DO "
+                            "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)",
+                            [(dedup_digest(key), expires) for key, expires in chunk],
+                        )
+                    self._db.execute("DROP TABLE dedup")
+        except Exception as exc:
             raise StoreError(f"migrating the dedup keys of {self.path} failed: {exc}") from exc
 
     def apply(self, batch: StoreBatch) -> None:
@@ -172,36 +163,33 @@ class SQLiteStore(RealtimeStore):
         increments = [row for row in amounts if row[3] != 0]
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "
-                    "DO UPDATE SET value = value + excluded.value",
-                    increments,
-                )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO members VALUES (?, ?)", sorted(batch.members)
-                )
-                self._db.executemany("INSERT OR REPLACE INTO dedup_digests VALUES (?, ?)", dedup)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO state_blobs (key, value) VALUES (?, ?)",
-                    [(k, v) for k, v in batch.states.items() if v is not None],
-                )
-                self._db.executemany(
-                    "DELETE FROM state_blobs WHERE key = ?",
-                    [(k,) for k, v in batch.states.items() if v is None],
-                )
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
-                    [(batch.consumer, p, o) for p, o in batch.offsets.items()],
-                )
-                self._db.execute("COMMIT")
-            except BaseException as exc:
+                with immediate_transaction(self._db):
+                    self._db.executemany(
+                        "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "
+                        "DO UPDATE SET value = value + excluded.value",
+                        increments,
+                    )
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO members VALUES (?, ?)", sorted(batch.members)
+                    )
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO dedup_digests VALUES (?, ?)", dedup
+                    )
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO state_blobs (key, value) VALUES (?, ?)",
+                        [(k, v) for k, v in batch.states.items() if v is not None],
+                    )
+                    self._db.executemany(
+                        "DELETE FROM state_blobs WHERE key = ?",
+                        [(k,) for k, v in batch.states.items() if v is None],
+                    )
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
+                        [(batch.consumer, p, o) for p, o in batch.offsets.items()],
+                    )
+            except Exception as exc:
                 # Not only sqlite3.Error: binding can raise OverflowError (an int beyond
-                # 64 bits) or UnicodeEncodeError, and the transaction must not stay open.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if not isinstance(exc, Exception):
-                    raise
+                # 64 bits) or UnicodeEncodeError.
                 raise StoreError(f"applying a batch to {self.path} failed: {exc}") from exc
 
     def offsets(self, consumer: str) -> dict[int, int]:

@@ -51,7 +51,7 @@ from typing import Literal
 
 import msgspec
 
-from playpulse._sqlitefile import OpenedFile
+from playpulse._sqlitefile import OpenedFile, immediate_transaction
 from playpulse.errors import BackpressureError, ConfigError, OffsetOutOfRangeError, StreamError
 from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
 
@@ -274,52 +274,44 @@ class SQLiteStream(EventStream):
             raise
 
     def _init_schema(self) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                other = self._db.execute(
-                    "SELECT name FROM stream_meta WHERE name != ?", (self.name,)
-                ).fetchone()
-                if other is not None:
-                    raise ConfigError(
-                        f"{self.path} holds stream '{other[0]}'; one file holds one stream, "
-                        f"so open '{self.name}' in another file"
-                    )
-                row = self._db.execute(
-                    "SELECT num_partitions FROM stream_meta WHERE name = ?", (self.name,)
-                ).fetchone()
-                if row is None:
-                    self._db.execute(
-                        "INSERT INTO stream_meta VALUES (?, ?)", (self.name, self.num_partitions)
-                    )
-                    self._db.executemany(
-                        "INSERT INTO partitions (partition, start_offset, end_offset) "
-                        "VALUES (?, 0, 0)",
-                        [(p,) for p in range(self.num_partitions)],
-                    )
-                elif row[0] != self.num_partitions:
-                    raise ConfigError(
-                        f"stream '{self.name}' in {self.path} has {row[0]} partitions; "
-                        f"it cannot be opened with {self.num_partitions}"
-                    )
-                columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
-                if "stored_bytes" not in columns:  # a file from before the size limit
-                    self._db.execute(
-                        "ALTER TABLE partitions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0"
-                    )
-                    self._db.execute(
-                        "UPDATE partitions SET stored_bytes = (SELECT coalesce(sum(length("
-                        "records)), 0) FROM record_batches b WHERE b.partition = "
-                        "partitions.partition)"
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT may have ended it
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._db):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            other = self._db.execute(
+                "SELECT name FROM stream_meta WHERE name != ?", (self.name,)
+            ).fetchone()
+            if other is not None:
+                raise ConfigError(
+                    f"{self.path} holds stream '{other[0]}'; one file holds one stream, "
+                    f"so open '{self.name}' in another file"
+                )
+            row = self._db.execute(
+                "SELECT num_partitions FROM stream_meta WHERE name = ?", (self.name,)
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO stream_meta VALUES (?, ?)", (self.name, self.num_partitions)
+                )
+                self._db.executemany(
+                    "INSERT INTO partitions (partition, start_offset, end_offset) VALUES (?, 0, 0)",
+                    [(p,) for p in range(self.num_partitions)],
+                )
+            elif row[0] != self.num_partitions:
+                raise ConfigError(
+                    f"stream '{self.name}' in {self.path} has {row[0]} partitions; "
+                    f"it cannot be opened with {self.num_partitions}"
+                )
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(partitions)")}
+            if "stored_bytes" not in columns:  # a file from before the size limit
+                self._db.execute(
+                    "ALTER TABLE partitions ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0"
+                )
+                self._db.execute(
+                    "UPDATE partitions SET stored_bytes = (SELECT coalesce(sum(length("
+                    "records)), 0) FROM record_batches b WHERE b.partition = "
+                    "partitions.partition)"
+                )
 
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
         """Append in one transaction; see :meth:`EventStream.append`."""
@@ -531,8 +523,7 @@ class SQLiteStream(EventStream):
         cutoff_us = int((now - self.retention).timestamp() * 1_000_000)
         deleted = 0
         with self._lock, _as_stream_error(f"retention on {self.path}"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(self._db):
                 parts = {
                     p: (start, end)
                     for p, start, end in self._db.execute(
@@ -562,11 +553,6 @@ class SQLiteStream(EventStream):
                         deleted += self._delete_below(p, start, new_start)
                 if self.max_bytes is not None:
                     deleted += self._enforce_max_bytes(self.max_bytes, parts, offsets, groups)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT may have ended it
-                    self._db.execute("ROLLBACK")
-                raise
             self._written(0)
         return deleted
 
