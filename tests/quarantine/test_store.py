@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from playpulse.config import Settings
 from playpulse.errors import QuarantineError
 from playpulse.quarantine import QuarantineStore, Rejection, open_quarantine
 from playpulse.quarantine import store as store_module
-from playpulse.stream.testing import run_unprivileged, unprivileged_dir
+from playpulse.stream.testing import run_unprivileged
 
 NOW = datetime.now(UTC)
 MiB = 1024 * 1024
@@ -283,13 +282,6 @@ def test_a_data_dir_that_is_a_file_raises_quarantine_error(tmp_path):
 
     with pytest.raises(QuarantineError, match="opening the quarantine"):
         QuarantineStore(tmp_path / "data" / "quarantine.db")
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder that the user ``nobody`` can reach (pytest's tmp_path is root's only)."""
-    with unprivileged_dir() as path:
-        yield path
 
 
 def test_a_read_only_data_dir_raises_quarantine_error(shared_dir):

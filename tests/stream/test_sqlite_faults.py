@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,7 +15,7 @@ from playpulse.errors import BackpressureError, StreamError
 from playpulse.status import data_dir_status
 from playpulse.stream import SQLiteStream
 from playpulse.stream.factory import open_stream
-from playpulse.stream.testing import run_unprivileged, unprivileged_dir
+from playpulse.stream.testing import run_unprivileged
 
 FAR_FUTURE = timedelta(days=365 * 100)
 
@@ -61,13 +59,6 @@ def test_append_after_the_file_was_replaced_raises_stream_error(tmp_path):
             with pytest.raises(StreamError, match="replaced by another file"):
                 stream.append([("user-1", b"v")])
             assert sum(info.count for info in other.partitions()) == 1
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder that the user ``nobody`` can reach (pytest's tmp_path is root's only)."""
-    with unprivileged_dir() as path:
-        yield path
 
 
 def test_opening_in_a_read_only_data_dir_raises_stream_error(shared_dir):
