@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import duckdb
 import httpx
@@ -58,13 +59,20 @@ def play_keys(settings: Settings) -> set[str]:
         con.close()
 
 
+def half_ingested(dataset: ModuleType, data_dir: Path) -> tuple[Settings, list[Any]]:
+    """Settings of ``data_dir`` with the first half of the data set processed into it, and
+    the second half (to ingest later)."""
+    rows = list(dataset.DATASET)
+    half = len(rows) // 2
+    settings = dataset.settings_for(data_dir)
+    dataset.ingest(settings, rows[:half])
+    return settings, rows[half:]
+
+
 def test_damaged_files_are_set_aside_and_processing_and_queries_go_on(
     tmp_path: Path, dataset: ModuleType
 ) -> None:
-    rows = list(dataset.DATASET)
-    half = len(rows) // 2
-    settings = dataset.settings_for(tmp_path)
-    dataset.ingest(settings, rows[:half])
+    settings, rest = half_ingested(dataset, tmp_path)
     answers(settings, dataset)  # the shared cache has loaded every file
     events_before = count(settings, "SELECT count(*) FROM events")
     keys_before = play_keys(settings)
@@ -102,7 +110,7 @@ def test_damaged_files_are_set_aside_and_processing_and_queries_go_on(
     assert n == events_before - bad_event_rows
 
     # The processor goes on with more events; compaction too; nothing new is set aside.
-    stats = dataset.ingest(settings, rows[half:])
+    stats = dataset.ingest(settings, rest)
     assert stats is not None
     assert stats.processed > 0
     events_after = count(settings, "SELECT count(*) FROM events")
@@ -119,10 +127,7 @@ def test_damaged_files_are_set_aside_and_processing_and_queries_go_on(
 def test_the_processor_sets_aside_a_file_whose_offset_ranges_it_cannot_read(
     tmp_path: Path, dataset: ModuleType
 ) -> None:
-    rows = list(dataset.DATASET)
-    half = len(rows) // 2
-    settings = dataset.settings_for(tmp_path)
-    dataset.ingest(settings, rows[:half])
+    settings, rest = half_ingested(dataset, tmp_path)
     events_before = count(settings, "SELECT count(*) FROM events")
     bad = lake_file(settings, "events", "2026-11-17")
     assert bad.name.startswith("m-")  # one poll over several partitions
@@ -130,7 +135,7 @@ def test_the_processor_sets_aside_a_file_whose_offset_ranges_it_cannot_read(
     truncate(bad)
 
     # Before: a crash loop (the processor reads the ranges of such files at start).
-    stats = dataset.ingest(settings, rows[half:])
+    stats = dataset.ingest(settings, rest)
     assert stats is not None
     (aside,) = corrupt_files(settings.lake_path)
     assert aside.original == "events/event_date=2026-11-17/" + bad.name
@@ -141,13 +146,10 @@ def test_the_processor_sets_aside_a_file_whose_offset_ranges_it_cannot_read(
 def test_a_new_file_damaged_before_the_warm_cache_loads_it(
     tmp_path: Path, dataset: ModuleType
 ) -> None:
-    rows = list(dataset.DATASET)
-    half = len(rows) // 2
-    settings = dataset.settings_for(tmp_path)
-    dataset.ingest(settings, rows[:half])
+    settings, rest = half_ingested(dataset, tmp_path)
     answers(settings, dataset)
     loaded = set(shared_cache(settings)._loaded["sessions"])
-    dataset.ingest(settings, rows[half:])
+    dataset.ingest(settings, rest)
     lake = LakeWriter(settings.lake_path, SCHEMAS)
     new = [p for p in lake.live_files("sessions") if str(p) not in loaded]
     assert new
@@ -176,16 +178,13 @@ def test_playpulse_up_runs_on_a_lake_with_a_truncated_file(
 ) -> None:
     # The issue's fault: a truncated lake file put `up`'s processor into a crash loop
     # (nothing processed, the collector still acknowledging) and failed every query.
-    rows = list(dataset.DATASET)
-    half = len(rows) // 2
     data_dir = tmp_path / "data"
-    settings = dataset.settings_for(data_dir)
-    dataset.ingest(settings, rows[:half])
+    settings, rest = half_ingested(dataset, data_dir)
     bad = lake_file(settings, "plays", "2026-11-17")
     truncate(bad)
     env = {"PLAYPULSE_NUM_PARTITIONS": "8"}
     with playpulse_server("up", data_dir, tmp_path / "up.log", env=env) as (url, _):
-        posted = httpx.post(f"{url}/v1/events", json=[e for e, _ in rows[half:]], timeout=30)
+        posted = httpx.post(f"{url}/v1/events", json=[e for e, _ in rest], timeout=30)
         assert posted.status_code == 200
         accepted = posted.json()["accepted"]
         assert accepted > 0
