@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,40 +113,44 @@ class SQLiteStore(RealtimeStore):
     def _migrate_states_table(self) -> None:
         """Move the state blobs of a file written before ``state_blobs`` (table
         ``states``, WITHOUT ROWID) into it, in one transaction."""
-        exists = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'states'"
-        if self._db.execute(exists).fetchone() is None:
-            return
-        try:
-            with immediate_transaction(self._db):
-                if self._db.execute(exists).fetchone() is not None:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO state_blobs (key, value) "
-                        "SELECT key, value FROM states ORDER BY key"
-                    )
-                    self._db.execute("DROP TABLE states")
-        except Exception as exc:
-            raise StoreError(f"migrating the states of {self.path} failed: {exc}") from exc
+
+        def move() -> None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO state_blobs (key, value) "
+                "SELECT key, value FROM states ORDER BY key"
+            )
+
+        self._migrate_away("states", "the states", move)
 
     def _migrate_text_dedup_keys(self) -> None:
         """Move the text dedup keys of a file written before digests (table ``dedup``)
-        into ``dedup_digests``, in one transaction (another process may race: the table
-        is checked again inside it)."""
-        exists = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'dedup'"
-        if self._db.execute(exists).fetchone() is None:
+        into ``dedup_digests``, in one transaction."""
+
+        def move() -> None:
+            rows = self._db.execute("SELECT event_id, expires_at_us FROM dedup")
+            while chunk := rows.fetchmany(10_000):
+                self._db.executemany(
+                    "INSERT INTO dedup_digests VALUES (?, ?) ON CONFLICT (digest) DO "
+                    "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)",
+                    [(dedup_digest(key), expires) for key, expires in chunk],
+                )
+
+        self._migrate_away("dedup", "the dedup keys", move)
+
+    def _migrate_away(self, table: str, what: str, move: Callable[[], None]) -> None:
+        """If the file has the old ``table``: ``move`` its rows and drop it, in one
+        transaction (another process may race: the table is checked again inside it).
+        Raises :class:`StoreError` naming ``what`` when that fails."""
+        exists = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
+        if self._db.execute(exists, (table,)).fetchone() is None:
             return
         try:
             with immediate_transaction(self._db):
-                if self._db.execute(exists).fetchone() is not None:
-                    rows = self._db.execute("SELECT event_id, expires_at_us FROM dedup")
-                    while chunk := rows.fetchmany(10_000):
-                        self._db.executemany(
-                            "INSERT INTO dedup_digests VALUES (?, ?) ON CONFLICT (digest) DO "
-                            "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)",
-                            [(dedup_digest(key), expires) for key, expires in chunk],
-                        )
-                    self._db.execute("DROP TABLE dedup")
+                if self._db.execute(exists, (table,)).fetchone() is not None:
+                    move()
+                    self._db.execute(f"DROP TABLE {table}")
         except Exception as exc:
-            raise StoreError(f"migrating the dedup keys of {self.path} failed: {exc}") from exc
+            raise StoreError(f"migrating {what} of {self.path} failed: {exc}") from exc
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply`."""
