@@ -31,10 +31,16 @@ class _Batch:
         return self.records[-1].offset + 1
 
 
+#: Bytes counted per record beside its key and value (its offset and append time), so
+#: that even an empty record takes room and ``max_bytes=0`` keeps nothing.
+RECORD_OVERHEAD_BYTES = 16
+
+
 class MemoryStream(EventStream):
     """An :class:`EventStream` held in lists, one per partition (not durable).
 
-    ``max_bytes`` bounds :meth:`stored_bytes` (UTF-8 keys plus values) at retention;
+    ``max_bytes`` bounds :meth:`stored_bytes` (UTF-8 keys plus values, plus
+    :data:`RECORD_OVERHEAD_BYTES` a record for its offset and time) at retention;
     ``None`` means no bound. Raises :class:`~playpulse.errors.ConfigError` for a
     negative ``max_bytes``.
     """
@@ -74,7 +80,9 @@ class MemoryStream(EventStream):
                 by_partition.setdefault(p, []).append(Record(p, offset, key, value, now))
                 out.append(Appended(p, offset))
             for p, batch in by_partition.items():
-                size = sum(len(r.key.encode()) + len(r.value) for r in batch)
+                size = sum(
+                    len(r.key.encode()) + len(r.value) + RECORD_OVERHEAD_BYTES for r in batch
+                )
                 self._batches[p].append(_Batch(batch, size))
                 self._bytes += size
         return out
@@ -130,7 +138,8 @@ class MemoryStream(EventStream):
         return sorted({g for g, _ in self._offsets})
 
     def stored_bytes(self) -> int:
-        """See :meth:`EventStream.stored_bytes` (UTF-8 keys plus values)."""
+        """See :meth:`EventStream.stored_bytes` (UTF-8 keys plus values plus
+        :data:`RECORD_OVERHEAD_BYTES` a record)."""
         return self._bytes
 
     def lost(self, group: str) -> dict[int, int]:
