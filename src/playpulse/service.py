@@ -677,6 +677,8 @@ def store_problem(settings: Settings) -> str | None:
     """Readiness of the real-time store: None when ``store.db`` opens and answers a
     trivial query (or does not exist yet), else the problem in one line."""
     path = settings.store_path
+    if not settings.data_dir.is_dir():
+        return f"the data dir {settings.data_dir} is missing or not a folder"
     if not path.exists():
         return None
     try:
@@ -696,6 +698,8 @@ def lake_problem(settings: Settings) -> str | None:
     when files that could not be read were moved aside (:func:`playpulse.lake.
     corrupt_files`): processing and queries go on without their rows."""
     path = settings.lake_path
+    if not settings.data_dir.is_dir():
+        return f"the data dir {settings.data_dir} is missing or not a folder"
     if not path.exists():
         return None
     try:

@@ -144,3 +144,11 @@ def test_store_and_lake_problems(settings: Settings):
     problem = lake_problem(settings)
     assert problem is not None
     assert str(settings.lake_path) in problem
+
+
+def test_store_and_lake_are_not_ready_when_the_data_dir_is_gone(tmp_path):
+    settings = Settings(data_dir=tmp_path / "gone")
+    for problem in (store_problem(settings), lake_problem(settings)):
+        assert problem is not None
+        assert "data dir" in problem
+        assert "missing" in problem
