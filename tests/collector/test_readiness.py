@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from playpulse.collector.app import add_readiness_check, create_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
+from playpulse.stream.testing import run_unprivileged, unprivileged_dir
 
 
 def test_readyz_is_ready_with_every_check_named(collector):
@@ -57,15 +58,29 @@ def test_replaced_stream_file_is_not_ready(collector):
     assert "replaced" in problem["problem"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only files")
-def test_read_only_stream_file_is_not_ready(collector):
-    path = collector.settings.stream_path
-    path.chmod(0o444)
-    try:
-        problem = httpx.get(f"{collector.url}/readyz", timeout=10).json()["checks"]["stream"]
-    finally:
-        path.chmod(0o644)
-    assert "not writable" in problem["problem"]
+def test_read_only_stream_file_is_not_ready():
+    # As the user nobody (root writes whatever the mode says), on files nobody owns: a
+    # writable file is ready, the same file made read-only is not.
+    with unprivileged_dir() as root:
+        app = create_app(Settings(data_dir=root))
+        collector = app.state.collector
+        try:
+            check = app.state.readiness_checks["stream"]
+            for path in (root, *root.iterdir()):
+                os.chown(path, 65534, 65534)
+
+            def probe() -> None:
+                raise RuntimeError(f"check says: {check()}")
+
+            writable = run_unprivileged(probe)
+            root.joinpath("stream.db").chmod(0o444)
+            read_only = run_unprivileged(probe)
+        finally:
+            collector.stream.close()
+            collector.quarantine.close()
+    assert writable == "RuntimeError: check says: None"
+    assert "not writable" in read_only
+    assert "stream.db" in read_only
 
 
 def _app(tmp_path: Path) -> FastAPI:
