@@ -414,6 +414,8 @@ class ProcessorProcess:
             raise
         finally:
             os.close(reader)
+        if self._writer is not None:  # the pipe of a child that died
+            os.close(self._writer)
         self._process = process
         self._writer = writer
 

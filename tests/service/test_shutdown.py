@@ -9,6 +9,7 @@ guards, not speed measurements.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -249,6 +250,7 @@ def test_a_sigkilled_processor_is_started_again_and_reported(tmp_path: Path):
     settings = Settings(data_dir=data)
     with playpulse_server("up", data, tmp_path / "up.log", env=FAST_RESTART) as (url, proc):
         wait_running(settings)
+        pipes = pipe_fds(proc.pid)
         child = processor_child(proc.pid)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
@@ -264,6 +266,18 @@ def test_a_sigkilled_processor_is_started_again_and_reported(tmp_path: Path):
         assert status["restarts"] == 1
         assert "was killed by SIGKILL" in status["last_error"]["message"]
         assert processor_child(proc.pid).pid == status["pid"]
+        # The dead child's pipe was closed, not kept beside the new one's.
+        assert pipe_fds(proc.pid) == pipes
+
+
+def pipe_fds(pid: int) -> int:
+    """How many pipes process ``pid`` holds open."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("pipe:")
+    return count
 
 
 def test_a_processor_exits_by_itself_when_up_is_sigkilled(tmp_path: Path):
