@@ -287,6 +287,40 @@ def test_lastfm_maps_every_scrobble() -> None:
     )
 
 
+REMOVED_NEWEST = 25
+
+
+def test_lastfm_renumbered_reexport_then_the_real_file_adds_exactly_the_removed_rows(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    """An older export with an index column (R ``write.csv``, as lastfmR writes it),
+    missing the newest rows and so numbered differently, then the real file: exactly the
+    removed rows are added."""
+    src = real("lastfm-scrobbles-sachawheeler", "scrobbles.csv")
+    with src.open(newline="", encoding="utf-8") as f:
+        header, *records = list(csv.reader(f))
+    assert len({tuple(r) for r in records}) == len(records)  # no repeats to muddle counts
+    older = tmp_path / "older" / "scrobbles.csv"
+    older.parent.mkdir()
+    with older.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+        writer.writerow(["", *header])
+        for n, record in enumerate(records[REMOVED_NEWEST:], start=1):
+            writer.writerow([str(n), *record])
+    older_ids = {p.event.event_id for p in plan_import([older], user_id="sacha").events}
+    real_ids = {p.event.event_id for p in plan_import([src], user_id="sacha").events}
+    assert older_ids < real_ids
+    assert len(real_ids - older_ids) == REMOVED_NEWEST
+
+    import_paths([older], cfg, user_id="sacha", progress=False)
+    before = day_totals(cfg, "USER#sacha")["plays"]
+    result = import_paths([src], cfg, user_id="sacha", progress=False)
+    assert result.processing is not None
+    assert result.processing.duplicates == len(records) - REMOVED_NEWEST
+    assert day_totals(cfg, "USER#sacha")["plays"] - before == REMOVED_NEWEST
+    assert before == len(records) - REMOVED_NEWEST
+
+
 def test_taobao_maps_every_behavior() -> None:
     path = real("taobao-userbehavior-fattydelivery", "UserBehavior.csv")
     with path.open(newline="") as f:

@@ -634,6 +634,60 @@ def test_lastfm_other_header_with_text_dates(tmp_path: Path) -> None:
     assert event.user_id == "lastfm-user"
 
 
+def lastfmr_export(scrobbles: list[tuple[str, str, str]], index_name: str = "") -> str:
+    """A lastfmR-style CSV (R ``write.csv``: a quoted row-number column named ``""``),
+    newest first, rows numbered from 1 in file order."""
+    lines = [f'"{index_name}","date","artist","track"']
+    lines += [f'"{n}","{d}","{a}","{t}"' for n, (d, a, t) in enumerate(scrobbles, start=1)]
+    return "\n".join(lines) + "\n"
+
+
+SCROBBLES = [
+    ("2021-02-03 10:00:00", "The Cure", "Primary"),
+    ("2021-02-02 10:00:00", "Go-Go's", "This Town"),
+    ("2021-02-01 10:00:00", "The Cure", "Faith"),
+]
+
+
+@pytest.mark.parametrize("index_name", ["", "X", "index", "Unnamed: 0"])
+def test_lastfm_index_column_is_not_part_of_a_rows_identity(
+    tmp_path: Path, index_name: str
+) -> None:
+    old = write_text(tmp_path / "old.csv", lastfmr_export(SCROBBLES[1:], index_name))
+    new = write_text(tmp_path / "new.csv", lastfmr_export(SCROBBLES, index_name))
+    plain = write_text(
+        tmp_path / "plain.csv",
+        "date,artist,track\n" + "".join(f"{d},{a},{t}\n" for d, a, t in SCROBBLES),
+    )
+    old_ids = {e.event_id for e in planned(old)}
+    new_ids = {e.event_id for e in planned(new)}
+    assert len(old_ids) == 2
+    assert len(new_ids) == 3
+    assert old_ids < new_ids  # renumbered rows keep their ids; only the newest is new
+    assert {e.event_id for e in planned(plain)} == new_ids  # same as without the index
+
+
+def test_lastfm_a_leading_column_that_is_not_a_row_number_stays_in_the_identity(
+    tmp_path: Path,
+) -> None:
+    a = write_text(tmp_path / "a.csv", "index,date,artist,track\nx1,2021-02-01,A,T\n")
+    b = write_text(tmp_path / "b.csv", "index,date,artist,track\nx2,2021-02-01,A,T\n")
+    assert {e.event_id for e in planned(a)} != {e.event_id for e in planned(b)}
+
+
+def test_reimporting_a_renumbered_export_adds_only_the_new_rows(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    old = write_text(tmp_path / "v1" / "scrobbles.csv", lastfmr_export(SCROBBLES[1:]))
+    new = write_text(tmp_path / "v2" / "scrobbles.csv", lastfmr_export(SCROBBLES))
+    import_paths([old], cfg, user_id="ann", progress=False)
+    assert totals(cfg, "USER#ann")["plays"] == 2
+    again = import_paths([new], cfg, user_id="ann", progress=False)
+    assert again.processing is not None
+    assert again.processing.duplicates == 2
+    assert totals(cfg, "USER#ann")["plays"] == 3
+
+
 # -- Taobao ------------------------------------------------------------------------------
 
 TAOBAO = (

@@ -118,7 +118,8 @@ def _load_csv(path: Path, text: str) -> LoadedFile:
         records = read_csv(path, text, lastfm.DELIMITER)
         columns = lastfm.header_of(records[0][1])
         rows = [SourceRow(path, line, i, fields) for i, (line, fields) in enumerate(records[1:])]
-        return LoadedFile(path, lastfm.NAME, rows, {"columns": columns})
+        index = lastfm.index_column(columns, [r.data for r in rows])
+        return LoadedFile(path, lastfm.NAME, rows, {"columns": columns, "index_column": index})
     kind = taobao.header_kind(comma)
     if kind is not None:
         records = read_csv(path, text, taobao.DELIMITER)

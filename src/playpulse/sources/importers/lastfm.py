@@ -15,7 +15,11 @@ track or 4 minutes, but records no duration, position or device. Content: ``cont
 ``creator`` = artist; the album goes to the properties.
 
 **User**: the caller's ``user_id``, else ``lastfm-user``. **Identity**: the row's fields by
-column name, plus the user.
+column name, plus the user, *without* an index column: a leading column named ``""``,
+``unnamed: 0``, ``index`` or ``x`` whose every value is an integer (R's ``write.csv`` row
+names, as in lastfmR exports; pandas ``to_csv``'s index; R's ``X`` after a round trip) is a
+row number, not content. A newer export renumbers its rows, so a row number in the
+identity would make every re-imported row new.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ DEFAULT_USER = "lastfm-user"
 DELIMITER = ","
 _UNIX_COLUMNS = ("uts", "timestamp", "date_unix")
 _TEXT_COLUMNS = ("utc_time", "date", "time", "datetime")
+#: Names (lower case) of a leading index column: R ``write.csv`` (``""``), pandas
+#: ``to_csv`` read back (``unnamed: 0``), ``index``, R ``read.csv`` of a written file (``x``).
+INDEX_COLUMN_NAMES = frozenset({"", "unnamed: 0", "index", "x"})
 _FORMATS = ("%d %b %Y, %H:%M", "%d %b %Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
 
 
@@ -57,6 +64,18 @@ def matches_header(fields: list[str]) -> bool:
         and "track" in cols
         and any(c in cols for c in _UNIX_COLUMNS + _TEXT_COLUMNS)
     )
+
+
+def index_column(columns: list[str], records: list[list[str]]) -> str | None:
+    """The name of the file's index column, or ``None``: the first of ``columns`` when its
+    name is in :data:`INDEX_COLUMN_NAMES` and every one of ``records`` (the data records'
+    fields) holds an integer there. Such a column is left out of each row's identity."""
+    if not columns or columns[0] not in INDEX_COLUMN_NAMES:
+        return None
+    for fields in records:
+        if not fields or not fields[0].strip().lstrip("+-").isdigit():
+            return None
+    return columns[0]
 
 
 def parse_time(value: str, loc: str) -> datetime:
@@ -90,13 +109,18 @@ def scrobble_time(row: dict[str, str]) -> datetime:
 def map_row(row: SourceRow, ctx: MapContext) -> list[dict[str, Any]]:
     """The play event of one scrobble (see the module docstring).
 
-    ``ctx.hints["columns"]`` holds the header's column names.
+    ``ctx.hints["columns"]`` holds the header's column names and
+    ``ctx.hints["index_column"]`` the index column's name (see :func:`index_column`) or
+    ``None``.
     """
     columns: list[str] = ctx.hints["columns"]
     fields: list[str] = row.data
     if len(fields) != len(columns):
         raise InvalidRow("row", f"expected {len(columns)} fields, found {len(fields)}")
     values = dict(zip(columns, fields, strict=True))
+    index = ctx.hints.get("index_column")
+    if index is not None:
+        del values[index]
     at = scrobble_time(values)
     artist = text(values.get("artist"), "artist")
     track = text(values.get("track"), "track")
