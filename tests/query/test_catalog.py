@@ -428,12 +428,14 @@ def test_watch_time_visibility_berlin_and_filter(lake: Settings) -> None:
 
 # -- funnel / top_products / vendor_daily ---------------------------------------------
 
+# (vendor, views, favorites, cart adds, orders, completed, view_to_cart, cart_to_order,
+# view_to_order, priced orders, revenue_minor, currency, average_order_minor)
 # v1: views c1 (sent twice, counted once), c2, c3 = 3; cart adds c4, c5 = 2; orders c6,
 # c8 = 2; completed c7, c9 = 2; 2/3, 2/2, 2/3; revenue 1999 + 3998 = 5997 EUR,
 # average 5997 / 2 = 2998.5.
-V1_FUNNEL = ("v1", 3, 2, 2, 2, 2 / 3, 1.0, 2 / 3, 5997, "EUR", 2998.5)
-# v2: c10, c12, c13, c14 -> 1 each, rates 1; c14 has no amount: no revenue, no currency.
-V2_FUNNEL = ("v2", 1, 1, 1, 1, 1.0, 1.0, 1.0, 0, None, None)
+V1_FUNNEL = ("v1", 3, 0, 2, 2, 2, 2 / 3, 1.0, 2 / 3, 2, 5997, "EUR", 2998.5)
+# v2: c10, c12, c13, c14 -> 1 each, rates 1; c14 has no amount: revenue unknown (null).
+V2_FUNNEL = ("v2", 1, 0, 1, 1, 1, 1.0, 1.0, 1.0, 0, None, None, None)
 
 
 def test_funnel_week(lake: Settings) -> None:
@@ -450,28 +452,30 @@ def test_funnel_ignores_late_events(lake: Settings) -> None:
 
 
 def test_top_products_week(lake: Settings) -> None:
-    # (product, vendor, views, cart_adds, completed, revenue_minor, currency); by revenue,
-    # then views, then id: pa 5997; pb and pc 0 revenue and 1 view each -> pb, pc.
+    # (product, vendor, views, favorites, cart_adds, completed, priced, revenue_minor,
+    # currency); by completed orders, then views, then id: pa 2, pc 1, pb 0.
     expected = approx(
-        ("pa", "v1", 2, 2, 2, 5997, "EUR"),  # views c1, c2; carts c4, c5; c7 + c9
-        ("pb", "v1", 1, 0, 0, 0, None),  # view c3
-        ("pc", "v2", 1, 1, 1, 0, None),  # c10, c12, c14 (no amount)
+        ("pa", "v1", 2, 0, 2, 2, 2, 5997, "EUR"),  # views c1, c2; carts c4, c5; c7 + c9
+        ("pc", "v2", 1, 0, 1, 1, 0, None, None),  # c10, c12, c14 (no amount: unknown)
+        ("pb", "v1", 1, 0, 0, 0, 0, 0, None),  # view c3
     )
     assert run(lake, "top_products", **WEEK) == expected
     assert run(lake, "top_products", limit=2, **WEEK) == expected[:2]
-    assert run(lake, "top_products", vendor_id="v2", **WEEK) == expected[2:]
+    assert run(lake, "top_products", vendor_id="v2", **WEEK) == expected[1:2]
 
 
 def test_vendor_daily_utc_and_berlin(lake: Settings) -> None:
-    # (vendor, date, views, cart_adds, orders, completed, revenue_minor)
+    # (vendor, date, views, favorites, cart_adds, orders, completed, priced,
+    # revenue_minor, currency)
     utc = [
-        ("v1", date(2026, 11, 19), 3, 2, 2, 1, 1999),  # c1-c8; c7 paid 1999
-        ("v1", date(2026, 11, 20), 0, 0, 0, 1, 3998),  # c9 at 09:00
-        ("v2", date(2026, 11, 19), 1, 1, 1, 1, 0),  # c10-c14 at 23:30-23:41 UTC
+        ("v1", date(2026, 11, 19), 3, 0, 2, 2, 1, 1, 1999, "EUR"),  # c1-c8; c7 paid 1999
+        ("v1", date(2026, 11, 20), 0, 0, 0, 0, 1, 1, 3998, "EUR"),  # c9 at 09:00
+        # c10-c14 at 23:30-23:41 UTC; c14 completed without an amount: revenue unknown
+        ("v2", date(2026, 11, 19), 1, 0, 1, 1, 1, 0, None, None),
     ]
     assert run(lake, "vendor_daily", **WEEK) == utc
     # Berlin: v2's 23:30-23:41 UTC is Fri 00:30-00:41 local; v1's 10:xx/09:00 UTC stay.
-    berlin = [*utc[:2], ("v2", date(2026, 11, 20), 1, 1, 1, 1, 0)]
+    berlin = [*utc[:2], ("v2", date(2026, 11, 20), 1, 0, 1, 1, 1, 0, None, None)]
     assert run(lake, "vendor_daily", tz=BERLIN, **WEEK) == berlin
     assert run(lake, "vendor_daily", vendor_id="v1", **WEEK) == utc[:2]
 

@@ -138,14 +138,65 @@ def _local_date(local: str) -> str:
 
 
 _SEGMENTS = f"{_CLIPPED},\n{_SEGS_MARKER}"
+# The shop queries' facts (docs/metrics.md, "Shop funnel"): one row per product view,
+# favorite and cart add in the range, per order placed in the range and per order
+# completed in the range. An order (vendor, order_id) is placed at its first
+# order_created, or at its first order_completed when it has none (an imported purchase
+# is an order); it completes at its first order_completed, with the amount and currency
+# of its first completion that carries an amount. Orders are looked up over the whole
+# history, so an order placed before the range and completed in it is not placed again.
+# ``vendor_key`` is the vendor, '' for events without one (never a valid id): all of them
+# are one shop, reported with vendor_id null.
 _COMMERCE = """
 shop AS (
-    SELECT * FROM shop_events
+    SELECT coalesce(vendor_id, '') AS vendor_key, product_id, occurred_at, event_type
+    FROM shop_events
     WHERE occurred_at >= $start AND occurred_at < $end AND NOT late
-      AND event_type IN ('product_view', 'vendor_view', 'product_favorite', 'cart_add',
-                         'order_created', 'order_completed')
+      AND event_type IN ('product_view', 'product_favorite', 'cart_add')
       AND ($vendor_id IS NULL OR vendor_id = $vendor_id)
+),
+order_rows AS (
+    SELECT coalesce(vendor_id, '') AS vendor_key, order_id,
+           coalesce(min(occurred_at) FILTER (event_type = 'order_created'), min(occurred_at))
+               AS placed_at,
+           min(occurred_at) FILTER (event_type = 'order_completed') AS completed_at,
+           arg_min(product_id, (occurred_at, event_id)) AS product_id,
+           arg_min({'amount_minor': amount_minor, 'currency': currency}, (occurred_at, event_id))
+               FILTER (event_type = 'order_completed' AND amount_minor IS NOT NULL) AS paid
+    FROM shop_events
+    WHERE NOT late AND order_id IS NOT NULL
+      AND event_type IN ('order_created', 'order_completed')
+      AND ($vendor_id IS NULL OR vendor_id = $vendor_id)
+    GROUP BY ALL
+),
+facts AS (
+    SELECT vendor_key, product_id, occurred_at, event_type AS kind,
+           NULL::BIGINT AS amount_minor, NULL::VARCHAR AS currency
+    FROM shop
+    UNION ALL
+    SELECT vendor_key, product_id, placed_at, 'order_placed', NULL, NULL FROM order_rows
+    WHERE placed_at >= $start AND placed_at < $end
+    UNION ALL
+    SELECT vendor_key, product_id, completed_at, 'order_completed', paid.amount_minor,
+           paid.currency
+    FROM order_rows WHERE completed_at >= $start AND completed_at < $end
 )"""
+_SHOP_COUNTS = """
+count(*) FILTER (kind = 'product_view') AS views,
+count(*) FILTER (kind = 'product_favorite') AS favorites,
+count(*) FILTER (kind = 'cart_add') AS cart_adds,
+count(*) FILTER (kind = 'order_placed') AS orders,
+count(*) FILTER (kind = 'order_completed') AS completed_orders"""
+# Revenue per currency: completed orders with an amount, never summed across currencies.
+_SHOP_PAID = """
+count(*) AS priced_orders, sum(amount_minor) AS revenue_minor"""
+# A row's revenue: its currency's sum; with no currency, 0 when nothing completed and
+# unknown (null) when the completed orders carry no amount.
+_SHOP_REVENUE = """
+coalesce(r.priced_orders, 0) AS priced_orders,
+(CASE WHEN r.currency IS NOT NULL THEN r.revenue_minor WHEN c.completed_orders = 0 THEN 0 END)
+    ::BIGINT AS revenue_minor,
+r.currency"""
 
 
 def _rates(prefix: str = "") -> str:
@@ -430,40 +481,37 @@ _add(
 _add(
     QuerySpec(
         "funnel",
-        "Shop funnel per vendor (one row per vendor and order currency), by revenue: views, "
-        "cart adds, orders, completed orders, conversion rates, revenue (minor units) and "
-        "average order value.",
+        "Shop funnel per vendor (events without a vendor are one shop, vendor_id null): "
+        "product views, favorites, cart adds, orders (placed, an imported purchase included), "
+        "completed orders and conversion rates; revenue (minor units) per currency, one row "
+        "per vendor and currency (the counts repeat on each of a vendor's currency rows).",
         f"""
         WITH {_COMMERCE},
-        c AS (SELECT vendor_id,
-                     count(*) FILTER (event_type = 'product_view') AS views,
-                     count(*) FILTER (event_type = 'cart_add') AS cart_adds,
-                     count(*) FILTER (event_type = 'order_created') AS orders,
-                     count(*) FILTER (event_type = 'order_completed') AS completed_orders
-              FROM shop WHERE vendor_id IS NOT NULL GROUP BY vendor_id),
-        r AS (SELECT vendor_id, currency, sum(amount_minor) AS revenue_minor,
-                     count(*) AS paid_orders
-              FROM shop WHERE event_type = 'order_completed' AND amount_minor IS NOT NULL
-              GROUP BY ALL)
-        SELECT c.vendor_id, views, cart_adds, orders, completed_orders,
+        c AS (SELECT vendor_key, {_SHOP_COUNTS} FROM facts GROUP BY vendor_key),
+        r AS (SELECT vendor_key, currency, {_SHOP_PAID} FROM facts
+              WHERE kind = 'order_completed' AND amount_minor IS NOT NULL GROUP BY ALL)
+        SELECT nullif(c.vendor_key, '') AS vendor_id, views, favorites, cart_adds, orders,
+               completed_orders,
                CASE WHEN views > 0 THEN cart_adds / views END AS view_to_cart,
                CASE WHEN cart_adds > 0 THEN orders / cart_adds END AS cart_to_order,
                CASE WHEN views > 0 THEN orders / views END AS view_to_order,
-               coalesce(r.revenue_minor, 0)::BIGINT AS revenue_minor, r.currency,
-               CASE WHEN r.paid_orders > 0 THEN r.revenue_minor / r.paid_orders END::DOUBLE
-                   AS average_order_minor
-        FROM c LEFT JOIN r USING (vendor_id)
-        ORDER BY revenue_minor DESC, views DESC, c.vendor_id LIMIT $limit
+               {_SHOP_REVENUE},
+               (r.revenue_minor / r.priced_orders)::DOUBLE AS average_order_minor
+        FROM c LEFT JOIN r USING (vendor_key)
+        ORDER BY completed_orders DESC, views DESC, vendor_id NULLS LAST, currency NULLS LAST
+        LIMIT $limit
         """,
         (
             "vendor_id",
             "views",
+            "favorites",
             "cart_adds",
             "orders",
             "completed_orders",
             "view_to_cart",
             "cart_to_order",
             "view_to_order",
+            "priced_orders",
             "revenue_minor",
             "currency",
             "average_order_minor",
@@ -474,25 +522,29 @@ _add(
 _add(
     QuerySpec(
         "top_products",
-        "Products by revenue, then views: views, cart adds, completed orders, revenue.",
+        "Products by completed orders, then views: views, favorites, cart adds, completed "
+        "orders and revenue (minor units) per currency, one row per product and currency.",
         f"""
-        WITH {_COMMERCE}
-        SELECT product_id, any_value(vendor_id) AS vendor_id,
-               count(*) FILTER (event_type = 'product_view') AS views,
-               count(*) FILTER (event_type = 'cart_add') AS cart_adds,
-               count(*) FILTER (event_type = 'order_completed') AS completed_orders,
-               coalesce(sum(amount_minor) FILTER (event_type = 'order_completed'), 0)::BIGINT
-                   AS revenue_minor,
-               any_value(currency) FILTER (event_type = 'order_completed') AS currency
-        FROM shop WHERE product_id IS NOT NULL GROUP BY product_id
-        ORDER BY revenue_minor DESC, views DESC, product_id LIMIT $limit
+        WITH {_COMMERCE},
+        c AS (SELECT product_id, min(nullif(vendor_key, '')) AS vendor_id, {_SHOP_COUNTS}
+              FROM facts WHERE product_id IS NOT NULL GROUP BY product_id),
+        r AS (SELECT product_id, currency, {_SHOP_PAID} FROM facts
+              WHERE kind = 'order_completed' AND amount_minor IS NOT NULL
+                AND product_id IS NOT NULL GROUP BY ALL)
+        SELECT c.product_id, vendor_id, views, favorites, cart_adds, completed_orders,
+               {_SHOP_REVENUE}
+        FROM c LEFT JOIN r USING (product_id)
+        ORDER BY completed_orders DESC, views DESC, c.product_id, currency NULLS LAST
+        LIMIT $limit
         """,
         (
             "product_id",
             "vendor_id",
             "views",
+            "favorites",
             "cart_adds",
             "completed_orders",
+            "priced_orders",
             "revenue_minor",
             "currency",
         ),
@@ -502,21 +554,33 @@ _add(
 _add(
     QuerySpec(
         "vendor_daily",
-        "Per vendor and day (requested time zone): views, cart adds, orders, completed "
-        "orders, revenue.",
+        "Per vendor (events without a vendor are one shop, vendor_id null) and day (requested "
+        "time zone): views, favorites, cart adds, orders, completed orders and revenue (minor "
+        "units) per currency, one row per vendor, day and currency.",
         f"""
-        WITH {_COMMERCE}, {_TZMAP}
-        SELECT vendor_id, {_local_date(_local("epoch_us(occurred_at)"))} AS date,
-               count(*) FILTER (event_type = 'product_view') AS views,
-               count(*) FILTER (event_type = 'cart_add') AS cart_adds,
-               count(*) FILTER (event_type = 'order_created') AS orders,
-               count(*) FILTER (event_type = 'order_completed') AS completed_orders,
-               coalesce(sum(amount_minor) FILTER (event_type = 'order_completed'), 0)::BIGINT
-                   AS revenue_minor
-        FROM shop JOIN tzmap m ON m.k = epoch_us(occurred_at) // $step
-        WHERE vendor_id IS NOT NULL GROUP BY ALL ORDER BY vendor_id, date
+        WITH {_COMMERCE}, {_TZMAP},
+        d AS (SELECT f.*, {_local_date(_local("epoch_us(occurred_at)"))} AS date
+              FROM facts f JOIN tzmap m ON m.k = epoch_us(occurred_at) // $step),
+        c AS (SELECT vendor_key, date, {_SHOP_COUNTS} FROM d GROUP BY ALL),
+        r AS (SELECT vendor_key, date, currency, {_SHOP_PAID} FROM d
+              WHERE kind = 'order_completed' AND amount_minor IS NOT NULL GROUP BY ALL)
+        SELECT nullif(c.vendor_key, '') AS vendor_id, c.date, views, favorites, cart_adds,
+               orders, completed_orders, {_SHOP_REVENUE}
+        FROM c LEFT JOIN r USING (vendor_key, date)
+        ORDER BY vendor_id NULLS LAST, c.date, currency NULLS LAST
         """,
-        ("vendor_id", "date", "views", "cart_adds", "orders", "completed_orders", "revenue_minor"),
+        (
+            "vendor_id",
+            "date",
+            "views",
+            "favorites",
+            "cart_adds",
+            "orders",
+            "completed_orders",
+            "priced_orders",
+            "revenue_minor",
+            "currency",
+        ),
     )
 )
 

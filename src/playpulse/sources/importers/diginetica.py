@@ -16,6 +16,9 @@ several data sets can share a data dir).
 under a day, which all real ones are), and views keep their order and spacing within a
 session; hour-of-day figures of this data set mean nothing. The caller's ``user_id`` is
 not used. **Identity**: the row's fields by column name.
+
+The data set has no vendor: in the shop queries (docs/metrics.md, "Shop funnel") its views
+are one shop's (``vendor_id`` null).
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ Ids are prefixed so that several data sets can share a data dir: ``user_id``
 ``taobao:<user_id>``, ``product_id`` ``taobao:<item_id>``; the category goes to the
 properties (``category_id``); there is no vendor. The caller's ``user_id`` is not used:
 the data set has its own users. **Identity**: the five fields.
+
+In the shop queries (docs/metrics.md, "Shop funnel") the log is one shop (``vendor_id``
+null) whose funnel is ``pv`` → ``cart`` → ``buy``: each purchase is an order, placed and
+completed, and its revenue is unknown (null), not 0.
 """
 
 from __future__ import annotations
