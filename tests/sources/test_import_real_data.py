@@ -29,7 +29,7 @@ import pytest
 
 from playpulse.config import Settings
 from playpulse.events.model import PlaybackEvent, PlayEnd
-from playpulse.sources.importers import import_paths, plan_import
+from playpulse.sources.importers import OtherExportError, import_paths, plan_import
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
 
@@ -428,3 +428,39 @@ def test_commerce_heads_are_processed(tmp_path: Path, cfg: Settings) -> None:
     assert shop.get("cart_adds", 0) == behaviors["cart"]
     assert shop.get("completed_orders", 0) == behaviors["buy"]
     assert not any(k.startswith("revenue_minor") for k in shop)
+
+
+def test_two_peoples_exports_without_user_never_end_up_as_one_user(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    """Exports that name nobody (mungeraiden's 2024+ extended history, lshatkin's basic
+    history): the second stops before writing and asks for --user. Exports that carry a
+    username (nikitgoku, erickmay) land on their own users."""
+    extended = real("spotify-extended-mungeraiden", "my_spotify_data")
+    ext_src = extended / "Spotify Extended Streaming History" / "Streaming_History_Audio_2024.json"
+    first = tmp_path / "alice" / "Spotify Extended Streaming History" / ext_src.name
+    _head_json(ext_src, first)
+    basic = tmp_path / "bob" / "StreamingHistory0.json"
+    _head_json(real("spotify-basic-lshatkin", "MyData", "StreamingHistory0.json"), basic)
+    import_paths([tmp_path / "alice"], cfg, progress=False)
+    records = stream_records(cfg)
+    with pytest.raises(OtherExportError, match="--user"):
+        import_paths([basic], cfg, progress=False)
+    assert stream_records(cfg) == records
+    import_paths([basic], cfg, user_id="bob", progress=False)
+
+    named = [
+        real("spotify-extended-nikitgoku", "MyData", "Streaming_History_Audio_2023_1.json"),
+        real("spotify-endsong-erickmay", "endsong_1.json"),
+    ]
+    for n, src in enumerate(named):
+        _head_json(src, tmp_path / f"named{n}" / src.name)
+        import_paths([tmp_path / f"named{n}"], cfg, progress=False)
+    with sqlite3.connect(cfg.store_path) as db:
+        users = {
+            pk
+            for (pk,) in db.execute(
+                "SELECT DISTINCT pk FROM items WHERE substr(pk, 1, 5) = 'USER#'"
+            )
+        }
+    assert users == {"USER#spotify-user", "USER#bob", "USER#listener1", "USER#listener2"}

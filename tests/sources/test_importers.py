@@ -28,12 +28,14 @@ from playpulse.quarantine.store import QuarantineStore
 from playpulse.service import ProcessorThread, open_processor, processor_lock
 from playpulse.sources.importers import (
     ImportFormatError,
+    OtherExportError,
     UnknownFormatError,
     detect_format,
     import_paths,
     plan_import,
 )
 from playpulse.sources.importers.base import HEARTBEAT_EVERY_S, RowIdentity, play_events
+from playpulse.sources.importers.exports import export_root
 from playpulse.sources.importers.spotify_extended import end_reason, normalize_platform
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
@@ -1026,3 +1028,98 @@ def test_progress_display_goes_to_stderr(
     assert "mapping rows" in out.err
     assert result.summary().startswith("imported 1 file(s), 1 rows (1 spotify_extended)")
     assert json.loads(json.dumps(result.to_dict()))["events_appended"] == 2
+
+
+# -- people stay apart ----------------------------------------------------------------------
+
+
+def test_two_peoples_exports_without_user_never_become_one_user(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    alice = write_json(
+        tmp_path / "alice" / "Streaming_History_Audio_2024.json",
+        [track3("2024-01-01T12:00:00Z", 40_000, artist="A")],
+    )
+    bob = write_json(
+        tmp_path / "bob" / "Streaming_History_Audio_2024.json",
+        [track3("2024-01-02T12:00:00Z", 50_000, artist="B")],
+    )
+    import_paths([alice.parent], cfg, progress=False)
+    records = len(stream_payloads(cfg))
+    with pytest.raises(OtherExportError) as caught:
+        import_paths([bob.parent], cfg, progress=False)
+    message = str(caught.value)
+    assert "'spotify-user'" in message
+    assert str(alice.parent) in message
+    assert str(bob.parent) in message
+    assert "--user" in message
+    assert len(stream_payloads(cfg)) == records  # nothing of bob's was written
+    import_paths([bob.parent], cfg, user_id="bob", progress=False)
+    assert totals(cfg, "USER#spotify-user")["plays"] == 1
+    assert totals(cfg, "USER#bob")["plays"] == 1
+
+
+def test_one_exports_files_one_at_a_time_stay_one_user(tmp_path: Path, cfg: Settings) -> None:
+    export = tmp_path / "my_spotify_data"
+    extended = write_json(
+        export / "Spotify Extended Streaming History" / "Streaming_History_Audio_2024.json",
+        [track3("2024-01-01T12:00:00Z", 40_000)],
+    )
+    video = write_json(
+        export / "Spotify Extended Streaming History" / "Streaming_History_Video_2024.json",
+        [track3("2024-01-03T12:00:00Z", 40_000, track="clip")],
+    )
+    basic = write_json(
+        export / "Spotify Account Data" / "StreamingHistory_music_0.json",
+        [{"endTime": "2024-01-02 12:00", "artistName": "A", "trackName": "T", "msPlayed": 1}],
+    )
+    for path in (video, basic, extended):
+        import_paths([path], cfg, progress=False)
+    import_paths([export], cfg, progress=False)
+    assert totals(cfg, "USER#spotify-user")["plays"] == 3
+
+
+def test_an_updated_export_in_another_folder_is_recognized_by_its_rows(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    old = [track3("2024-01-01T12:00:00Z", 40_000)]
+    first = write_json(tmp_path / "download-2024" / "a.json", old)
+    newer = write_json(
+        tmp_path / "download-2025" / "a.json", [*old, track3("2025-01-01T12:00:00Z", 40_000)]
+    )
+    import_paths([first], cfg, progress=False)
+    import_paths([newer], cfg, progress=False)
+    assert totals(cfg, "USER#spotify-user")["plays"] == 2
+
+
+def test_explicit_user_is_never_checked_against_other_exports(
+    tmp_path: Path, cfg: Settings
+) -> None:
+    a = write_json(tmp_path / "a" / "x.json", [track3("2024-01-01T12:00:00Z", 40_000)])
+    b = write_json(tmp_path / "b" / "x.json", [track3("2024-01-02T12:00:00Z", 40_000)])
+    import_paths([a], cfg, progress=False)
+    import_paths([b], cfg, user_id="spotify-user", progress=False)  # "the same person"
+    assert totals(cfg, "USER#spotify-user")["plays"] == 2
+
+
+def test_lastfm_user_column_names_the_user(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "s.csv", "username,artist,track,uts\nann,The Cure,Primary,1720688852\n"
+    )
+    (event,) = planned(path)
+    assert event.user_id == "ann"
+    (event,) = planned(path, user_id="me")
+    assert event.user_id == "me"
+
+
+@pytest.mark.parametrize(
+    ("folder", "root"),
+    [
+        ("/dl/my_spotify_data/Spotify Account Data", "/dl/my_spotify_data"),
+        ("/dl/my_spotify_data/Spotify Extended Streaming History", "/dl/my_spotify_data"),
+        ("/dl/Takeout/YouTube and YouTube Music/history", "/dl/Takeout"),
+        ("/dl/alice", "/dl/alice"),
+    ],
+)
+def test_export_root_lifts_known_export_subfolders(folder: str, root: str) -> None:
+    assert export_root(Path(folder)) == Path(root)

@@ -13,11 +13,13 @@ content of each file (:mod:`.detect`), one module each:
 - ``diginetica_item_views``: DIGINETICA item views CSV (:mod:`.diginetica`).
 
 Event ids are hashes of each row's content (:mod:`.base`), so importing a file twice
-changes nothing and identical rows count once.
+changes nothing and identical rows count once. Exports that name nobody land on a
+per-format default user that holds one export only (:mod:`.exports`).
 """
 
 from playpulse.sources.importers.base import ImportFormatError, UnknownFormatError
 from playpulse.sources.importers.detect import FORMATS, LoadedFile, detect_format, load_file
+from playpulse.sources.importers.exports import OtherExportError
 from playpulse.sources.importers.runner import (
     FileResult,
     ImportPlan,
@@ -36,6 +38,7 @@ __all__ = [
     "ImportPlan",
     "ImportResult",
     "LoadedFile",
+    "OtherExportError",
     "PlannedEvent",
     "RejectedRow",
     "UnknownFormatError",

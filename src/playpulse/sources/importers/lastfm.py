@@ -14,7 +14,8 @@ track or 4 minutes, but records no duration, position or device. Content: ``cont
 ``lastfm:`` + a hash of (artist, track), ``content_type`` ``track``, ``title`` = track,
 ``creator`` = artist; the album goes to the properties.
 
-**User**: the caller's ``user_id``, else ``lastfm-user``. **Identity**: the row's fields by
+**User**: the caller's ``user_id``, else the export's ``username`` (or ``user``) column when
+it has one, else ``lastfm-user``. **Identity**: the row's fields by
 column name, plus the user, *without* an index column: a leading column named ``""``,
 ``unnamed: 0``, ``index`` or ``x`` whose every value is an integer (R's ``write.csv`` row
 names, as in lastfmR exports; pandas ``to_csv``'s index; R's ``X`` after a round trip) is a
@@ -127,7 +128,8 @@ def map_row(row: SourceRow, ctx: MapContext) -> list[dict[str, Any]]:
     if artist is None and track is None:
         raise InvalidRow("track", "a scrobble needs an artist or a track")
     album = text(values.get("album"), "album")
-    user = ctx.user_id or DEFAULT_USER
+    user = ctx.user_id or text(values.get("username") or values.get("user"), "username")
+    user = user or DEFAULT_USER
     content = clean_content(
         {
             "content_id": f"lastfm:{digest(artist or '', track or '')}",

@@ -48,6 +48,7 @@ from playpulse.events.codec import validate_event
 from playpulse.events.model import EventBase
 from playpulse.processor.pipeline import BatchStats
 from playpulse.quarantine.store import Rejection, open_quarantine
+from playpulse.sources.importers import lastfm, spotify_basic, spotify_extended, youtube
 from playpulse.sources.importers.base import (
     ImportFormatError,
     InvalidRow,
@@ -58,7 +59,23 @@ from playpulse.sources.importers.base import (
     strip_personal,
 )
 from playpulse.sources.importers.detect import MAPPERS, LoadedFile, load_file
+from playpulse.sources.importers.exports import (
+    ExportFingerprint,
+    ExportRegistry,
+    export_root,
+    row_key,
+)
 
+#: The users of exports that name nobody, imported without ``--user`` (see
+#: :mod:`.exports`).
+DEFAULT_USERS = frozenset(
+    {
+        spotify_extended.DEFAULT_USER,
+        spotify_basic.DEFAULT_USER,
+        youtube.DEFAULT_USER,
+        lastfm.DEFAULT_USER,
+    }
+)
 #: Events per stream append.
 CHUNK_EVENTS = 1000
 #: File name suffixes picked up when walking a directory.
@@ -253,11 +270,14 @@ class PlannedEvent:
 class ImportPlan:
     """What an import would append: ``events`` sorted by ``occurred_at``, the
     ``rejections`` to quarantine (with ``result.rejected`` in the same order), and the
-    counts in ``result`` (``events_appended`` = ``len(events)``)."""
+    counts in ``result`` (``events_appended`` = ``len(events)``). ``defaults`` holds, per
+    default user the import lands rows on (only without ``user_id``), the fingerprint of
+    the export (:mod:`.exports`)."""
 
     result: ImportResult
     events: list[PlannedEvent]
     rejections: list[Rejection]
+    defaults: dict[str, ExportFingerprint] = field(default_factory=dict)
 
 
 def _us(t: datetime) -> int:
@@ -344,6 +364,7 @@ def _plan(
 ) -> ImportPlan:
     result = ImportResult()
     files = collect_files(paths)
+    roots = _export_roots(paths)
     reading = display.task(f"reading {len(files)} file(s)", len(files))
     loaded: list[LoadedFile] = []
     for path, named in files:
@@ -354,11 +375,29 @@ def _plan(
                 raise
             result.skipped_files.append((path, str(exc)))
         display.advance(reading)
-    events, rejections, rejected = _map_all(loaded, user_id, received_at, result, display)
+    defaults: dict[str, ExportFingerprint] = {}
+    events, rejections, rejected = _map_all(
+        loaded, user_id, received_at, result, display, roots, defaults
+    )
     events.sort(key=lambda p: p.sort_key)
     result.rejected = rejected
     result.events_appended = len(events)
-    return ImportPlan(result, events, rejections)
+    return ImportPlan(result, events, rejections, defaults)
+
+
+def _export_roots(paths: Sequence[Path]) -> dict[Path, str]:
+    """The export root folder (:func:`.exports.export_root`) of every file to import, by
+    resolved path: a walked directory for the files under it, a named file's folder."""
+    out: dict[Path, str] = {}
+    for raw in paths:
+        path = Path(raw).resolve()
+        if path.is_dir():
+            root = str(export_root(path))
+            for p in path.rglob("*"):
+                out.setdefault(p, root)
+        else:
+            out.setdefault(path, str(export_root(path.parent)))
+    return out
 
 
 def import_paths(
@@ -373,7 +412,10 @@ def import_paths(
 
     ``user_id`` is the listener of single-person exports (Spotify, YouTube, Last.fm): it
     wins over a Spotify row's ``username``; without it those come from the file or a
-    per-format default (``spotify-user``, ``youtube-user``, ``lastfm-user``). Data sets
+    per-format default (``spotify-user``, ``youtube-user``, ``lastfm-user``). A default
+    user holds one export only: an import that would add another export's rows to it
+    raises :class:`~playpulse.sources.importers.exports.OtherExportError` (asking for
+    ``--user``) before anything is written (see :mod:`.exports`). Data sets
     with their own users (Taobao, DIGINETICA) ignore it. ``progress`` shows a rich
     progress display on stderr.
 
@@ -387,12 +429,20 @@ def import_paths(
     with display.running():
         plan = _plan(paths, user_id, datetime.now(UTC), display)
         result = plan.result
+        if plan.defaults:
+            with ExportRegistry(settings.data_dir) as registry:
+                for default_user, fingerprint in sorted(plan.defaults.items()):
+                    registry.check(default_user, fingerprint)
         ids = _quarantine(settings, plan.rejections)
         result.rejected = [
             dataclasses.replace(r, quarantine_id=qid)
             for r, qid in zip(result.rejected, ids, strict=True)
         ]
         targets = _append(settings, plan.events, display)
+        if plan.defaults:
+            with ExportRegistry(settings.data_dir) as registry:
+                for default_user, fingerprint in plan.defaults.items():
+                    registry.record(default_user, fingerprint)
         processing = display.task("processing events", None)
         from playpulse.service import ensure_processed  # local: keeps imports light
 
@@ -410,6 +460,8 @@ def _map_all(
     received_at: datetime,
     result: ImportResult,
     display: _Progress,
+    roots: dict[Path, str],
+    defaults: dict[str, ExportFingerprint],
 ) -> tuple[list[PlannedEvent], list[Rejection], list[RejectedRow]]:
     total_rows = sum(len(f.rows) for f in loaded)
     task = display.task("mapping rows", total_rows)
@@ -474,6 +526,12 @@ def _map_all(
             else:
                 if events:
                     seen.add(events[0]["event_id"])
+                    actor = events[0].get("user_id")
+                    if user_id is None and actor in DEFAULT_USERS:
+                        fingerprint = defaults.setdefault(actor, ExportFingerprint())
+                        root = roots.get(lf.path.resolve(), str(lf.path.resolve().parent))
+                        fingerprint.roots.add(root)
+                        fingerprint.row_keys.add(row_key(events[0]["event_id"]))
                 pending.extend(accepted)
                 fr.events += len(accepted)
                 events_by_format[lf.format] += len(accepted)
