@@ -938,6 +938,33 @@ def test_invalid_csv_rows_are_quarantined(tmp_path: Path, cfg: Settings) -> None
     assert result.events_appended == 5
 
 
+def test_reimported_bad_rows_are_quarantined_once(tmp_path: Path, cfg: Settings) -> None:
+    bad = gen1_row(ts="2021-03-04", ms_played=1)  # no time zone
+    path = write_json(tmp_path / "a" / "endsong.json", [gen1_row(), bad])
+    moved = write_json(
+        tmp_path / "b" / "endsong_0.json", [bad, gen1_row(ts="2021-03-05T00:00:00Z")]
+    )
+    csv_path = write_text(
+        tmp_path / "s.csv", lastfmr_export([("not a time", "A", "T"), *SCROBBLES[:1]])
+    )
+    renumbered = write_text(
+        tmp_path / "s2.csv", lastfmr_export([*SCROBBLES[1:2], ("not a time", "A", "T")])
+    )
+    first = import_paths([path, csv_path], cfg, progress=False)
+    again = import_paths([path, moved, csv_path, renumbered], cfg, progress=False)
+    assert first.rows_rejected == 2
+    assert again.rows_rejected == 4  # reported each time they are met ...
+    ids = {r.quarantine_id for r in first.rejected}
+    assert {r.quarantine_id for r in again.rejected} == ids  # ... and kept once
+    store = QuarantineStore(cfg.quarantine_path)
+    try:
+        assert len(store.list(limit=100)) == 2
+    finally:
+        store.close()
+    other = import_paths([path], cfg, user_id="someone-else", progress=False)
+    assert {r.quarantine_id for r in other.rejected}.isdisjoint(ids)
+
+
 # -- idempotence and processing --------------------------------------------------------------
 
 

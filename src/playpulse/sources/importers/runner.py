@@ -12,7 +12,9 @@
    :func:`~playpulse.events.codec.validate_event`, as the collector does
    (``received_at`` = the import's start, UTC). A row that cannot be mapped, or one of
    whose events is invalid, is quarantined as a whole (``source="import"``, raw = the
-   row as JSON without personal fields, errors naming the file and line) and counted.
+   row as JSON without personal fields, errors naming the file and line) and counted;
+   its quarantine ``origin`` is a hash of its content (:func:`quarantine_origin`), so the
+   same bad row imported again is kept once.
    Rows that repeat an earlier row of the import are sent once.
 4. **Append** the events sorted by ``occurred_at``, in chunks of
    :data:`CHUNK_EVENTS`, keyed by user. Sorting matters: the processor judges lateness
@@ -56,6 +58,8 @@ from playpulse.sources.importers.base import (
     SkipRow,
     SourceRow,
     UnknownFormatError,
+    canonical,
+    digest,
     strip_personal,
 )
 from playpulse.sources.importers.detect import MAPPERS, LoadedFile, load_file
@@ -494,7 +498,15 @@ def _map_all(
                 msg = exc.msg if isinstance(exc, InvalidRow) else f"a time is out of range: {exc}"
                 errors = [{"loc": loc, "msg": msg}]
                 _reject(
-                    row, lf.format, INVALID_ROW, errors, None, received_at, rejections, rejected
+                    row,
+                    lf,
+                    user_id,
+                    INVALID_ROW,
+                    errors,
+                    None,
+                    received_at,
+                    rejections,
+                    rejected,
                 )
                 fr.rejected += 1
                 continue
@@ -509,7 +521,8 @@ def _map_all(
                     event_id = event.get("event_id")
                     _reject(
                         row,
-                        lf.format,
+                        lf,
+                        user_id,
                         exc.reason,
                         [
                             {"loc": f"{event['event_type']}.{e['loc']}", "msg": e["msg"]}
@@ -546,9 +559,22 @@ def _map_all(
     return pending, rejections, rejected
 
 
+def quarantine_origin(row: SourceRow, loaded: LoadedFile, user_id: str | None) -> str:
+    """The quarantine ``origin`` of a rejected row: ``import:<format>:<hash>`` of the row's
+    content (personal fields and a Last.fm index column left out, as in its identity; see
+    :mod:`.base`) and the caller's user. The same bad row imported again, from any file or
+    position, has the same origin, so the quarantine keeps it once."""
+    data = strip_personal(row.data)
+    index = loaded.hints.get("index_column")
+    if index is not None and isinstance(data, list):
+        data = [v for i, v in enumerate(data) if i != loaded.hints["columns"].index(index)]
+    return f"import:{loaded.format}:{digest(loaded.format, user_id or '', canonical(data))}"
+
+
 def _reject(
     row: SourceRow,
-    fmt: str,
+    loaded: LoadedFile,
+    user_id: str | None,
     reason: str,
     errors: list[dict[str, str]],
     event_id: str | None,
@@ -556,10 +582,11 @@ def _reject(
     rejections: list[Rejection],
     rejected: list[RejectedRow],
 ) -> None:
-    where = _where(row, fmt)
+    where = _where(row, loaded.format)
     errors = [*errors, {"loc": "source", "msg": where}]
     message = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:-1])
-    rejections.append(Rejection(_raw(row), reason, errors, received_at, "import", event_id))
+    origin = quarantine_origin(row, loaded, user_id)
+    rejections.append(Rejection(_raw(row), reason, errors, received_at, "import", event_id, origin))
     rejected.append(RejectedRow(row.path, row.line, row.index, reason, message))
 
 
