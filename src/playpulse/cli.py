@@ -520,8 +520,12 @@ def query(
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     data_dir: DataDir = None,
 ) -> None:
-    """Run a metric from the catalog over the lake and the real-time store."""
-    from playpulse.query.catalog import QueryParams, run_query
+    """Run a metric from the catalog over the lake and the real-time store.
+
+    Without --from/--to it covers the data (from the day of the earliest event to the day
+    of the newest, in --tz); table output then says which window it used."""
+    from playpulse.query.catalog import CATALOG, QueryError, QueryParams, run_query
+    from playpulse.query.window import resolve_window
 
     _check_format(fmt, ("table", "json", "csv"))
     try:
@@ -540,7 +544,15 @@ def query(
             f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(problems) from None
-    _print_table(run_query(name, params, _settings(data_dir)), fmt)
+    if name not in CATALOG:
+        raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
+    settings = _settings(data_dir)
+    window = None if name == "live" else resolve_window(params, settings)
+    if window is not None:
+        params = window.params(params)
+    _print_table(run_query(name, params, settings), fmt)
+    if fmt == "table" and window is not None:
+        out.print(f"window: {window.describe()}", markup=False)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from playpulse.config import Settings
 from playpulse.errors import PlaypulseError
 from playpulse.events.model import iana_zones
+from playpulse.query.rounding import round_seconds
 
 
 class QueryError(PlaypulseError):
@@ -32,7 +33,8 @@ class QueryError(PlaypulseError):
 class QueryParams(BaseModel):
     """Parameters every catalog query accepts (unused ones are ignored).
 
-    ``start``/``end``: UTC-aware time range ``[start, end)``; default the last 30 days.
+    ``start``/``end``: UTC-aware time range ``[start, end)``; a bound left out covers the
+    data (:func:`playpulse.query.window.resolve_window`).
     ``tz``: IANA time zone for day and hour buckets (default UTC). Filters:
     ``content_id``, ``creator``, ``content_type``, ``vendor_id``. ``limit``: rows for
     ranked queries.
@@ -64,7 +66,9 @@ class QueryParams(BaseModel):
         return value
 
     def window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
-        """The resolved ``[start, end)`` in UTC."""
+        """``[start, end)`` in UTC with the no-data defaults (end one day after ``now``,
+        start 31 days before end); queries use
+        :func:`playpulse.query.window.resolve_window`, which covers the data."""
         end = self.end or (now or datetime.now(UTC)) + timedelta(days=1)
         start = self.start or end - timedelta(days=31)
         if start >= end:
@@ -102,13 +106,17 @@ clipped AS (
 )"""
 # Playing time inside [start, end), cut at the requested zone's hour boundaries. Segments
 # never cross a UTC hour, so for zones a whole number of hours from UTC they need no
-# cut; zones such as +05:30 are cut at UTC quarter hours. Times in microseconds.
-_SEGS_WHOLE_HOURS = """
-segs AS (SELECT * EXCLUDE (a, b), a AS seg_us, (b - a) / 1e6 AS playing_s FROM clipped)"""
-_SEGS_QUARTER_HOURS = """
+# cut; zones such as +05:30 are cut at UTC quarter hours. Times in microseconds;
+# playing_s is an exact decimal (whole microseconds), so its sums do not depend on the
+# order rows are added in (durations are then rounded to ms: playpulse.query.rounding).
+_US_TO_S = "(({})::DECIMAL(18, 0) * 0.000001::DECIMAL(7, 6))"
+_SEGS_WHOLE_HOURS = f"""
+segs AS (SELECT * EXCLUDE (a, b), a AS seg_us, {_US_TO_S.format("b - a")} AS playing_s
+      FROM clipped)"""
+_SEGS_QUARTER_HOURS = f"""
 segs AS (
     SELECT * EXCLUDE (a, b, g), greatest(a, g) AS seg_us,
-           (least(b, g + 900000000) - greatest(a, g)) / 1e6 AS playing_s
+           {_US_TO_S.format("least(b, g + 900000000) - greatest(a, g)")} AS playing_s
     FROM (SELECT c.*, unnest(generate_series(a // 900000000 * 900000000, b - 1, 900000000))
                  AS g FROM clipped c)
 )"""
@@ -228,7 +236,7 @@ _add(
                 SELECT user_num FROM started UNION ALL SELECT user_num FROM segs)) AS listeners,
             (SELECT coalesce(sum(playing_s), 0) FROM segs) AS listening_s,
             (SELECT count(*) FROM sess) AS sessions,
-            (SELECT coalesce(avg(duration_s), 0) FROM sess) AS avg_session_s,
+            (SELECT coalesce(avg(duration_s::DECIMAL(18, 6)), 0) FROM sess) AS avg_session_s,
             (SELECT coalesce(avg(completed::INT), 0) FROM started) AS completion_rate,
             (SELECT coalesce(avg(skipped::INT), 0) FROM started) AS skip_rate
         """,
@@ -371,7 +379,8 @@ _add(
         "Listeners by listening time, with their sessions and average session length.",
         f"""
         WITH {_SEGMENTS},
-        s AS (SELECT user_id, count(*) AS sessions, avg(duration_s) AS avg_session_s
+        s AS (SELECT user_id, count(*) AS sessions, avg(duration_s::DECIMAL(18, 6))
+                     AS avg_session_s
               FROM sessions WHERE started_at >= $start AND started_at < $end GROUP BY user_id),
         l AS (SELECT user_id, sum(playing_s) AS listening_s FROM segs GROUP BY user_id)
         SELECT coalesce(s.user_id, l.user_id) AS user_id, coalesce(s.sessions, 0) AS sessions,
@@ -664,8 +673,10 @@ def run_query(
     if spec.name == "live":
         from playpulse.query.live import live_table
 
-        return live_table(settings, now)
-    start, end = params.window(now)
+        return round_seconds(live_table(settings, now))
+    from playpulse.query.window import resolve_window
+
+    start, end = resolve_window(params, settings, now).bounds
     sql = spec.sql.replace(
         _SEGS_MARKER, _SEGS_WHOLE_HOURS if _whole_hours(params.tz) else _SEGS_QUARTER_HOURS
     )
@@ -686,4 +697,4 @@ def run_query(
             raise QueryError(f"query '{name}' failed: {exc}") from exc
     finally:
         con.close()
-    return table.select(list(spec.columns))
+    return round_seconds(table.select(list(spec.columns)))

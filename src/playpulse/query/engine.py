@@ -353,6 +353,20 @@ class LakeCache:
         self.refresh()
         return self.db.cursor()
 
+    def extent_us(self) -> tuple[int, int] | None:
+        """Refresh, then the earliest and the newest instant of the data the metrics
+        count, in microseconds since the epoch (UTC): play starts and ends of playing
+        time (the lake's current versions and the open plays) and shop events that are
+        not late. ``None`` when there are none. A min/max over the in-memory tables."""
+        con = self.connection()
+        try:
+            row = con.execute(_EXTENT_SQL).fetchone()
+        finally:
+            con.close()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return int(row[0]), int(row[1])
+
 
 def _listing(files: list[str]) -> str:
     # Views cannot take prepared parameters: quote the paths as SQL literals.
@@ -392,6 +406,19 @@ CREATE VIEW sessions AS
 SELECT {sess_cols} FROM c_sessions WHERE current
 UNION ALL SELECT {sess_cols} FROM o_sessions;
 CREATE VIEW shop_events AS SELECT * EXCLUDE (_file) FROM c_shop;
+"""
+
+
+_EXTENT_SQL = """
+SELECT min(lo), max(hi) FROM (
+    SELECT min(started_us) AS lo, max(started_us) AS hi FROM c_plays WHERE current
+    UNION ALL SELECT min(start_us), max(end_us) FROM c_segments WHERE current
+    UNION ALL SELECT min(started_us), max(started_us) FROM open_rows
+    UNION ALL SELECT min(epoch_us(s.start)), max(epoch_us(s."end"))
+              FROM (SELECT unnest(segments) AS s FROM o_plays)
+    UNION ALL SELECT min(epoch_us(occurred_at)), max(epoch_us(occurred_at))
+              FROM c_shop WHERE NOT late
+)
 """
 
 
