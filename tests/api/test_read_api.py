@@ -79,6 +79,39 @@ def test_dates_are_read_in_the_time_zone_and_echoed_in_utc(demo_server: str):
     assert explicit["params"]["from"] == "2026-10-31T18:30:00Z"
 
 
+def test_without_a_range_a_query_covers_the_data_and_says_so(demo_server: str):
+    body = get(demo_server, "/v1/metrics/overview").json()
+    window = body["window"]
+    assert (window["from_source"], window["to_source"]) == ("data", "data")
+    # The data's days: midnight UTC before the first event, midnight after the newest.
+    first = datetime.fromisoformat(window["data_first"])
+    last = datetime.fromisoformat(window["data_last"])
+    assert window["from"] == f"{first.date().isoformat()}T00:00:00Z"
+    assert window["to"] == f"{(last.date() + timedelta(days=1)).isoformat()}T00:00:00Z"
+    assert (body["params"]["from"], body["params"]["to"]) == (window["from"], window["to"])
+    assert body["rows"][0]["plays"] > 0
+    # Same figures as the same window asked for explicitly, which the answer echoes.
+    explicit = get(
+        demo_server, "/v1/metrics/overview", **{"from": window["from"], "to": window["to"]}
+    )
+    assert explicit.json()["rows"] == body["rows"]
+    assert explicit.json()["window"]["from_source"] == "request"
+    assert explicit.json()["window"]["data_first"] is None  # not looked up
+    # One bound given: the other covers the data; the histogram says the same.
+    histogram = get(demo_server, "/v1/sessions/histogram", **{"from": window["from"]}).json()
+    assert histogram["window"]["to"] == window["to"]
+    assert histogram["window"]["to_source"] == "data"
+
+
+def test_durations_are_seconds_rounded_to_milliseconds(demo_server: str):
+    for name in ("overview", "top_content", "daily", "user_sessions", "watch_time_visibility"):
+        rows = get(demo_server, f"/v1/metrics/{name}").json()["rows"]
+        values = [v for row in rows for k, v in row.items() if k.endswith("_s") and v]
+        assert values, name
+        assert all(round(v, 3) == v for v in values), name
+        assert any(round(v, 2) != v for v in values), name  # milliseconds are kept
+
+
 def test_filters_and_limit_apply(demo_server: str):
     start = three_days_ago()
     books = get(

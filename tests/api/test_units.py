@@ -14,14 +14,29 @@ from starlette.datastructures import QueryParams as Query
 from playpulse.api.auth import ApiError, RedactKeyFilter
 from playpulse.api.encode import json_value, table_rows
 from playpulse.api.params import describe, parse_params
+from playpulse.query import QueryError
 
 
-def test_defaults_resolve_a_fixed_window():
-    params = parse_params(Query(""))
-    assert params.start is not None
-    assert params.end is not None
-    assert params.end - params.start == timedelta(days=31)
-    assert describe(params)["from"].endswith("Z")
+def test_left_out_bounds_stay_open_for_the_query_to_resolve_on_the_data():
+    params = parse_params(Query("to=2026-11-02"))
+    assert params.start is None
+    assert params.end == datetime(2026, 11, 2, tzinfo=UTC)
+    with pytest.raises(QueryError, match="window resolved"):
+        describe(params)
+    resolved = params.model_copy(update={"start": datetime(2026, 11, 1, tzinfo=UTC)})
+    assert describe(resolved) == {
+        "from": "2026-11-01T00:00:00Z",
+        "to": "2026-11-02T00:00:00Z",
+        "tz": "UTC",
+        "limit": 10,
+    }
+
+
+def test_a_range_that_ends_before_it_starts_is_422():
+    with pytest.raises(ApiError) as caught:
+        parse_params(Query("from=2026-11-02&to=2026-11-01"))
+    assert caught.value.status == 422
+    assert caught.value.message.startswith("from/to: start 2026-11-02T00:00:00+00:00 is not")
 
 
 def test_empty_values_count_as_absent_and_key_is_ignored():
@@ -29,7 +44,9 @@ def test_empty_values_count_as_absent_and_key_is_ignored():
     assert params.tz == "UTC"
     assert params.content_type is None
     assert params.limit == 3
-    assert "key" not in describe(params)
+    assert params.start is None
+    resolved = params.model_copy(update={"start": datetime(2026, 1, 1, tzinfo=UTC)})
+    assert "key" not in describe(resolved.model_copy(update={"end": datetime.now(UTC)}))
 
 
 def test_dates_and_naive_times_are_in_tz():

@@ -72,7 +72,9 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": "Start of the range (inclusive): a date (midnight in `tz`) or an ISO "
-        "time; a time without offset is read in `tz`. Default: `to` minus 31 days.",
+        "time; a time without offset is read in `tz`. Default: midnight (in `tz`) of the "
+        "day of the earliest event; without data, `to` minus 31 days. The answer's `window` "
+        "says which was used.",
         "schema": {
             "type": "string",
             "maxLength": MAX_CHARS["from"],
@@ -84,8 +86,9 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "name": "to",
         "in": "query",
         "required": False,
-        "description": "End of the range (exclusive), as `from`. Default: now plus one day. "
-        "Both lie between 1970-01-01 and 2100-01-01 (UTC).",
+        "description": "End of the range (exclusive), as `from`. Default: the midnight (in "
+        "`tz`) after the day of the newest event; without data, now plus one day. Both lie "
+        "between 1970-01-01 and 2100-01-01 (UTC).",
         "schema": {
             "type": "string",
             "maxLength": MAX_CHARS["to"],
@@ -221,7 +224,9 @@ def _values(query: StarletteQueryParams) -> dict[str, str]:
 
 
 def parse_params(query: StarletteQueryParams) -> QueryParams:
-    """The :class:`QueryParams` of a request's query string, with the window resolved.
+    """The :class:`QueryParams` of a request's query string. A bound left out stays
+    ``None``: the query resolves it on the data (:func:`playpulse.query.window.
+    resolve_window`).
 
     Empty values count as absent. Raises a 422 :class:`ApiError` naming the parameter for
     an unknown or repeated parameter, a value that is too long, not a number, not a date,
@@ -254,16 +259,13 @@ def parse_params(query: StarletteQueryParams) -> QueryParams:
             f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
         )
         raise _invalid(problems) from None
-    try:
-        start, end = params.window()
-    except QueryError as exc:
-        raise _invalid(f"from/to: {exc}") from None
-    if start < EARLIEST:  # only a default `from`, 31 days before an early `to`
+    if params.start is None and params.end is not None and params.end <= EARLIEST:
+        raise _invalid(f"to: {_iso(params.end)} leaves no room for a default `from`; give `from`")
+    if params.start is not None and params.end is not None and params.start >= params.end:
         raise _invalid(
-            f"from: the default, 31 days before `to`, is before {_iso(EARLIEST)}; give `from`"
+            f"from/to: start {params.start.isoformat()} is not before end {params.end.isoformat()}"
         )
-    # Fix the default window now, so the answer and its echoed parameters agree.
-    return params.model_copy(update={"start": start, "end": end})
+    return params
 
 
 def _iso(moment: datetime) -> str:
@@ -271,11 +273,14 @@ def _iso(moment: datetime) -> str:
 
 
 def describe(params: QueryParams) -> dict[str, Any]:
-    """The resolved parameters, as echoed in responses (``from``/``to`` in UTC, ISO)."""
-    start, end = params.window()
+    """The resolved parameters, as echoed in responses (``from``/``to`` in UTC, ISO).
+    ``params`` has both bounds (:meth:`playpulse.query.window.QueryWindow.params`);
+    raises :class:`QueryError` otherwise."""
+    if params.start is None or params.end is None:
+        raise QueryError("describe() takes parameters with the window resolved")
     out: dict[str, Any] = {
-        "from": _iso(start),
-        "to": _iso(end),
+        "from": _iso(params.start),
+        "to": _iso(params.end),
         "tz": params.tz,
         "limit": params.limit,
     }

@@ -3,7 +3,9 @@
 - ``/v1/metrics``: the catalog: every query's name, description and columns.
 - ``/v1/metrics/{name}``: run one catalog query with ``from``, ``to``, ``tz``, ``limit``,
   ``content_id``, ``creator``, ``content_type``, ``vendor_id``; answers
-  ``{"name", "params", "columns", "rows"}``.
+  ``{"name", "params", "window", "columns", "rows"}``. Without ``from``/``to`` a query
+  covers the data (:mod:`playpulse.query.window`); ``params.from``/``params.to`` are the
+  window used and ``window`` says where each bound came from and where the data is.
 - ``/v1/sessions/histogram``: session length distribution, same answer shape.
 - ``/v1/live``: the live tiles now; ``/v1/live/stream``: the same as server-sent events.
 
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -43,7 +45,8 @@ from playpulse.api.params import (
 )
 from playpulse.config import Settings
 from playpulse.errors import PlaypulseError
-from playpulse.query.catalog import CATALOG, QueryError, run_query
+from playpulse.query.catalog import CATALOG, QueryError, QueryParams, run_query
+from playpulse.query.window import QueryWindow, resolve_window
 
 log = logging.getLogger("playpulse.api")
 
@@ -64,13 +67,34 @@ class Catalog(BaseModel):
     parameters: list[str]
 
 
+class Window(BaseModel):
+    """The window a query covered and where its bounds came from."""
+
+    from_: str = Field(alias="from", description="Start (inclusive), UTC, ISO 8601.")
+    to: str = Field(description="End (exclusive), UTC, ISO 8601.")
+    from_source: Literal["request", "data", "default"] = Field(
+        description="`request`: given; `data`: midnight (in `tz`) of the earliest event's "
+        "day; `default`: no data (or none on that side of the given bound)."
+    )
+    to_source: Literal["request", "data", "default"] = Field(
+        description="`data`: the midnight (in `tz`) after the newest event's day."
+    )
+    data_first: str | None = Field(
+        description="The earliest play or shop event the metrics count (null: no data, or "
+        "not looked up because both bounds were given)."
+    )
+    data_last: str | None = Field(description="The newest one (end of playing time).")
+
+
 class MetricResult(BaseModel):
-    """A query's answer: its name, resolved parameters, columns and rows."""
+    """A query's answer: its name, resolved parameters, window, columns and rows."""
 
     name: str
     params: dict[str, Any] = Field(
-        description="Resolved parameters: from/to (UTC, ISO), tz, limit, filters given."
+        description="Resolved parameters: from/to (UTC, ISO; the window used), tz, limit, "
+        "filters given."
     )
+    window: Window
     columns: list[str]
     rows: list[dict[str, Any]] = Field(
         description="One object per row, keyed by column; dates and times as ISO strings."
@@ -164,6 +188,10 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
 
     router = APIRouter(tags=["read"], dependencies=[Depends(require_read_key)])
 
+    def _run_metric(name: str, params: QueryParams) -> tuple[QueryWindow, pa.Table]:
+        window = resolve_window(params, settings)
+        return window, run_query(name, window.params(params), settings)
+
     @router.get(
         "/v1/metrics",
         summary="List the metric catalog",
@@ -216,13 +244,14 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
             )
         params = parse_params(request.query_params)
         try:
-            table = await compute(f"query '{name}'", run_query, name, params, settings)
+            window, table = await compute(f"query '{name}'", _run_metric, name, params)
         except QueryError as exc:
             raise ApiError(400, "query_failed", str(exc)) from None
         return JSONResponse(
             {
                 "name": name,
-                "params": describe(params),
+                "params": describe(window.params(params)),
+                "window": window.as_json(),
                 "columns": list(spec.columns),
                 "rows": table_rows(table),
             }
@@ -242,15 +271,16 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
     async def session_histogram(request: Request) -> JSONResponse:
         params = parse_params(request.query_params)
         try:
-            table = await compute(
-                "the session histogram", sessions.session_histogram, params, settings
+            window, table = await compute(
+                "the session histogram", sessions.session_histogram_in, params, settings
             )
         except QueryError as exc:
             raise ApiError(400, "query_failed", str(exc)) from None
         return JSONResponse(
             {
                 "name": "session_lengths",
-                "params": describe(params),
+                "params": describe(window.params(params)),
+                "window": window.as_json(),
                 "columns": list(sessions.COLUMNS),
                 "rows": table_rows(table),
             }

@@ -13,6 +13,7 @@ import pyarrow as pa
 from playpulse.config import Settings
 from playpulse.query.catalog import QueryError, QueryParams
 from playpulse.query.engine import connect
+from playpulse.query.window import QueryWindow, resolve_window
 
 #: (label, lower bound in seconds inclusive, upper bound exclusive or None).
 BUCKETS: tuple[tuple[str, int, int | None], ...] = (
@@ -61,10 +62,17 @@ def _values() -> str:
 
 
 def session_histogram(params: QueryParams, settings: Settings) -> pa.Table:
-    """The histogram of session lengths in ``params``' window (other filters unused).
+    """The histogram of session lengths in ``params``' window (other filters unused; a
+    bound left out covers the data, as in :func:`run_query`).
 
     Raises :class:`QueryError` when DuckDB fails (as :func:`run_query` does)."""
-    start, end = params.window()
+    return session_histogram_in(params, settings)[1]
+
+
+def session_histogram_in(params: QueryParams, settings: Settings) -> tuple[QueryWindow, pa.Table]:
+    """:func:`session_histogram` and the window it covered."""
+    window = resolve_window(params, settings)
+    start, end = window.bounds
     con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
         table: pa.Table = con.sql(
@@ -74,4 +82,4 @@ def session_histogram(params: QueryParams, settings: Settings) -> pa.Table:
         raise QueryError(f"the session histogram failed: {exc}") from exc
     finally:
         con.close()
-    return table.select(list(COLUMNS))
+    return window, table.select(list(COLUMNS))
