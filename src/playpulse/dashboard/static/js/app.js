@@ -5,11 +5,11 @@ import { ApiError, getJSON, metric, sessionHistogram } from "./api.js";
 import * as build from "./charts.js";
 import * as fmt from "./format.js";
 import { watchHealth } from "./health.js";
+import { ALL_TIME, RANGE_DAYS, extentOf, extentText, openingRange } from "./ranges.js";
 
 const echarts = window.echarts;
 const $ = (selector) => document.querySelector(selector);
 const CONTENT_TYPES = ["audiobook", "track", "episode", "video"];
-const RANGE_DAYS = { "7d": 7, "30d": 30, "90d": 90 };
 const REFRESH_MS = 60000;
 const EMPTY_REFRESH_MS = 5000;
 
@@ -22,6 +22,8 @@ const contentId = location.pathname.startsWith("/content/")
 // Filters: kept in the address (range, from, to, type, tz, title)
 
 const query = new URLSearchParams(location.search);
+// No range in the address: open on one that holds data (see openOnData).
+let autoRange = !query.get("range");
 const state = {
   range: query.get("range") || "7d",
   from: query.get("from") || "",
@@ -61,6 +63,9 @@ function params(extra = {}) {
     if (state.to) p.to = fmt.addDays(state.to, 1); // the picker's end day is inclusive
   } else if (state.range === "24h") {
     p.from = new Date(Date.now() - 86400000).toISOString();
+  } else if (state.range === "all") {
+    p.from = ALL_TIME.from;
+    p.to = ALL_TIME.to;
   } else {
     p.from = fmt.addDays(fmt.todayIn(state.tz), -((RANGE_DAYS[state.range] || 7) - 1));
   }
@@ -88,6 +93,7 @@ function setUpFilters() {
   if (contentId) $("#content-type").closest("label").hidden = true;
 
   $("#filters").addEventListener("change", (event) => {
+    autoRange = false;
     state.range = $("#range").value;
     state.type = $("#content-type").value;
     state.tz = $("#tz").value;
@@ -196,7 +202,7 @@ function titlesTable(rows) {
     type.className = "type-badge";
     type.textContent = r.content_type || "–";
     const cells = [
-      title, r.creator || "–", type, fmt.count(r.plays), fmt.count(r.listeners),
+      title, r.creator || fmt.UNKNOWN, type, fmt.count(r.plays), fmt.count(r.listeners),
       fmt.hours(r.listening_s), fmt.percent(r.completion_rate), fmt.percent(r.skip_rate),
     ].map((value, i) => {
       if (value instanceof HTMLElement && value.tagName === "TD") return value;
@@ -215,28 +221,92 @@ function titlesTable(rows) {
 
 let lastLive = null;
 let pageEmpty = false;
+const extents = new Map();
+const EXTENT_TTL_MS = 60000;
+
+/** The first and last day with data (in the dashboard's time zone) for the filters
+ * `extra` (content_type, content_id) over all time, or null; from the `daily` query,
+ * kept a minute per zone and filters (the empty state asks again every few seconds). */
+async function dataExtent(extra = {}) {
+  const p = { tz: state.tz, ...ALL_TIME, ...extra };
+  const key = JSON.stringify(p);
+  const cached = extents.get(key);
+  if (cached && performance.now() - cached.at < EXTENT_TTL_MS) return cached.extent;
+  const extent = metric("daily", p).then(extentOf);
+  extents.set(key, { at: performance.now(), extent });
+  extent.catch(() => extents.delete(key));
+  return extent;
+}
+
+/** Switch to `range` (with `from`/`to` for "custom") and reload. */
+function switchRange(range, from = "", to = "") {
+  autoRange = false;
+  state.range = range;
+  state.from = from;
+  state.to = to;
+  $("#range").value = range;
+  $("#from").value = from;
+  $("#to").value = to;
+  $("#custom-range").hidden = range !== "custom";
+  syncAddress();
+  loadPage();
+}
+
+/**
+ * The first load with no range in the address found nothing in the default range: when
+ * the data (for `extra` filters) lies elsewhere, switch to the shortest preset that holds
+ * its last day, or "All time" (a history imported months after it ended), and return
+ * true. Only once per page: a range the reader picks stays.
+ */
+async function openOnData(extra = {}) {
+  if (!autoRange) return false;
+  autoRange = false;
+  const extent = await dataExtent(extra).catch(() => null);
+  const range = openingRange(extent, fmt.todayIn(state.tz));
+  if (!range || range === state.range) return false;
+  switchRange(range);
+  return true;
+}
 
 async function showEmpty(anyData) {
   pageEmpty = true;
   $("#empty").hidden = false;
   $("#overview-page").hidden = true;
+  const filtered = state.type ? { content_type: state.type } : {};
+  let extent = await dataExtent(filtered).catch(() => null);
+  let clearType = false;
+  if (!extent && state.type) {
+    extent = await dataExtent().catch(() => null);
+    clearType = Boolean(extent);
+  }
+  anyData = anyData || Boolean(extent);
   $("#empty-title").textContent = anyData ? "Nothing in this range" : "No events yet";
   $("#empty-lead").textContent = anyData
     ? "There are events, but none in the selected time range and content type. Pick a longer range or “All types”, or add more data:"
     : "This dashboard fills in as soon as events arrive. Three ways to get some:";
   $("#empty-ranges").hidden = !anyData;
+  const button = $("#data-range");
+  button.hidden = !extent;
+  if (extent) {
+    button.textContent = `Where the data is: ${extentText(extent)}${clearType ? " (all types)" : ""}`;
+    button.dataset.from = extent.first;
+    button.dataset.to = extent.last;
+    button.dataset.clearType = clearType ? "1" : "";
+  }
 }
 
 function setUpEmptyState() {
-  for (const button of document.querySelectorAll("#empty-ranges button")) {
-    button.addEventListener("click", () => {
-      state.range = button.dataset.range;
-      $("#range").value = state.range;
-      $("#custom-range").hidden = true;
-      syncAddress();
-      loadPage();
-    });
+  for (const button of document.querySelectorAll("#empty-ranges button[data-range]")) {
+    button.addEventListener("click", () => switchRange(button.dataset.range));
   }
+  const dataRange = $("#data-range");
+  dataRange.addEventListener("click", () => {
+    if (dataRange.dataset.clearType) {
+      state.type = "";
+      $("#content-type").value = "";
+    }
+    switchRange("custom", dataRange.dataset.from, dataRange.dataset.to);
+  });
 }
 
 function hideEmpty() {
@@ -255,10 +325,12 @@ async function loadOverview() {
   ]);
   const o = overview ? overview[0] : null;
   if (o && !o.plays && !o.listening_s && !funnelRows.length) {
+    if (await openOnData(state.type ? { content_type: state.type } : {})) return;
     const live = lastLive || (await getJSON("/v1/live").catch(() => null));
     await showEmpty(Boolean(live && live.freshness_s !== null));
     return;
   }
+  autoRange = false;
   hideEmpty();
   $("#overview-page").hidden = false;
   if (o) {
@@ -281,18 +353,29 @@ async function loadOverview() {
   };
   // One ranked list of every title in the range (up to 10,000) feeds the top-content
   // chart, the titles table, the rates per content type and the title chooser.
+  // Rankings are by listening time, or by plays where it is unknown (charts.js measure):
+  // ranked here over every row, so they hold the top 10 of either.
   const titles = metric("top_content", { ...p, limit: 10000 });
   titles.catch(() => null); // each user below reports the error itself
   const types = state.type ? [state.type] : CONTENT_TYPES;
   await Promise.all([
-    chart("daily", () => metric("daily", p), build.daily, NO_DATA),
+    chart("daily", () => metric("daily", p), withHeading("#daily-heading", build.dailyHeading, build.daily), NO_DATA),
     chart("top_content", async () => {
-      const rows = (await titles).slice(0, 10);
+      const all = await titles;
+      $("#top-content-note").textContent = build.rankingNote(all, "titles");
+      const rows = build.ranked(all).slice(0, 10);
       titlesTable(rows);
       return rows;
     }, build.topContent, NO_DATA, openTitle),
-    chart("top_creators", () => metric("top_creators", { ...p, limit: 10 }), build.topCreators, NO_DATA),
-    chart("heatmap", () => metric("hourly_engagement", p), build.heatmap, NO_DATA),
+    chart("top_creators", async () => {
+      const all = await metric("top_creators", { ...p, limit: 10000 });
+      $("#top-creators-note").textContent = build.rankingNote(all, "creators");
+      return build.ranked(all).slice(0, 10);
+    }, build.topCreators, NO_DATA),
+    chart("heatmap", () => metric("hourly_engagement", p), (rows) => {
+      $("#heatmap-tz").textContent = `${build.heatmapMeasure(rows)}, ${state.tz}`;
+      return build.heatmap(rows);
+    }, NO_DATA),
     chart("sessions", () => sessionHistogram(p), build.sessions, NO_DATA),
     chart("devices", () => metric("devices", p), build.devices, NO_DATA),
     chart("rates", async () => ratesByType(await titles, types), build.rates, NO_DATA),
@@ -303,22 +386,33 @@ async function loadOverview() {
   ]);
 }
 
-/** Plays and play-weighted completion and skip rates per content type. */
+/** Plays and play-weighted completion and skip rates per content type; a rate is over
+ * the titles whose rate is known (null when none is: unknown, not 0). */
 function ratesByType(rows, types) {
-  const sums = new Map(types.map((type) => [type, { type, plays: 0, completed: 0, skipped: 0 }]));
+  const blank = () => ({ plays: 0, sum: 0 });
+  const sums = new Map(types.map((type) => [type, { type, plays: 0, c: blank(), s: blank() }]));
   for (const r of rows) {
     const sum = sums.get(r.content_type);
     if (!sum || !r.plays) continue;
     sum.plays += r.plays;
-    sum.completed += r.completion_rate * r.plays;
-    sum.skipped += r.skip_rate * r.plays;
+    for (const [acc, rate] of [[sum.c, r.completion_rate], [sum.s, r.skip_rate]]) {
+      if (rate === null || rate === undefined) continue;
+      acc.plays += r.plays;
+      acc.sum += rate * r.plays;
+    }
   }
+  const share = (acc) => (acc.plays ? acc.sum / acc.plays : null);
   return [...sums.values()].map((s) => ({
-    type: s.type,
-    plays: s.plays,
-    completion_rate: s.plays ? s.completed / s.plays : 0,
-    skip_rate: s.plays ? s.skipped / s.plays : 0,
+    type: s.type, plays: s.plays, completion_rate: share(s.c), skip_rate: share(s.s),
   }));
+}
+
+/** A chart builder that also sets the heading `selector` to `heading(rows)`. */
+function withHeading(selector, heading, builder) {
+  return (rows) => {
+    $(selector).textContent = heading(rows);
+    return builder(rows);
+  };
 }
 
 /** Fill the title chooser (audiobooks first: they have chapters) and draw its charts. */
@@ -379,6 +473,8 @@ async function loadContent() {
     ? [row.creator, row.content_type, contentId].filter(Boolean).join(" · ")
     : `${contentId}: no plays in this range`;
   const o = overview ? overview[0] : null;
+  if (o && !o.plays && !o.listening_s && (await openOnData({ content_id: contentId }))) return;
+  autoRange = false;
   if (o) {
     kpis($("#content-kpis"), [
       ["Plays", fmt.count(o.plays)],
@@ -394,7 +490,8 @@ async function loadContent() {
       "No chapter data for this title (chapters come from content.chapter on audiobook events)."),
     chart("content_retention", () => metric("retention_curve", { ...p, limit: 1 }), build.retention,
       "No plays with a known duration in this range."),
-    chart("content_daily", () => metric("daily", p), build.daily, NO_DATA),
+    chart("content_daily", () => metric("daily", p),
+      withHeading("#content-daily-heading", build.dailyHeading, build.daily), NO_DATA),
     chart("content_devices", () => metric("devices", p), build.devices, NO_DATA),
   ]);
 }
@@ -407,11 +504,13 @@ let loading = null;
 
 function loadPage() {
   generation += 1;
+  const mine = generation;
   clearTimeout(refreshTimer);
   const run = (contentId ? loadContent() : loadOverview())
     .catch((err) => console.error("loading the dashboard failed", err))
     .finally(() => {
       if (loading === run) loading = null;
+      if (mine !== generation) return; // a newer load (a range switch) owns the timer
       document.body.dataset.loaded = String(generation);
       refreshTimer = setTimeout(() => {
         if (document.visibilityState === "visible") loadPage();

@@ -1,6 +1,7 @@
 // ECharts options for each chart, built from read API rows. A builder returns null when
 // the rows hold nothing to draw (the chart then shows its empty message).
 
+import { bucketRows, grainFor, grainName } from "./buckets.js";
 import * as fmt from "./format.js";
 
 export const PALETTE = [
@@ -22,95 +23,184 @@ function base(extra) {
 }
 
 const h = (seconds) => Math.round(((seconds || 0) / 3600) * 10) / 10;
-const pct = (share) => Math.round((share || 0) * 1000) / 10;
+/** Hours of `seconds` for a bar: null (unknown, no bar) stays null. */
+const hKnown = (seconds) => (seconds === null || seconds === undefined ? null : h(seconds));
+const pct = (share) => (share === null || share === undefined
+  ? null : Math.round(share * 1000) / 10);
 
-/** Listening hours (bars) and listeners (line) per day; missing days are zero. */
+/**
+ * What a chart of `rows` (each with `plays` and `listening_s`) measures: listening time
+ * when every row's time is known (not null) and some is above zero, else plays.
+ * Listening time is null where the source cannot tell it (a Last.fm scrobble, a YouTube
+ * view: docs/metrics.md), and a ranking mixing known and unknown times would rank the
+ * unknown last; plays are known for every source. Returns `{by: "time" | "plays",
+ * unknown}`: `unknown` counts the rows whose time is null.
+ */
+export function measure(rows) {
+  const unknown = rows.filter((r) => r.listening_s === null || r.listening_s === undefined).length;
+  const anyTime = rows.some((r) => r.listening_s > 0);
+  return { by: !unknown && anyTime ? "time" : "plays", unknown };
+}
+
+/** Why a chart of `rows` counts plays ("" when it measures listening time): "listening
+ * time unknown for 3 of 10" or "no listening time recorded". `what` names the rows. */
+export function playsReason(rows, what = "rows") {
+  const m = measure(rows);
+  if (m.by === "time") return "";
+  if (m.unknown === rows.length) return "listening time unknown";
+  if (m.unknown) return `listening time unknown for ${fmt.count(m.unknown)} of ${fmt.count(rows.length)} ${what}`;
+  return "no listening time recorded";
+}
+
+/** `rows` in the order of their chart's measure (see {@link measure}): by listening time
+ * (unknown last), then plays; or by plays, then listening time. Returns a new array. */
+export function ranked(rows) {
+  const byTime = measure(rows).by === "time";
+  const t = (r) => r.listening_s ?? -1;
+  return [...rows].sort((a, b) => (byTime
+    ? t(b) - t(a) || (b.plays || 0) - (a.plays || 0)
+    : (b.plays || 0) - (a.plays || 0) || t(b) - t(a)));
+}
+
+/** The daily chart's heading: "Listening time per day", "Plays per month (listening
+ * time unknown)"... for per-day `rows` of the `daily` query. */
+export function dailyHeading(rows) {
+  const grain = rows.length ? grainFor(rows[0].date, rows[rows.length - 1].date) : "day";
+  const what = measure(rows).by === "time" ? "Listening time" : "Plays";
+  const why = playsReason(rows, "days");
+  return `${what} per ${grainName(grain)}${why ? ` (${why})` : ""}`;
+}
+
+/**
+ * Listening hours (bars) and listeners (line) per day, or per week or month over long
+ * ranges (buckets.js); bars count plays where listening time is unknown ({@link measure}).
+ * Missing days are zero. Over weeks and months the line is the peak daily listeners:
+ * listeners of different days are not additive.
+ */
 export function daily(rows) {
   if (!rows.length || rows.every((r) => !r.listening_s && !r.plays)) return null;
-  const byDate = new Map(rows.map((r) => [r.date, r]));
-  const dates = fmt.dateRange(rows[0].date, rows[rows.length - 1].date);
+  rows = [...rows].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : 0));
+  const byTime = measure(rows).by === "time";
+  const b = bucketRows(rows, { sum: ["plays", "listening_s"], max: ["listeners"] });
+  const perDay = b.grain === "day";
+  const barName = byTime ? "Listening (h)" : `Plays (${playsReason(rows, "days")})`;
+  const lineName = perDay ? "Listeners" : "Listeners (peak day)";
   return base({
     tooltip: { trigger: "axis" },
     legend: { top: 0, left: "center" },
     grid: { left: 8, right: 8, top: 44, bottom: 8 },
-    xAxis: { type: "category", data: dates },
+    xAxis: {
+      type: "category", data: b.labels,
+      name: perDay ? "" : `per ${grainName(b.grain)}`, nameLocation: "end",
+    },
     yAxis: [
-      { type: "value", name: "hours", nameTextStyle: { align: "left" } },
+      { type: "value", name: byTime ? "hours" : "plays", nameTextStyle: { align: "left" } },
       { type: "value", name: "listeners", splitLine: { show: false }, nameTextStyle: { align: "right" } },
     ],
     series: [
       {
-        name: "Listening (h)", type: "bar", barMaxWidth: 36,
-        data: dates.map((d) => h(byDate.get(d)?.listening_s)),
+        name: barName, type: "bar", barMaxWidth: 36,
+        data: b.values.map((v) => (byTime ? hKnown(v.listening_s) : v.plays)),
       },
       {
-        name: "Listeners", type: "line", yAxisIndex: 1, smooth: 0.25, symbolSize: 6,
-        data: dates.map((d) => byDate.get(d)?.listeners ?? 0),
+        name: lineName, type: "line", yAxisIndex: 1, smooth: 0.25, symbolSize: perDay ? 6 : 3,
+        data: b.values.map((v) => v.listeners),
       },
     ],
   });
 }
 
-function rankedBar(items, seriesName, tooltip) {
+function rankedBar(items, seriesName, tooltip, byTime = true) {
   return base({
     grid: { left: 8, right: 48, top: 8, bottom: 8 },
     tooltip: { trigger: "item", formatter: tooltip },
-    xAxis: { type: "value", name: "h", axisLabel: { hideOverlap: true } },
+    xAxis: { type: "value", name: byTime ? "h" : "plays", axisLabel: { hideOverlap: true } },
     yAxis: {
       type: "category", inverse: true, data: items.map((i) => i.label),
       axisLabel: { width: 150, overflow: "truncate" },
     },
     series: [{
       name: seriesName, type: "bar", barMaxWidth: 22, data: items,
-      label: { show: true, position: "right", formatter: (p) => `${p.value} h` },
+      label: {
+        show: true, position: "right",
+        formatter: (p) => (byTime ? `${p.value} h` : fmt.count(p.value)),
+      },
       itemStyle: { borderRadius: [0, 4, 4, 0] },
       cursor: "pointer",
     }],
   });
 }
 
-/** Top content by listening hours; each bar carries its content_id (for the click). */
+/** "by listening time" or "by plays (listening time unknown)": what a ranking of `rows`
+ * is ordered and drawn by ({@link measure}); `what` names the rows ("titles"). */
+export function rankingNote(rows, what) {
+  const why = playsReason(rows, what);
+  return why ? `by plays (${why})` : "by listening time";
+}
+
+/** The series name of a ranking of `rows`: "Listening (h)" or "Plays (...)" */
+function rankingSeries(rows, what) {
+  const why = playsReason(rows, what);
+  return why ? `Plays (${why})` : "Listening (h)";
+}
+
+/** Top content by listening hours, or by plays where listening time is unknown
+ * ({@link measure}; give `rows` in {@link ranked} order); each bar carries its
+ * content_id (for the click). */
 export function topContent(rows) {
   if (!rows.length) return null;
+  const byTime = measure(rows).by === "time";
   const items = rows.map((r) => ({
-    value: h(r.listening_s), label: fmt.truncate(r.title || r.content_id, 40), row: r,
-    content_id: r.content_id,
+    value: byTime ? hKnown(r.listening_s) : r.plays,
+    label: fmt.truncate(r.title || r.content_id, 40), row: r, content_id: r.content_id,
   }));
-  return rankedBar(items, "Listening", (p) => {
+  return rankedBar(items, rankingSeries(rows, "titles"), (p) => {
     const r = p.data.row;
     return `<b>${fmt.escapeHtml(r.title || r.content_id)}</b><br>${fmt.escapeHtml(r.creator || "")}`
       + `<br>${fmt.hours(r.listening_s)} · ${fmt.count(r.plays)} plays · `
       + `${fmt.count(r.listeners)} listeners<br>completion ${fmt.percent(r.completion_rate)}`
       + `, skips ${fmt.percent(r.skip_rate)}<br><i>click to open</i>`;
-  });
+  }, byTime);
 }
 
-/** Top creators by listening hours. */
+/** Top creators by listening hours, or by plays where listening time is unknown
+ * ({@link measure}; give `rows` in {@link ranked} order). */
 export function topCreators(rows) {
   if (!rows.length) return null;
+  const byTime = measure(rows).by === "time";
   const items = rows.map((r) => ({
-    value: h(r.listening_s), label: fmt.truncate(r.creator, 40), row: r,
+    value: byTime ? hKnown(r.listening_s) : r.plays, label: fmt.truncate(r.creator, 40), row: r,
   }));
-  const option = rankedBar(items, "Listening", (p) => {
+  const option = rankedBar(items, rankingSeries(rows, "creators"), (p) => {
     const r = p.data.row;
     return `<b>${fmt.escapeHtml(r.creator)}</b><br>${fmt.hours(r.listening_s)} · `
       + `${fmt.count(r.plays)} plays · ${fmt.count(r.listeners)} listeners`;
-  });
+  }, byTime);
   option.series[0].cursor = "default";
   option.series[0].itemStyle.color = PALETTE[1];
   return option;
 }
 
-/** Listening hours by hour of day (x) and day of week (y). */
+/** What the heatmap of `rows` shows: "listening hours", or "plays" where listening time
+ * is unknown ({@link measure}). */
+export function heatmapMeasure(rows) {
+  return measure(rows).by === "time" ? "listening hours" : "plays";
+}
+
+/** Listening hours (or plays, where listening time is unknown: {@link measure}) by hour
+ * of day (x) and day of week (y). */
 export function heatmap(rows) {
   if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
-  const data = rows.map((r) => [r.hour_of_day, r.day_of_week, h(r.listening_s), r.plays]);
-  const max = Math.max(...data.map((d) => d[2]), 0.1);
+  const byTime = measure(rows).by === "time";
+  const data = rows.map((r) => [
+    r.hour_of_day, r.day_of_week, byTime ? hKnown(r.listening_s) : r.plays, r.plays, r.listening_s,
+  ]);
+  const max = Math.max(...data.map((d) => d[2] || 0), byTime ? 0.1 : 1);
   return base({
     grid: { left: 8, right: 8, top: 8, bottom: 72 },
     tooltip: {
       formatter: (p) => `${DAYS[p.data[1]]} ${String(p.data[0]).padStart(2, "0")}:00`
-        + `<br>${p.data[2]} h listening · ${fmt.count(p.data[3])} plays`,
+        + `<br>${fmt.hours(p.data[4])} listening · ${fmt.count(p.data[3])} plays`,
     },
     xAxis: {
       type: "category", data: [...Array(24).keys()].map((x) => String(x).padStart(2, "0")),
@@ -165,6 +255,8 @@ export function devices(rows) {
   });
 }
 
+const rateLabel = (p) => (p.value === null || p.value === undefined ? fmt.UNKNOWN : `${p.value} %`);
+
 /** Completion and skip rates per content type (rows: {type, plays, completion_rate, skip_rate}). */
 export function rates(rows) {
   const used = rows.filter((r) => r.plays > 0);
@@ -172,7 +264,7 @@ export function rates(rows) {
   return base({
     tooltip: {
       trigger: "axis",
-      valueFormatter: (v) => `${v} %`,
+      valueFormatter: (v) => (v === null || v === undefined ? fmt.UNKNOWN : `${v} %`),
     },
     legend: { top: 0, right: 0 },
     xAxis: { type: "category", data: used.map((r) => TYPE_NAMES[r.type] || r.type) },
@@ -181,37 +273,34 @@ export function rates(rows) {
       {
         name: "Completed", type: "bar", barMaxWidth: 32, itemStyle: { color: PALETTE[1] },
         data: used.map((r) => pct(r.completion_rate)),
-        label: { show: true, position: "top", formatter: "{c} %" },
+        label: { show: true, position: "top", formatter: rateLabel },
       },
       {
         name: "Skipped", type: "bar", barMaxWidth: 32, itemStyle: { color: PALETTE[3] },
         data: used.map((r) => pct(r.skip_rate)),
-        label: { show: true, position: "top", formatter: "{c} %" },
+        label: { show: true, position: "top", formatter: rateLabel },
       },
     ],
   });
 }
 
-/** Foreground and background playing hours per day, stacked. */
+/** Foreground and background playing hours per day, stacked; per week or month over
+ * long ranges (buckets.js). */
 export function visibility(rows) {
-  const byDate = new Map();
-  for (const r of rows) {
-    const d = byDate.get(r.date) || { fg: 0, bg: 0 };
-    d.fg += r.foreground_s || 0;
-    d.bg += r.background_s || 0;
-    byDate.set(r.date, d);
-  }
-  if (![...byDate.values()].some((d) => d.fg + d.bg > 0)) return null;
-  const known = [...byDate.keys()].sort();
-  const dates = fmt.dateRange(known[0], known[known.length - 1]);
+  const known = rows.filter((r) => (r.foreground_s || 0) + (r.background_s || 0) > 0);
+  if (!known.length) return null;
+  const b = bucketRows(rows, { sum: ["foreground_s", "background_s"] });
   return base({
-    tooltip: { trigger: "axis", valueFormatter: (v) => `${v} h` },
+    tooltip: { trigger: "axis", valueFormatter: (v) => (v === null ? fmt.UNKNOWN : `${v} h`) },
     legend: { top: 0, right: 0 },
-    xAxis: { type: "category", data: dates },
+    xAxis: {
+      type: "category", data: b.labels,
+      name: b.grain === "day" ? "" : `per ${grainName(b.grain)}`, nameLocation: "end",
+    },
     yAxis: { type: "value", name: "hours", nameTextStyle: { align: "left" } },
     series: [
-      { name: "Foreground", type: "bar", stack: "time", barMaxWidth: 36, data: dates.map((d) => h(byDate.get(d)?.fg)) },
-      { name: "Background", type: "bar", stack: "time", barMaxWidth: 36, itemStyle: { color: PALETTE[2] }, data: dates.map((d) => h(byDate.get(d)?.bg)) },
+      { name: "Foreground", type: "bar", stack: "time", barMaxWidth: 36, data: b.values.map((v) => hKnown(v.foreground_s)) },
+      { name: "Background", type: "bar", stack: "time", barMaxWidth: 36, itemStyle: { color: PALETTE[2] }, data: b.values.map((v) => hKnown(v.background_s)) },
     ],
   });
 }

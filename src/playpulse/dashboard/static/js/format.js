@@ -3,24 +3,30 @@
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const oneDecimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
+/** What the data cannot tell (a null of the read API), in tables, tiles and tooltips. */
+export const UNKNOWN = "—";
+
+const isUnknown = (value) => value === null || value === undefined;
+
 export function count(value) {
-  return value === null || value === undefined ? "–" : integer.format(value);
+  return isUnknown(value) ? UNKNOWN : integer.format(value);
 }
 
 export function percent(share) {
-  if (share === null || share === undefined) return "–";
+  if (isUnknown(share)) return UNKNOWN;
   return `${oneDecimal.format(share * 100)} %`;
 }
 
-/** Seconds as hours, with one decimal below 100 h. */
+/** Seconds as hours, with one decimal below 100 h; null (unknown) as "—", never "0 h". */
 export function hours(seconds) {
-  const h = (seconds || 0) / 3600;
+  if (isUnknown(seconds)) return UNKNOWN;
+  const h = seconds / 3600;
   return `${h < 100 ? oneDecimal.format(h) : integer.format(h)} h`;
 }
 
 /** A duration in seconds in the largest fitting unit: "45 s", "12 min", "3.4 h", "2 d". */
 export function duration(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
+  if (isUnknown(seconds)) return UNKNOWN;
   if (seconds < 10) return `${oneDecimal.format(seconds)} s`;
   if (seconds < 60) return `${integer.format(seconds)} s`;
   if (seconds < 3600) return `${integer.format(seconds / 60)} min`;
@@ -68,10 +74,16 @@ export function addDays(date, days) {
   return new Date(t).toISOString().slice(0, 10);
 }
 
-/** Every date from `first` to `last` (YYYY-MM-DD, inclusive); at most 400. */
+/** Days from `first` to `last` (YYYY-MM-DD), both counted: 1 when they are equal. */
+export function daysBetween(first, last) {
+  return Math.round((Date.parse(`${last}T00:00:00Z`) - Date.parse(`${first}T00:00:00Z`)) / 86400000) + 1;
+}
+
+/** Every date from `first` to `last` (YYYY-MM-DD, inclusive), however long the range
+ * (charts bucket long ranges by week or month: see buckets.js). */
 export function dateRange(first, last) {
   const out = [];
-  for (let d = first; d <= last && out.length < 400; d = addDays(d, 1)) out.push(d);
+  for (let d = first; d <= last; d = addDays(d, 1)) out.push(d);
   return out;
 }
 
