@@ -411,16 +411,26 @@ def import_(
         str | None,
         typer.Option("--user", help="User id for exports that carry none (Spotify 2024+)."),
     ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            help="The listener's IANA time zone (Europe/Berlin) for every imported row; "
+            "default: the zone of Spotify's conn_country where the country has one.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import exported histories (Spotify, YouTube, Last.fm, Taobao, DIGINETICA).
 
     Idempotent: importing the same file again changes nothing. When this returns, the
-    events are processed and every query answers with them.
+    events are processed and every query answers with them. An export that names nobody
+    is refused without --user when the data dir already holds another such export.
     """
     from playpulse.sources.importers import import_paths
 
-    result = import_paths(paths, _settings(data_dir), user_id=user, progress=True)
+    settings = _settings(data_dir)
+    result = import_paths(paths, settings, user_id=user, progress=True, timezone=tz)
     typer.echo(result.summary())
 
 

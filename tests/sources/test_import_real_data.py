@@ -464,3 +464,20 @@ def test_two_peoples_exports_without_user_never_end_up_as_one_user(
             )
         }
     assert users == {"USER#spotify-user", "USER#bob", "USER#listener1", "USER#listener2"}
+
+
+def test_spotify_conn_country_gives_the_listener_zone_unless_tz_is_given() -> None:
+    path = real("spotify-extended-nikitgoku", "MyData", "Streaming_History_Audio_2023_1.json")
+    rows = load_json(path)
+    assert {r["conn_country"] for r in rows} == {"GB"}
+    plan = plan_import([path])
+    assert plan.result.timezones_by_hint == {"Europe/London": len(distinct(rows))}
+    assert plan.result.rows_without_timezone == 0
+    us = real("spotify-endsong-erickmay", "endsong_1.json")  # US and CA: several zones each
+    plan = plan_import([us])
+    assert plan.result.timezones_by_hint == {}
+    assert "--tz ZONE sets one" in plan.result.summary()
+    plan = plan_import([us], timezone="America/Chicago")
+    starts = _starts(plan.events)
+    assert {e.context.timezone for e in starts if e.context} == {"America/Chicago"}
+    assert len(starts) == len(distinct(load_json(us)))

@@ -19,8 +19,11 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from playpulse.cli import app
 from playpulse.config import Settings
+from playpulse.errors import ConfigError
 from playpulse.events.codec import decode_stored, validate_event
 from playpulse.events.model import EventBase, PlaybackEvent
 from playpulse.processor.plays import summarize_play
@@ -37,6 +40,7 @@ from playpulse.sources.importers import (
 from playpulse.sources.importers.base import HEARTBEAT_EVERY_S, RowIdentity, play_events
 from playpulse.sources.importers.exports import export_root
 from playpulse.sources.importers.spotify_extended import end_reason, normalize_platform
+from playpulse.sources.importers.timezones import zone_of_country
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
 
@@ -251,7 +255,12 @@ def test_spotify_extended_generation1_episode_with_heartbeats(tmp_path: Path) ->
         "title": "Episode One",
         "creator": "The Show",
     }
-    assert first["context"] == {"platform": "ios", "device_type": "mobile", "country": "DE"}
+    assert first["context"] == {
+        "platform": "ios",
+        "device_type": "mobile",
+        "country": "DE",
+        "timezone": "Europe/Berlin",  # from conn_country: Germany keeps one time
+    }
     assert first["properties"] == {
         "reason_start": "clickrow",
         "shuffle": False,
@@ -283,7 +292,12 @@ def test_spotify_extended_generation2_track(tmp_path: Path) -> None:
         "creator": "eaup",
     }
     assert first["properties"]["album"] == "why wait (single)"
-    assert first["context"] == {"platform": "windows", "device_type": "desktop", "country": "GB"}
+    assert first["context"] == {
+        "platform": "windows",
+        "device_type": "desktop",
+        "country": "GB",
+        "timezone": "Europe/London",
+    }
     assert last["reason"] == "next"
     assert last["position_s"] == 12.345
     assert last["properties"] == {"skipped": True, "reason_end": "fwdbtn"}
@@ -1055,6 +1069,78 @@ def test_progress_display_goes_to_stderr(
     assert "mapping rows" in out.err
     assert result.summary().startswith("imported 1 file(s), 1 rows (1 spotify_extended)")
     assert json.loads(json.dumps(result.to_dict()))["events_appended"] == 2
+
+
+# -- time zones -----------------------------------------------------------------------------
+
+
+def test_tz_sets_every_imported_rows_listener_zone(tmp_path: Path) -> None:
+    path = write_json(
+        tmp_path / "a.json",
+        [gen1_row(), track3("2024-01-01T12:00:00Z", 40_000)],  # DE, then US
+    )
+    lastfm = write_text(tmp_path / "s.csv", LASTFM)
+    plan = plan_import([path, lastfm], timezone="Asia/Tokyo")
+    firsts = [p.event for p in plan.events if p.event.event_type == "play_start"]
+    assert len(firsts) == 4
+    assert {e.context.timezone if e.context else None for e in firsts} == {"Asia/Tokyo"}
+    others = [p.event for p in plan.events if p.event.event_type != "play_start"]
+    assert len(others) == 4  # gen1: 2 heartbeats and an end; track3: an end
+    assert all(e.context is None for e in others)  # the zone goes on each row's first event
+    assert plan.result.timezone == "Asia/Tokyo"
+    assert plan.result.timezone_note() == (
+        "Listener time zone: Asia/Tokyo (--tz), for every imported row"
+    )
+
+
+def test_without_tz_a_single_zone_conn_country_gives_the_zone_and_says_so(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        gen1_row(),  # DE: Europe/Berlin (Europe/Busingen keeps the same time)
+        gen2_row(),  # GB: Europe/London
+        track3("2024-01-01T12:00:00Z", 40_000),  # US: several zones
+        track3("2024-01-02T12:00:00Z", 40_000, conn_country="ZZ"),  # unknown
+    ]
+    plan = plan_import([write_json(tmp_path / "a.json", rows)])
+    zones = [
+        e.context.timezone if e.context else None
+        for e in (p.event for p in plan.events)
+        if e.event_type == "play_start"
+    ]
+    assert sorted(zones, key=str) == ["Europe/Berlin", "Europe/London", None, None]
+    assert plan.result.timezones_by_hint == {"Europe/Berlin": 1, "Europe/London": 1}
+    assert plan.result.rows_without_timezone == 2
+    note = plan.result.summary()
+    assert "time zone from the export's country (conn_country)" in note
+    assert "Europe/Berlin for 1 rows" in note
+    assert "2 rows have no listener time zone" in note
+    assert "--tz ZONE" in note
+
+
+def test_unknown_tz_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "a.json", [gen1_row()])
+    with pytest.raises(ConfigError, match="'Mars/Olympus' is not an IANA time zone name"):
+        plan_import([path], timezone="Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    ("code", "zone"),
+    [("DE", "Europe/Berlin"), ("GB", "Europe/London"), ("IN", "Asia/Kolkata"), ("US", None)],
+)
+def test_zone_of_country(code: str, zone: str | None) -> None:
+    assert zone_of_country(code) == zone
+
+
+def test_cli_import_tz(tmp_path: Path, cfg: Settings) -> None:
+    path = write_json(tmp_path / "a.json", [track3("2024-01-01T12:00:00Z", 40_000)])
+    args = ["import", str(path), "--tz", "Europe/Paris", "--data-dir", str(cfg.data_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Listener time zone: Europe/Paris (--tz)" in result.output
+    (first, _) = stream_events(cfg)
+    assert first.context is not None
+    assert first.context.timezone == "Europe/Paris"
 
 
 # -- people stay apart ----------------------------------------------------------------------

@@ -116,12 +116,16 @@ class MapContext:
     """What a row mapper needs besides the row.
 
     ``user_id`` is the caller's user for single-person exports (``None``: from the file
-    or a default); ``path`` is the file (some formats take a hint from its name).
+    or a default); ``path`` is the file (some formats take a hint from its name);
+    ``timezone`` the listener's IANA zone given by the caller (``--tz``; ``None``: the
+    mapper may take one from the row, see :mod:`.timezones`; the runner sets the caller's
+    zone on every row's first event either way).
     """
 
     user_id: str | None
     path: Path
     hints: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str | None = None
 
 
 def canonical(value: Any) -> str:

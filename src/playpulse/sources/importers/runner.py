@@ -69,6 +69,7 @@ from playpulse.sources.importers.exports import (
     export_root,
     row_key,
 )
+from playpulse.sources.importers.timezones import check_zone
 
 #: The users of exports that name nobody, imported without ``--user`` (see
 #: :mod:`.exports`).
@@ -132,6 +133,10 @@ class ImportResult:
     - ``seconds``: wall time of the whole import, processing included.
     - ``processing``: the processor's totals when it ran here, ``None`` when a running
       ``playpulse up`` processed the events.
+    - ``timezone``: the listener's zone given by the caller (``--tz``), set on every
+      imported row; without it ``timezones_by_hint`` counts the rows per zone taken from
+      the export's own hint (Spotify ``conn_country``, :mod:`.timezones`) and
+      ``rows_without_timezone`` the imported rows left without a zone.
     """
 
     files: list[FileResult] = field(default_factory=list)
@@ -147,6 +152,9 @@ class ImportResult:
     events_by_format: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     processing: BatchStats | None = None
+    timezone: str | None = None
+    timezones_by_hint: dict[str, int] = field(default_factory=dict)
+    rows_without_timezone: int = 0
 
     def summary(self) -> str:
         """A one-paragraph, human-readable account (for the CLI)."""
@@ -176,7 +184,25 @@ class ImportResult:
             text += ". The running processor has caught up"
         if self.skipped_files:
             text += f". {len(self.skipped_files)} file(s) of unknown format skipped"
-        return text
+        return text + ". " + self.timezone_note()
+
+    def timezone_note(self) -> str:
+        """Where the imported rows' listener time zone came from, in one sentence."""
+        if self.timezone is not None:
+            return f"Listener time zone: {self.timezone} (--tz), for every imported row"
+        parts = []
+        if self.timezones_by_hint:
+            zones = ", ".join(
+                f"{zone} for {n:,} rows"
+                for zone, n in sorted(self.timezones_by_hint.items(), key=lambda kv: -kv[1])
+            )
+            parts.append(f"Listener time zone from the export's country (conn_country): {zones}")
+        if self.rows_without_timezone:
+            parts.append(
+                f"{self.rows_without_timezone:,} rows have no listener time zone (the export "
+                "has none, or a country with several); --tz ZONE sets one"
+            )
+        return "; ".join(parts) or "No rows imported"
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready values."""
@@ -215,6 +241,9 @@ class ImportResult:
             "events_by_format": dict(self.events_by_format),
             "seconds": self.seconds,
             "processing": None if self.processing is None else vars(self.processing),
+            "timezone": self.timezone,
+            "timezones_by_hint": dict(self.timezones_by_hint),
+            "rows_without_timezone": self.rows_without_timezone,
         }
 
 
@@ -353,6 +382,7 @@ def plan_import(
     user_id: str | None = None,
     received_at: datetime | None = None,
     progress: bool = False,
+    timezone: str | None = None,
 ) -> ImportPlan:
     """Read, detect, map and validate ``paths`` without touching any data dir (steps 1
     to 3 of the module docstring; a dry run).
@@ -360,13 +390,18 @@ def plan_import(
     ``received_at`` (UTC-aware, default now) is the receive time the events are
     validated and stamped with. Arguments and errors as for :func:`import_paths`.
     """
-    return _plan(paths, user_id, received_at or datetime.now(UTC), _Progress(progress))
+    when = received_at or datetime.now(UTC)
+    return _plan(paths, user_id, when, _Progress(progress), timezone)
 
 
 def _plan(
-    paths: Sequence[Path], user_id: str | None, received_at: datetime, display: _Progress
+    paths: Sequence[Path],
+    user_id: str | None,
+    received_at: datetime,
+    display: _Progress,
+    timezone: str | None = None,
 ) -> ImportPlan:
-    result = ImportResult()
+    result = ImportResult(timezone=None if timezone is None else check_zone(timezone))
     files = collect_files(paths)
     roots = _export_roots(paths)
     reading = display.task(f"reading {len(files)} file(s)", len(files))
@@ -410,6 +445,7 @@ def import_paths(
     *,
     user_id: str | None = None,
     progress: bool = True,
+    timezone: str | None = None,
 ) -> ImportResult:
     """Import the files and directories ``paths`` into ``settings.data_dir`` and return
     once the events are processed (see the module docstring for the steps).
@@ -419,7 +455,11 @@ def import_paths(
     per-format default (``spotify-user``, ``youtube-user``, ``lastfm-user``). A default
     user holds one export only: an import that would add another export's rows to it
     raises :class:`~playpulse.sources.importers.exports.OtherExportError` (asking for
-    ``--user``) before anything is written (see :mod:`.exports`). Data sets
+    ``--user``) before anything is written (see :mod:`.exports`). ``timezone`` is the
+    listener's IANA zone, set as ``context.timezone`` of every imported row (without it,
+    Spotify rows take the zone of their ``conn_country`` when it has one; see
+    :mod:`.timezones`); an unknown name raises :class:`~playpulse.errors.ConfigError`.
+    Data sets
     with their own users (Taobao, DIGINETICA) ignore it. ``progress`` shows a rich
     progress display on stderr.
 
@@ -431,7 +471,7 @@ def import_paths(
     started = time.monotonic()
     display = _Progress(progress)
     with display.running():
-        plan = _plan(paths, user_id, datetime.now(UTC), display)
+        plan = _plan(paths, user_id, datetime.now(UTC), display, timezone)
         result = plan.result
         if plan.defaults:
             with ExportRegistry(settings.data_dir) as registry:
@@ -476,6 +516,7 @@ def _map_all(
     skipped: Counter[str] = Counter()
     rows_by_format: Counter[str] = Counter()
     events_by_format: Counter[str] = Counter()
+    hinted: Counter[str] = Counter()
     for lf in loaded:
         fr = FileResult(lf.path, lf.format, rows=len(lf.rows))
         result.files.append(fr)
@@ -483,7 +524,7 @@ def _map_all(
         if not lf.rows:
             continue
         mapper = MAPPERS[lf.format]
-        ctx = MapContext(user_id, lf.path, lf.hints)
+        ctx = MapContext(user_id, lf.path, lf.hints, result.timezone)
         for n, row in enumerate(lf.rows, start=1):
             if n % 256 == 0 or n == len(lf.rows):
                 display.advance(task, 256 if n % 256 == 0 else n % 256)
@@ -510,6 +551,8 @@ def _map_all(
                 )
                 fr.rejected += 1
                 continue
+            if events and result.timezone is not None:
+                events[0].setdefault("context", {})["timezone"] = result.timezone
             if events and events[0]["event_id"] in seen:
                 fr.duplicates += 1
                 continue
@@ -539,6 +582,11 @@ def _map_all(
             else:
                 if events:
                     seen.add(events[0]["event_id"])
+                    zone = events[0].get("context", {}).get("timezone")
+                    if result.timezone is None and zone is not None:
+                        hinted[zone] += 1
+                    elif zone is None:
+                        result.rows_without_timezone += 1
                     actor = events[0].get("user_id")
                     if user_id is None and actor in DEFAULT_USERS:
                         fingerprint = defaults.setdefault(actor, ExportFingerprint())
@@ -555,6 +603,7 @@ def _map_all(
     result.skipped_by_reason = dict(skipped)
     result.rows_by_format = dict(rows_by_format)
     result.events_by_format = dict(events_by_format)
+    result.timezones_by_hint = dict(hinted)
     display.finish(task)
     return pending, rejections, rejected
 

@@ -31,9 +31,11 @@ id ``spotify:unknown``.
 ``spotify-user``. **Context**: ``platform`` normalized to ios, android, windows, macos,
 linux, web or other from both the verbose (``iOS 14.4.2 (iPhone10,3)``) and the
 normalized (``ios``) spellings; ``device_type`` guessed from it; ``country`` from
-``conn_country`` (``ZZ``, Spotify's "unknown", is left out). No time zone (the export
-has none). IP addresses, user agents and the verbose platform string (a device model)
-are never stored.
+``conn_country`` (``ZZ``, Spotify's "unknown", is left out); ``timezone`` the caller's
+(``--tz``), else the zone of ``conn_country`` when the country keeps one time
+(:func:`~playpulse.sources.importers.timezones.zone_of_country`: ``DE`` ->
+``Europe/Berlin``), else none (the export has no zone). IP addresses, user agents and the
+verbose platform string (a device model) are never stored.
 
 **Identity**: the row without personal fields, with ``username`` replaced by the user
 and ``offline_timestamp`` normalized to seconds (generation 1 has milliseconds).
@@ -59,6 +61,7 @@ from playpulse.sources.importers.base import (
     strip_personal,
     text,
 )
+from playpulse.sources.importers.timezones import zone_of_country
 
 NAME = "spotify_extended"
 DEFAULT_USER = "spotify-user"
@@ -233,12 +236,15 @@ def map_row(row: SourceRow, ctx: MapContext) -> list[dict[str, Any]]:
     user = ctx.user_id or text(data.get("username"), "username") or DEFAULT_USER
     content, extra = content_of(data)
     platform, device = normalize_platform(data.get("platform"))
+    code = country(data.get("conn_country"))
+    zone = ctx.timezone or (zone_of_country(code) if code else None)
     context = {
         k: v
         for k, v in (
             ("platform", platform),
             ("device_type", device),
-            ("country", country(data.get("conn_country"))),
+            ("country", code),
+            ("timezone", zone),
         )
         if v is not None
     }
