@@ -1,0 +1,91 @@
+"""`playpulse query` as a new user runs it: a history that ended months ago shows without
+--from/--to; table output says the window, JSON and CSV stay machine-readable and give
+the same digits every run (durations rounded to milliseconds)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from playpulse.config import Settings
+from playpulse.testing import load_module
+
+_dataset = load_module(
+    Path(__file__).parent.parent / "query" / "dataset.py", "playpulse_tests_query_dataset"
+)
+ev = _dataset.ev
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "playpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture(scope="module")
+def old_history(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Two plays in March 2025 (long before the clock): 100.5 s and 40.2501 s of playing."""
+    track = {"content_id": "t9", "content_type": "track", "creator": "Old Band"}
+    settings, _ = _dataset.build(
+        tmp_path_factory.mktemp("old"),
+        [
+            ev("o1-start", "play_start", "2025-03-02T10:00:00", "old", playback_id="o1",
+               content=track, position_s=0),
+            ev("o1-end", "play_end", "2025-03-02T10:01:40.500000", "old", playback_id="o1",
+               position_s=100.5, reason="stopped"),
+            ev("o2-start", "play_start", "2025-03-04T21:00:00", "old", playback_id="o2",
+               content=track, position_s=0),
+            ev("o2-end", "play_end", "2025-03-04T21:00:40.250100", "old", playback_id="o2",
+               position_s=40.2501, reason="stopped"),
+        ],
+    )  # fmt: skip
+    return settings
+
+
+def test_query_without_a_range_shows_a_history_that_ended_months_ago(
+    old_history: Settings,
+) -> None:
+    table = run("query", "overview", "--data-dir", str(old_history.data_dir))
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    # 100.5 + 40.2501 = 140.7501 s, rounded to milliseconds.
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
+    assert cells == [["2", "2", "1", "140.75", "2", "70.375", "0", "0"]]
+    assert (
+        lines[-1] == "window: 2025-03-02 UTC to 2025-03-05 UTC (covering the data; end exclusive)"
+    )
+
+    berlin = run(
+        "query", "overview", "--tz", "Europe/Berlin", "--data-dir", str(old_history.data_dir)
+    )
+    assert berlin.stdout.splitlines()[-1] == (
+        "window: 2025-03-01T23:00:00Z to 2025-03-04T23:00:00Z (covering the data; end exclusive)"
+    )
+
+
+def test_json_and_csv_have_no_window_line_and_the_same_digits_every_run(
+    old_history: Settings,
+) -> None:
+    first = run("query", "overview", "--format", "json", "--data-dir", str(old_history.data_dir))
+    second = run("query", "overview", "--format", "json", "--data-dir", str(old_history.data_dir))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    (row,) = json.loads(first.stdout)  # nothing but the rows
+    assert (row["plays"], row["listening_s"], row["avg_session_s"]) == (2, 140.75, 70.375)
+    daily = run("query", "daily", "--format", "csv", "--data-dir", str(old_history.data_dir))
+    rows = list(csv.DictReader(io.StringIO(daily.stdout)))
+    assert [(r["date"], r["listening_s"]) for r in rows] == [
+        ("2025-03-02", "100.5"),
+        ("2025-03-04", "40.25"),
+    ]
