@@ -7,10 +7,13 @@ from a real export. The files follow the shapes documented in
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import re
 import sqlite3
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -681,6 +684,39 @@ def test_lastfm_index_column_is_not_part_of_a_rows_identity(
     assert len(new_ids) == 3
     assert old_ids < new_ids  # renumbered rows keep their ids; only the newest is new
     assert {e.event_id for e in planned(plain)} == new_ids  # same as without the index
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scrobbles=st.lists(
+        st.tuples(
+            st.integers(min_value=1_000_000_000, max_value=1_700_000_000),  # 2001-2023
+            st.text(alphabet="abc xyz,\"'", min_size=1, max_size=8).filter(str.strip),
+            st.text(alphabet="abc xyz,\"'", min_size=1, max_size=8).filter(str.strip),
+        ),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
+    first_number=st.integers(min_value=0, max_value=10_000),
+)
+def test_lastfm_ids_do_not_depend_on_row_numbers(
+    scrobbles: list[tuple[int, str, str]], first_number: int
+) -> None:
+    def export(start: int) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+        writer.writerow(["", "uts", "artist", "track"])
+        for n, (uts, artist, track) in enumerate(scrobbles, start=start):
+            writer.writerow([n, uts, artist, track])
+        return out.getvalue()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        a = write_text(Path(tmp) / "a.csv", export(1))
+        b = write_text(Path(tmp) / "b.csv", export(first_number))
+        ids_a = [e.event_id for e in planned(a)]
+        assert len(set(ids_a)) == len(scrobbles)
+        assert sorted(ids_a) == sorted(e.event_id for e in planned(b))
 
 
 def test_lastfm_a_leading_column_that_is_not_a_row_number_stays_in_the_identity(
