@@ -247,9 +247,10 @@ def compact(data_dir: DataDir = None) -> None:
 
 @app.command()
 def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
-    """The processor's state and last error, events in the stream, the quarantine's size
-    and drops, lake files set aside, partitions, consumer lag and records lost to the
-    stream's size limit."""
+    """The processor's state and last error, distinct events in the lake and records in
+    the stream (every append: a file imported twice is there twice), the quarantine's
+    size and drops, lake files set aside, partitions, consumer lag and records lost to
+    the stream's size limit."""
     from playpulse.lake import corrupt_files
     from playpulse.service import processor_problem, processor_status_line, read_processor_status
     from playpulse.status import data_dir_status
@@ -282,9 +283,20 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     q = info["quarantine"]
     out.print(f"data dir     {info['data_dir']}")
     out.print(f"processor    {info['processor']['line']}", markup=False)
+    dropped = info["duplicates_dropped"]
+    late = info["late_events"]
+    processed = (
+        "nothing processed yet"
+        if dropped is None
+        else f"{dropped:,} duplicate records dropped, {late:,} late"
+    )
+    unreadable = info["lake_files_unreadable"]
+    if unreadable:
+        processed += f"; {unreadable:,} lake file(s) unreadable, not counted"
+    out.print(f"events       {info['events_in_lake']:,} distinct, in the lake ({processed})")
     out.print(
-        f"events       {info['events']:,} ({mib(info['stream_bytes'])} of "
-        f"{mib(info['stream_max_bytes'])})"
+        f"stream       {info['stream_records']:,} records, every append "
+        f"({mib(info['stream_bytes'])} of {mib(info['stream_max_bytes'])})"
     )
     out.print(
         f"quarantined  {info['quarantined']:,} to replay, {q['entries']:,} entries, "
@@ -301,10 +313,10 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
             f"-> {aside['path']}: {aside['reason']}",
             markup=False,
         )
-    table = Table("partition", "newest offset", "events")
+    table = Table("partition", "newest offset", "stream records")
     for p in info["partitions"]:
         newest = "-" if p["newest_offset"] is None else f"{p['newest_offset']:,}"
-        table.add_row(str(p["partition"]), newest, f"{p['events']:,}")
+        table.add_row(str(p["partition"]), newest, f"{p['records']:,}")
     out.print(table)
     for group, lag in info["consumer_lag"].items():
         lost = info["lost_records"].get(group, {"total": 0})["total"]

@@ -1,4 +1,9 @@
-"""What is in a data dir: stream size per partition, quarantine, consumer lag and loss."""
+"""What is in a data dir: distinct events in the lake, records in the stream per
+partition, quarantine, consumer lag and loss.
+
+Events and stream records differ: the stream keeps every append, so importing a file
+again appends its records again (and retention deletes old records), while the lake holds
+each event once (the processor drops the copies as duplicates)."""
 
 from __future__ import annotations
 
@@ -6,13 +11,18 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.lake.schema import SCHEMAS
+from playpulse.lake.writer import LakeWriter
 from playpulse.quarantine.store import QuarantineStore, open_quarantine
+from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.base import EventStream, stream_health
 from playpulse.stream.factory import open_stream
 
@@ -22,18 +32,26 @@ log = logging.getLogger("playpulse.status")
 def data_dir_status(settings: Settings) -> dict[str, Any]:
     """The state of ``settings.data_dir`` as JSON-ready values::
 
-        {"data_dir": str, "events": int, "stream_bytes": int,
+        {"data_dir": str, "events_in_lake": int, "lake_files_unreadable": int,
+         "duplicates_dropped": int | None,
+         "late_events": int | None, "stream_records": int, "stream_bytes": int,
          "stream_max_bytes": int | None,
          "quarantined": int, "quarantined_by_reason": {reason: int},
          "quarantine": {"entries": int, "quarantined": int, "stored_bytes": int,
                         "max_bytes": int, "retention_days": float, "file_bytes": int,
                         "dropped": int, "dropped_by_reason": {reason: int},
                         "dropped_by_cause": {"max_bytes" | "retention": int}},
-         "partitions": [{"partition": int, "newest_offset": int | None, "events": int}],
+         "partitions": [{"partition": int, "newest_offset": int | None, "records": int}],
          "consumer_lag": {group: {"total": int, "partitions": {str(partition): int}}},
          "lost_records": {group: {"total": int, "partitions": {str(partition): int}}}}
 
-    ``events`` counts records retained in the stream, ``stream_bytes`` their bytes
+    ``events_in_lake`` counts the distinct events the processor kept, each once (from
+    the lake files' footers; late ones included, ``lake_files_unreadable`` counts those
+    whose footer could not be read); ``duplicates_dropped`` and ``late_events`` are the
+    processor's counts of records dropped as copies of an event already kept and of
+    events kept but past the allowed lateness (``None`` before anything was processed).
+    ``stream_records`` counts records retained in the stream, every append (a file
+    imported twice appends its events twice), ``stream_bytes`` their bytes
     (bounded by ``stream_max_bytes``, ``None`` when unbounded); ``quarantined`` counts
     entries not yet replayed; ``quarantine.dropped`` counts entries dropped (over the cap
     or past retention) before they were replayed. ``consumer_lag`` counts records a
@@ -66,16 +84,22 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
                 entry["total"] += n
                 entry["partitions"][str(g.partition)] = n
         stats = quarantine.stats()
+        in_lake, unreadable = lake_event_count(settings)
+        totals = processing_totals(settings)
         return {
             "data_dir": str(settings.data_dir),
-            "events": sum(p.count for p in partitions),
+            "events_in_lake": in_lake,
+            "lake_files_unreadable": unreadable,
+            "duplicates_dropped": totals.get("duplicates"),
+            "late_events": totals.get("late"),
+            "stream_records": sum(p.count for p in partitions),
             "stream_bytes": health.stored_bytes,
             "stream_max_bytes": health.max_bytes,
             "quarantined": stats.quarantined,
             "quarantined_by_reason": quarantine.counts_by_reason(),
             "quarantine": stats.as_json(),
             "partitions": [
-                {"partition": p.partition, "newest_offset": p.newest_offset, "events": p.count}
+                {"partition": p.partition, "newest_offset": p.newest_offset, "records": p.count}
                 for p in partitions
             ],
             "consumer_lag": lag,
@@ -84,6 +108,40 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
     finally:
         stream.close()
         quarantine.close()
+
+
+def lake_event_count(settings: Settings) -> tuple[int, int]:
+    """``(events, unreadable)``: the rows of the lake's live ``events`` files (each event
+    the processor kept, once), read from the Parquet footers, and the number of files
+    whose footer could not be read (left out; queries set them aside). Writes nothing."""
+    if not settings.lake_path.exists():
+        return 0, 0
+    events = unreadable = 0
+    for path in LakeWriter(settings.lake_path, SCHEMAS).live_files("events"):
+        try:
+            events += pq.read_metadata(path).num_rows
+        except FileNotFoundError:
+            continue  # compacted away since listed
+        except (pa.ArrowException, OSError):
+            unreadable += 1
+    return events, unreadable
+
+
+def processing_totals(settings: Settings) -> dict[str, int]:
+    """The processor's running totals in the real-time store: ``events`` kept,
+    ``duplicates`` dropped, ``late`` (kept, counted by no metric); ``{}`` when there is
+    no store yet."""
+    if not settings.store_path.exists():
+        return {}
+    store = SQLiteStore(settings.store_path)
+    try:
+        totals = store.item("PIPELINE", "TOTAL")
+    finally:
+        store.close()
+    if not totals:
+        return {}
+    # Counts that never grew are not stored (increments of 0 are skipped): they are 0.
+    return {key: int(totals.get(key, 0)) for key in ("events", "duplicates", "late")}
 
 
 class StorageMetrics(Collector):

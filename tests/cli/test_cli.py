@@ -74,9 +74,11 @@ def test_collect_status_quarantine_and_keys_stay_out_of_logs(collector_process):
     status = run("status", "--data-dir", str(data_dir), "--format", "json")
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
-    assert info["events"] == 5
+    assert info["stream_records"] == 5
+    assert info["events_in_lake"] == 0  # no processor ran
+    assert info["duplicates_dropped"] is None
     assert info["quarantined"] == 1
-    assert sum(p["events"] for p in info["partitions"]) == 5
+    assert sum(p["records"] for p in info["partitions"]) == 5
     assert {p["partition"] for p in info["partitions"]} == set(range(8))
     assert info["consumer_lag"] == {}
 
@@ -102,7 +104,7 @@ def test_status_reports_consumer_lag(tmp_path):
     consumer.commit(batches[0])
     stream.close()
     info = json.loads(run("status", "--data-dir", str(tmp_path), "--format", "json").stdout)
-    assert info["events"] == 20
+    assert info["stream_records"] == 20
     assert info["consumer_lag"]["processor"]["total"] == 19
 
 
@@ -135,7 +137,7 @@ def test_replay_appends_events_that_now_pass(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "replayed 1, still failing 1, skipped 1" in result.stdout
     info = json.loads(run("status", "--data-dir", str(tmp_path), "--format", "json").stdout)
-    assert info["events"] == 1
+    assert info["stream_records"] == 1
     assert info["quarantined"] == 2
     reopened = QuarantineStore(tmp_path / "quarantine.db")
     entries = {e.event_id: e for e in reopened.list(status=None)}
@@ -174,9 +176,9 @@ def test_two_collector_workers_share_the_port_stream_and_metrics(tmp_path):
         info = json.loads(
             run("status", "--data-dir", str(tmp_path / "d"), "--format", "json").stdout
         )
-        assert info["events"] == 200
+        assert info["stream_records"] == 200
         for p in info["partitions"]:  # offsets stay dense whoever appended
-            assert p["events"] == (0 if p["newest_offset"] is None else p["newest_offset"] + 1)
+            assert p["records"] == (0 if p["newest_offset"] is None else p["newest_offset"] + 1)
         assert "Started parent process" in log.read_text()
 
 

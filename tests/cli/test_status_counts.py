@@ -1,0 +1,56 @@
+"""`playpulse status` reports distinct events (in the lake) and stream records apart: a
+file imported twice is in the stream twice, in the lake once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+WATCH_HISTORY = [
+    {
+        "header": "YouTube",
+        "title": f"Watched Video {i}",
+        "titleUrl": f"https://www.youtube.com/watch?v=vid{i:08d}",
+        "subtitles": [{"name": "Cat Channel", "url": "https://www.youtube.com/channel/UC1"}],
+        "time": f"2021-01-0{i + 1}T10:00:00.000Z",
+        "products": ["YouTube"],
+        "activityControls": ["YouTube watch history"],
+    }
+    for i in range(3)
+]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "playpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_a_file_imported_twice_is_three_events_and_six_stream_records(tmp_path: Path) -> None:
+    export = tmp_path / "watch-history.json"
+    export.write_text(json.dumps(WATCH_HISTORY))
+    data_dir = str(tmp_path / "data")
+    for _ in range(2):
+        imported = run("import", str(export), "--data-dir", data_dir)
+        assert imported.returncode == 0, imported.stderr
+
+    info = json.loads(run("status", "--data-dir", data_dir, "--format", "json").stdout)
+    assert info["events_in_lake"] == 3
+    assert info["duplicates_dropped"] == 3
+    assert info["late_events"] == 0
+    assert info["lake_files_unreadable"] == 0
+    assert info["stream_records"] == 6
+    assert sum(p["records"] for p in info["partitions"]) == 6
+    assert "events" not in info  # the old, ambiguous key
+
+    table = run("status", "--data-dir", data_dir).stdout
+    assert "events       3 distinct, in the lake (3 duplicate records dropped, 0 late)" in table
+    assert "stream       6 records, every append" in table
+    assert "stream records" in table  # the partition table's column
