@@ -825,6 +825,41 @@ def test_diginetica_item_views(tmp_path: Path, header: str) -> None:
 # -- detection and errors ------------------------------------------------------------------
 
 
+def _indexed(header: str, lines: list[str], delimiter: str, name: str, start: int) -> str:
+    numbered = [f"{n}{delimiter}{line}" for n, line in enumerate(lines, start=start)]
+    return "\n".join([f"{name}{delimiter}{header}", *numbered]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "header", "lines", "delimiter"),
+    [
+        (
+            "taobao_user_behavior",
+            "user_id,item_id,category_id,behavior_type,timestamp",
+            TAOBAO.splitlines(),
+            ",",
+        ),
+        (
+            "diginetica_item_views",
+            "sessionId;userId;itemId;timeframe;eventdate",
+            ["1;NA;81766;526309;2016-05-09", "2;194;31331;0;2016-01-03"],
+            ";",
+        ),
+    ],
+)
+def test_an_index_column_before_a_fixed_header_is_read_and_left_out(
+    tmp_path: Path, fmt: str, header: str, lines: list[str], delimiter: str
+) -> None:
+    plain = write_text(tmp_path / "plain.csv", "\n".join([header, *lines]) + "\n")
+    pandas = write_text(tmp_path / "pandas.csv", _indexed(header, lines, delimiter, "", 0))
+    r_file = write_text(tmp_path / "r.csv", _indexed(header, lines, delimiter, '""', 7))
+    assert detect_format(pandas) == detect_format(r_file) == fmt
+    ids = sorted(e.event_id for e in planned(plain))
+    assert len(ids) == len(lines)
+    assert sorted(e.event_id for e in planned(pandas)) == ids
+    assert sorted(e.event_id for e in planned(r_file)) == ids
+
+
 def test_format_is_detected_from_content_not_name(tmp_path: Path) -> None:
     path = write_json(tmp_path / "notes.txt", [gen2_row()])
     assert detect_format(path) == "spotify_extended"

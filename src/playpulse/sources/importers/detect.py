@@ -9,7 +9,10 @@ decides:
   YouTube watch history. An empty array is format ``empty`` (nothing to import).
 - CSV: the first record picks it: a ``;``-separated DIGINETICA header, a Last.fm header
   naming ``artist``, ``track`` and a time column, or a Taobao UserBehavior row (five
-  fields, ``behavior_type`` in pv/fav/cart/buy) or header.
+  fields, ``behavior_type`` in pv/fav/cart/buy) or header. A leading index column (a
+  pandas ``to_csv`` or R ``write.csv`` row number, :data:`.lastfm.INDEX_COLUMN_NAMES`,
+  integers in every record) is read and left out, so it is never part of a row's
+  identity.
 
 Everything else raises :class:`UnknownFormatError`; a corrupt file (bad JSON or CSV
 syntax, bytes that are not UTF-8) raises :class:`ImportFormatError`, both naming the file
@@ -105,10 +108,37 @@ def _split(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
+def _without_index(path: Path, text: str, delimiter: str) -> list[tuple[int, list[str]]] | None:
+    """The CSV records with their leading index column (see
+    :func:`.lastfm.index_column`) removed, header included; ``None`` when the file has
+    none (a value that is not an integer)."""
+    records = read_csv(path, text, delimiter)
+    if any(not fields or not fields[0].strip().lstrip("+-").isdigit() for _, fields in records[1:]):
+        return None
+    return [(line, fields[1:]) for line, fields in records]
+
+
 def _load_csv(path: Path, text: str) -> LoadedFile:
     head = first_line(text)
     head_line = line_of(text, text.find(head)) if head else 1
     semicolon, comma = _split(head, ";"), _split(head, ",")
+    indexed = [
+        (fields, delimiter)
+        for fields, delimiter in ((semicolon, diginetica.DELIMITER), (comma, taobao.DELIMITER))
+        if len(fields) > 1 and fields[0].strip().lower() in lastfm.INDEX_COLUMN_NAMES
+    ]
+    for fields, delimiter in indexed:  # a pandas/R index before a fixed-column header
+        if diginetica.matches_header(fields[1:]) and delimiter == diginetica.DELIMITER:
+            records = _without_index(path, text, delimiter)
+            if records is not None:
+                columns = diginetica.header_of(records[0][1])
+                rows = [SourceRow(path, n, i, f) for i, (n, f) in enumerate(records[1:])]
+                return LoadedFile(path, diginetica.NAME, rows, {"columns": columns})
+        if taobao.header_kind(fields[1:]) == "header" and delimiter == taobao.DELIMITER:
+            records = _without_index(path, text, delimiter)
+            if records is not None:
+                rows = [SourceRow(path, n, i, f) for i, (n, f) in enumerate(records[1:])]
+                return LoadedFile(path, taobao.NAME, rows)
     if diginetica.matches_header(semicolon):
         records = read_csv(path, text, diginetica.DELIMITER)
         columns = diginetica.header_of(records[0][1])
