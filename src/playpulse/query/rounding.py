@@ -4,7 +4,7 @@ Every catalog answer goes through :func:`round_seconds` (in
 :func:`~playpulse.query.catalog.run_query`), so the CLI's table, JSON and CSV, the API and
 the dashboard show the same figures. The catalog sums playing time as exact decimals of
 microseconds, so a sum does not depend on the order DuckDB adds rows in; rounding the
-exact figure then gives the same digits every time (docs/metrics.md, "Numbers").
+exact figure then gives the same digits every time (docs/metrics.md, "Query windows and numbers").
 """
 
 from __future__ import annotations
