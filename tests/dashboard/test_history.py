@@ -148,6 +148,7 @@ def test_a_history_that_ended_months_ago_opens_on_all_time_by_month(
     assert all(plays > 0 for plays in creators["series"][0]["data"])
     expect(page.locator("#top-creators-note")).to_have_text(re.compile(r"^by plays \("))
     expect(page.locator("#top-content-note")).to_have_text(re.compile(r"^by plays \("))
+    expect(page.locator("#devices-note")).to_have_text(re.compile(r"^plays \("))
     page.wait_for_timeout(600)
     page.screenshot(path=str(artifacts / "history-all-time.png"), full_page=True)
     assert not page.errors, page.errors
@@ -176,4 +177,21 @@ def test_an_empty_range_offers_the_range_where_the_data_is(history: Any, new_pag
     page.get_by_role("button", name="All time").click()
     expect(page).to_have_url(re.compile(r"/\?range=all(&|$)"))
     settled(page, ["daily"])
+    assert not page.errors, page.errors
+
+
+def test_a_title_of_the_history_opens_on_a_range_that_holds_it(history: Any, new_page: Any):
+    base = history[0]
+    page = new_page()
+    page.goto(base + "/?range=all")
+    link = page.locator("#titles-table .title-link").first
+    expect(link).to_be_attached(timeout=45_000)
+    content_id = link.get_attribute("data-content-id")
+    page.goto(f"{base}/content/{content_id}")  # no range: the default, 7 days, is empty
+    expect(page).to_have_url(re.compile(r"\?range=all(&|$)"))
+    settled(page, ["content_daily"])
+    daily = page.evaluate(OPTION, "content_daily")
+    assert daily["xName"] == "per month"
+    assert sum(daily["series"][0]["data"]) > 0
+    expect(page.locator("#content-daily-heading")).to_have_text(re.compile(r"^Plays per month"))
     assert not page.errors, page.errors

@@ -377,7 +377,7 @@ async function loadOverview() {
       return build.heatmap(rows);
     }, NO_DATA),
     chart("sessions", () => sessionHistogram(p), build.sessions, NO_DATA),
-    chart("devices", () => metric("devices", p), build.devices, NO_DATA),
+    chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA),
     chart("rates", async () => ratesByType(await titles, types), build.rates, NO_DATA),
     chart("visibility", () => metric("watch_time_visibility", p), build.visibility, NO_DATA),
     chart("funnel", async () => funnelRows, build.funnel, "No shop events in this range."),

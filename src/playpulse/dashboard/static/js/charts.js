@@ -232,20 +232,30 @@ export function sessions(rows) {
   });
 }
 
-/** Listening hours by device type (inner ring) and platform (outer ring). */
+/** What the devices chart of `rows` shows: "listening time", or "plays" where listening
+ * time is unknown ({@link measure}). */
+export function devicesMeasure(rows) {
+  return measure(rows).by === "time" ? "listening time" : `plays (${playsReason(rows, "platforms")})`;
+}
+
+/** Listening hours (or plays, where listening time is unknown: {@link measure}) by device
+ * type (inner ring) and platform (outer ring). */
 export function devices(rows) {
   if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
+  const byTime = measure(rows).by === "time";
+  const unit = byTime ? " h" : " plays";
   const byDevice = new Map();
   for (const r of rows) {
     if (!byDevice.has(r.device_type)) byDevice.set(r.device_type, []);
-    byDevice.get(r.device_type).push({ name: r.platform, value: h(r.listening_s) || 0.01 });
+    const value = byTime ? h(r.listening_s) : r.plays;
+    byDevice.get(r.device_type).push({ name: r.platform, value: value || 0.01 });
   }
   const data = [...byDevice.entries()]
     .map(([name, children]) => ({ name, children }))
     .sort((a, b) => b.children.reduce((s, c) => s + c.value, 0)
       - a.children.reduce((s, c) => s + c.value, 0));
   return base({
-    tooltip: { formatter: (p) => `${fmt.escapeHtml(p.treePathInfo.slice(1).map((t) => t.name).join(" › "))}<br>${p.value} h` },
+    tooltip: { formatter: (p) => `${fmt.escapeHtml(p.treePathInfo.slice(1).map((t) => t.name).join(" › "))}<br>${p.value}${unit}` },
     series: [{
       type: "sunburst", data, radius: ["18%", "92%"], sort: null,
       itemStyle: { borderColor: "#fff", borderWidth: 1 },
