@@ -84,15 +84,29 @@ def history(
     end = (datetime.now(UTC) - timedelta(days=200)).replace(microsecond=0, second=0)
     export = root / "scrobbles.csv"
     per_artist, first, last = write_scrobbles(export, end)
+    import_export(root / "data", export)
+    with livedata.running_up(root / "data", log_path=root / "up.log") as base:
+        yield base, first, last, per_artist
+
+
+def import_export(data_dir: Path, export: Path) -> None:
+    """``playpulse import EXPORT --user listener`` into ``data_dir``, as a reader would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "playpulse", "--data-dir", str(root / "data"), "import",
+        [sys.executable, "-m", "playpulse", "--data-dir", str(data_dir), "import",
          str(export), "--user", "listener"],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    with livedata.running_up(root / "data", log_path=root / "up.log") as base:
-        yield base, first, last, per_artist
+
+
+def real_data() -> Path | None:
+    """The real exports (``<repo>/../shared/data/real`` or ``$PLAYPULSE_REAL_DATA``), or
+    None when absent (the test using them is skipped)."""
+    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
+    if os.environ.get("PLAYPULSE_REAL_DATA"):
+        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
+    return next((path for path in candidates if (path / "README.md").is_file()), None)
 
 
 OPTION = """
@@ -195,3 +209,39 @@ def test_a_title_of_the_history_opens_on_a_range_that_holds_it(history: Any, new
     assert sum(daily["series"][0]["data"]) > 0
     expect(page.locator("#content-daily-heading")).to_have_text(re.compile(r"^Plays per month"))
     assert not page.errors, page.errors
+
+
+def test_a_real_seven_year_spotify_history_by_month_with_listening_time(
+    browser: Any, livedata: ModuleType, tmp_path: Path, new_page: Any
+):
+    real = real_data()
+    if real is None:
+        pytest.skip("the real data sets are not available")
+    export = real / "spotify-endsong-erickmay" / "endsong_1.json"  # 2014-05-25 to 2021-09-22
+    import_export(tmp_path / "data", export)
+    with livedata.running_up(tmp_path / "data", log_path=tmp_path / "up.log") as base:
+        page = new_page()
+        page.goto(base + "/?tz=UTC")
+        expect(page).to_have_url(re.compile(r"[?&]range=all(&|$)"))
+        settled(page, ["daily", "top_creators"])
+        daily = page.evaluate(OPTION, "daily")
+        assert daily["x"][0] == "2014-05"
+        assert daily["x"][-1] == "2021-09"
+        assert {label[:4] for label in daily["x"]} == {str(y) for y in range(2014, 2022)}
+        assert daily["series"][0]["name"] == "Listening (h)"
+        expect(page.locator("#daily-heading")).to_have_text("Listening time per month")
+        # The months hold every day's listening time (bars are rounded to 0.1 h).
+        rows = page.evaluate(
+            "() => fetch('/v1/metrics/daily?from=1970-01-01T00:00:00Z"
+            "&to=2100-01-01T00:00:00Z&tz=UTC').then(r => r.json()).then(b => b.rows)"
+        )
+        hours = sum(r["listening_s"] for r in rows) / 3600
+        bars = [v for v in daily["series"][0]["data"] if v is not None]
+        assert sum(bars) == pytest.approx(hours, abs=0.05 * len(bars))
+        assert hours > 10
+        expect(page.locator("#top-creators-note")).to_have_text("by listening time")
+        creators = page.evaluate(OPTION, "top_creators")
+        assert creators["xName"] == "h"
+        assert creators["series"][0]["data"] == sorted(creators["series"][0]["data"], reverse=True)
+        assert creators["series"][0]["data"][0] > 0
+        assert not page.errors, page.errors
