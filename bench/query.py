@@ -779,7 +779,10 @@ def measure(root: Path, layout: str, runs: int, names: list[str], budget_s: floa
 # pandas baseline over the raw NDJSON
 
 
-SHOP = set(SHOP_TYPES)
+# The shop steps counted from single events in the range (docs/metrics.md, "Shop funnel").
+SHOP_STEPS = {"product_view": "views", "product_favorite": "favorites", "cart_add": "cart_adds"}
+ORDER_EVENTS = ("order_created", "order_completed")
+FACT_KINDS = ("views", "favorites", "cart_adds", "orders", "completed_orders")
 
 
 def pandas_load(path: Path) -> Any:
@@ -791,91 +794,154 @@ def pandas_load(path: Path) -> Any:
     return df
 
 
-def _shop(df: Any, start: datetime, end: datetime) -> Any:
-    m = (df["occurred_at"] >= start) & (df["occurred_at"] < end) & df["type"].isin(SHOP)
-    return df.loc[m, ["type", "occurred_at", "vendor_id", "product_id", "amount_minor", "currency"]]
+def _first(rows: Any, key: list[str]) -> Any:
+    """The first row of each ``key`` group of ``rows`` sorted by time (whole rows, so an
+    amount and its currency come from one event), indexed by ``key``."""
+    return rows.drop_duplicates(key, keep="first").set_index(key)
 
 
-def _counts(shop: Any, by: list[str]) -> Any:
+def _shop_facts(df: Any, start: datetime, end: datetime) -> Any:
+    """The shop funnel's facts in ``[start, end)`` (docs/metrics.md, "Shop funnel"), one
+    row each: ``kind`` (a column of :data:`FACT_KINDS`), ``at`` (UTC instant), ``vendor``
+    ('' for events without a vendor: one shop), ``product_id``, and for completed orders
+    ``amount_minor`` and ``currency``. An order is one ``order_id`` of one vendor over
+    the whole of ``df``: placed at its first ``order_created``, else at its first
+    ``order_completed``; completed at its first ``order_completed``, priced by the first
+    ``order_completed`` with an amount; its product is its first event's that names one."""
     import pandas as pd
 
-    c = pd.crosstab([shop[b] for b in by], shop["type"])
-    for t in SHOP_TYPES:
-        if t not in c:
-            c[t] = 0
-    return c
+    ev = df.reindex(
+        columns=[
+            "event_id",
+            "type",
+            "occurred_at",
+            "vendor_id",
+            "product_id",
+            "order_id",
+            "amount_minor",
+            "currency",
+        ]
+    )
+    ev = ev.assign(vendor=ev["vendor_id"].fillna("")).sort_values(
+        ["occurred_at", "event_id"], kind="stable"
+    )
+    in_range = (ev["occurred_at"] >= start) & (ev["occurred_at"] < end)
+    steps = ev[in_range & ev["type"].isin(list(SHOP_STEPS))]
+    step_facts = pd.DataFrame(
+        {
+            "kind": steps["type"].map(SHOP_STEPS),
+            "at": steps["occurred_at"],
+            "vendor": steps["vendor"],
+            "product_id": steps["product_id"],
+        }
+    )
+    key = ["vendor", "order_id"]
+    o = ev[ev["type"].isin(ORDER_EVENTS) & ev["order_id"].notna()]
+    done = o[o["type"] == "order_completed"]
+    orders = pd.DataFrame(
+        {
+            "first_at": _first(o, key)["occurred_at"],
+            "created_at": _first(o[o["type"] == "order_created"], key)["occurred_at"],
+            "completed_at": _first(done, key)["occurred_at"],
+            "product_id": _first(o[o["product_id"].notna()], key)["product_id"],
+        }
+    )
+    paid = _first(done[done["amount_minor"].notna()], key)[["amount_minor", "currency"]]
+    orders = orders.join(paid).reset_index()
+    orders["placed_at"] = orders["created_at"].fillna(orders["first_at"])
+    placed = orders[(orders["placed_at"] >= start) & (orders["placed_at"] < end)]
+    completed = orders[(orders["completed_at"] >= start) & (orders["completed_at"] < end)]
+    order_facts = [
+        pd.DataFrame(
+            {
+                "kind": kind,
+                "at": rows[at],
+                "vendor": rows["vendor"],
+                "product_id": rows["product_id"],
+                "amount_minor": rows["amount_minor"] if priced else float("nan"),
+                "currency": rows["currency"] if priced else None,
+            }
+        )
+        for kind, rows, at, priced in (
+            ("orders", placed, "placed_at", False),
+            ("completed_orders", completed, "completed_at", True),
+        )
+    ]
+    return pd.concat([step_facts, *order_facts], ignore_index=True)
+
+
+def _shop_rows(facts: Any, by: list[str]) -> Any:
+    """Counts of ``facts`` per ``by`` and revenue per ``by`` and currency: one row per
+    ``by`` and currency, or one row with currency null when nothing was priced (revenue
+    0 when nothing completed, null when the completed orders carry no amount)."""
+    counts = (
+        facts.groupby([*by, "kind"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(columns=list(FACT_KINDS), fill_value=0)
+        .reset_index()
+    )
+    counts.columns.name = None
+    priced = facts[(facts["kind"] == "completed_orders") & facts["amount_minor"].notna()]
+    revenue = (
+        priced.groupby([*by, "currency"], dropna=False)["amount_minor"]
+        .agg(priced_orders="count", revenue_sum="sum")
+        .reset_index()
+    )
+    out = counts.merge(revenue, on=by, how="left")
+    out["priced_orders"] = out["priced_orders"].fillna(0).astype("int64")
+    nothing_done = out["completed_orders"] == 0
+    out["revenue_minor"] = out["revenue_sum"].where(
+        out["currency"].notna(), np.where(nothing_done, 0.0, np.nan)
+    )
+    return out
+
+
+def _vendor_id(vendor: Any) -> Any:
+    """The ``vendor`` key as ``vendor_id``: null for the shop without a vendor."""
+    return vendor.where(vendor != "", None)
 
 
 def pandas_funnel(df: Any, start: datetime, end: datetime, limit: int = 10) -> Any:
-    shop = _shop(df, start, end)
-    shop = shop[shop["vendor_id"].notna()]
-    c = _counts(shop, ["vendor_id"])
-    out = c.rename(
-        columns={
-            "product_view": "views",
-            "cart_add": "cart_adds",
-            "order_created": "orders",
-            "order_completed": "completed_orders",
-        }
-    )[["views", "cart_adds", "orders", "completed_orders"]]
-    paid = shop[(shop["type"] == "order_completed") & shop["amount_minor"].notna()]
-    r = paid.groupby(["vendor_id", "currency"])["amount_minor"].agg(["sum", "count"]).reset_index()
-    out = out.reset_index().merge(r, on="vendor_id", how="left")
-    out["revenue_minor"] = out["sum"].fillna(0).astype("int64")
+    out = _shop_rows(_shop_facts(df, start, end), ["vendor"])
+    out["vendor_id"] = _vendor_id(out["vendor"])
     out["view_to_cart"] = (out["cart_adds"] / out["views"]).where(out["views"] > 0)
     out["cart_to_order"] = (out["orders"] / out["cart_adds"]).where(out["cart_adds"] > 0)
     out["view_to_order"] = (out["orders"] / out["views"]).where(out["views"] > 0)
-    out["average_order_minor"] = out["sum"] / out["count"]
-    out = out.sort_values(["revenue_minor", "views", "vendor_id"], ascending=[False, False, True])
+    out["average_order_minor"] = out["revenue_sum"] / out["priced_orders"].where(
+        out["priced_orders"] > 0
+    )
+    out = out.sort_values(
+        ["completed_orders", "views", "vendor_id", "currency"],
+        ascending=[False, False, True, True],
+        na_position="last",
+        kind="stable",
+    )
     return out.head(limit)[list(CATALOG["funnel"].columns)].reset_index(drop=True)
 
 
 def pandas_top_products(df: Any, start: datetime, end: datetime, limit: int = 10) -> Any:
-    shop = _shop(df, start, end)
-    shop = shop[shop["product_id"].notna()]
-    c = _counts(shop, ["product_id"])
-    done = shop[shop["type"] == "order_completed"]
-    g = done.groupby("product_id").agg(
-        revenue_minor=("amount_minor", "sum"), currency=("currency", "first")
+    facts = _shop_facts(df, start, end)
+    facts = facts[facts["product_id"].notna()]
+    out = _shop_rows(facts, ["product_id"])
+    vendors = facts[facts["vendor"] != ""].groupby("product_id")["vendor"].min()
+    out["vendor_id"] = out["product_id"].map(vendors)
+    out["vendor_id"] = out["vendor_id"].where(out["vendor_id"].notna(), None)
+    out = out.sort_values(
+        ["completed_orders", "views", "product_id", "currency"],
+        ascending=[False, False, True, True],
+        na_position="last",
+        kind="stable",
     )
-    out = (
-        c.rename(
-            columns={
-                "product_view": "views",
-                "cart_add": "cart_adds",
-                "order_completed": "completed_orders",
-            }
-        )
-        .join(g)
-        .join(shop.groupby("product_id")["vendor_id"].first())
-        .reset_index()
-    )
-    out["revenue_minor"] = out["revenue_minor"].fillna(0).astype("int64")
-    out = out.sort_values(["revenue_minor", "views", "product_id"], ascending=[False, False, True])
     return out.head(limit)[list(CATALOG["top_products"].columns)].reset_index(drop=True)
 
 
 def pandas_vendor_daily(df: Any, start: datetime, end: datetime, tz: str = "UTC") -> Any:
-    shop = _shop(df, start, end)
-    shop = shop[shop["vendor_id"].notna()].copy()
-    shop["date"] = shop["occurred_at"].dt.tz_convert(tz).dt.date
-    c = _counts(shop, ["vendor_id", "date"])
-    rev = (
-        shop[shop["type"] == "order_completed"]
-        .groupby(["vendor_id", "date"])["amount_minor"]
-        .sum()
-        .rename("revenue_minor")
-    )
-    out = c.rename(
-        columns={
-            "product_view": "views",
-            "cart_add": "cart_adds",
-            "order_created": "orders",
-            "order_completed": "completed_orders",
-        }
-    ).join(rev)
-    out["revenue_minor"] = out["revenue_minor"].fillna(0).astype("int64")
-    out = out.reset_index().sort_values(["vendor_id", "date"])
+    facts = _shop_facts(df, start, end)
+    facts["date"] = facts["at"].dt.tz_convert(tz).dt.date
+    out = _shop_rows(facts, ["vendor", "date"])
+    out["vendor_id"] = _vendor_id(out["vendor"])
+    out = out.sort_values(["vendor_id", "date", "currency"], na_position="last", kind="stable")
     return out[list(CATALOG["vendor_daily"].columns)].reset_index(drop=True)
 
 
