@@ -270,3 +270,26 @@ def test_the_heatmap_of_scrobbles_shows_plays(js_dir: Path):
     assert measure == "plays"
     assert values[30] == 9
     assert sum(values) == 9
+
+
+def test_foreground_and_background_over_three_years_are_summed_per_month(js_dir: Path):
+    rows = [
+        {"creator": c, "date": d, "foreground_s": 3600, "background_s": 1800}
+        for c in ("A", "B")
+        for d in ("2023-01-05", "2023-01-20", "2025-12-31")
+    ]
+    option, heading = run_js(
+        js_dir,
+        f"const rows = {json.dumps(rows)};\n"
+        "console.log(JSON.stringify([build.visibility(rows), build.visibilityHeading(rows)]));\n",
+    )
+    assert heading == "playing time per month"
+    labels = option["xAxis"]["data"]
+    assert labels[0] == "2023-01"
+    assert labels[-1] == "2025-12"
+    assert len(labels) == 36
+    foreground, background = option["series"]
+    assert foreground["data"][0] == 4  # two creators on two days, 1 h each
+    assert background["data"][0] == 2
+    assert foreground["data"][-1] == 2
+    assert sum(foreground["data"][1:-1]) == 0

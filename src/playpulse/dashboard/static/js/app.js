@@ -379,7 +379,7 @@ async function loadOverview() {
     chart("sessions", () => sessionHistogram(p), build.sessions, NO_DATA),
     chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA),
     chart("rates", async () => ratesByType(await titles, types), build.rates, NO_DATA),
-    chart("visibility", () => metric("watch_time_visibility", p), build.visibility, NO_DATA),
+    chart("visibility", () => metric("watch_time_visibility", p), withHeading("#visibility-note", build.visibilityHeading, build.visibility), NO_DATA),
     chart("funnel", async () => funnelRows, build.funnel, "No shop events in this range."),
     chart("revenue", async () => funnelRows, build.revenue, "No completed orders with an amount in this range."),
     loadTitleChoice(titles),

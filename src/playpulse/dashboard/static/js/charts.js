@@ -294,6 +294,14 @@ export function rates(rows) {
   });
 }
 
+/** "playing time per day" (or week, or month: the visibility chart's bucket) for rows
+ * of `watch_time_visibility`. */
+export function visibilityHeading(rows) {
+  const dates = rows.map((r) => r.date).sort();
+  const grain = dates.length ? grainFor(dates[0], dates[dates.length - 1]) : "day";
+  return `playing time per ${grainName(grain)}`;
+}
+
 /** Foreground and background playing hours per day, stacked; per week or month over
  * long ranges (buckets.js). */
 export function visibility(rows) {
