@@ -34,6 +34,17 @@ def load_module(path: Path, name: str) -> ModuleType:
     return sys.modules[name]
 
 
+def real_data_dir() -> Path | None:
+    """The folder of real exported histories that tests may read: ``$PLAYPULSE_REAL_DATA``
+    if set, else ``shared/data/real`` beside the project checkout; ``None`` when neither
+    holds its ``README.md`` (tests that need it are skipped). Never copied into the
+    repository."""
+    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
+    if os.environ.get("PLAYPULSE_REAL_DATA"):
+        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
+    return next((path for path in candidates if (path / "README.md").is_file()), None)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago."""
     with socket.socket() as sock:

@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from playpulse.testing import real_data_dir
 
-def _locate() -> Path | None:
-    # As tests/sources/test_import_real_data.py finds it.
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
-    if os.environ.get("PLAYPULSE_REAL_DATA"):
-        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
-    for path in candidates:
-        if (path / "README.md").is_file():
-            return path
-    return None
-
-
-REAL = _locate()
+REAL = real_data_dir()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

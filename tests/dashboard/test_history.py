@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from playpulse.testing import real_data_dir
+
 expect = pytest.importorskip(
     "playwright.sync_api", reason="the playwright package is missing: pip install playwright"
 ).expect
@@ -98,15 +100,6 @@ def import_export(data_dir: Path, export: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def real_data() -> Path | None:
-    """The real exports (``<repo>/../shared/data/real`` or ``$PLAYPULSE_REAL_DATA``), or
-    None when absent (the test using them is skipped)."""
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
-    if os.environ.get("PLAYPULSE_REAL_DATA"):
-        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
-    return next((path for path in candidates if (path / "README.md").is_file()), None)
 
 
 OPTION = """
@@ -214,7 +207,7 @@ def test_a_title_of_the_history_opens_on_a_range_that_holds_it(history: Any, new
 def test_a_real_seven_year_spotify_history_by_month_with_listening_time(
     browser: Any, livedata: ModuleType, tmp_path: Path, new_page: Any
 ):
-    real = real_data()
+    real = real_data_dir()
     if real is None:
         pytest.skip("the real data sets are not available")
     export = real / "spotify-endsong-erickmay" / "endsong_1.json"  # 2014-05-25 to 2021-09-22

@@ -10,7 +10,6 @@ through the collector's validation, the stream and the processor (``dataset.buil
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +24,7 @@ from playpulse.config import Settings
 from playpulse.query import QueryParams, run_query
 from playpulse.query.catalog import CATALOG
 from playpulse.sources.importers import import_paths, plan_import
+from playpulse.testing import real_data_dir
 
 Ingest = Callable[[Path, Iterable[Any]], Settings]
 
@@ -158,14 +158,9 @@ def test_taobao_rows_map_to_the_funnel_steps(
 
 
 def _real_taobao() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
-    if os.environ.get("PLAYPULSE_REAL_DATA"):
-        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
-    for base in candidates:
-        path = base / "taobao-userbehavior-fattydelivery" / "UserBehavior.csv"
-        if path.is_file():
-            return path
-    return None
+    base = real_data_dir()
+    path = None if base is None else base / "taobao-userbehavior-fattydelivery" / "UserBehavior.csv"
+    return path if path is not None and path.is_file() else None
 
 
 REAL_TAOBAO = _real_taobao()

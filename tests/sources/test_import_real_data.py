@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -32,19 +31,9 @@ from playpulse.events.model import PlaybackEvent, PlayEnd
 from playpulse.sources.importers import OtherExportError, import_paths, plan_import
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
+from playpulse.testing import real_data_dir
 
-
-def _locate() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "data" / "real"]
-    if os.environ.get("PLAYPULSE_REAL_DATA"):
-        candidates.insert(0, Path(os.environ["PLAYPULSE_REAL_DATA"]))
-    for path in candidates:
-        if (path / "README.md").is_file():
-            return path
-    return None
-
-
-REAL = _locate()
+REAL = real_data_dir()
 pytestmark = pytest.mark.skipif(REAL is None, reason="the real data sets are not available")
 EXTENDED_NAME = re.compile(r"^(endsong_\d+|Streaming_History_(Audio|Video)_[\w]+)\.json$")
 SKIP_MS = 30_000
