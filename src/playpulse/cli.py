@@ -502,8 +502,13 @@ def _print_table(table: pa.Table, fmt: str) -> None:
     else:
         view = Table(*table.column_names)
         for row in rows:
-            view.add_row(*(_cell(v) for v in row.values()))
+            # Null is unknown (docs/metrics.md): a dash, never a blank that reads as 0.
+            view.add_row(*(UNKNOWN_CELL if v is None else _cell(v) for v in row.values()))
         out.print(view)
+
+
+#: How a table shows a null (unknown) value; JSON has ``null``, CSV an empty cell.
+UNKNOWN_CELL = "\u2014"
 
 
 def _json_default(value: object) -> object:

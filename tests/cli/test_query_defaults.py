@@ -59,9 +59,11 @@ def test_query_without_a_range_shows_a_history_that_ended_months_ago(
     table = run("query", "overview", "--data-dir", str(old_history.data_dir))
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    # 100.5 + 40.2501 = 140.7501 s, rounded to milliseconds.
+    # 100.5 + 40.2501 = 140.7501 s, rounded to milliseconds. The track has no duration, so
+    # completion is unknown ("—", over 0 plays); both plays ended as streams: skip rate 0
+    # over 2 plays.
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
-    assert cells == [["2", "2", "1", "140.75", "2", "70.375", "0", "0"]]
+    assert cells == [["2", "2", "1", "140.75", "2", "70.375", "—", "0", "0", "2"]]
     assert (
         lines[-1] == "window: 2025-03-02 UTC to 2025-03-05 UTC (covering the data; end exclusive)"
     )

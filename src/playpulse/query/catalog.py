@@ -207,11 +207,34 @@ coalesce(r.priced_orders, 0) AS priced_orders,
 r.currency"""
 
 
-def _rates(prefix: str = "") -> str:
+# What a play can tell (docs/metrics.md, "What each source can tell"), from the plays'
+# own columns. Its playing time (and so stream, >= 30 s) is known when it has more than
+# one event: a lone play_start (an imported YouTube view or Last.fm scrobble) says a play
+# began, not how long it lasted. Whether it is a skip is known once its time is and it
+# has ended or already is a stream (an open play under 30 s may still become one).
+# Whether it is completed (95 % of the duration) is known when it has a duration and a
+# position (Spotify exports carry no track duration).
+_TIMED = "event_count > 1"
+_SKIP_KNOWN = f"({_TIMED} AND (end_reason IS NOT NULL OR is_stream))"
+_COMPLETION_KNOWN = "(duration_s > 0 AND furthest_position_s IS NOT NULL)"
+
+
+def _rates() -> str:
+    """SQL select items over plays: the completion and skip rates over the plays that can
+    tell (null when none can) and the number of those plays, and ``timed_plays``."""
     return (
-        f"coalesce(avg({prefix}completed::INT), 0) AS completion_rate, "
-        f"coalesce(avg({prefix}skipped::INT), 0) AS skip_rate"
+        f"avg(completed::INT) FILTER ({_COMPLETION_KNOWN}) AS completion_rate, "
+        f"count(*) FILTER ({_COMPLETION_KNOWN}) AS completion_rate_plays, "
+        f"avg(skipped::INT) FILTER ({_SKIP_KNOWN}) AS skip_rate, "
+        f"count(*) FILTER ({_SKIP_KNOWN}) AS skip_rate_plays, "
+        f"count(*) FILTER ({_TIMED}) AS timed_plays"
     )
+
+
+def _known_time(listening: str, timed_plays: str) -> str:
+    """SQL: a row's listening time ``listening`` (a sum, null without segments), 0 when
+    its plays have known time but none in the range, null when none of them can tell."""
+    return f"(CASE WHEN {listening} IS NOT NULL THEN {listening} WHEN {timed_plays} > 0 THEN 0 END)"
 
 
 CATALOG: dict[str, QuerySpec] = {}
@@ -228,17 +251,21 @@ _add(
         "skip rates in the range.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
-        sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end)
+        sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end),
+        r AS (SELECT count(*) AS plays, count(*) FILTER (is_stream) AS streams, {_rates()}
+              FROM started),
+        t AS (SELECT sum(playing_s) AS listening_s FROM segs)
         SELECT
-            (SELECT count(*) FROM started) AS plays,
-            (SELECT count(*) FILTER (is_stream) FROM started) AS streams,
+            r.plays,
+            CASE WHEN r.timed_plays > 0 OR r.plays = 0 THEN r.streams END AS streams,
             (SELECT count(DISTINCT user_num) FROM (
                 SELECT user_num FROM started UNION ALL SELECT user_num FROM segs)) AS listeners,
-            (SELECT coalesce(sum(playing_s), 0) FROM segs) AS listening_s,
+            CASE WHEN r.plays = 0 THEN coalesce(t.listening_s, 0)
+                 ELSE {_known_time("t.listening_s", "r.timed_plays")} END AS listening_s,
             (SELECT count(*) FROM sess) AS sessions,
             (SELECT coalesce(avg(duration_s::DECIMAL(18, 6)), 0) FROM sess) AS avg_session_s,
-            (SELECT coalesce(avg(completed::INT), 0) FROM started) AS completion_rate,
-            (SELECT coalesce(avg(skipped::INT), 0) FROM started) AS skip_rate
+            r.completion_rate, r.completion_rate_plays, r.skip_rate, r.skip_rate_plays
+        FROM r, t
         """,
         (
             "plays",
@@ -248,7 +275,9 @@ _add(
             "sessions",
             "avg_session_s",
             "completion_rate",
+            "completion_rate_plays",
             "skip_rate",
+            "skip_rate_plays",
         ),
     )
 )
@@ -274,12 +303,12 @@ _add(
                coalesce(p.creator, l.creator) AS creator,
                coalesce(p.content_type, l.content_type) AS content_type,
                coalesce(p.plays, 0) AS plays, u.listeners,
-               coalesce(l.listening_s, 0) AS listening_s,
-               coalesce(p.completion_rate, 0) AS completion_rate,
-               coalesce(p.skip_rate, 0) AS skip_rate
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s,
+               p.completion_rate, coalesce(p.completion_rate_plays, 0) AS completion_rate_plays,
+               p.skip_rate, coalesce(p.skip_rate_plays, 0) AS skip_rate_plays
         FROM u LEFT JOIN p USING (content_id) LEFT JOIN l USING (content_id)
         WHERE u.content_id IS NOT NULL
-        ORDER BY listening_s DESC, plays DESC, content_id LIMIT $limit
+        ORDER BY listening_s DESC NULLS LAST, plays DESC, content_id LIMIT $limit
         """,
         (
             "content_id",
@@ -290,7 +319,9 @@ _add(
             "listeners",
             "listening_s",
             "completion_rate",
+            "completion_rate_plays",
             "skip_rate",
+            "skip_rate_plays",
         ),
     )
 )
@@ -301,16 +332,17 @@ _add(
         "Authors, artists, shows and channels by listening time.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
-        p AS (SELECT creator, count(*) AS plays FROM started GROUP BY creator),
+        p AS (SELECT creator, count(*) AS plays, count(*) FILTER ({_TIMED}) AS timed_plays
+              FROM started GROUP BY creator),
         l AS (SELECT creator, sum(playing_s) AS listening_s FROM segs GROUP BY creator),
         u AS (SELECT creator, count(DISTINCT user_num) AS listeners FROM (
                 SELECT creator, user_num FROM started UNION ALL SELECT creator, user_num FROM segs)
               GROUP BY creator)
         SELECT u.creator, coalesce(p.plays, 0) AS plays, u.listeners,
-               coalesce(l.listening_s, 0) AS listening_s
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s
         FROM u LEFT JOIN p USING (creator) LEFT JOIN l USING (creator)
         WHERE u.creator IS NOT NULL
-        ORDER BY listening_s DESC, plays DESC, creator LIMIT $limit
+        ORDER BY listening_s DESC NULLS LAST, plays DESC, creator LIMIT $limit
         """,
         ("creator", "plays", "listeners", "listening_s"),
     )
