@@ -4,7 +4,9 @@
 Names and columns are public interface (CLI, Python, REST, dashboard). ``listening_s``
 is playing time (docs/metrics.md): the playing segments that fall in the time range,
 so a play across the range's edge counts only its part inside. ``plays`` count the
-plays that *started* in the range. Rates are shares of those plays (0 to 1).
+plays that *started* in the range. Rates are shares of those plays (0 to 1) that can tell
+(``*_rate_plays`` says how many); what no play of a row can tell is null, never 0
+(docs/metrics.md, "What each source can tell").
 """
 
 from __future__ import annotations
