@@ -182,3 +182,29 @@ def test_a_mixed_history_has_rates_over_the_plays_that_can_tell(tmp_path: Path) 
     ]
     csv_out = cli("query", "top_creators", "--format", "csv", "--data-dir", str(data_dir))
     assert csv_out.splitlines()[-1] == "The Cure,2,1,"  # unknown: an empty cell
+
+
+def test_time_series_show_unknown_time_where_plays_cannot_tell(tmp_path: Path) -> None:
+    # Spotify plays on 2024-03-01 (known time), Last.fm scrobbles on 2024-07-11 (unknown).
+    data_dir = import_exports(tmp_path, "spotify_extended", "lastfm")
+
+    def query(name: str, *args: str) -> list[dict[str, Any]]:
+        out = cli("query", name, *args, "--format", "json", "--data-dir", str(data_dir))
+        rows: list[dict[str, Any]] = json.loads(out)
+        return rows
+
+    daily = query("daily", "--from", "2024-03-01", "--to", "2024-07-12")
+    assert [(r["date"], r["plays"], r["listening_s"]) for r in daily] == [
+        ("2024-03-01", 2, 212.345),
+        ("2024-07-11", 2, None),
+    ]
+    hourly = query("hourly_engagement", "--from", "2024-07-11", "--to", "2024-07-12")
+    # Thursday 09:00 UTC holds both scrobbles: unknown time; the other 167 cells hold no
+    # play and no time: 0.
+    played = [r for r in hourly if r["plays"]]
+    assert [(r["day_of_week"], r["hour_of_day"], r["listening_s"]) for r in played] == [
+        (3, 9, None)
+    ]
+    assert {r["listening_s"] for r in hourly if not r["plays"]} == {0.0}
+    devices = query("devices", "--from", "2024-07-11", "--to", "2024-07-12")
+    assert [(r["plays"], r["listening_s"]) for r in devices] == [(2, None)]

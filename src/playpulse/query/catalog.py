@@ -360,15 +360,17 @@ _add(
         grid AS (SELECT d AS day_of_week, h AS hour_of_day
                  FROM range(7) t(d), range(24) s(h)),
         p AS (SELECT (l // {_DAY_US} + 3) % 7 AS day_of_week, (l // {_HOUR_US}) % 24 AS hour_of_day,
-                     count(*) AS plays
-              FROM (SELECT {_local("started_us")} AS l FROM started
+                     count(*) AS plays, count(*) FILTER (timed) AS timed_plays
+              FROM (SELECT {_local("started_us")} AS l, {_TIMED} AS timed FROM started
                     JOIN tzmap m ON m.k = started_us // $step) GROUP BY ALL),
         l AS (SELECT (l // {_DAY_US} + 3) % 7 AS day_of_week, (l // {_HOUR_US}) % 24 AS hour_of_day,
                      sum(playing_s) AS listening_s, count(DISTINCT user_num) AS listeners
               FROM (SELECT {_local("seg_us")} AS l, playing_s, user_num FROM segs
                     JOIN tzmap m ON m.k = seg_us // $step) GROUP BY ALL)
         SELECT g.day_of_week, g.hour_of_day, coalesce(p.plays, 0) AS plays,
-               coalesce(l.listeners, 0) AS listeners, coalesce(l.listening_s, 0) AS listening_s
+               coalesce(l.listeners, 0) AS listeners,
+               CASE WHEN p.plays IS NULL THEN coalesce(l.listening_s, 0)
+                    ELSE {_known_time("l.listening_s", "p.timed_plays")} END AS listening_s
         FROM grid g LEFT JOIN p USING (day_of_week, hour_of_day)
                     LEFT JOIN l USING (day_of_week, hour_of_day)
         ORDER BY g.day_of_week, g.hour_of_day
@@ -386,11 +388,13 @@ _add(
         WITH {_STARTED}, {_SEGMENTS}, {_TZMAP},
         first_seen AS (SELECT user_num, timezone($tz, min(started_at))::DATE AS first_day
                        FROM plays_all GROUP BY user_num),
-        sd AS (SELECT {_local_date(_local("started_us"))} AS date, user_num FROM started
+        sd AS (SELECT {_local_date(_local("started_us"))} AS date, user_num, {_TIMED} AS timed
+               FROM started
                JOIN tzmap m ON m.k = started_us // $step),
         gd AS (SELECT {_local_date(_local("seg_us"))} AS date, user_num, playing_s FROM segs
                JOIN tzmap m ON m.k = seg_us // $step),
-        p AS (SELECT date, count(*) AS plays FROM sd GROUP BY ALL),
+        p AS (SELECT date, count(*) AS plays, count(*) FILTER (timed) AS timed_plays
+              FROM sd GROUP BY ALL),
         l AS (SELECT date, sum(playing_s) AS listening_s FROM gd GROUP BY ALL),
         u AS (SELECT date, count(DISTINCT user_num) AS listeners FROM (
                 SELECT date, user_num FROM sd UNION ALL SELECT date, user_num FROM gd)
@@ -399,7 +403,7 @@ _add(
               GROUP BY first_day)
         SELECT u.date, coalesce(p.plays, 0) AS plays, u.listeners,
                coalesce(n.new_listeners, 0) AS new_listeners,
-               coalesce(l.listening_s, 0) AS listening_s
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s
         FROM u LEFT JOIN p USING (date) LEFT JOIN l USING (date) LEFT JOIN n USING (date)
         ORDER BY u.date
         """,
@@ -434,7 +438,8 @@ _add(
         f"""
         WITH {_STARTED}, {_SEGMENTS},
         p AS (SELECT coalesce(platform, 'unknown') AS platform,
-                     coalesce(device_type, 'unknown') AS device_type, count(*) AS plays
+                     coalesce(device_type, 'unknown') AS device_type, count(*) AS plays,
+                     count(*) FILTER ({_TIMED}) AS timed_plays
               FROM started GROUP BY ALL),
         l AS (SELECT coalesce(platform, 'unknown') AS platform,
                      coalesce(device_type, 'unknown') AS device_type,
@@ -445,9 +450,9 @@ _add(
                 UNION ALL SELECT coalesce(platform, 'unknown'), coalesce(device_type, 'unknown'),
                        user_num FROM segs) GROUP BY ALL)
         SELECT u.platform, u.device_type, coalesce(p.plays, 0) AS plays, u.listeners,
-               coalesce(l.listening_s, 0) AS listening_s
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s
         FROM u LEFT JOIN p USING (platform, device_type) LEFT JOIN l USING (platform, device_type)
-        ORDER BY listening_s DESC, plays DESC, platform, device_type
+        ORDER BY listening_s DESC NULLS LAST, plays DESC, platform, device_type
         """,
         ("platform", "device_type", "plays", "listeners", "listening_s"),
     )
