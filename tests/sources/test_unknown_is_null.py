@@ -184,7 +184,9 @@ def test_a_mixed_history_has_rates_over_the_plays_that_can_tell(tmp_path: Path) 
     assert csv_out.splitlines()[-1] == "The Cure,2,1,"  # unknown: an empty cell
 
 
-def test_time_series_show_unknown_time_where_plays_cannot_tell(tmp_path: Path) -> None:
+def test_time_series_and_listeners_show_unknown_time_where_plays_cannot_tell(
+    tmp_path: Path,
+) -> None:
     # Spotify plays on 2024-03-01 (known time), Last.fm scrobbles on 2024-07-11 (unknown).
     data_dir = import_exports(tmp_path, "spotify_extended", "lastfm")
 
@@ -208,3 +210,7 @@ def test_time_series_show_unknown_time_where_plays_cannot_tell(tmp_path: Path) -
     assert {r["listening_s"] for r in hourly if not r["plays"]} == {0.0}
     devices = query("devices", "--from", "2024-07-11", "--to", "2024-07-12")
     assert [(r["plays"], r["listening_s"]) for r in devices] == [(2, None)]
+    (listener,) = query("user_sessions", "--from", "2024-07-11", "--to", "2024-07-12")
+    assert (listener["user_id"], listener["listening_s"]) == ("sam", None)
+    (listener,) = query("user_sessions", "--from", "2024-03-01", "--to", "2024-07-12")
+    assert (listener["user_id"], listener["listening_s"]) == ("sam", 212.345)

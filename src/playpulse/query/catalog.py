@@ -416,16 +416,19 @@ _add(
         "user_sessions",
         "Listeners by listening time, with their sessions and average session length.",
         f"""
-        WITH {_SEGMENTS},
+        WITH {_STARTED}, {_SEGMENTS},
         s AS (SELECT user_id, count(*) AS sessions, avg(duration_s::DECIMAL(18, 6))
                      AS avg_session_s
               FROM sessions WHERE started_at >= $start AND started_at < $end GROUP BY user_id),
-        l AS (SELECT user_id, sum(playing_s) AS listening_s FROM segs GROUP BY user_id)
+        l AS (SELECT user_id, sum(playing_s) AS listening_s FROM segs GROUP BY user_id),
+        t AS (SELECT user_id, count(*) FILTER ({_TIMED}) AS timed_plays FROM started
+              GROUP BY user_id)
         SELECT coalesce(s.user_id, l.user_id) AS user_id, coalesce(s.sessions, 0) AS sessions,
                coalesce(s.avg_session_s, 0) AS avg_session_s,
-               coalesce(l.listening_s, 0) AS listening_s
-        FROM s FULL OUTER JOIN l USING (user_id)
-        ORDER BY listening_s DESC, sessions DESC, user_id LIMIT $limit
+               CASE WHEN t.user_id IS NULL THEN coalesce(l.listening_s, 0)
+                    ELSE {_known_time("l.listening_s", "t.timed_plays")} END AS listening_s
+        FROM s FULL OUTER JOIN l USING (user_id) LEFT JOIN t USING (user_id)
+        ORDER BY listening_s DESC NULLS LAST, sessions DESC, user_id LIMIT $limit
         """,
         ("user_id", "sessions", "avg_session_s", "listening_s"),
     )

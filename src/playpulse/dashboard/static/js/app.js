@@ -386,8 +386,8 @@ async function loadOverview() {
   ]);
 }
 
-/** Plays and play-weighted completion and skip rates per content type; a rate is over
- * the titles whose rate is known (null when none is: unknown, not 0). */
+/** Plays and completion and skip rates per content type; a rate is over the plays that
+ * can tell it (each title's `*_rate_plays`; null when none can: unknown, not 0). */
 function ratesByType(rows, types) {
   const blank = () => ({ plays: 0, sum: 0 });
   const sums = new Map(types.map((type) => [type, { type, plays: 0, c: blank(), s: blank() }]));
@@ -395,10 +395,14 @@ function ratesByType(rows, types) {
     const sum = sums.get(r.content_type);
     if (!sum || !r.plays) continue;
     sum.plays += r.plays;
-    for (const [acc, rate] of [[sum.c, r.completion_rate], [sum.s, r.skip_rate]]) {
+    for (const [acc, rate, n] of [
+      [sum.c, r.completion_rate, r.completion_rate_plays],
+      [sum.s, r.skip_rate, r.skip_rate_plays],
+    ]) {
       if (rate === null || rate === undefined) continue;
-      acc.plays += r.plays;
-      acc.sum += rate * r.plays;
+      const over = n ?? r.plays;
+      acc.plays += over;
+      acc.sum += rate * over;
     }
   }
   const share = (acc) => (acc.plays ? acc.sum / acc.plays : null);
