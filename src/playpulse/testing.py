@@ -45,6 +45,21 @@ def real_data_dir() -> Path | None:
     return next((path for path in candidates if (path / "README.md").is_file()), None)
 
 
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m playpulse ARGS...`` as a user would, in a process of its own, with
+    this environment plus ``env``; returns it finished, its output captured as text.
+    Raises :class:`subprocess.TimeoutExpired` after ``timeout_s`` seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", "playpulse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago."""
     with socket.socket() as sock:

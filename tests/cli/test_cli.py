@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,17 +15,11 @@ import httpx
 import pytest
 
 from playpulse.quarantine.store import QuarantineStore, Rejection
-from playpulse.testing import playpulse_server
+from playpulse.testing import playpulse_server, run_cli
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "playpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, env=env, timeout_s=60)
 
 
 def free_port() -> int:

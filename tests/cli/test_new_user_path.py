@@ -5,26 +5,19 @@ history, which ended years before the clock, and says the window it covered."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from playpulse.testing import real_data_dir
+from playpulse.testing import real_data_dir, run_cli
 
 REAL = real_data_dir()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "playpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """``playpulse ARGS...`` with 200-column tables."""
+    return run_cli(*args, env={"COLUMNS": "200"}, timeout_s=300)
 
 
 @pytest.mark.skipif(REAL is None, reason="the real data sets are not available")

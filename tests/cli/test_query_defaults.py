@@ -7,15 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from playpulse.config import Settings
-from playpulse.testing import load_module
+from playpulse.testing import load_module, run_cli
 
 _dataset = load_module(
     Path(__file__).parent.parent / "query" / "dataset.py", "playpulse_tests_query_dataset"
@@ -24,13 +22,8 @@ ev = _dataset.ev
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "playpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """``playpulse ARGS...`` with 200-column tables."""
+    return run_cli(*args, env={"COLUMNS": "200"}, timeout_s=120)
 
 
 @pytest.fixture(scope="module")

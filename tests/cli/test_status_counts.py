@@ -4,10 +4,10 @@ file imported twice is in the stream twice, in the lake once."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from playpulse.testing import run_cli
 
 WATCH_HISTORY = [
     {
@@ -24,13 +24,8 @@ WATCH_HISTORY = [
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "playpulse", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """``playpulse ARGS...`` with 200-column tables."""
+    return run_cli(*args, env={"COLUMNS": "200"}, timeout_s=120)
 
 
 def test_a_file_imported_twice_is_three_events_and_six_stream_records(tmp_path: Path) -> None:
