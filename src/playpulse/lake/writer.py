@@ -5,6 +5,13 @@ Layout: ``<root>/<table>/event_date=YYYY-MM-DD/p<partition>-o<first>-<last>.parq
 partition and offset range it holds, and every write goes to a temporary file renamed
 into place, so a retried write replaces the file instead of adding a second copy.
 
+History is kept in month partitions, ``<root>/<table>/event_month=YYYY-MM/``: a backfill
+(imported history, :meth:`LakeWriter.write_months`) writes one file per month it covers,
+and compaction merges the day partitions of every month before the newest into one file
+of their month, so a long, sparse history takes a few files a month, not one a day. Every
+file holds its rows' ``event_date`` column; readers take it from there, never from the
+folder name.
+
 A processor writes the files of a batch *before* it commits the batch's offsets to the
 store. Files of a batch that was never committed are removed by
 :meth:`LakeWriter.discard_uncommitted` when the processor restarts, so they are not
@@ -37,7 +44,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,11 @@ from playpulse.lake.schema import VERSION_KEY
 _FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _MULTI = re.compile(r"^m-o(?P<first>\d+)-(?P<last>\d+)-(?P<digest>[0-9a-f]{16})\.parquet$")
 _COMPACTED = re.compile(r"^compacted-.+\.parquet$")
+_BACKFILL = re.compile(r"^backfill-[0-9a-z-]+\.parquet$")
+#: Folder name prefixes of a table's partitions: one UTC day (what processors write) or
+#: one UTC month (backfills, and the days of a month compacted together).
+DAY_PREFIX = "event_date="
+MONTH_PREFIX = "event_month="
 # A temporary file: ".<final name>.<writer pid>-<random>.tmp" (before: no pid).
 _TEMP = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[0-9a-f]{32}\.tmp$")
 #: The folder of the lake root where corrupt files are moved aside.
@@ -187,13 +199,37 @@ class LakeWriter:
             written.append(path)
         return written
 
+    def write_months(self, table: str, arrow: pa.Table, *, tag: str) -> list[Path]:
+        """Write the rows of ``arrow`` (the table's schema) as one file per UTC month of
+        their ``event_date``: ``<table>/event_month=YYYY-MM/backfill-<tag>.parquet``.
+
+        For history that does not come from the stream (a backfill): such files have no
+        offset ranges, so :meth:`discard_uncommitted` never deletes them. ``tag``
+        (lowercase letters, digits and dashes) names the write; writing the same tag again
+        replaces its files. Raises :class:`LakeError` for an unknown table, another schema
+        or a bad tag."""
+        schema = self._schema(table)
+        if not arrow.schema.equals(schema, check_metadata=False):
+            raise LakeError(f"the Arrow table for {table} does not have its schema")
+        name = f"backfill-{tag}.parquet"
+        if not _BACKFILL.match(name):
+            raise LakeError(f"a backfill tag is lowercase letters, digits and dashes: {tag!r}")
+        months = pc.utf8_slice_codeunits(arrow["event_date"], 0, 7)
+        written = []
+        for month in sorted(pc.unique(months).to_pylist()):
+            group = arrow.filter(pc.equal(months, month))
+            path = self.root / table / f"{MONTH_PREFIX}{month}" / name
+            _write_atomically(group, path)
+            written.append(path)
+        return written
+
     def files(self, table: str) -> list[LakeFile]:
         """Every offset-range file of ``table`` (compacted files are not listed).
 
         A multi-partition file whose ranges cannot be read (its footer is damaged) is
         moved aside (:meth:`set_aside`) and not listed."""
         out = []
-        for path in sorted((self.root / table).glob("event_date=*/*.parquet")):
+        for path in sorted((self.root / table).glob(f"{DAY_PREFIX}*/*.parquet")):
             ranges = self._ranges_or_set_aside(path)
             if ranges:
                 out.append(LakeFile(path, path.parent.name.removeprefix("event_date="), ranges))
@@ -218,7 +254,11 @@ class LakeWriter:
         return deleted
 
     def compact(self, table: str, committed: Mapping[int, int]) -> int:
-        """Merge each date partition's committed files of ``table`` into one file.
+        """Merge the committed files of ``table``: each day partition's into one file of
+        that day and, for every month before the newest month the table holds, all the
+        files of the month (its day partitions' and its month partition's) into one file
+        of its month partition (``event_month=YYYY-MM``), so a long history takes one
+        file a month.
 
         Only files wholly below ``committed`` (stream partition -> next offset to process)
         are merged, so this is safe while a processor runs. The merged file keeps every
@@ -230,59 +270,87 @@ class LakeWriter:
         deleted. Returns the number of files merged away.
         """
         schema = self._schema(table)
+        live = self._live_by_dir(table)
+        months: dict[str, list[Path]] = {}
+        for directory in live:
+            months.setdefault(_month_of(directory.name), []).append(directory)
+        newest = max(months, default="")
+        groups: list[tuple[Path, list[Path]]] = []
+        for month, directories in sorted(months.items()):
+            if month < newest:
+                target = self.root / table / f"{MONTH_PREFIX}{month}"
+                groups.append((target, [p for d in directories for p in live[d]]))
+            else:
+                groups.extend((d, live[d]) for d in directories)
         merged = 0
-        for directory in sorted((self.root / table).glob("event_date=*")):
-            live = self.live_files(table, directory)
+        for target, paths in groups:
             eligible = []
-            for path in live:
+            for path in paths:
                 ranges = self._ranges_or_set_aside(path)
                 if ranges is None:
                     continue
                 if not LakeFile(path, "", ranges).uncommitted(committed):
-                    eligible.append(path)  # compacted files (no ranges) always are
+                    eligible.append(path)  # compacted and backfill files (no ranges) always are
             parts = self._read_for_compaction(eligible, schema)
             if parts is None or len(parts) < 2:
                 continue
             eligible = list(parts)
             sources = set()
             for path in eligible:
-                sources.add(path.name)
-                sources.update(_replaced_by(path))
+                sources.add(_relative(path.parent.name, path.name, target))
+                sources.update(
+                    _relative(path.parent.name, name, target) for name in _replaced_by(path)
+                )
             combined = pa.concat_tables(list(parts.values()))
             key = (schema.metadata or {}).get(VERSION_KEY.encode())
             if key:
                 combined = newest_versions(combined, key.decode().split(","))
             combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})
-            _write_atomically(combined, directory / f"compacted-{uuid.uuid4().hex}.parquet")
+            _write_atomically(combined, target / f"compacted-{uuid.uuid4().hex}.parquet")
             for path in eligible:
                 path.unlink(missing_ok=True)
             merged += len(eligible)
         return merged
 
     def live_files(self, table: str, directory: Path | None = None) -> list[Path]:
-        """The files of ``table`` a reader must read: every data file except those a
-        compacted file has replaced (``directory`` limits it to one date partition).
+        """The files of ``table`` a reader must read: every data file of its day and month
+        partitions except those a compacted file has replaced (``directory`` limits it to
+        one partition folder).
 
         A compacted file whose footer cannot be read is moved aside (:meth:`set_aside`)
         and not listed; the files it replaced are then live again if they still exist."""
-        directories = [directory] if directory else sorted((self.root / table).glob("event_date=*"))
-        out: list[Path] = []
-        for d in directories:
-            paths = sorted(d.glob("*.parquet"))
-            replaced: set[str] = set()
+        live = self._live_by_dir(table)
+        if directory is not None:
+            return live.get(directory, [])
+        return [path for d in sorted(live) for path in live[d]]
+
+    def _live_by_dir(self, table: str) -> dict[Path, list[Path]]:
+        """:meth:`live_files` of ``table`` by partition folder."""
+        root = self.root / table
+        directories = sorted([*root.glob(f"{DAY_PREFIX}*"), *root.glob(f"{MONTH_PREFIX}*")])
+        found = {d: sorted(d.glob("*.parquet")) for d in directories}
+        replaced: set[tuple[str, str]] = set()  # (folder name, file name)
+        for d, paths in found.items():
             for path in paths:
-                if _COMPACTED.match(path.name):
-                    try:
-                        replaced.update(_replaced_by(path))
-                    except FileNotFoundError:
-                        replaced.add(path.name)  # compacted again meanwhile: gone
-                    except (pa.ArrowException, OSError) as exc:
-                        if not is_corruption(exc):
-                            raise LakeError(f"cannot read {path}: {exc}") from exc
-                        self.set_aside(path, str(exc))
-                        replaced.add(path.name)
-            out.extend(p for p in paths if p.name not in replaced)
-        return out
+                if not _COMPACTED.match(path.name):
+                    continue
+                try:
+                    names = _replaced_by(path)
+                except FileNotFoundError:
+                    replaced.add((d.name, path.name))  # compacted again meanwhile: gone
+                    continue
+                except (pa.ArrowException, OSError) as exc:
+                    if not is_corruption(exc):
+                        raise LakeError(f"cannot read {path}: {exc}") from exc
+                    self.set_aside(path, str(exc))
+                    replaced.add((d.name, path.name))
+                    continue
+                for name in names:
+                    folder, _, file = name.rpartition("/")
+                    replaced.add((folder or d.name, file))
+        return {
+            d: [p for p in paths if (d.name, p.name) not in replaced] for d, paths in found.items()
+        }
 
     def readable(self, paths: Iterable[Path]) -> list[Path]:
         """``paths`` less those that are gone and those whose Parquet footer cannot be
@@ -378,7 +446,11 @@ class LakeWriter:
         """
         removed = 0
         now = time.time()
-        for tmp in self.root.glob("*/event_date=*/.*.tmp"):
+        temps = [
+            *self.root.glob(f"*/{DAY_PREFIX}*/.*.tmp"),
+            *self.root.glob(f"*/{MONTH_PREFIX}*/.*.tmp"),
+        ]
+        for tmp in temps:
             match = _TEMP.match(tmp.name)
             if not match:
                 continue
@@ -514,6 +586,34 @@ def _ranges_of(path: Path) -> tuple[OffsetRange, ...]:
         if raw:
             return tuple((int(p), int(a), int(b)) for p, a, b in json.loads(raw))
     return ()
+
+
+def _month_of(folder: str) -> str:
+    """``YYYY-MM`` of a partition folder name (``event_date=YYYY-MM-DD`` or
+    ``event_month=YYYY-MM``)."""
+    return folder.split("=", 1)[1][:7]
+
+
+def partition_days(folder: str) -> tuple[date, date]:
+    """The first and last UTC day a partition folder (``event_date=YYYY-MM-DD`` or
+    ``event_month=YYYY-MM``) can hold rows of. Raises :class:`ValueError` for another
+    name."""
+    if folder.startswith(DAY_PREFIX):
+        day = date.fromisoformat(folder.removeprefix(DAY_PREFIX))
+        return day, day
+    if folder.startswith(MONTH_PREFIX):
+        first = date.fromisoformat(folder.removeprefix(MONTH_PREFIX) + "-01")
+        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return first, following - timedelta(days=1)
+    raise ValueError(f"not a lake partition folder: {folder!r}")
+
+
+def _relative(folder: str, name: str, target: Path) -> str:
+    """How a compacted file in ``target`` names file ``name`` of partition ``folder``
+    (``name`` may already be ``folder/file``): bare in its own folder, else with it."""
+    if "/" in name:
+        return name
+    return name if folder == target.name else f"{folder}/{name}"
 
 
 def _replaced_by(path: Path) -> list[str]:

@@ -48,7 +48,7 @@ from playpulse.lake.schema import (
     play_row,
     session_row,
 )
-from playpulse.lake.writer import LakeWriter
+from playpulse.lake.writer import LakeWriter, partition_days
 from playpulse.processor.pipeline import open_plays, open_sessions
 from playpulse.store.sqlite import SQLiteStore
 
@@ -95,7 +95,9 @@ CREATE TABLE c_sessions AS
 CREATE TABLE c_shop AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
 """
 
-_READ = "read_parquet($files, filename = true, union_by_name = true)"
+# Every file holds its rows' event_date: never take it from the folder name (month
+# partitions hold many days).
+_READ = "read_parquet($files, filename = true, union_by_name = true, hive_partitioning = false)"
 _LOAD_SQL = {
     "plays": [
         # Users get a small integer once (exact distinct counts go faster on integers).
@@ -281,8 +283,8 @@ class LakeCache:
         low = self.since - timedelta(days=2) if self.since else None
         kept = []
         for f in files:
-            day = date.fromisoformat(Path(f).parent.name.removeprefix("event_date="))
-            if (low is None or day >= low) and (self.until is None or day <= self.until):
+            first, last = partition_days(Path(f).parent.name)
+            if (low is None or last >= low) and (self.until is None or first <= self.until):
                 kept.append(f)
         source = "no_events"
         if kept:
