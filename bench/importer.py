@@ -69,6 +69,7 @@ from typing import Any
 
 from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path
 from playpulse.config import Settings
+from playpulse.sources.importers.base import strip_personal
 from playpulse.testing import real_data_dir, run_cli
 from process import (
     DEFAULT_BATCH_SIZE,
@@ -342,6 +343,9 @@ def run_import(history: History, data_dir: Path, timeout_s: float) -> ImportRun:
     status = json.loads(
         _cli("status", "--format", "json", "--data-dir", str(data_dir), timeout_s=120).stdout
     )
+    events = status.get("events_in_lake") if isinstance(status, dict) else None
+    if not isinstance(events, int):
+        raise BenchError(f"`playpulse status --format json` has no events_in_lake: {status!r}")
     query0 = time.perf_counter()
     overview = _cli(
         "query", "overview", "--format", "json", "--data-dir", str(data_dir), timeout_s=600
@@ -358,7 +362,7 @@ def run_import(history: History, data_dir: Path, timeout_s: float) -> ImportRun:
         other_cpu_pct=100 * max(0.0, busy - cpu) / wall if wall else 0.0,
         peak_rss_mib=peak_rss_mib,
         summary=done.stdout.strip(),
-        events=int(status["events_in_lake"]),
+        events=events,
         lake_files=lake_files,
         data_dir_bytes=data_dir_bytes,
         parts=parts,
@@ -369,11 +373,13 @@ def run_import(history: History, data_dir: Path, timeout_s: float) -> ImportRun:
 
 def distinct_play_rows(history: History) -> int:
     """Rows of the written history the importer should turn into a play: distinct rows
-    (an identical row is imported once), as a cross-check of ``overview``'s ``plays``."""
+    once personal fields (IP address, user agent) are left out, as the importer tells
+    rows apart (an identical row is imported once); a cross-check of ``overview``'s
+    ``plays``."""
     seen: set[str] = set()
     for path in (history.root / EXPORT_FOLDER).glob("*.json"):
         for row in json.loads(path.read_text(encoding="utf-8")):
-            seen.add(json.dumps(row, sort_keys=True))
+            seen.add(json.dumps(strip_personal(row), sort_keys=True))
     return len(seen)
 
 
@@ -431,11 +437,16 @@ def target_lines(imp: ImportRun) -> list[str]:
     ]
 
 
-def check_lines(imp: ImportRun, expected_plays: int) -> list[str]:
-    """The import's cross-checks: plays against distinct rows, the cold first query."""
+def check_lines(imp: ImportRun, live: Run, expected_plays: int) -> list[str]:
+    """The import against the live path, and its cross-checks: plays against distinct
+    rows, the cold first query."""
     plays = "unknown" if imp.plays is None else f"{imp.plays:,}"
     same = imp.plays == expected_plays
     return [
+        f"CPU per event: import {1e6 / imp.events_per_cpu_s:,.0f} us, live processor"
+        f" {1e6 / live.events_per_cpu_s:,.0f} us"
+        f" ({live.events_per_cpu_s / imp.events_per_cpu_s:.1f}x as many events per"
+        " CPU-second live).",
         f"`overview` plays {plays} for {expected_plays:,} distinct rows: "
         + ("equal." if same else "**differ**."),
         f"First `playpulse query overview` after the import (a new process, cold): "
@@ -493,7 +504,7 @@ def docs_section(
             "",
             figures_table(imp, live),
             "",
-            *[f"- {line}" for line in size_lines(imp) + check_lines(imp, expected_plays)],
+            *[f"- {line}" for line in size_lines(imp) + check_lines(imp, live, expected_plays)],
             "",
             "Targets (issue #11):",
             "",
@@ -610,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(figures_table(imp, live))
     print()
-    for line in size_lines(imp) + check_lines(imp, expected_plays):
+    for line in size_lines(imp) + check_lines(imp, live, expected_plays):
         print(f"- {line}")
     print()
     for line in target_lines(imp):
