@@ -731,3 +731,58 @@ def test_any_sequence_of_batches_matches_a_dict_model(store_factory, steps):
             assert_matches(store, model)
     finally:
         store.close()
+
+
+def test_replace_swaps_all_contents_but_keeps_other_consumers_offsets(store):
+    store.apply(
+        make_batch(
+            "live",
+            offsets={0: 7},
+            increments=[("CONTENT#a", "DAY#1", {"plays": 2.0}), ("TOTAL", "DAY#1", {"plays": 2.0})],
+            members={("L#a", "u1")},
+            dedup=[("e1", T0)],
+            states={"S#old": b"old", "S#both": b"old"},
+        )
+    )
+    new = make_batch(
+        "rebuild",
+        offsets={1: 3},
+        increments=[("TOTAL", "DAY#1", {"plays": 5.0, "late": 0.0})],
+        members={("L#b", "u2")},
+        dedup=[("e2", T0)],
+        states={"S#both": b"new"},
+    )
+    store.replace(new)
+    assert store.items("CONTENT#a") == []
+    assert store.item("TOTAL", "DAY#1") == {"plays": 5.0}  # not 7: replaced, not added
+    assert (store.count_members("L#a"), store.count_members("L#b")) == (0, 1)
+    assert store.seen(["e1", "e2"]) == {"e2"}
+    assert store.states(["S#old", "S#both"]) == {"S#both": b"new"}
+    assert store.offsets("live") == {0: 7}
+    assert store.offsets("rebuild") == {1: 3}
+
+
+def test_a_replace_that_fails_changes_nothing(store):
+    store.apply(make_batch("live", increments=[("TOTAL", "DAY#1", {"plays": 2.0})]))
+    bad = make_batch(increments=[("TOTAL", "DAY#1", {"plays": 1.0})], dedup=[("e", NAIVE)])
+    with pytest.raises(StoreError):
+        store.replace(bad)
+    assert store.item("TOTAL", "DAY#1") == {"plays": 2.0}
+
+
+def test_a_memory_snapshot_recreates_the_store(store):
+    from playpulse.store.memory import MemoryStore
+
+    memory = MemoryStore()
+    batch = make_batch(
+        "c",
+        offsets={0: 4},
+        increments=[("TOTAL", "DAY#1", {"plays": 3.0}), ("TOTAL", "DAY#2", {"plays": -1.0})],
+        members={("L#a", "u1"), ("L#a", "u2")},
+        dedup=[("e1", T0)],
+        states={"S#1": b"x"},
+    )
+    memory.apply(batch)
+    memory.apply(make_batch("c", increments=[("TOTAL", "DAY#2", {"plays": 3.0})]))
+    store.replace(memory.snapshot("c"))
+    assert dump(store, [batch]) == dump(memory, [batch])

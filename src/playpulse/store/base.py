@@ -69,6 +69,16 @@ class RealtimeStore(ABC):
         """
 
     @abstractmethod
+    def replace(self, batch: StoreBatch) -> None:
+        """Replace everything the store holds but consumers' offsets (items, sets, dedup
+        keys, states) by what ``batch`` writes into an empty store, atomically: readers
+        see the old contents or the new, never a mix. Offsets of other consumers stay;
+        the batch's own are set. What a reprocess does with the store it recomputed.
+
+        Raises :class:`~playpulse.errors.StoreError` on failure (nothing changed then).
+        """
+
+    @abstractmethod
     def offsets(self, consumer: str) -> dict[int, int]:
         """Next offset to process per partition for ``consumer`` ({} if never applied)."""
 

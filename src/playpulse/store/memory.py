@@ -38,6 +38,29 @@ class MemoryStore(RealtimeStore):
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply`."""
+        self._write(batch, replace=False)
+
+    def replace(self, batch: StoreBatch) -> None:
+        """See :meth:`RealtimeStore.replace`."""
+        self._write(batch, replace=True)
+
+    def snapshot(self, consumer: str) -> StoreBatch:
+        """Everything the store holds, as one batch that recreates it in an empty store
+        (offsets: ``consumer``'s), but attributes that are exactly 0 (a batch never writes a
+        zero). What a reprocess computed in memory, ready for
+        :meth:`RealtimeStore.replace` of the durable store."""
+        batch = StoreBatch(consumer)
+        with self._lock:
+            for pk, by_sk in self._items.items():
+                for sk, attrs in by_sk.items():
+                    batch.increments[(pk, sk)].update(attrs)
+            batch.members = {(key, m) for key, members in self._members.items() for m in members}
+            batch.dedup = list(self._dedup.items())
+            batch.states = dict(self._states)
+            batch.offsets = dict(self._offsets.get(consumer, {}))
+        return batch
+
+    def _write(self, batch: StoreBatch, *, replace: bool) -> None:
         with self._lock:
             # 1. Check everything and compute the new values; nothing is changed yet.
             items: dict[ItemKey, dict[str, float]] = {}
@@ -64,6 +87,13 @@ class MemoryStore(RealtimeStore):
             consumer = _text(batch.consumer) if offsets else batch.consumer
 
             # 2. Apply: plain dict and set updates, which cannot fail halfway.
+            if replace:
+                self._items, self._members, self._dedup, self._states = {}, {}, {}, {}
+                fresh = {
+                    key: {a: float(v) for a, v in attrs.items() if v != 0}
+                    for key, attrs in batch.increments.items()
+                }
+                items = {key: attrs for key, attrs in fresh.items() if attrs}
             for (pk, sk), attrs in items.items():
                 self._items.setdefault(pk, {}).setdefault(sk, {}).update(attrs)
             for key, member in members:

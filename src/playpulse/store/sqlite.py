@@ -154,6 +154,14 @@ class SQLiteStore(RealtimeStore):
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply`."""
+        self._write(batch, replace=False)
+
+    def replace(self, batch: StoreBatch) -> None:
+        """See :meth:`RealtimeStore.replace`: one transaction that empties the tables
+        (offsets excepted) and applies ``batch``."""
+        self._write(batch, replace=True)
+
+    def _write(self, batch: StoreBatch, *, replace: bool) -> None:
         try:
             # Convert and check what Python can before the transaction starts.
             amounts = [
@@ -168,6 +176,9 @@ class SQLiteStore(RealtimeStore):
         with self._lock:
             try:
                 with immediate_transaction(self._db):
+                    if replace:
+                        for table in ("items", "members", "dedup_digests", "state_blobs"):
+                            self._db.execute(f"DELETE FROM {table}")
                     self._db.executemany(
                         "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "
                         "DO UPDATE SET value = value + excluded.value",
