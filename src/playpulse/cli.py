@@ -475,14 +475,21 @@ def demo(
     )
 
 
-def _when(value: str | None, name: str) -> datetime | None:
+def _when(value: str | None, name: str, tz: str) -> datetime | None:
+    """``--from``/``--to`` as a UTC instant, read in ``tz`` (a date is midnight there, a
+    time without offset is read there; an offset or Z in the value wins:
+    :func:`playpulse.query.window.read_bound`); ``None`` when not given."""
+    from playpulse.query.catalog import QueryError
+    from playpulse.query.window import read_bound
+
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"{name} '{value}' is not a date or ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return read_bound(value, tz).astimezone(UTC)
+    except QueryError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    except OverflowError:  # near year 1 or 9999, the offset leaves datetime's range
+        raise ConfigError(f"{name}: '{value}' in {tz} is outside the supported range") from None
 
 
 def _print_table(table: pa.Table, fmt: str) -> None:
@@ -533,10 +540,18 @@ def _cell(value: object) -> str:
 def query(
     name: Annotated[str, typer.Argument(help="Catalog query (see `playpulse queries`).")],
     start: Annotated[
-        str | None, typer.Option("--from", help="Start (date or ISO time; UTC if no zone).")
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start: a date (midnight in --tz) or an ISO time (read in --tz unless it "
+            "has an offset or Z).",
+        ),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="End, exclusive.")] = None,
-    tz: Annotated[str, typer.Option(help="IANA time zone for days and hours.")] = "UTC",
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive; as --from.")] = None,
+    tz: Annotated[
+        str,
+        typer.Option(help="IANA time zone for days and hours, and for --from/--to."),
+    ] = "UTC",
     limit: Annotated[int, typer.Option(help="Rows for ranked queries.")] = 10,
     content_id: Annotated[str | None, typer.Option(help="Only this content.")] = None,
     creator: Annotated[str | None, typer.Option(help="Only this creator.")] = None,
@@ -549,16 +564,16 @@ def query(
 ) -> None:
     """Run a metric from the catalog over the lake and the real-time store.
 
+    --from/--to are read in --tz (--from 2024-01-01 --tz Europe/Berlin is Berlin's
+    midnight); an explicit offset or Z in the value wins; without --tz they are UTC.
     Without --from/--to it covers the data (from the day of the earliest event to the day
-    of the newest, in --tz); table output then says which window it used."""
+    of the newest, in --tz). Table output ends with the window it used, in --tz."""
     from playpulse.query.catalog import CATALOG, QueryError, QueryParams, run_query
     from playpulse.query.window import resolve_window
 
     _check_format(fmt, ("table", "json", "csv"))
     try:
         params = QueryParams(
-            start=_when(start, "--from"),
-            end=_when(end, "--to"),
             tz=tz,
             limit=limit,
             content_id=content_id,
@@ -568,9 +583,14 @@ def query(
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         raise ConfigError(problems) from None
+    # Bounds are read once --tz is known to be a zone.
+    params = params.model_copy(
+        update={"start": _when(start, "--from", tz), "end": _when(end, "--to", tz)}
+    )
     if name not in CATALOG:
         raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
     settings = _settings(data_dir)
@@ -579,7 +599,7 @@ def query(
         params = window.params(params)
     _print_table(run_query(name, params, settings), fmt)
     if fmt == "table" and window is not None:
-        out.print(f"window: {window.describe()}", markup=False)
+        out.print(f"window: {window.describe(params.tz)}", markup=False)
 
 
 @app.command()

@@ -22,8 +22,8 @@ ev = _dataset.ev
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """``playpulse ARGS...`` with 200-column tables."""
-    return run_cli(*args, env={"COLUMNS": "200"}, timeout_s=120)
+    """``playpulse ARGS...`` with 400-column tables (every column of overview, unwrapped)."""
+    return run_cli(*args, env={"COLUMNS": "400"}, timeout_s=120)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,21 @@ def old_history(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
+#: The table cells of ``overview`` on ``old_history`` (the columns this test is about).
+OVERVIEW_CELLS = {
+    "plays": "2",
+    "streams": "2",
+    "listeners": "1",
+    "listening_s": "140.75",
+    "sessions": "2",
+    "avg_session_s": "70.375",
+    "completion_rate": "—",
+    "completion_rate_plays": "0",
+    "skip_rate": "0",
+    "skip_rate_plays": "2",
+}
+
+
 def test_query_without_a_range_shows_a_history_that_ended_months_ago(
     old_history: Settings,
 ) -> None:
@@ -55,8 +70,10 @@ def test_query_without_a_range_shows_a_history_that_ended_months_ago(
     # 100.5 + 40.2501 = 140.7501 s, rounded to milliseconds. The track has no duration, so
     # completion is unknown ("—", over 0 plays); both plays ended as streams: skip rate 0
     # over 2 plays.
-    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
-    assert cells == [["2", "2", "1", "140.75", "2", "70.375", "—", "0", "0", "2"]]
+    (header,) = [[c.strip() for c in line.split("┃")[1:-1]] for line in lines if "┃" in line]
+    (cells,) = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if "│" in line]
+    row = dict(zip(header, cells, strict=True))
+    assert {name: row[name] for name in OVERVIEW_CELLS} == OVERVIEW_CELLS
     assert (
         lines[-1] == "window: 2025-03-02 UTC to 2025-03-05 UTC (covering the data; end exclusive)"
     )
@@ -65,7 +82,9 @@ def test_query_without_a_range_shows_a_history_that_ended_months_ago(
         "query", "overview", "--tz", "Europe/Berlin", "--data-dir", str(old_history.data_dir)
     )
     assert berlin.stdout.splitlines()[-1] == (
-        "window: 2025-03-01T23:00:00Z to 2025-03-04T23:00:00Z (covering the data; end exclusive)"
+        # Berlin's midnights (23:00 UTC the day before), said in Berlin's time.
+        "window: 2025-03-02 Europe/Berlin to 2025-03-05 Europe/Berlin (covering the data; end "
+        "exclusive)"
     )
 
 

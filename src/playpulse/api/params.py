@@ -13,10 +13,9 @@ run with or raises that 422, never anything else: values are bounded in length
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, get_args
-from zoneinfo import ZoneInfo
 
 import duckdb
 from pydantic import ValidationError
@@ -25,6 +24,7 @@ from starlette.datastructures import QueryParams as StarletteQueryParams
 from playpulse.api.auth import ApiError
 from playpulse.events.model import MAX_ID_CHARS, ContentType, Text, iana_zones
 from playpulse.query.catalog import QueryError, QueryParams
+from playpulse.query.window import read_bound
 
 CONTENT_TYPES: tuple[str, ...] = get_args(ContentType)
 
@@ -176,21 +176,18 @@ def parse_whole_number(name: str, raw: str, low: int, high: int) -> int:
     raise _invalid(f"{name}: {shown(raw)} is not a whole number from {low} to {high}")
 
 
-def _when(name: str, value: str, zone: ZoneInfo) -> datetime:
-    """``value`` (a date or an ISO time, naive ones in ``zone``) in UTC, within
+def _when(name: str, value: str, tz: str) -> datetime:
+    """``value`` in UTC, read as ``playpulse query --from/--to`` reads it
+    (:func:`playpulse.query.window.read_bound`: a date is midnight in ``tz``, a time
+    without offset is read in ``tz``, an offset or ``Z`` wins), within
     [:data:`EARLIEST`, :data:`LATEST`]."""
     try:
-        if len(value) == 10:
-            moment = datetime.combine(date.fromisoformat(value), time(), zone)
-        else:  # RFC 3339 allows "t" and "z"; Python's ISO parser wants "T" and "Z"
-            moment = datetime.fromisoformat(value.upper())
-    except ValueError:
+        moment = read_bound(value, tz)
+    except QueryError:
         raise _invalid(
             f"{name}: {shown(value)} is not a date (2026-11-01) or an ISO time "
             "(2026-11-01T08:00:00Z)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
     try:
         utc = moment.astimezone(UTC)
     except OverflowError:  # near year 1 or 9999, the offset leaves datetime's range
@@ -237,12 +234,11 @@ def parse_params(query: StarletteQueryParams) -> QueryParams:
     tz = values.get("tz", "UTC")
     if tz not in query_zones():
         raise _invalid(f"tz: {shown(tz)} is not an IANA time zone such as 'Europe/Berlin'")
-    zone = ZoneInfo(tz)
     fields: dict[str, Any] = {"tz": tz}
     if "from" in values:
-        fields["start"] = _when("from", values["from"], zone)
+        fields["start"] = _when("from", values["from"], tz)
     if "to" in values:
-        fields["end"] = _when("to", values["to"], zone)
+        fields["end"] = _when("to", values["to"], tz)
     if "limit" in values:
         fields["limit"] = parse_whole_number("limit", values["limit"], *LIMIT_RANGE)
     content_type = values.get("content_type")

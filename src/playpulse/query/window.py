@@ -11,6 +11,10 @@ a left-out ``start`` 31 days before ``end``: the query answers, with nothing in 
 left-out bound would not lie on its side of a given one (``start`` after all the data),
 it is one day from the given bound. A default ``start`` is never before
 :data:`EARLIEST_DEFAULT`.
+
+A bound given as text (``playpulse query --from/--to``, the API's ``from``/``to``) is
+read in the query's zone (:func:`read_bound`): ``--from 2024-01-01 --tz Europe/Berlin``
+is Berlin's midnight; an explicit offset or ``Z`` in the value wins.
 """
 
 from __future__ import annotations
@@ -77,8 +81,13 @@ class QueryWindow:
             "data_last": None if self.data is None else iso(self.data.last),
         }
 
-    def describe(self) -> str:
-        """One line for people: ``2014-05-25 to 2021-09-23 (UTC, covering the data)``."""
+    def describe(self, tz: str = "UTC") -> str:
+        """One line for people, the bounds in the IANA zone ``tz`` (the query's):
+        ``2014-05-25 UTC to 2021-09-23 UTC (covering the data; end exclusive)``; a bound
+        at a midnight of ``tz`` is its date and the zone's name (``2024-01-01
+        Europe/Berlin``), another its local ISO time with offset. Raises
+        :class:`QueryError` for an unknown zone."""
+        zone = _zone(tz)
         how = {
             ("data", "data"): "covering the data",
             ("request", "request"): "as requested",
@@ -87,7 +96,8 @@ class QueryWindow:
         if how is None:
             parts = {"request": "as requested", "data": "the data's", "default": "default"}
             how = f"from {parts[self.start_source]}, to {parts[self.end_source]}"
-        return f"{_short(self.start)} to {_short(self.end)} ({how}; end exclusive)"
+        start, end = _short(self.start, zone), _short(self.end, zone)
+        return f"{start} to {end} ({how}; end exclusive)"
 
 
 def iso(moment: datetime) -> str:
@@ -95,11 +105,42 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _short(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    if utc.time() == time():
-        return utc.date().isoformat() + " UTC"
-    return utc.isoformat().replace("+00:00", "Z")
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise QueryError(f"'{tz}' is not an IANA time zone such as 'Europe/Berlin'") from None
+
+
+def _short(moment: datetime, zone: ZoneInfo) -> str:
+    local = moment.astimezone(zone)
+    if local.time() == time():
+        return f"{local.date().isoformat()} {zone.key}"
+    return local.isoformat().replace("+00:00", "Z")
+
+
+def read_bound(text: str, tz: str) -> datetime:
+    """A range bound given as text, as an aware datetime: a date (``2024-01-01``) is
+    midnight in the IANA zone ``tz``; an ISO 8601 time without offset
+    (``2024-01-01T08:00``) is that wall-clock time in ``tz``; a time with an offset or
+    ``Z`` is that instant whatever ``tz`` is (``tz`` then only buckets days and hours).
+    ``t`` and ``z`` may be lower case, as RFC 3339 allows. The result carries the
+    value's own offset, or ``tz``; at a wall-clock time that a daylight-saving change
+    skips or repeats, the offset in force before the change. Used by ``playpulse query``
+    and the read API alike.
+
+    Raises :class:`QueryError` naming ``text`` when it is not a date or an ISO time, and
+    for an unknown ``tz``.
+    """
+    zone = _zone(tz)
+    try:
+        # Python's ISO parser wants "T" and "Z"; RFC 3339 allows "t" and "z".
+        moment = datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        raise QueryError(
+            f"'{text}' is not a date (2026-11-01) or an ISO time (2026-11-01T08:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
 def data_extent(settings: Settings) -> DataExtent | None:
