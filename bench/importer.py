@@ -69,6 +69,7 @@ from typing import Any
 
 from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path
 from playpulse.config import Settings
+from playpulse.errors import PlaypulseError
 from playpulse.sources.importers.base import strip_personal
 from playpulse.testing import real_data_dir, run_cli
 from process import (
@@ -104,8 +105,8 @@ QUICK_LIVE_EVENTS = 2_000
 _MS_THRESHOLD = 100_000_000_000
 
 
-class BenchError(Exception):
-    """A benchmark input problem: what, where and why, for the command line."""
+class BenchError(PlaypulseError):
+    """A benchmark input or run problem: what, where and why, for the command line."""
 
 
 # --------------------------------------------------------------------------------------
@@ -148,9 +149,9 @@ def load_source(path: Path) -> Source:
     files are read recursively, in path order). Files that are not extended history (a JSON
     array of objects with ``ts`` and ``ms_played``) are left out; raises
     :class:`BenchError` when none is left or a row has no valid ``ts``."""
-    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     if not path.exists():
         raise BenchError(f"{path}: no such file or folder")
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     rows: list[tuple[str, dict[str, Any]]] = []
     indent: int | None = None
     last_year = 0
