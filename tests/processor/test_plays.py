@@ -12,6 +12,7 @@ import math
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from playpulse.events.model import Event, PlaybackEvent, ProductView
+from playpulse.events.model import Event, PlaybackEvent, PlayEnd, ProductView
 from playpulse.processor.buckets import local_date, local_hour, utc_date, utc_hour_start
 from playpulse.processor.plays import (
     EVENT_ORDER,
@@ -29,6 +30,7 @@ from playpulse.processor.plays import (
     is_closed,
     order_play_events,
     play_key,
+    source_skip_signal,
     summarize_play,
 )
 
@@ -654,6 +656,19 @@ STARTS = st.sampled_from(
 )
 
 
+#: A play_end's skip signal as importers carry it (properties), or none.
+SIGNALS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "skipped": st.booleans(),
+            "reason_end": st.sampled_from(["fwdbtn", "backbtn", "trackdone", "endplay", ""]),
+        },
+    ).map(lambda props: {"properties": props} if props else {}),
+)
+
+
 @st.composite
 def random_play(draw: st.DrawFn) -> list[PlaybackEvent]:
     """A random but valid play: any event types, gaps often at exact edges."""
@@ -684,10 +699,13 @@ def random_play(draw: st.DrawFn) -> list[PlaybackEvent]:
             fields["context"] = ctx
         if kind == "play_end":
             fields["reason"] = draw(st.sampled_from(["completed", "stopped", "next", "error"]))
+            fields.update(draw(SIGNALS))
+        if kind == "play_start" and draw(st.integers(0, 5)) == 0:
+            fields["properties"] = {"scrobbled": draw(st.sampled_from([True, False, "yes"]))}
         if kind in ("play_start", "chapter_change"):
             fields["content"] = {
                 "content_id": "c1",
-                "duration_s": draw(st.sampled_from([600.0, 1000.0, 3600.0])),
+                "duration_s": draw(st.sampled_from([30.0, 200.0, 600.0, 1000.0, 3600.0])),
                 "chapter": draw(st.integers(0, 5)),
             }
         events.append(ev(kind, t, **fields))
@@ -740,6 +758,30 @@ def test_state_machine_invariants(events: list[PlaybackEvent]) -> None:
     assert s.is_stream == (s.playing_time_s >= 30)
     assert not (s.skipped and s.is_stream)
     assert list(s.chapters_reached) == sorted(set(s.chapters_reached))
+    # The source's skip signal is the one of the play_end that ended the play.
+    ordered = order_play_events(events)
+    enders = [e for e in ordered if e.event_type in ("play_end", "error")]
+    ended_by = enders[-1] if s.end_reason is not None else None
+    if ended_by is None or not isinstance(ended_by, PlayEnd):
+        assert s.skipped_by_source is None
+    else:
+        assert s.skipped_by_source == source_skip_signal(ended_by.properties)
+    # Qualified listen: Last.fm's rule on the summary's own fields.
+    scrobbled = any(
+        e.event_type == "play_start" and (e.properties or {}).get("scrobbled") is True
+        for e in ordered
+    )
+    d, played = s.duration_s, Fraction(_exact_us(s.playing_time_s), 10**6)
+    if scrobbled:
+        assert s.qualified_listen is True
+    elif s.event_count == 1 or d is None:
+        assert s.qualified_listen is None
+    elif d <= 30:
+        assert s.qualified_listen is False
+    elif played >= min(Fraction(d) / 2, Fraction(240)):
+        assert s.qualified_listen is True
+    else:
+        assert s.qualified_listen is (False if s.end_reason is not None else None)
 
 
 @settings(max_examples=200, deadline=None)

@@ -135,6 +135,10 @@ PLAYS_SCHEMA = pa.schema(
                 )
             ),
         ),
+        # Skip policies beside the 30-second ``skipped`` (docs/metrics.md): null where
+        # the data cannot tell.
+        ("skipped_by_source", pa.bool_()),
+        ("qualified_listen", pa.bool_()),
     ],
     metadata={VERSION_KEY: "play_key"},
 )

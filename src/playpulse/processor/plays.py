@@ -4,7 +4,8 @@ A play is one listening of one piece of content, from ``play_start`` to ``play_e
 (or until it goes idle). :func:`summarize_play` replays the play's events through a
 small state machine and returns a :class:`PlaySummary`: playing time, watch time,
 content time, startup and rebuffering, foreground/background split, furthest position,
-completion, skip/stream, and the playing time cut into :class:`PlaySegment` pieces that
+completion, skip/stream, the skip by the source's own signal and the qualified listen
+(Last.fm's rule), and the playing time cut into :class:`PlaySegment` pieces that
 each lie within one UTC hour and one local hour, ready for per-hour/per-day aggregates by
 event time.
 
@@ -36,8 +37,9 @@ order.
 - ``resume``: intent = playing (a stall in progress continues).
 - ``pause``: intent = paused if it was playing.
 - ``play_end``, ``error``: intent = stopped, stalled = no; ``end_reason`` is the
-  ``play_end`` reason, or ``"error"``. A later ``play_start``/``resume``/``heartbeat``
-  reopens the play and clears ``end_reason``.
+  ``play_end`` reason, or ``"error"``; the source's skip signal is the ``play_end``'s
+  (:func:`source_skip_signal`), none for ``error``. A later
+  ``play_start``/``resume``/``heartbeat`` reopens the play and clears both.
 - ``buffer_start``: stalled = yes (ignored while stopped). ``buffer_end``: stalled = no.
 - ``seek``: moves the position (``from_position_s`` -> ``position_s``); state unchanged.
   The jump is never counted as time or content played. Seeks are instantaneous in this
@@ -66,7 +68,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from playpulse.events.codec import encode_event
 from playpulse.events.model import Content, PlaybackEvent, PlayEnd, Seek
@@ -76,6 +78,10 @@ __all__ = [
     "COMPLETION_RATIO",
     "EVENT_ORDER",
     "IDLE_TIMEOUT",
+    "QUALIFIED_LISTEN_MIN_DURATION",
+    "QUALIFIED_LISTEN_PLAYED",
+    "QUALIFIED_LISTEN_SHARE",
+    "SOURCE_SKIP_BUTTONS",
     "STREAM_THRESHOLD",
     "PlayBuilder",
     "PlaySegment",
@@ -83,6 +89,7 @@ __all__ = [
     "is_closed",
     "order_play_events",
     "play_key",
+    "source_skip_signal",
     "summarize_play",
 ]
 
@@ -110,9 +117,23 @@ IDLE_TIMEOUT = timedelta(minutes=30)
 STREAM_THRESHOLD = timedelta(seconds=30)
 #: Share of ``duration_s`` the furthest position must reach for completion (95 %).
 COMPLETION_RATIO = Fraction(95, 100)
+#: Qualified listen (Last.fm's scrobble rule, also ListenBrainz's listen rule): content
+#: longer than this ...
+QUALIFIED_LISTEN_MIN_DURATION = timedelta(seconds=30)
+#: ... played for at least this share of its duration ...
+QUALIFIED_LISTEN_SHARE = Fraction(1, 2)
+#: ... or for this long, whichever comes first.
+QUALIFIED_LISTEN_PLAYED = timedelta(minutes=4)
+#: ``play_end`` ``properties.reason_end`` values that say the listener skipped (Spotify's
+#: forward and back buttons).
+SOURCE_SKIP_BUTTONS = frozenset({"fwdbtn", "backbtn"})
+#: ``reason_end`` values that say nothing of why playback ended.
+_UNKNOWN_REASON_ENDS = frozenset({"", "unknown"})
 
 _US_PER_S = 1_000_000
 _STREAM_US = STREAM_THRESHOLD // timedelta(microseconds=1)
+_QUALIFIED_MIN_US = QUALIFIED_LISTEN_MIN_DURATION // timedelta(microseconds=1)
+_QUALIFIED_PLAYED_US = QUALIFIED_LISTEN_PLAYED // timedelta(microseconds=1)
 _EVIDENCE = frozenset({"heartbeat", "buffer_end"})
 _ONE_US = timedelta(microseconds=1)
 _CONTENT_FIELDS = ("content_type", "title", "creator")
@@ -205,7 +226,21 @@ class PlaySummary:
       skipped nor (yet, below 30 s) a stream. A play of one event (a lone
       ``play_start``: how importers write a YouTube view or a Last.fm scrobble, whose
       length the export does not say) has no evidence of how long it played, so it is
-      not a skip either.
+      not a skip either. This is the *30-second rule*; the source's own verdict is
+      ``skipped_by_source``.
+    - ``skipped_by_source``: the skip signal of the ``play_end`` that ended the play
+      (:func:`source_skip_signal` of its ``properties``: Spotify's ``skipped`` flag, else
+      its ``reason_end`` in :data:`SOURCE_SKIP_BUTTONS`); None when the play has not
+      ended by a ``play_end`` (open, ``error``, idle) or its ``play_end`` carries no
+      signal (the SDK's own events, Spotify basic history).
+    - ``qualified_listen``: Last.fm's scrobble rule (ListenBrainz's listen rule): content
+      longer than 30 s (``duration_s > 30``) played for at least half its duration or
+      4 minutes, whichever comes first (``playing_time_s >= min(duration_s / 2, 240)``,
+      compared exactly). True for a play whose ``play_start`` carries
+      ``properties.scrobbled = true`` (a Last.fm scrobble: the scrobbler applied the
+      rule). Otherwise None when the play's playing time is unknown (a single event),
+      its ``duration_s`` is unknown (or not positive), or it is open and has not yet
+      qualified; False when ``duration_s <= 30`` or it ended without qualifying.
     - ``segments``: the playing time as :class:`PlaySegment` pieces, in time order;
       their ``playing_s`` sum to ``playing_time_s``.
     """
@@ -234,6 +269,8 @@ class PlaySummary:
     completed: bool
     skipped: bool
     is_stream: bool
+    skipped_by_source: bool | None
+    qualified_listen: bool | None
     device_type: str | None
     platform: str | None
     country: str | None
@@ -326,6 +363,46 @@ def _segments(merged: list[_Raw], tz: str | None) -> tuple[PlaySegment, ...]:
     return tuple(out)
 
 
+def source_skip_signal(properties: dict[str, Any] | None) -> bool | None:
+    """The source's own verdict on whether a play was skipped, from its ``play_end``
+    ``properties`` (how the Spotify extended importer carries the export's fields):
+
+    - ``skipped`` when it is a boolean (Spotify's flag: the listener skipped to the next
+      track);
+    - else, when ``reason_end`` says why playback ended (a non-empty string other than
+      ``unknown``), whether it is one of :data:`SOURCE_SKIP_BUTTONS` (``fwdbtn``,
+      ``backbtn``: the listener pressed forward or back);
+    - else None: the source says nothing.
+    """
+    if not properties:
+        return None
+    flag = properties.get("skipped")
+    if isinstance(flag, bool):
+        return flag
+    reason = properties.get("reason_end")
+    if isinstance(reason, str) and reason not in _UNKNOWN_REASON_ENDS:
+        return reason in SOURCE_SKIP_BUTTONS
+    return None
+
+
+def _qualified_listen(
+    scrobbled: bool, timed: bool, playing_us: int, duration: float | None, ended: bool
+) -> bool | None:
+    # See PlaySummary.qualified_listen.
+    if scrobbled:
+        return True
+    if not timed or duration is None or duration <= 0:
+        return None
+    if Fraction(duration) * _US_PER_S <= _QUALIFIED_MIN_US:
+        return False
+    needed = min(
+        Fraction(duration) * _US_PER_S * QUALIFIED_LISTEN_SHARE, Fraction(_QUALIFIED_PLAYED_US)
+    )
+    if playing_us >= needed:
+        return True
+    return False if ended else None
+
+
 def _is_completed(furthest: float | None, duration: float | None) -> bool:
     if furthest is None or duration is None:
         return False
@@ -402,6 +479,8 @@ class PlayBuilder:
         "position",
         "rebuffer_count",
         "rebuffer_us",
+        "scrobbled",
+        "source_skip",
         "stall_counted",
         "stall_is_startup",
         "stalled",
@@ -425,6 +504,10 @@ class PlayBuilder:
         self.furthest: float | None = None
         self.end_reason: str | None = None
         self._ended_completed = False
+        # The skip signal of the play_end that ended the play (None while not ended by
+        # one), and whether a play_start said the play was scrobbled.
+        self.source_skip: bool | None = None
+        self.scrobbled = False
         self.playing_us = self.fg_us = self.startup_us = self.rebuffer_us = 0
         self.content_s = 0.0
         self.rebuffer_count = 0
@@ -513,6 +596,7 @@ class PlayBuilder:
         rate, foreground, chapter = self._rate, self.foreground, self._chapter
         position, furthest = self.position, self.furthest
         end_reason, ended_completed = self.end_reason, self._ended_completed
+        source_skip, scrobbled = self.source_skip, self.scrobbled
         playing_us, fg_us = self.playing_us, self.fg_us
         startup_us, rebuffer_us = self.startup_us, self.rebuffer_us
         content_s, rebuffer_count = self.content_s, self.rebuffer_count
@@ -567,15 +651,21 @@ class PlayBuilder:
 
             # 2. Apply the event's transition.
             if kind in ("play_start", "heartbeat"):
-                intent, stalled, end_reason = "playing", False, None
+                intent, stalled, end_reason, source_skip = "playing", False, None, None
+                if kind == "play_start" and event.properties and not scrobbled:
+                    scrobbled = event.properties.get("scrobbled") is True
             elif kind == "resume":
-                intent, end_reason = "playing", None
+                intent, end_reason, source_skip = "playing", None, None
             elif kind == "pause":
                 if intent == "playing":
                     intent = "paused"
             elif kind in ("play_end", "error"):
                 intent, stalled = "stopped", False
-                end_reason = event.reason if isinstance(event, PlayEnd) else "error"
+                if isinstance(event, PlayEnd):
+                    end_reason = event.reason
+                    source_skip = source_skip_signal(event.properties)
+                else:
+                    end_reason, source_skip = "error", None
                 ended_completed = ended_completed or end_reason == "completed"
             elif kind == "buffer_start":
                 if intent != "stopped" and not stalled:
@@ -615,6 +705,7 @@ class PlayBuilder:
         self._rate, self.foreground, self._chapter = rate, foreground, chapter
         self.position, self.furthest = position, furthest
         self.end_reason, self._ended_completed = end_reason, ended_completed
+        self.source_skip, self.scrobbled = source_skip, scrobbled
         self.playing_us, self.fg_us = playing_us, fg_us
         self.startup_us, self.rebuffer_us = startup_us, rebuffer_us
         self.content_s, self.rebuffer_count = content_s, rebuffer_count
@@ -682,6 +773,14 @@ class PlayBuilder:
             completed=self._ended_completed or _is_completed(self.furthest, self.duration_s),
             skipped=end_reason is not None and playing_us < _STREAM_US and len(self._ids) > 1,
             is_stream=playing_us >= _STREAM_US,
+            skipped_by_source=self.source_skip,
+            qualified_listen=_qualified_listen(
+                self.scrobbled,
+                len(self._ids) > 1,
+                playing_us,
+                self.duration_s,
+                end_reason is not None,
+            ),
             device_type=cast("str | None", ctx.get("device_type")),
             platform=cast("str | None", ctx.get("platform")),
             country=cast("str | None", ctx.get("country")),
