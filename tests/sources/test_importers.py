@@ -635,8 +635,9 @@ def test_lastfm_scrobbles(tmp_path: Path) -> None:
     assert events[0]["occurred_at"] == "2024-07-11T09:04:16Z"
     assert events[0]["content"]["creator"] == "Go\u2010Go\u2019s"
     assert events[0]["content"]["title"] == "This Town"
-    assert "properties" not in events[0]
-    assert events[1]["properties"] == {"album": "Faith"}
+    # A scrobble is a qualified listen by Last.fm's rule (docs/metrics.md).
+    assert events[0]["properties"] == {"scrobbled": True}
+    assert events[1]["properties"] == {"scrobbled": True, "album": "Faith"}
     assert events[1]["occurred_at"] == datetime.fromtimestamp(1720688852, UTC).isoformat().replace(
         "+00:00", "Z"
     )

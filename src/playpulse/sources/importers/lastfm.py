@@ -10,9 +10,11 @@ and a time column are read too: the time is taken from ``uts`` / ``timestamp`` /
 **One scrobble = one play of a track with no playing time** (of unknown length: neither
 a stream nor a skip): a lone ``play_start`` at the scrobble time, which Last.fm
 documents as the time the track *started* playing. Last.fm only scrobbles after half the
-track or 4 minutes, but records no duration, position or device. Content: ``content_id``
-``lastfm:`` + a hash of (artist, track), ``content_type`` ``track``, ``title`` = track,
-``creator`` = artist; the album goes to the properties.
+track or 4 minutes, but records no duration, position or device. So a scrobble is a
+*qualified listen* by that rule, applied by the scrobbler: the event's properties say
+``scrobbled: true`` (:class:`~playpulse.processor.plays.PlaySummary` ``qualified_listen``).
+Content: ``content_id`` ``lastfm:`` + a hash of (artist, track), ``content_type``
+``track``, ``title`` = track, ``creator`` = artist; the album goes to the properties.
 
 **User**: the caller's ``user_id``, else the export's ``username`` (or ``user``) column when
 it has one, else ``lastfm-user``. **Identity**: the row's fields by
@@ -144,6 +146,6 @@ def map_row(row: SourceRow, ctx: MapContext) -> list[dict[str, Any]]:
             actor={"user_id": user},
             content=content,
             at=at,
-            properties={"album": album} if album else None,
+            properties={"scrobbled": True, **({"album": album} if album else {})},
         )
     ]

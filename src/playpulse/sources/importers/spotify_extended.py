@@ -17,7 +17,10 @@ at ``ts`` (see :func:`~playpulse.sources.importers.base.play_events`), so the pl
 playing time is exactly ``ms_played / 1000`` seconds and it is a skip exactly when
 ``ms_played < 30000``. The play ends with reason ``completed`` for ``reason_end``
 ``trackdone``, ``next`` for ``fwdbtn``/``backbtn``, ``error`` for ``trackerror`` and
-``stopped`` otherwise.
+``stopped`` otherwise. The ``play_end`` properties keep Spotify's own skip signal as the
+export gives it: ``skipped`` (when true or false) and ``reason_end`` (when not empty), from
+which the processor derives the play's ``skipped_by_source``
+(:func:`~playpulse.processor.plays.source_skip_signal`), beside the 30-second rule.
 
 **Content** (by which group of fields is set): a track (``spotify_track_uri``,
 ``master_metadata_track_name``, creator = ``master_metadata_album_artist_name``), an
