@@ -29,7 +29,10 @@ the code; each is pinned by an ``ambiguous-*`` edge play in test_reference.py):
 - a ``play_end`` with reason ``completed`` makes the play completed even if it is
   reopened later; the end reason itself is that of the last stop, cleared by a reopening
   ``play_start``/``resume``/``heartbeat``;
-- a ``pause`` while not playing changes nothing.
+- a ``pause`` while not playing changes nothing;
+- a play counts in the store's counters (play measures, unique listener sets) only when
+  one of its events was received at most 7 days (the allowed lateness) after the play's
+  start; others are history: in the lake's plays only.
 """
 
 from __future__ import annotations
@@ -588,6 +591,9 @@ def compute(stream: Any) -> Reference:
             play = summarize(key, play_events, now)
             assert key not in ref.plays, f"play {key} spans partitions"
             ref.plays[key] = play
+            received = [to_us(e.data["received_at"]) for e in play_events]
+            if min(received) - play.started_us > ALLOWED_LATENESS_US:
+                continue  # history: the lake's plays only, not the live counters
             _add_play(ref, "TOTAL", play)
             if play.content_id is not None:
                 _add_play(ref, f"CONTENT#{play.content_id}", play)

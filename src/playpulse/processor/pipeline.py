@@ -30,18 +30,20 @@ import time
 import zlib
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
+import pyarrow as pa
 
 from playpulse.errors import ConfigError, EventValidationError, StoreError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.lake.schema import events_table, play_row, session_row
-from playpulse.lake.writer import LakeWriter
+from playpulse.lake.writer import OffsetRange
 from playpulse.processor import aggregate
 from playpulse.processor.plays import (
     PlayBuilder,
@@ -143,6 +145,31 @@ def dedup_key(event: EventBase) -> str:
     stripped = msgspec.structs.replace(event, sent_at=None, received_at=None, derived_at=None)
     digest = hashlib.blake2b(_fingerprint_encoder.encode(stripped), digest_size=8).hexdigest()
     return f"{event.event_id}:{digest}"
+
+
+class LakeSink(Protocol):
+    """Where the processor writes lake rows: a :class:`~playpulse.lake.LakeWriter`, or
+    what a reprocess collects (:mod:`playpulse.processor.backfill`). ``schemas`` names
+    the tables it takes (``events``, ``plays``, ``sessions``); the processor writes
+    only those."""
+
+    schemas: dict[str, pa.Schema]
+
+    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
+        """Drop what was written for offsets at or past ``committed``; how many files."""
+        ...  # pragma: no cover - a protocol
+
+    def write_table(
+        self, table: str, arrow: pa.Table, *, ranges: Sequence[OffsetRange]
+    ) -> list[Path]:
+        """Write an Arrow table of ``table``'s schema, read from ``ranges``."""
+        ...  # pragma: no cover - a protocol
+
+    def write_rows(
+        self, table: str, rows: Iterable[dict[str, Any]], *, ranges: Sequence[OffsetRange]
+    ) -> list[Path]:
+        """Write rows (dicts) of ``table``, read from ``ranges``."""
+        ...  # pragma: no cover - a protocol
 
 
 class _PlayState(msgspec.Struct):
@@ -271,7 +298,7 @@ class Processor:
         self,
         stream: EventStream,
         store: RealtimeStore,
-        lake: LakeWriter | None,
+        lake: LakeSink | None,
         quarantine: QuarantineStore,
         options: ProcessorOptions | None = None,
     ) -> None:
@@ -313,6 +340,17 @@ class Processor:
             self._open_sessions[int(partition)][user] = _decode_open.decode(blob)[1]
         self._started = True
 
+    def reset(self) -> None:
+        """Forget what is cached in memory and start again from the store (after
+        something else rewrote it: :func:`playpulse.processor.backfill.reprocess`)."""
+        self._open_plays.clear()
+        self._open_sessions.clear()
+        self._play_events.clear()
+        self._finalized_day.clear()
+        self._next_expiry = None
+        self._started = False
+        self.start()
+
     def process_available(self, max_batches: int | None = None) -> BatchStats:
         """Process what the stream holds now (up to ``max_batches`` polls); return totals."""
         if not self._started:
@@ -331,8 +369,15 @@ class Processor:
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
         return total
 
-    def run(self, stop: threading.Event, idle_sleep_s: float = 0.05) -> None:
-        """Process until ``stop`` is set, sleeping ``idle_sleep_s`` when caught up.
+    def run(
+        self,
+        stop: threading.Event,
+        idle_sleep_s: float = 0.05,
+        on_idle: Callable[[], object] | None = None,
+    ) -> None:
+        """Process until ``stop`` is set, sleeping ``idle_sleep_s`` when caught up
+        (after calling ``on_idle``, if given: what the runtime does between polls, e.g.
+        apply pending backfills).
 
         Polls start at most every ``options.poll_interval`` (like a Kafka consumer's
         ``fetch.max.wait.ms``): under a steady trickle, each poll then takes what
@@ -345,6 +390,8 @@ class Processor:
             started = time.monotonic()
             stats = self.process_available(max_batches=1)
             if stats.read == 0:
+                if on_idle is not None:
+                    on_idle()
                 stop.wait(idle_sleep_s)
             else:
                 rest = interval_s - (time.monotonic() - started)
@@ -368,10 +415,10 @@ class Processor:
             self._compute(batch, work)
         if self.lake is not None and batches:
             ranges = [(b.partition, b.records[0].offset, b.records[-1].offset) for b in batches]
-            if work.event_rows:
+            if work.event_rows and "events" in self.lake.schemas:
                 self.lake.write_table("events", events_table(work.event_rows), ranges=ranges)
             for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
-                if rows:
+                if rows and table in self.lake.schemas:
                     self.lake.write_rows(table, rows, ranges=ranges)
         self.store.apply(work.batch)
         if work.newest_received is not None:
@@ -511,6 +558,8 @@ class Processor:
     ) -> None:
         opts = self.options
         idle_us = _us_delta(opts.idle_timeout)
+        lateness_us = _us_delta(opts.allowed_lateness)
+        margin_us = _us_delta(opts.allowed_lateness + timedelta(days=1))
         open_plays = self._open_plays[p]
         # Plays with new events, and open plays the watermark has made idle.
         touched = set(new_events)
@@ -553,11 +602,13 @@ class Processor:
             elif builder is None or fresh:
                 builder = PlayBuilder.of(events, idle_timeout=opts.idle_timeout)
             summary = builder.summary(now)
-            contribution = aggregate.play_contribution(summary)
+            live = _is_live(events, summary, lateness_us)
+            contribution = aggregate.play_contribution(summary) if live else {}
             _merge(
                 work.batch, aggregate.diff(contribution, aggregate.from_rows(state.contribution))
             )
-            self._add_listeners(summary, builder.days, work)
+            if live:
+                self._add_listeners(summary, builder.days, work)
             closed = is_closed(summary, now, opts.idle_timeout)
             changed = bool(added) or closed != state.closed
             if closed and changed:
@@ -567,7 +618,16 @@ class Processor:
             state.last_us = _us(summary.ended_at)
             state.closed = closed
             state.user = summary.user_id
-            if closed:
+            wm = user_wm.get(summary.user_id)
+            if closed and wm is not None and state.last_us < wm - margin_us:
+                # Final already (see _finalize_plays): no later event can change it, so
+                # it keeps no state (history read in time order closes most plays so).
+                open_plays.pop(pkey, None)
+                cache.pop(skey, None)
+                work.batch.states[skey] = None
+                for key in state.chunk_keys(p, pkey):
+                    work.batch.states[key] = None
+            elif closed:
                 open_plays.pop(pkey, None)
                 if changed or state.chunks:
                     closing.append((pkey, state))
@@ -773,6 +833,17 @@ class Processor:
                 if old.at_us > state.at_us:
                     continue
             work.batch.states[keys[user]] = _encode.encode(state)
+
+
+def _is_live(events: Sequence[PlaybackEvent], summary: PlaySummary, lateness_us: int) -> bool:
+    """Whether a play counts in the real-time store's counters: one of its events was
+    received within the allowed lateness of the play's start. Others are history (an
+    import of last year's listening): they reach the lake's plays and sessions, which
+    every catalog query reads, but not the live counters."""
+    started = _us(summary.started_at)
+    return any(
+        e.received_at is not None and _us(e.received_at) - started <= lateness_us for e in events
+    )
 
 
 def _us_delta(delta: timedelta) -> int:
