@@ -38,6 +38,7 @@ from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter, corrupt_files
+from playpulse.processor.backfill import ReprocessResult, reprocess, reprocess_needed
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.quarantine.store import open_quarantine
 from playpulse.store.sqlite import SQLiteStore
@@ -107,6 +108,7 @@ def ensure_processed(
         if mine:
             processor = open_processor(settings)
             try:
+                apply_backfills(settings, processor)
                 return processor.process_available()
             finally:
                 close_processor(processor)
@@ -134,6 +136,55 @@ def ensure_processed(
         store.close()
 
 
+def apply_backfills(settings: Settings, processor: Processor) -> bool:
+    """If backfills are pending or a reprocess was interrupted, run
+    :func:`~playpulse.processor.backfill.reprocess` and start ``processor`` again from
+    the recomputed store; returns whether it did. Call it holding the processor lock,
+    from the processor's thread, between batches."""
+    if not reprocess_needed(settings):
+        return False
+    result = reprocess(settings, processor.options)
+    processor.reset()
+    log.info(
+        "reprocessed: %d backfilled events added to the lake, %d plays and %d sessions",
+        result.backfilled,
+        result.plays,
+        result.sessions,
+    )
+    return True
+
+
+def apply_import(
+    settings: Settings, staged: Path | None, *, timeout_s: float = 600.0
+) -> ReprocessResult | None:
+    """Apply an import's pending backfill ``staged`` (:func:`~playpulse.processor.
+    backfill.stage_backfill`; ``None`` when the import staged nothing): when no
+    processor runs on the data dir, run :func:`~playpulse.processor.backfill.reprocess`
+    here and return its result; otherwise wait until the running one (``playpulse up``)
+    has applied it and return ``None``. Then compact the lake (month files).
+
+    Raises :class:`~playpulse.errors.PlaypulseError` when the running processor does not
+    apply it within ``timeout_s`` (the backfill stays pending: it is applied later).
+    """
+    with processor_lock(settings) as mine:
+        if mine:
+            done = reprocess(settings) if reprocess_needed(settings) else ReprocessResult()
+            compact_lake(settings)
+            return done
+    deadline = time.monotonic() + timeout_s
+    while staged is not None and staged.exists():
+        if time.monotonic() > deadline:
+            problem = processor_problem(settings)
+            raise PlaypulseError(
+                f"the processor running on {settings.data_dir} did not apply the import "
+                f"within {timeout_s:.0f} s ({problem or 'it is running'}); it stays pending "
+                "and is applied when the processor gets to it; check `playpulse status`"
+            )
+        time.sleep(0.05)
+    compact_lake(settings)
+    return None
+
+
 def compact_lake(settings: Settings) -> dict[str, int]:
     """Merge the committed small files of every lake table of ``settings.data_dir``
     (:meth:`LakeWriter.compact`, safe while a processor runs); returns files merged
@@ -148,17 +199,22 @@ def compact_lake(settings: Settings) -> dict[str, int]:
 
 
 class ProcessorThread:
-    """Runs a :class:`Processor` on a daemon thread until :meth:`stop`."""
+    """Runs a :class:`Processor` on a daemon thread until :meth:`stop`; with the
+    ``settings`` of its data dir, it also applies pending backfills when idle
+    (:func:`apply_backfills`)."""
 
-    def __init__(self, processor: Processor) -> None:
+    def __init__(self, processor: Processor, settings: Settings | None = None) -> None:
         self.processor = processor
+        self.settings = settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="playpulse-processor", daemon=True)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
         try:
-            self.processor.run(self._stop)
+            settings = self.settings
+            idle = None if settings is None else lambda: apply_backfills(settings, self.processor)
+            self.processor.run(self._stop, on_idle=idle)
         except BaseException as exc:  # reported by stop() and in the log
             self.error = exc
             log.exception("the processor stopped")
@@ -346,6 +402,8 @@ def processor_spawn_main() -> None:
                 started = time.monotonic()
                 stats = processor.process_available(max_batches=1)
                 reporter.progress(processor, stats.read)
+                if stats.read == 0:
+                    apply_backfills(settings, processor)
                 rest = 0.05 if stats.read == 0 else interval_s - (time.monotonic() - started)
                 if rest > 0:
                     halt.wait(rest)

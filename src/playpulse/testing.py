@@ -174,3 +174,71 @@ def playpulse_server(
                 proc.wait(5)
         seen.update((p.pid, p) for p in group_members(proc.pid))
         kill_all([p for p in seen.values() if p.pid != proc.pid])
+
+
+#: The play measures :func:`play_totals` sums, named as the real-time store names them.
+PLAY_MEASURES = (
+    "plays",
+    "streams",
+    "completed",
+    "skipped",
+    "watch_time_s",
+    "startup_time_s",
+    "rebuffer_count",
+    "rebuffer_time_s",
+    "playing_time_s",
+    "content_time_s",
+    "playing_time_foreground_s",
+    "playing_time_background_s",
+)
+
+
+def play_totals(
+    settings: Any, *, user_id: str | None = None, creator: str | None = None
+) -> dict[str, float]:
+    """The play measures of every play in the data dir of ``settings`` (the lake's plays
+    and the open ones, as every query sees them), optionally of one user or creator:
+    ``{measure: total}`` with the names of :data:`PLAY_MEASURES` (seconds for times),
+    measures with no known value left out. Imported history is only there (not in the
+    real-time store's live counters)."""
+    from playpulse.query.engine import connect
+
+    sums = {
+        "plays": "count(*)",
+        "streams": "sum(is_stream::INT)",
+        "completed": "sum(completed::INT)",
+        "skipped": "sum(skipped::INT)",
+        "rebuffer_count": "sum(rebuffer_count)",
+        "playing_time_s": "sum(s.playing_s)",
+        "content_time_s": "sum(s.playing_s * s.rate)",
+        "playing_time_foreground_s": "sum(CASE WHEN s.foreground THEN s.playing_s ELSE 0 END)",
+        "playing_time_background_s": "sum(CASE WHEN s.foreground THEN 0 ELSE s.playing_s END)",
+    }
+    for name in ("watch_time_s", "startup_time_s", "rebuffer_time_s"):
+        sums[name] = f"sum({name})"
+    con = connect(settings)
+    try:
+        where = (
+            "WHERE ($user IS NULL OR user_id = $user) AND ($creator IS NULL OR creator = $creator)"
+        )
+        params = {"user": user_id, "creator": creator}
+        plays = con.execute(
+            f"SELECT {', '.join(f'{v} AS {k}' for k, v in sums.items() if 's.' not in v)} "
+            f"FROM plays {where}",
+            params,
+        ).fetchone()
+        segments = con.execute(
+            f"SELECT {', '.join(f'{v} AS {k}' for k, v in sums.items() if 's.' in v)} "
+            f"FROM (SELECT unnest(segments) AS s FROM plays {where})",
+            params,
+        ).fetchone()
+    finally:
+        con.close()
+    names = [k for k, v in sums.items() if "s." not in v] + [
+        k for k, v in sums.items() if "s." in v
+    ]
+    values = [*(plays or ()), *(segments or ())]
+    out = {name: float(v) for name, v in zip(names, values, strict=True) if v is not None}
+    if out.get("plays") == 0:
+        return {}
+    return out

@@ -29,8 +29,10 @@ from playpulse.config import Settings
 from playpulse.errors import ConfigError
 from playpulse.events.codec import decode_stored, validate_event
 from playpulse.events.model import EventBase, PlaybackEvent
+from playpulse.processor.backfill import payloads
 from playpulse.processor.plays import summarize_play
 from playpulse.quarantine.store import QuarantineStore
+from playpulse.query.engine import connect, events_connection
 from playpulse.service import ProcessorThread, open_processor, processor_lock
 from playpulse.sources.importers import (
     ImportFormatError,
@@ -44,8 +46,8 @@ from playpulse.sources.importers.base import HEARTBEAT_EVERY_S, RowIdentity, pla
 from playpulse.sources.importers.exports import export_root
 from playpulse.sources.importers.spotify_extended import end_reason, normalize_platform
 from playpulse.sources.importers.timezones import zone_of_country
-from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.factory import open_stream
+from playpulse.testing import play_totals
 
 IP1, IP2 = "198.51.100.7", "2001:db8::42"
 USER_AGENT = "Mozilla%2F5.0%20(SecretDevice)"
@@ -199,16 +201,16 @@ def as_dict(event: EventBase) -> dict[str, Any]:
 
 
 def stream_payloads(settings: Settings) -> list[bytes]:
-    if not settings.stream_path.exists():
+    """The events the data dir keeps (its lake's ``events`` table) as stored JSON, in
+    time order: what an import wrote."""
+    if not settings.lake_path.exists():
         return []
-    stream = open_stream(settings)
+    con = events_connection(settings)
     try:
-        out = []
-        for info in stream.partitions():
-            out.extend(r.value for r in stream.read(info.partition, info.start_offset, 10**9))
-        return out
+        table = con.sql("SELECT * FROM events ORDER BY occurred_at, event_id").to_arrow_table()
     finally:
-        stream.close()
+        con.close()
+    return list(payloads(table))
 
 
 def stream_events(settings: Settings) -> list[EventBase]:
@@ -216,15 +218,25 @@ def stream_events(settings: Settings) -> list[EventBase]:
 
 
 def totals(settings: Settings, pk: str = "TOTAL") -> dict[str, float]:
-    store = SQLiteStore(settings.store_path)
+    """The play measures of every play (``TOTAL``), one user's (``USER#<id>``) or one
+    creator's (``CREATOR#<name>``), from the lake: imported history is not in the
+    real-time store's live counters."""
+    kind, _, name = pk.partition("#")
+    return play_totals(
+        settings,
+        user_id=name if kind == "USER" else None,
+        creator=name if kind == "CREATOR" else None,
+    )
+
+
+def lake_event_count(settings: Settings) -> int:
+    """Rows of the lake's events table."""
+    con = events_connection(settings)
     try:
-        out: dict[str, float] = {}
-        for _, attrs in store.items(pk, "DAY#"):
-            for name, value in attrs.items():
-                out[name] = out.get(name, 0.0) + value
-        return out
+        row = con.execute("SELECT count(*) FROM events").fetchone()
     finally:
-        store.close()
+        con.close()
+    return int(row[0]) if row else 0
 
 
 def shop_totals(settings: Settings) -> dict[str, float]:
@@ -736,8 +748,7 @@ def test_reimporting_a_renumbered_export_adds_only_the_new_rows(
     import_paths([old], cfg, user_id="ann", progress=False)
     assert totals(cfg, "USER#ann")["plays"] == 2
     again = import_paths([new], cfg, user_id="ann", progress=False)
-    assert again.processing is not None
-    assert again.processing.duplicates == 2
+    assert (again.events_new, again.events_known) == (1, 2)
     assert totals(cfg, "USER#ann")["plays"] == 3
 
 
@@ -1061,8 +1072,7 @@ def test_identical_rows_give_identical_events_and_count_once(tmp_path: Path, cfg
     assert plan.result.duplicate_rows == 1
     assert len(plan.events) == 4
     result = import_paths([path], cfg, progress=False)
-    assert result.processing is not None
-    assert result.processing.duplicates == 0
+    assert (result.events_new, result.events_known) == (4, 0)
     first = totals(cfg)
     assert first["plays"] == 2
     assert first["skipped"] == 1
@@ -1070,11 +1080,9 @@ def test_identical_rows_give_identical_events_and_count_once(tmp_path: Path, cfg
 
     again = import_paths([path, path], cfg, progress=False)  # named twice: read once
     assert again.events_appended == 4
-    assert again.processing is not None
-    assert again.processing.duplicates == 4
-    assert again.processing.processed == 0
+    assert (again.events_new, again.events_known) == (0, 4)
     assert totals(cfg) == first
-    assert len(stream_payloads(cfg)) == 8
+    assert lake_event_count(cfg) == 4
 
 
 def test_long_plays_count_fully_and_skips_follow_30_seconds(tmp_path: Path, cfg: Settings) -> None:
@@ -1092,35 +1100,42 @@ def test_long_plays_count_fully_and_skips_follow_30_seconds(tmp_path: Path, cfg:
     assert total["skipped"] == 2
     assert total["streams"] == 2
     assert total["completed"] == 2  # trackdone -> completed, whatever the time played
-    store = SQLiteStore(cfg.store_path)
+    con = connect(cfg)
     try:
-        assert store.item("TOTAL", "DAY#2024-01-31")["playing_time_s"] == pytest.approx(3600)
-        assert store.item("TOTAL", "DAY#2024-02-01")["playing_time_s"] == pytest.approx(
-            300 + 29.999 + 30
+        by_day = dict(
+            con.execute(
+                "SELECT s.start::DATE::VARCHAR, sum(s.playing_s) "
+                "FROM (SELECT unnest(segments) AS s FROM plays) GROUP BY 1"
+            ).fetchall()
         )
-        creator = store.items("CREATOR#Artist", "DAY#")
-        assert sum(a["plays"] for _, a in creator) == 4
     finally:
-        store.close()
+        con.close()
+    assert by_day["2024-01-31"] == pytest.approx(3600)
+    assert by_day["2024-02-01"] == pytest.approx(300 + 29.999 + 30)
+    assert totals(cfg, "CREATOR#Artist")["plays"] == 4
 
 
-def test_events_are_appended_in_time_order(tmp_path: Path, cfg: Settings) -> None:
+def test_history_goes_to_the_lake_not_the_stream(tmp_path: Path, cfg: Settings) -> None:
     rows = [
         track3("2024-03-03T00:00:00Z", 1000, track="c"),
         track3("2024-03-01T00:00:00Z", 1000, track="a"),
         track3("2024-03-02T00:00:00Z", 1000, track="b"),
     ]
-    import_paths([write_json(tmp_path / "a.json", rows)], cfg, progress=False)
-    times = [e.occurred_at for e in stream_events(cfg)]  # one user, one partition
-    assert times == sorted(times)
-    assert len(times) == 6
+    result = import_paths([write_json(tmp_path / "a.json", rows)], cfg, progress=False)
+    assert result.events_new == 6
+    assert len(stream_events(cfg)) == 6
+    stream = open_stream(cfg)
+    try:
+        assert sum(p.count for p in stream.partitions()) == 0
+    finally:
+        stream.close()
 
 
 def test_import_waits_for_a_running_processor(tmp_path: Path, cfg: Settings) -> None:
     path = write_json(tmp_path / "a.json", [track3("2024-01-01T12:00:00Z", 40_000)])
     with processor_lock(cfg) as mine:
         assert mine
-        worker = ProcessorThread(open_processor(cfg))
+        worker = ProcessorThread(open_processor(cfg), cfg)
         worker.start()
         try:
             result = import_paths([path], cfg, progress=False)

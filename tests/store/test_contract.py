@@ -733,7 +733,7 @@ def test_any_sequence_of_batches_matches_a_dict_model(store_factory, steps):
         store.close()
 
 
-def test_replace_swaps_all_contents_but_keeps_other_consumers_offsets(store):
+def test_replace_swaps_derived_contents_but_keeps_offsets_and_dedup_keys(store):
     store.apply(
         make_batch(
             "live",
@@ -756,7 +756,7 @@ def test_replace_swaps_all_contents_but_keeps_other_consumers_offsets(store):
     assert store.items("CONTENT#a") == []
     assert store.item("TOTAL", "DAY#1") == {"plays": 5.0}  # not 7: replaced, not added
     assert (store.count_members("L#a"), store.count_members("L#b")) == (0, 1)
-    assert store.seen(["e1", "e2"]) == {"e2"}
+    assert store.seen(["e1", "e2"]) == {"e1", "e2"}
     assert store.states(["S#old", "S#both"]) == {"S#both": b"new"}
     assert store.offsets("live") == {0: 7}
     assert store.offsets("rebuild") == {1: 3}

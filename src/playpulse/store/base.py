@@ -70,10 +70,11 @@ class RealtimeStore(ABC):
 
     @abstractmethod
     def replace(self, batch: StoreBatch) -> None:
-        """Replace everything the store holds but consumers' offsets (items, sets, dedup
-        keys, states) by what ``batch`` writes into an empty store, atomically: readers
-        see the old contents or the new, never a mix. Offsets of other consumers stay;
-        the batch's own are set. What a reprocess does with the store it recomputed.
+        """Replace what the store derived (items, sets, states) by what ``batch`` writes
+        into an empty store, atomically: readers see the old contents or the new, never
+        a mix. What the stream delivered stays: consumers' offsets (the batch's own are
+        set) and dedup keys (the batch's are added). What a reprocess does with the
+        store it recomputed.
 
         Raises :class:`~playpulse.errors.StoreError` on failure (nothing changed then).
         """

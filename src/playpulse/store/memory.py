@@ -88,7 +88,7 @@ class MemoryStore(RealtimeStore):
 
             # 2. Apply: plain dict and set updates, which cannot fail halfway.
             if replace:
-                self._items, self._members, self._dedup, self._states = {}, {}, {}, {}
+                self._items, self._members, self._states = {}, {}, {}
                 fresh = {
                     key: {a: float(v) for a, v in attrs.items() if v != 0}
                     for key, attrs in batch.increments.items()

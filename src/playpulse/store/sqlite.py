@@ -158,7 +158,7 @@ class SQLiteStore(RealtimeStore):
 
     def replace(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.replace`: one transaction that empties the tables
-        (offsets excepted) and applies ``batch``."""
+        (offsets and dedup keys excepted) and applies ``batch``."""
         self._write(batch, replace=True)
 
     def _write(self, batch: StoreBatch, *, replace: bool) -> None:
@@ -177,7 +177,7 @@ class SQLiteStore(RealtimeStore):
             try:
                 with immediate_transaction(self._db):
                     if replace:
-                        for table in ("items", "members", "dedup_digests", "state_blobs"):
+                        for table in ("items", "members", "state_blobs"):
                             self._db.execute(f"DELETE FROM {table}")
                     self._db.executemany(
                         "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "

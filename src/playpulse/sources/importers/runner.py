@@ -16,17 +16,18 @@
    its quarantine ``origin`` is a hash of its content (:func:`quarantine_origin`), so the
    same bad row imported again is kept once.
    Rows that repeat an earlier row of the import are sent once.
-4. **Append** the events sorted by ``occurred_at``, in chunks of
-   :data:`CHUNK_EVENTS`, keyed by user. Sorting matters: the processor judges lateness
-   per user in stream order, so history in time order is never late. (History older
-   than the allowed lateness behind what a user already has in the data dir *is* late;
-   ``ImportResult.processing.late`` reports it.)
-5. **Process**: :func:`~playpulse.service.ensure_processed` up to the appended offsets,
-   here when no ``playpulse up`` runs on the data dir, else by waiting for it. When
+4. **Backfill**: an import is history, not live traffic: it is not streamed and no
+   lateness applies to it. The events are staged as a pending backfill
+   (:func:`~playpulse.processor.backfill.stage_backfill`), then
+   :func:`~playpulse.service.apply_import` adds those the lake does not hold yet to its
+   ``events`` table (month files) and recomputes plays, sessions and the real-time
+   store from all the lake's events — here when no ``playpulse up`` runs on the data
+   dir, else by waiting for it to do so — and compacts the lake. When
    :func:`import_paths` returns, every query answers with the imported events.
 
-Importing the same files again appends the same events (same ids and content), which
-the processor drops as duplicates: no figure changes.
+The figures depend only on which events the data dir holds: importing files in any
+order, one at a time or all at once, gives the same answers, and importing the same
+files again adds nothing (``ImportResult.events_known``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ from typing import Any
 import msgspec
 
 from playpulse.config import Settings
-from playpulse.errors import BackpressureError, EventValidationError
+from playpulse.errors import EventValidationError
 from playpulse.events.codec import validate_event
 from playpulse.events.model import EventBase
+from playpulse.processor.backfill import stage_backfill
 from playpulse.processor.pipeline import BatchStats
 from playpulse.quarantine.store import Rejection, open_quarantine
 from playpulse.sources.importers import lastfm, spotify_basic, spotify_extended, youtube
@@ -81,8 +83,6 @@ DEFAULT_USERS = frozenset(
         lastfm.DEFAULT_USER,
     }
 )
-#: Events per stream append.
-CHUNK_EVENTS = 1000
 #: File name suffixes picked up when walking a directory.
 SUFFIXES = (".json", ".csv")
 #: Quarantine reason for a row that cannot be turned into events at all.
@@ -131,8 +131,12 @@ class ImportResult:
       ``skipped_by_reason``), ``duplicate_rows``.
     - ``rows_by_format`` / ``events_by_format``: counts per format name.
     - ``seconds``: wall time of the whole import, processing included.
-    - ``processing``: the processor's totals when it ran here, ``None`` when a running
-      ``playpulse up`` processed the events.
+    - ``events_new``: imported events the data dir did not hold, now in the lake;
+      ``events_known``: imported events it held already (the same rows imported before),
+      left out. Both ``None`` when a running ``playpulse up`` applied the import.
+    - ``processing``: the totals of the recomputation that followed (over every event of
+      the data dir, see :mod:`playpulse.processor.backfill`), ``None`` when a running
+      ``playpulse up`` did it.
     - ``timezone``: the listener's zone given by the caller (``--tz``), set on every
       imported row; without it ``timezones_by_hint`` counts the rows per zone taken from
       the export's own hint (Spotify ``conn_country``, :mod:`.timezones`) and
@@ -152,6 +156,8 @@ class ImportResult:
     events_by_format: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     processing: BatchStats | None = None
+    events_new: int | None = None
+    events_known: int | None = None
     timezone: str | None = None
     timezones_by_hint: dict[str, int] = field(default_factory=dict)
     rows_without_timezone: int = 0
@@ -169,19 +175,13 @@ class ImportResult:
         ]
         text = "; ".join(parts)
         if self.processing is not None:
-            p = self.processing
             text += (
-                f". Processed {p.processed:,} events ({p.duplicates:,} duplicates dropped, "
-                f"{p.late:,} late)"
+                f". {self.events_new or 0:,} new events added to the lake "
+                f"({self.events_known or 0:,} were there already); figures recomputed from "
+                f"{self.processing.processed:,} events"
             )
-            if p.late:
-                text += (
-                    ". Late events are more than the allowed lateness older than what their "
-                    "user already had in this data dir: they reach the lake but no figure "
-                    "(import a user's histories together, in one run)"
-                )
         else:
-            text += ". The running processor has caught up"
+            text += ". The running processor added them and recomputed the figures"
         if self.skipped_files:
             text += f". {len(self.skipped_files)} file(s) of unknown format skipped"
         return text + ". " + self.timezone_note()
@@ -241,6 +241,8 @@ class ImportResult:
             "events_by_format": dict(self.events_by_format),
             "seconds": self.seconds,
             "processing": None if self.processing is None else vars(self.processing),
+            "events_new": self.events_new,
+            "events_known": self.events_known,
             "timezone": self.timezone,
             "timezones_by_hint": dict(self.timezones_by_hint),
             "rows_without_timezone": self.rows_without_timezone,
@@ -482,17 +484,21 @@ def import_paths(
             dataclasses.replace(r, quarantine_id=qid)
             for r, qid in zip(result.rejected, ids, strict=True)
         ]
-        targets = _append(settings, plan.events, display)
+        staged = stage_backfill(settings, [(p.event, p.key, p.payload) for p in plan.events])
         if plan.defaults:
             with ExportRegistry(settings.data_dir) as registry:
                 for default_user, fingerprint in plan.defaults.items():
                     registry.record(default_user, fingerprint)
-        processing = display.task("processing events", None)
-        from playpulse.service import ensure_processed  # local: keeps imports light
+        processing = display.task("adding to the lake and recomputing", None)
+        from playpulse.service import apply_import  # local: keeps imports light
 
-        # A running `playpulse up` gets at least 50 events/s before this gives up.
-        timeout_s = max(600.0, len(plan.events) / 50)
-        result.processing = ensure_processed(settings, targets, timeout_s=timeout_s)
+        # A running `playpulse up` recomputes at least 500 events/s before this gives up.
+        timeout_s = max(600.0, len(plan.events) / 500)
+        done = apply_import(settings, staged, timeout_s=timeout_s)
+        if done is not None:
+            result.processing = done.processing
+            result.events_new = done.backfilled
+            result.events_known = done.already_in_lake
         display.finish(processing)
     result.seconds = time.monotonic() - started
     return result
@@ -647,30 +653,3 @@ def _quarantine(settings: Settings, rejections: list[Rejection]) -> list[int]:
         return store.add(rejections)
     finally:
         store.close()
-
-
-def _append(settings: Settings, pending: list[PlannedEvent], display: _Progress) -> dict[int, int]:
-    from playpulse.stream.factory import open_stream
-
-    task = display.task("appending events", len(pending))
-    targets: dict[int, int] = {}
-    stream = open_stream(settings)
-    try:
-        for start in range(0, len(pending), CHUNK_EVENTS):
-            chunk = pending[start : start + CHUNK_EVENTS]
-            records = [(p.key, p.payload) for p in chunk]
-            for attempt in range(10):
-                try:
-                    appended = stream.append(records)
-                    break
-                except BackpressureError as exc:
-                    if attempt == 9:
-                        raise
-                    time.sleep(exc.retry_after_s)
-            for a in appended:
-                targets[a.partition] = max(targets.get(a.partition, 0), a.offset + 1)
-            display.advance(task, len(chunk))
-    finally:
-        stream.close()
-    display.finish(task)
-    return targets

@@ -1,0 +1,487 @@
+"""Backfills and reprocessing: history into the lake, then everything derived recomputed.
+
+The lake's ``events`` table holds every event playpulse kept; the lake's ``plays`` and
+``sessions`` tables and the real-time store are derived from it. Live traffic is
+derived incrementally by the :class:`~playpulse.processor.pipeline.Processor`, with
+allowed lateness. Imported history is a *backfill*: it never passes through lateness,
+and it can land before data already processed. So it is not streamed; instead
+
+1. :func:`stage_backfill` writes the events of an import to a pending file
+   (``<data dir>/backfill/pending-<id>.parquet``: event id, stream key, occurred time,
+   stored JSON payload);
+2. :func:`reprocess`, run by whoever holds the data dir's processor lock (``playpulse
+   import`` itself, or the running ``playpulse up``), adds the pending events that the
+   lake does not hold yet (same ``event_id``: importers derive ids from a row's content,
+   so the same row imported again is the same event) to the lake's ``events`` table as
+   month files, then recomputes the ``plays`` and ``sessions`` tables and the real-time
+   store from all the lake's events, and deletes the pending files.
+
+Recomputing processes the lake's events with the same processor, in one canonical order
+(``occurred_at``, then play_start / others / play_end, then ``event_id``), into a memory
+store, and swaps the result in: the store with :meth:`RealtimeStore.replace` (one
+transaction), the derived tables by writing new month files and then deleting every
+other file of those tables. The result depends only on the set of events in the lake,
+so importing files in any order, one at a time or all at once, ends with the same
+figures, and equals processing them from scratch in time order. Live events that were
+late when they arrived (``late`` in the lake) stay late: they are not recomputed, and
+are counted again as late. ``playpulse reprocess`` runs the same recomputation (also the
+way to apply a changed metric rule).
+
+Crash safety: pending files are deleted last, and a marker file
+(``<data dir>/backfill/reprocessing``) lives while derived data is being swapped; while
+either exists, :func:`reprocess_needed` says so, and the processor's start
+(:func:`playpulse.service.ensure_processed`, ``playpulse up``) runs :func:`reprocess`
+before anything else. Files of the derived tables are written with ``version`` -1, so
+a later live update of a play or session (version = its stream offset) wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from playpulse.config import Settings
+from playpulse.errors import LakeError
+from playpulse.events.codec import decode_stored
+from playpulse.events.model import EventBase
+from playpulse.lake.schema import (
+    EVENTS_SCHEMA,
+    PLAYS_SCHEMA,
+    SCHEMAS,
+    SESSIONS_SCHEMA,
+    events_table,
+)
+from playpulse.lake.writer import MONTH_PREFIX, LakeWriter, OffsetRange
+from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
+from playpulse.store.base import StoreBatch
+from playpulse.store.memory import MemoryStore
+from playpulse.stream.base import partition_for_key
+from playpulse.stream.memory import MemoryStream
+
+log = logging.getLogger("playpulse.backfill")
+
+#: Folder of the data dir holding pending backfills and the reprocessing marker.
+BACKFILL_DIR = "backfill"
+_MARKER = "reprocessing"
+#: Records per append to the in-memory stream, and per processor poll.
+_CHUNK = 50_000
+PENDING_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("key", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("rank", pa.int8()),
+        ("payload", pa.binary()),
+    ]
+)
+_RANK = {"play_start": 0, "play_end": 2}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class ReprocessResult:
+    """What :func:`reprocess` did: ``backfilled`` pending events added to the lake
+    (``already_in_lake``: pending events the lake held already, left out),
+    ``processing`` the processor's totals over every event recomputed, ``late_kept``
+    live events that stay late, ``plays`` and ``sessions`` rows written, ``lake_files``
+    written."""
+
+    backfilled: int = 0
+    already_in_lake: int = 0
+    processing: BatchStats | None = None
+    late_kept: int = 0
+    plays: int = 0
+    sessions: int = 0
+    lake_files: int = 0
+
+
+def backfill_dir(settings: Settings) -> Path:
+    """``<data dir>/backfill``: pending backfill files and the reprocessing marker."""
+    return settings.data_dir / BACKFILL_DIR
+
+
+def pending_backfills(settings: Settings) -> list[Path]:
+    """The pending backfill files of ``settings.data_dir``, oldest first."""
+    folder = backfill_dir(settings)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("pending-*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def reprocess_needed(settings: Settings) -> bool:
+    """Whether pending backfills wait, or a reprocess was interrupted."""
+    return bool(pending_backfills(settings)) or (backfill_dir(settings) / _MARKER).exists()
+
+
+def stage_backfill(
+    settings: Settings, events: Sequence[tuple[EventBase, str, bytes]]
+) -> Path | None:
+    """Write ``events`` — (validated event, stream key, stored JSON payload) — as a
+    pending backfill of ``settings.data_dir`` (see the module docstring); ``None`` when
+    there are none. Raises :class:`~playpulse.errors.LakeError` when it cannot be
+    written."""
+    if not events:
+        return None
+    table = pa.table(
+        {
+            "event_id": [e.event_id for e, _, _ in events],
+            "key": [k for _, k, _ in events],
+            "occurred_at": [e.occurred_at for e, _, _ in events],
+            "rank": [_RANK.get(e.event_type, 1) for e, _, _ in events],
+            "payload": [p for _, _, p in events],
+        },
+        schema=PENDING_SCHEMA,
+    )
+    folder = backfill_dir(settings)
+    path = folder / f"pending-{uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{path.name}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LakeError(f"cannot write the pending backfill {path}: {exc}") from exc
+    return path
+
+
+def reprocess(settings: Settings, options: ProcessorOptions | None = None) -> ReprocessResult:
+    """Add the pending backfills to the lake and recompute the derived tables and the
+    real-time store from the lake's events (see the module docstring).
+
+    Call it holding the data dir's processor lock
+    (:func:`playpulse.service.processor_lock`), with no processor running on it.
+    ``options``: the processor's (lateness, idle timeout, ...), default
+    :class:`ProcessorOptions`. Raises :class:`~playpulse.errors.PlaypulseError`
+    subclasses for lake, store and stream failures; an interrupted run is completed by
+    the next one.
+    """
+    from playpulse.quarantine.store import open_quarantine
+    from playpulse.store.sqlite import SQLiteStore
+    from playpulse.stream.factory import open_stream
+
+    options = options or ProcessorOptions()
+    result = ReprocessResult()
+    folder = backfill_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / _MARKER).touch()
+    pending = pending_backfills(settings)
+    lake = LakeWriter(settings.lake_path, SCHEMAS)
+    stream = open_stream(settings)
+    try:
+        num_partitions = len(stream.partitions())
+    finally:
+        stream.close()
+    existing = _read_events(lake)
+    new = _new_events(pending, existing, result)
+    if new is not None:
+        tag = hashlib.blake2b(
+            "\n".join(sorted(new["event_id"].to_pylist())).encode(), digest_size=8
+        ).hexdigest()
+        rows = _events_rows(new, num_partitions)
+        result.lake_files += len(lake.write_months("events", rows, tag=tag))
+        result.backfilled = new.num_rows
+    late = existing.filter(pc.fill_null(existing["late"], False)) if existing.num_rows else None
+    result.late_kept = 0 if late is None else late.num_rows
+    records = _records(existing, new)
+    sink = _DerivedRows()
+    memory = MemoryStore()
+    quarantine = open_quarantine(settings)
+    try:
+        work = MemoryStream(num_partitions=num_partitions, retention=timedelta(days=36_500))
+        for start in range(0, len(records), _CHUNK):
+            work.append(records[start : start + _CHUNK])
+        del records
+        processor = Processor(
+            work,
+            memory,
+            sink,
+            quarantine,
+            ProcessorOptions(
+                consumer="reprocess",
+                batch_size=_CHUNK,
+                max_poll_records=_CHUNK * num_partitions,
+                dedup_window=options.dedup_window,
+                allowed_lateness=options.allowed_lateness,
+                idle_timeout=options.idle_timeout,
+                session_max_length=options.session_max_length,
+                play_cache_size=options.play_cache_size,
+            ),
+        )
+        result.processing = processor.process_available()
+    finally:
+        quarantine.close()
+    snapshot = memory.snapshot("reprocess")
+    # The live consumer's offsets and dedup keys stay as they are (imported events are
+    # deduplicated against the lake, by id).
+    snapshot.offsets = {}
+    snapshot.dedup = []
+    written = _write_derived(lake, sink, result)
+    store = SQLiteStore(settings.store_path)
+    try:
+        _carry_over(store, snapshot, late)
+        store.replace(snapshot)
+    finally:
+        store.close()
+    _delete_other_files(lake, written)
+    for path in pending:
+        path.unlink(missing_ok=True)
+    (folder / _MARKER).unlink(missing_ok=True)
+    return result
+
+
+def _read_events(lake: LakeWriter) -> pa.Table:
+    """Every row of the lake's ``events`` table (its live, readable files)."""
+    files = lake.readable(lake.live_files("events"))
+    if not files:
+        return EVENTS_SCHEMA.empty_table()
+    parts = [pq.read_table(f, schema=EVENTS_SCHEMA).replace_schema_metadata() for f in files]
+    return pa.concat_tables(parts)
+
+
+def _new_events(
+    pending: list[Path], existing: pa.Table, result: ReprocessResult
+) -> pa.Table | None:
+    """The pending events the lake does not hold (by ``event_id``), each once."""
+    if not pending:
+        return None
+    table = pa.concat_tables([pq.read_table(p, schema=PENDING_SCHEMA) for p in pending])
+    ids = table["event_id"].combine_chunks()
+    unique = pc.unique(ids)
+    if len(unique) < len(ids):
+        # The first row of each id (a later import of the same row is the same event).
+        table = table.take(pc.index_in(unique, value_set=ids))
+    known = pc.is_in(table["event_id"], value_set=existing["event_id"].combine_chunks())
+    result.already_in_lake = int(pc.sum(known).as_py() or 0)
+    table = table.filter(pc.invert(known))
+    return table if table.num_rows else None
+
+
+def _events_rows(new: pa.Table, num_partitions: int) -> pa.Table:
+    """The lake ``events`` rows of pending events (not late; no stream offset)."""
+    entries = []
+    for key, payload in zip(new["key"].to_pylist(), new["payload"].to_pylist(), strict=True):
+        event = decode_stored(payload)
+        entries.append((event, payload, partition_for_key(key, num_partitions), None, False))
+    return events_table(entries)  # type: ignore[arg-type]
+
+
+def _records(existing: pa.Table, new: pa.Table | None) -> list[tuple[str, bytes]]:
+    """(stream key, payload) of every event to recompute, in the canonical order."""
+    rows: list[tuple[int, int, str, str, bytes]] = []
+    if existing.num_rows:
+        kept = existing.filter(pc.invert(pc.fill_null(existing["late"], False)))
+        for event_id, key, occurred, kind, payload in zip(
+            kept["event_id"].to_pylist(),
+            kept["actor_id"].to_pylist(),
+            _us_list(kept["occurred_at"]),
+            kept["event_type"].to_pylist(),
+            payloads(kept),
+            strict=True,
+        ):
+            rows.append((occurred, _RANK.get(kind, 1), event_id, key, payload))
+    if new is not None:
+        for event_id, key, occurred, rank, payload in zip(
+            new["event_id"].to_pylist(),
+            new["key"].to_pylist(),
+            _us_list(new["occurred_at"]),
+            new["rank"].to_pylist(),
+            new["payload"].to_pylist(),
+            strict=True,
+        ):
+            rows.append((occurred, rank, event_id, key, payload))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [(key, payload) for _, _, _, key, payload in rows]
+
+
+def _us_list(column: pa.ChunkedArray) -> list[int]:
+    return pc.cast(column, pa.int64()).to_pylist()  # type: ignore[no-any-return]
+
+
+_CONTEXT = (
+    "device_type",
+    "platform",
+    "os",
+    "app_version",
+    "network_type",
+    "country",
+    "timezone",
+    "foreground",
+)
+_CONTENT = (
+    "content_id",
+    "content_type",
+    "title",
+    "creator",
+    "duration_s",
+    "chapter",
+    "chapter_title",
+)
+_TOP = (
+    "event_type",
+    "event_id",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "playback_id",
+    "position_s",
+    "from_position_s",
+    "playback_rate",
+    "reason",
+    "vendor_id",
+    "product_id",
+    "order_id",
+    "quantity",
+    "amount_minor",
+    "currency",
+)
+_TIMES = ("occurred_at", "sent_at", "received_at", "derived_at")
+_encode = msgspec.json.Encoder()
+
+
+def payloads(events: pa.Table) -> Iterator[bytes]:
+    """The stored JSON payload of each row of a lake ``events`` table: the event as
+    :func:`~playpulse.events.codec.decode_stored` reads it. Fields the lake does not
+    keep (an ``error`` event's ``error_code`` / ``error_message``) are left out; no
+    metric reads them."""
+    columns = {
+        n: events[n].to_pylist() for n in (*_CONTEXT, *_CONTENT, *_TOP, "properties", "items")
+    }
+    times = {n: _us_list(events[n]) for n in _TIMES}
+    for i in range(events.num_rows):
+        out: dict[str, Any] = {}
+        for name in _TOP:
+            value = columns[name][i]
+            if value is not None:
+                out[name] = value
+        for name in _TIMES:
+            us = times[name][i]
+            if us is not None:
+                out[name] = (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+        context = {n: columns[n][i] for n in _CONTEXT if columns[n][i] is not None}
+        if context:
+            out["context"] = context
+        content = {n: columns[n][i] for n in _CONTENT if columns[n][i] is not None}
+        if content:
+            out["content"] = content
+        for name in ("properties", "items"):
+            raw = columns[name][i]
+            if raw is not None:
+                out[name] = json.loads(raw)
+        yield _encode.encode(out)
+
+
+class _DerivedRows:
+    """A lake sink for the processor that keeps, in memory, the newest row of each
+    play and session it writes (events are in the lake already)."""
+
+    def __init__(self) -> None:
+        self.schemas = {"plays": PLAYS_SCHEMA, "sessions": SESSIONS_SCHEMA}
+        self.plays: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[tuple[str, datetime], dict[str, Any]] = {}
+
+    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
+        """Nothing is written before the end: nothing to discard."""
+        return 0
+
+    def write_table(
+        self, table: str, arrow: pa.Table, *, ranges: Sequence[OffsetRange]
+    ) -> list[Path]:
+        """Keep the rows of ``arrow`` (see :meth:`write_rows`)."""
+        return self.write_rows(table, arrow.to_pylist(), ranges=ranges)
+
+    def write_rows(
+        self, table: str, rows: Iterable[dict[str, Any]], *, ranges: Sequence[OffsetRange]
+    ) -> list[Path]:
+        """Keep each row, replacing an earlier one of the same key (later batches have
+        higher versions)."""
+        for row in rows:
+            if table == "plays":
+                self.plays[row["play_key"]] = row
+            elif table == "sessions":
+                self.sessions[(row["user_id"], row["started_at"])] = row
+        return []
+
+
+def _write_derived(lake: LakeWriter, sink: _DerivedRows, result: ReprocessResult) -> set[Path]:
+    """Write the recomputed plays and sessions as month files (version -1); their paths."""
+    tag = f"reprocess-{uuid.uuid4().hex[:16]}"
+    written: set[Path] = set()
+    for table, rows, schema in (
+        ("plays", list(sink.plays.values()), PLAYS_SCHEMA),
+        ("sessions", [r for r in sink.sessions.values() if not r["deleted"]], SESSIONS_SCHEMA),
+    ):
+        for row in rows:
+            row["version"] = -1
+        arrow = pa.Table.from_pylist(rows, schema=schema)
+        if table == "plays":
+            result.plays = arrow.num_rows
+        else:
+            result.sessions = arrow.num_rows
+        if arrow.num_rows:
+            paths = lake.write_months(table, arrow, tag=tag)
+            written.update(paths)
+            result.lake_files += len(paths)
+    return written
+
+
+def _delete_other_files(lake: LakeWriter, keep: set[Path]) -> None:
+    """Delete every data file of the derived tables but ``keep`` (and empty folders)."""
+    for table in ("plays", "sessions"):
+        root = lake.root / table
+        for path in root.glob("*/*.parquet"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
+        for folder in root.glob("*"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                with contextlib.suppress(OSError):  # a writer put something there meanwhile
+                    folder.rmdir()
+
+
+def _carry_over(store: Any, snapshot: StoreBatch, late: pa.Table | None) -> None:
+    """What recomputing cannot see, added to ``snapshot``: the duplicates the live
+    processor dropped (counted in the store), and the live events that stay late (in
+    the event totals and per-day counts, as the live processor counted them)."""
+    duplicates = store.item("PIPELINE", "TOTAL").get("duplicates", 0.0)
+    if duplicates:
+        snapshot.add("PIPELINE", "TOTAL", duplicates=duplicates)
+    if late is None or not late.num_rows:
+        return
+    snapshot.add("PIPELINE", "TOTAL", events=float(late.num_rows), late=float(late.num_rows))
+    counts = late.group_by(["event_date", "event_type"]).aggregate([([], "count_all")])
+    for day, kind, n in zip(
+        counts["event_date"].to_pylist(),
+        counts["event_type"].to_pylist(),
+        counts["count_all"].to_pylist(),
+        strict=True,
+    ):
+        snapshot.add("PIPELINE", f"DAY#{day}", **{f"events_{kind}": float(n)})
+
+
+__all__ = [
+    "BACKFILL_DIR",
+    "MONTH_PREFIX",
+    "ReprocessResult",
+    "backfill_dir",
+    "payloads",
+    "pending_backfills",
+    "reprocess",
+    "reprocess_needed",
+    "stage_backfill",
+]
