@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -243,6 +243,42 @@ def compact(data_dir: DataDir = None) -> None:
 
     merged = compact_lake(_settings(data_dir))
     typer.echo(", ".join(f"{table}: {n} files merged" for table, n in merged.items()))
+
+
+@app.command()
+def reprocess(
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="First UTC day (or instant) of plays to replace."),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End, exclusive.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Recompute plays, sessions and the real-time store from the lake's events.
+
+    The way to apply a changed metric rule or repair derived data; the result equals
+    processing every event from scratch. With --from/--to only the plays and sessions
+    that started in that window are replaced (recomputed from every event, so those
+    crossing its edges come out whole). With `playpulse up` running, it does it and
+    this waits."""
+    from playpulse.service import reprocess_data_dir
+
+    since = _when(start, "--from", "UTC")
+    until = _when(end, "--to", "UTC")
+    if since is not None and until is not None and until <= since:
+        raise ConfigError("--to must be after --from")
+    settings = _settings(data_dir)
+    last = None if until is None else (until - timedelta(microseconds=1)).date()
+    result = reprocess_data_dir(settings, None if since is None else since.date(), last)
+    if result is None:
+        typer.echo("the running processor has reprocessed the data dir")
+        return
+    processed = 0 if result.processing is None else result.processing.processed
+    typer.echo(
+        f"recomputed from {processed:,} events: {result.plays:,} plays and "
+        f"{result.sessions:,} sessions written, {result.late_kept:,} late events left late"
+        + (f", {result.backfilled:,} pending imported events added" if result.backfilled else "")
+    )
 
 
 @app.command()

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,12 @@ from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter, corrupt_files
-from playpulse.processor.backfill import ReprocessResult, reprocess, reprocess_needed
+from playpulse.processor.backfill import (
+    ReprocessResult,
+    reprocess,
+    reprocess_needed,
+    request_reprocess,
+)
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.quarantine.store import open_quarantine
 from playpulse.store.sqlite import SQLiteStore
@@ -182,6 +187,32 @@ def apply_import(
             )
         time.sleep(0.05)
     compact_lake(settings)
+    return None
+
+
+def reprocess_data_dir(
+    settings: Settings, since: date | None, until: date | None, *, timeout_s: float = 3600.0
+) -> ReprocessResult | None:
+    """``playpulse reprocess``: run :func:`~playpulse.processor.backfill.reprocess` of
+    the UTC days ``since`` to ``until`` (inclusive, ``None`` unbounded) here when no
+    processor runs on the data dir, then compact the lake, and return its result;
+    otherwise ask the running one (:func:`~playpulse.processor.backfill.
+    request_reprocess`), wait until it is done and return ``None``. Raises
+    :class:`~playpulse.errors.PlaypulseError` when that takes over ``timeout_s``."""
+    with processor_lock(settings) as mine:
+        if mine:
+            done = reprocess(settings, since=since, until=until)
+            compact_lake(settings)
+            return done
+    request_reprocess(settings, since, until)
+    deadline = time.monotonic() + timeout_s
+    while reprocess_needed(settings):
+        if time.monotonic() > deadline:
+            raise PlaypulseError(
+                f"the processor running on {settings.data_dir} did not reprocess within "
+                f"{timeout_s:.0f} s; it stays requested; check `playpulse status`"
+            )
+        time.sleep(0.05)
     return None
 
 

@@ -45,7 +45,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ from playpulse.lake.schema import (
     SESSIONS_SCHEMA,
     events_table,
 )
-from playpulse.lake.writer import MONTH_PREFIX, LakeWriter, OffsetRange
+from playpulse.lake.writer import MONTH_PREFIX, LakeWriter, OffsetRange, newest_versions
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.store.base import StoreBatch
 from playpulse.store.memory import MemoryStore
@@ -161,9 +161,59 @@ def stage_backfill(
     return path
 
 
-def reprocess(settings: Settings, options: ProcessorOptions | None = None) -> ReprocessResult:
+def request_reprocess(settings: Settings, since: date | None, until: date | None) -> None:
+    """Ask for a reprocess of the UTC days ``since`` to ``until`` (inclusive; ``None``:
+    unbounded) of ``settings.data_dir``: the processor lock's holder runs it (the
+    running ``playpulse up`` when idle, else the next import or ``playpulse
+    reprocess``). Requests add up (the union of their windows)."""
+    folder = backfill_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    window = _union(_requested(settings), (since, until))
+    tmp = folder / f".{_MARKER}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps([None if d is None else d.isoformat() for d in window]))
+    os.replace(tmp, folder / _MARKER)
+
+
+def _requested(settings: Settings) -> tuple[date | None, date | None] | None:
+    """The window of the pending request (``None``: none pending)."""
+    try:
+        raw = json.loads((backfill_dir(settings) / _MARKER).read_text() or "[null, null]")
+        return (
+            None if raw[0] is None else date.fromisoformat(raw[0]),
+            None if raw[1] is None else date.fromisoformat(raw[1]),
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, IndexError, OSError):
+        return (None, None)  # unreadable: the whole history
+
+
+def _union(
+    a: tuple[date | None, date | None] | None, b: tuple[date | None, date | None]
+) -> tuple[date | None, date | None]:
+    if a is None:
+        return b
+    low = None if a[0] is None or b[0] is None else min(a[0], b[0])
+    high = None if a[1] is None or b[1] is None else max(a[1], b[1])
+    return low, high
+
+
+def reprocess(
+    settings: Settings,
+    options: ProcessorOptions | None = None,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+) -> ReprocessResult:
     """Add the pending backfills to the lake and recompute the derived tables and the
     real-time store from the lake's events (see the module docstring).
+
+    ``since`` / ``until`` (UTC days, inclusive; default: unbounded) limit which plays
+    and sessions of the lake are replaced: those that started on those days. They are
+    recomputed from every event (so those crossing the window's edges come out whole);
+    the others stay as they are. Pending backfills and earlier unfinished requests widen
+    the window (a backfill: to everything). The real-time store is always recomputed
+    whole.
 
     Call it holding the data dir's processor lock
     (:func:`playpulse.service.processor_lock`), with no processor running on it.
@@ -179,9 +229,9 @@ def reprocess(settings: Settings, options: ProcessorOptions | None = None) -> Re
     options = options or ProcessorOptions()
     result = ReprocessResult()
     folder = backfill_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / _MARKER).touch()
     pending = pending_backfills(settings)
+    window = (None, None) if pending else _union(_requested(settings), (since, until))
+    request_reprocess(settings, *window)
     lake = LakeWriter(settings.lake_path, SCHEMAS)
     stream = open_stream(settings)
     try:
@@ -232,7 +282,7 @@ def reprocess(settings: Settings, options: ProcessorOptions | None = None) -> Re
     # deduplicated against the lake, by id).
     snapshot.offsets = {}
     snapshot.dedup = []
-    written = _write_derived(lake, sink, result)
+    written = _write_derived(lake, sink, result, window)
     store = SQLiteStore(settings.store_path)
     try:
         _carry_over(store, snapshot, late)
@@ -419,17 +469,35 @@ class _DerivedRows:
         return []
 
 
-def _write_derived(lake: LakeWriter, sink: _DerivedRows, result: ReprocessResult) -> set[Path]:
-    """Write the recomputed plays and sessions as month files (version -1); their paths."""
+def _write_derived(
+    lake: LakeWriter,
+    sink: _DerivedRows,
+    result: ReprocessResult,
+    window: tuple[date | None, date | None],
+) -> set[Path]:
+    """Write the plays and sessions as month files (version -1): the recomputed ones
+    that started in ``window`` (UTC days, inclusive), and the lake's current ones
+    outside it. Returns the paths written."""
     tag = f"reprocess-{uuid.uuid4().hex[:16]}"
     written: set[Path] = set()
-    for table, rows, schema in (
-        ("plays", list(sink.plays.values()), PLAYS_SCHEMA),
-        ("sessions", [r for r in sink.sessions.values() if not r["deleted"]], SESSIONS_SCHEMA),
+    low = "0000-00-00" if window[0] is None else window[0].isoformat()
+    high = "9999-99-99" if window[1] is None else window[1].isoformat()
+    for table, rows, schema, key in (
+        ("plays", list(sink.plays.values()), PLAYS_SCHEMA, ["play_key"]),
+        (
+            "sessions",
+            [r for r in sink.sessions.values() if not r["deleted"]],
+            SESSIONS_SCHEMA,
+            ["user_id", "started_at"],
+        ),
     ):
+        rows = [r for r in rows if low <= r["event_date"] <= high]
         for row in rows:
             row["version"] = -1
         arrow = pa.Table.from_pylist(rows, schema=schema)
+        if window != (None, None):
+            kept = _outside(lake, table, schema, key, low, high)
+            arrow = pa.concat_tables([arrow, kept])
         if table == "plays":
             result.plays = arrow.num_rows
         else:
@@ -439,6 +507,28 @@ def _write_derived(lake: LakeWriter, sink: _DerivedRows, result: ReprocessResult
             written.update(paths)
             result.lake_files += len(paths)
     return written
+
+
+def _outside(
+    lake: LakeWriter, table: str, schema: pa.Schema, key: list[str], low: str, high: str
+) -> pa.Table:
+    """The current rows of a derived ``table`` of the lake dated outside ``low`` to
+    ``high`` (ISO days, inclusive), as version -1."""
+    files = lake.readable(lake.live_files(table))
+    if not files:
+        return schema.empty_table()
+    rows = pa.concat_tables(
+        [pq.read_table(f, schema=schema).replace_schema_metadata() for f in files]
+    )
+    rows = newest_versions(rows, key)
+    dates = rows["event_date"]
+    outside = pc.or_(pc.less(dates, low), pc.greater(dates, high))
+    rows = rows.filter(outside)
+    return rows.set_column(
+        rows.schema.get_field_index("version"),
+        "version",
+        pa.array([-1] * rows.num_rows, pa.int64()),
+    ).cast(schema)
 
 
 def _delete_other_files(lake: LakeWriter, keep: set[Path]) -> None:
@@ -483,5 +573,6 @@ __all__ = [
     "pending_backfills",
     "reprocess",
     "reprocess_needed",
+    "request_reprocess",
     "stage_backfill",
 ]
