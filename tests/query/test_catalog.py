@@ -100,14 +100,25 @@ def test_every_catalog_query_is_covered_here() -> None:
 # -- overview -------------------------------------------------------------------------
 
 
+# Qualified listens (Last.fm's rule: duration > 30 s, played >= min(duration / 2, 240 s)):
+# p1 130 s of b1 (3600 s, needs 240 s): no; p2 600 s: yes; p3 10 s of t1 (200 s, needs
+# 100 s): no; p4 1080 s: yes; p5 720 s of v1: yes; p6 3600 s of e1: yes; p7 60 s: no;
+# p8 (60 s of t1) and p9 (41 s of v1) are open and not yet qualified: cannot tell.
+# No play_end of the data set carries a source's skip signal: source_skip_rate is null,
+# over 0 plays. So the week's rates after skip_rate_plays are (source_skip_rate,
+# source_skip_rate_plays, qualified_listen_rate, qualified_listen_rate_plays).
+NO_SOURCE_SKIP = (None, 0)
+
+
 def test_overview_week(lake: Settings) -> None:
     # plays started Mon 16th..Sun 22nd: p1..p6 = 6; streams: all but p3 (10 s) = 5;
     # listeners u1..u4 = 4; listening 130 + 600 + 10 + 1080 + 720 + 3600 = 6140 s;
     # sessions 190, 600, 10, 1080, 720, 3600 -> 6, avg 6200 / 6 = 1033.333 s;
     # completed p4 -> 1/6; skipped p3 -> 1/6; every play has a duration and positions and
-    # has ended, so both rates are over all 6 plays.
+    # has ended, so both rates are over all 6 plays; qualified listens p2, p4, p5, p6:
+    # 4 of 6.
     assert run(lake, "overview", **WEEK) == approx(
-        (6, 5, 4, 6140.0, 6, 6200 / 6, 1 / 6, 6, 1 / 6, 6)
+        (6, 5, 4, 6140.0, 6, 6200 / 6, 1 / 6, 6, 1 / 6, 6, *NO_SOURCE_SKIP, 4 / 6, 6, 4)
     )
 
 
@@ -117,8 +128,11 @@ def test_overview_default_range_covers_the_data(lake: Settings) -> None:
     # 6140 + 60 (p7) + 60 (p8) + 41 (p9) = 6301 s;
     # sessions: the 6 above + u1's 60 s + u5's 60 s + u6's 41 s = 9, total
     # 6200 + 161 = 6361 s, avg 706.777 s; completed 1/9, skipped 1/9 (p8 and p9 are open
-    # but already streams, so not skips: all 9 plays can tell).
-    assert run(lake, "overview") == approx((9, 8, 6, 6301.0, 9, 6361 / 9, 1 / 9, 9, 1 / 9, 9))
+    # but already streams, so not skips: all 9 plays can tell); qualified 4 of p1..p7 (p8
+    # and p9 cannot tell yet).
+    assert run(lake, "overview") == approx(
+        (9, 8, 6, 6301.0, 9, 6361 / 9, 1 / 9, 9, 1 / 9, 9, *NO_SOURCE_SKIP, 4 / 7, 7, 4)
+    )
 
 
 def test_overview_counts_a_play_by_its_start_and_time_by_its_segments(lake: Settings) -> None:
@@ -128,16 +142,18 @@ def test_overview_counts_a_play_by_its_start_and_time_by_its_segments(lake: Sett
     # listening 130 + 600 + 10 + 1080 + 720 + 2400 = 4940 s; the 6 week sessions all
     # start before the 21st: avg 1033.333 s.
     rows = run(lake, "overview", start=WEEK["start"], end=at("2026-11-21T00:00:00"))
-    assert rows == approx((6, 5, 4, 4940.0, 6, 6200 / 6, 1 / 6, 6, 1 / 6, 6))
+    assert rows == approx(
+        (6, 5, 4, 4940.0, 6, 6200 / 6, 1 / 6, 6, 1 / 6, 6, *NO_SOURCE_SKIP, 4 / 6, 6, 4)
+    )
 
 
 def test_overview_range_start_cuts_a_play_across_midnight(lake: Settings) -> None:
     # Sat 21st: no play started (p6 began Fri 23:20), but p6 played 00:00-00:20 = 1200 s,
     # so u4 is a listener; no started plays -> no play tells a rate: null, over 0 plays.
     (row,) = run(lake, "overview", **SAT_21)
-    plays, streams, listeners, listening_s, *_, completion, n_completion, skip, n_skip = row
-    assert (plays, streams, listeners, listening_s) == (0, 0, 1, 1200.0)
-    assert (completion, n_completion, skip, n_skip) == (None, 0, None, 0)
+    assert row[:4] == (0, 0, 1, 1200.0)  # plays, streams, listeners, listening_s
+    # every rate null over 0 plays; qualified_listens 0 (no play)
+    assert row[6:] == (None, 0, None, 0, None, 0, None, 0, 0)
 
 
 def test_overview_does_not_count_a_session_that_started_before_the_range(
@@ -150,7 +166,7 @@ def test_overview_does_not_count_a_session_that_started_before_the_range(
 def test_overview_range_edges_are_inclusive_start_exclusive_end(lake: Settings) -> None:
     # [Tue 09:00:00, 10:00:00): p1 starts exactly at the start (in), p2 exactly at the
     # end (out). p1: 130 s playing, a stream, u1's session 09:00:00-09:03:10 = 190 s.
-    expected = approx((1, 1, 1, 130.0, 1, 190.0, 0.0, 1, 0.0, 1))
+    expected = approx((1, 1, 1, 130.0, 1, 190.0, 0.0, 1, 0.0, 1, *NO_SOURCE_SKIP, 0.0, 1, 0))
     utc = run(lake, "overview", start=at("2026-11-17T09:00:00"), end=at("2026-11-17T10:00:00"))
     assert utc == expected
     # The same instants given in Berlin time (UTC+1) are converted to UTC.
@@ -172,24 +188,73 @@ def test_overview_range_start_inside_an_hour_counts_the_part_inside(lake: Settin
 
 def test_overview_filters_plays_but_not_sessions(lake: Settings) -> None:
     # content_type=audiobook: p1, p2, p4 -> 3 plays, 3 streams, listeners u1, u2,
-    # 130 + 600 + 1080 = 1810 s, completed p4 -> 1/3, skipped 0. Sessions are per
-    # listener, not per title: the week's 6 sessions stay.
+    # 130 + 600 + 1080 = 1810 s, completed p4 -> 1/3, skipped 0, qualified p2, p4 -> 2/3.
+    # Sessions are per listener, not per title: the week's 6 sessions stay.
     rows = run(lake, "overview", content_type="audiobook", **WEEK)
-    assert rows == approx((3, 3, 2, 1810.0, 6, 6200 / 6, 1 / 3, 3, 0.0, 3))
-    # creator="Bea Band": p3 only, 10 s, skipped.
+    assert rows == approx(
+        (3, 3, 2, 1810.0, 6, 6200 / 6, 1 / 3, 3, 0.0, 3, *NO_SOURCE_SKIP, 2 / 3, 3, 2)
+    )
+    # creator="Bea Band": p3 only, 10 s, skipped, not qualified.
     rows = run(lake, "overview", creator="Bea Band", **WEEK)
-    assert rows == approx((1, 0, 1, 10.0, 6, 6200 / 6, 0.0, 1, 1.0, 1))
+    assert rows == approx((1, 0, 1, 10.0, 6, 6200 / 6, 0.0, 1, 1.0, 1, *NO_SOURCE_SKIP, 0.0, 1, 0))
 
 
 # -- top_content / top_creators -------------------------------------------------------
 
 
 # e1: p6, 3600 s; b1: p1 + p2 + p4 = 130 + 600 + 1080 = 1810 s, listeners u1, u2,
-# completed 1 of 3; v1: p5 720 s; t1: p3 10 s, skipped 1 of 1. By listening time.
-E1_ROW = ("e1", "Night Talk", "Dan Show", "episode", 1, 1, 3600.0, 0.0, 1, 0.0, 1)
-B1_ROW = ("b1", "The Long Road", "Ada Author", "audiobook", 3, 2, 1810.0, 1 / 3, 3, 0.0, 3)
-V1_ROW = ("v1", "Big Match", "Cat Channel", "video", 1, 1, 720.0, 0.0, 1, 0.0, 1)
-T1_ROW = ("t1", "Quick Song", "Bea Band", "track", 1, 1, 10.0, 0.0, 1, 1.0, 1)
+# completed 1 of 3, qualified 2 of 3 (p2, p4); v1: p5 720 s, qualified; t1: p3 10 s,
+# skipped 1 of 1, not qualified. By listening time.
+E1_ROW = (
+    "e1",
+    "Night Talk",
+    "Dan Show",
+    "episode",
+    1,
+    1,
+    3600.0,
+    0.0,
+    1,
+    0.0,
+    1,
+    *NO_SOURCE_SKIP,
+    1.0,
+    1,
+)
+B1_ROW = (
+    "b1",
+    "The Long Road",
+    "Ada Author",
+    "audiobook",
+    3,
+    2,
+    1810.0,
+    1 / 3,
+    3,
+    0.0,
+    3,
+    *NO_SOURCE_SKIP,
+    2 / 3,
+    3,
+)
+V1_ROW = (
+    "v1",
+    "Big Match",
+    "Cat Channel",
+    "video",
+    1,
+    1,
+    720.0,
+    0.0,
+    1,
+    0.0,
+    1,
+    *NO_SOURCE_SKIP,
+    1.0,
+    1,
+)
+T1_ROW = ("t1", "Quick Song", "Bea Band", "track", 1, 1, 10.0, 0.0, 1, 1.0, 1,
+          *NO_SOURCE_SKIP, 0.0, 1)  # fmt: skip
 
 
 def test_top_content_week(lake: Settings) -> None:
@@ -207,17 +272,16 @@ def test_top_content_title_playing_across_the_range_start(lake: Settings) -> Non
     # Sat 21st: e1 has no play started but 1200 s (00:00-00:20) by listener u4; no play
     # started, so no play tells its rates: null, over 0 plays.
     rows = run(lake, "top_content", **SAT_21)
-    assert rows == [("e1", "Night Talk", "Dan Show", "episode", 0, 1, 1200.0, None, 0, None, 0)]
+    assert rows == [
+        ("e1", "Night Talk", "Dan Show", "episode", 0, 1, 1200.0)
+        + (None, 0) * 4  # every rate null, over 0 plays
+    ]
 
 
 def test_top_creators_week(lake: Settings) -> None:
-    # (creator, plays, listeners, listening_s), same sums as top_content.
-    expected = approx(
-        ("Dan Show", 1, 1, 3600.0),
-        ("Ada Author", 3, 2, 1810.0),
-        ("Cat Channel", 1, 1, 720.0),
-        ("Bea Band", 1, 1, 10.0),
-    )
+    # (creator, plays, listeners, listening_s, rates...), the same as top_content's: each
+    # creator here has one title.
+    expected = approx(*((row[2], *row[4:]) for row in (E1_ROW, B1_ROW, V1_ROW, T1_ROW)))
     assert run(lake, "top_creators", **WEEK) == expected
     assert run(lake, "top_creators", limit=1, **WEEK) == expected[:1]
     assert run(lake, "top_creators", content_type="track", **WEEK) == expected[3:]
@@ -553,7 +617,7 @@ def test_live_events_last_minute_counts_by_receipt(tmp_path: Path, ingest_into) 
 # -- empty data dir, errors -----------------------------------------------------------
 
 EMPTY = {
-    "overview": [(0, 0, 0, 0.0, 0, 0.0, None, 0, None, 0)],
+    "overview": [(0, 0, 0, 0.0, 0, 0.0, None, 0, None, 0, None, 0, None, 0, 0)],
     "hourly_engagement": [(d, h, 0, 0, 0.0) for d in range(7) for h in range(24)],
     "live": [(0, 0, None, [])],
 }

@@ -110,7 +110,8 @@ def write_export(folder: Path, fmt: str) -> Path:
 
 
 def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
+    # Wide enough for overview's 15 columns with their whole names.
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -181,7 +182,9 @@ def test_a_mixed_history_has_rates_over_the_plays_that_can_tell(tmp_path: Path) 
         ("The Cure", 2, None),
     ]
     csv_out = cli("query", "top_creators", "--format", "csv", "--data-dir", str(data_dir))
-    assert csv_out.splitlines()[-1] == "The Cure,2,1,"  # unknown: an empty cell
+    # creator, plays, listeners, listening_s (unknown: an empty cell), then the rates and
+    # their plays: only the qualified-listen rate is known (2 scrobbles, both qualified).
+    assert csv_out.splitlines()[-1] == "The Cure,2,1,,,0,,0,,0,1.0,2"
 
 
 def test_time_series_and_listeners_show_unknown_time_where_plays_cannot_tell(

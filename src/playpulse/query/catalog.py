@@ -216,20 +216,51 @@ r.currency"""
 # has ended or already is a stream (an open play under 30 s may still become one).
 # Whether it is completed (95 % of the duration) is known when it has a duration and a
 # position (Spotify exports carry no track duration).
+# The other skip policies (docs/metrics.md, "Skip by the source's signal" and "Qualified
+# listen") are per-play columns that are null where the play cannot tell.
 _TIMED = "event_count > 1"
 _SKIP_KNOWN = f"({_TIMED} AND (end_reason IS NOT NULL OR is_stream))"
 _COMPLETION_KNOWN = "(duration_s > 0 AND furthest_position_s IS NOT NULL)"
 
+#: The rate columns of ``overview``, ``top_content`` and ``top_creators``: each rate over
+#: the plays that can tell, then the number of those plays.
+RATE_COLUMNS = (
+    "completion_rate",
+    "completion_rate_plays",
+    "skip_rate",
+    "skip_rate_plays",
+    "source_skip_rate",
+    "source_skip_rate_plays",
+    "qualified_listen_rate",
+    "qualified_listen_rate_plays",
+)
+
 
 def _rates() -> str:
-    """SQL select items over plays: the completion and skip rates over the plays that can
-    tell (null when none can) and the number of those plays, and ``timed_plays``."""
+    """SQL select items over plays: the completion rate, the skip rates (30-second rule
+    and the source's own signal) and the qualified-listen rate, each over the plays that
+    can tell (null when none can) and followed by the number of those plays; then
+    ``timed_plays`` and ``qualified_listens``."""
     return (
         f"avg(completed::INT) FILTER ({_COMPLETION_KNOWN}) AS completion_rate, "
         f"count(*) FILTER ({_COMPLETION_KNOWN}) AS completion_rate_plays, "
         f"avg(skipped::INT) FILTER ({_SKIP_KNOWN}) AS skip_rate, "
         f"count(*) FILTER ({_SKIP_KNOWN}) AS skip_rate_plays, "
-        f"count(*) FILTER ({_TIMED}) AS timed_plays"
+        "avg(skipped_by_source::INT) AS source_skip_rate, "
+        "count(skipped_by_source) AS source_skip_rate_plays, "
+        "avg(qualified_listen::INT) AS qualified_listen_rate, "
+        "count(qualified_listen) AS qualified_listen_rate_plays, "
+        f"count(*) FILTER ({_TIMED}) AS timed_plays, "
+        "count(*) FILTER (qualified_listen) AS qualified_listens"
+    )
+
+
+def _rate_items(alias: str) -> str:
+    """SQL select items: :data:`RATE_COLUMNS` from ``alias`` (a :func:`_rates` row that
+    may be missing: its ``*_plays`` are then 0)."""
+    return ", ".join(
+        f"coalesce({alias}.{c}, 0) AS {c}" if c.endswith("_plays") else f"{alias}.{c}"
+        for c in RATE_COLUMNS
     )
 
 
@@ -249,8 +280,9 @@ def _add(spec: QuerySpec) -> None:
 _add(
     QuerySpec(
         "overview",
-        "Plays, streams (>= 30 s), listeners, listening time, sessions, completion and "
-        "skip rates in the range.",
+        "Plays, streams (>= 30 s), listeners, listening time, sessions, completion rate, "
+        "skip rates (30-second rule; the source's own signal) and qualified listens "
+        "(Last.fm's rule) in the range.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
         sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end),
@@ -266,7 +298,9 @@ _add(
                  ELSE {_known_time("t.listening_s", "r.timed_plays")} END AS listening_s,
             (SELECT count(*) FROM sess) AS sessions,
             (SELECT coalesce(avg(duration_s::DECIMAL(18, 6)), 0) FROM sess) AS avg_session_s,
-            r.completion_rate, r.completion_rate_plays, r.skip_rate, r.skip_rate_plays
+            {_rate_items("r")},
+            CASE WHEN r.qualified_listen_rate_plays > 0 OR r.plays = 0
+                 THEN r.qualified_listens END AS qualified_listens
         FROM r, t
         """,
         (
@@ -276,10 +310,8 @@ _add(
             "listening_s",
             "sessions",
             "avg_session_s",
-            "completion_rate",
-            "completion_rate_plays",
-            "skip_rate",
-            "skip_rate_plays",
+            *RATE_COLUMNS,
+            "qualified_listens",
         ),
     )
 )
@@ -287,7 +319,8 @@ _add(
 _add(
     QuerySpec(
         "top_content",
-        "Titles by listening time, with plays, listeners, completion and skip rates.",
+        "Titles by listening time, with plays, listeners, completion rate, skip rates "
+        "(30-second rule; the source's own signal) and qualified-listen rate.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
         p AS (SELECT content_id, count(*) AS plays, {_rates()},
@@ -306,8 +339,7 @@ _add(
                coalesce(p.content_type, l.content_type) AS content_type,
                coalesce(p.plays, 0) AS plays, u.listeners,
                {_known_time("l.listening_s", "p.timed_plays")} AS listening_s,
-               p.completion_rate, coalesce(p.completion_rate_plays, 0) AS completion_rate_plays,
-               p.skip_rate, coalesce(p.skip_rate_plays, 0) AS skip_rate_plays
+               {_rate_items("p")}
         FROM u LEFT JOIN p USING (content_id) LEFT JOIN l USING (content_id)
         WHERE u.content_id IS NOT NULL
         ORDER BY listening_s DESC NULLS LAST, plays DESC, content_id LIMIT $limit
@@ -320,10 +352,7 @@ _add(
             "plays",
             "listeners",
             "listening_s",
-            "completion_rate",
-            "completion_rate_plays",
-            "skip_rate",
-            "skip_rate_plays",
+            *RATE_COLUMNS,
         ),
     )
 )
@@ -331,22 +360,24 @@ _add(
 _add(
     QuerySpec(
         "top_creators",
-        "Authors, artists, shows and channels by listening time.",
+        "Authors, artists, shows and channels by listening time, with plays, listeners, "
+        "completion rate, skip rates (30-second rule; the source's own signal) and "
+        "qualified-listen rate.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
-        p AS (SELECT creator, count(*) AS plays, count(*) FILTER ({_TIMED}) AS timed_plays
-              FROM started GROUP BY creator),
+        p AS (SELECT creator, count(*) AS plays, {_rates()} FROM started GROUP BY creator),
         l AS (SELECT creator, sum(playing_s) AS listening_s FROM segs GROUP BY creator),
         u AS (SELECT creator, count(DISTINCT user_num) AS listeners FROM (
                 SELECT creator, user_num FROM started UNION ALL SELECT creator, user_num FROM segs)
               GROUP BY creator)
         SELECT u.creator, coalesce(p.plays, 0) AS plays, u.listeners,
-               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s,
+               {_rate_items("p")}
         FROM u LEFT JOIN p USING (creator) LEFT JOIN l USING (creator)
         WHERE u.creator IS NOT NULL
         ORDER BY listening_s DESC NULLS LAST, plays DESC, creator LIMIT $limit
         """,
-        ("creator", "plays", "listeners", "listening_s"),
+        ("creator", "plays", "listeners", "listening_s", *RATE_COLUMNS),
     )
 )
 
