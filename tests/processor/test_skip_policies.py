@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from playpulse.events.model import Event, PlaybackEvent
@@ -79,6 +79,7 @@ def test_source_skip_signal(properties: dict[str, Any] | None, signal: bool | No
     assert source_skip_signal(properties) is signal
 
 
+@settings(deadline=None)  # no timing: a loaded machine must not fail it
 @given(
     st.dictionaries(
         st.sampled_from(["skipped", "reason_end", "shuffle", "x"]),
