@@ -33,6 +33,7 @@ by :func:`corrupt_files`; it is then no longer a lake file, so nothing stops on 
 
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import hashlib
@@ -214,13 +215,16 @@ class LakeWriter:
         name = f"backfill-{tag}.parquet"
         if not _BACKFILL.match(name):
             raise LakeError(f"a backfill tag is lowercase letters, digits and dashes: {tag!r}")
-        months = pc.utf8_slice_codeunits(arrow["event_date"], 0, 7)
+        arrow = arrow.take(pc.sort_indices(arrow["event_date"]))
+        months = pc.utf8_slice_codeunits(arrow["event_date"], 0, 7).to_pylist()
         written = []
-        for month in sorted(pc.unique(months).to_pylist()):
-            group = arrow.filter(pc.equal(months, month))
-            path = self.root / table / f"{MONTH_PREFIX}{month}" / name
-            _write_atomically(group, path)
+        start = 0
+        while start < len(months):
+            end = bisect.bisect_right(months, months[start], lo=start)
+            path = self.root / table / f"{MONTH_PREFIX}{months[start]}" / name
+            _write_atomically(arrow.slice(start, end - start), path)
             written.append(path)
+            start = end
         return written
 
     def files(self, table: str) -> list[LakeFile]:

@@ -38,12 +38,15 @@ a later live update of a play or session (version = its stream offset) wins.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -204,6 +207,7 @@ def reprocess(
     *,
     since: date | None = None,
     until: date | None = None,
+    workers: int | None = None,
 ) -> ReprocessResult:
     """Add the pending backfills to the lake and recompute the derived tables and the
     real-time store from the lake's events (see the module docstring).
@@ -221,8 +225,11 @@ def reprocess(
     :class:`ProcessorOptions`. Raises :class:`~playpulse.errors.PlaypulseError`
     subclasses for lake, store and stream failures; an interrupted run is completed by
     the next one.
+
+    ``workers``: processes that share the work, by stream partition (default: one per
+    CPU for large reprocesses, see :data:`PARALLEL_MIN_EVENTS`); the result does not
+    depend on it (but for the last bits of float sums).
     """
-    from playpulse.quarantine.store import open_quarantine
     from playpulse.store.sqlite import SQLiteStore
     from playpulse.stream.factory import open_stream
 
@@ -250,38 +257,40 @@ def reprocess(
     late = existing.filter(pc.fill_null(existing["late"], False)) if existing.num_rows else None
     result.late_kept = 0 if late is None else late.num_rows
     records = _records(existing, new)
+    options = dataclasses.replace(
+        options,
+        consumer="reprocess",
+        deduplicate=False,
+        batch_size=_CHUNK,
+        max_poll_records=_CHUNK * num_partitions,
+    )
+    groups = _partition_groups(records, num_partitions, workers or _workers(len(records)))
+    del records
+    if len(groups) == 1:
+        outputs = [_compute(settings, options, num_partitions, groups[0])]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(groups), mp_context=context) as pool:
+            outputs = list(
+                pool.map(
+                    _compute,
+                    *zip(*((settings, options, num_partitions, g) for g in groups), strict=True),
+                )
+            )
+    snapshot = StoreBatch("reprocess")
     sink = _DerivedRows()
-    memory = MemoryStore()
-    quarantine = open_quarantine(settings)
-    try:
-        work = MemoryStream(num_partitions=num_partitions, retention=timedelta(days=36_500))
-        for start in range(0, len(records), _CHUNK):
-            work.append(records[start : start + _CHUNK])
-        del records
-        processor = Processor(
-            work,
-            memory,
-            sink,
-            quarantine,
-            ProcessorOptions(
-                consumer="reprocess",
-                batch_size=_CHUNK,
-                max_poll_records=_CHUNK * num_partitions,
-                dedup_window=options.dedup_window,
-                allowed_lateness=options.allowed_lateness,
-                idle_timeout=options.idle_timeout,
-                session_max_length=options.session_max_length,
-                play_cache_size=options.play_cache_size,
-            ),
-        )
-        result.processing = processor.process_available()
-    finally:
-        quarantine.close()
-    snapshot = memory.snapshot("reprocess")
+    result.processing = BatchStats()
+    for output in outputs:
+        for (pk, sk), attrs in output.increments.items():
+            snapshot.add(pk, sk, **attrs)
+        snapshot.members |= output.members
+        snapshot.states.update(output.states)
+        sink.plays.update(output.plays)
+        sink.sessions.update(output.sessions)
+        for name, value in vars(output.stats).items():
+            setattr(result.processing, name, getattr(result.processing, name) + value)
     # The live consumer's offsets and dedup keys stay as they are (imported events are
     # deduplicated against the lake, by id).
-    snapshot.offsets = {}
-    snapshot.dedup = []
     written = _write_derived(lake, sink, result, window)
     store = SQLiteStore(settings.store_path)
     try:
@@ -294,6 +303,85 @@ def reprocess(
         path.unlink(missing_ok=True)
     (folder / _MARKER).unlink(missing_ok=True)
     return result
+
+
+#: Events from which a reprocess is worth spreading over several processes.
+PARALLEL_MIN_EVENTS = 40_000
+
+
+def _workers(events: int) -> int:
+    """Processes for a reprocess of ``events`` events: one per CPU (at most 4) for
+    large ones, else 1 (a process costs about half a second to start)."""
+    if events < PARALLEL_MIN_EVENTS:
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def _partition_groups(
+    records: list[tuple[str, bytes]], num_partitions: int, workers: int
+) -> list[list[tuple[str, bytes]]]:
+    """``records`` split into at most ``workers`` groups of whole stream partitions, of
+    about equal size, each in the canonical order: the processor's state of a partition
+    (its plays, sessions, watermarks) depends on that partition's records only, and
+    every counter only adds up, so groups can be computed apart and summed."""
+    by_partition: list[list[tuple[str, bytes]]] = [[] for _ in range(num_partitions)]
+    for record in records:
+        by_partition[partition_for_key(record[0], num_partitions)].append(record)
+    groups: list[list[int]] = [[] for _ in range(max(1, min(workers, num_partitions)))]
+    sizes = [0] * len(groups)
+    for p in sorted(range(num_partitions), key=lambda p: -len(by_partition[p])):
+        smallest = sizes.index(min(sizes))
+        groups[smallest].append(p)
+        sizes[smallest] += len(by_partition[p])
+    out: list[list[tuple[str, bytes]]] = []
+    for group in groups:
+        merged = [r for p in group for r in by_partition[p]]
+        if merged or not out:
+            out.append(merged)
+    return out
+
+
+@dataclass
+class _Output:
+    """What one group's processing gives (picklable, from a worker process)."""
+
+    increments: dict[tuple[str, str], dict[str, float]]
+    members: set[tuple[str, str]]
+    states: dict[str, bytes | None]
+    plays: dict[str, dict[str, Any]]
+    sessions: dict[tuple[str, datetime], dict[str, Any]]
+    stats: BatchStats
+
+
+def _compute(
+    settings: Settings,
+    options: ProcessorOptions,
+    num_partitions: int,
+    records: list[tuple[str, bytes]],
+) -> _Output:
+    """Process ``records`` (whole partitions, canonical order) into a memory store and
+    memory rows: the work of one process of a reprocess."""
+    from playpulse.quarantine.store import open_quarantine
+
+    sink = _DerivedRows()
+    memory = MemoryStore()
+    quarantine = open_quarantine(settings)
+    try:
+        stream = MemoryStream(num_partitions=num_partitions, retention=timedelta(days=36_500))
+        for start in range(0, len(records), _CHUNK):
+            stream.append(records[start : start + _CHUNK])
+        stats = Processor(stream, memory, sink, quarantine, options).process_available()
+    finally:
+        quarantine.close()
+    snapshot = memory.snapshot("reprocess")
+    return _Output(
+        {key: dict(attrs) for key, attrs in snapshot.increments.items()},
+        snapshot.members,
+        snapshot.states,
+        sink.plays,
+        sink.sessions,
+        stats,
+    )
 
 
 def _read_events(lake: LakeWriter) -> pa.Table:
@@ -494,7 +582,10 @@ def _write_derived(
         rows = [r for r in rows if low <= r["event_date"] <= high]
         for row in rows:
             row["version"] = -1
-        arrow = pa.Table.from_pylist(rows, schema=schema)
+        arrow = pa.table(
+            {n: pa.array([r[n] for r in rows], schema.field(n).type) for n in schema.names},
+            schema=schema,
+        )
         if window != (None, None):
             kept = _outside(lake, table, schema, key, low, high)
             arrow = pa.concat_tables([arrow, kept])

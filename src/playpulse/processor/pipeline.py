@@ -88,6 +88,8 @@ class ProcessorOptions:
       ``max.poll.records``): each partition gets at most this divided by the number of
       partitions (and at most ``batch_size``), at least 1. A poll's events are in memory
       together, so this bounds the processor's memory when it catches up on a backlog.
+    - ``deduplicate``: ``False`` when the input is known to hold each event once (a
+      reprocess of the lake's events): no dedup keys are computed or kept.
     - ``dedup_window``: how long an event id is remembered (from its receipt): a copy
       received later than this after the kept event counts again.
     - ``allowed_lateness``: how far behind the watermark an event may be and still
@@ -110,6 +112,7 @@ class ProcessorOptions:
     consumer: str = "processor"
     batch_size: int = 5_000
     dedup_window: timedelta = timedelta(days=7)
+    deduplicate: bool = True
     allowed_lateness: timedelta = timedelta(days=7)
     idle_timeout: timedelta = timedelta(minutes=30)
     session_max_length: timedelta = timedelta(hours=24)
@@ -455,9 +458,11 @@ class Processor:
 
         decoded = self._decode(batch, work)
         user_wm = self._user_watermarks({ev.actor_id for _, ev in decoded})
-        keys = [dedup_key(ev) for _, ev in decoded]
+        keys: list[str | None] = (
+            [dedup_key(ev) for _, ev in decoded] if opts.deduplicate else [None] * len(decoded)
+        )
         # key -> until when (received_at) a copy of that event is a duplicate
-        remembered = self.store.dedup_expiries(keys)
+        remembered = self.store.dedup_expiries([k for k in keys if k is not None])
         plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
         user_times: dict[str, list[int]] = defaultdict(list)
         live: dict[str, _LiveState] = {}
@@ -467,12 +472,13 @@ class Processor:
         per_day: Counter[tuple[str, str]] = Counter()
         for (record, event), key in zip(decoded, keys, strict=True):
             assert event.received_at is not None
-            until = remembered.get(key)
-            if until is not None and event.received_at <= until:
-                duplicates += 1
-                continue
-            remembered[key] = event.received_at + opts.dedup_window
-            work.batch.dedup.append((key, remembered[key]))
+            if key is not None:
+                until = remembered.get(key)
+                if until is not None and event.received_at <= until:
+                    duplicates += 1
+                    continue
+                remembered[key] = event.received_at + opts.dedup_window
+                work.batch.dedup.append((key, remembered[key]))
             occurred = _us(event.occurred_at)
             actor_wm = user_wm.get(event.actor_id)
             late = actor_wm is not None and occurred < actor_wm - lateness_us

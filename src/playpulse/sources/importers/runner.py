@@ -531,6 +531,8 @@ def _map_all(
             continue
         mapper = MAPPERS[lf.format]
         ctx = MapContext(user_id, lf.path, lf.hints, result.timezone)
+        resolved = lf.path.resolve()
+        file_root = roots.get(resolved, str(resolved.parent))
         for n, row in enumerate(lf.rows, start=1):
             if n % 256 == 0 or n == len(lf.rows):
                 display.advance(task, 256 if n % 256 == 0 else n % 256)
@@ -596,7 +598,7 @@ def _map_all(
                     actor = events[0].get("user_id")
                     if user_id is None and actor in DEFAULT_USERS:
                         fingerprint = defaults.setdefault(actor, ExportFingerprint())
-                        root = roots.get(lf.path.resolve(), str(lf.path.resolve().parent))
+                        root = file_root
                         fingerprint.roots.add(root)
                         fingerprint.row_keys.add(row_key(events[0]["event_id"]))
                 pending.extend(accepted)
