@@ -98,6 +98,9 @@ CREATE TABLE c_shop AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
 # Every file holds its rows' event_date: never take it from the folder name (month
 # partitions hold many days).
 _READ = "read_parquet($files, filename = true, union_by_name = true, hive_partitioning = false)"
+# Files written before a column existed lack it: reading them BY NAME after an empty
+# relation of the current schema gives null there instead of failing.
+_READ_PLAYS = f"(SELECT * FROM e_plays UNION ALL BY NAME SELECT * FROM {_READ})"
 _LOAD_SQL = {
     "plays": [
         # Users get a small integer once (exact distinct counts go faster on integers).
@@ -109,15 +112,18 @@ _LOAD_SQL = {
         f"""INSERT INTO c_plays
             SELECT {", ".join("p." + c for c in _PLAY_COLUMNS)}, u.user_num,
                    epoch_us(p.started_at), p.filename, false
-            FROM {_READ} p LEFT JOIN c_users u USING (user_id)""",
+            FROM {_READ_PLAYS} p LEFT JOIN c_users u USING (user_id)""",
         f"""INSERT INTO c_segments
             SELECT {", ".join("p." + c for c in _SEGMENT_DIMENSIONS)}, s.foreground,
                    s.chapter, s.start, s."end", s.playing_s, s.rate, u.user_num,
                    epoch_us(s.start), epoch_us(s."end"), p.filename, false
-            FROM (SELECT *, unnest(segments) AS s FROM {_READ}) p
+            FROM (SELECT *, unnest(segments) AS s FROM {_READ_PLAYS}) p
             LEFT JOIN c_users u USING (user_id)""",
     ],
-    "sessions": [f"INSERT INTO c_sessions SELECT *, false FROM {_READ}"],
+    "sessions": [
+        f"INSERT INTO c_sessions BY NAME SELECT * RENAME (filename AS _file), false AS current "
+        f"FROM {_READ}"
+    ],
     "events": [
         f"""INSERT INTO c_shop BY NAME SELECT * RENAME (filename AS _file) FROM {_READ}
             WHERE event_type IN ({_SHOP_TYPES})"""
@@ -187,6 +193,7 @@ class LakeCache:
         ):
             self.db.register(f"{name}_empty", schema.empty_table())
         self.db.execute(_TABLES_SQL)
+        self.db.execute("CREATE TABLE e_plays AS SELECT * FROM plays_empty")
         self.db.execute("CREATE TABLE o_plays AS SELECT * FROM plays_empty")
         self.db.execute("CREATE TABLE o_sessions AS SELECT * FROM sessions_empty")
         self.db.execute("CREATE TABLE no_events AS SELECT * FROM events_empty")
