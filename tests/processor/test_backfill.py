@@ -27,6 +27,8 @@ import contextlib
 import json
 import shutil
 import sqlite3
+import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +43,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from playpulse.config import Settings
+from playpulse.errors import PlaypulseError
 from playpulse.events.codec import decode_stored, validate_event
 from playpulse.events.model import EventBase
 from playpulse.lake.schema import SCHEMAS, events_table
@@ -57,6 +60,7 @@ from playpulse.query.catalog import CATALOG, QueryParams, run_query
 from playpulse.query.engine import connect, events_connection
 from playpulse.service import (
     ProcessorThread,
+    apply_import,
     ensure_processed,
     open_processor,
     processor_lock,
@@ -548,6 +552,56 @@ def test_a_running_processor_applies_imports_and_reprocess_requests(
         finally:
             worker.stop()
     assert worker.error is None
+
+
+def views_until(settings: Settings, stop: threading.Event) -> None:
+    """Live traffic: a product view every 50 ms until ``stop`` (a shop's steady
+    trickle: every poll of the processor finds something)."""
+    stream = open_stream(settings)
+    try:
+        while not stop.wait(0.05):
+            now = datetime.now(UTC)
+            raw = {
+                "event_type": "product_view",
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": now.isoformat(),
+                "user_id": "shopper",
+                "product_id": "sku-1",
+            }
+            accepted = validate_event(json.dumps(raw), now)
+            stream.append([(accepted.event.actor_id, accepted.payload)])
+    finally:
+        stream.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=PlaypulseError,
+    reason="the running processor applies pending backfills only when a poll reads nothing "
+    "(Processor.run's on_idle, and the `up` child's loop in service.py): under steady live "
+    "traffic an import never gets applied and times out",
+)
+def test_a_running_processor_applies_an_import_while_live_traffic_flows(
+    tmp_path: Path, cfg: Settings, reference: dict[str, list[dict[str, Any]]]
+) -> None:
+    plan = plan_import([history(tmp_path / "export")], user_id=USER)
+    stop = threading.Event()
+    feeder = threading.Thread(target=views_until, args=(cfg, stop))
+    with processor_lock(cfg) as mine:
+        assert mine
+        worker = ProcessorThread(open_processor(cfg), cfg)
+        worker.start()
+        feeder.start()
+        try:
+            staged = stage_backfill(cfg, [(p.event, p.key, p.payload) for p in plan.events])
+            # Applying a backfill of 42 events takes well under a second when idle.
+            apply_import(cfg, staged, timeout_s=10)
+        finally:
+            stop.set()
+            feeder.join()
+            worker.stop()
+    assert worker.error is None
+    assert answers(cfg)["top_content"] == reference["top_content"]
 
 
 # -- payloads() ------------------------------------------------------------------------
