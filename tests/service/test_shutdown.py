@@ -258,7 +258,8 @@ def test_a_sigkilled_processor_is_started_again_and_reported(tmp_path: Path):
         while True:  # restarted, running, and /readyz says so
             status = read_processor_status(settings)
             ready = httpx.get(f"{url}/readyz", timeout=5)
-            if status and status["pid"] != child.pid and ready.status_code == 200:
+            restarted = status and status["pid"] != child.pid and status["state"] == "running"
+            if restarted and ready.status_code == 200:
                 break
             assert time.monotonic() < deadline, (status, ready.text)
             time.sleep(0.2)
