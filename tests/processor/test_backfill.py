@@ -339,7 +339,8 @@ def mixed(tmp_path: Path, cfg: Settings) -> Settings:
 
 def test_reprocess_changes_nothing_when_nothing_changed(mixed: Settings) -> None:
     """``playpulse reprocess`` equals processing from scratch, which is what the data
-    dir holds: every catalog answer, every store item and set member stay."""
+    dir holds: every catalog answer, every store item and set member stay; so does a
+    reprocess of some days."""
     before = answers(mixed)
     items, members = store_items(mixed), store_members(mixed)
     assert any(pk.startswith("USER#") for pk, _, _ in items)
@@ -351,6 +352,10 @@ def test_reprocess_changes_nothing_when_nothing_changed(mixed: Settings) -> None
     assert_same_answers(answers(mixed), before)
     assert_same_store(mixed, items, members)
     assert not reprocess_needed(mixed)
+    # A window across live days (and the plays of the other days rewritten as they are).
+    reprocess_cli(mixed, "--from", "2026-03-07", "--to", "2026-03-09")
+    assert_same_answers(answers(mixed), before)
+    assert_same_store(mixed, items, members)
 
 
 def test_reprocess_keeps_live_late_events_late_and_duplicates_counted(mixed: Settings) -> None:
