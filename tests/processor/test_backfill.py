@@ -440,6 +440,26 @@ def test_reprocess_with_a_window_replaces_only_the_plays_that_started_in_it(
     assert_same_answers(answers(cfg), right)
 
 
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (("--from", "2024-03-01", "--to", "2024-02-01"), "error: --to must be after --from"),
+        (("--from", "yesterday"), "error: --from: 'yesterday' is not a date"),
+    ],
+)
+def test_a_bad_reprocess_window_is_a_one_line_error_and_changes_nothing(
+    tmp_path: Path, cfg: Settings, window: tuple[str, ...], message: str
+) -> None:
+    import_paths([history(tmp_path / "export")], cfg, user_id=USER)
+    before = sorted(p.relative_to(cfg.data_dir) for p in cfg.lake_path.rglob("*.parquet"))
+    done = run_cli("reprocess", *window, "--data-dir", str(cfg.data_dir))
+    assert done.returncode == 2
+    assert done.stderr.startswith(message)
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not reprocess_needed(cfg)
+    assert sorted(p.relative_to(cfg.data_dir) for p in cfg.lake_path.rglob("*.parquet")) == before
+
+
 # -- crash safety ----------------------------------------------------------------------
 
 
