@@ -157,9 +157,42 @@ _SEGMENTS = f"{_CLIPPED},\n{_SEGS_MARKER}"
 # history, so an order placed before the range and completed in it is not placed again.
 # ``vendor_key`` is the vendor, '' for events without one (never a valid id): all of them
 # are one shop, reported with vendor_id null.
-_COMMERCE = """
+# What a fact's source can tell (docs/metrics.md, "What a shop source can tell"): the
+# commerce event types its events declare in ``properties.source_steps`` (a JSON array;
+# DIGINETICA's views say ["product_view"]), null when they declare nothing (live events,
+# Taobao): such a source tells every step. An order's source is its first event's. Each
+# count column of the shop queries: the fact kind it counts, the fact kinds that prove
+# their source tells it, and the declared event types that say it can; ``facts`` carries
+# ``tells_<column>`` for each.
+_DECLARED_STEPS = """(CASE WHEN contains(properties, '"source_steps"')
+          AND json_type(properties, '$.source_steps') = 'ARRAY'
+     THEN json_extract_string(properties, '$.source_steps[*]') END)"""
+_SHOP_STEPS = {
+    "views": ("product_view", ("product_view",), ("product_view",)),
+    "favorites": ("product_favorite", ("product_favorite",), ("product_favorite",)),
+    "cart_adds": ("cart_add", ("cart_add",), ("cart_add",)),
+    "orders": (
+        "order_placed",
+        ("order_placed", "order_completed"),
+        ("order_created", "order_completed"),
+    ),
+    "completed_orders": ("order_completed", ("order_completed",), ("order_completed",)),
+}
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+_TELLS = ",\n".join(
+    f"(steps IS NULL OR kind IN ({_quoted(kinds)}) OR list_has_any(steps, [{_quoted(declared)}]))"
+    f" AS tells_{column}"
+    for column, (_, kinds, declared) in _SHOP_STEPS.items()
+)
+_COMMERCE = f"""
 shop AS (
-    SELECT coalesce(vendor_id, '') AS vendor_key, product_id, occurred_at, event_type
+    SELECT coalesce(vendor_id, '') AS vendor_key, product_id, occurred_at, event_type,
+           {_DECLARED_STEPS} AS steps
     FROM shop_events
     WHERE occurred_at >= $start AND occurred_at < $end AND NOT late
       AND event_type IN ('product_view', 'product_favorite', 'cart_add')
@@ -171,39 +204,58 @@ order_rows AS (
                AS placed_at,
            min(occurred_at) FILTER (event_type = 'order_completed') AS completed_at,
            arg_min(product_id, (occurred_at, event_id)) AS product_id,
-           arg_min({'amount_minor': amount_minor, 'currency': currency}, (occurred_at, event_id))
-               FILTER (event_type = 'order_completed' AND amount_minor IS NOT NULL) AS paid
+           arg_min({{'amount_minor': amount_minor, 'currency': currency}}, (occurred_at, event_id))
+               FILTER (event_type = 'order_completed' AND amount_minor IS NOT NULL) AS paid,
+           arg_min({_DECLARED_STEPS}, (occurred_at, event_id)) AS steps
     FROM shop_events
     WHERE NOT late AND order_id IS NOT NULL
       AND event_type IN ('order_created', 'order_completed')
       AND ($vendor_id IS NULL OR vendor_id = $vendor_id)
     GROUP BY ALL
 ),
-facts AS (
+fact_rows AS (
     SELECT vendor_key, product_id, occurred_at, event_type AS kind,
-           NULL::BIGINT AS amount_minor, NULL::VARCHAR AS currency
+           NULL::BIGINT AS amount_minor, NULL::VARCHAR AS currency, steps
     FROM shop
     UNION ALL
-    SELECT vendor_key, product_id, placed_at, 'order_placed', NULL, NULL FROM order_rows
-    WHERE placed_at >= $start AND placed_at < $end
+    SELECT vendor_key, product_id, placed_at, 'order_placed', NULL, NULL, steps
+    FROM order_rows WHERE placed_at >= $start AND placed_at < $end
     UNION ALL
     SELECT vendor_key, product_id, completed_at, 'order_completed', paid.amount_minor,
-           paid.currency
+           paid.currency, steps
     FROM order_rows WHERE completed_at >= $start AND completed_at < $end
-)"""
-_SHOP_COUNTS = """
-count(*) FILTER (kind = 'product_view') AS views,
-count(*) FILTER (kind = 'product_favorite') AS favorites,
-count(*) FILTER (kind = 'cart_add') AS cart_adds,
-count(*) FILTER (kind = 'order_placed') AS orders,
-count(*) FILTER (kind = 'order_completed') AS completed_orders"""
+),
+facts AS (SELECT * EXCLUDE (steps), {_TELLS} FROM fact_rows)"""
+# A row's (vendor; product; vendor and day) count of each step, null (unknown, not 0)
+# when none of its facts comes from a source that can tell that step.
+_SHOP_COUNTS = ",\n".join(
+    f"CASE WHEN bool_or(tells_{c}) THEN count(*) FILTER (kind = '{kind}') END AS {c}"
+    for c, (kind, _, _) in _SHOP_STEPS.items()
+)
+# The funnel's rates: each over the facts of sources that tell both of its steps (all of
+# a row's facts when they all tell both; live shops: the plain ratio of the counts), null
+# when there are none.
+_SHOP_RATE_STEPS = (
+    ("view_to_cart", "cart_adds", "views"),
+    ("cart_to_order", "orders", "cart_adds"),
+    ("view_to_order", "orders", "views"),
+)
+_SHOP_RATE_FACTS = ",\n".join(
+    f"count(*) FILTER (kind = '{_SHOP_STEPS[num][0]}' AND tells_{den}) AS {rate}_num,\n"
+    f"count(*) FILTER (kind = '{_SHOP_STEPS[den][0]}' AND tells_{num}) AS {rate}_den"
+    for rate, num, den in _SHOP_RATE_STEPS
+)
+_SHOP_RATES = ",\n".join(
+    f"CASE WHEN {rate}_den > 0 THEN {rate}_num / {rate}_den END AS {rate}"
+    for rate, _, _ in _SHOP_RATE_STEPS
+)
 # Revenue per currency: completed orders with an amount, never summed across currencies.
 _SHOP_PAID = """
 count(*) AS priced_orders, sum(amount_minor) AS revenue_minor"""
 # A row's revenue: its currency's sum; with no currency, 0 when nothing completed and
-# unknown (null) when the completed orders carry no amount.
+# unknown (null) when the completed orders carry no amount or are unknown themselves.
 _SHOP_REVENUE = """
-coalesce(r.priced_orders, 0) AS priced_orders,
+CASE WHEN c.completed_orders IS NOT NULL THEN coalesce(r.priced_orders, 0) END AS priced_orders,
 (CASE WHEN r.currency IS NOT NULL THEN r.revenue_minor WHEN c.completed_orders = 0 THEN 0 END)
     ::BIGINT AS revenue_minor,
 r.currency"""
@@ -566,17 +618,16 @@ _add(
         "Shop funnel per vendor (events without a vendor are one shop, vendor_id null): "
         "product views, favorites, cart adds, orders (placed, an imported purchase included), "
         "completed orders and conversion rates; revenue (minor units) per currency, one row "
-        "per vendor and currency (the counts repeat on each of a vendor's currency rows).",
+        "per vendor and currency (the counts repeat on each of a vendor's currency rows). "
+        "A step no source of the row records (a views-only import) is null, not 0.",
         f"""
         WITH {_COMMERCE},
-        c AS (SELECT vendor_key, {_SHOP_COUNTS} FROM facts GROUP BY vendor_key),
+        c AS (SELECT vendor_key, {_SHOP_COUNTS}, {_SHOP_RATE_FACTS}
+              FROM facts GROUP BY vendor_key),
         r AS (SELECT vendor_key, currency, {_SHOP_PAID} FROM facts
               WHERE kind = 'order_completed' AND amount_minor IS NOT NULL GROUP BY ALL)
         SELECT nullif(c.vendor_key, '') AS vendor_id, views, favorites, cart_adds, orders,
-               completed_orders,
-               CASE WHEN views > 0 THEN cart_adds / views END AS view_to_cart,
-               CASE WHEN cart_adds > 0 THEN orders / cart_adds END AS cart_to_order,
-               CASE WHEN views > 0 THEN orders / views END AS view_to_order,
+               completed_orders, {_SHOP_RATES},
                {_SHOP_REVENUE},
                (r.revenue_minor / r.priced_orders)::DOUBLE AS average_order_minor
         FROM c LEFT JOIN r USING (vendor_key)

@@ -17,8 +17,15 @@ under a day, which all real ones are), and views keep their order and spacing wi
 session; hour-of-day figures of this data set mean nothing. The caller's ``user_id`` is
 not used. **Identity**: the row's fields by column name.
 
-The data set has no vendor: in the shop queries (docs/metrics.md, "Shop funnel") its views
-are one shop's (``vendor_id`` null).
+**What it can tell**: the data set records product views only, never favorites, cart adds
+or orders, so each event says so: ``properties.source_steps = ["product_view"]`` (the
+commerce event types its source records, :data:`SOURCE_STEPS`). The shop queries then
+report favorites, cart adds, orders, the rates built on them and revenue as unknown (null),
+not 0, for a vendor, day or product whose events all come from such a source
+(docs/metrics.md, "Shop funnel", "What a shop source can tell").
+
+The data set has no vendor: in the shop queries its views are one shop's (``vendor_id``
+null).
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from playpulse.sources.importers.base import (
 NAME = "diginetica_item_views"
 DELIMITER = ";"
 COLUMNS = ("sessionid", "userid", "itemid", "timeframe", "eventdate")
+#: The commerce event types this format records (``properties.source_steps`` of every
+#: event): views only.
+SOURCE_STEPS = ("product_view",)
 #: Largest accepted ``timeframe``: 7 days in milliseconds.
 MAX_TIMEFRAME_MS = 7 * 24 * 3600 * 1000
 
@@ -86,6 +96,7 @@ def map_row(row: SourceRow, ctx: MapContext) -> list[dict[str, Any]]:
         "anonymous_id": anonymous,
         "session_id": anonymous,
         "product_id": ident("diginetica:", item),
+        "properties": {"source_steps": list(SOURCE_STEPS)},
     }
     if user and user.upper() != "NA":
         event["user_id"] = ident("diginetica:", user)
