@@ -1323,3 +1323,19 @@ def test_lastfm_user_column_names_the_user(tmp_path: Path) -> None:
 )
 def test_export_root_lifts_known_export_subfolders(folder: str, root: str) -> None:
     assert export_root(Path(folder)) == Path(root)
+
+
+def test_a_renamed_title_shows_its_newest_name_every_time(tmp_path: Path, cfg: Settings) -> None:
+    uri = {"spotify_track_uri": "spotify:track:same"}
+    rows = [
+        track3("2024-01-01T12:00:00Z", 40_000, track="Say It", **uri),
+        track3("2024-02-01T12:00:00Z", 40_000, track="Say It - Original Mix", **uri),
+        track3("2024-01-15T12:00:00Z", 40_000, track="Say It", **uri),
+    ]
+    import_paths([write_json(tmp_path / "a.json", rows)], cfg, progress=False)
+    from playpulse.query.catalog import QueryParams, run_query
+
+    params = QueryParams(start=utc("2024-01-01T00:00:00Z"), end=utc("2024-03-01T00:00:00Z"))
+    for _ in range(5):
+        (row,) = run_query("top_content", params, cfg).to_pylist()
+        assert (row["title"], row["plays"]) == ("Say It - Original Mix", 3)

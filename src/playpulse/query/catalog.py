@@ -322,6 +322,13 @@ def _known_time(listening: str, timed_plays: str) -> str:
     return f"(CASE WHEN {listening} IS NOT NULL THEN {listening} WHEN {timed_plays} > 0 THEN 0 END)"
 
 
+def _newest(column: str, time_us: str) -> str:
+    """SQL aggregate: the newest non-null ``column`` of the group (by ``time_us``, then
+    ``play_key``), named ``column``: a renamed title shows its latest name, the same on
+    every run."""
+    return f"arg_max({column}, ({time_us}, play_key)) FILTER ({column} IS NOT NULL) AS {column}"
+
+
 CATALOG: dict[str, QuerySpec] = {}
 
 
@@ -376,12 +383,12 @@ _add(
         f"""
         WITH {_STARTED}, {_SEGMENTS},
         p AS (SELECT content_id, count(*) AS plays, {_rates()},
-                     any_value(title) AS title, any_value(creator) AS creator,
-                     any_value(content_type) AS content_type
+                     {_newest("title", "started_us")}, {_newest("creator", "started_us")},
+                     {_newest("content_type", "started_us")}
               FROM started GROUP BY content_id),
         l AS (SELECT content_id, sum(playing_s) AS listening_s,
-                     any_value(title) AS title, any_value(creator) AS creator,
-                     any_value(content_type) AS content_type
+                     {_newest("title", "seg_us")}, {_newest("creator", "seg_us")},
+                     {_newest("content_type", "seg_us")}
               FROM segs GROUP BY content_id),
         u AS (SELECT content_id, count(DISTINCT user_num) AS listeners FROM (
                 SELECT content_id, user_num FROM started
