@@ -231,7 +231,7 @@ def compact_lake(settings: Settings) -> dict[str, int]:
 
 class ProcessorThread:
     """Runs a :class:`Processor` on a daemon thread until :meth:`stop`; with the
-    ``settings`` of its data dir, it also applies pending backfills when idle
+    ``settings`` of its data dir, it also applies pending backfills between batches
     (:func:`apply_backfills`)."""
 
     def __init__(self, processor: Processor, settings: Settings | None = None) -> None:
@@ -245,7 +245,7 @@ class ProcessorThread:
         try:
             settings = self.settings
             idle = None if settings is None else lambda: apply_backfills(settings, self.processor)
-            self.processor.run(self._stop, on_idle=idle)
+            self.processor.run(self._stop, between_polls=idle)
         except BaseException as exc:  # reported by stop() and in the log
             self.error = exc
             log.exception("the processor stopped")
@@ -429,12 +429,16 @@ def processor_spawn_main() -> None:
         try:
             processor.start()
             interval_s = processor.options.poll_interval.total_seconds()
+            last_backfill_check = time.monotonic()
             while not halt.is_set():
                 started = time.monotonic()
                 stats = processor.process_available(max_batches=1)
                 reporter.progress(processor, stats.read)
-                if stats.read == 0:
+                # Pending backfills: when caught up, and at least every second under
+                # steady traffic (which may never leave a poll empty).
+                if stats.read == 0 or started - last_backfill_check >= 1.0:
                     apply_backfills(settings, processor)
+                    last_backfill_check = time.monotonic()
                 rest = 0.05 if stats.read == 0 else interval_s - (time.monotonic() - started)
                 if rest > 0:
                     halt.wait(rest)

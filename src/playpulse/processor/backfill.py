@@ -31,8 +31,11 @@ Crash safety: pending files are deleted last, and a marker file
 (``<data dir>/backfill/reprocessing``) lives while derived data is being swapped; while
 either exists, :func:`reprocess_needed` says so, and the processor's start
 (:func:`playpulse.service.ensure_processed`, ``playpulse up``) runs :func:`reprocess`
-before anything else. Files of the derived tables are written with ``version`` -1, so
-a later live update of a play or session (version = its stream offset) wins.
+before anything else. Rows of the derived tables a reprocess writes carry a negative
+``version`` that grows with each reprocess (:func:`reprocess_version`): it beats the rows
+of earlier reprocesses (no key counts twice while the old files are being deleted, or
+after a crash before that), and a later live update of a play or session (version = its
+stream offset, >= 0) beats it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -557,16 +561,24 @@ class _DerivedRows:
         return []
 
 
+def reprocess_version() -> int:
+    """The ``version`` of the plays and sessions rows a reprocess writes now: negative
+    (below every stream offset, so later live updates win) and growing with the wall
+    clock (microseconds), so a later reprocess's rows beat an earlier one's."""
+    return -(1 << 62) + time.time_ns() // 1000
+
+
 def _write_derived(
     lake: LakeWriter,
     sink: _DerivedRows,
     result: ReprocessResult,
     window: tuple[date | None, date | None],
 ) -> set[Path]:
-    """Write the plays and sessions as month files (version -1): the recomputed ones
-    that started in ``window`` (UTC days, inclusive), and the lake's current ones
-    outside it. Returns the paths written."""
+    """Write the plays and sessions as month files (version :func:`reprocess_version`):
+    the recomputed ones that started in ``window`` (UTC days, inclusive), and the lake's
+    current ones outside it. Returns the paths written."""
     tag = f"reprocess-{uuid.uuid4().hex[:16]}"
+    version = reprocess_version()
     written: set[Path] = set()
     low = "0000-00-00" if window[0] is None else window[0].isoformat()
     high = "9999-99-99" if window[1] is None else window[1].isoformat()
@@ -581,13 +593,13 @@ def _write_derived(
     ):
         rows = [r for r in rows if low <= r["event_date"] <= high]
         for row in rows:
-            row["version"] = -1
+            row["version"] = version
         arrow = pa.table(
             {n: pa.array([r[n] for r in rows], schema.field(n).type) for n in schema.names},
             schema=schema,
         )
         if window != (None, None):
-            kept = _outside(lake, table, schema, key, low, high)
+            kept = _outside(lake, table, schema, key, low, high, version)
             arrow = pa.concat_tables([arrow, kept])
         if table == "plays":
             result.plays = arrow.num_rows
@@ -601,10 +613,16 @@ def _write_derived(
 
 
 def _outside(
-    lake: LakeWriter, table: str, schema: pa.Schema, key: list[str], low: str, high: str
+    lake: LakeWriter,
+    table: str,
+    schema: pa.Schema,
+    key: list[str],
+    low: str,
+    high: str,
+    version: int,
 ) -> pa.Table:
     """The current rows of a derived ``table`` of the lake dated outside ``low`` to
-    ``high`` (ISO days, inclusive), as version -1."""
+    ``high`` (ISO days, inclusive), with ``version``."""
     files = lake.readable(lake.live_files(table))
     if not files:
         return schema.empty_table()
@@ -618,7 +636,7 @@ def _outside(
     return rows.set_column(
         rows.schema.get_field_index("version"),
         "version",
-        pa.array([-1] * rows.num_rows, pa.int64()),
+        pa.array([version] * rows.num_rows, pa.int64()),
     ).cast(schema)
 
 

@@ -376,11 +376,14 @@ class Processor:
         self,
         stop: threading.Event,
         idle_sleep_s: float = 0.05,
-        on_idle: Callable[[], object] | None = None,
+        between_polls: Callable[[], object] | None = None,
+        between_polls_every_s: float = 1.0,
     ) -> None:
-        """Process until ``stop`` is set, sleeping ``idle_sleep_s`` when caught up
-        (after calling ``on_idle``, if given: what the runtime does between polls, e.g.
-        apply pending backfills).
+        """Process until ``stop`` is set, sleeping ``idle_sleep_s`` when caught up.
+
+        ``between_polls``, if given, is what the runtime does between batches (apply
+        pending backfills): called when caught up, and at least every
+        ``between_polls_every_s`` seconds while events keep coming.
 
         Polls start at most every ``options.poll_interval`` (like a Kafka consumer's
         ``fetch.max.wait.ms``): under a steady trickle, each poll then takes what
@@ -389,12 +392,16 @@ class Processor:
         if not self._started:
             self.start()
         interval_s = self.options.poll_interval.total_seconds()
+        last_between = time.monotonic()
         while not stop.is_set():
             started = time.monotonic()
             stats = self.process_available(max_batches=1)
+            if between_polls is not None and (
+                stats.read == 0 or started - last_between >= between_polls_every_s
+            ):
+                between_polls()
+                last_between = time.monotonic()
             if stats.read == 0:
-                if on_idle is not None:
-                    on_idle()
                 stop.wait(idle_sleep_s)
             else:
                 rest = interval_s - (time.monotonic() - started)
