@@ -366,24 +366,36 @@ export function retention(rows) {
   });
 }
 
-/** The shop funnel over every vendor (a vendor's rows repeat per currency: count once). */
+/** The shop funnel over every vendor (a vendor's rows repeat per currency: count once).
+ * A step no row can tell (null: a data set that records only views) is left out of the
+ * funnel and named below it with "—"; known steps add up the rows that tell them. */
 export function funnel(rows) {
   const vendors = new Map();
   for (const r of rows) if (!vendors.has(r.vendor_id)) vendors.set(r.vendor_id, r);
-  const total = { views: 0, cart_adds: 0, orders: 0, completed_orders: 0 };
-  for (const r of vendors.values()) for (const k of Object.keys(total)) total[k] += r[k] || 0;
+  const names = {
+    views: "Product views", cart_adds: "Added to cart",
+    orders: "Orders", completed_orders: "Completed orders",
+  };
+  const total = {};
+  for (const k of Object.keys(names)) {
+    const known = [...vendors.values()].filter((r) => r[k] !== null && r[k] !== undefined);
+    total[k] = known.length ? known.reduce((sum, r) => sum + r[k], 0) : null;
+  }
   if (!Object.values(total).some((v) => v > 0)) return null;
-  const steps = [
-    ["Product views", total.views], ["Added to cart", total.cart_adds],
-    ["Orders", total.orders], ["Completed orders", total.completed_orders],
-  ];
-  const top = steps[0][1] || 1;
+  const steps = Object.keys(names).filter((k) => total[k] !== null).map((k) => [names[k], total[k]]);
+  const unknown = Object.keys(names).filter((k) => total[k] === null).map((k) => `${names[k]} —`);
+  const top = total.views || 1;
   return base({
     tooltip: {
       formatter: (p) => `${p.name}: ${fmt.count(p.value)}<br>${fmt.percent(p.value / top)} of views`,
     },
+    graphic: unknown.length ? [{
+      type: "text", left: "4%", bottom: 0,
+      style: { text: `Not in this data: ${unknown.join(" · ")}`, fill: "#6b7280", fontSize: 11 },
+    }] : [],
     series: [{
-      type: "funnel", sort: "none", left: "4%", width: "52%", top: 12, bottom: 8, gap: 3,
+      type: "funnel", sort: "none", left: "4%", width: "52%", top: 12,
+      bottom: unknown.length ? 24 : 8, gap: 3,
       minSize: "8%", maxSize: "100%",
       label: {
         show: true, position: "right", lineHeight: 16,
