@@ -16,7 +16,7 @@ over one fixed window, and through the real-time store's items and sets.
 - Crash safety: pending backfills and the reprocessing marker are picked up by the
   next processor start, import or reprocess.
 - A running processor applies imports and reprocess requests.
-- :func:`~playpulse.processor.backfill.payloads` gives back the events the lake holds.
+- :func:`~playpulse.lake.schema.payloads` gives back the events the lake holds.
 - History (received more than the allowed lateness after it started) is in the lake's
   plays, not in the live counters; an offline sync within it is in both.
 """
@@ -44,11 +44,10 @@ from hypothesis import strategies as st
 from playpulse.config import Settings
 from playpulse.events.codec import decode_stored, validate_event
 from playpulse.events.model import EventBase
-from playpulse.lake.schema import SCHEMAS, events_table
+from playpulse.lake.schema import SCHEMAS, events_table, payloads
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor.backfill import (
     backfill_dir,
-    payloads,
     pending_backfills,
     reprocess_needed,
     reprocess_version,

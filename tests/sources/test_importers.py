@@ -29,7 +29,7 @@ from playpulse.config import Settings
 from playpulse.errors import ConfigError
 from playpulse.events.codec import decode_stored, validate_event
 from playpulse.events.model import EventBase, PlaybackEvent
-from playpulse.processor.backfill import payloads
+from playpulse.lake.schema import payloads
 from playpulse.processor.plays import summarize_play
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.query.engine import connect, events_connection

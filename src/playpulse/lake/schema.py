@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -308,3 +309,58 @@ def play_row(play: PlaySummary, version: int) -> dict[str, Any]:
         for seg in play.segments
     ]
     return row
+
+
+_PAYLOAD_TOP = (
+    "event_type",
+    "event_id",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "playback_id",
+    "position_s",
+    "from_position_s",
+    "playback_rate",
+    "reason",
+    "vendor_id",
+    "product_id",
+    "order_id",
+    "quantity",
+    "amount_minor",
+    "currency",
+)
+_PAYLOAD_TIMES = ("occurred_at", "sent_at", "received_at", "derived_at")
+_encode_payload = msgspec.json.Encoder()
+
+
+def payloads(events: pa.Table) -> Iterator[bytes]:
+    """The stored JSON payload of each row of a lake ``events`` table: the event as
+    :func:`~playpulse.events.codec.decode_stored` reads it. Fields the lake does not
+    keep (an ``error`` event's ``error_code`` / ``error_message``) are left out; no
+    metric reads them."""
+    columns = {
+        n: events[n].to_pylist()
+        for n in (*_CONTEXT_FIELDS, *_CONTENT_FIELDS, *_PAYLOAD_TOP, "properties", "items")
+    }
+    times = {n: pc.cast(events[n], pa.int64()).to_pylist() for n in _PAYLOAD_TIMES}
+    for i in range(events.num_rows):
+        out: dict[str, Any] = {}
+        for name in _PAYLOAD_TOP:
+            value = columns[name][i]
+            if value is not None:
+                out[name] = value
+        for name in _PAYLOAD_TIMES:
+            us = times[name][i]
+            if us is not None:
+                out[name] = (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+        context = {n: columns[n][i] for n in _CONTEXT_FIELDS if columns[n][i] is not None}
+        if context:
+            out["context"] = context
+        content = {n: columns[n][i] for n in _CONTENT_FIELDS if columns[n][i] is not None}
+        if content:
+            out["content"] = content
+        for name in ("properties", "items"):
+            raw = columns[name][i]
+            if raw is not None:
+                out[name] = json.loads(raw)
+        yield _encode_payload.encode(out)

@@ -49,14 +49,13 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -71,6 +70,7 @@ from playpulse.lake.schema import (
     SCHEMAS,
     SESSIONS_SCHEMA,
     events_table,
+    payloads,
 )
 from playpulse.lake.writer import MONTH_PREFIX, LakeWriter, OffsetRange, newest_versions
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
@@ -456,79 +456,6 @@ def _us_list(column: pa.ChunkedArray) -> list[int]:
     return pc.cast(column, pa.int64()).to_pylist()  # type: ignore[no-any-return]
 
 
-_CONTEXT = (
-    "device_type",
-    "platform",
-    "os",
-    "app_version",
-    "network_type",
-    "country",
-    "timezone",
-    "foreground",
-)
-_CONTENT = (
-    "content_id",
-    "content_type",
-    "title",
-    "creator",
-    "duration_s",
-    "chapter",
-    "chapter_title",
-)
-_TOP = (
-    "event_type",
-    "event_id",
-    "user_id",
-    "anonymous_id",
-    "session_id",
-    "playback_id",
-    "position_s",
-    "from_position_s",
-    "playback_rate",
-    "reason",
-    "vendor_id",
-    "product_id",
-    "order_id",
-    "quantity",
-    "amount_minor",
-    "currency",
-)
-_TIMES = ("occurred_at", "sent_at", "received_at", "derived_at")
-_encode = msgspec.json.Encoder()
-
-
-def payloads(events: pa.Table) -> Iterator[bytes]:
-    """The stored JSON payload of each row of a lake ``events`` table: the event as
-    :func:`~playpulse.events.codec.decode_stored` reads it. Fields the lake does not
-    keep (an ``error`` event's ``error_code`` / ``error_message``) are left out; no
-    metric reads them."""
-    columns = {
-        n: events[n].to_pylist() for n in (*_CONTEXT, *_CONTENT, *_TOP, "properties", "items")
-    }
-    times = {n: _us_list(events[n]) for n in _TIMES}
-    for i in range(events.num_rows):
-        out: dict[str, Any] = {}
-        for name in _TOP:
-            value = columns[name][i]
-            if value is not None:
-                out[name] = value
-        for name in _TIMES:
-            us = times[name][i]
-            if us is not None:
-                out[name] = (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
-        context = {n: columns[n][i] for n in _CONTEXT if columns[n][i] is not None}
-        if context:
-            out["context"] = context
-        content = {n: columns[n][i] for n in _CONTENT if columns[n][i] is not None}
-        if content:
-            out["content"] = content
-        for name in ("properties", "items"):
-            raw = columns[name][i]
-            if raw is not None:
-                out[name] = json.loads(raw)
-        yield _encode.encode(out)
-
-
 class _DerivedRows:
     """A lake sink for the processor that keeps, in memory, the newest row of each
     play and session it writes (events are in the lake already)."""
@@ -678,7 +605,6 @@ __all__ = [
     "MONTH_PREFIX",
     "ReprocessResult",
     "backfill_dir",
-    "payloads",
     "pending_backfills",
     "reprocess",
     "reprocess_needed",
