@@ -242,3 +242,40 @@ def play_totals(
     if out.get("plays") == 0:
         return {}
     return out
+
+
+def catalog_answers(settings: Any, params: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """Every catalog query's rows but ``live``'s, by query name, over ``params`` (a
+    :class:`~playpulse.query.QueryParams`; default: 2000 to 2030 UTC, limit 10,000): what
+    a data dir answers, to compare two data dirs or a data dir before and after."""
+    from datetime import UTC, datetime
+
+    from playpulse.query.catalog import CATALOG, QueryParams, run_query
+
+    params = params or QueryParams(
+        start=datetime(2000, 1, 1, tzinfo=UTC), end=datetime(2030, 1, 1, tzinfo=UTC), limit=10_000
+    )
+    return {
+        name: run_query(name, params, settings).to_pylist() for name in CATALOG if name != "live"
+    }
+
+
+def assert_same_answers(
+    got: dict[str, list[dict[str, Any]]], want: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The same queries with the same rows in the same order (:func:`catalog_answers`);
+    floats within 1e-9 relative (a rate's last bits may depend on the order it was
+    summed in), everything else equal. Raises :class:`AssertionError` naming the query,
+    the row and the values that differ."""
+    import pytest
+
+    assert list(got) == list(want)
+    for name in want:
+        assert len(got[name]) == len(want[name]), name
+        for n, (a, b) in enumerate(zip(got[name], want[name], strict=True)):
+            differ = {
+                k: (a[k], b[k])
+                for k in b
+                if a[k] != (pytest.approx(b[k], rel=1e-9) if isinstance(b[k], float) else b[k])
+            }
+            assert not differ, f"{name}, row {n}: (got, want) {differ} in {b}"

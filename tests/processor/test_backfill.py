@@ -54,7 +54,7 @@ from playpulse.processor.backfill import (
     request_reprocess,
     stage_backfill,
 )
-from playpulse.query.catalog import CATALOG, QueryParams, run_query
+from playpulse.query.catalog import QueryParams, run_query
 from playpulse.query.engine import connect, events_connection
 from playpulse.service import (
     ProcessorThread,
@@ -67,14 +67,13 @@ from playpulse.service import (
 from playpulse.sources.importers import import_paths, plan_import
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.stream.factory import open_stream
-from playpulse.testing import load_module, run_cli
+from playpulse.testing import assert_same_answers, catalog_answers, load_module, run_cli
 
 codec_properties = load_module(
     Path(__file__).parents[1] / "events" / "test_codec_properties.py", "codec_properties"
 )
 
-#: Every catalog query but ``live``, over a window holding all the data of these tests.
-QUERIES = [name for name in CATALOG if name != "live"]
+#: A window holding all the data of these tests.
 WINDOW = QueryParams(
     start=datetime(2000, 1, 1, tzinfo=UTC), end=datetime(2030, 1, 1, tzinfo=UTC), limit=10_000
 )
@@ -174,24 +173,7 @@ def append(settings: Settings, records: list[tuple[str, bytes]]) -> None:
 
 def answers(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """Every catalog query's rows (but ``live``'s) over :data:`WINDOW`."""
-    return {name: run_query(name, WINDOW, settings).to_pylist() for name in QUERIES}
-
-
-def assert_same_answers(
-    got: dict[str, list[dict[str, Any]]], want: dict[str, list[dict[str, Any]]]
-) -> None:
-    """The same rows in the same order for every query; floats within 1e-9 relative,
-    everything else equal."""
-    assert list(got) == list(want)
-    for name in want:
-        assert len(got[name]) == len(want[name]), name
-        for n, (a, b) in enumerate(zip(got[name], want[name], strict=True)):
-            differ = {
-                k: (a[k], b[k])
-                for k in b
-                if a[k] != (pytest.approx(b[k], rel=1e-9) if isinstance(b[k], float) else b[k])
-            }
-            assert not differ, f"{name}, row {n}: (got, want) {differ} in {b}"
+    return catalog_answers(settings, WINDOW)
 
 
 @contextlib.contextmanager

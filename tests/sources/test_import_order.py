@@ -25,16 +25,14 @@ from typing import Any
 import pytest
 
 from playpulse.config import Settings
-from playpulse.query.catalog import CATALOG, QueryParams, run_query
-from playpulse.query.engine import connect
+from playpulse.query.catalog import QueryParams
 from playpulse.sources.importers import import_paths
-from playpulse.testing import real_data_dir, run_cli
+from playpulse.testing import assert_same_answers, catalog_answers, real_data_dir, run_cli
 
 REAL = real_data_dir()
 pytestmark = pytest.mark.skipif(REAL is None, reason="the real data sets are not available")
 
-#: Every catalog query but ``live``, over a window that holds the whole export.
-QUERIES = [name for name in CATALOG if name != "live"]
+#: A window that holds the whole export (every catalog query but ``live`` is compared).
 WINDOW = QueryParams(
     start=datetime(2000, 1, 1, tzinfo=UTC), end=datetime(2030, 1, 1, tzinfo=UTC), limit=10_000
 )
@@ -87,46 +85,7 @@ def distinct_rows() -> int:
 
 def answers(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """Every catalog query's rows (but ``live``'s) over :data:`WINDOW`."""
-    return {name: run_query(name, WINDOW, settings).to_pylist() for name in QUERIES}
-
-
-def renamed_titles(settings: Settings) -> dict[str, set[str]]:
-    """The titles of each content its plays name differently (Spotify renamed a track):
-    ``top_content`` shows one of them, picked arbitrarily (``any_value`` in
-    playpulse/query/catalog.py), so it may differ between two runs of the same query
-    on the same data; the comparison accepts any of them there."""
-    con = connect(settings)
-    try:
-        rows = con.execute(
-            "SELECT content_id, list(DISTINCT title) FROM plays GROUP BY content_id "
-            "HAVING count(DISTINCT title) > 1"
-        ).fetchall()
-    finally:
-        con.close()
-    return {content_id: set(titles) for content_id, titles in rows}
-
-
-def assert_same_answers(
-    got: dict[str, list[dict[str, Any]]],
-    want: dict[str, list[dict[str, Any]]],
-    renamed: dict[str, set[str]],
-) -> None:
-    """The same rows in the same order for every query; floats within 1e-9 relative (a
-    rate's last bits may depend on the order it was summed in), everything else equal
-    (but a title of ``renamed``, see :func:`renamed_titles`)."""
-    assert list(got) == list(want)
-    for name in want:
-        assert len(got[name]) == len(want[name]), name
-        for n, (a, b) in enumerate(zip(got[name], want[name], strict=True)):
-            differ = {
-                k: (a[k], b[k])
-                for k in b
-                if a[k] != (pytest.approx(b[k], rel=1e-9) if isinstance(b[k], float) else b[k])
-            }
-            title_only = name == "top_content" and set(differ) == {"title"}
-            if title_only and {a["title"], b["title"]} <= renamed.get(b["content_id"], set()):
-                continue
-            assert not differ, f"{name}, row {n}: (got, want) {differ} in {b}"
+    return catalog_answers(settings, WINDOW)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +113,7 @@ def test_newest_file_first_then_the_whole_folder_as_at_once(
     assert 0 < partial < all_at_once["overview"][0]["plays"]
     rest = run_cli("import", str(folder()), "--data-dir", data_dir, timeout_s=300)
     assert rest.returncode == 0, rest.stderr
-    assert_same_answers(answers(settings), all_at_once, renamed_titles(settings))
+    assert_same_answers(answers(settings), all_at_once)
 
 
 @pytest.mark.parametrize("order", ["reverse name order", "shuffled"])
@@ -167,4 +126,4 @@ def test_one_file_at_a_time_in_any_order_as_at_once(
     settings = Settings(data_dir=tmp_path / "data")
     for path in files:
         import_paths([path], settings, progress=False)
-    assert_same_answers(answers(settings), all_at_once, renamed_titles(settings))
+    assert_same_answers(answers(settings), all_at_once)
