@@ -279,3 +279,30 @@ def assert_same_answers(
                 if a[k] != (pytest.approx(b[k], rel=1e-9) if isinstance(b[k], float) else b[k])
             }
             assert not differ, f"{name}, row {n}: (got, want) {differ} in {b}"
+
+
+def write_spotify_history(path: Path, plays: Mapping[str, tuple[str, int]]) -> Path:
+    """Write a Spotify extended streaming history file (the 2024 key generation) at
+    ``path``: one finished track a play, ``{name: (ts, ms_played)}`` (``ts`` the ISO end
+    time, as Spotify writes it), titled ``Song <name>`` by ``Band``, played on Linux in
+    Germany. Returns ``path``."""
+    import json
+
+    rows = [
+        {
+            "ts": ts,
+            "ms_played": ms,
+            "platform": "linux",
+            "conn_country": "DE",
+            "master_metadata_track_name": f"Song {name}",
+            "master_metadata_album_artist_name": "Band",
+            "master_metadata_album_album_name": "Album",
+            "spotify_track_uri": f"spotify:track:{name}",
+            "reason_start": "clickrow",
+            "reason_end": "trackdone",
+            "skipped": False,
+        }
+        for name, (ts, ms) in plays.items()
+    ]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path

@@ -10,7 +10,6 @@ import``, served by a real ``playpulse up`` on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ from starlette.datastructures import QueryParams as Query
 from playpulse.api.auth import ApiError
 from playpulse.api.params import parse_params
 from playpulse.cli import _when as cli_bound
-from playpulse.testing import playpulse_server, run_cli
+from playpulse.testing import playpulse_server, run_cli, write_spotify_history
 
 # A: 61 s from 2023-12-31T23:30Z (00:30 on Jan 1st in Berlin); C: 64 s from
 # 2024-01-31T23:30Z (00:30 on Feb 1st in Berlin). Spotify's `ts` is when a play ended.
@@ -36,24 +35,7 @@ PLAYS = {"A": ("2023-12-31T23:31:01Z", 61_000), "C": ("2024-01-31T23:31:04Z", 64
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``playpulse up`` on a data dir holding the imported plays A and C; its base URL."""
     root = tmp_path_factory.mktemp("api-bounds-in-tz")
-    rows = [
-        {
-            "ts": ts,
-            "ms_played": ms,
-            "platform": "linux",
-            "conn_country": "DE",
-            "master_metadata_track_name": f"Song {name}",
-            "master_metadata_album_artist_name": "Band",
-            "master_metadata_album_album_name": "Album",
-            "spotify_track_uri": f"spotify:track:{name}",
-            "reason_start": "clickrow",
-            "reason_end": "trackdone",
-            "skipped": False,
-        }
-        for name, (ts, ms) in PLAYS.items()
-    ]
-    export = root / "Streaming_History_Audio_2024.json"
-    export.write_text(json.dumps(rows), encoding="utf-8")
+    export = write_spotify_history(root / "Streaming_History_Audio_2024.json", PLAYS)
     data_dir = root / "data"
     imported = run_cli("import", str(export), "--user", "sam", "--data-dir", str(data_dir))
     assert imported.returncode == 0, imported.stderr

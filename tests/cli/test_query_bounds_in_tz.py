@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from playpulse.testing import run_cli
+from playpulse.testing import run_cli, write_spotify_history
 
 # Three plays around the ends of January 2024 (Berlin is UTC+1 then); Spotify's `ts` is
 # when a play ended, so each starts `ms_played` before it:
@@ -36,24 +36,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A data dir holding the three imported plays."""
     root = tmp_path_factory.mktemp("bounds-in-tz")
-    rows = [
-        {
-            "ts": ts,
-            "ms_played": ms,
-            "platform": "linux",
-            "conn_country": "DE",
-            "master_metadata_track_name": f"Song {name}",
-            "master_metadata_album_artist_name": "Band",
-            "master_metadata_album_album_name": "Album",
-            "spotify_track_uri": f"spotify:track:{name}",
-            "reason_start": "clickrow",
-            "reason_end": "trackdone",
-            "skipped": False,
-        }
-        for name, (ts, ms) in PLAYS.items()
-    ]
-    export = root / "Streaming_History_Audio_2024.json"
-    export.write_text(json.dumps(rows), encoding="utf-8")
+    export = write_spotify_history(root / "Streaming_History_Audio_2024.json", PLAYS)
     data = str(root / "data")
     imported = run("import", str(export), "--user", "sam", "--data-dir", data)
     assert imported.returncode == 0, imported.stderr
