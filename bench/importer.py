@@ -9,12 +9,13 @@ next to the live processor's figures measured in the same run.
    copy shifted in time so that every row stays distinct (the importer would send an
    identical row once):
 
-   - copy ``k`` moves every row by ``k % 10`` whole years, and a year that falls past the
-     last of the ten years (the export's last year and the nine before it) wraps around
-     to the first; ten copies thus put every row of the export once into each of the ten
-     years;
-   - the next ten copies are moved by one more whole week (the weekday and hour of day are
-     kept), the ten after by two weeks, and so on;
+   - copy ``k`` moves every row by ``k % 10`` whole years; the next ten copies are moved
+     by one more whole week (the weekday and hour of day are kept), the ten after by two
+     weeks, and so on;
+   - a time that lands after the export's newest ``ts`` moves back ten years (so nothing
+     is in the future, which the importer would reject), one before the ten years that
+     end there forward; ten copies thus put every row of the export once into each year
+     of the ten;
    - ``ts`` moves, and ``offline_timestamp`` (seconds or milliseconds) by the same amount;
      every other field is left as it is. The last copy is cut to reach ``--rows`` exactly.
 
@@ -117,12 +118,12 @@ class BenchError(PlaypulseError):
 class Source:
     """The rows of a Spotify extended export: ``(kind, row)`` in file order, ``kind``
     ``Audio`` or ``Video`` (from the file name); ``indent`` 2 when the export is
-    pretty-printed, ``None`` when compact; ``last_year`` the year of its newest ``ts``."""
+    pretty-printed, ``None`` when compact; ``newest`` its newest ``ts``."""
 
     path: Path
     rows: list[tuple[str, dict[str, Any]]]
     indent: int | None
-    last_year: int
+    newest: datetime
 
 
 def parse_ts(value: Any, where: str) -> datetime:
@@ -154,7 +155,7 @@ def load_source(path: Path) -> Source:
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     rows: list[tuple[str, dict[str, Any]]] = []
     indent: int | None = None
-    last_year = 0
+    newest: datetime | None = None
     used = 0
     for file in files:
         text = file.read_text(encoding="utf-8")
@@ -173,14 +174,15 @@ def load_source(path: Path) -> Source:
         used += 1
         kind = "Video" if "video" in file.name.lower() else "Audio"
         for i, row in enumerate(data):
-            last_year = max(last_year, parse_ts(row["ts"], f"{file}, row {i + 1}").year)
+            ts = parse_ts(row["ts"], f"{file}, row {i + 1}")
+            newest = ts if newest is None else max(newest, ts)
             rows.append((kind, row))
-    if not rows:
+    if not rows or newest is None:
         raise BenchError(
             f"{path}: no Spotify extended streaming history in it (JSON arrays of objects "
             "with ts and ms_played)"
         )
-    return Source(path, rows, indent, last_year)
+    return Source(path, rows, indent, newest)
 
 
 def _with_year(t: datetime, year: int) -> datetime:
@@ -191,14 +193,19 @@ def _with_year(t: datetime, year: int) -> datetime:
         return t.replace(year=year, day=28)
 
 
-def shifted(row: dict[str, Any], years: int, weeks: int, first_year: int) -> dict[str, Any]:
-    """``row`` moved ``weeks`` whole weeks, then ``years`` whole years, its year wrapped
-    into the :data:`YEARS` years from ``first_year``; ``offline_timestamp`` (seconds, or
-    milliseconds from :data:`_MS_THRESHOLD`) moved by the same amount."""
+def shifted(row: dict[str, Any], years: int, weeks: int, newest: datetime) -> dict[str, Any]:
+    """``row`` moved ``weeks`` whole weeks, then ``years`` whole years, then by whole
+    multiples of :data:`YEARS` years into the window of :data:`YEARS` years that ends at
+    ``newest`` (the export's newest ``ts``: nothing lands after it, so nothing in the
+    future); ``offline_timestamp`` (seconds, or milliseconds from :data:`_MS_THRESHOLD`)
+    moved by the same amount."""
     before = parse_ts(row["ts"], "row")
     moved = before + timedelta(weeks=weeks)
-    year = first_year + (moved.year + years - first_year) % YEARS
-    after = _with_year(moved, year)
+    after = _with_year(moved, moved.year + years)
+    while after > newest:
+        after = _with_year(after, after.year - YEARS)
+    while after <= _with_year(newest, newest.year - YEARS):
+        after = _with_year(after, after.year + YEARS)
     out = dict(row)
     out["ts"] = format_ts(after)
     offline = row.get("offline_timestamp")
@@ -221,8 +228,8 @@ class History:
     files: int
     input_bytes: int
     copies: int
-    first_year: int
-    last_year: int
+    oldest: datetime
+    newest: datetime
     rows_by_year: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -231,14 +238,15 @@ def build_history(source: Source, rows: int, root: Path) -> History:
     """Write ``rows`` rows of ``source`` repeated and shifted (module docstring) under
     ``root``; ``rows`` must be positive."""
     started = time.perf_counter()
-    first_year = source.last_year - YEARS + 1
+    times: list[datetime] = []
     by_file: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     written = 0
     copy = 0
     while written < rows:
         years, weeks = copy % YEARS, copy // YEARS
         for kind, row in source.rows[: rows - written]:
-            out = shifted(row, years, weeks, first_year)
+            out = shifted(row, years, weeks, source.newest)
+            times.append(parse_ts(out["ts"], "row"))
             by_file[kind, int(out["ts"][:4])].append(out)
         written += min(len(source.rows), rows - written)
         copy += 1
@@ -267,8 +275,8 @@ def build_history(source: Source, rows: int, root: Path) -> History:
         files,
         size,
         copy,
-        min(rows_by_year),
-        max(rows_by_year),
+        min(times),
+        max(times),
         dict(sorted(rows_by_year.items())),
         time.perf_counter() - started,
     )
@@ -480,12 +488,13 @@ def docs_section(
             "",
             f"- History: the {len(source.rows):,} rows of the real export `{source_name}`"
             " (shared/data/real) repeated and shifted in time into"
-            f" {history.rows:,} rows over {history.last_year - history.first_year + 1}"
-            f" years, {history.first_year}-{history.last_year} ({history.copies} copies, the"
-            " last cut; ten copies or more span ten years): copy k moves"
-            " every row by k mod 10 whole years (a year past the last wraps to the first),"
-            " each further ten copies by one more whole week, so that every row stays"
-            " distinct; `ts` and `offline_timestamp` move, nothing else changes. Files as in"
+            f" {history.rows:,} rows from {history.oldest:%Y-%m-%d} to"
+            f" {history.newest:%Y-%m-%d} ({history.copies} copies, the last cut; ten copies"
+            " or more span ten years): copy k moves every row by k mod 10 whole years, each"
+            " further ten copies by one more whole week, and a time past the export's newest"
+            " `ts` wraps back ten years (nothing lands in the future), so that every row"
+            " stays distinct; `ts` and `offline_timestamp` move, nothing else changes. Files"
+            " as in"
             " a Spotify download (`Streaming_History_Audio_YEAR.json`, Video files apart,"
             f" formatted like the source), {history.files} files,"
             f" {_mib(history.input_bytes)} MiB. Rows per year: {years}.",
@@ -588,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
             history = build_history(source, args.rows, tmp / "history")
             print(
                 f"history: {history.rows:,} rows ({history.copies} copies of"
-                f" {len(source.rows):,}) over {history.first_year}-{history.last_year} in"
+                f" {len(source.rows):,}) from {history.oldest:%Y-%m-%d} to"
+                f" {history.newest:%Y-%m-%d} in"
                 f" {history.files} files, {_mib(history.input_bytes)} MiB, written in"
                 f" {history.seconds:.1f} s",
                 flush=True,
