@@ -82,7 +82,7 @@ from process import (
     measure_processor,
     wait_until_quiet,
 )
-from soak import _dir_bytes, disk_usage
+from soak import _dir_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -102,6 +102,12 @@ DEFAULT_SOURCE = Path(
 EXPORT_FOLDER = Path("my_spotify_data", "Spotify Extended Streaming History")
 QUICK_ROWS = 5_000
 QUICK_LIVE_EVENTS = 2_000
+#: Figures from before the backfill rewrite, kept in the docs section.
+HISTORY = """Before (2026-12-04, commit 407476e, before imports became backfills): `--quick`
+(5,000 rows of the same history, 2022-2026) imported 500-660 rows/s (1,350-1,550 events
+per CPU-second) into 1,372 lake files and a data dir 11.1x the input (store.db 23 MiB,
+lake 13.5 MiB, stream 5.3 MiB for 3.8 MiB of input), on a shared machine; issue #11
+measured about 1,000 rows/s and 25x on a 7,000-row history."""
 #: An offline_timestamp at least this large is in milliseconds (as the importer reads it).
 _MS_THRESHOLD = 100_000_000_000
 
@@ -331,6 +337,16 @@ def _cli(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def data_dir_parts(data_dir: Path) -> dict[str, int]:
+    """Bytes under each entry of ``data_dir`` (a SQLite file with its ``-wal`` and
+    ``-shm``), largest first."""
+    parts: dict[str, int] = defaultdict(int)
+    for entry in data_dir.iterdir():
+        name = entry.name.removesuffix("-wal").removesuffix("-shm")
+        parts[name] += _dir_bytes(entry) if entry.is_dir() else entry.stat().st_size
+    return dict(sorted(parts.items(), key=lambda kv: -kv[1]))
+
+
 def run_import(history: History, data_dir: Path, timeout_s: float) -> ImportRun:
     """``playpulse import`` of ``history`` into ``data_dir`` (fresh), timed; then what it
     left (module docstring, step 3). Raises :class:`BenchError` when a command fails."""
@@ -345,8 +361,7 @@ def run_import(history: History, data_dir: Path, timeout_s: float) -> ImportRun:
     # is this process's first child, so it is the import's.
     peak_rss_mib = after.ru_maxrss / 1024
     data_dir_bytes = _dir_bytes(data_dir)
-    parts = disk_usage(data_dir)
-    parts["other"] = data_dir_bytes - sum(parts.values())
+    parts = data_dir_parts(data_dir)
     lake = Settings(data_dir=data_dir).lake_path
     lake_files = sum(1 for _ in lake.rglob("*.parquet"))
     status = json.loads(
@@ -427,8 +442,8 @@ def figures_table(imp: ImportRun, live: Run) -> str:
 
 
 def size_lines(imp: ImportRun) -> list[str]:
-    """The data dir's size, whole and by part."""
-    parts = ", ".join(f"{name} {_mib(n)} MiB" for name, n in imp.parts.items())
+    """The data dir's size, whole and by part (parts of 0.05 MiB or more)."""
+    parts = ", ".join(f"{name} {_mib(n)} MiB" for name, n in imp.parts.items() if n >= 0.05 * 2**20)
     return [
         f"Data dir {_mib(imp.data_dir_bytes)} MiB for {_mib(imp.input_bytes)} MiB of input:"
         f" {imp.size_ratio:.2f}x ({parts}; {imp.data_dir_bytes / max(imp.rows, 1):,.0f}"
@@ -519,6 +534,8 @@ def docs_section(
             "Targets (issue #11):",
             "",
             *[f"- {line}" for line in target_lines(imp)],
+            "",
+            HISTORY,
         ]
     )
 
