@@ -36,6 +36,7 @@ from fastapi import FastAPI
 from playpulse.collector.app import Degraded, add_readiness_check, create_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.events.model import EventBase
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter, corrupt_files
 from playpulse.processor.backfill import (
@@ -160,7 +161,11 @@ def apply_backfills(settings: Settings, processor: Processor) -> bool:
 
 
 def apply_import(
-    settings: Settings, staged: Path | None, *, timeout_s: float = 600.0
+    settings: Settings,
+    staged: Path | None,
+    *,
+    timeout_s: float = 600.0,
+    decoded: Mapping[str, EventBase] | None = None,
 ) -> ReprocessResult | None:
     """Apply an import's pending backfill ``staged`` (:func:`~playpulse.processor.
     backfill.stage_backfill`; ``None`` when the import staged nothing): when no
@@ -170,10 +175,12 @@ def apply_import(
 
     Raises :class:`~playpulse.errors.PlaypulseError` when the running processor does not
     apply it within ``timeout_s`` (the backfill stays pending: it is applied later).
+    ``decoded``: the staged events, decoded, by ``event_id`` (spares decoding them again).
     """
     with processor_lock(settings) as mine:
         if mine:
-            done = reprocess(settings) if reprocess_needed(settings) else ReprocessResult()
+            needed = reprocess_needed(settings)
+            done = reprocess(settings, decoded=decoded) if needed else ReprocessResult()
             compact_lake(settings)
             return done
     deadline = time.monotonic() + timeout_s

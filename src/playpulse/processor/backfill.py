@@ -158,7 +158,7 @@ def stage_backfill(
     tmp = folder / f".{path.name}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="lz4")  # read back at once: speed first
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -212,6 +212,7 @@ def reprocess(
     since: date | None = None,
     until: date | None = None,
     workers: int | None = None,
+    decoded: Mapping[str, EventBase] | None = None,
 ) -> ReprocessResult:
     """Add the pending backfills to the lake and recompute the derived tables and the
     real-time store from the lake's events (see the module docstring).
@@ -232,7 +233,8 @@ def reprocess(
 
     ``workers``: processes that share the work, by stream partition (default: one per
     CPU for large reprocesses, see :data:`PARALLEL_MIN_EVENTS`); the result does not
-    depend on it (but for the last bits of float sums).
+    depend on it (but for the last bits of float sums). ``decoded``: pending events the
+    caller holds decoded already, by ``event_id`` (an import's own), not decoded again.
     """
     from playpulse.store.sqlite import SQLiteStore
     from playpulse.stream.factory import open_stream
@@ -255,7 +257,7 @@ def reprocess(
         tag = hashlib.blake2b(
             "\n".join(sorted(new["event_id"].to_pylist())).encode(), digest_size=8
         ).hexdigest()
-        rows = _events_rows(new, num_partitions)
+        rows = _events_rows(new, num_partitions, decoded or {})
         result.lake_files += len(lake.write_months("events", rows, tag=tag))
         result.backfilled = new.num_rows
     late = existing.filter(pc.fill_null(existing["late"], False)) if existing.num_rows else None
@@ -415,11 +417,14 @@ def _new_events(
     return table if table.num_rows else None
 
 
-def _events_rows(new: pa.Table, num_partitions: int) -> pa.Table:
-    """The lake ``events`` rows of pending events (not late; no stream offset)."""
+def _events_rows(new: pa.Table, num_partitions: int, decoded: Mapping[str, EventBase]) -> pa.Table:
+    """The lake ``events`` rows of pending events (not late; no stream offset);
+    ``decoded`` holds events already decoded, by id (the rest are decoded here)."""
     entries = []
-    for key, payload in zip(new["key"].to_pylist(), new["payload"].to_pylist(), strict=True):
-        event = decode_stored(payload)
+    for event_id, key, payload in zip(
+        new["event_id"].to_pylist(), new["key"].to_pylist(), new["payload"].to_pylist(), strict=True
+    ):
+        event = decoded.get(event_id) or decode_stored(payload)
         entries.append((event, payload, partition_for_key(key, num_partitions), None, False))
     return events_table(entries)  # type: ignore[arg-type]
 

@@ -494,7 +494,8 @@ def import_paths(
 
         # A running `playpulse up` recomputes at least 500 events/s before this gives up.
         timeout_s = max(600.0, len(plan.events) / 500)
-        done = apply_import(settings, staged, timeout_s=timeout_s)
+        decoded = {p.event.event_id: p.event for p in plan.events}
+        done = apply_import(settings, staged, timeout_s=timeout_s, decoded=decoded)
         if done is not None:
             result.processing = done.processing
             result.events_new = done.backfilled
