@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ from playpulse.processor.backfill import (
     reprocess,
     reprocess_needed,
     request_reprocess,
+    stage_backfill,
 )
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.quarantine.store import open_quarantine
@@ -162,27 +163,29 @@ def apply_backfills(settings: Settings, processor: Processor) -> bool:
 
 def apply_import(
     settings: Settings,
-    staged: Path | None,
+    events: Sequence[tuple[EventBase, str, bytes]],
     *,
     timeout_s: float = 600.0,
-    decoded: Mapping[str, EventBase] | None = None,
 ) -> ReprocessResult | None:
-    """Apply an import's pending backfill ``staged`` (:func:`~playpulse.processor.
-    backfill.stage_backfill`; ``None`` when the import staged nothing): when no
-    processor runs on the data dir, run :func:`~playpulse.processor.backfill.reprocess`
-    here and return its result; otherwise wait until the running one (``playpulse up``)
-    has applied it and return ``None``. Then compact the lake (month files).
+    """Backfill an import's ``events`` — (validated event, stream key, stored JSON
+    payload) — into ``settings.data_dir``: when no processor runs on it, run
+    :func:`~playpulse.processor.backfill.reprocess` with them here and return its
+    result; otherwise stage them (:func:`~playpulse.processor.backfill.stage_backfill`),
+    wait until the running one (``playpulse up``) has applied them and return ``None``.
+    Then compact the lake (month files).
 
     Raises :class:`~playpulse.errors.PlaypulseError` when the running processor does not
-    apply it within ``timeout_s`` (the backfill stays pending: it is applied later).
-    ``decoded``: the staged events, decoded, by ``event_id`` (spares decoding them again).
+    apply them within ``timeout_s`` (they stay pending: they are applied later).
     """
     with processor_lock(settings) as mine:
         if mine:
-            needed = reprocess_needed(settings)
-            done = reprocess(settings, decoded=decoded) if needed else ReprocessResult()
+            if events or reprocess_needed(settings):
+                done = reprocess(settings, incoming=events)
+            else:
+                done = ReprocessResult()
             compact_lake(settings)
             return done
+    staged = stage_backfill(settings, events)
     deadline = time.monotonic() + timeout_s
     while staged is not None and staged.exists():
         if time.monotonic() > deadline:

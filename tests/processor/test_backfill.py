@@ -592,9 +592,9 @@ def test_a_running_processor_applies_an_import_while_live_traffic_flows(
         worker.start()
         feeder.start()
         try:
-            staged = stage_backfill(cfg, [(p.event, p.key, p.payload) for p in plan.events])
             # Applying a backfill of 42 events takes well under a second when idle.
-            apply_import(cfg, staged, timeout_s=10)
+            events = [(p.event, p.key, p.payload) for p in plan.events]
+            assert apply_import(cfg, events, timeout_s=10) is None  # the running one did
         finally:
             stop.set()
             feeder.join()

@@ -6,15 +6,16 @@ derived incrementally by the :class:`~playpulse.processor.pipeline.Processor`, w
 allowed lateness. Imported history is a *backfill*: it never passes through lateness,
 and it can land before data already processed. So it is not streamed; instead
 
-1. :func:`stage_backfill` writes the events of an import to a pending file
-   (``<data dir>/backfill/pending-<id>.parquet``: event id, stream key, occurred time,
-   stored JSON payload);
-2. :func:`reprocess`, run by whoever holds the data dir's processor lock (``playpulse
-   import`` itself, or the running ``playpulse up``), adds the pending events that the
-   lake does not hold yet (same ``event_id``: importers derive ids from a row's content,
-   so the same row imported again is the same event) to the lake's ``events`` table as
-   month files, then recomputes the ``plays`` and ``sessions`` tables and the real-time
-   store from all the lake's events, and deletes the pending files.
+1. when a ``playpulse up`` holds the data dir's processor lock, :func:`stage_backfill`
+   writes the events of an import to a pending file (``<data dir>/backfill/pending-
+   <id>.parquet``: event id, stream key, occurred time, stored JSON payload) for it;
+2. :func:`reprocess`, run by whoever holds the lock (``playpulse import`` itself, with
+   its events in hand, or the running ``playpulse up``), adds the incoming and pending
+   events that the lake does not hold yet (same ``event_id``: importers derive ids from
+   a row's content, so the same row imported again is the same event) to the lake's
+   ``events`` table as month files, then recomputes the ``plays`` and ``sessions``
+   tables and the real-time store from all the lake's events, and deletes the pending
+   files.
 
 Recomputing processes the lake's events with the same processor, in one canonical order
 (``occurred_at``, then play_start / others / play_end, then ``event_id``), into a memory
@@ -129,6 +130,21 @@ def pending_backfills(settings: Settings) -> list[Path]:
     return sorted(folder.glob("pending-*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
+def _pending_table(events: Sequence[tuple[EventBase, str, bytes]]) -> pa.Table:
+    """``events`` — (validated event, stream key, stored JSON payload) — as a table of
+    :data:`PENDING_SCHEMA`."""
+    return pa.table(
+        {
+            "event_id": [e.event_id for e, _, _ in events],
+            "key": [k for _, k, _ in events],
+            "occurred_at": [e.occurred_at for e, _, _ in events],
+            "rank": [_RANK.get(e.event_type, 1) for e, _, _ in events],
+            "payload": [p for _, _, p in events],
+        },
+        schema=PENDING_SCHEMA,
+    )
+
+
 def reprocess_needed(settings: Settings) -> bool:
     """Whether pending backfills wait, or a reprocess was interrupted."""
     return bool(pending_backfills(settings)) or (backfill_dir(settings) / _MARKER).exists()
@@ -143,16 +159,7 @@ def stage_backfill(
     written."""
     if not events:
         return None
-    table = pa.table(
-        {
-            "event_id": [e.event_id for e, _, _ in events],
-            "key": [k for _, k, _ in events],
-            "occurred_at": [e.occurred_at for e, _, _ in events],
-            "rank": [_RANK.get(e.event_type, 1) for e, _, _ in events],
-            "payload": [p for _, _, p in events],
-        },
-        schema=PENDING_SCHEMA,
-    )
+    table = _pending_table(events)
     folder = backfill_dir(settings)
     path = folder / f"pending-{uuid.uuid4().hex}.parquet"
     tmp = folder / f".{path.name}.tmp"
@@ -212,7 +219,7 @@ def reprocess(
     since: date | None = None,
     until: date | None = None,
     workers: int | None = None,
-    decoded: Mapping[str, EventBase] | None = None,
+    incoming: Sequence[tuple[EventBase, str, bytes]] = (),
 ) -> ReprocessResult:
     """Add the pending backfills to the lake and recompute the derived tables and the
     real-time store from the lake's events (see the module docstring).
@@ -233,8 +240,10 @@ def reprocess(
 
     ``workers``: processes that share the work, by stream partition (default: one per
     CPU for large reprocesses, see :data:`PARALLEL_MIN_EVENTS`); the result does not
-    depend on it (but for the last bits of float sums). ``decoded``: pending events the
-    caller holds decoded already, by ``event_id`` (an import's own), not decoded again.
+    depend on it (but for the last bits of float sums). ``incoming``: events to backfill
+    besides the pending files — (validated event, stream key, stored JSON payload), what
+    an import holding the processor lock hands over without staging them: the marker
+    written first makes a crash after they reached the lake end in a reprocess too.
     """
     from playpulse.store.sqlite import SQLiteStore
     from playpulse.stream.factory import open_stream
@@ -243,7 +252,8 @@ def reprocess(
     result = ReprocessResult()
     folder = backfill_dir(settings)
     pending = pending_backfills(settings)
-    window = (None, None) if pending else _union(_requested(settings), (since, until))
+    backfill = bool(pending) or bool(incoming)
+    window = (None, None) if backfill else _union(_requested(settings), (since, until))
     request_reprocess(settings, *window)
     lake = LakeWriter(settings.lake_path, SCHEMAS)
     stream = open_stream(settings)
@@ -252,12 +262,13 @@ def reprocess(
     finally:
         stream.close()
     existing = _read_events(lake)
-    new = _new_events(pending, existing, result)
+    new = _new_events(pending, incoming, existing, result)
     if new is not None:
         tag = hashlib.blake2b(
             "\n".join(sorted(new["event_id"].to_pylist())).encode(), digest_size=8
         ).hexdigest()
-        rows = _events_rows(new, num_partitions, decoded or {})
+        decoded = {event.event_id: event for event, _, _ in incoming}
+        rows = _events_rows(new, num_partitions, decoded)
         result.lake_files += len(lake.write_months("events", rows, tag=tag))
         result.backfilled = new.num_rows
     late = existing.filter(pc.fill_null(existing["late"], False)) if existing.num_rows else None
@@ -400,12 +411,19 @@ def _read_events(lake: LakeWriter) -> pa.Table:
 
 
 def _new_events(
-    pending: list[Path], existing: pa.Table, result: ReprocessResult
+    pending: list[Path],
+    incoming: Sequence[tuple[EventBase, str, bytes]],
+    existing: pa.Table,
+    result: ReprocessResult,
 ) -> pa.Table | None:
-    """The pending events the lake does not hold (by ``event_id``), each once."""
-    if not pending:
+    """The pending and incoming events the lake does not hold (by ``event_id``), each
+    once."""
+    parts = [pq.read_table(p, schema=PENDING_SCHEMA) for p in pending]
+    if incoming:
+        parts.append(_pending_table(incoming))
+    if not parts:
         return None
-    table = pa.concat_tables([pq.read_table(p, schema=PENDING_SCHEMA) for p in pending])
+    table = pa.concat_tables(parts)
     ids = table["event_id"].combine_chunks()
     unique = pc.unique(ids)
     if len(unique) < len(ids):

@@ -17,12 +17,11 @@
    same bad row imported again is kept once.
    Rows that repeat an earlier row of the import are sent once.
 4. **Backfill**: an import is history, not live traffic: it is not streamed and no
-   lateness applies to it. The events are staged as a pending backfill
-   (:func:`~playpulse.processor.backfill.stage_backfill`), then
-   :func:`~playpulse.service.apply_import` adds those the lake does not hold yet to its
-   ``events`` table (month files) and recomputes plays, sessions and the real-time
-   store from all the lake's events — here when no ``playpulse up`` runs on the data
-   dir, else by waiting for it to do so — and compacts the lake. When
+   lateness applies to it. :func:`~playpulse.service.apply_import` adds the events the
+   lake does not hold yet to its ``events`` table (month files) and recomputes plays,
+   sessions and the real-time store from all the lake's events — here when no
+   ``playpulse up`` runs on the data dir, else by staging them for it and waiting until
+   it has — and compacts the lake. When
    :func:`import_paths` returns, every query answers with the imported events.
 
 The figures depend only on which events the data dir holds: importing files in any
@@ -49,7 +48,6 @@ from playpulse.config import Settings
 from playpulse.errors import EventValidationError
 from playpulse.events.codec import validate_event
 from playpulse.events.model import EventBase
-from playpulse.processor.backfill import stage_backfill
 from playpulse.processor.pipeline import BatchStats
 from playpulse.quarantine.store import Rejection, open_quarantine
 from playpulse.sources.importers import lastfm, spotify_basic, spotify_extended, youtube
@@ -484,7 +482,6 @@ def import_paths(
             dataclasses.replace(r, quarantine_id=qid)
             for r, qid in zip(result.rejected, ids, strict=True)
         ]
-        staged = stage_backfill(settings, [(p.event, p.key, p.payload) for p in plan.events])
         if plan.defaults:
             with ExportRegistry(settings.data_dir) as registry:
                 for default_user, fingerprint in plan.defaults.items():
@@ -494,8 +491,8 @@ def import_paths(
 
         # A running `playpulse up` recomputes at least 500 events/s before this gives up.
         timeout_s = max(600.0, len(plan.events) / 500)
-        decoded = {p.event.event_id: p.event for p in plan.events}
-        done = apply_import(settings, staged, timeout_s=timeout_s, decoded=decoded)
+        events = [(p.event, p.key, p.payload) for p in plan.events]
+        done = apply_import(settings, events, timeout_s=timeout_s)
         if done is not None:
             result.processing = done.processing
             result.events_new = done.backfilled
