@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from playpulse._batch import gc_paused
 from playpulse.config import Settings
 from playpulse.errors import LakeError
 from playpulse.events.codec import decode_stored
@@ -245,6 +246,19 @@ def reprocess(
     an import holding the processor lock hands over without staging them: the marker
     written first makes a crash after they reached the lake end in a reprocess too.
     """
+    with gc_paused():
+        return _reprocess(settings, options, since, until, workers, incoming)
+
+
+def _reprocess(
+    settings: Settings,
+    options: ProcessorOptions | None,
+    since: date | None,
+    until: date | None,
+    workers: int | None,
+    incoming: Sequence[tuple[EventBase, str, bytes]],
+) -> ReprocessResult:
+    """:func:`reprocess` (with the garbage collector paused)."""
     from playpulse.store.sqlite import SQLiteStore
     from playpulse.stream.factory import open_stream
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import msgspec
 
+from playpulse._batch import gc_paused
 from playpulse.config import Settings
 from playpulse.errors import EventValidationError
 from playpulse.events.codec import validate_event
@@ -470,7 +471,7 @@ def import_paths(
     """
     started = time.monotonic()
     display = _Progress(progress)
-    with display.running():
+    with gc_paused(), display.running():
         plan = _plan(paths, user_id, datetime.now(UTC), display, timezone)
         result = plan.result
         if plan.defaults:
