@@ -49,6 +49,7 @@ from playpulse.lake.writer import LakeWriter
 from playpulse.processor.backfill import (
     backfill_dir,
     pending_backfills,
+    reprocess,
     reprocess_needed,
     reprocess_version,
     request_reprocess,
@@ -334,6 +335,18 @@ def test_reprocess_changes_nothing_when_nothing_changed(mixed: Settings) -> None
     assert not reprocess_needed(mixed)
     # A window across live days (and the plays of the other days rewritten as they are).
     reprocess_cli(mixed, "--from", "2026-03-07", "--to", "2026-03-09")
+    assert_same_answers(answers(mixed), before)
+    assert_same_store(mixed, items, members)
+
+
+def test_a_reprocess_spread_over_processes_gives_the_same_figures(mixed: Settings) -> None:
+    """Whole stream partitions per process (the live traffic's 30 users fill several):
+    the same answers, store items and members as in one process."""
+    reprocess(mixed, workers=1)
+    before = answers(mixed)
+    items, members = store_items(mixed), store_members(mixed)
+    assert len({pk for pk, _, _ in items if pk.startswith("USER#")}) > 2
+    reprocess(mixed, workers=2)
     assert_same_answers(answers(mixed), before)
     assert_same_store(mixed, items, members)
 

@@ -74,7 +74,7 @@ from playpulse.lake.schema import (
     events_table,
     payloads,
 )
-from playpulse.lake.writer import MONTH_PREFIX, LakeWriter, OffsetRange, newest_versions
+from playpulse.lake.writer import LakeWriter, OffsetRange, newest_versions
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.store.base import StoreBatch
 from playpulse.store.memory import MemoryStore
@@ -639,12 +639,12 @@ def _carry_over(store: Any, snapshot: StoreBatch, late: pa.Table | None) -> None
 
 __all__ = [
     "BACKFILL_DIR",
-    "MONTH_PREFIX",
     "ReprocessResult",
     "backfill_dir",
     "pending_backfills",
     "reprocess",
     "reprocess_needed",
+    "reprocess_version",
     "request_reprocess",
     "stage_backfill",
 ]
