@@ -19,10 +19,11 @@ from playpulse.errors import ConfigError
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
-from playpulse.processor import pipeline
+from playpulse.processor import state as pstate
 from playpulse.processor.pipeline import Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.sources.simulator import SimulationConfig, simulate
+from playpulse.store.base import StoreBatch
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.sqlite import SQLiteStream
 
@@ -141,7 +142,7 @@ def test_closed_plays_keep_their_events_compressed_in_their_state(whole):
     raw = 0
     for key, blob in states.items():
         assert blob[:1] == b"z"  # compressed
-        state = pipeline._decode_state.decode(pipeline._unpack(blob))
+        state = pstate.decode_play(pstate.unpack(blob))
         raw += sum(len(r) for r in state.events)
         if state.closed:
             assert state.chunks == []
@@ -164,19 +165,17 @@ def test_states_written_before_compression_are_read_and_give_the_same_numbers(wh
     run.processor(batch_size=100).process_available()
     # Rewrite every play and session state as an older processor wrote it: plain msgpack,
     # a closed play's events in a chunk of their own rather than inline.
-    batch = pipeline.StoreBatch("rewrite")
+    batch = StoreBatch("rewrite")
     for key, blob in run.store.states(run.store.state_keys("PLAY#")).items():
-        state = pipeline._decode_state.decode(pipeline._unpack(blob))
+        state = pstate.decode_play(pstate.unpack(blob))
         if state.events:
             _, p, play = key.split("#", 2)
-            batch.states[pipeline._chunk_key(int(p), play, 0)] = pipeline._encode.encode(
-                state.events
-            )
+            batch.states[pstate.chunk_key(int(p), play, 0)] = pstate.encoder.encode(state.events)
             state.chunks = [0, *state.chunks]
             state.events = []
-        batch.states[key] = pipeline._encode.encode(state)
+        batch.states[key] = pstate.encoder.encode(state)
     for key, blob in run.store.states(run.store.state_keys("SESS#")).items():
-        batch.states[key] = pipeline._unpack(blob)
+        batch.states[key] = pstate.unpack(blob)
     run.store.apply(batch)
     assert all(b[:1] != b"z" for b in run.store.states(run.store.state_keys("PLAY#")).values())
 

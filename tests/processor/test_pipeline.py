@@ -11,13 +11,15 @@ from typing import Any
 import duckdb
 import pytest
 
+from playpulse.config import Settings
 from playpulse.errors import StoreError
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
-from playpulse.processor import pipeline
-from playpulse.processor.pipeline import Processor, ProcessorOptions, concurrent_listeners
+from playpulse.processor import state as pstate
+from playpulse.processor.pipeline import Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
+from playpulse.query.live import live_table
 from playpulse.store.base import StoreBatch
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.sqlite import SQLiteStream
@@ -233,7 +235,8 @@ def test_a_crash_between_lake_write_and_store_commit_counts_nothing_twice(tmp_pa
     )
 
 
-def test_concurrent_listeners_counts_users_playing_in_the_last_minute(pipe):
+def test_live_counts_users_playing_in_the_last_minute(pipe):
+    """The ``live`` query over what the processor keeps (playpulse.processor.state)."""
     now = T0 + timedelta(seconds=200)
     pipe.append(
         [
@@ -244,7 +247,10 @@ def test_concurrent_listeners_counts_users_playing_in_the_last_minute(pipe):
         ]
     )
     pipe.processor().process_available()
-    assert concurrent_listeners(pipe.store, now) == 1
+    (live,) = live_table(Settings(data_dir=pipe.root), now).to_pylist()
+    assert live["concurrent_listeners"] == 1  # a; b's play started too long ago, c paused
+    assert live["top_content"] == [{"content_id": CONTENT["content_id"], "listeners": 1}]
+    assert live["freshness_s"] == 0.0  # received after "now": never negative
 
 
 def test_an_undecodable_record_is_quarantined_once_even_when_its_batch_is_redone(tmp_path):
@@ -332,7 +338,7 @@ def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path):
     assert pipe.store.state_keys("PEV#") == []
     [key] = pipe.store.state_keys("PLAY#")
     blob = pipe.store.states([key])[key]
-    state = pipeline._decode_state.decode(pipeline._unpack(blob))
+    state = pstate.decode_play(pstate.unpack(blob))
     assert (state.closed, state.count, len(state.events), state.chunks) == (True, 62, 62, [])
     assert len(blob) < sum(len(raw) for raw in state.events) / 4  # compressed
 
@@ -354,7 +360,7 @@ def test_a_play_changed_by_the_batch_that_finalizes_old_plays_keeps_its_state(pi
     )
     processor.process_available()
     [p1] = [k for k in pipe.store.state_keys("PLAY#") if k.endswith("#p1")]
-    state = pipeline._decode_state.decode(pipeline._unpack(pipe.store.states([p1])[p1]))
+    state = pstate.decode_play(pstate.unpack(pipe.store.states([p1])[p1]))
     assert len(state.events) == 3  # its events, the pause included, folded into the state
 
 

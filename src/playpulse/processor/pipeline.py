@@ -27,7 +27,6 @@ import hashlib
 import logging
 import threading
 import time
-import zlib
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,12 +44,12 @@ from playpulse.events.model import CommerceEvent, EventBase, PlaybackEvent
 from playpulse.lake.schema import events_table, play_row, session_row
 from playpulse.lake.writer import OffsetRange
 from playpulse.processor import aggregate
+from playpulse.processor import state as pstate
 from playpulse.processor.plays import (
     PlayBuilder,
     PlaySummary,
     is_closed,
     play_key,
-    summarize_play,
 )
 from playpulse.processor.sessions import Session, extend_sessions_us, sessionize_us
 from playpulse.quarantine.store import QuarantineStore, Rejection
@@ -175,90 +174,6 @@ class LakeSink(Protocol):
         ...  # pragma: no cover - a protocol
 
 
-class _PlayState(msgspec.Struct):
-    # Events stored inline (states written before event chunks existed); new events go
-    # to chunks.
-    events: list[bytes]
-    contribution: list[list[Any]]
-    last_us: int
-    closed: bool = False
-    user: str = ""
-    # The play's raw events are appended per batch to chunks (``PEV#<partition>#<play
-    # key>#<offset>``, offset = the batch's last): a batch writes only its new events
-    # instead of the whole play again, which made long open plays quadratic. When the
-    # play closes, its chunks are folded into ``events`` and the state is compressed:
-    # a closed play's events (kept for late events) take about a tenth of their JSON.
-    chunks: list[int] = msgspec.field(default_factory=list)
-    count: int = 0  # events in ``events`` and all chunks
-
-    def chunk_keys(self, partition: int, play: str) -> list[str]:
-        return [_chunk_key(partition, play, offset) for offset in self.chunks]
-
-
-def _chunk_key(partition: int, play: str, offset: int) -> str:
-    return f"PEV#{partition}#{play}#{offset}"
-
-
-# Play and session states are stored zlib-compressed behind this marker (a msgpack
-# state never starts with it: it is the positive fixint 122, and states are maps).
-# Blobs without it, written before, are plain msgpack and still read.
-_COMPRESSED = b"z"
-#: zlib level of states rewritten at most batches (open plays, sessions) and of the
-#: states of closed plays, written once and kept for late events.
-_LEVEL_OPEN = 1
-_LEVEL_CLOSED = 6
-
-
-def _pack(value: Any, level: int) -> bytes:
-    return _COMPRESSED + zlib.compress(_encode.encode(value), level)
-
-
-def _unpack(blob: bytes) -> bytes:
-    return zlib.decompress(blob[1:]) if blob[:1] == _COMPRESSED else blob
-
-
-def _play_raw_events(store: RealtimeStore, state: _PlayState, key: str) -> list[bytes]:
-    """All raw events of the play whose ``PLAY#<partition>#<play key>`` state is
-    ``state``, in the order they were added."""
-    _, partition, play = key.split("#", 2)
-    keys = state.chunk_keys(int(partition), play)
-    chunks = store.states(keys)
-    raw = list(state.events)
-    for k in keys:
-        raw.extend(_decode_chunk.decode(chunks[k]))
-    return raw
-
-
-class _PlayHead(msgspec.Struct):
-    # What finalizing needs of a _PlayState (its other fields are skipped when decoding).
-    last_us: int
-    closed: bool = False
-    user: str = ""
-    chunks: list[int] = msgspec.field(default_factory=list)
-
-
-#: States read per query when scanning many.
-_SCAN_CHUNK = 500
-
-
-class _SessionState(msgspec.Struct):
-    # The user's event times (us, ascending) from the first session that can still
-    # change on.
-    times_us: list[int]
-    contribution: list[list[Any]]
-    # Closed sessions already written to the lake, as [start_us, end_us, events].
-    emitted: list[list[int]] = msgspec.field(default_factory=list)
-    # ``sessionize_us(times_us)``, so that later events extend the sessions instead of
-    # sessionizing every time again (empty in states written before it existed).
-    spans: list[tuple[int, int, int]] = msgspec.field(default_factory=list)
-
-
-class _LiveState(msgspec.Struct):
-    at_us: int
-    playing: bool
-    content_id: str | None = None
-
-
 @dataclass
 class BatchStats:
     """What one batch did: events read, kept, duplicates dropped, late, quarantined."""
@@ -279,15 +194,6 @@ class _Work:
     session_rows: list[dict[str, Any]] = field(default_factory=list)
     newest_received: datetime | None = None
     stats: BatchStats = field(default_factory=BatchStats)
-
-
-_decode_state = msgspec.msgpack.Decoder(_PlayState)
-_decode_head = msgspec.msgpack.Decoder(_PlayHead)
-_decode_session = msgspec.msgpack.Decoder(_SessionState)
-_decode_live = msgspec.msgpack.Decoder(_LiveState)
-_decode_open = msgspec.msgpack.Decoder(tuple[int, int, int])
-_decode_chunk = msgspec.msgpack.Decoder(list[bytes])
-_encode = msgspec.msgpack.Encoder()
 
 
 class Processor:
@@ -331,16 +237,18 @@ class Processor:
                 log.info("discarded %d lake files of batches never committed", dropped)
         for info in self.stream.partitions():
             self._consumer.seek(info.partition, offsets.get(info.partition, info.start_offset))
-        keys = self.store.state_keys("PLAY#")
-        for start in range(0, len(keys), _SCAN_CHUNK):
-            for key, blob in self.store.states(keys[start : start + _SCAN_CHUNK]).items():
-                _, partition, pkey = key.split("#", 2)
-                head = _decode_head.decode(_unpack(blob))
+        keys = self.store.state_keys(pstate.PLAY_PREFIX)
+        for start in range(0, len(keys), pstate.SCAN_CHUNK):
+            for key, blob in self.store.states(keys[start : start + pstate.SCAN_CHUNK]).items():
+                partition, pkey = pstate.split_key(key)
+                head = pstate.decode_head(pstate.unpack(blob))
                 if not head.closed:
                     self._open_plays[int(partition)][pkey] = head.last_us
-        for key, blob in self.store.states(self.store.state_keys("OSESS#")).items():
-            _, partition, user = key.split("#", 2)
-            self._open_sessions[int(partition)][user] = _decode_open.decode(blob)[1]
+        for key, blob in self.store.states(
+            self.store.state_keys(pstate.OPEN_SESSION_PREFIX)
+        ).items():
+            partition, user = pstate.split_key(key)
+            self._open_sessions[int(partition)][user] = pstate.decode_open_session(blob)[1]
         self._started = True
 
     def reset(self) -> None:
@@ -458,7 +366,7 @@ class Processor:
         # Two event-time clocks, both advanced in stream order only: the partition's
         # watermark closes idle plays; each user's watermark decides lateness and when
         # a user's plays and sessions are final.
-        wm_key = f"WM#{p}"
+        wm_key = pstate.watermark_key(p)
         wm_blob = self.store.states([wm_key]).get(wm_key)
         watermark = int(wm_blob) if wm_blob else None
         lateness_us = _us_delta(opts.allowed_lateness)
@@ -472,7 +380,7 @@ class Processor:
         remembered = self.store.dedup_expiries([k for k in keys if k is not None])
         plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
         user_times: dict[str, list[int]] = defaultdict(list)
-        live: dict[str, _LiveState] = {}
+        live: dict[str, pstate.LiveState] = {}
         commerce = aggregate._new()
         newest_received: datetime | None = None
         duplicates = kept = late_count = 0
@@ -507,7 +415,9 @@ class Processor:
                     cid = event.content.content_id if event.content else None
                     if cid is None and current is not None:
                         cid = current.content_id
-                    live[event.actor_id] = _LiveState(occurred, event.event_type in _PLAYING, cid)
+                    live[event.actor_id] = pstate.LiveState(
+                        occurred, event.event_type in _PLAYING, cid
+                    )
             elif isinstance(event, CommerceEvent):
                 aggregate.commerce_contribution(event, commerce)
         work.stats.duplicates += duplicates
@@ -526,14 +436,14 @@ class Processor:
         if watermark is not None:
             work.batch.states[wm_key] = str(watermark).encode()
             for user, wm in user_wm.items():
-                work.batch.states[f"UWM#{user}"] = str(wm).encode()
+                work.batch.states[pstate.user_watermark_key(user)] = str(wm).encode()
             self._update_plays(p, plays, watermark, user_wm, batch, work)
             self._update_sessions(p, user_times, user_wm, watermark, batch, work)
         self._update_live(live, work)
         if newest_received is not None:
             # One value per partition (each partition's batches are serial); readers take
             # the maximum over partitions.
-            key = f"META#newest_received_us#{p}"
+            key = pstate.newest_received_key(p)
             work.batch.states[key] = str(_us(newest_received)).encode()
             if work.newest_received is None or newest_received > work.newest_received:
                 work.newest_received = newest_received
@@ -580,15 +490,15 @@ class Processor:
         if not touched:
             self._finalize_plays(p, watermark_us, user_wm, work)
             return
-        state_keys = {k: f"PLAY#{p}#{k}" for k in touched}
+        state_keys = {k: pstate.play_key(p, k) for k in touched}
         stored = self.store.states(state_keys.values())
         now = _from_us(watermark_us)
         cache = self._play_events
-        closing: list[tuple[str, _PlayState]] = []
+        closing: list[tuple[str, pstate.PlayState]] = []
         for pkey in touched:
             skey = state_keys[pkey]
             blob = stored.get(skey)
-            state = _decode_state.decode(_unpack(blob)) if blob else _PlayState([], [], 0)
+            state = pstate.decode_play(pstate.unpack(blob)) if blob else pstate.PlayState([], [], 0)
             if not state.count:
                 state.count = len(state.events)  # a state from before event chunks
             # Open plays stay in memory between batches: their decoded events and their
@@ -597,13 +507,15 @@ class Processor:
             # each batch made long plays quadratic).
             cached = cache.pop(skey, None)
             if cached is None or len(cached[0]) != state.count:
-                decoded = (decode_stored(raw) for raw in _play_raw_events(self.store, state, skey))
+                decoded = (
+                    decode_stored(raw) for raw in pstate.play_raw_events(self.store, state, skey)
+                )
                 cached = ([e for e in decoded if isinstance(e, PlaybackEvent)], None)
             events, builder = cached
             added = new_events.get(pkey, [])
             if added:
                 offset = batch.records[-1].offset
-                work.batch.states[_chunk_key(p, pkey, offset)] = _encode.encode(
+                work.batch.states[pstate.chunk_key(p, pkey, offset)] = pstate.encoder.encode(
                     [raw for raw, _ in added]
                 )
                 state.chunks.append(offset)
@@ -645,9 +557,9 @@ class Processor:
                 if changed or state.chunks:
                     closing.append((pkey, state))
                 else:
-                    work.batch.states[skey] = _pack(state, _LEVEL_CLOSED)
+                    work.batch.states[skey] = pstate.pack(state, pstate.LEVEL_CLOSED)
             else:
-                work.batch.states[skey] = _pack(state, _LEVEL_OPEN)
+                work.batch.states[skey] = pstate.pack(state, pstate.LEVEL_OPEN)
                 open_plays[pkey] = state.last_us
                 cache[skey] = (events, builder)
                 while len(cache) > opts.play_cache_size:
@@ -658,7 +570,7 @@ class Processor:
         self._finalize_plays(p, watermark_us, user_wm, work)
 
     def _fold_closed_plays(
-        self, p: int, closing: list[tuple[str, _PlayState]], work: _Work
+        self, p: int, closing: list[tuple[str, pstate.PlayState]], work: _Work
     ) -> None:
         """Write the states of plays that just closed with all their raw events inline
         (chunks folded in, then deleted) and compressed: what a late event needs to
@@ -674,15 +586,15 @@ class Processor:
                 blob = pending.get(key) or stored.get(key)
                 if blob is None:
                     raise StoreError(f"the events chunk {key} of a closed play is missing")
-                raw.extend(_decode_chunk.decode(blob))
+                raw.extend(pstate.decode_chunk(blob))
                 work.batch.states[key] = None
             state.events = raw
             state.chunks = []
             state.count = len(raw)
-            work.batch.states[f"PLAY#{p}#{pkey}"] = _pack(state, _LEVEL_CLOSED)
+            work.batch.states[pstate.play_key(p, pkey)] = pstate.pack(state, pstate.LEVEL_CLOSED)
 
     def _user_watermarks(self, users: Iterable[str]) -> dict[str, int]:
-        keys = {u: f"UWM#{u}" for u in users}
+        keys = {u: pstate.user_watermark_key(u) for u in users}
         stored = self.store.states(keys.values())
         return {u: int(stored[k]) for u, k in keys.items() if k in stored}
 
@@ -699,20 +611,22 @@ class Processor:
         candidates = [
             key
             for key in self._closed_candidates(p, watermark_us - margin)
-            if key not in work.batch.states and key.split("#", 2)[2] not in open_plays
+            if key not in work.batch.states and pstate.split_key(key)[1] not in open_plays
         ]
         wms = dict(user_wm)
         # A few hundred states at a time: memory stays flat however many plays are kept.
-        for start in range(0, len(candidates), _SCAN_CHUNK):
-            blobs = self.store.states(candidates[start : start + _SCAN_CHUNK])
-            heads = [(key, _decode_head.decode(_unpack(blob))) for key, blob in blobs.items()]
+        for start in range(0, len(candidates), pstate.SCAN_CHUNK):
+            blobs = self.store.states(candidates[start : start + pstate.SCAN_CHUNK])
+            heads = [(key, pstate.decode_head(pstate.unpack(blob))) for key, blob in blobs.items()]
             wms.update(self._user_watermarks({h.user for _, h in heads} - set(wms)))
             for key, head in heads:
                 wm = wms.get(head.user)
                 if head.closed and wm is not None and head.last_us < wm - margin:
                     work.batch.states[key] = None
                     for chunk in head.chunks:
-                        work.batch.states[_chunk_key(p, key.split("#", 2)[2], chunk)] = None
+                        work.batch.states[pstate.chunk_key(p, pstate.split_key(key)[1], chunk)] = (
+                            None
+                        )
 
     def _closed_candidates(self, p: int, horizon: int) -> list[str]:
         # Cheap most of the time: only scan when the partition's horizon passed a new day.
@@ -720,7 +634,7 @@ class Processor:
         if self._finalized_day.get(p) == day:
             return []
         self._finalized_day[p] = day
-        return self.store.state_keys(f"PLAY#{p}#")
+        return self.store.state_keys(pstate.play_prefix(p))
 
     def _add_listeners(self, summary: PlaySummary, days: set[int], work: _Work) -> None:
         for day in (date.fromordinal(d).isoformat() for d in days):
@@ -747,7 +661,8 @@ class Processor:
     ) -> None:
         """Re-sessionize the users with new events, and those whose open session the
         partition watermark has made idle; write the sessions that closed or changed to
-        the lake's ``sessions`` table and keep the open one in the store (``OSESS#``)."""
+        the lake's ``sessions`` table and keep the open one in the store
+        (:func:`~playpulse.processor.state.open_session_key`)."""
         opts = self.options
         margin = _us_delta(opts.allowed_lateness + timedelta(days=1))
         gap_us = _us_delta(opts.idle_timeout)
@@ -759,14 +674,16 @@ class Processor:
         missing = touched - set(user_wm)
         if missing:
             user_wm = {**user_wm, **self._user_watermarks(missing)}
-        keys = {u: f"SESS#{p}#{u}" for u in touched}
+        keys = {u: pstate.session_key(p, u) for u in touched}
         stored = self.store.states(keys.values())
         version = batch.records[-1].offset
         max_us = _us_delta(opts.session_max_length)
         for user in touched:
             horizon = user_wm[user] - margin if user in user_wm else watermark_us - margin
             blob = stored.get(keys[user])
-            state = _decode_session.decode(_unpack(blob)) if blob else _SessionState([], [])
+            state = (
+                pstate.decode_session(pstate.unpack(blob)) if blob else pstate.SessionState([], [])
+            )
             new = sorted(user_times.get(user, []))
             if state.spans and (not new or new[0] >= state.times_us[-1]):
                 # Later than everything so far (the usual case): extend the sessions.
@@ -777,7 +694,7 @@ class Processor:
                 spans = sessionize_us(times, gap_us, max_us)
             if not spans:
                 work.batch.states[keys[user]] = None
-                work.batch.states[f"OSESS#{p}#{user}"] = None
+                work.batch.states[pstate.open_session_key(p, user)] = None
                 open_sessions.pop(user, None)
                 continue
             sessions = [Session(_from_us(a), _from_us(b), n) for a, b, n in spans]
@@ -789,9 +706,9 @@ class Processor:
             last_open = watermark_us - spans[-1][1] <= gap_us
             closed = spans[:-1] if last_open else spans
             self._emit_sessions(user, closed, state.emitted, version, work)
-            okey = f"OSESS#{p}#{user}"
+            okey = pstate.open_session_key(p, user)
             if last_open:
-                work.batch.states[okey] = _encode.encode(spans[-1])
+                work.batch.states[okey] = pstate.encoder.encode(spans[-1])
                 open_sessions[user] = spans[-1][1]
             elif user in open_sessions or blob:
                 work.batch.states[okey] = None
@@ -808,7 +725,7 @@ class Processor:
                     aggregate.session_contribution(user, sessions[len(spans) - len(live) :])
                 )
                 state.emitted = [list(s) for s in closed if s[0] >= cutoff]
-                work.batch.states[keys[user]] = _pack(state, _LEVEL_OPEN)
+                work.batch.states[keys[user]] = pstate.pack(state, pstate.LEVEL_OPEN)
             else:
                 work.batch.states[keys[user]] = None
 
@@ -834,18 +751,18 @@ class Processor:
                     session_row(user, start, end, count, version, deleted=True)
                 )
 
-    def _update_live(self, live: dict[str, _LiveState], work: _Work) -> None:
+    def _update_live(self, live: dict[str, pstate.LiveState], work: _Work) -> None:
         if not live:
             return
-        keys = {u: f"LIVE#{u}" for u in live}
+        keys = {u: pstate.live_key(u) for u in live}
         stored = self.store.states(keys.values())
         for user, state in live.items():
             blob = stored.get(keys[user])
             if blob:
-                old = _decode_live.decode(blob)
+                old = pstate.decode_live(blob)
                 if old.at_us > state.at_us:
                     continue
-            work.batch.states[keys[user]] = _encode.encode(state)
+            work.batch.states[keys[user]] = pstate.encoder.encode(state)
 
 
 def _is_live(events: Sequence[PlaybackEvent], summary: PlaySummary, lateness_us: int) -> bool:
@@ -868,56 +785,11 @@ def _merge(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
         batch.add(pk, sk, **attrs)
 
 
-def concurrent_listeners(store: RealtimeStore, now: datetime, window_s: float = 60.0) -> int:
-    """Users whose newest playback event says playing and happened within ``window_s``
-    seconds before ``now`` (UTC-aware): concurrent listeners."""
-    floor = _us(now) - int(window_s * 1_000_000)
-    count = 0
-    for blob in store.states(store.state_keys("LIVE#")).values():
-        state = _decode_live.decode(blob)
-        if state.playing and floor <= state.at_us <= _us(now) + 1_000_000:
-            count += 1
-    return count
-
-
 __all__ = [
     "BatchStats",
+    "LakeSink",
     "Processor",
     "ProcessorOptions",
     "Session",
-    "concurrent_listeners",
     "dedup_key",
-    "open_plays",
-    "open_sessions",
 ]
-
-
-def open_sessions(store: RealtimeStore) -> list[tuple[str, int, int, int]]:
-    """The listening sessions the processor holds open (not yet in the lake's
-    ``sessions`` table): ``(user, start_us, end_us, events)``, times in microseconds
-    since the epoch (UTC)."""
-    out = []
-    for key, blob in store.states(store.state_keys("OSESS#")).items():
-        start_us, end_us, events = _decode_open.decode(blob)
-        out.append((key.split("#", 2)[2], start_us, end_us, events))
-    return out
-
-
-def open_plays(
-    store: RealtimeStore, idle_timeout: timedelta = timedelta(minutes=30)
-) -> list[PlaySummary]:
-    """Plays the processor holds open (no closing event yet, not idle-closed), as they
-    stand now: the part of the picture not yet in the lake's ``plays`` table."""
-    out = []
-    keys = store.state_keys("PLAY#")
-    for start in range(0, len(keys), _SCAN_CHUNK):
-        for key, blob in store.states(keys[start : start + _SCAN_CHUNK]).items():
-            raw_state = _unpack(blob)
-            if _decode_head.decode(raw_state).closed:
-                continue
-            state = _decode_state.decode(raw_state)
-            events = [decode_stored(raw) for raw in _play_raw_events(store, state, key)]
-            playback = [e for e in events if isinstance(e, PlaybackEvent)]
-            if playback:
-                out.append(summarize_play(playback, idle_timeout=idle_timeout))
-    return out

@@ -49,7 +49,7 @@ from playpulse.lake.schema import (
     session_row,
 )
 from playpulse.lake.writer import LakeWriter, partition_days
-from playpulse.processor.pipeline import open_plays, open_sessions
+from playpulse.processor.state import open_plays, open_sessions
 from playpulse.store.sqlite import SQLiteStore
 
 SESSION_COLUMNS = ("user_id", "started_at", "ended_at", "events", "duration_s")

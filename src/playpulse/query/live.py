@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pyarrow as pa
 
 from playpulse.config import Settings
+from playpulse.processor.state import live_listeners, newest_received_us
 from playpulse.store.sqlite import SQLiteStore
 
 #: A listener counts as concurrent when their newest playback event is this recent.
@@ -27,13 +27,6 @@ LIVE_SCHEMA = pa.schema(
 )
 
 
-class _Live(msgspec.Struct):
-    at_us: int
-    playing: bool
-    content_id: str | None = None
-
-
-_decode = msgspec.msgpack.Decoder(_Live)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -55,15 +48,13 @@ def live_table(settings: Settings, now: datetime) -> pa.Table:
         store = SQLiteStore(settings.store_path)
         try:
             floor, ceiling = _us(now - LIVE_WINDOW), _us(now + timedelta(seconds=1))
-            for blob in store.states(store.state_keys("LIVE#")).values():
-                state = _decode.decode(blob)
-                if state.playing and floor <= state.at_us <= ceiling:
+            for listener in live_listeners(store):
+                if listener.playing and floor <= listener.at_us <= ceiling:
                     concurrent += 1
-                    if state.content_id:
-                        playing[state.content_id] += 1
-            keys = store.state_keys("META#newest_received_us#")
-            newest = max((int(v) for v in store.states(keys).values()), default=0)
-            if newest:
+                    if listener.content_id:
+                        playing[listener.content_id] += 1
+            newest = newest_received_us(store)
+            if newest is not None:
                 freshness_s = max(0.0, (_us(now) - newest) / 1_000_000)
         finally:
             store.close()

@@ -1,0 +1,60 @@
+"""The processor's state module: keys, codecs and the typed readers query/ and api/ use,
+on both store backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from playpulse.processor import state
+from playpulse.store.base import RealtimeStore, StoreBatch
+from playpulse.store.memory import MemoryStore
+from playpulse.store.sqlite import SQLiteStore
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[RealtimeStore]:
+    backend: RealtimeStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "store.db")
+    )
+    yield backend
+    backend.close()
+
+
+def test_newest_received_is_the_newest_over_partitions_and_none_before_any(store) -> None:
+    assert state.newest_received_us(store) is None
+    batch = StoreBatch("c")
+    batch.states[state.newest_received_key(0)] = b"1700000000000000"
+    batch.states[state.newest_received_key(3)] = b"1700000000500000"
+    store.apply(batch)
+    assert state.newest_received_us(store) == 1_700_000_000_500_000
+
+
+def test_live_listeners_read_what_the_processor_writes(store) -> None:
+    batch = StoreBatch("c")
+    for user, at_us, playing, content in (("ann", 10, True, "book-1"), ("bo", 20, False, None)):
+        batch.states[state.live_key(user)] = state.encoder.encode(
+            state.LiveState(at_us, playing, content)
+        )
+    store.apply(batch)
+    got = sorted(state.live_listeners(store), key=lambda listener: listener.user)
+    assert got == [
+        state.LiveListener("ann", 10, True, "book-1"),
+        state.LiveListener("bo", 20, False, None),
+    ]
+
+
+def test_open_sessions_read_the_open_session_states(store) -> None:
+    batch = StoreBatch("c")
+    batch.states[state.open_session_key(2, "ann#x")] = state.encoder.encode((5, 9, 3))
+    batch.states[state.session_key(2, "ann#x")] = b"not an open session"
+    store.apply(batch)
+    assert state.open_sessions(store) == [("ann#x", 5, 9, 3)]
+
+
+def test_keys_split_back_into_partition_and_name() -> None:
+    assert state.split_key(state.play_key(7, "u1:p#1")) == (7, "u1:p#1")
+    assert state.play_key(7, "x").startswith(state.play_prefix(7))
+    assert state.unpack(state.pack({"a": 1}, state.LEVEL_CLOSED)) == state.encoder.encode({"a": 1})
+    assert state.unpack(b"\x81\xa1a\x01") == b"\x81\xa1a\x01"  # written before compression
