@@ -9,11 +9,42 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Keys = Annotated[list[SecretStr], NoDecode]
+
+
+#: The URL schemes each backend setting takes so far (Kafka, Kinesis, DynamoDB and S3 come
+#: with their backends).
+URL_SCHEMES = {"stream_url": ("sqlite",), "store_url": ("sqlite",), "lake_url": ("file",)}
+
+
+def url_path(url: str) -> Path:
+    """The file path of a ``sqlite://`` or ``file://`` URL: ``sqlite:///abs/store.db``
+    (absolute), ``sqlite://store.db`` (relative to the working directory). Raises
+    :class:`ValueError` when it names no path."""
+    parts = urlsplit(url)
+    path = parts.netloc + parts.path
+    if not path:
+        raise ValueError(f"{url!r} names no path (e.g. sqlite:///var/lib/playpulse/store.db)")
+    return Path(path)
+
+
+def _check_url(name: str, value: object) -> object:
+    if value is None or not isinstance(value, str):
+        return value
+    scheme = urlsplit(value).scheme
+    known = URL_SCHEMES[name]
+    if scheme not in known:
+        raise ValueError(
+            f"scheme {scheme or '(none)'!r} is not supported; known: "
+            + ", ".join(f"{k}://" for k in known)
+        )
+    url_path(value)
+    return value
 
 
 def _split_keys(value: object) -> object:
@@ -58,6 +89,11 @@ class Settings(BaseSettings):
       minute of its start.
     - ``processor_stall_s``: ``/readyz`` reports the processor not ready when it has made
       no progress (no committed batch and no caught-up poll) for this many seconds.
+    - ``stream_url``, ``store_url``, ``lake_url``: where the stream, the real-time store
+      and the lake are, as URLs (``sqlite:///path/stream.db``, ``sqlite:///path/store.db``,
+      ``file:///path/lake``); unset (default): the embedded files in ``data_dir``. Every
+      component opens them through its factory (``open_stream``, ``open_store``). An
+      unknown scheme is refused at startup.
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
@@ -83,8 +119,17 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     processor_restart_delay_s: float = Field(1.0, gt=0, le=300)
     processor_stall_s: float = Field(60.0, gt=0)
+    stream_url: str | None = None
+    store_url: str | None = None
+    lake_url: str | None = None
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
+
+    @field_validator("stream_url", "store_url", "lake_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _check_url(str(info.field_name), value)
+        return value
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``PLAYPULSE_*`` variables (for worker processes)."""
@@ -109,18 +154,19 @@ class Settings(BaseSettings):
 
     @property
     def stream_path(self) -> Path:
-        """The embedded stream's SQLite file."""
-        return self.data_dir / "stream.db"
+        """The stream's SQLite file: ``stream_url``'s, else ``stream.db`` in the data dir."""
+        return url_path(self.stream_url) if self.stream_url else self.data_dir / "stream.db"
 
     @property
     def store_path(self) -> Path:
-        """The real-time store's SQLite file."""
-        return self.data_dir / "store.db"
+        """The real-time store's SQLite file: ``store_url``'s, else ``store.db`` in the
+        data dir."""
+        return url_path(self.store_url) if self.store_url else self.data_dir / "store.db"
 
     @property
     def lake_path(self) -> Path:
-        """The Parquet lake's root folder."""
-        return self.data_dir / "lake"
+        """The Parquet lake's root folder: ``lake_url``'s, else ``lake/`` in the data dir."""
+        return url_path(self.lake_url) if self.lake_url else self.data_dir / "lake"
 
     @property
     def quarantine_path(self) -> Path:

@@ -29,7 +29,7 @@ from playpulse.errors import PlaypulseError
 from playpulse.query.catalog import QueryParams, run_query
 from playpulse.service import create_service_app
 from playpulse.sources.simulator import SimulationConfig, simulate
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store
 from playpulse.stream.factory import open_stream
 
 #: Tables ``playpulse demo`` prints, in order, with the columns it shows.
@@ -161,7 +161,7 @@ def run_demo(
 
 def _wait_processed(settings: Settings, deadline: float) -> None:
     stream = open_stream(settings)
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     try:
         targets = {p.partition: p.end_offset for p in stream.partitions()}
         while True:

@@ -48,7 +48,7 @@ from playpulse.processor.backfill import (
 )
 from playpulse.processor.pipeline import BatchStats, Processor, ProcessorOptions
 from playpulse.quarantine.store import open_quarantine
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store
 from playpulse.stream.factory import open_stream
 
 log = logging.getLogger("playpulse.service")
@@ -62,7 +62,7 @@ def open_processor(settings: Settings, options: ProcessorOptions | None = None) 
     """
     return Processor(
         open_stream(settings),
-        SQLiteStore(settings.store_path),
+        open_store(settings),
         LakeWriter(settings.lake_path, SCHEMAS),
         open_quarantine(settings),
         options,
@@ -125,7 +125,7 @@ def ensure_processed(
             targets = {p.partition: p.end_offset for p in stream.partitions()}
         finally:
             stream.close()
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -230,7 +230,7 @@ def compact_lake(settings: Settings) -> dict[str, int]:
     """Merge the committed small files of every lake table of ``settings.data_dir``
     (:meth:`LakeWriter.compact`, safe while a processor runs); returns files merged
     per table."""
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     try:
         committed = store.offsets(ProcessorOptions().consumer)
     finally:

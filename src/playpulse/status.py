@@ -22,7 +22,7 @@ from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
 from playpulse.quarantine.store import QuarantineStore, open_quarantine
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store, store_exists
 from playpulse.stream.base import EventStream, stream_health
 from playpulse.stream.factory import open_stream
 
@@ -131,9 +131,9 @@ def processing_totals(settings: Settings) -> dict[str, int]:
     """The processor's running totals in the real-time store: ``events`` kept,
     ``duplicates`` dropped, ``late`` (kept, counted by no metric); ``{}`` when there is
     no store yet."""
-    if not settings.store_path.exists():
+    if not store_exists(settings):
         return {}
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     try:
         totals = store.item("PIPELINE", "TOTAL")
     finally:

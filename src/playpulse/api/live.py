@@ -30,7 +30,7 @@ from playpulse.config import Settings
 from playpulse.processor.pipeline import ProcessorOptions
 from playpulse.quarantine.store import open_quarantine
 from playpulse.query.catalog import run_query
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store, store_exists
 
 #: A snapshot older than this is recomputed whatever happened (listeners expire).
 MAX_AGE_S = 2.0
@@ -65,9 +65,9 @@ def compute_snapshot(settings: Settings, now: datetime | None = None) -> dict[st
 def _marker(settings: Settings) -> int | None:
     # The processor's committed offsets grow with every batch it takes in: a cheap sign
     # that the live figures may have changed.
-    if not settings.store_path.exists():
+    if not store_exists(settings):
         return None
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     try:
         return sum(store.offsets(_CONSUMER).values())
     finally:

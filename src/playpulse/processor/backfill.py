@@ -259,7 +259,7 @@ def _reprocess(
     incoming: Sequence[tuple[EventBase, str, bytes]],
 ) -> ReprocessResult:
     """:func:`reprocess` (with the garbage collector paused)."""
-    from playpulse.store.sqlite import SQLiteStore
+    from playpulse.store.factory import open_store
     from playpulse.stream.factory import open_stream
 
     options = options or ProcessorOptions()
@@ -323,7 +323,7 @@ def _reprocess(
     # The live consumer's offsets and dedup keys stay as they are (imported events are
     # deduplicated against the lake, by id).
     written = _write_derived(lake, sink, result, window)
-    store = SQLiteStore(settings.store_path)
+    store = open_store(settings)
     try:
         _carry_over(store, snapshot, late)
         store.replace(snapshot)

@@ -50,7 +50,7 @@ from playpulse.lake.schema import (
 )
 from playpulse.lake.writer import LakeWriter, partition_days
 from playpulse.processor.state import open_plays, open_sessions
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store, store_exists
 
 SESSION_COLUMNS = ("user_id", "started_at", "ended_at", "events", "duration_s")
 _PLAY_COLUMNS = [n for n in PLAYS_SCHEMA.names if n != "segments"]
@@ -454,8 +454,8 @@ def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
     """The plays and sessions the real-time store holds open, as lake-shaped tables."""
     plays: list[dict[str, object]] = []
     sessions: list[dict[str, object]] = []
-    if Path(settings.store_path).exists():
-        store = SQLiteStore(settings.store_path)
+    if store_exists(settings):
+        store = open_store(settings)
         try:
             plays = [play_row(p, -1) for p in open_plays(store)]
             sessions = [session_row(*s, version=-1) for s in open_sessions(store)]

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from playpulse.config import Settings
 from playpulse.processor.state import live_listeners, newest_received_us
-from playpulse.store.sqlite import SQLiteStore
+from playpulse.store.factory import open_store, store_exists
 
 #: A listener counts as concurrent when their newest playback event is this recent.
 LIVE_WINDOW = timedelta(seconds=60)
@@ -44,8 +44,8 @@ def live_table(settings: Settings, now: datetime) -> pa.Table:
     concurrent = 0
     playing: Counter[str] = Counter()
     freshness_s = None
-    if settings.store_path.exists():
-        store = SQLiteStore(settings.store_path)
+    if store_exists(settings):
+        store = open_store(settings)
         try:
             floor, ceiling = _us(now - LIVE_WINDOW), _us(now + timedelta(seconds=1))
             for listener in live_listeners(store):
