@@ -457,12 +457,46 @@ def test_offsets_are_kept_per_consumer_and_overwritten_by_later_batches(store):
     assert store.offsets("backfill") == {0: 3}
     assert store.offsets("other") == {}
 
-    store.apply(make_batch("proc", offsets={0: 7, 3: INT64_MAX}))  # a later batch wins
-    assert store.offsets("proc") == {0: 7, 1: 25, 2: 1, 3: INT64_MAX}
+    store.apply(make_batch("proc", offsets={0: 17, 3: INT64_MAX}))
+    assert store.offsets("proc") == {0: 17, 1: 25, 2: 1, 3: INT64_MAX}
 
     got = store.offsets("proc")
     got[0] = 999  # a copy, not the store's own dict
-    assert store.offsets("proc")[0] == 7
+    assert store.offsets("proc")[0] == 17
+
+
+def test_a_replayed_or_older_batch_changes_nothing(store):
+    """Idempotent per (consumer, partition, position): a redelivered batch, or one older
+    than what the consumer applied, is a no-op; other consumers are apart."""
+    first = make_batch(
+        "proc",
+        offsets={0: 10, 1: 20},
+        increments=[("T", "S", {"n": 1.0})],
+        members={("L", "a")},
+        states={"K": b"1"},
+    )
+    store.apply(first)
+    store.apply(first)  # the same batch again
+    older = make_batch(
+        "proc", offsets={0: 9, 1: 20}, increments=[("T", "S", {"n": 5.0})], states={"K": b"0"}
+    )
+    store.apply(older)
+    assert store.item("T", "S") == {"n": 1.0}
+    assert store.states(["K"]) == {"K": b"1"}
+    assert store.offsets("proc") == {0: 10, 1: 20}
+    # Another consumer's positions are its own; a batch without offsets always applies.
+    store.apply(make_batch("other", offsets={0: 5}, increments=[("T", "S", {"n": 1.0})]))
+    store.apply(make_batch("proc", increments=[("T", "S", {"n": 1.0})]))
+    assert store.item("T", "S") == {"n": 3.0}
+
+
+def test_a_batch_mixing_applied_and_new_positions_is_refused(store):
+    store.apply(make_batch("proc", offsets={0: 10}, increments=[("T", "S", {"n": 1.0})]))
+    mixed = make_batch("proc", offsets={0: 10, 1: 4}, increments=[("T", "S", {"n": 1.0})])
+    with pytest.raises(StoreError, match="mixes applied positions"):
+        store.apply(mixed)
+    assert store.item("T", "S") == {"n": 1.0}
+    assert store.offsets("proc") == {0: 10}
 
 
 # --- atomicity --------------------------------------------------------------------------
@@ -666,6 +700,15 @@ class Model:
                 self.states[key] = value
         self.offsets[batch.consumer].update(batch.offsets)
 
+    def kind(self, batch: StoreBatch) -> str:
+        """``apply``, ``replay`` (every offset at or below the applied one: a no-op) or
+        ``mixed`` (refused)."""
+        applied = self.offsets[batch.consumer]
+        old = [p for p, o in batch.offsets.items() if p in applied and o <= applied[p]]
+        if not old:
+            return "apply"
+        return "replay" if len(old) == len(batch.offsets) else "mixed"
+
     def expire(self, before: datetime) -> int:
         expired = [e for e, at in self.dedup.items() if at < before]
         for e in expired:
@@ -724,8 +767,14 @@ def test_any_sequence_of_batches_matches_a_dict_model(store_factory, steps):
     try:
         for op, arg in steps:
             if op == "apply":
-                store.apply(arg)
-                model.apply(arg)
+                kind = model.kind(arg)
+                if kind == "mixed":
+                    with pytest.raises(StoreError, match="mixes applied positions"):
+                        store.apply(arg)
+                else:
+                    store.apply(arg)
+                if kind == "apply":
+                    model.apply(arg)
             else:
                 assert store.expire_dedup(arg) == model.expire(arg)
             assert_matches(store, model)

@@ -24,7 +24,32 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from playpulse.errors import StoreError
+
 ItemKey = tuple[str, str]
+
+
+def replayed(batch: StoreBatch, applied: dict[int, int]) -> bool:
+    """Whether ``batch`` was applied already, given its consumer's ``applied`` offsets
+    (partition -> next offset): every offset of the batch is at or below the applied
+    one (see :meth:`RealtimeStore.apply`). ``False`` for a batch without offsets.
+    Raises :class:`~playpulse.errors.StoreError` for a batch that mixes applied and new
+    positions."""
+    if not batch.offsets:
+        return False
+    old = [
+        p
+        for p, o in batch.offsets.items()
+        if p in applied and isinstance(o, int) and o <= applied[p]
+    ]
+    if not old:
+        return False
+    if len(old) < len(batch.offsets):
+        raise StoreError(
+            f"a batch of {batch.consumer!r} mixes applied positions (partitions "
+            f"{sorted(old)}) with new ones: refused"
+        )
+    return True
 
 
 @dataclass
@@ -65,7 +90,15 @@ class RealtimeStore(ABC):
     def apply(self, batch: StoreBatch) -> None:
         """Apply ``batch`` atomically: all of it or, on error, none of it.
 
-        Raises :class:`~playpulse.errors.StoreError` on failure.
+        Idempotent per (consumer, partition, position): a batch whose every offset is at
+        or below the offset its consumer already applied for that partition (the same
+        batch again, or an older one: a redelivery) changes nothing. A batch that
+        mixes such offsets with new ones raises. Batches without offsets always apply.
+        A backend without large transactions keeps this by fencing each item update
+        with the position (DynamoDB), not by one transaction.
+
+        Raises :class:`~playpulse.errors.StoreError` on failure, and for a batch that
+        mixes applied and new positions.
         """
 
     @abstractmethod

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from playpulse.errors import StoreError
-from playpulse.store.base import ItemKey, RealtimeStore, StoreBatch
+from playpulse.store.base import ItemKey, RealtimeStore, StoreBatch, replayed
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -62,6 +62,8 @@ class MemoryStore(RealtimeStore):
 
     def _write(self, batch: StoreBatch, *, replace: bool) -> None:
         with self._lock:
+            if not replace and replayed(batch, self._offsets.get(batch.consumer, {})):
+                return
             # 1. Check everything and compute the new values; nothing is changed yet.
             items: dict[ItemKey, dict[str, float]] = {}
             for (pk, sk), attrs in batch.increments.items():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from playpulse._sqlitefile import immediate_transaction
 from playpulse.errors import StoreError
-from playpulse.store.base import RealtimeStore, StoreBatch
+from playpulse.store.base import RealtimeStore, StoreBatch, replayed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -179,6 +179,13 @@ class SQLiteStore(RealtimeStore):
                     if replace:
                         for table in ("items", "members", "state_blobs"):
                             self._db.execute(f"DELETE FROM {table}")
+                    else:
+                        applied = self._db.execute(
+                            "SELECT partition, next_offset FROM offsets WHERE consumer = ?",
+                            (batch.consumer,),
+                        ).fetchall()
+                        if replayed(batch, dict(applied)):
+                            return
                     self._db.executemany(
                         "INSERT INTO items VALUES (?, ?, ?, ?) ON CONFLICT (pk, sk, attr) "
                         "DO UPDATE SET value = value + excluded.value",
@@ -202,6 +209,8 @@ class SQLiteStore(RealtimeStore):
                         "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
                         [(batch.consumer, p, o) for p, o in batch.offsets.items()],
                     )
+            except StoreError:
+                raise
             except Exception as exc:
                 # Not only sqlite3.Error: binding can raise OverflowError (an int beyond
                 # 64 bits) or UnicodeEncodeError.
