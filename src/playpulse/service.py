@@ -394,6 +394,13 @@ class _StatusReporter:
             self.status["offsets"] = {str(p): o for p, o in sorted(offsets.items())}
             self.write()
 
+    def reprocessing(self) -> None:
+        """Say that live processing waits for a reprocess (an import's backfill, or
+        ``playpulse reprocess``): not a stall (see :func:`processor_problem`)."""
+        self.status["state"] = "reprocessing"
+        self.status["reprocessing_since"] = _iso(_now())
+        self.write()
+
     def finish(self, error: BaseException | None) -> None:
         if error is None:
             self.status["state"] = "stopped"
@@ -447,7 +454,10 @@ def processor_spawn_main() -> None:
                 # Pending backfills: when caught up, and at least every second under
                 # steady traffic (which may never leave a poll empty).
                 if stats.read == 0 or started - last_backfill_check >= 1.0:
-                    apply_backfills(settings, processor)
+                    if reprocess_needed(settings):
+                        reporter.reprocessing()
+                        apply_backfills(settings, processor)
+                        reporter.progress(processor, 0)
                     last_backfill_check = time.monotonic()
                 rest = 0.05 if stats.read == 0 else interval_s - (time.monotonic() - started)
                 if rest > 0:
@@ -704,7 +714,8 @@ def _processor_report(settings: Settings) -> _ProcessorReport | None:
 
 def processor_problem(settings: Settings, now: datetime | None = None) -> str | None:
     """Readiness of the processor of ``settings.data_dir`` from its status file: None
-    when it runs and made progress within ``settings.processor_stall_s`` seconds, else
+    when it runs and made progress within ``settings.processor_stall_s`` seconds, or is
+    reprocessing (applying an import: busy, not stuck), else
     one line saying what is wrong (not started, failing or restarting with its last
     error, gone, stuck while events wait)."""
     report = _processor_report(settings)
@@ -715,6 +726,10 @@ def processor_problem(settings: Settings, now: datetime | None = None) -> str | 
 
 def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str | None:
     # processor_problem of a status file already read.
+    if report.state == "reprocessing":  # an import or `playpulse reprocess`: busy, not stuck
+        if _pid_alive(report.pid):
+            return None
+        return f"the processor process {report.pid} is gone{report.last_error}"
     if report.state != "running":
         again = f" after {report.restarts} restart(s)" if report.restarts else ""
         return f"the processor is {report.state}{again}{report.last_error}"
@@ -766,6 +781,12 @@ def processor_status_line(settings: Settings, now: datetime | None = None) -> st
         return f"FAILING: {state} after {report.restarts} restart(s){when}{last_error}"
     if not _pid_alive(pid):
         return f"not running: its process {pid} is gone (was `playpulse up` killed?){last_error}"
+    if state == "reprocessing":
+        since = status.get("reprocessing_since")
+        return (
+            f"reprocessing since {since} (an import or `playpulse reprocess`; live events "
+            f"wait), pid {pid}, {report.restarts} restart(s){last_error}"
+        )
     progress_at = report.progress_at
     ago = "none yet" if progress_at is None else f"{(now - progress_at).total_seconds():.1f} s ago"
     line = (

@@ -86,6 +86,26 @@ def test_a_processor_without_progress_is_stuck(settings: Settings):
     assert processor_status_line(settings, NOW).startswith("STUCK: the processor made no")
 
 
+def test_a_processor_applying_an_import_is_busy_not_stuck(settings: Settings):
+    since = (NOW - timedelta(minutes=5)).isoformat()
+    long_ago = (NOW - timedelta(minutes=6)).isoformat()
+    write_processor_status(
+        settings, status(state="reprocessing", reprocessing_since=since, progress_at=long_ago)
+    )
+    assert processor_problem(settings, NOW) is None  # ready: an import takes its time
+    line = processor_status_line(settings, NOW)
+    assert line.startswith(f"reprocessing since {since} (an import or `playpulse reprocess`")
+
+
+def test_a_reprocessing_processor_whose_process_is_gone_is_a_problem(settings: Settings):
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    write_processor_status(settings, status(state="reprocessing", pid=child))
+    assert processor_problem(settings, NOW) == f"the processor process {child} is gone"
+
+
 def test_a_running_processor_whose_process_is_gone(settings: Settings):
     child = os.fork()
     if child == 0:
