@@ -6,7 +6,12 @@ The shape follows Kafka and Kinesis so that both fit behind it:
 - a record goes to the partition chosen from its key (``user_id``), so one user's events
   stay in order;
 - ``append`` returns each record's partition and offset (Kafka offset, Kinesis sequence
-  number); offsets grow strictly within a partition and are never reused;
+  number); offsets grow strictly within a partition and are never reused. Outside the
+  backends an offset is opaque: it is compared, stored and handed back, never computed
+  with (a backend says what follows a record: :attr:`Batch.next_offset`; and how far a
+  group lags: :meth:`EventStream.lag`);
+- ``append_each`` may store some records and not others (a Kafka partition without a
+  leader, a Kinesis shard throttled): it says which, so a producer retries only those;
 - consumer groups read a partition from their committed offset in batches and commit the
   next offset to read (Kafka semantics), which gives at-least-once delivery: a consumer
   that crashes before committing reads the same records again;
@@ -14,18 +19,24 @@ The shape follows Kafka and Kinesis so that both fit behind it:
   unless the stream is over its size limit (``max_bytes``): records deleted then before
   a group committed them are counted, per group and partition, as *lost* (:meth:`lost`).
   Retention deletes whole append batches (the records one append put in one partition),
-  as Kafka deletes whole log segments.
+  as Kafka deletes whole log segments;
+- members of a consumer group share its partitions (:meth:`EventStream.group_consumer`):
+  each partition is owned by one member at a time, a member that leaves or stops
+  heartbeating loses its partitions to the others, and a :class:`RebalanceListener`
+  hears of every change before anything is read from a newly owned partition.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from playpulse.errors import OffsetOutOfRangeError
+from playpulse.errors import BackpressureError, OffsetOutOfRangeError, StreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,29 @@ class Appended:
 
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What :meth:`EventStream.append_each` stored, record by record.
+
+    ``landed[i]`` is where record ``i`` landed, or ``None`` when it was not stored;
+    ``errors`` maps the index of every record not stored to why (one line). Records not
+    in ``errors`` are durably stored; those in it are not, and may be sent again.
+    """
+
+    landed: list[Appended | None]
+    errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[int]:
+        """Indexes (into the appended records) of the records not stored, ascending."""
+        return sorted(self.errors)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every record was stored."""
+        return not self.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +162,25 @@ class EventStream(ABC):
             )
         return out
 
+    def append_each(self, records: Sequence[tuple[str, bytes]]) -> AppendResult:
+        """Durably append ``(key, value)`` records, saying for each whether it was stored.
+
+        Unlike :meth:`append`, a failure may concern only some records (a partition
+        without a leader): the result names them with the reason, and every record not
+        named is stored. Records with the same key keep their order among those stored.
+        Raises :class:`~playpulse.errors.BackpressureError` when the stream cannot take
+        any record now (nothing stored). The default, for backends whose appends are
+        all-or-nothing, reports every record failed when :meth:`append` raises
+        :class:`~playpulse.errors.StreamError`.
+        """
+        try:
+            landed: list[Appended | None] = list(self.append(records))
+        except BackpressureError:
+            raise
+        except StreamError as exc:
+            return AppendResult([None] * len(records), dict.fromkeys(range(len(records)), str(exc)))
+        return AppendResult(landed)
+
     @abstractmethod
     def read(self, partition: int, offset: int, max_records: int) -> list[Record]:
         """Up to ``max_records`` records of ``partition`` from ``offset`` on, in order.
@@ -197,18 +250,67 @@ class EventStream(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the stream is unusable afterwards."""
 
-    def consumer(self, group: str, partitions: Sequence[int] | None = None) -> Consumer:
-        """A consumer of ``group`` for ``partitions`` (all partitions by default)."""
-        return Consumer(self, group, partitions)
+    def consumer(
+        self,
+        group: str,
+        partitions: Sequence[int] | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> Consumer:
+        """A consumer of ``group`` for a fixed set of ``partitions`` (all by default):
+        no group membership; ``listener`` hears of them all at the first poll."""
+        return Consumer(self, group, partitions, listener)
+
+    def group_consumer(
+        self,
+        group: str,
+        member: str,
+        listener: RebalanceListener,
+        *,
+        session_timeout_s: float = 6.0,
+    ) -> GroupConsumer:
+        """A member of consumer group ``group`` sharing its partitions with the other
+        members (see :class:`GroupConsumer`). ``member`` names it, unique in the group
+        (a member that restarts under its name gets its partitions back at once); it
+        loses its partitions when it has not polled for ``session_timeout_s``.
+
+        The default coordinates through :meth:`coordinate` (leases kept in the stream);
+        a backend with its own group protocol (Kafka) overrides this. Raises
+        :class:`~playpulse.errors.StreamError` for a backend that has neither.
+        """
+        return LeaseGroupConsumer(self, group, member, listener, session_timeout_s)
+
+    def coordinate(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Iterable[int] = (),
+        release: Iterable[int] = (),
+        session_timeout_s: float,
+        now_s: float,
+    ) -> GroupView:
+        """One atomic step of lease-based group membership (what
+        :class:`LeaseGroupConsumer` uses): renew ``member``'s membership and the leases of
+        the partitions it owns until ``now_s + session_timeout_s`` (Unix seconds), give up
+        ``release``, take each partition of ``claim`` that no live member owns, and
+        return the live members and what ``member`` owns now. A member or lease not
+        renewed before it expires is dead: its partitions are free. Backends without a
+        coordinator raise :class:`~playpulse.errors.StreamError`."""
+        raise StreamError(f"the {type(self).__name__} has no consumer group coordinator")
+
+    def leave(self, group: str, member: str) -> None:  # noqa: B027 - optional hook
+        """Drop ``member`` from ``group`` and free its partitions at once (see
+        :meth:`coordinate`)."""
 
     def lag(self, group: str) -> dict[int, int]:
-        """Records not yet committed by ``group``, per partition: ``end_offset`` minus the
-        committed offset (Kafka's consumer lag).
+        """Records not yet committed by ``group``, per partition (Kafka's consumer lag),
+        as the backend counts them.
 
         A partition the group never committed in counts from its oldest retained record.
         Records that retention deleted before the group committed them still count until
-        the group commits past them (its committed offset is then below the partition's
-        start offset); :meth:`lost` keeps their count after that.
+        the group commits past them; :meth:`lost` keeps their count after that. The
+        default is for backends with dense offsets (every offset a record): the end
+        offset minus the committed one.
         """
         out = {}
         for info in self.partitions():
@@ -286,31 +388,231 @@ def stream_health(stream: EventStream) -> StreamHealth:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Records read from one partition; commit ``next_offset`` once they are processed."""
+    """Records read from one partition; commit ``next_offset`` once they are processed.
+
+    ``next_offset`` is the position to resume from after the batch, as the backend that
+    read it says (for Kafka and the embedded streams, the last record's offset plus
+    one); nothing outside the backend computes it. It defaults to that for tests that
+    build batches by hand.
+    """
 
     partition: int
     records: list[Record]
+    next_offset: int = -1
 
-    @property
-    def next_offset(self) -> int:
-        """The offset after the last record of the batch."""
-        return self.records[-1].offset + 1
+    def __post_init__(self) -> None:
+        if self.next_offset == -1 and self.records:
+            object.__setattr__(self, "next_offset", self.records[-1].offset + 1)
 
 
-class Consumer:
-    """Reads partitions for one consumer group from its committed offsets.
+class RebalanceListener(Protocol):
+    """What a consumer tells its user when the partitions it owns change (Kafka's
+    ``ConsumerRebalanceListener``). Both are called from inside ``poll``, on the polling
+    thread, before it reads anything of a newly owned partition."""
 
-    ``poll`` returns the next batches without committing; ``commit(batch)`` marks a batch
-    processed. Records polled but not committed are read again by the next consumer of
-    the group (at-least-once).
+    def on_assign(self, partitions: list[int]) -> dict[int, int]:
+        """``partitions`` are now this member's: return where to read each from (the
+        next offset to read; one left out starts at the group's committed offset, else
+        at the oldest record retained)."""
+        ...  # pragma: no cover - a protocol
+
+    def on_revoke(self, partitions: list[int]) -> None:
+        """``partitions`` are no longer this member's (given to another member, or lost
+        when this one stalled past its session timeout): drop what is kept of them."""
+        ...  # pragma: no cover - a protocol
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A consumer group as :meth:`EventStream.coordinate` sees it: its live members
+    (sorted) and the partitions the asking member owns."""
+
+    members: list[str]
+    owned: frozenset[int]
+
+
+def range_assignment(members: Sequence[str], num_partitions: int) -> dict[str, list[int]]:
+    """Kafka's range assignor: the sorted members take consecutive runs of partitions,
+    the first ones one more when they do not divide evenly. ``{member: partitions}``;
+    every partition goes to exactly one member (none when there are no members)."""
+    ordered = sorted(members)
+    out: dict[str, list[int]] = {m: [] for m in ordered}
+    for i, m in enumerate(ordered):
+        lo = i * num_partitions // len(ordered)
+        hi = (i + 1) * num_partitions // len(ordered)
+        out[m] = list(range(lo, hi))
+    return out
+
+
+class GroupConsumer(ABC):
+    """A member of a consumer group: reads the partitions it owns now.
+
+    ``poll`` first takes part in the group (heartbeat, rebalance: the listener hears of
+    partitions revoked and assigned), then reads. ``commit`` records a processed batch
+    with the group. Before writing a batch's results a processor checks :meth:`owns`,
+    so that a member that stalled past its session timeout does not write for
+    partitions another member now owns.
+    """
+
+    group: str
+    member: str
+
+    @abstractmethod
+    def poll(self, max_records: int) -> list[Batch]:
+        """Rebalance if due, then up to ``max_records`` records of each owned partition
+        from this member's position: one :class:`Batch` per partition that had records."""
+
+    @abstractmethod
+    def assignment(self) -> list[int]:
+        """The partitions this member owns now, ascending."""
+
+    @abstractmethod
+    def commit(self, batch: Batch) -> None:
+        """Commit ``batch`` for the group (monitoring: lag; the store keeps positions)."""
+
+    @abstractmethod
+    def owns(self, partitions: Iterable[int]) -> bool:
+        """Whether this member still owns every partition of ``partitions``, asked of
+        the group's coordinator (renewing this member's leases)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the group (the listener hears the partitions revoked) so the other
+        members take them at once."""
+
+
+class LeaseGroupConsumer(GroupConsumer):
+    """A group member over a stream that keeps leases (:meth:`EventStream.coordinate`):
+    the embedded streams.
+
+    Every ``session_timeout_s / 6`` seconds (at the next poll) it renews its leases,
+    gives up the partitions the range assignment over the live members gives to others,
+    and takes those it gives to it that are free. A member killed stops renewing: after
+    ``session_timeout_s`` its partitions are free and the others take them. A partition
+    is taken only once its previous owner released it or its lease expired, so two
+    members never read one partition at the same time (unless one stalls past its
+    session timeout: :meth:`owns` is what a writer checks).
     """
 
     def __init__(
-        self, stream: EventStream, group: str, partitions: Sequence[int] | None = None
+        self,
+        stream: EventStream,
+        group: str,
+        member: str,
+        listener: RebalanceListener,
+        session_timeout_s: float = 6.0,
     ) -> None:
         self.stream = stream
         self.group = group
+        self.member = member
+        self.listener = listener
+        self.session_timeout_s = session_timeout_s
+        self._owned: set[int] = set()
+        self._inner = Consumer(stream, group, [])
+        self._next_heartbeat = 0.0
+
+    def _coordinate(
+        self, now: float, claim: Iterable[int] = (), release: Iterable[int] = ()
+    ) -> GroupView:
+        return self.stream.coordinate(
+            self.group,
+            self.member,
+            claim=claim,
+            release=release,
+            session_timeout_s=self.session_timeout_s,
+            now_s=now,
+        )
+
+    def rebalance(self, force: bool = False) -> None:
+        """Heartbeat and rebalance now if due (or ``force``): what ``poll`` does first."""
+        now = time.time()
+        if not force and now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self.session_timeout_s / 6
+        view = self._coordinate(now)
+        lost = self._owned - view.owned
+        if lost:
+            self._revoke(sorted(lost))
+        wanted = set(
+            range_assignment(view.members, self.stream.num_partitions).get(self.member, [])
+        )
+        give = self._owned - wanted
+        if give:
+            self._revoke(sorted(give))
+        take = wanted - self._owned
+        if give or take:
+            view = self._coordinate(now, claim=take, release=give)
+        got = sorted(view.owned - self._owned)
+        if got:
+            self._assign(got)
+
+    def _revoke(self, partitions: list[int]) -> None:
+        self.listener.on_revoke(partitions)
+        self._owned.difference_update(partitions)
+        self._inner.assigned = sorted(self._owned)
+
+    def _assign(self, partitions: list[int]) -> None:
+        starts = self.listener.on_assign(partitions)
+        infos = {i.partition: i for i in self.stream.partitions()}
+        for p in partitions:
+            start = starts.get(p)
+            if start is None:
+                start = self.stream.committed(self.group, p)
+            if start is None:
+                start = infos[p].start_offset
+            self._inner.seek(p, start)
+        self._owned.update(partitions)
+        self._inner.assigned = sorted(self._owned)
+
+    def poll(self, max_records: int) -> list[Batch]:
+        """See :meth:`GroupConsumer.poll`."""
+        self.rebalance()
+        return self._inner.poll(max_records)
+
+    def assignment(self) -> list[int]:
+        """See :meth:`GroupConsumer.assignment`."""
+        return sorted(self._owned)
+
+    def commit(self, batch: Batch) -> None:
+        """See :meth:`GroupConsumer.commit`."""
+        self._inner.commit(batch)
+
+    def owns(self, partitions: Iterable[int]) -> bool:
+        """See :meth:`GroupConsumer.owns`."""
+        view = self._coordinate(time.time())
+        self._next_heartbeat = time.time() + self.session_timeout_s / 6
+        return set(partitions) <= view.owned
+
+    def close(self) -> None:
+        """See :meth:`GroupConsumer.close`."""
+        if self._owned:
+            self._revoke(sorted(self._owned))
+        self.stream.leave(self.group, self.member)
+
+
+class Consumer(GroupConsumer):
+    """Reads a fixed set of partitions for one consumer group from its committed
+    offsets (no group membership: every partition it was given is its own).
+
+    ``poll`` returns the next batches without committing; ``commit(batch)`` marks a batch
+    processed. Records polled but not committed are read again by the next consumer of
+    the group (at-least-once). A ``listener`` hears of all the partitions at the first
+    poll (and says where to start reading them).
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        group: str,
+        partitions: Sequence[int] | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> None:
+        self.stream = stream
+        self.group = group
+        self.member = group
         self.assigned = list(range(stream.num_partitions) if partitions is None else partitions)
+        self._listener = listener
+        self._announced = listener is None
         self._position: dict[int, int] = {}
         for info in stream.partitions():
             if info.partition in self.assigned:
@@ -319,12 +621,30 @@ class Consumer:
                     info.start_offset if committed is None else committed
                 )
 
+    def assignment(self) -> list[int]:
+        """See :meth:`GroupConsumer.assignment`."""
+        return sorted(self.assigned)
+
+    def owns(self, partitions: Iterable[int]) -> bool:
+        """See :meth:`GroupConsumer.owns` (always, for the partitions it was given)."""
+        return set(partitions) <= set(self.assigned)
+
+    def close(self) -> None:
+        """See :meth:`GroupConsumer.close` (the listener hears every partition revoked)."""
+        if self._listener is not None and self._announced:
+            self._listener.on_revoke(sorted(self.assigned))
+        self._listener = None
+
     def poll(self, max_records: int = 10_000) -> list[Batch]:
         """Read up to ``max_records`` per partition from each assigned partition.
 
         Returns one :class:`Batch` per partition that had records; ``[]`` when all are
         caught up.
         """
+        if not self._announced and self._listener is not None:
+            self._announced = True
+            for p, start in self._listener.on_assign(sorted(self.assigned)).items():
+                self._position[p] = start
         batches = []
         for partition in self.assigned:
             position = self._position.get(partition, 0)
