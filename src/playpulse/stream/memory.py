@@ -9,12 +9,12 @@ whole.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from playpulse.errors import ConfigError, OffsetOutOfRangeError, StreamError
-from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
+from playpulse.stream.base import Appended, EventStream, GroupView, PartitionInfo, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,9 @@ class MemoryStream(EventStream):
         self._lost: dict[tuple[str, int], int] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        # (group, member) -> lease expiry; (group, partition) -> (owner, lease expiry)
+        self._members: dict[tuple[str, str], float] = {}
+        self._owners: dict[tuple[str, int], tuple[str, float]] = {}
 
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
         """See :meth:`EventStream.append`."""
@@ -183,3 +186,47 @@ class MemoryStream(EventStream):
         self._start[p] = batch.end
         self._bytes -= batch.size_bytes
         return len(batch.records)
+
+    def coordinate(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Iterable[int] = (),
+        release: Iterable[int] = (),
+        session_timeout_s: float,
+        now_s: float,
+    ) -> GroupView:
+        """See :meth:`EventStream.coordinate` (leases in this object: members of one
+        group in threads of this process)."""
+        until = now_s + session_timeout_s
+        with self._lock:
+            self._members[(group, member)] = until
+            for p in release:
+                if self._owners.get((group, p), ("", 0.0))[0] == member:
+                    del self._owners[(group, p)]
+            for p in claim:
+                self._check(p)
+                owner = self._owners.get((group, p))
+                if owner is None or owner[0] == member or owner[1] < now_s:
+                    self._owners[(group, p)] = (member, until)
+            owned = set()
+            for (g, p), (owner_name, expires) in list(self._owners.items()):
+                if g == group and owner_name == member:
+                    if expires < now_s:  # lapsed: lost, not renewed
+                        del self._owners[(g, p)]
+                    else:
+                        self._owners[(g, p)] = (member, until)
+                        owned.add(p)
+            members = sorted(
+                m for (g, m), exp in self._members.items() if g == group and exp >= now_s
+            )
+        return GroupView(members, frozenset(owned))
+
+    def leave(self, group: str, member: str) -> None:
+        """See :meth:`EventStream.leave`."""
+        with self._lock:
+            self._members.pop((group, member), None)
+            for key, (owner, _) in list(self._owners.items()):
+                if key[0] == group and owner == member:
+                    del self._owners[key]

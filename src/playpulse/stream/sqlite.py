@@ -44,7 +44,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -53,7 +53,7 @@ import msgspec
 
 from playpulse._sqlitefile import OpenedFile, immediate_transaction
 from playpulse.errors import BackpressureError, ConfigError, OffsetOutOfRangeError, StreamError
-from playpulse.stream.base import Appended, EventStream, PartitionInfo, Record
+from playpulse.stream.base import Appended, EventStream, GroupView, PartitionInfo, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stream_meta (
@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     partition INTEGER NOT NULL,
     "offset" INTEGER NOT NULL,
     PRIMARY KEY ("group", partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_leases (
+    "group" TEXT NOT NULL,
+    partition INTEGER NOT NULL,  -- -1: the member's membership
+    member TEXT NOT NULL,
+    expires_s REAL NOT NULL,
+    PRIMARY KEY ("group", partition, member)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lost_records (
     "group" TEXT NOT NULL,
@@ -499,6 +506,69 @@ class SQLiteStream(EventStream):
                 'SELECT DISTINCT "group" FROM group_offsets ORDER BY "group"'
             ).fetchall()
         return [r[0] for r in rows]
+
+    def coordinate(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Iterable[int] = (),
+        release: Iterable[int] = (),
+        session_timeout_s: float,
+        now_s: float,
+    ) -> GroupView:
+        """See :meth:`EventStream.coordinate`: one write transaction on the
+        ``group_leases`` table, so members in several processes agree (a partition has
+        one row per owner; a live one excludes every other)."""
+        until = now_s + session_timeout_s
+        claim = [p for p in claim if 0 <= p < self.num_partitions]
+        with self._lock, _as_stream_error(f"coordinating group {group!r} in {self.path}"):
+            with immediate_transaction(self._db):
+                db = self._db
+                db.execute(
+                    'DELETE FROM group_leases WHERE "group" = ? AND expires_s < ?', (group, now_s)
+                )
+                db.executemany(
+                    'DELETE FROM group_leases WHERE "group" = ? AND partition = ? AND member = ?',
+                    [(group, p, member) for p in release],
+                )
+                db.execute(
+                    'UPDATE group_leases SET expires_s = ? WHERE "group" = ? AND member = ?',
+                    (until, group, member),
+                )
+                db.execute(
+                    "INSERT INTO group_leases VALUES (?, -1, ?, ?) "
+                    'ON CONFLICT ("group", partition, member) DO NOTHING',
+                    (group, member, until),
+                )
+                for p in claim:
+                    taken = db.execute(
+                        'SELECT 1 FROM group_leases WHERE "group" = ? AND partition = ?',
+                        (group, p),
+                    ).fetchone()
+                    if taken is None:
+                        db.execute(
+                            "INSERT INTO group_leases VALUES (?, ?, ?, ?)",
+                            (group, p, member, until),
+                        )
+                rows = db.execute(
+                    'SELECT partition, member FROM group_leases WHERE "group" = ?', (group,)
+                ).fetchall()
+            self._written(0)
+        members = sorted(m for p, m in rows if p == -1)
+        owned = frozenset(p for p, m in rows if p >= 0 and m == member)
+        return GroupView(members, owned)
+
+    def leave(self, group: str, member: str) -> None:
+        """See :meth:`EventStream.leave`."""
+        with (
+            self._lock,
+            _as_stream_error(f"leaving group {group!r} in {self.path}"),
+            immediate_transaction(self._db),
+        ):
+            self._db.execute(
+                'DELETE FROM group_leases WHERE "group" = ? AND member = ?', (group, member)
+            )
 
     def stored_bytes(self) -> int:
         """See :meth:`EventStream.stored_bytes` (the msgpack record batches' bytes)."""
