@@ -19,7 +19,7 @@ Keys = Annotated[list[SecretStr], NoDecode]
 
 #: The URL schemes each backend setting takes so far (Kafka, Kinesis, DynamoDB and S3 come
 #: with their backends).
-URL_SCHEMES = {"stream_url": ("sqlite",), "store_url": ("sqlite",), "lake_url": ("file",)}
+URL_SCHEMES = {"stream_url": ("sqlite", "kafka"), "store_url": ("sqlite",), "lake_url": ("file",)}
 
 
 def url_path(url: str) -> Path:

@@ -19,7 +19,7 @@ PLAYS = {"a": ("2024-01-10T12:03:00Z", 180_000), "b": ("2024-01-11T12:04:00Z", 2
 
 @pytest.mark.parametrize(
     ("name", "url"),
-    [("store_url", "dynamodb://plays"), ("stream_url", "kafka://h:9092/t"), ("lake_url", "s3://b")],
+    [("store_url", "dynamodb://plays"), ("stream_url", "kinesis://events"), ("lake_url", "s3://b")],
 )
 def test_an_unknown_scheme_is_refused_with_the_known_ones(name: str, url: str) -> None:
     with pytest.raises(ValidationError, match="is not supported; known: "):

@@ -3,21 +3,48 @@
 ``stream_factory`` is parametrized over every stream backend, so each test that uses it
 runs once per backend (the contract in ``test_contract.py``). To put a new backend under
 the contract, add one entry to ``BACKENDS``: a function that builds a fresh, empty stream
-from a directory it may use and the requested ``num_partitions``, ``retention`` and
-``max_bytes``.
+from the test's request (for session fixtures it needs), a directory it may use and the
+requested ``num_partitions``, ``retention`` and ``max_bytes``.
+
+Kafka runs against librdkafka's mock cluster (``kafka_cluster``: 3 brokers on 127.0.0.1,
+started once per session through ``kafka_mock.py``), a fresh topic per stream.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import pytest
 
 from playpulse.stream import EventStream, MemoryStream, SQLiteStream
+from playpulse.stream.kafka import KafkaStream
+
+
+def _load_kafka_mock() -> ModuleType:
+    """``kafka_mock.py`` as module ``kafka_mock`` (tests are not a package: pytest's
+    importlib mode does not put this directory on ``sys.path``)."""
+    if "kafka_mock" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "kafka_mock", Path(__file__).with_name("kafka_mock.py")
+        )
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["kafka_mock"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["kafka_mock"]
+
+
+kafka_mock = _load_kafka_mock()
+MockCluster = kafka_mock.MockCluster
 
 
 class StreamFactory(Protocol):
@@ -32,11 +59,47 @@ class StreamFactory(Protocol):
     ) -> EventStream: ...
 
 
-_Builder = Callable[[Path, int, timedelta, int | None], EventStream]
+_Builder = Callable[[pytest.FixtureRequest, Path, int, timedelta, int | None], EventStream]
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[MockCluster]:
+    """librdkafka's mock Kafka cluster, 3 brokers on 127.0.0.1, for the whole session.
+
+    Clients reach it at ``kafka_cluster.bootstrap``; it also sets brokers down and up
+    and moves partition leaders (see ``kafka_mock.py``).
+    """
+    cluster = MockCluster(3)
+    yield cluster
+    cluster.close()
+
+
+def new_kafka_topic(cluster: MockCluster, num_partitions: int = 4) -> str:
+    """A fresh topic on ``cluster`` with ``num_partitions`` partitions (replicated 3x)."""
+    topic = f"events-{uuid.uuid4().hex[:12]}"
+    cluster.create_topic(topic, num_partitions)
+    return topic
+
+
+def _kafka(
+    request: pytest.FixtureRequest,
+    directory: Path,
+    num_partitions: int,
+    retention: timedelta,
+    max_bytes: int | None,
+) -> EventStream:
+    # Retention and max_bytes are the broker's (KafkaStream.manages_retention is False).
+    cluster: MockCluster = request.getfixturevalue("kafka_cluster")
+    topic = new_kafka_topic(cluster, num_partitions)
+    return KafkaStream(cluster.bootstrap, topic, delivery_timeout_s=10.0)
 
 
 def _sqlite(
-    directory: Path, num_partitions: int, retention: timedelta, max_bytes: int | None
+    request: pytest.FixtureRequest,
+    directory: Path,
+    num_partitions: int,
+    retention: timedelta,
+    max_bytes: int | None,
 ) -> EventStream:
     # A real file (not ":memory:"): the WAL, locking and reopening paths are the real ones.
     return SQLiteStream(
@@ -48,7 +111,11 @@ def _sqlite(
 
 
 def _memory(
-    directory: Path, num_partitions: int, retention: timedelta, max_bytes: int | None
+    request: pytest.FixtureRequest,
+    directory: Path,
+    num_partitions: int,
+    retention: timedelta,
+    max_bytes: int | None,
 ) -> EventStream:
     return MemoryStream(num_partitions=num_partitions, retention=retention, max_bytes=max_bytes)
 
@@ -56,6 +123,7 @@ def _memory(
 BACKENDS: dict[str, _Builder] = {
     "sqlite": _sqlite,
     "memory": _memory,
+    "kafka": _kafka,
 }
 
 
@@ -78,7 +146,7 @@ def stream_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     ) -> EventStream:
         directory = tmp_path / f"stream-{next(counter)}"
         directory.mkdir()
-        stream = build(directory, num_partitions, retention, max_bytes)
+        stream = build(request, directory, num_partitions, retention, max_bytes)
         made.append(stream)
         return stream
 

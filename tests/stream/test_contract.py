@@ -17,6 +17,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -54,6 +55,17 @@ def end_offsets(stream: EventStream) -> list[int]:
     return [info.end_offset for info in stream.partitions()]
 
 
+def skip_unless_it_manages_retention(stream: EventStream) -> None:
+    """Skip the test on a stream whose broker keeps retention and size (Kafka): there
+    ``enforce_retention`` deletes nothing and ``stored_bytes`` / ``lost`` are not known
+    (:attr:`EventStream.manages_retention`)."""
+    if not stream.manages_retention:
+        pytest.skip(
+            f"{type(stream).__name__} leaves retention, size and lost records to its broker "
+            "(manages_retention is False)"
+        )
+
+
 def poll_all(consumer, max_records: int = 10_000) -> list:
     """Poll until caught up; the batches in the order they came."""
     batches = []
@@ -76,8 +88,16 @@ def test_new_stream_is_empty(stream_factory):
         assert stream.read(p, 0, 10) == []
         assert stream.committed("g", p) is None
     assert stream.lag("g") == {0: 0, 1: 0, 2: 0}
-    assert stream.lost("g") == {0: 0, 1: 0, 2: 0}
-    assert stream.stored_bytes() == 0
+    if stream.manages_retention:
+        assert stream.lost("g") == {0: 0, 1: 0, 2: 0}
+        assert stream.stored_bytes() == 0
+    else:
+        assert stream.max_bytes is None
+        assert stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == 0
+        with pytest.raises(StreamError):
+            stream.stored_bytes()
+        with pytest.raises(StreamError):
+            stream.lost("g")
 
 
 def test_partition_for_is_deterministic_and_in_range(stream_factory):
@@ -450,6 +470,7 @@ def test_retention_with_now_keeps_everything(stream):
 
 
 def test_retention_far_in_the_future_deletes_everything(stream):
+    skip_unless_it_manages_retention(stream)
     stream.append([(f"user-{i}", b"v") for i in range(20)])
     ends = end_offsets(stream)
 
@@ -469,6 +490,7 @@ def test_retention_far_in_the_future_deletes_everything(stream):
 
 
 def test_offsets_are_not_reused_after_retention(stream):
+    skip_unless_it_manages_retention(stream)
     [key] = keys_for(stream, 1, 1)
     stream.append([(key, b"old")] * 4)
     stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
@@ -481,6 +503,7 @@ def test_offsets_are_not_reused_after_retention(stream):
 
 
 def test_retention_deletes_exactly_the_records_older_than_the_cutoff(stream):
+    skip_unless_it_manages_retention(stream)
     keys = keys_for(stream, 0, 2)
     stream.append([(keys[0], b"old-1"), (keys[1], b"old-2")])
     [last_old] = stream.read(0, 1, 1)
@@ -509,6 +532,7 @@ def test_retention_deletes_exactly_the_records_older_than_the_cutoff(stream):
 
 def test_retention_honours_the_configured_retention(stream_factory):
     short = stream_factory(retention=timedelta(minutes=1))
+    skip_unless_it_manages_retention(short)
     short.append([("k", b"v")])
     [record] = short.read(short.partition_for("k"), 0, 1)
 
@@ -518,6 +542,7 @@ def test_retention_honours_the_configured_retention(stream_factory):
 
 def test_consumer_whose_committed_offset_was_deleted_resumes_at_the_start(stream_factory):
     stream = stream_factory(max_bytes=0)  # over its size limit: committed or not, all goes
+    skip_unless_it_manages_retention(stream)
     [key] = keys_for(stream, 3, 1)
     stream.append([(key, bytes([i])) for i in range(6)])
     stream.commit("g", 3, 2)
@@ -541,6 +566,7 @@ def test_consumer_whose_committed_offset_was_deleted_resumes_at_the_start(stream
 
 
 def test_running_consumer_skips_to_the_start_after_retention(stream):
+    skip_unless_it_manages_retention(stream)
     [key] = keys_for(stream, 2, 1)
     stream.append([(key, bytes([i])) for i in range(5)])
     consumer = stream.consumer("g")
@@ -560,6 +586,7 @@ def one_record_per_batch(stream: EventStream, key: str, values: list[bytes]) -> 
 
 
 def test_retention_by_age_keeps_what_a_group_has_not_committed(stream):
+    skip_unless_it_manages_retention(stream)
     [k0] = keys_for(stream, 0, 1)
     [k1] = keys_for(stream, 1, 1)
     [k2] = keys_for(stream, 2, 1)
@@ -589,6 +616,7 @@ def test_retention_by_age_keeps_what_a_group_has_not_committed(stream):
 
 
 def test_retention_by_age_deletes_a_batch_only_when_all_its_records_are_committed(stream):
+    skip_unless_it_manages_retention(stream)
     [key] = keys_for(stream, 1, 1)
     stream.append([(key, b"1"), (key, b"2"), (key, b"3")])  # one batch: offsets 0..2
     stream.append([(key, b"4")])
@@ -602,6 +630,7 @@ def test_retention_by_age_deletes_a_batch_only_when_all_its_records_are_committe
 
 
 def test_stored_bytes_grow_with_appends_and_shrink_with_retention(stream):
+    skip_unless_it_manages_retention(stream)
     stream.append([(f"user-{i}", b"x" * 100) for i in range(8)])
     one = stream.stored_bytes()
     stream.append([(f"user-{i}", b"x" * 100) for i in range(8)])
@@ -615,6 +644,7 @@ def test_over_max_bytes_the_oldest_go_first_even_uncommitted_and_are_counted_los
     stream_factory,
 ):
     stream = stream_factory(max_bytes=10**9)
+    skip_unless_it_manages_retention(stream)
     [k0] = keys_for(stream, 0, 1)
     [k1] = keys_for(stream, 1, 1)
     # Interleaved appends, so "oldest" runs across partitions.
@@ -660,7 +690,8 @@ def test_without_max_bytes_nothing_uncommitted_is_ever_deleted(stream):
     stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE)
 
     assert sum(stream.lag("g").values()) == 40
-    assert stream.lost("g") == {p: 0 for p in range(4)}
+    if stream.manages_retention:
+        assert stream.lost("g") == {p: 0 for p in range(4)}
 
 
 # --- model checks ----------------------------------------------------------------------
@@ -754,6 +785,7 @@ class StreamMachine(RuleBasedStateMachine):
     def groups(self):
         return sorted({g for g, _ in self.committed})
 
+    @precondition(lambda self: self.stream.manages_retention)
     @rule()
     def retention_far_future_deletes_what_every_group_committed(self):
         expected = 0
@@ -768,6 +800,7 @@ class StreamMachine(RuleBasedStateMachine):
                 self.start[p] = base + count
         assert self.stream.enforce_retention(datetime.now(UTC) + FAR_FUTURE) == expected
 
+    @precondition(lambda self: self.stream.manages_retention)
     @rule()
     def over_the_size_limit_everything_goes_and_uncommitted_records_are_lost(self):
         expected = sum(self.end(p) - self.start[p] for p in range(self.n))
@@ -818,9 +851,10 @@ class StreamMachine(RuleBasedStateMachine):
                 p: self.end(p) - self.committed.get((group, p), self.start[p])
                 for p in range(self.n)
             }
-            assert self.stream.lost(group) == {
-                p: self.lost.get((group, p), 0) for p in range(self.n)
-            }
+            if self.stream.manages_retention:
+                assert self.stream.lost(group) == {
+                    p: self.lost.get((group, p), 0) for p in range(self.n)
+                }
 
     @invariant()
     def committed_matches(self):

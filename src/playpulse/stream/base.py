@@ -128,6 +128,15 @@ class EventStream(ABC):
     #: Bytes of records past which retention deletes the oldest, committed or not
     #: (``None``: no limit); see :meth:`enforce_retention`.
     max_bytes: int | None = None
+    #: Capability flag (after dlt's "destination capabilities"): whether this stream
+    #: deletes records itself and so counts what it keeps and what it deleted —
+    #: :meth:`enforce_retention` by age and ``max_bytes``, :meth:`stored_bytes`,
+    #: :meth:`lost`. ``False`` for a broker with its own retention (Kafka's
+    #: ``retention.ms`` / ``retention.bytes``): there ``enforce_retention`` deletes nothing
+    #: and returns 0, ``max_bytes`` is ``None``, and ``stored_bytes`` and ``lost`` raise
+    #: :class:`~playpulse.errors.StreamError` (the broker's own metrics tell). The
+    #: retention and size contract tests skip a stream without it.
+    manages_retention: bool = True
 
     def partition_for(self, key: str) -> int:
         """The partition a record with ``key`` goes to."""

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from playpulse.config import Settings
 from playpulse.stream.base import EventStream
 from playpulse.stream.sqlite import SQLiteStream
 
 
 def open_stream(settings: Settings) -> EventStream:
-    """The embedded SQLite stream in ``settings.data_dir`` (the only backend so far).
+    """The stream ``settings.stream_url`` names: ``kafka://HOST:PORT[,HOST:PORT...]/TOPIC``
+    opens :class:`~playpulse.stream.kafka.KafkaStream` (the topic's partitions; retention
+    is the broker's); anything else the embedded SQLite stream (``stream_url``'s file,
+    else ``stream.db`` in ``settings.data_dir``).
 
-    Raises :class:`~playpulse.errors.ConfigError` if the existing stream file has a
-    different number of partitions than ``settings.num_partitions``, and
-    :class:`~playpulse.errors.StreamError` if it cannot be opened.
+    Raises :class:`~playpulse.errors.ConfigError` for a malformed ``kafka://`` URL or if
+    the existing SQLite stream file has a different number of partitions than
+    ``settings.num_partitions``, and :class:`~playpulse.errors.StreamError` if the stream
+    cannot be opened (for Kafka: no broker answered, the topic is unusable).
     """
+    if settings.stream_url and urlsplit(settings.stream_url).scheme == "kafka":
+        # Imported here: confluent-kafka (librdkafka) loads only for a Kafka stream.
+        from playpulse.stream.kafka import KafkaStream, parse_kafka_url
+
+        url = parse_kafka_url(settings.stream_url)
+        return KafkaStream(url.bootstrap_servers, url.topic)
     return SQLiteStream(
         settings.stream_path,
         num_partitions=settings.num_partitions,
