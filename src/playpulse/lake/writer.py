@@ -34,6 +34,7 @@ by :func:`corrupt_files`; it is then no longer a lake file, so nothing stops on 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import functools
 import hashlib
@@ -43,7 +44,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -89,10 +90,17 @@ class LakeFile:
     event_date: str
     ranges: tuple[OffsetRange, ...]
 
-    def uncommitted(self, committed: Mapping[int, int]) -> bool:
-        """Whether any of its ranges reaches ``committed`` (partition -> next offset to
-        process; a partition not in it has nothing committed)."""
-        return any(last >= committed.get(p, 0) for p, _, last in self.ranges)
+    def uncommitted(
+        self, committed: Mapping[int, int], partitions: Collection[int] | None = None
+    ) -> bool:
+        """Whether any of its ranges (of ``partitions`` only, when given) reaches
+        ``committed`` (partition -> next offset to process; a partition not in it has
+        nothing committed)."""
+        return any(
+            last >= committed.get(p, 0)
+            for p, _, last in self.ranges
+            if partitions is None or p in partitions
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,22 +247,28 @@ class LakeWriter:
                 out.append(LakeFile(path, path.parent.name.removeprefix("event_date="), ranges))
         return out
 
-    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
+    def discard_uncommitted(
+        self, committed: Mapping[int, int], partitions: Collection[int] | None = None
+    ) -> int:
         """Delete files holding offsets at or after each partition's committed offset.
 
         ``committed`` maps stream partition -> next offset to process (a partition not
-        in it has nothing committed). Returns the number of files deleted. Run by a
-        processor at start, under the data dir's processor lock: it first deletes the
-        orphan temporary files of crashed writers (:meth:`remove_orphan_temp_files`) and
-        moves aside multi-partition files it cannot read (their ranges are unknown).
+        in it has nothing committed); with ``partitions``, only files with a range of one
+        of them count (what a processor that just took those partitions from another
+        does: a file is one processor's batch, applied to the store whole or not at
+        all). Returns the number of files deleted. Run by a processor when it takes
+        partitions, under the data dir's processor lock: it first deletes the orphan
+        temporary files of crashed writers (:meth:`remove_orphan_temp_files`) and moves
+        aside multi-partition files it cannot read (their ranges are unknown).
         """
         self.remove_orphan_temp_files()
         deleted = 0
         for table in self.schemas:
             for f in self.files(table):
-                if f.uncommitted(committed) and f.path.exists():
-                    f.path.unlink()
-                    deleted += 1
+                if f.uncommitted(committed, partitions):
+                    with contextlib.suppress(FileNotFoundError):
+                        f.path.unlink()
+                        deleted += 1
         return deleted
 
     def compact(self, table: str, committed: Mapping[int, int]) -> int:
@@ -296,8 +310,16 @@ class LakeWriter:
                 if not LakeFile(path, "", ranges).uncommitted(committed):
                     eligible.append(path)  # compacted and backfill files (no ranges) always are
             parts = self._read_for_compaction(eligible, schema)
-            if parts is None or len(parts) < 2:
+            if parts is None or not parts:
                 continue
+            key = (schema.metadata or {}).get(VERSION_KEY.encode())
+            if len(parts) == 1:
+                # One file: worth rewriting only when it holds rows no reader uses.
+                (only,) = parts.values()
+                if not key or newest_versions(only, key.decode().split(",")).num_rows == (
+                    only.num_rows
+                ):
+                    continue
             eligible = list(parts)
             sources = set()
             for path in eligible:
@@ -306,7 +328,6 @@ class LakeWriter:
                     _relative(path.parent.name, name, target) for name in _replaced_by(path)
                 )
             combined = pa.concat_tables(list(parts.values()))
-            key = (schema.metadata or {}).get(VERSION_KEY.encode())
             if key:
                 combined = newest_versions(combined, key.decode().split(","))
             combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})

@@ -50,7 +50,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -502,7 +502,9 @@ class _DerivedRows:
         self.plays: dict[str, dict[str, Any]] = {}
         self.sessions: dict[tuple[str, datetime], dict[str, Any]] = {}
 
-    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
+    def discard_uncommitted(
+        self, committed: Mapping[int, int], partitions: Collection[int] | None = None
+    ) -> int:
         """Nothing is written before the end: nothing to discard."""
         return 0
 

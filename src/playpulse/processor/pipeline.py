@@ -29,7 +29,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,7 +54,7 @@ from playpulse.processor.plays import (
 from playpulse.processor.sessions import Session, extend_sessions_us, sessionize_us
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.store.base import RealtimeStore, StoreBatch
-from playpulse.stream.base import Batch, EventStream
+from playpulse.stream.base import Batch, Consumer, EventStream, GroupConsumer
 
 log = logging.getLogger("playpulse.processor")
 
@@ -82,6 +82,11 @@ class ProcessorOptions:
     """How the processor behaves.
 
     - ``consumer``: name under which offsets are kept (store and stream group).
+    - ``member``: this processor's name in the consumer group ``consumer`` when several
+      processors share the stream's partitions (``playpulse up --processors N``);
+      ``None`` (the default): this processor takes every partition, alone.
+    - ``session_timeout``: a group member that has not polled for this long loses its
+      partitions to the others (how soon a dead processor's partitions move).
     - ``batch_size``: records read per partition per poll.
     - ``max_poll_records``: records read per poll over all partitions (Kafka's
       ``max.poll.records``): each partition gets at most this divided by the number of
@@ -109,6 +114,8 @@ class ProcessorOptions:
     """
 
     consumer: str = "processor"
+    member: str | None = None
+    session_timeout: timedelta = timedelta(seconds=6)
     batch_size: int = 5_000
     dedup_window: timedelta = timedelta(days=7)
     deduplicate: bool = True
@@ -157,8 +164,11 @@ class LakeSink(Protocol):
 
     schemas: dict[str, pa.Schema]
 
-    def discard_uncommitted(self, committed: Mapping[int, int]) -> int:
-        """Drop what was written for offsets at or past ``committed``; how many files."""
+    def discard_uncommitted(
+        self, committed: Mapping[int, int], partitions: Collection[int] | None = None
+    ) -> int:
+        """Drop what was written for offsets at or past ``committed`` (of ``partitions``
+        only, when given); how many files."""
         ...  # pragma: no cover - a protocol
 
     def write_table(
@@ -200,7 +210,14 @@ class Processor:
     """Consumes ``stream`` into ``store`` and ``lake`` (see the module docstring).
 
     ``quarantine`` receives records that cannot be decoded. Call :meth:`start` once,
-    then :meth:`process_available` or :meth:`run`.
+    then :meth:`process_available` or :meth:`run`, and :meth:`close` at the end.
+
+    Alone (``options.member`` is ``None``) it takes every partition at :meth:`start`.
+    As a member of a consumer group it takes the partitions the group gives it, as the
+    group gives them (:meth:`on_assign`, :meth:`on_revoke`), and writes a batch's
+    results only while it still owns its partitions: members that share one store and
+    lake then give the results one processor would, whichever member processes a
+    partition and however often they come and go.
     """
 
     def __init__(
@@ -216,7 +233,7 @@ class Processor:
         self.lake = lake
         self.quarantine = quarantine
         self.options = options or ProcessorOptions()
-        self._consumer = stream.consumer(self.options.consumer)
+        self._consumer: GroupConsumer = self._new_consumer()
         self._open_plays: dict[int, dict[str, int]] = defaultdict(dict)
         # Per partition, users with an open session -> the session's last event (us).
         self._open_sessions: dict[int, dict[str, int]] = defaultdict(dict)
@@ -228,39 +245,92 @@ class Processor:
         self._finalized_day: dict[int, int] = {}
         self._started = False
 
+    def _new_consumer(self) -> GroupConsumer:
+        opts = self.options
+        if opts.member is None:
+            return self.stream.consumer(opts.consumer)
+        return self.stream.group_consumer(
+            opts.consumer,
+            opts.member,
+            self,
+            session_timeout_s=opts.session_timeout.total_seconds(),
+        )
+
     def start(self) -> None:
-        """Resume from the store's offsets; drop lake files of unapplied batches."""
+        """Resume from the store's offsets; drop lake files of unapplied batches.
+
+        Alone, it takes every partition now; a group member takes its partitions at
+        its polls (:meth:`on_assign`)."""
+        if self.options.member is None:
+            partitions = [info.partition for info in self.stream.partitions()]
+            for partition, offset in self.on_assign(partitions).items():
+                assert isinstance(self._consumer, Consumer)
+                self._consumer.seek(partition, offset)
+        self._started = True
+
+    def on_assign(self, partitions: list[int]) -> dict[int, int]:
+        """Take ``partitions`` (a :class:`~playpulse.stream.base.RebalanceListener`
+        callback): drop the lake files of their batches never applied, load their open
+        plays and sessions, and return where to read each from (the store's offsets, or
+        the oldest record retained)."""
         offsets = self.store.offsets(self.options.consumer)
         if self.lake is not None:
-            dropped = self.lake.discard_uncommitted(offsets)
+            dropped = self.lake.discard_uncommitted(offsets, partitions=partitions)
             if dropped:
                 log.info("discarded %d lake files of batches never committed", dropped)
-        for info in self.stream.partitions():
-            self._consumer.seek(info.partition, offsets.get(info.partition, info.start_offset))
-        keys = self.store.state_keys(pstate.PLAY_PREFIX)
-        for start in range(0, len(keys), pstate.SCAN_CHUNK):
-            for key, blob in self.store.states(keys[start : start + pstate.SCAN_CHUNK]).items():
-                partition, pkey = pstate.split_key(key)
-                head = pstate.decode_head(pstate.unpack(blob))
-                if not head.closed:
-                    self._open_plays[int(partition)][pkey] = head.last_us
-        for key, blob in self.store.states(
-            self.store.state_keys(pstate.OPEN_SESSION_PREFIX)
-        ).items():
-            partition, user = pstate.split_key(key)
-            self._open_sessions[int(partition)][user] = pstate.decode_open_session(blob)[1]
-        self._started = True
+        for p in partitions:
+            self._forget(p)
+            keys = self.store.state_keys(pstate.play_prefix(p))
+            for start in range(0, len(keys), pstate.SCAN_CHUNK):
+                blobs = self.store.states(keys[start : start + pstate.SCAN_CHUNK])
+                for key, blob in blobs.items():
+                    head = pstate.decode_head(pstate.unpack(blob))
+                    if not head.closed:
+                        self._open_plays[p][pstate.split_key(key)[1]] = head.last_us
+            prefix = pstate.open_session_key(p, "")
+            for key, blob in self.store.states(self.store.state_keys(prefix)).items():
+                self._open_sessions[p][pstate.split_key(key)[1]] = pstate.decode_open_session(blob)[
+                    1
+                ]
+        infos = {info.partition: info for info in self.stream.partitions()}
+        return {p: offsets.get(p, infos[p].start_offset) for p in partitions}
+
+    def on_revoke(self, partitions: list[int]) -> None:
+        """Give ``partitions`` up (a :class:`~playpulse.stream.base.RebalanceListener`
+        callback): forget what is kept in memory of them (the store holds the rest)."""
+        for p in partitions:
+            self._forget(p)
+
+    def _forget(self, p: int) -> None:
+        self._open_plays.pop(p, None)
+        self._open_sessions.pop(p, None)
+        self._finalized_day.pop(p, None)
+        prefix = pstate.play_prefix(p)
+        for key in [k for k in self._play_events if k.startswith(prefix)]:
+            del self._play_events[key]
 
     def reset(self) -> None:
         """Forget what is cached in memory and start again from the store (after
-        something else rewrote it: :func:`playpulse.processor.backfill.reprocess`)."""
+        something else rewrote it: :func:`playpulse.processor.backfill.reprocess`).
+        A group member leaves the group and joins again."""
+        self._consumer.close()
         self._open_plays.clear()
         self._open_sessions.clear()
         self._play_events.clear()
         self._finalized_day.clear()
         self._next_expiry = None
         self._started = False
+        self._consumer = self._new_consumer()
         self.start()
+
+    def assignment(self) -> list[int]:
+        """The stream partitions this processor owns now."""
+        return self._consumer.assignment()
+
+    def close(self) -> None:
+        """Leave the consumer group (its partitions go to the other members at once).
+        The stream, store, lake and quarantine stay open: their owner closes them."""
+        self._consumer.close()
 
     def process_available(self, max_batches: int | None = None) -> BatchStats:
         """Process what the stream holds now (up to ``max_batches`` polls); return totals."""
@@ -268,7 +338,8 @@ class Processor:
             self.start()
         total = BatchStats()
         polls = 0
-        share = self.options.max_poll_records // max(1, len(self._consumer.assigned))
+        owned = len(self._consumer.assignment()) or self.stream.num_partitions
+        share = self.options.max_poll_records // owned
         per_partition = max(1, min(self.options.batch_size, share))
         while max_batches is None or polls < max_batches:
             batches = self._consumer.poll(per_partition)
@@ -331,13 +402,23 @@ class Processor:
         work = _Work(StoreBatch(self.options.consumer))
         for batch in batches:
             self._compute(batch, work)
+        partitions = [b.partition for b in batches]
+        if batches and not self._consumer.owns(partitions):
+            return self._lost(partitions)
+        written: list[Path] = []
         if self.lake is not None and batches:
             ranges = [(b.partition, b.records[0].offset, b.records[-1].offset) for b in batches]
             if work.event_rows and "events" in self.lake.schemas:
-                self.lake.write_table("events", events_table(work.event_rows), ranges=ranges)
+                written += self.lake.write_table(
+                    "events", events_table(work.event_rows), ranges=ranges
+                )
             for table, rows in (("plays", work.play_rows), ("sessions", work.session_rows)):
                 if rows and table in self.lake.schemas:
-                    self.lake.write_rows(table, rows, ranges=ranges)
+                    written += self.lake.write_rows(table, rows, ranges=ranges)
+        if written and self.options.member is not None and not self._consumer.owns(partitions):
+            for path in written:  # another member owns them now: it writes them again
+                path.unlink(missing_ok=True)
+            return self._lost(partitions)
         self.store.apply(work.batch)
         if work.newest_received is not None:
             self._expire_dedup_keys(work.newest_received)
@@ -348,13 +429,29 @@ class Processor:
                 log.warning("could not commit the stream offset: %s", exc)
         return work.stats
 
+    def _lost(self, partitions: list[int]) -> BatchStats:
+        # This member stalled past its session timeout and another owns these
+        # partitions now: write nothing, forget them (the next poll rebalances).
+        log.warning(
+            "partitions %s were given to another processor during this batch: not applied",
+            partitions,
+        )
+        self.on_revoke(partitions)
+        return BatchStats()
+
     def _expire_dedup_keys(self, newest_received: datetime) -> None:
         # A dedup key matters only to copies received before it expires; events come in
         # roughly in receipt order, so keys that expired a day before the newest receipt
         # can go (at most once per hour of receipts). Decisions do not depend on this.
+        # The bound is the partition furthest behind: processors of a group (or one
+        # catching up unevenly) may be days apart, and a partition behind can still meet
+        # copies of its own events.
         if self._next_expiry is not None and newest_received < self._next_expiry:
             return
-        self.store.expire_dedup(newest_received - _EXPIRY_MARGIN)
+        slowest = pstate.slowest_newest_received_us(self.store)
+        if slowest is None:
+            return
+        self.store.expire_dedup(_from_us(slowest) - _EXPIRY_MARGIN)
         self._next_expiry = newest_received + timedelta(hours=1)
 
     def _compute(self, batch: Batch, work: _Work) -> None:

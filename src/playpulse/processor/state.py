@@ -262,3 +262,12 @@ def newest_received_us(store: RealtimeStore) -> int | None:
     the epoch, UTC), over every partition; ``None`` before any."""
     values = store.states(store.state_keys(_NEWEST_RECEIVED_PREFIX)).values()
     return max((int(v) for v in values), default=None)
+
+
+def slowest_newest_received_us(store: RealtimeStore) -> int | None:
+    """The oldest of the partitions' newest receipt times (microseconds since the epoch,
+    UTC): every partition has taken in events received up to at least this. ``None``
+    before any. Dedup keys that expired well before it can go: no partition can still
+    meet a copy they would catch, however far apart the partitions' processors are."""
+    values = store.states(store.state_keys(_NEWEST_RECEIVED_PREFIX)).values()
+    return min((int(v) for v in values), default=None)
