@@ -161,14 +161,14 @@ def _serve_workers(settings: Settings, with_processor: bool, options: dict[str, 
 
     import uvicorn
 
-    from playpulse.service import ProcessorProcess
+    from playpulse.service import ProcessorGroup
 
     metrics_dir = settings.data_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    worker = ProcessorProcess(settings) if with_processor else None
+    worker = ProcessorGroup(settings) if with_processor else None
     try:
         if worker is not None:
             worker.start()
@@ -213,10 +213,25 @@ def up(
     data_dir: DataDir = None,
     access_log: AccessLog = False,
     workers: Workers = None,
+    processors: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processor processes sharing the stream's partitions as one consumer group "
+            "[default 1] [env PLAYPULSE_PROCESSORS].",
+        ),
+    ] = None,
 ) -> None:
     """Run the collector, the processor, the read API and the dashboard together."""
     settings = _settings(
-        data_dir, host=host, port=port, write_keys=write_key, read_keys=read_key, workers=workers
+        data_dir,
+        host=host,
+        port=port,
+        write_keys=write_key,
+        read_keys=read_key,
+        workers=workers,
+        processors=processors,
     )
     _serve(settings, with_processor=True, access_log=access_log)
 
@@ -288,7 +303,12 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     size and drops, lake files set aside, partitions, consumer lag and records lost to
     the stream's size limit."""
     from playpulse.lake import corrupt_files
-    from playpulse.service import processor_problem, processor_status_line, read_processor_status
+    from playpulse.service import (
+        processor_problem,
+        processor_status_line,
+        read_processor_status,
+        status_members,
+    )
     from playpulse.status import data_dir_status
 
     _check_format(fmt)
@@ -299,6 +319,11 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
         "problem": processor_problem(settings),
         "line": processor_status_line(settings),
     }
+    members = status_members(settings)
+    if len(members) > 1:  # `up --processors N`: every member's own report
+        info["processor"]["members"] = {
+            f"processor-{m}": read_processor_status(settings, m) for m in members
+        }
     info["lake_files_set_aside"] = [
         {
             "original": f.original,

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     - ``processor_restart_delay_s``: how long ``playpulse up`` waits before it starts a
       dead processor process again; doubled (up to 30 s) while it keeps dying within a
       minute of its start.
+    - ``processors``: processor processes ``playpulse up`` runs, as members of one
+      consumer group sharing the stream's partitions (a dead one's partitions move to
+      the others within seconds, and back when it is started again); results equal one
+      processor's. More processors than partitions leave some idle.
     - ``processor_stall_s``: ``/readyz`` reports the processor not ready when it has made
       no progress (no committed batch and no caught-up poll) for this many seconds.
     - ``stream_url``, ``store_url``, ``lake_url``: where the stream, the real-time store
@@ -117,6 +121,7 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: int = Field(5, ge=1)
     max_connections: int = Field(1000, ge=1)
     workers: int = Field(1, ge=1, le=64)
+    processors: int = Field(1, ge=1, le=64)
     processor_restart_delay_s: float = Field(1.0, gt=0, le=300)
     processor_stall_s: float = Field(60.0, gt=0)
     stream_url: str | None = None

@@ -9,6 +9,13 @@ The child stops when ``up`` stops it or dies (its pipe's EOF), is started again 
 backoff when it dies, and reports its state in ``processor-status.json``
 (:func:`read_processor_status`), which ``/readyz`` (:func:`add_service_checks`), ``playpulse
 status`` and the dashboard read.
+
+With ``--processors N`` (:class:`ProcessorGroup`), N such children run as members
+``processor-0`` ... of one consumer group that shares the stream's partitions; member
+*i* > 0 reports in ``processor-<i>-status.json``. Backfills (imports, ``playpulse
+reprocess``) rewrite the whole store: member 0 applies them holding the group lock
+(``processor-group.lock``) exclusively, the others hold it shared around each batch, so
+none writes meanwhile, and start again from the store afterwards.
 """
 
 from __future__ import annotations
@@ -301,20 +308,37 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def processor_status_path(settings: Settings) -> Path:
-    """``<data dir>/processor-status.json``: where the processor reports its state."""
-    return settings.data_dir / STATUS_FILE
+def processor_status_path(settings: Settings, member: int = 0) -> Path:
+    """``<data dir>/processor-status.json``: where the processor (member 0 of a group)
+    reports its state; ``processor-<member>-status.json`` for the other members."""
+    name = STATUS_FILE if member == 0 else f"processor-{member}-status.json"
+    return settings.data_dir / name
+
+
+def status_members(settings: Settings) -> list[int]:
+    """The processor members that have a status file in the data dir, ascending (``[0]``
+    when none has)."""
+    found = {0}
+    for path in settings.data_dir.glob("processor-*-status.json"):
+        middle = path.name.removeprefix("processor-").removesuffix("-status.json")
+        if middle.isdigit():
+            found.add(int(middle))
+    return sorted(found)
 
 
 def write_processor_status(
-    settings: Settings, status: Mapping[str, Any], *, log_failure: bool = True
+    settings: Settings,
+    status: Mapping[str, Any],
+    *,
+    log_failure: bool = True,
+    member: int = 0,
 ) -> bool:
     """Replace the processor's status file by ``status`` (JSON), atomically: readers see
     the old document or the new one, never a part. Returns whether it was written (a
     missing or read-only data dir is logged when ``log_failure``, never raised: the
     status is advisory)."""
-    path = processor_status_path(settings)
-    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
+    path = processor_status_path(settings, member)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(dict(status), sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
@@ -327,9 +351,9 @@ def write_processor_status(
     return True
 
 
-def read_processor_status(settings: Settings) -> dict[str, Any] | None:
-    """The processor's last reported state on ``settings.data_dir``, or ``None`` when no
-    processor has reported there (or the file is unreadable).
+def read_processor_status(settings: Settings, member: int = 0) -> dict[str, Any] | None:
+    """The processor's (group ``member``'s) last reported state on ``settings.data_dir``,
+    or ``None`` when no processor has reported there (or the file is unreadable).
 
     Keys (times are ISO 8601 in UTC, or null):
 
@@ -347,7 +371,7 @@ def read_processor_status(settings: Settings) -> dict[str, Any] | None:
     - ``updated_at``: when this document was written.
     """
     try:
-        data = json.loads(processor_status_path(settings).read_text(encoding="utf-8"))
+        data = json.loads(processor_status_path(settings, member).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -357,9 +381,10 @@ class _StatusReporter:
     """What a processor child writes to the status file: its state, each poll's
     progress (at most every second) and its last error."""
 
-    def __init__(self, settings: Settings, restarts: int) -> None:
+    def __init__(self, settings: Settings, restarts: int, member: int = 0) -> None:
         self.settings = settings
-        previous = read_processor_status(settings) or {}
+        self.member = member
+        previous = read_processor_status(settings, member) or {}
         self.status: dict[str, Any] = {
             "state": "starting",
             "pid": os.getpid(),
@@ -379,7 +404,9 @@ class _StatusReporter:
     def write(self) -> None:
         self.status["updated_at"] = _iso(_now())
         # One warning per run of failed writes, not one a second.
-        ok = write_processor_status(self.settings, self.status, log_failure=not self._failing)
+        ok = write_processor_status(
+            self.settings, self.status, log_failure=not self._failing, member=self.member
+        )
         self._failing = not ok
         self._written = time.monotonic()
 
@@ -429,6 +456,7 @@ def processor_spawn_main() -> None:
     run until the parent closes the pipe or dies, or SIGTERM or SIGINT; report to the
     status file. Exits 1 on an error (the supervisor starts it again)."""
     parent_fd, restarts = int(sys.argv[1]), int(sys.argv[2])
+    member = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     # Not the terminal's foreground group: logging to it must not stop this process
     # (SIGTTOU, under `stty tostop`).
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -440,35 +468,104 @@ def processor_spawn_main() -> None:
     ).start()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    reporter = _StatusReporter(settings, restarts)
+    reporter = _StatusReporter(settings, restarts, member)
+    grouped = settings.processors > 1
     try:
-        processor = open_processor(settings)
+        options = ProcessorOptions(member=f"processor-{member}") if grouped else None
+        processor = open_processor(settings, options)
+        group = _GroupLock(settings) if grouped else None
         try:
             processor.start()
             interval_s = processor.options.poll_interval.total_seconds()
             last_backfill_check = time.monotonic()
             while not halt.is_set():
                 started = time.monotonic()
-                stats = processor.process_available(max_batches=1)
+                if group is None:
+                    stats = processor.process_available(max_batches=1)
+                else:
+                    with group.batch(reporter.reprocessing):
+                        if group.rewritten():
+                            processor.reset()
+                        stats = processor.process_available(max_batches=1)
                 reporter.progress(processor, stats.read)
                 # Pending backfills: when caught up, and at least every second under
-                # steady traffic (which may never leave a poll empty).
-                if stats.read == 0 or started - last_backfill_check >= 1.0:
+                # steady traffic (which may never leave a poll empty). In a group,
+                # member 0 applies them.
+                if member == 0 and (stats.read == 0 or started - last_backfill_check >= 1.0):
                     if reprocess_needed(settings):
                         reporter.reprocessing()
-                        apply_backfills(settings, processor)
+                        if group is None:
+                            apply_backfills(settings, processor)
+                        else:
+                            with group.exclusive():
+                                apply_backfills(settings, processor)
                         reporter.progress(processor, 0)
                     last_backfill_check = time.monotonic()
                 rest = 0.05 if stats.read == 0 else interval_s - (time.monotonic() - started)
                 if rest > 0:
                     halt.wait(rest)
         finally:
+            processor.close()
+            if group is not None:
+                group.close()
             close_processor(processor)
     except Exception as exc:
         log.exception("the processor failed")
         reporter.finish(exc)
         raise SystemExit(1) from None
     reporter.finish(None)
+
+
+class _GroupLock:
+    """How the members of a processor group keep out of a backfill's way: each holds
+    ``<data dir>/processor-group.lock`` shared (``flock``) around a batch, member 0 holds
+    it exclusively while it rewrites the store, then bumps the generation in the file so
+    the others start again from the store (:meth:`rewritten`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._path = settings.data_dir / "processor-group.lock"
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._generation = self._read()
+
+    def _read(self) -> bytes:
+        return os.pread(self._fd, 64, 0)
+
+    @contextlib.contextmanager
+    def batch(self, waiting: Callable[[], None]) -> Iterator[None]:
+        """Hold the lock shared; call ``waiting`` first when a backfill holds it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def rewritten(self) -> bool:
+        """Whether a backfill rewrote the store since this member last asked."""
+        generation = self._read()
+        changed = generation != self._generation
+        self._generation = generation
+        return changed
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lock exclusively (no member is in a batch), then bump the generation."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            generation = str(time.time_ns()).encode()
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, generation, 0)
+            self._generation = generation
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the file."""
+        os.close(self._fd)
 
 
 def _exit_description(code: int | None) -> str:
@@ -495,8 +592,11 @@ class ProcessorProcess:
     and double count nothing. Nothing here waits on the child without a timeout.
     """
 
-    def __init__(self, settings: Settings, restart_delay_s: float | None = None) -> None:
+    def __init__(
+        self, settings: Settings, restart_delay_s: float | None = None, member: int = 0
+    ) -> None:
         self._settings = settings
+        self.member = member
         self._env = settings.to_env()
         self._delay_s = (
             settings.processor_restart_delay_s if restart_delay_s is None else restart_delay_s
@@ -517,7 +617,7 @@ class ProcessorProcess:
         reader, writer = os.pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, str(reader), str(restarts)],
+                [sys.executable, "-c", _CHILD_CODE, str(reader), str(restarts), str(self.member)],
                 env={**os.environ, **self._env},
                 pass_fds=(reader,),
                 process_group=0,
@@ -589,7 +689,7 @@ class ProcessorProcess:
                 delay = min(30.0, delay * 2)
 
     def _report_death(self, process: subprocess.Popen[bytes], what: str, delay_s: float) -> None:
-        status = read_processor_status(self._settings) or {}
+        status = read_processor_status(self._settings, self.member) or {}
         if status.get("pid") != process.pid or status.get("state") != "failed":
             # Killed or crashed without its last words: say how it ended.
             status["last_error"] = {
@@ -604,7 +704,7 @@ class ProcessorProcess:
             next_start_at=_iso(_now() + timedelta(seconds=delay_s)),
             updated_at=_iso(_now()),
         )
-        write_processor_status(self._settings, status)
+        write_processor_status(self._settings, status, member=self.member)
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Ask the child to finish its batch and exit (pipe closed, SIGTERM); SIGKILL it
@@ -629,10 +729,57 @@ class ProcessorProcess:
                     process.wait(2.0)
         if self._watcher.is_alive():
             self._watcher.join(1.0)
-        status = read_processor_status(self._settings)
+        status = read_processor_status(self._settings, self.member)
         if status is not None and status.get("pid") == process.pid:
             status.update(state="stopped", next_start_at=None, updated_at=_iso(_now()))
-            write_processor_status(self._settings, status)
+            write_processor_status(self._settings, status, member=self.member)
+
+
+class ProcessorGroup:
+    """``settings.processors`` :class:`ProcessorProcess` children, members
+    ``processor-0`` ... of one consumer group (one child, not a group, when it is 1).
+    Same interface as one :class:`ProcessorProcess`. The caller holds the processor
+    lock."""
+
+    def __init__(self, settings: Settings, restart_delay_s: float | None = None) -> None:
+        self.members = [
+            ProcessorProcess(settings, restart_delay_s, member=i)
+            for i in range(settings.processors)
+        ]
+        self._settings = settings
+
+    @property
+    def pid(self) -> int | None:
+        """Member 0's process id (None before :meth:`start`)."""
+        return self.members[0].pid
+
+    @property
+    def restarts(self) -> int:
+        """Restarts of every member, summed."""
+        return sum(m.restarts for m in self.members)
+
+    def alive(self) -> bool:
+        """Whether every member's process runs now."""
+        return all(m.alive() for m in self.members)
+
+    def start(self) -> None:
+        """Forget the status files of members beyond this group's size (an earlier run
+        with more processors), then start every member."""
+        for member in status_members(self._settings):
+            if member >= len(self.members):
+                processor_status_path(self._settings, member).unlink(missing_ok=True)
+        for m in self.members:
+            m.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop every member (see :meth:`ProcessorProcess.stop`), all at once."""
+        threads = [
+            threading.Thread(target=m.stop, args=(timeout_s,), daemon=True) for m in self.members
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout_s + 5)
 
 
 def check_data_dir(settings: Settings) -> None:
@@ -691,10 +838,10 @@ class _ProcessorReport:
     last_error: str
 
 
-def _processor_report(settings: Settings) -> _ProcessorReport | None:
-    """The processor's status file of ``settings.data_dir``, or None when no processor
-    has reported there."""
-    status = read_processor_status(settings)
+def _processor_report(settings: Settings, member: int = 0) -> _ProcessorReport | None:
+    """The processor's (group ``member``'s) status file of ``settings.data_dir``, or None
+    when no processor has reported there."""
+    status = read_processor_status(settings, member)
     if status is None:
         return None
     error = status.get("last_error")
@@ -717,11 +864,19 @@ def processor_problem(settings: Settings, now: datetime | None = None) -> str | 
     when it runs and made progress within ``settings.processor_stall_s`` seconds, or is
     reprocessing (applying an import: busy, not stuck), else
     one line saying what is wrong (not started, failing or restarting with its last
-    error, gone, stuck while events wait)."""
-    report = _processor_report(settings)
-    if report is None:
-        return "the processor has not reported yet"
-    return _problem(settings, report, now or _now())
+    error, gone, stuck while events wait). With a group of processors
+    (:class:`ProcessorGroup`), the first member's problem, named."""
+    members = status_members(settings)
+    for member in members:
+        report = _processor_report(settings, member)
+        problem = (
+            "the processor has not reported yet"
+            if report is None
+            else _problem(settings, report, now or _now())
+        )
+        if problem is not None:
+            return problem if len(members) == 1 else f"processor-{member}: {problem}"
+    return None
 
 
 def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str | None:
@@ -767,11 +922,20 @@ def processor_status_line(settings: Settings, now: datetime | None = None) -> st
     """The processor of ``settings.data_dir`` in one line, for ``playpulse status``:
     its state, process, progress and restarts, and its last error (with its time) when
     it has one; a failing processor starts with ``FAILING``, one that runs but makes no
-    progress with ``STUCK``."""
-    report = _processor_report(settings)
+    progress with ``STUCK``. A group of processors: one such line per member, named,
+    joined by `` | ``."""
+    members = status_members(settings)
+    if len(members) == 1:
+        return _member_status_line(settings, 0, now or _now())
+    return " | ".join(
+        f"processor-{m}: {_member_status_line(settings, m, now or _now())}" for m in members
+    )
+
+
+def _member_status_line(settings: Settings, member: int, now: datetime) -> str:
+    report = _processor_report(settings, member)
     if report is None:
         return "never run here by `playpulse up`"
-    now = now or _now()
     status, state, pid, last_error = report.status, report.state, report.pid, report.last_error
     if state == "stopped":
         return f"stopped at {status.get('updated_at')} (no `playpulse up` runs){last_error}"
@@ -879,7 +1043,7 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
         with contextlib.ExitStack() as stack:
             if not lock_held and not stack.enter_context(processor_lock(settings)):
                 raise lock_taken_error(settings)
-            worker = ProcessorProcess(settings)
+            worker = ProcessorGroup(settings)
             application.state.processor = worker
             async with inner(application):
                 worker.start()
