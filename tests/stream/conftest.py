@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -74,13 +73,6 @@ def kafka_cluster() -> Iterator[MockCluster]:
     cluster.close()
 
 
-def new_kafka_topic(cluster: MockCluster, num_partitions: int = 4) -> str:
-    """A fresh topic on ``cluster`` with ``num_partitions`` partitions (replicated 3x)."""
-    topic = f"events-{uuid.uuid4().hex[:12]}"
-    cluster.create_topic(topic, num_partitions)
-    return topic
-
-
 def _kafka(
     request: pytest.FixtureRequest,
     directory: Path,
@@ -90,8 +82,9 @@ def _kafka(
 ) -> EventStream:
     # Retention and max_bytes are the broker's (KafkaStream.manages_retention is False).
     cluster: MockCluster = request.getfixturevalue("kafka_cluster")
-    topic = new_kafka_topic(cluster, num_partitions)
-    return KafkaStream(cluster.bootstrap, topic, delivery_timeout_s=10.0)
+    topic = cluster.new_topic(num_partitions)
+    # Groups are cluster-wide: the prefix keeps each test's "g" its own.
+    return KafkaStream(cluster.bootstrap, topic, delivery_timeout_s=10.0, group_prefix=f"{topic}.")
 
 
 def _sqlite(

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from types import TracebackType
 
 import confluent_kafka
@@ -123,6 +124,13 @@ class MockCluster:
                 self._mcluster, topic.encode(), num_partitions, rf
             ),
         )
+
+    def new_topic(self, num_partitions: int = 4) -> str:
+        """Create a topic with a fresh unique name and ``num_partitions`` partitions
+        (replicated on up to 3 brokers); return its name."""
+        topic = f"events-{uuid.uuid4().hex[:12]}"
+        self.create_topic(topic, num_partitions)
+        return topic
 
     def set_down(self, broker_id: int) -> None:
         """Disconnect broker ``broker_id`` and refuse new connections to it."""

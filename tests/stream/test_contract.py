@@ -7,6 +7,7 @@ fixtures of ``conftest.py`` (SQLite on a real file, memory; Kafka and Kinesis la
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -455,6 +456,196 @@ def test_consumer_seek(stream):
     [batch] = consumer.poll()
     assert [r.offset for r in batch.records] == [2, 3, 4]
     assert stream.committed("g", 0) is None
+
+
+# --- append_each -----------------------------------------------------------------------
+
+
+def test_append_each_stores_every_record_and_reports_none_failed(stream):
+    records = [(f"user-{i % 9}", f"v{i}".encode()) for i in range(50)]
+
+    result = stream.append_each(records)
+
+    assert result.ok
+    assert result.errors == {}
+    assert result.failed == []
+    assert len(result.landed) == len(records)
+    for (key, value), landed in zip(records, result.landed, strict=True):
+        assert landed is not None
+        assert landed.partition == stream.partition_for(key)
+        [record] = stream.read(landed.partition, landed.offset, 1)
+        assert (record.key, record.value) == (key, value)
+    assert sum(info.count for info in stream.partitions()) == len(records)
+    assert stream.append_each([]).landed == []
+
+
+# --- consumer group members ------------------------------------------------------------
+
+
+class RecordingListener:
+    """A :class:`RebalanceListener` that records what it hears and starts the partitions
+    in ``starts`` at the given offsets (the others at the group's committed offset)."""
+
+    def __init__(self, starts: dict[int, int] | None = None) -> None:
+        self.starts = starts or {}
+        self.events: list[tuple[str, list[int]]] = []
+        self.owned: set[int] = set()
+
+    def on_assign(self, partitions: list[int]) -> dict[int, int]:
+        assert not self.owned & set(partitions), "assigned a partition it already owns"
+        self.events.append(("assign", partitions))
+        self.owned |= set(partitions)
+        return {p: self.starts[p] for p in partitions if p in self.starts}
+
+    def on_revoke(self, partitions: list[int]) -> None:
+        assert set(partitions) <= self.owned, "revoked a partition it did not own"
+        self.events.append(("revoke", partitions))
+        self.owned -= set(partitions)
+
+
+#: Rebalances within this, heartbeats a sixth of it: short, for fast tests.
+SESSION_S = 2.0
+#: A guard against a group that never gets there (not a timing assertion: every loop
+#: ends as soon as its condition holds).
+GIVE_UP_S = 60.0
+
+
+def poll_members(members, until, max_records: int = 50, commit: bool = True) -> list:
+    """Poll every ``(consumer, listener)`` of ``members`` in turn, committing each batch
+    unless ``commit`` is false, until ``until(read)`` holds, where ``read`` is the
+    ``(member, partition, offset, value)`` of every record read so far (returned).
+
+    Checks on the way that every batch is of a partition its member owns and its
+    listener was told of, and that no partition has two owners at once.
+    """
+    read: list = []
+    deadline = time.monotonic() + GIVE_UP_S
+    while not until(read):
+        assert time.monotonic() < deadline, "the group did not get there"
+        for consumer, listener in members:
+            for batch in consumer.poll(max_records):
+                assert batch.partition in listener.owned, "a record before its on_assign"
+                assert batch.partition in consumer.assignment()
+                assert consumer.owns([batch.partition])
+                assert batch.next_offset == batch.records[-1].offset + 1
+                read += [(consumer.member, r.partition, r.offset, r.value) for r in batch.records]
+                if commit:
+                    consumer.commit(batch)
+        owners = [set(c.assignment()) for c, _ in members]
+        for i, mine in enumerate(owners):
+            for theirs in owners[i + 1 :]:
+                assert not mine & theirs, "a partition with two owners"
+    return read
+
+
+def test_on_assign_says_where_each_partition_starts(stream):
+    [k0] = keys_for(stream, 0, 1)
+    [k1] = keys_for(stream, 1, 1)
+    stream.append([(k0, bytes([i])) for i in range(6)] + [(k1, bytes([i])) for i in range(4)])
+    stream.commit("g", 1, 1)
+    listener = RecordingListener(starts={0: 3})
+    member = stream.group_consumer("g", "m", listener, session_timeout_s=SESSION_S)
+    try:
+        read = poll_members([(member, listener)], lambda read: len(read) >= 6)
+    finally:
+        member.close()
+
+    # Partition 0 from where on_assign said, partition 1 from the committed offset.
+    assert sorted((p, o) for _, p, o, _ in read) == [(0, 3), (0, 4), (0, 5), (1, 1), (1, 2), (1, 3)]
+    assert listener.events[0] == ("assign", [0, 1, 2, 3])
+    assert listener.events[-1] == ("revoke", [0, 1, 2, 3])  # close() revokes what it owns
+    assert listener.owned == set()
+    assert stream.committed("g", 0) == 6
+    assert stream.committed("g", 1) == 4
+
+
+def test_a_replayed_batch_comes_again_and_an_older_commit_rewinds(stream):
+    [key] = keys_for(stream, 2, 1)
+    stream.append([(key, bytes([i])) for i in range(6)])
+
+    # A member reads everything but commits only its first batch, then goes away.
+    first = stream.group_consumer("g", "m1", RecordingListener(), session_timeout_s=SESSION_S)
+    try:
+        batches = []
+        deadline = time.monotonic() + GIVE_UP_S
+        while sum(len(b.records) for b in batches) < 6:
+            assert time.monotonic() < deadline, "the member got no partition"
+            batches += first.poll(4)
+        assert [len(b.records) for b in batches] == [4, 2]
+        first.commit(batches[0])
+    finally:
+        first.close()
+    assert stream.committed("g", 2) == 4
+    assert stream.lag("g")[2] == 2
+
+    # The next member of the group reads the uncommitted batch again, record for record;
+    # then a replayed older batch is committed again: the group rewinds to it.
+    listener = RecordingListener()
+    second = stream.group_consumer("g", "m2", listener, session_timeout_s=SESSION_S)
+    try:
+        again = poll_members([(second, listener)], lambda read: len(read) >= 2)
+        assert stream.committed("g", 2) == 6
+        assert stream.lag("g")[2] == 0
+        second.commit(batches[0])
+    finally:
+        second.close()
+    assert [(p, o, v) for _, p, o, v in again] == [
+        (2, r.offset, r.value) for r in batches[1].records
+    ]
+    assert stream.committed("g", 2) == 4
+    assert stream.lag("g")[2] == 2
+
+    listener = RecordingListener()
+    third = stream.group_consumer("g", "m3", listener, session_timeout_s=SESSION_S)
+    try:
+        rewound = poll_members([(third, listener)], lambda read: len(read) >= 2)
+    finally:
+        third.close()
+    assert [(o, v) for _, _, o, v in rewound] == [(4, bytes([4])), (5, bytes([5]))]
+
+
+def test_two_members_share_the_partitions_and_read_every_record_once(stream):
+    def values(start: int, n: int) -> list[tuple[str, bytes]]:
+        return [(f"user-{i}", str(i).encode()) for i in range(start, start + n)]
+
+    stream.append(values(0, 100))
+    la, lb = RecordingListener(), RecordingListener()
+    a = stream.group_consumer("g", "a", la, session_timeout_s=SESSION_S)
+    b = stream.group_consumer("g", "b", lb, session_timeout_s=SESSION_S)
+    members = [(a, la), (b, lb)]
+    everything = set(range(stream.num_partitions))
+    try:
+        # Both join: they split the partitions between them, reading the backlog once.
+        read = poll_members(
+            members,
+            lambda read: (
+                len(read) >= 100
+                and a.assignment()
+                and b.assignment()
+                and set(a.assignment()) | set(b.assignment()) == everything
+            ),
+        )
+        # While both own their share, new records go to the owner of their partition.
+        stream.append(values(100, 100))
+        read += poll_members(members, lambda more: len(more) >= 100)
+        for member, partition, _, value in read:
+            if int(value) >= 100:
+                assert partition in (a if member == "a" else b).assignment()
+        assert {m for m, _, _, v in read if int(v) >= 100} == {"a", "b"}
+        assert sorted(int(v) for _, _, _, v in read) == list(range(200))  # each once
+
+        # One leaves: the other takes every partition and reads what comes next.
+        a.close()
+        assert la.owned == set()
+        poll_members([(b, lb)], lambda _: set(b.assignment()) == everything)
+        stream.append(values(200, 50))
+        later = poll_members([(b, lb)], lambda more: len(more) >= 50)
+        assert sorted(int(v) for _, _, _, v in later) == list(range(200, 250))
+    finally:
+        a.close()
+        b.close()
+    assert lb.owned == set()
+    assert stream.lag("g") == {p: 0 for p in range(stream.num_partitions)}
 
 
 # --- retention -------------------------------------------------------------------------

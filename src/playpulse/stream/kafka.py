@@ -92,7 +92,10 @@ def parse_kafka_url(url: str) -> KafkaURL:
     broker's host or port, the topic) or a topic name Kafka refuses (legal characters:
     ASCII letters, digits, ``.``, ``_``, ``-``; at most 249).
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced "[" (IPv6 literal), for example
+        raise ConfigError(f"stream URL {url!r} cannot be parsed: {exc}") from exc
     if parts.scheme != "kafka":
         raise ConfigError(f"stream URL {url!r}: scheme must be kafka://")
     brokers = [b.strip() for b in parts.netloc.split(",") if b.strip()]
@@ -147,7 +150,10 @@ class KafkaStream(EventStream):
     ``delivery_timeout_s`` bounds how long an appended record may wait for a broker
     (``message.timeout.ms``) before it is reported not stored; ``request_timeout_s``
     bounds every metadata, offset and read request. ``config`` adds librdkafka settings
-    to every client (security, for example).
+    to every client (security, for example). ``group_prefix`` is put before every
+    consumer group name this stream gives Kafka (``group.id``), so that several
+    deployments (or tests) can share a cluster without sharing groups; :meth:`groups`
+    lists only groups with the prefix, without it.
 
     Raises :class:`~playpulse.errors.StreamError` when the topic's metadata cannot be
     read within ``request_timeout_s`` (no broker reachable, topic missing and not
@@ -164,8 +170,10 @@ class KafkaStream(EventStream):
         delivery_timeout_s: float = 30.0,
         request_timeout_s: float = 10.0,
         config: dict[str, Any] | None = None,
+        group_prefix: str = "",
     ) -> None:
         self.name = topic
+        self.group_prefix = group_prefix
         self.topic = topic
         self.bootstrap_servers = bootstrap_servers
         self.delivery_timeout_s = delivery_timeout_s
@@ -232,7 +240,7 @@ class KafkaStream(EventStream):
                 {
                     **self._base,
                     # Never joins or commits: only assign() and consume().
-                    "group.id": f"playpulse-reader-{self.topic}",
+                    "group.id": self.group_id(f"playpulse-reader-{self.topic}"),
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "enable.partition.eof": True,
@@ -241,6 +249,10 @@ class KafkaStream(EventStream):
                 }
             )
         return self._reader
+
+    def group_id(self, group: str) -> str:
+        """The Kafka ``group.id`` of consumer group ``group`` (``group_prefix`` + it)."""
+        return self.group_prefix + group
 
     def _check_partition(self, partition: int) -> None:
         if not 0 <= partition < self.num_partitions:
@@ -447,7 +459,8 @@ class KafkaStream(EventStream):
     def _committed_all(self, group: str) -> dict[int, int | None]:
         admin = self._admin_client()
         request = ConsumerGroupTopicPartitions(
-            group, [TopicPartition(self.topic, p) for p in range(self.num_partitions)]
+            self.group_id(group),
+            [TopicPartition(self.topic, p) for p in range(self.num_partitions)],
         )
         try:
             [future] = admin.list_consumer_group_offsets(
@@ -472,7 +485,8 @@ class KafkaStream(EventStream):
     def commit(self, group: str, partition: int, offset: int) -> None:
         """See :meth:`EventStream.commit`: commits for ``group`` without joining it (Kafka
         refuses that while the group has live members: a member commits through its
-        :class:`KafkaGroupConsumer`); raises :class:`~playpulse.errors.StreamError` then."""
+        :class:`KafkaGroupConsumer`; librdkafka's mock cluster refuses it for any group
+        that ever had members); raises :class:`~playpulse.errors.StreamError` then."""
         self._check_partition(partition)
         _, high = self._watermarks([partition])[partition]
         if not 0 <= offset <= high:
@@ -482,7 +496,7 @@ class KafkaStream(EventStream):
             )
         admin = self._admin_client()
         request = ConsumerGroupTopicPartitions(
-            group, [TopicPartition(self.topic, partition, offset)]
+            self.group_id(group), [TopicPartition(self.topic, partition, offset)]
         )
         try:
             [future] = admin.alter_consumer_group_offsets(
@@ -518,7 +532,11 @@ class KafkaStream(EventStream):
                 request_timeout=self.request_timeout_s
             )
             result = listed.result()
-            candidates |= {g.group_id for g in result.valid or []}
+            candidates |= {
+                g.group_id[len(self.group_prefix) :]
+                for g in result.valid or []
+                if g.group_id.startswith(self.group_prefix)
+            }
         except KafkaException as exc:
             log.debug("Kafka ListGroups failed (%s): using the groups known here", exc)
         return sorted(
@@ -621,7 +639,7 @@ class KafkaGroupConsumer(GroupConsumer):
         self._consumer = Consumer(
             {
                 **stream._base,
-                "group.id": group,
+                "group.id": stream.group_id(group),
                 "client.id": member,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
