@@ -498,8 +498,11 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(tmp: Path, workers: int = 1) -> Iterator[Service]:
-    """``python -m playpulse up`` on a fresh data dir; always stopped afterwards."""
+def running_service(
+    tmp: Path, workers: int = 1, extra_args: tuple[str, ...] = ()
+) -> Iterator[Service]:
+    """``python -m playpulse up`` (plus ``extra_args``) on a fresh data dir; always
+    stopped afterwards."""
     port = _free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
@@ -507,6 +510,7 @@ def running_service(tmp: Path, workers: int = 1) -> Iterator[Service]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
     cmd = [sys.executable, "-m", "playpulse", "up", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)]
+    cmd += extra_args
     log_path = tmp / "service.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
