@@ -811,17 +811,17 @@ def lock_taken_error(settings: Settings) -> ConfigError:
     )
 
 
-def _lag(settings: Settings, offsets: Mapping[str, Any]) -> int | None:
-    # Events in the stream past the committed offsets (None when the stream won't say).
+def _lag(settings: Settings) -> int | None:
+    # Events in the stream the processors have not committed, as the stream backend
+    # counts them (None when the stream won't say).
     try:
         stream = open_stream(settings)
         try:
-            ends = {p.partition: p.end_offset for p in stream.partitions()}
+            return sum(stream.lag(ProcessorOptions().consumer).values())
         finally:
             stream.close()
     except Exception:  # a readiness probe must answer; the stream has a check of its own
         return None
-    return sum(max(0, end - _count(offsets.get(str(p)))) for p, end in ends.items())
 
 
 @dataclass(frozen=True)
@@ -894,8 +894,7 @@ def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str
         return "the processor has not polled yet"
     idle_s = (now - report.progress_at).total_seconds()
     if idle_s > settings.processor_stall_s:
-        offsets = report.status.get("offsets")
-        lag = _lag(settings, offsets if isinstance(offsets, dict) else {})
+        lag = _lag(settings)
         waiting = "" if lag is None else f" while {lag} event(s) wait"
         return f"the processor made no progress for {idle_s:.0f} s{waiting}"
     return None
