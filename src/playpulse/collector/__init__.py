@@ -3,6 +3,7 @@
 from playpulse.collector.app import (
     Collector,
     Degraded,
+    EventsNotStoredError,
     IngestResult,
     add_readiness_check,
     create_app,
@@ -12,6 +13,7 @@ from playpulse.collector.app import (
 __all__ = [
     "Collector",
     "Degraded",
+    "EventsNotStoredError",
     "IngestResult",
     "add_readiness_check",
     "create_app",

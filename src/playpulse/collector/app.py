@@ -4,7 +4,8 @@ Routes: ``POST /v1/events``, ``GET /v1/schema``, ``GET /healthz`` (liveness: the
 answers), ``GET /readyz`` (readiness: every check registered with
 :func:`add_readiness_check` passes) and ``GET /metrics``. A response to POST /v1/events is
 sent only after the valid events are durably appended to the stream and the rejected
-ones are stored in the quarantine.
+ones are stored in the quarantine; a request with a valid event the stream did not
+store (after a few quick retries of just those) is answered 503, never 200.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from playpulse.errors import (
 from playpulse.events.codec import event_json_schema, validate_records
 from playpulse.quarantine.store import QuarantineStore, Rejection, open_quarantine
 from playpulse.status import StorageMetrics
-from playpulse.stream.base import EventStream
+from playpulse.stream.base import AppendResult, EventStream
 from playpulse.stream.factory import open_stream
 
 log = logging.getLogger("playpulse.collector")
@@ -61,6 +62,16 @@ RETENTION_INTERVAL_S = 600.0
 QUARANTINE_RAW_BYTES = 64 * 1024
 #: How long one readiness check may take before /readyz reports it as failing.
 READINESS_CHECK_TIMEOUT_S = 5.0
+
+#: Attempts at appending a valid event before the request is answered 503: the first
+#: append, then retries of only the records the stream reported not stored.
+APPEND_ATTEMPTS = 3
+#: Pause before each retry (the second, third, ... attempt).
+APPEND_RETRY_DELAYS_S = (0.05, 0.15)
+#: No retry starts later than this after the first append started, so a request waits at
+#: most this plus one append for its retries (each append is bounded by the backend's own
+#: timeouts: SQLite's busy timeout, Kafka's delivery timeout).
+APPEND_RETRY_BUDGET_S = 0.5
 
 #: A readiness check: returns None when healthy, else a one-line description of the problem.
 ReadinessCheck = Callable[[], "str | Degraded | None"]
@@ -134,6 +145,64 @@ def _validate(
     return records, invalid
 
 
+class EventsNotStoredError(StreamError):
+    """Valid events of a request that the stream did not store, even after retrying them
+    (raised by :meth:`Collector.ingest`; the HTTP answer is 503 ``stream_unavailable``).
+
+    ``stored``: how many of the request's valid events are durably in the stream (each
+    once); ``not_stored``: the indexes in the request (0-based, as in ``rejected``,
+    ascending) of the valid events that are not, each with why in ``reasons``;
+    ``rejected``: the request's invalid events, as in :class:`IngestResult` (already
+    quarantined). Sending the whole request again is safe (the processor drops an event
+    whose ``event_id`` and content it has seen: docs/metrics.md, Deduplication); so is
+    sending only the events at ``not_stored``.
+    """
+
+    def __init__(
+        self,
+        stored: int,
+        reasons: dict[int, str],
+        rejected: list[dict[str, Any]],
+        attempts: int,
+    ) -> None:
+        self.stored = stored
+        self.not_stored = sorted(reasons)
+        self.reasons = reasons
+        self.rejected = rejected
+        first = self.not_stored[0]
+        super().__init__(
+            f"{len(reasons)} of the {stored + len(reasons)} valid events of this request "
+            f"were not stored after {attempts} attempt{'s' if attempts > 1 else ''} "
+            f"(event {first}: {reasons[first]}); {stored} were stored. Send the request "
+            "again (events stored twice are counted once) or only the events at not_stored"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``error`` object of the 503 answer: ``code``, ``message``, ``stored``,
+        ``not_stored`` and ``rejected``."""
+        return {
+            "code": "stream_unavailable",
+            "message": str(self),
+            "stored": self.stored,
+            "not_stored": self.not_stored,
+            "rejected": self.rejected,
+        }
+
+
+def _appends_all_or_nothing(stream: EventStream) -> bool:
+    """Whether ``stream`` keeps :meth:`EventStream.append_each`'s default (an append
+    stores all records or, raising, none) with an ``append_offsets`` that does the same
+    work as its ``append``: then ``append_offsets`` tells the collector what
+    ``append_each`` would, without building one ``Appended`` per record."""
+    cls = type(stream)
+    if cls.append_each is not EventStream.append_each:
+        return False
+    mro = cls.__mro__
+    offsets_owner = next(c for c in mro if "append_offsets" in vars(c))
+    append_owner = next(c for c in mro if "append" in vars(c))
+    return offsets_owner is EventStream or mro.index(offsets_owner) <= mro.index(append_owner)
+
+
 @dataclass
 class IngestResult:
     """Outcome of one body: how many events were appended, and each rejection.
@@ -155,6 +224,13 @@ class Collector:
     Independent of HTTP so that other front doors (importers, a Lambda handler) reuse it.
     ``max_pending_events`` bounds the events waiting for the stream across concurrent
     calls; past it :meth:`ingest` raises :class:`~playpulse.errors.BackpressureError`.
+
+    Appends go through :meth:`EventStream.append_each`: the records a stream reports not
+    stored are appended again, only they, up to :data:`APPEND_ATTEMPTS` attempts in all,
+    after :data:`APPEND_RETRY_DELAYS_S`, and none starting later than
+    :data:`APPEND_RETRY_BUDGET_S` after the first; what is still not stored then makes
+    :meth:`ingest` raise :class:`EventsNotStoredError`. A retried record lands after the
+    records of its key stored before it (the processor orders events by their times).
     """
 
     def __init__(
@@ -170,6 +246,7 @@ class Collector:
         self.max_pending_events = max_pending_events
         self.metrics = metrics or CollectorMetrics()
         self.pending_events = 0
+        self._all_or_nothing = _appends_all_or_nothing(stream)
 
     async def ingest(self, raws: Sequence[RawEvent], received_at: datetime) -> IngestResult:
         """Validate each raw event, quarantine rejects, durably append the valid ones.
@@ -181,9 +258,10 @@ class Collector:
         :class:`~playpulse.errors.BackpressureError` when too many events are pending
         (nothing is written then), :class:`~playpulse.errors.QuarantineError` when the
         rejects cannot be stored (nothing is appended then) and
-        :class:`~playpulse.errors.StreamError` when the append fails (rejects are
-        quarantined already; the valid events are not appended and the caller should
-        retry them).
+        :class:`EventsNotStoredError` (a :class:`~playpulse.errors.StreamError`) when
+        valid events are not stored after the retries (it says which were; rejects are
+        quarantined already). The stream's ``BackpressureError`` on the first append
+        propagates (nothing stored).
         """
         result = IngestResult()
         rejections: list[Rejection] = []
@@ -210,16 +288,76 @@ class Collector:
         if records:
             self.pending_events += len(records)
             self.metrics.pending.set(self.pending_events)
-            started = time.perf_counter()
             try:
-                await run_in_threadpool(self.stream.append_offsets, records)
+                not_stored, attempts = await self._append(records)
             finally:
                 self.pending_events -= len(records)
                 self.metrics.pending.set(self.pending_events)
-            self.metrics.append_duration.observe(time.perf_counter() - started)
-            self.metrics.accepted.inc(len(records))
+            stored = len(records) - len(not_stored)
+            if stored:
+                self.metrics.accepted.inc(stored)
+            if not_stored:
+                self.metrics.not_stored.inc(len(not_stored))
+                reasons = _request_indexes(not_stored, len(raws), invalid)
+                raise EventsNotStoredError(stored, reasons, result.rejected, attempts)
             result.accepted = len(records)
         return result
+
+    def _append_once(self, records: Sequence[tuple[str, bytes]], first: bool) -> dict[int, str]:
+        """One append of ``records`` (in a worker thread): ``{index: why}`` of those not
+        stored. A :class:`~playpulse.errors.StreamError` raised means none was stored.
+        On the ``first`` attempt nothing is stored yet, so a
+        :class:`~playpulse.errors.BackpressureError` (429) or an unexpected error (503
+        without details) propagates; on a retry it only fails the records retried."""
+        started = time.perf_counter()
+        try:
+            if self._all_or_nothing:
+                # The hot path: what append_each would say, without one Appended per record.
+                self.stream.append_offsets(records)
+                failed: dict[int, str] = {}
+            else:
+                result: AppendResult = self.stream.append_each(records)
+                failed = result.errors
+        except StreamError as exc:
+            if first and isinstance(exc, BackpressureError):
+                raise
+            failed = dict.fromkeys(range(len(records)), str(exc) or type(exc).__name__)
+        except Exception as exc:
+            if first:
+                raise
+            log.exception("retrying %d records failed unexpectedly", len(records))
+            failed = dict.fromkeys(range(len(records)), f"{type(exc).__name__}: {exc}")
+        self.metrics.append_duration.observe(time.perf_counter() - started)
+        if failed:
+            self.metrics.append_failed.inc(len(failed))
+        return failed
+
+    async def _append(self, records: Sequence[tuple[str, bytes]]) -> tuple[dict[int, str], int]:
+        """Append ``records``, retrying those not stored (see the class docstring).
+
+        Returns ``({index into records: why}, attempts made)`` for the records still not
+        stored (empty when all are). Raises what the first attempt raises (see
+        :meth:`_append_once`).
+        """
+        started = time.monotonic()
+        failed = await run_in_threadpool(self._append_once, records, True)
+        attempts = 1
+        for delay in APPEND_RETRY_DELAYS_S[: APPEND_ATTEMPTS - 1]:
+            if not failed or time.monotonic() - started + delay > APPEND_RETRY_BUDGET_S:
+                break
+            indexes = sorted(failed)
+            log.warning(
+                "%d of %d records not stored (%s); retrying them",
+                len(indexes),
+                len(records),
+                failed[indexes[0]],
+            )
+            await asyncio.sleep(delay)
+            self.metrics.append_retries.inc()
+            again = await run_in_threadpool(self._append_once, [records[i] for i in indexes], False)
+            attempts += 1
+            failed = {indexes[j]: why for j, why in again.items()}
+        return failed, attempts
 
     def quarantine_body(
         self,
@@ -251,6 +389,16 @@ class Collector:
             errors.extend(cut)
         self.quarantine.add([Rejection(raw, error.reason, errors, received_at, "collector")])
         self.metrics.rejected.labels(error.reason).inc()
+
+
+def _request_indexes(
+    failed: dict[int, str], n_raws: int, invalid: Sequence[tuple[int, object]]
+) -> dict[int, str]:
+    """``failed`` keyed by index into the valid records, re-keyed by index in the
+    request (the valid records are the request's events without ``invalid``, in order)."""
+    rejected_at = {index for index, _ in invalid}
+    accepted_at = [index for index in range(n_raws) if index not in rejected_at]
+    return {accepted_at[i]: why for i, why in failed.items()}
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -487,6 +635,25 @@ def _path_of(resource: object) -> Path | None:
     return None
 
 
+_REJECTED_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["index", "event_id", "errors"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "event_id": {"type": ["string", "null"]},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["loc", "msg"],
+                    "properties": {"loc": {"type": "string"}, "msg": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -497,6 +664,24 @@ _ERROR_SCHEMA: dict[str, Any] = {
             "properties": {
                 "code": {"type": "string", "description": "machine-readable reason"},
                 "message": {"type": "string", "description": "what, where and why"},
+                "stored": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "503 stream_unavailable after the append: how many valid "
+                    "events of the request are stored (each once)",
+                },
+                "not_stored": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "description": "503 stream_unavailable after the append: indexes in the "
+                    "request of the valid events not stored; send the request again, or "
+                    "only these",
+                },
+                "rejected": {
+                    **_REJECTED_SCHEMA,
+                    "description": "503 stream_unavailable after the append: the invalid "
+                    "events, as in IngestResult (quarantined already)",
+                },
             },
         }
     },
@@ -506,25 +691,7 @@ _INGEST_RESULT_SCHEMA: dict[str, Any] = {
     "required": ["accepted", "rejected"],
     "properties": {
         "accepted": {"type": "integer", "minimum": 0},
-        "rejected": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "event_id", "errors"],
-                "properties": {
-                    "index": {"type": "integer", "minimum": 0},
-                    "event_id": {"type": ["string", "null"]},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["loc", "msg"],
-                            "properties": {"loc": {"type": "string"}, "msg": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-        },
+        "rejected": _REJECTED_SCHEMA,
     },
 }
 _RETRY_AFTER = {
@@ -605,7 +772,10 @@ def post_events_openapi(max_events: int = 1000) -> dict[str, Any]:
             "429": _error_response("Too many events wait for the stream.", _RETRY_AFTER),
             "503": _error_response(
                 "The stream or quarantine cannot store events now, or the collector is at "
-                "its connection limit.",
+                "its connection limit. When the stream did not store every valid event "
+                "(even after retrying the others), the error (stream_unavailable) says how "
+                "many were stored and which were not (stored, not_stored, rejected); "
+                "sending the whole request again is safe: an event stored twice counts once.",
                 _RETRY_AFTER,
             ),
         },
@@ -770,6 +940,11 @@ def create_app(
         except BackpressureError as exc:
             retry_after = str(max(1, round(exc.retry_after_s)))
             return _error(429, "backpressure", str(exc), {"Retry-After": retry_after})
+        except EventsNotStoredError as exc:
+            log.error("stream unavailable: %s", exc)
+            response = JSONResponse({"error": exc.as_json()}, 503, headers={"Retry-After": "1"})
+            response.error_code = "stream_unavailable"  # type: ignore[attr-defined]
+            return response
         except StreamError as exc:
             return _unavailable("stream", exc)
         except (QuarantineError, sqlite3.Error, OSError) as exc:

@@ -34,6 +34,13 @@ class CollectorMetrics:
     - ``playpulse_request_duration_seconds{status}``: POST /v1/events latency.
     - ``playpulse_stream_append_duration_seconds``: time of one stream append.
     - ``playpulse_pending_events``: events waiting for the stream right now.
+    - ``playpulse_stream_append_failed_records_total``: records an append reported not
+      stored (a partition without a leader, a throttled shard, a failed write), counted
+      at every attempt: a record that failed twice counts 2.
+    - ``playpulse_stream_append_retries_total``: appends that sent again records an
+      earlier append of the same request did not store.
+    - ``playpulse_events_not_stored_total``: valid events still not stored after the
+      retries, answered 503 (the client sends them again).
     """
 
     def __init__(self) -> None:
@@ -73,6 +80,21 @@ class CollectorMetrics:
             "playpulse_stream_append_duration_seconds",
             "Duration of one durable append to the event stream.",
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.append_failed = Counter(
+            "playpulse_stream_append_failed_records",
+            "Records an append to the event stream reported not stored, at every attempt.",
+            registry=self.registry,
+        )
+        self.append_retries = Counter(
+            "playpulse_stream_append_retries",
+            "Appends that sent again only the records an earlier append did not store.",
+            registry=self.registry,
+        )
+        self.not_stored = Counter(
+            "playpulse_events_not_stored",
+            "Valid events not stored after the retries: their request was answered 503.",
             registry=self.registry,
         )
         self.pending = Gauge(
