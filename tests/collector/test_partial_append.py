@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from playpulse.collector import app as collector_app
 from playpulse.errors import BackpressureError
-from playpulse.stream.base import Appended, AppendResult, EventStream
+from playpulse.stream.base import Appended, AppendResult, EventStream, partition_for_key
 from playpulse.stream.memory import MemoryStream
 from playpulse.stream.sqlite import SQLiteStream
 from playpulse.stream.testing import GatedStream
@@ -130,7 +130,7 @@ def users_by_partition(num_partitions: int = 4) -> dict[int, list[str]]:
     n = 0
     while any(len(users) < 2 for users in by.values()):
         user = f"u{n}"
-        users = by[MemoryStream(num_partitions=num_partitions).partition_for(user)]
+        users = by[partition_for_key(user, num_partitions)]
         if len(users) < 2:
             users.append(user)
         n += 1
