@@ -28,6 +28,12 @@ import confluent_kafka
 
 #: librdkafka API keys (the Kafka protocol's) used with :meth:`MockCluster.push_request_errors`.
 PRODUCE_API_KEY = 0
+#: The OffsetCommit API key.
+OFFSET_COMMIT_API_KEY = 8
+#: RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS.
+ERR_REBALANCE_IN_PROGRESS = 27
+#: RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE (not about rebalancing).
+ERR_OFFSET_METADATA_TOO_LARGE = 12
 #: RD_KAFKA_RESP_ERR_NOT_LEADER_OR_FOLLOWER (retriable).
 ERR_NOT_LEADER_OR_FOLLOWER = 6
 #: RD_KAFKA_RESP_ERR_MESSAGE_TOO_LARGE (not retriable).

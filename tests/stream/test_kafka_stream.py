@@ -8,6 +8,7 @@ Kafka in ``test_contract.py``.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,8 @@ from playpulse.config import Settings
 from playpulse.errors import BackpressureError, ConfigError, StreamError
 from playpulse.stream.factory import open_stream
 from playpulse.stream.kafka import KafkaStream, parse_kafka_url
+
+kafka_mock = sys.modules["kafka_mock"]  # loaded by conftest.py
 
 # A record that waits for a broker longer than this is reported not stored.
 DELIVERY_TIMEOUT_S = 1.5
@@ -158,6 +161,57 @@ def test_group_prefix_namespaces_the_consumer_groups(kafka_cluster, topic, kafka
         plain.close()
 
 
+def read_one_batch(member):
+    """Poll ``member`` until it returns a batch (it joins the group first)."""
+    for _ in range(600):  # a guard, not a timing assertion (polls wait 0.1 s at most)
+        if batches := member.poll(100):
+            return batches[0]
+    raise AssertionError("the member got no records")
+
+
+def test_a_commit_refused_during_a_rebalance_is_sent_again_at_the_next_poll(kafka_cluster, kafka):
+    kafka.append([("user-1", bytes([i])) for i in range(10)])
+    p = kafka.partition_for("user-1")
+    member = kafka.group_consumer("g", "m", _NoListener(), session_timeout_s=2.0)
+    try:
+        batch = read_one_batch(member)
+        assert batch.next_offset == 10
+        kafka_cluster.push_request_errors(
+            kafka_mock.OFFSET_COMMIT_API_KEY, [kafka_mock.ERR_REBALANCE_IN_PROGRESS]
+        )
+
+        member.commit(batch)  # refused by the group: kept, not raised
+
+        assert kafka.committed("g", p) is None
+        member.poll(100)
+        assert kafka.committed("g", p) == 10
+
+        # Another refusal is an error the caller hears of.
+        kafka_cluster.push_request_errors(
+            kafka_mock.OFFSET_COMMIT_API_KEY, [kafka_mock.ERR_OFFSET_METADATA_TOO_LARGE]
+        )
+        with pytest.raises(StreamError, match="cannot commit partition"):
+            member.commit(batch)
+    finally:
+        member.close()
+
+
+def test_a_commit_refused_during_a_rebalance_is_sent_when_the_member_leaves(kafka_cluster, kafka):
+    kafka.append([("user-1", bytes([i])) for i in range(10)])
+    p = kafka.partition_for("user-1")
+    member = kafka.group_consumer("g", "m", _NoListener(), session_timeout_s=2.0)
+    try:
+        batch = read_one_batch(member)
+        kafka_cluster.push_request_errors(
+            kafka_mock.OFFSET_COMMIT_API_KEY, [kafka_mock.ERR_REBALANCE_IN_PROGRESS]
+        )
+        member.commit(batch)
+        assert kafka.committed("g", p) is None
+    finally:
+        member.close()
+    assert kafka.committed("g", p) == 10
+
+
 # --- no broker -------------------------------------------------------------------------
 
 
@@ -243,6 +297,27 @@ def test_a_partition_whose_leader_is_down_fails_only_its_records(kafka_cluster, 
     values = Counter(r.value for r in read_everything(kafka))
     assert all(values[v] == 1 for i, (_, v) in enumerate(records) if i in on_0)
     assert all(values[v] == 2 for i, (_, v) in enumerate(records) if i not in on_0)
+
+
+def test_with_every_broker_down_an_append_raises_backpressure_and_stores_nothing(
+    kafka_cluster, kafka
+):
+    records = [(f"user-{i}", f"v{i}".encode()) for i in range(12)]
+    assert kafka.append_each([(k, b"warm-up") for k, _ in records]).ok
+    for broker in (1, 2, 3):
+        kafka_cluster.set_down(broker)
+    try:
+        # Bounded by delivery_timeout_s: no hang, and the caller is told to retry later.
+        with pytest.raises(BackpressureError) as raised:
+            kafka.append_each(records)
+        assert raised.value.retry_after_s > 0
+    finally:
+        for broker in (1, 2, 3):
+            kafka_cluster.set_up(broker)
+
+    assert {r.value for r in read_everything(kafka)} == {b"warm-up"}
+    assert kafka.append_each(records).ok  # the brokers are back: it works again
+    assert len(read_everything(kafka)) == 2 * len(records)
 
 
 def test_a_broker_failing_during_a_stream_of_appends_loses_and_claims_nothing(

@@ -77,6 +77,21 @@ _RETRIABLE_CODES = frozenset(
 )
 
 
+#: Commit errors that mean "the group is rebalancing": the commit can be sent again once
+#: this member has rejoined (while it still owns the partition).
+_REBALANCING_CODES = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
+
+
+class _RebalancingError(StreamError):
+    """A commit refused because the group is rebalancing (kept, sent again later)."""
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaURL:
     """A parsed ``kafka://`` stream URL: the bootstrap servers and the topic."""
@@ -634,6 +649,8 @@ class KafkaGroupConsumer(GroupConsumer):
         self.listener = listener
         self._owned: set[int] = set()
         self._buffer: dict[int, list[Record]] = {}
+        # Offsets whose commit the group refused during a rebalance, sent again later.
+        self._pending: dict[int, int] = {}
         self._closed = False
         session_ms = max(1000, int(session_timeout_s * 1000))
         self._consumer = Consumer(
@@ -668,8 +685,14 @@ class KafkaGroupConsumer(GroupConsumer):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ids = sorted(tp.partition for tp in partitions if tp.partition in self._owned)
+        # Last chance to commit what was processed, before the next owner starts from it.
+        try:
+            self._commit_pending([p for p in ids if p in self._pending])
+        except StreamError as exc:  # the next owner reads those records again
+            log.warning("Kafka group %s member %s: %s", self.group, self.member, exc)
         for p in ids:
             self._buffer.pop(p, None)
+            self._pending.pop(p, None)
         self._owned.difference_update(ids)
         if ids:
             self.listener.on_revoke(ids)
@@ -687,6 +710,7 @@ class KafkaGroupConsumer(GroupConsumer):
             msgs = self._consumer.consume(want, timeout=0.0 if buffered else 0.1)
         except KafkaException as exc:
             raise StreamError(f"Kafka group {self.group!r} member {self.member!r}: {exc}") from exc
+        self._commit_pending([p for p in self._pending if p in self._owned])
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -716,19 +740,48 @@ class KafkaGroupConsumer(GroupConsumer):
         return sorted(self._owned)
 
     def commit(self, batch: Batch) -> None:
-        """See :meth:`GroupConsumer.commit`: commits ``batch.next_offset`` synchronously;
-        raises :class:`~playpulse.errors.StreamError` when Kafka refuses (the partition
-        was given to another member meanwhile)."""
+        """See :meth:`GroupConsumer.commit`: commits ``batch.next_offset`` synchronously.
+
+        A commit the group refuses because it is rebalancing (Kafka's
+        ``REBALANCE_IN_PROGRESS``, or a generation that just ended) is kept and sent again
+        at the next :meth:`poll`, or when the partition is revoked, before the listener
+        hears it, so the next owner starts after it; if that fails too the next owner
+        reads those records again (at-least-once: the store's writes are idempotent per
+        position). Raises :class:`~playpulse.errors.StreamError` when the commit fails
+        otherwise.
+        """
+        if batch.partition in self._owned:
+            self._pending[batch.partition] = batch.next_offset
+            self._commit_pending([batch.partition])
+        else:
+            self._commit_offsets({batch.partition: batch.next_offset})
+
+    def _commit_pending(self, partitions: Iterable[int]) -> None:
+        offsets = {p: self._pending[p] for p in partitions if p in self._pending}
+        if not offsets:
+            return
+        try:
+            self._commit_offsets(offsets)
+        except _RebalancingError as exc:
+            log.debug("Kafka group %s member %s: commit later: %s", self.group, self.member, exc)
+            return
+        for p, offset in offsets.items():
+            if self._pending.get(p) == offset:
+                del self._pending[p]
+
+    def _commit_offsets(self, offsets: dict[int, int]) -> None:
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(self.stream.topic, batch.partition, batch.next_offset)],
+                offsets=[TopicPartition(self.stream.topic, p, o) for p, o in offsets.items()],
                 asynchronous=False,
             )
         except KafkaException as exc:
-            raise StreamError(
-                f"Kafka group {self.group!r} member {self.member!r}: cannot commit partition "
-                f"{batch.partition} offset {batch.next_offset}: {exc}"
-            ) from exc
+            err = _kafka_error(exc)
+            where = ", ".join(f"partition {p} offset {o}" for p, o in sorted(offsets.items()))
+            message = f"Kafka group {self.group!r} member {self.member!r}: cannot commit {where}"
+            if err is not None and err.code() in _REBALANCING_CODES:
+                raise _RebalancingError(f"{message}: {_describe(err)}") from exc
+            raise StreamError(f"{message}: {exc}") from exc
 
     def owns(self, partitions: Iterable[int]) -> bool:
         """See :meth:`GroupConsumer.owns`: from the current assignment (librdkafka
@@ -742,9 +795,15 @@ class KafkaGroupConsumer(GroupConsumer):
             return
         self._closed = True
         try:
-            self._consumer.close()
+            self._commit_pending([p for p in self._pending if p in self._owned])
+        except StreamError as exc:
+            log.warning("Kafka group %s member %s: %s", self.group, self.member, exc)
+        try:
+            self._consumer.close()  # serves the revoke callback and leaves the group
         finally:
-            if self._owned:
-                self._on_revoke(
-                    self._consumer, [TopicPartition(self.stream.topic, p) for p in self._owned]
-                )
+            if self._owned:  # the callback was not served: tell the listener here
+                ids = sorted(self._owned)
+                self._owned.clear()
+                self._buffer.clear()
+                self._pending.clear()
+                self.listener.on_revoke(ids)
