@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     - ``processor_stall_s``: ``/readyz`` reports the processor not ready when it has made
       no progress (no committed batch and no caught-up poll) for this many seconds.
     - ``stream_url``, ``store_url``, ``lake_url``: where the stream, the real-time store
-      and the lake are, as URLs (``sqlite:///path/stream.db``, ``sqlite:///path/store.db``,
+      and the lake are, as URLs (``sqlite:///path/stream.db`` or
+      ``kafka://HOST:PORT[,HOST:PORT...]/TOPIC``, ``sqlite:///path/store.db``,
       ``file:///path/lake``); unset (default): the embedded files in ``data_dir``. Every
       component opens them through its factory (``open_stream``, ``open_store``). An
       unknown scheme is refused at startup.
