@@ -59,18 +59,7 @@ from playpulse.testing import load_module
 
 crash = load_module(Path(__file__).with_name("test_crash.py"), "playpulse_tests_processor_crash")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "LeaseGroupConsumer.owns() (stream/base.py) pushes back the next heartbeat, so a "
-            "member that commits a batch at least every session_timeout/6 never runs "
-            "rebalance(): under a backlog it neither gives a joining member its range nor "
-            "takes over a dead member's partitions (reported to the lead, issue #12)"
-        ),
-    ),
-]
+pytestmark = pytest.mark.slow
 
 KILL_SEED = int(
     os.environ.get("PLAYPULSE_GROUP_CRASH_SEED") or random.SystemRandom().randrange(2**32)

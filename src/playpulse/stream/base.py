@@ -588,8 +588,10 @@ class LeaseGroupConsumer(GroupConsumer):
 
     def owns(self, partitions: Iterable[int]) -> bool:
         """See :meth:`GroupConsumer.owns`."""
+        # Renews the leases but leaves the rebalance schedule alone: a member that is
+        # always busy must still give partitions to members that join and take those of
+        # members that died.
         view = self._coordinate(time.time())
-        self._next_heartbeat = time.time() + self.session_timeout_s / 6
         return set(partitions) <= view.owned
 
     def close(self) -> None:
