@@ -355,10 +355,12 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     if unreadable:
         processed += f"; {unreadable:,} lake file(s) unreadable, not counted"
     out.print(f"events       {info['events_in_lake']:,} distinct, in the lake ({processed})")
-    out.print(
-        f"stream       {info['stream_records']:,} records, every append "
-        f"({mib(info['stream_bytes'])} of {mib(info['stream_max_bytes'])})"
+    size = (
+        "size and retention are the broker's"
+        if info["stream_bytes"] is None
+        else f"{mib(info['stream_bytes'])} of {mib(info['stream_max_bytes'])}"
     )
+    out.print(f"stream       {info['stream_records']:,} records, every append ({size})")
     out.print(
         f"quarantined  {info['quarantined']:,} to replay, {q['entries']:,} entries, "
         f"{mib(q['stored_bytes'])} of {mib(q['max_bytes'])} (file {mib(q['file_bytes'])}), "

@@ -62,7 +62,7 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
     :class:`~playpulse.errors.StreamError` or :class:`~playpulse.errors.QuarantineError`
     if the files cannot be opened.
     """
-    if not settings.stream_path.exists():
+    if settings.stream_url is None and not settings.stream_path.exists():
         raise ConfigError(
             f"no playpulse data in {settings.data_dir}: start `playpulse collect` there "
             "or pass --data-dir"
@@ -81,7 +81,8 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
         for g in health.groups:
             for out, n in ((lag, g.lag), (lost, g.lost)):
                 entry = out.setdefault(g.group, {"total": 0, "partitions": {}})
-                entry["total"] += n
+                # None (the broker's retention does not say): the total is None too.
+                entry["total"] = None if n is None or entry["total"] is None else entry["total"] + n
                 entry["partitions"][str(g.partition)] = n
         stats = quarantine.stats()
         in_lake, unreadable = lake_event_count(settings)
@@ -195,13 +196,17 @@ class StorageMetrics(Collector):
                 labels=["group", "partition"],
             )
             for g in health.groups:
-                lost.add_metric([g.group, str(g.partition)], g.lost)
+                if g.lost is not None:
+                    lost.add_metric([g.group, str(g.partition)], g.lost)
                 lag.add_metric([g.group, str(g.partition)], g.lag)
             yield lost
             yield lag
-            yield GaugeMetricFamily(
-                "playpulse_stream_bytes", "Bytes of records retained.", value=health.stored_bytes
-            )
+            if health.stored_bytes is not None:  # a broker's retention: it does not say
+                yield GaugeMetricFamily(
+                    "playpulse_stream_bytes",
+                    "Bytes of records retained.",
+                    value=health.stored_bytes,
+                )
             if health.max_bytes is not None:
                 yield GaugeMetricFamily(
                     "playpulse_stream_max_bytes",

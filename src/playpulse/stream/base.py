@@ -340,13 +340,14 @@ class GroupPartitionHealth:
     """One consumer group's standing in one partition (see :func:`stream_health`).
 
     ``lag``: records not committed yet (:meth:`EventStream.lag`); ``lost``: records
-    deleted before the group committed them (:meth:`EventStream.lost`).
+    deleted before the group committed them (:meth:`EventStream.lost`), ``None`` on a
+    stream whose retention is the broker's (it does not say).
     """
 
     group: str
     partition: int
     lag: int
-    lost: int
+    lost: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,14 +359,18 @@ class StreamHealth:
     consumer group and partition.
     """
 
-    stored_bytes: int
+    stored_bytes: int | None
     max_bytes: int | None
     records: int
     groups: list[GroupPartitionHealth]
 
-    def lost_total(self, group: str | None = None) -> int:
-        """Records lost, for ``group`` or summed over every group."""
-        return sum(g.lost for g in self.groups if group is None or g.group == group)
+    def lost_total(self, group: str | None = None) -> int | None:
+        """Records lost, for ``group`` or summed over every group (``None`` when the
+        stream does not say)."""
+        counts = [g.lost for g in self.groups if group is None or g.group == group]
+        if any(n is None for n in counts):
+            return None
+        return sum(n for n in counts if n is not None)
 
     def lag_total(self, group: str | None = None) -> int:
         """Records not committed yet, for ``group`` or summed over every group."""
@@ -384,11 +389,12 @@ def stream_health(stream: EventStream) -> StreamHealth:
     """
     groups = []
     for group in stream.groups():
-        lost = stream.lost(group)
+        lost: dict[int, int] | None = stream.lost(group) if stream.manages_retention else None
         for partition, lag in stream.lag(group).items():
-            groups.append(GroupPartitionHealth(group, partition, lag, lost.get(partition, 0)))
+            n = None if lost is None else lost.get(partition, 0)
+            groups.append(GroupPartitionHealth(group, partition, lag, n))
     return StreamHealth(
-        stored_bytes=stream.stored_bytes(),
+        stored_bytes=stream.stored_bytes() if stream.manages_retention else None,
         max_bytes=stream.max_bytes,
         records=sum(info.count for info in stream.partitions()),
         groups=groups,
