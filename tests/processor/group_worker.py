@@ -4,7 +4,13 @@ each commit and each change of its partitions on stdout.
 Used by ``test_group_crash.py``, which runs two of these (members ``a`` and ``b``) on one
 data dir, SIGKILLs one at random moments and starts it again under the same name.
 
-Usage: ``python group_worker.py DATA_DIR NUM_PARTITIONS BATCH_SIZE MEMBER``
+Usage: ``python group_worker.py DATA_DIR NUM_PARTITIONS BATCH_SIZE MEMBER [TOTAL]``
+
+The stream is the one the settings name (``PLAYPULSE_STREAM_URL`` in the environment
+selects Kafka, as ``test_group_crash_kafka.py`` does), else the data dir's SQLite file.
+``TOTAL``, for a stream still being appended to while the members consume: the number of
+records it will hold in the end (the member is done only once the stream's end offsets
+sum to it); without it, the stream is complete when the member opens it.
 
 After its imports it waits for a line on stdin (so the test can start the next worker
 while killing the current one, and the restart does not wait for the imports), then
@@ -21,8 +27,9 @@ it and the members run under it. It prints, each line flushed at once:
 - ``commit PARTITION NEXT_OFFSET`` each time a batch's store transaction has committed
   (so the store holds at least that offset whenever the process dies afterwards);
 - ``done N`` when the store's offsets equal the stream's end offsets in every partition
-  (``N``: their sum), whichever member applied them; then it leaves the group
-  (:meth:`~playpulse.processor.pipeline.Processor.close`), closes everything and exits 0.
+  (``N``: their sum, ``TOTAL`` if given), whichever member applied them; then it leaves
+  the group (:meth:`~playpulse.processor.pipeline.Processor.close`), closes everything and
+  exits 0.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ def say(line: str) -> None:
 def main() -> int:
     data_dir, num_partitions = Path(sys.argv[1]), int(sys.argv[2])
     batch_size, member = int(sys.argv[3]), sys.argv[4]
+    total = int(sys.argv[5]) if len(sys.argv) > 5 else None
     sys.stdin.readline()
     settings = Settings(data_dir=data_dir, num_partitions=num_partitions)
     options = ProcessorOptions(
@@ -85,7 +93,9 @@ def main() -> int:
             if processor.process_available(max_batches=1).read:
                 continue
             offsets = store.offsets(options.consumer)
-            if offsets == ends:
+            if total is not None and sum(ends.values()) < total:  # still being appended to
+                ends = {info.partition: info.end_offset for info in processor.stream.partitions()}
+            if offsets == ends and (total is None or sum(ends.values()) == total):
                 say(f"done {sum(offsets.values())}")
                 processor.close()
                 return 0

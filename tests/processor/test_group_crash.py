@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,15 +124,28 @@ def build_stream(path: Path) -> tuple[int, dict[int, int]]:
 
 class Member:
     """One life of a group member: ``group_worker.py`` on ``data_dir`` as a subprocess
-    under the name ``name``, its output in ``log_path``.
+    under the name ``name``, its output in ``log_path``; ``args`` are more arguments of
+    ``group_worker.py``, ``env`` more environment variables (no other ``PLAYPULSE_*`` one
+    reaches it), ``context`` says how to rerun in failure messages.
 
     It imports its modules at once but opens the data dir only after :meth:`go`."""
 
-    def __init__(self, data_dir: Path, name: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str,
+        log_path: Path,
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        context: Callable[[], str] = context,
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
-        env["PYTHONUNBUFFERED"] = "1"
+        self.context = context
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PLAYPULSE_")}
+        environ.update(env or {})
+        environ["PYTHONUNBUFFERED"] = "1"
         command = [
             sys.executable,
             str(WORKER),
@@ -140,6 +153,7 @@ class Member:
             str(NUM_PARTITIONS),
             str(BATCH_SIZE),
             name,
+            *args,
         ]
         with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -148,7 +162,7 @@ class Member:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=data_dir,
-                env=env,
+                env=environ,
             )
 
     def lines(self) -> list[str]:
@@ -229,10 +243,12 @@ class Member:
             if self.proc.poll() is not None:
                 pytest.fail(
                     f"member {self.name} exited with {self.proc.returncode} while waiting "
-                    f"for {what} {context()}:\n{self.tail()}"
+                    f"for {what} {self.context()}:\n{self.tail()}"
                 )
             if time.monotonic() > deadline:
-                pytest.fail(f"member {self.name}: no {what} in time {context()}:\n{self.tail()}")
+                pytest.fail(
+                    f"member {self.name}: no {what} in time {self.context()}:\n{self.tail()}"
+                )
             time.sleep(0.01)
 
     def kill(self) -> None:
