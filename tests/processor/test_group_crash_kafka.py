@@ -49,7 +49,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -387,16 +386,22 @@ def test_sigkilled_kafka_group_members_end_with_the_reference_results(tmp_path: 
 
             producer.kills_done.set()
             for member in current.values():
-                try:
-                    code = member.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pytest.fail(f"member {member.name} did not finish in time {context()}")
+                # The members wait for the whole workload: give up if the producer failed.
+                while member.proc.poll() is None and not producer.errors:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"member {member.name} did not finish in time {context()}")
+                    time.sleep(0.05)
+                if producer.errors:
+                    raise producer.errors[0]
+                code = member.proc.returncode
                 assert code == 0, f"member {member.name} exited with {code} {context()}"
                 assert f"done {total}" in member.lines(), f"{context()}:\n{member.tail()}"
             producer.thread.join(max(1.0, deadline - time.monotonic()))
             assert not producer.thread.is_alive(), f"the reference run did not end {context()}"
         except BaseException:
             print(f"kills so far {context()}:\n  " + "\n  ".join(map(repr, history)))
+            if producer.errors:
+                print(f"the producer failed: {producer.errors[0]!r}")
             raise
         finally:
             producer.stop.set()
