@@ -33,7 +33,23 @@ app = typer.Typer(
 quarantine_app = typer.Typer(help="Inspect and replay rejected events.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 
-out = Console()
+
+class _Out:
+    """The terminal output: a fresh :class:`rich.console.Console` for every call, so
+    its width follows ``COLUMNS`` and the terminal as they are when a command prints,
+    not as they were when this module was imported (one process may run several
+    commands: tests, notebooks)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """:meth:`rich.console.Console.print`."""
+        Console().print(*objects, **kwargs)
+
+    def rule(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`rich.console.Console.rule`."""
+        Console().rule(*args, **kwargs)
+
+
+out = _Out()
 
 DataDir = Annotated[
     Path | None,
