@@ -432,6 +432,7 @@ def profile_processor(
     total = st.total_tt  # type: ignore[attr-defined]
     rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     top_rows = [(_func_name(k), v[1], v[2], v[3]) for k, v in rows]
+
     # Stages: what a poll's process_batches and the step's per-partition pass
     # (playpulse/processor/step.py's _Partition.run) call directly, with the time spent
     # under each call from them (non-overlapping), plus the pass's own lines (the
