@@ -15,6 +15,12 @@ For each batch of one stream partition it
 6. commits aggregates, dedup keys, play and session state and the partition offset in
    one store transaction.
 
+The decisions (1-4, and what 5 and 6 write) are the pure step of
+:mod:`playpulse.processor.step`, which names the state it needs and reads no clock;
+:class:`Processor` is its driver: it polls the stream, loads what the step asks for
+from the store, keeps the step's in-memory state between polls, and writes the
+results (quarantine, lake, one store transaction).
+
 A crash anywhere loses nothing and counts nothing twice: the store holds the offsets of
 the last applied batch, lake files past them are discarded at start, and the batch is
 processed again. Every decision depends only on the events in stream order, never on

@@ -52,6 +52,7 @@ from playpulse.stream.base import Batch, Record
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_US = 86_400_000_000
+_EPOCH_ORDINAL = _EPOCH.date().toordinal()
 _PLAYING = frozenset(
     {
         "play_start",
@@ -307,40 +308,51 @@ class _Partition:
         commerce = aggregate._new()
         newest_received: datetime | None = None
         duplicates = kept = late_count = 0
-        per_day: Counter[tuple[str, str]] = Counter()
+        per_day: Counter[tuple[int, str]] = Counter()  # (UTC day since the epoch, type)
+        dedup_window = opts.dedup_window
+        dedup_out = out.batch.dedup
+        event_rows = out.event_rows
         for (record, event), key in zip(decoded, keys, strict=True):
-            assert event.received_at is not None
+            received = event.received_at
+            assert received is not None
             if key is not None:
                 until = remembered.get(key)
-                if until is not None and event.received_at <= until:
+                if until is not None and received <= until:
                     duplicates += 1
                     continue
-                remembered[key] = event.received_at + opts.dedup_window
-                out.batch.dedup.append((key, remembered[key]))
+                expiry = received + dedup_window
+                remembered[key] = expiry
+                dedup_out.append((key, expiry))
             occurred = _us(event.occurred_at)
-            actor_wm = user_wm.get(event.actor_id)
-            late = actor_wm is not None and occurred < actor_wm - lateness_us
-            user_wm[event.actor_id] = occurred if actor_wm is None else max(actor_wm, occurred)
-            watermark = occurred if watermark is None else max(watermark, occurred)
-            if newest_received is None or event.received_at > newest_received:
-                newest_received = event.received_at
-            out.event_rows.append((event, record.value, p, record.offset, late))
+            actor = event.actor_id
+            event_type = event.event_type
+            actor_wm = user_wm.get(actor)
+            if actor_wm is None:
+                late = False
+                user_wm[actor] = occurred
+            else:
+                late = occurred < actor_wm - lateness_us
+                if occurred > actor_wm:
+                    user_wm[actor] = occurred
+            if watermark is None or occurred > watermark:
+                watermark = occurred
+            if newest_received is None or received > newest_received:
+                newest_received = received
+            event_rows.append((event, record.value, p, record.offset, late))
             kept += 1
-            per_day[(event.occurred_at.date().isoformat(), event.event_type)] += 1
+            per_day[(occurred // _DAY_US, event_type)] += 1
             if late:
                 late_count += 1
                 continue
             if isinstance(event, PlaybackEvent):
                 plays[play_key(event)].append((record.value, event))
-                user_times[event.actor_id].append(occurred)
-                current = live.get(event.actor_id)
+                user_times[actor].append(occurred)
+                current = live.get(actor)
                 if current is None or occurred >= current.at_us:
                     cid = event.content.content_id if event.content else None
                     if cid is None and current is not None:
                         cid = current.content_id
-                    live[event.actor_id] = pstate.LiveState(
-                        occurred, event.event_type in _PLAYING, cid
-                    )
+                    live[actor] = pstate.LiveState(occurred, event_type in _PLAYING, cid)
             elif isinstance(event, CommerceEvent):
                 aggregate.commerce_contribution(event, commerce)
         out.stats.duplicates += duplicates
@@ -353,8 +365,9 @@ class _Partition:
             late=float(late_count),
             duplicates=float(duplicates),
         )
+        days = {d: date.fromordinal(_EPOCH_ORDINAL + d).isoformat() for d, _ in per_day}
         for (day, event_type), n in per_day.items():
-            out.batch.add("PIPELINE", f"DAY#{day}", **{f"events_{event_type}": float(n)})
+            out.batch.add("PIPELINE", f"DAY#{days[day]}", **{f"events_{event_type}": float(n)})
         _merge(out.batch, commerce)
         if watermark is not None:
             out.batch.states[wm_key] = str(watermark).encode()
@@ -429,7 +442,11 @@ class _Partition:
             summary = builder.summary(now)
             live = _is_live(events, summary, lateness_us)
             contribution = aggregate.play_contribution(summary) if live else {}
-            _merge(out.batch, aggregate.diff(contribution, aggregate.from_rows(state.contribution)))
+            if state.contribution:
+                old = aggregate.from_rows(state.contribution)
+                _merge(out.batch, aggregate.diff(contribution, old))
+            else:  # a new play (the common case of big batches): nothing to retract
+                _merge_nonzero(out.batch, contribution)
             if live:
                 _add_listeners(summary, builder.days, out.batch)
             closed = is_closed(summary, now, opts.idle_timeout)
@@ -689,6 +706,18 @@ def _us_delta(delta: timedelta) -> int:
 def _merge(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
     for (pk, sk), attrs in contribution.items():
         batch.add(pk, sk, **attrs)
+
+
+def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
+    """:func:`_merge` of ``diff(contribution, {})``: the non-zero amounts only."""
+    increments = batch.increments
+    for item, attrs in contribution.items():
+        target = None
+        for name, value in attrs.items():
+            if value != 0.0:
+                if target is None:
+                    target = increments[item]
+                target[name] += value
 
 
 __all__ = [
