@@ -4,6 +4,7 @@ behind the processor's back."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,12 @@ from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import state as pstate
-from playpulse.processor.pipeline import Processor, ProcessorOptions
+from playpulse.processor.pipeline import (
+    GC_THRESHOLDS,
+    Processor,
+    ProcessorOptions,
+    processing_gc,
+)
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.query.live import live_table
 from playpulse.store.base import RealtimeStore, StoreBatch
@@ -440,3 +446,44 @@ def test_sessions_are_the_same_whatever_the_batches_and_the_arrival_order(tmp_pa
         }
 
     assert current(pipe) == current(whole)
+
+
+class ThresholdStore(SQLiteStore):
+    """A real SQLite store that notes the garbage collector's thresholds at each apply."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.thresholds: list[tuple[int, int, int]] = []
+
+    def apply(self, batch: StoreBatch) -> None:
+        self.thresholds.append(gc.get_threshold())
+        super().apply(batch)
+
+
+def test_polls_run_with_the_processing_gc_thresholds_and_restore_them(tmp_path):
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    pipe = Pipeline(tmp_path)
+    pipe.store = ThresholdStore(tmp_path / "store.db")
+    pipe.append(PLAY)
+    pipe.processor(batch_size=2).process_available()
+    assert pipe.store.thresholds
+    assert set(pipe.store.thresholds) == {GC_THRESHOLDS}
+    assert gc.get_threshold() == before
+
+
+def test_processing_gc_nests_and_restores_after_an_error():
+    before = gc.get_threshold()
+    inside = []
+
+    def nested_then_fail() -> None:
+        with processing_gc():
+            with processing_gc():
+                inside.append(gc.get_threshold())
+            inside.append(gc.get_threshold())  # the outer block still runs
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        nested_then_fail()
+    assert inside == [GC_THRESHOLDS, GC_THRESHOLDS]
+    assert gc.get_threshold() == before
