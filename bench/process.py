@@ -440,11 +440,20 @@ def profile_processor(
     def is_pass(k: Any) -> bool:
         return bool(k[2] == "run" and k[0].endswith(os.path.join("processor", "step.py")))
 
-    parents = {k for k in raw if k[2] == "process_batches" or is_pass(k)}
+    def is_driver(k: Any) -> bool:  # the step's coroutine and what drives it
+        if k[2] in ("<method 'send' of 'generator' objects>", "<built-in method builtins.next>"):
+            return True
+        return bool(
+            k[2] in ("run_step", "step") and k[0].endswith(os.path.join("processor", "step.py"))
+        )
+
+    parents = {k for k in raw if k[2] == "process_batches" or is_pass(k) or is_driver(k)}
     stages: dict[str, float] = {}
     for key, (_, _, tt, _, callers) in raw.items():
         if is_pass(key):
             stages["step pass itself (the per-event loop)"] = tt
+            continue
+        if is_driver(key):
             continue
         under = sum(callers[k][3] for k in parents if k in callers)
         if under:
