@@ -432,14 +432,28 @@ def profile_processor(
     total = st.total_tt  # type: ignore[attr-defined]
     rows = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     top_rows = [(_func_name(k), v[1], v[2], v[3]) for k, v in rows]
-    # Stages: what a poll's process_batches and its per-partition _compute call
-    # directly, with the time spent under each call from them (non-overlapping), plus
-    # _compute's own lines (the per-event loop) and the poll.
-    parents = {k for k in raw if k[2] in ("process_batches", "_compute")}
+
+    # Stages: what a poll's process_batches and the step's per-partition pass
+    # (playpulse/processor/step.py's _Partition.run) call directly, with the time spent
+    # under each call from them (non-overlapping), plus the pass's own lines (the
+    # per-event loop) and the poll.
+    def is_pass(k: Any) -> bool:
+        return bool(k[2] == "run" and k[0].endswith(os.path.join("processor", "step.py")))
+
+    def is_driver(k: Any) -> bool:  # the step's coroutine and what drives it
+        if k[2] in ("<method 'send' of 'generator' objects>", "<built-in method builtins.next>"):
+            return True
+        return bool(
+            k[2] in ("run_step", "step") and k[0].endswith(os.path.join("processor", "step.py"))
+        )
+
+    parents = {k for k in raw if k[2] == "process_batches" or is_pass(k) or is_driver(k)}
     stages: dict[str, float] = {}
     for key, (_, _, tt, _, callers) in raw.items():
-        if key[2] == "_compute":
-            stages["_compute itself (the per-event loop)"] = tt
+        if is_pass(key):
+            stages["step pass itself (the per-event loop)"] = tt
+            continue
+        if is_driver(key):
             continue
         under = sum(callers[k][3] for k in parents if k in callers)
         if under:
@@ -1186,9 +1200,9 @@ def docs_section(
             )
         parts += [
             "",
-            "Stages of a poll (`Processor.process_batches` and its per-partition "
-            "`_compute`: their direct callees, time under each; `_compute itself` is the "
-            "per-event loop's own lines):",
+            "Stages of a poll (`Processor.process_batches` and the step's per-partition "
+            "pass, `step.py` `_Partition.run`: their direct callees, time under each; "
+            "`step pass itself` is the per-event loop's own lines):",
             "",
             "| stage | s | share of the stages |",
             "|---|---|---|",

@@ -1,7 +1,10 @@
-"""The processor end to end on real files: SQLite stream and store, Parquet lake."""
+"""The processor end to end: on real files (SQLite stream and store, Parquet lake), and
+on the memory stream and store (same lake) for every case that does not read the files
+behind the processor's back."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -17,11 +20,19 @@ from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
 from playpulse.processor import state as pstate
-from playpulse.processor.pipeline import Processor, ProcessorOptions
+from playpulse.processor.pipeline import (
+    GC_THRESHOLDS,
+    Processor,
+    ProcessorOptions,
+    processing_gc,
+)
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.query.live import live_table
-from playpulse.store.base import StoreBatch
+from playpulse.store.base import RealtimeStore, StoreBatch
+from playpulse.store.memory import MemoryStore
 from playpulse.store.sqlite import SQLiteStore
+from playpulse.stream.base import EventStream
+from playpulse.stream.memory import MemoryStream
 from playpulse.stream.sqlite import SQLiteStream
 
 T0 = datetime(2026, 11, 20, 23, 59, 0, tzinfo=UTC)
@@ -59,12 +70,21 @@ PLAY = [
 ]
 
 
+BACKENDS = ["sqlite", "memory"]
+
+
 class Pipeline:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend: str = "sqlite") -> None:
         self.root = root
-        self.stream = SQLiteStream(root / "stream.db", num_partitions=2)
+        self.stream: EventStream
+        self.store: RealtimeStore
+        if backend == "sqlite":
+            self.stream = SQLiteStream(root / "stream.db", num_partitions=2)
+            self.store = SQLiteStore(root / "store.db")
+        else:
+            self.stream = MemoryStream(num_partitions=2)
+            self.store = MemoryStore()
         self.quarantine = QuarantineStore(root / "quarantine.db")
-        self.store = SQLiteStore(root / "store.db")
         self.lake = LakeWriter(root / "lake", SCHEMAS)
 
     def append(self, events: list[dict[str, Any]], received_at: datetime = RECEIVED) -> None:
@@ -84,9 +104,28 @@ class Pipeline:
         return list(rel.to_arrow_table().to_pylist())
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The stream and store the processor runs on: SQLite files, or memory."""
+    return str(request.param)
+
+
 @pytest.fixture
-def pipe(tmp_path: Path) -> Pipeline:
+def pipe(tmp_path: Path, backend: str) -> Pipeline:
+    return Pipeline(tmp_path, backend)
+
+
+@pytest.fixture
+def sqlite_pipe(tmp_path: Path) -> Pipeline:
+    """For queries that read the data dir's SQLite store (as the API does)."""
     return Pipeline(tmp_path)
+
+
+def dedup_key_count(store: RealtimeStore) -> int:
+    if isinstance(store, SQLiteStore):
+        return int(store._db.execute("SELECT count(*) FROM dedup_digests").fetchone()[0])
+    assert isinstance(store, MemoryStore)
+    return len(store._dedup)
 
 
 def test_a_play_becomes_exact_aggregates_and_lake_rows(pipe):
@@ -146,15 +185,14 @@ def test_dedup_keys_are_removed_a_day_after_they_expire(pipe):
     pipe.append(later, received_at=RECEIVED + timedelta(days=8, seconds=1))
     processor = pipe.processor(batch_size=6)  # the old keys first, then the later event
     processor.process_available()
-    keys = pipe.store._db.execute("SELECT count(*) FROM dedup_digests").fetchone()[0]
-    assert keys == 1  # only the newest event's key is left
+    assert dedup_key_count(pipe.store) == 1  # only the newest event's key is left
 
 
-def test_out_of_order_batches_give_the_same_numbers_as_in_order(tmp_path):
-    ordered = Pipeline(tmp_path / "a")
+def test_out_of_order_batches_give_the_same_numbers_as_in_order(tmp_path, backend):
+    ordered = Pipeline(tmp_path / "a", backend)
     ordered.append(PLAY)
     ordered.processor().process_available()
-    shuffled = Pipeline(tmp_path / "b")
+    shuffled = Pipeline(tmp_path / "b", backend)
     events = PLAY[:]
     random.Random(7).shuffle(events)
     processor = shuffled.processor(batch_size=2)
@@ -235,7 +273,8 @@ def test_a_crash_between_lake_write_and_store_commit_counts_nothing_twice(tmp_pa
     )
 
 
-def test_live_counts_users_playing_in_the_last_minute(pipe):
+def test_live_counts_users_playing_in_the_last_minute(sqlite_pipe):
+    pipe = sqlite_pipe
     """The ``live`` query over what the processor keeps (playpulse.processor.state)."""
     now = T0 + timedelta(seconds=200)
     pipe.append(
@@ -269,7 +308,8 @@ def test_an_undecodable_record_is_quarantined_once_even_when_its_batch_is_redone
     assert entries[0].raw == b"not json"
 
 
-def test_freshness_is_the_newest_receipt_across_partitions(pipe):
+def test_freshness_is_the_newest_receipt_across_partitions(sqlite_pipe):
+    pipe = sqlite_pipe
     from playpulse.config import Settings
     from playpulse.query.live import live_table
 
@@ -316,13 +356,13 @@ def test_a_long_open_play_costs_each_batch_only_its_new_events(tmp_path):
     assert written[-1] < 2 * written[10]
 
 
-def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path):
+def test_an_open_play_resumed_after_a_restart_gives_the_same_numbers(tmp_path, backend):
     events = [*long_play(60), ev("play_end", 605, 99, position_s=605, reason="stopped")]
-    whole = Pipeline(tmp_path / "whole")
+    whole = Pipeline(tmp_path / "whole", backend)
     whole.append(events)
     whole.processor().process_available()
 
-    pipe = Pipeline(tmp_path / "restarted")
+    pipe = Pipeline(tmp_path / "restarted", backend)
     for start in range(0, len(events), 20):
         pipe.append(events[start : start + 20])
         # A new processor each time: the open play's events come back from the store.
@@ -371,7 +411,7 @@ def session_items(pipe: Pipeline) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def test_sessions_are_the_same_whatever_the_batches_and_the_arrival_order(tmp_path):
+def test_sessions_are_the_same_whatever_the_batches_and_the_arrival_order(tmp_path, backend):
     # Two sessions (a 40-minute gap), then an event that arrives last but falls in the
     # gap and joins them into one: the in-order and the out-of-order paths must agree
     # with one batch of everything.
@@ -379,11 +419,11 @@ def test_sessions_are_the_same_whatever_the_batches_and_the_arrival_order(tmp_pa
     late = ev("heartbeat", 30 * 60, 100, position_s=30)
     events = [ev("heartbeat", m * 60, i + 1, position_s=m) for i, m in enumerate(minutes)]
     events.append(ev("heartbeat", 200 * 60, 50, position_s=200))  # a later session
-    whole = Pipeline(tmp_path / "whole")
+    whole = Pipeline(tmp_path / "whole", backend)
     whole.append([*events, late])
     whole.processor().process_available()
 
-    pipe = Pipeline(tmp_path / "pieces")
+    pipe = Pipeline(tmp_path / "pieces", backend)
     processor = pipe.processor()
     for event in [*events, late]:
         pipe.append([event])
@@ -406,3 +446,44 @@ def test_sessions_are_the_same_whatever_the_batches_and_the_arrival_order(tmp_pa
         }
 
     assert current(pipe) == current(whole)
+
+
+class ThresholdStore(SQLiteStore):
+    """A real SQLite store that notes the garbage collector's thresholds at each apply."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.thresholds: list[tuple[int, int, int]] = []
+
+    def apply(self, batch: StoreBatch) -> None:
+        self.thresholds.append(gc.get_threshold())
+        super().apply(batch)
+
+
+def test_polls_run_with_the_processing_gc_thresholds_and_restore_them(tmp_path):
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    pipe = Pipeline(tmp_path)
+    pipe.store = ThresholdStore(tmp_path / "store.db")
+    pipe.append(PLAY)
+    pipe.processor(batch_size=2).process_available()
+    assert pipe.store.thresholds
+    assert set(pipe.store.thresholds) == {GC_THRESHOLDS}
+    assert gc.get_threshold() == before
+
+
+def test_processing_gc_nests_and_restores_after_an_error():
+    before = gc.get_threshold()
+    inside = []
+
+    def nested_then_fail() -> None:
+        with processing_gc():
+            with processing_gc():
+                inside.append(gc.get_threshold())
+            inside.append(gc.get_threshold())  # the outer block still runs
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        nested_then_fail()
+    assert inside == [GC_THRESHOLDS, GC_THRESHOLDS]
+    assert gc.get_threshold() == before

@@ -3,6 +3,7 @@ on both store backends."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +59,22 @@ def test_keys_split_back_into_partition_and_name() -> None:
     assert state.play_key(7, "x").startswith(state.play_prefix(7))
     assert state.unpack(state.pack({"a": 1}, state.LEVEL_CLOSED)) == state.encoder.encode({"a": 1})
     assert state.unpack(b"\x81\xa1a\x01") == b"\x81\xa1a\x01"  # written before compression
+
+
+def test_states_round_trip_and_blobs_of_earlier_versions_are_read() -> None:
+    play = state.PlayState([b'{"event_id": "e1"}'] * 50, [["TOTAL", "DAY#x", "plays", 1.0]], 7)
+    raw = state.encoder.encode(play)
+    packed = state.pack(play, state.LEVEL_CLOSED)
+    assert packed[:1] == b"s"
+    assert len(packed) < len(raw) / 3
+    assert state.unpack(packed) == raw
+    # Earlier versions wrote zlib behind "z", and plain msgpack before that.
+    assert state.unpack(b"z" + zlib.compress(raw, 6)) == raw
+    assert state.unpack(raw) == raw
+    assert state.decode_play(state.unpack(packed)) == play
+
+
+@pytest.mark.parametrize("blob", [b"s\x10\x00\x00\x00not zstd", b"znot zlib"])
+def test_a_compressed_state_that_does_not_decompress_is_a_clear_error(blob: bytes) -> None:
+    with pytest.raises(ValueError, match="state blob does not decompress"):
+        state.unpack(blob)

@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import PlaybackEvent
@@ -157,14 +158,20 @@ class LiveState(msgspec.Struct):
     content_id: str | None = None
 
 
-# Play and session states are stored zlib-compressed behind this marker (a msgpack
-# state never starts with it: it is the positive fixint 122, and states are maps).
-# Blobs without it, written before, are plain msgpack and still read.
-_COMPRESSED = b"z"
-#: zlib level of states rewritten at most batches (open plays, sessions) and of the
-#: states of closed plays, written once and kept for late events.
+# Play and session states are stored zstd-compressed behind the marker ``s`` and the
+# msgpack's length (4 bytes, little-endian): zstd at level 1 takes about a fifth of the
+# CPU of zlib at level 6 on closed plays' states, for smaller blobs (measured on the
+# processing benchmark's workload: 31 vs 150 us a play, 11.0 vs 11.5 % of the msgpack).
+# Blobs written before are still read: zlib behind the marker ``z``, or plain msgpack.
+# A msgpack state never starts with a marker: they are the positive fixints 115 and
+# 122, and states are maps.
+_ZSTD = b"s"
+_ZLIB = b"z"
+_zstd = pa.Codec("zstd", compression_level=1)
+#: Compression levels of states rewritten at most batches (open plays, sessions) and of
+#: the states of closed plays, written once and kept for late events.
 LEVEL_OPEN = 1
-LEVEL_CLOSED = 6
+LEVEL_CLOSED = 1
 
 encoder = msgspec.msgpack.Encoder()
 decode_play = msgspec.msgpack.Decoder(PlayState).decode
@@ -175,14 +182,33 @@ decode_open_session = msgspec.msgpack.Decoder(tuple[int, int, int]).decode
 decode_chunk = msgspec.msgpack.Decoder(list[bytes]).decode
 
 
-def pack(value: Any, level: int) -> bytes:
-    """``value`` as msgpack, zlib-compressed at ``level``, behind the marker."""
-    return _COMPRESSED + zlib.compress(encoder.encode(value), level)
+def pack(value: Any, level: int = LEVEL_OPEN) -> bytes:
+    """``value`` as msgpack, zstd-compressed at ``level``, behind the marker and the
+    msgpack's length."""
+    raw = encoder.encode(value)
+    codec = _zstd if level == 1 else pa.Codec("zstd", compression_level=level)
+    compressed: bytes = codec.compress(raw, asbytes=True)
+    return _ZSTD + len(raw).to_bytes(4, "little") + compressed
 
 
 def unpack(blob: bytes) -> bytes:
-    """The msgpack of a stored state, compressed (:func:`pack`) or not."""
-    return zlib.decompress(blob[1:]) if blob[:1] == _COMPRESSED else blob
+    """The msgpack of a stored state: compressed by :func:`pack` (zstd), by earlier
+    versions (zlib), or plain. Raises :class:`ValueError` for a compressed blob that
+    does not decompress."""
+    marker = blob[:1]
+    if marker == _ZSTD:
+        size = int.from_bytes(blob[1:5], "little")
+        try:
+            raw: bytes = _zstd.decompress(blob[5:], decompressed_size=size, asbytes=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(f"a zstd state blob does not decompress: {exc}") from None
+        return raw
+    if marker == _ZLIB:
+        try:
+            return zlib.decompress(blob[1:])
+        except zlib.error as exc:
+            raise ValueError(f"a zlib state blob does not decompress: {exc}") from None
+    return blob
 
 
 def play_raw_events(store: RealtimeStore, state: PlayState, key: str) -> list[bytes]:
