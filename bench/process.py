@@ -98,6 +98,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 TARGET_EVENTS_PER_S = 200_000
+#: Issue #12's per-core targets: events per CPU-second at batch_size 5,000 and 100.
+TARGET_PER_CPU_S = {5_000: 40_000, 100: 15_000}
+#: Issue #12's sustained end-to-end target with `up --processors 2` (events/s).
+TARGET_SUSTAINED_EVENTS_PER_S = 20_000
 TARGET_FRESHNESS_P99_S = 1.0
 NUM_PARTITIONS = 8
 DEFAULT_BATCH_SIZE = ProcessorOptions().batch_size
@@ -1035,6 +1039,7 @@ def docs_section(
     load_before: tuple[float, float, float],
     floor: list[FloorStep],
     long_plays: list[LongPlayRun],
+    sustained_runs: list[Any],
 ) -> str:
     command = shlex.join(["python", "bench/process.py", *sys.argv[1:]])
     total = sum(workload.types.values())
@@ -1123,6 +1128,15 @@ def docs_section(
             f" ({per_cpu:.0f}x per CPU-second). The budget at the target is 5 us of CPU per"
             f" event; the processor spends {1e6 / target.events_per_cpu_s:,.0f} us.",
         ]
+    for size, wanted in TARGET_PER_CPU_S.items():
+        run = next((r for r in runs if r.batch_size == size and not r.is_baseline), None)
+        if run is not None:
+            parts += [
+                "",
+                f"Target (issue #12): >= {wanted:,} events per CPU-second at batch_size"
+                f" {size:,}. Measured {run.events_per_cpu_s:,.0f}:"
+                f" {_verdict(run.events_per_cpu_s >= wanted)}.",
+            ]
     if floor:
         total = floor_total(floor)
         budget_us = 1e6 / TARGET_EVENTS_PER_S
@@ -1179,6 +1193,33 @@ def docs_section(
             f" visible: {_verdict(met)}.",
             "",
             *[f"- {line}" for line in freshness_observations(fresh, runs)],
+        ]
+    if sustained_runs:
+        from sustained import FRESHNESS_P99_TARGET_S, LAG_BOUND_S, sustained_table
+
+        best = max((r.rate for r in sustained_runs if not r.problems()), default=0.0)
+        parts += [
+            "",
+            f"### Sustained end to end (`playpulse up --processors {args.processors}`)",
+            "",
+            "bench/sustained.py, called by this run: for each offered rate (rising; the ramp"
+            " stops at the first rate not sustained), a fresh `python -m playpulse up"
+            f" --processors {args.processors}` (the collector in the `up` process,"
+            f" {args.processors} processor processes as one consumer group; this 2-core"
+            " machine also runs the sender) gets that many events/s for"
+            f" {args.sustained_seconds:g} s from the sender of the freshness part (100 events"
+            " a request, one marker each). Every second a thread reads the consumer lag"
+            " (stream end offsets minus the processors' offsets in `store.db`). A rate is"
+            " sustained when the sender achieved >= 95 % of it with no error, the lag over"
+            f" the second half stayed under {LAG_BOUND_S:g} s of events and did not grow"
+            " (mean of the last quarter at most the third quarter's plus 1 s of events), every"
+            f" marker became visible and freshness p99 < {FRESHNESS_P99_TARGET_S:g} s.",
+            "",
+            sustained_table(sustained_runs),
+            "",
+            f"Target (issue #12): >= {TARGET_SUSTAINED_EVENTS_PER_S:,} events/s sustained with"
+            f" freshness p99 under 2 s. Measured {best:,.0f}:"
+            f" {_verdict(best >= TARGET_SUSTAINED_EVENTS_PER_S)}.",
         ]
     if profile is not None:
         parts += [
@@ -1274,8 +1315,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="before each part, wait at most this long for other processes to go idle",
     )
+    parser.add_argument(
+        "--sustained-rates",
+        default="5000,10000,15000,20000,25000,30000",
+        help="rising events/s offered to `up --processors N` (bench/sustained.py)",
+    )
+    parser.add_argument("--sustained-seconds", type=float, default=120.0)
+    parser.add_argument("--processors", type=int, default=2, help="for the sustained part")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--no-freshness", action="store_true")
+    parser.add_argument("--no-sustained", action="store_true")
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS}")
     args = parser.parse_args(argv)
     if min(args.events, args.append_events, args.small_batch_events) < 1:
@@ -1286,8 +1335,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rate and --freshness-seconds must be > 0, --request-events >= 2")
     if args.concurrency < 1 or args.poll_ms <= 0 or args.drain_seconds < 0:
         parser.error("--concurrency >= 1, --poll-ms > 0 and --drain-seconds >= 0 please")
-    if args.write_docs and (args.no_throughput or args.no_freshness):
-        parser.error("--write-docs needs both parts")
+    if args.write_docs and (args.no_throughput or args.no_freshness or args.no_sustained):
+        parser.error("--write-docs needs every part")
     return args
 
 
@@ -1330,6 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh: Freshness | None = None
     floor: list[FloorStep] = []
     long_plays: list[LongPlayRun] = []
+    sustained_runs: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="playpulse-bench-process-") as tmp_name:
         tmp = Path(tmp_name)
         if not args.no_throughput:
@@ -1427,6 +1477,19 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency,
                 workers=args.workers,
             )
+        if not args.no_sustained:
+            # Imported here: bench/sustained.py builds on this module's service and sender.
+            from sustained import ramp
+
+            wait_until_quiet(args.quiet_wait)
+            rates = [float(r) for r in args.sustained_rates.split(",") if r.strip()]
+            sustained_runs = ramp(
+                tmp / "sustained",
+                workload.records,
+                rates,
+                args.sustained_seconds,
+                args.processors,
+            )
     if runs:
         print("\n" + throughput_table(runs))
         for line in consistency + observations(runs):
@@ -1440,6 +1503,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(poller: {fresh.polls:,} polls; drain after the last send {fresh.drain_s:.1f} s)")
         for line in freshness_observations(fresh, runs):
             print(f"- {line}")
+    if sustained_runs:
+        from sustained import sustained_table
+
+        print("\n" + sustained_table(sustained_runs))
     if profile is not None:
         print("\n" + profile.text)
     if args.write_docs:
@@ -1447,7 +1514,16 @@ def main(argv: list[str] | None = None) -> int:
             DOCS,
             "process",
             docs_section(
-                args, workload, runs, consistency, profile, fresh, load_before, floor, long_plays
+                args,
+                workload,
+                runs,
+                consistency,
+                profile,
+                fresh,
+                load_before,
+                floor,
+                long_plays,
+                sustained_runs,
             ),
         )
         print(f"\nupdated the process section of {DOCS}")
