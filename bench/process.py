@@ -1129,7 +1129,7 @@ def docs_section(
             f" event; the processor spends {1e6 / target.events_per_cpu_s:,.0f} us.",
         ]
     for size, wanted in TARGET_PER_CPU_S.items():
-        run = next((r for r in runs if r.batch_size == size and not r.is_baseline), None)
+        run = next((r for r in runs if r.batch_size == size and r.is_processor), None)
         if run is not None:
             parts += [
                 "",

@@ -69,6 +69,7 @@ class Sustained:
     fresh: Freshness
     lag: list[tuple[float, int]] = field(default_factory=list)  # (s since start, records)
     service_cpu_pct: float = math.nan
+    sender_cpu_pct: float = math.nan
     other_cpu_pct: float = math.nan
 
     def _lags(self, lo: float, hi: float) -> list[int]:
@@ -175,6 +176,7 @@ def measure_sustained(
             me1 = me.cpu_times()
             mine = (me1.user - me0.user) + (me1.system - me0.system)
             result.service_cpu_pct = 100 * service_cpu / wall
+            result.sender_cpu_pct = 100 * mine / wall
             other = _machine_busy_s() - busy0 - service_cpu - mine
             result.other_cpu_pct = max(0.0, 100 * other / wall)
             stop.set()
@@ -220,7 +222,8 @@ def sustained_row(run: Sustained) -> str:
     return (
         f"| {run.rate:,.0f} | {f.achieved_rate:,.0f} | {run.max_lag_second_half:,} | "
         f"{1000 * _percentile(f.latencies_s, 0.5):,.0f} | {1000 * run.p99_s:,.0f} | "
-        f"{run.service_cpu_pct:.0f} | {run.other_cpu_pct:.0f} | {verdict} |"
+        f"{run.service_cpu_pct:.0f} | {run.sender_cpu_pct:.0f} | {run.other_cpu_pct:.0f} | "
+        f"{verdict} |"
     )
 
 
@@ -228,7 +231,8 @@ def sustained_table(runs: list[Sustained]) -> str:
     """Markdown: one row per rate, and the highest sustained rate."""
     head = (
         "| offered events/s | achieved | max lag, 2nd half (records) | freshness p50 ms | "
-        "p99 ms | service CPU % | other procs % | verdict |\n|---|---|---|---|---|---|---|---|"
+        "p99 ms | service CPU % | sender + poller CPU % | other procs % | verdict |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     best = max((r.rate for r in runs if not r.problems()), default=None)
     line = (
