@@ -11,7 +11,6 @@ leaves after a few batches and joins again, so partitions move between members
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -25,8 +24,7 @@ import pytest
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
 from playpulse.lake.writer import LakeWriter
-from playpulse.processor.pipeline import Processor, ProcessorOptions
-from playpulse.quarantine.store import QuarantineStore
+from playpulse.processor.pipeline import ProcessorOptions
 from playpulse.sources import SimulationConfig, simulate
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.kafka import KafkaStream
@@ -76,9 +74,9 @@ MAX_AHEAD = 12_000
 
 def process_as_kafka_group(root: Path, bootstrap: str, topic: str) -> int:
     """Produce the workload to ``topic`` (and the same appends to a SQLite stream, the
-    reference's copy) while two members in threads process it, each with its own Kafka
-    stream object (its own consumer) and store, lake and quarantine connections, until
-    the store applied everything. Returns the number of simulated records."""
+    reference's copy) while two members process it (test_reference.py's
+    ``group_member``, each with a Kafka stream object of its own: its own consumer), until
+    the store applied everything. Returns the number of records."""
     stop = threading.Event()
     errors: list[BaseException] = []
     options = ProcessorOptions(batch_size=1_000)
@@ -87,38 +85,8 @@ def process_as_kafka_group(root: Path, bootstrap: str, topic: str) -> int:
     def applied(store: SQLiteStore) -> int:
         return sum(store.offsets(options.consumer).values())
 
-    def member(index: int) -> None:
-        try:
-            time.sleep(0.5 * index)
-            for life in range(2 if index == 0 else 1):
-                stream = KafkaStream(bootstrap, topic)
-                store = SQLiteStore(root / "store.db")
-                quarantine = QuarantineStore(root / "quarantine.db")
-                member_options = dataclasses.replace(
-                    options, member=f"member-{index}", session_timeout=timedelta(seconds=3)
-                )
-                processor = Processor(
-                    stream, store, LakeWriter(root / "lake", SCHEMAS), quarantine, member_options
-                )
-                try:
-                    polls = 0
-                    while not stop.is_set():
-                        stats = processor.process_available(max_batches=1)
-                        polls += 1
-                        if life == 0 and index == 0 and stats.read and polls >= 10:
-                            break  # leave; come back after the other took over
-                        if not stats.read:
-                            stop.wait(0.02)
-                finally:
-                    processor.close()
-                    stream.close()
-                    store.close()
-                    quarantine.close()
-                if life == 0:
-                    stop.wait(2.0)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-            stop.set()
+    def open_stream() -> KafkaStream:
+        return KafkaStream(bootstrap, topic)
 
     simulated = 0
 
@@ -145,7 +113,12 @@ def process_as_kafka_group(root: Path, bootstrap: str, topic: str) -> int:
             store.close()
             produced.set()
 
-    threads = [threading.Thread(target=member, args=(i,)) for i in range(PROCESSORS)]
+    threads = [
+        threading.Thread(
+            target=ref_tests.group_member, args=(i, root, options, open_stream, stop, errors)
+        )
+        for i in range(PROCESSORS)
+    ]
     threads.append(threading.Thread(target=produce))
     for thread in threads:
         thread.start()

@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -484,51 +484,69 @@ class Run:
     days: list[str]
 
 
-def process_as_group(root: Path, processors: int, options: ProcessorOptions) -> None:
-    """Process the stream in ``root`` with ``processors`` members of one consumer group,
-    each a thread with connections of its own, until the store has applied everything.
+def group_member(
+    index: int,
+    root: Path,
+    options: ProcessorOptions,
+    open_stream: Callable[[], EventStream],
+    stop: threading.Event,
+    errors: list[BaseException],
+) -> None:
+    """One member of a processor group, a thread's target: it joins ``0.5 * index`` s
+    after the first and processes the stream ``open_stream`` opens into the store, lake
+    and quarantine in ``root`` with connections of its own until ``stop``. Member 0
+    leaves after its tenth poll that read something and joins again 2 s later, so
+    partitions change hands mid-stream (with open plays and sessions in them). An error
+    goes to ``errors`` and sets ``stop``."""
+    try:
+        time.sleep(0.5 * index)
+        for life in range(2 if index == 0 else 1):
+            stream = open_stream()
+            store = SQLiteStore(root / "store.db")
+            quarantine = QuarantineStore(root / "quarantine.db")
+            member_options = dataclasses.replace(
+                options, member=f"member-{index}", session_timeout=timedelta(seconds=3)
+            )
+            processor = Processor(
+                stream, store, LakeWriter(root / "lake", SCHEMAS), quarantine, member_options
+            )
+            try:
+                polls = 0
+                while not stop.is_set():
+                    stats = processor.process_available(max_batches=1)
+                    polls += 1 if stats.read else 0
+                    if life == 0 and index == 0 and polls >= 10:
+                        break  # leave; come back after the others took over
+                    if not stats.read:
+                        stop.wait(0.02)
+            finally:
+                processor.close()
+                stream.close()
+                store.close()
+                quarantine.close()
+            if life == 0:
+                stop.wait(2.0)
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+        stop.set()
 
-    Members join one after another, and the first one leaves after a few batches and
-    joins again later, so partitions change hands mid-stream (with open plays and
-    sessions in them) several times."""
+
+def process_as_group(root: Path, processors: int, options: ProcessorOptions) -> None:
+    """Process the stream in ``root`` with ``processors`` members of one consumer group
+    (:func:`group_member`) until the store has applied everything."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def member(index: int) -> None:
-        try:
-            time.sleep(0.3 * index)
-            for life in range(2 if index == 0 else 1):
-                stream = SQLiteStream(root / "stream.db", num_partitions=4)
-                store = SQLiteStore(root / "store.db")
-                quarantine = QuarantineStore(root / "quarantine.db")
-                member_options = dataclasses.replace(
-                    options, member=f"member-{index}", session_timeout=timedelta(seconds=2)
-                )
-                processor = Processor(
-                    stream, store, LakeWriter(root / "lake", SCHEMAS), quarantine, member_options
-                )
-                try:
-                    polls = 0
-                    while not stop.is_set():
-                        stats = processor.process_available(max_batches=1)
-                        polls += 1
-                        if life == 0 and index == 0 and polls == 15:
-                            break  # leave; come back after the others took over
-                        if not stats.read:
-                            stop.wait(0.02)
-                finally:
-                    processor.close()
-                    stream.close()
-                    store.close()
-                    quarantine.close()
-                if life == 0:
-                    stop.wait(1.0)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-            stop.set()
+    def open_stream() -> EventStream:
+        return SQLiteStream(root / "stream.db", num_partitions=4)
 
     threads = [
-        threading.Thread(target=member, args=(i,), name=f"member-{i}") for i in range(processors)
+        threading.Thread(
+            target=group_member,
+            args=(i, root, options, open_stream, stop, errors),
+            name=f"member-{i}",
+        )
+        for i in range(processors)
     ]
     for thread in threads:
         thread.start()
