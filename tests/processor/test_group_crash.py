@@ -288,6 +288,30 @@ class Kill:
         )
 
 
+def check_after_kill(
+    victim: Member,
+    victim_name: str,
+    previous: dict[int, int],
+    offsets: dict[int, int],
+    total: int,
+    where: str,
+) -> None:
+    """What must hold once ``victim`` (a :class:`Member`) was SIGKILLed: the store holds
+    every commit it reported, no partition's offset went back, the group made progress
+    since the previous kill, and records are left to consume."""
+    for partition, offset in victim.reported().items():
+        assert offsets.get(partition, 0) >= offset, (
+            f"partition {partition}: member {victim_name} reported offset {offset} "
+            f"committed but the store holds {offsets.get(partition)} after {where}"
+        )
+    for partition, offset in previous.items():
+        assert offsets.get(partition, 0) >= offset, f"offsets went back at {where}"
+    assert sum(offsets.values()) > sum(previous.values()), f"no progress at {where}"
+    assert sum(offsets.values()) < total, (
+        f"nothing left to consume at {where} (the workload is too small for this machine's pace)"
+    )
+
+
 def test_sigkilled_group_members_end_with_the_reference_results(tmp_path: Path) -> None:
     started = time.monotonic()
     deadline = started + GLOBAL_DEADLINE_S
@@ -402,19 +426,7 @@ def test_sigkilled_group_members_end_with_the_reference_results(tmp_path: Path) 
                 sum(offsets.values()),
             )
             history.append(record)
-            for partition, offset in victim.reported().items():
-                assert offsets.get(partition, 0) >= offset, (
-                    f"partition {partition}: member {victim_name} reported offset {offset} "
-                    f"committed but the store holds {offsets.get(partition)} after "
-                    f"{where(kill)}"
-                )
-            for partition, offset in previous.items():
-                assert offsets.get(partition, 0) >= offset, f"offsets went back at {where(kill)}"
-            assert sum(offsets.values()) > sum(previous.values()), f"no progress at {where(kill)}"
-            assert sum(offsets.values()) < total, (
-                f"nothing left to consume at {where(kill)} (the workload is too small for "
-                f"this machine's pace)"
-            )
+            check_after_kill(victim, victim_name, previous, offsets, total, where(kill))
 
             if wait_for_takeover and record.owned:
                 step = min(deadline, time.monotonic() + GROUP_STEP_S)
