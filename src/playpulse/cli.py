@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from playpulse.aws.cli import aws_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
 
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(help="Inspect and replay rejected events.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(aws_app, name="aws")
 
 
 class _Out:

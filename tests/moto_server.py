@@ -1,0 +1,110 @@
+"""moto in server mode on 127.0.0.1, for the AWS backends' tests (Kinesis, DynamoDB, S3,
+CloudFormation, ...).
+
+The server runs as its own process (``python -m moto.server``), so other processes (a
+``playpulse aws run-processor`` under test, a process killed with SIGKILL) reach the same
+state. :class:`MotoServer` starts it on a free port and stops it; ``.env`` holds the
+variables that point every boto3 / pyarrow client at it (``AWS_ENDPOINT_URL`` and fake
+credentials). Standalone, ``python tests/moto_server.py`` prints the endpoint and serves
+until interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MotoServer:
+    """A moto server process on 127.0.0.1 (started by the constructor; :meth:`close`
+    stops it). ``endpoint`` is its URL; ``env`` the AWS variables that lead clients to it.
+    """
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        last: Exception | None = None
+        for _ in range(3):  # another process may take the free port before moto binds it
+            self.port = _free_port()
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                self._wait(timeout_s)
+                break
+            except RuntimeError as exc:
+                last = exc
+                self.close()
+        else:
+            raise RuntimeError(f"moto server did not start: {last}")
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+
+    def _wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"exited with {self._proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"no answer on {self.endpoint} within {timeout_s} s")
+
+    def reset(self) -> None:
+        """Forget every resource (moto's ``/moto-api/reset``)."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    @staticmethod
+    def unique(prefix: str) -> str:
+        """A resource name no other test uses (``prefix`` plus 10 hex digits)."""
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    def close(self) -> None:
+        """Stop the server process (idempotent)."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    server = MotoServer()
+    print(server.endpoint, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    os._exit(0)
