@@ -17,9 +17,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Keys = Annotated[list[SecretStr], NoDecode]
 
 
-#: The URL schemes each backend setting takes so far (Kafka, Kinesis, DynamoDB and S3 come
-#: with their backends).
-URL_SCHEMES = {"stream_url": ("sqlite", "kafka"), "store_url": ("sqlite",), "lake_url": ("file",)}
+#: The URL schemes each backend setting takes: the embedded defaults (SQLite files, a lake
+#: folder) and the distributed backends (Kafka; on AWS: Kinesis, DynamoDB, S3).
+URL_SCHEMES = {
+    "stream_url": ("sqlite", "kafka", "kinesis"),
+    "store_url": ("sqlite", "dynamodb"),
+    "lake_url": ("file", "s3"),
+}
 
 
 def url_path(url: str) -> Path:
