@@ -781,6 +781,32 @@ def _epoch_us(t: datetime) -> int:
     return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
+def query_sql(spec: QuerySpec, tz: str) -> str:
+    """The DuckDB SQL of catalog query ``spec`` for IANA zone ``tz`` (its segments cut
+    at the zone's hour boundaries), with ``$name`` parameters (:func:`bind_values`).
+    Shared by DuckDB (:func:`run_query`) and Spark (:mod:`playpulse.query.spark`)."""
+    return spec.sql.replace(
+        _SEGS_MARKER, _SEGS_WHOLE_HOURS if _whole_hours(tz) else _SEGS_QUARTER_HOURS
+    )
+
+
+def bind_values(sql: str, params: QueryParams, start: datetime, end: datetime) -> dict[str, Any]:
+    """The values of the ``$name`` parameters ``sql`` uses (:func:`query_sql`), for
+    ``params`` over the resolved UTC-aware window ``[start, end)``: the parameters'
+    own fields, ``start``/``end``, their microseconds since the epoch (``start_us``,
+    ``end_us``) and ``step``, the UTC offset grid in microseconds (an hour; a quarter
+    hour for zones such as +05:30)."""
+    values: dict[str, Any] = params.model_dump()
+    values.update(
+        start=start,
+        end=end,
+        start_us=_epoch_us(start),
+        end_us=_epoch_us(end),
+        step=_HOUR_US if _whole_hours(params.tz) else _HOUR_US // 4,
+    )
+    return {k: values[k] for k in set(_PARAM.findall(sql))}
+
+
 def run_query(
     name: str,
     params: QueryParams | None = None,
@@ -808,20 +834,10 @@ def run_query(
     from playpulse.query.window import resolve_window
 
     start, end = resolve_window(params, settings, now).bounds
-    sql = spec.sql.replace(
-        _SEGS_MARKER, _SEGS_WHOLE_HOURS if _whole_hours(params.tz) else _SEGS_QUARTER_HOURS
-    )
+    sql = query_sql(spec, params.tz)
     con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
-        values: dict[str, Any] = params.model_dump()
-        values.update(
-            start=start,
-            end=end,
-            start_us=_epoch_us(start),
-            end_us=_epoch_us(end),
-            step=_HOUR_US if _whole_hours(params.tz) else _HOUR_US // 4,
-        )
-        used = {k: values[k] for k in set(_PARAM.findall(sql))}
+        used = bind_values(sql, params, start, end)
         try:
             table: pa.Table = con.sql(sql, params=used).to_arrow_table()
         except duckdb.Error as exc:
