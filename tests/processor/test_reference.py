@@ -39,6 +39,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from playpulse.aws.processor_handler import KinesisBatchHandler
+from playpulse.aws.runner import EventSourceRunner, MappingOptions
 from playpulse.config import Settings
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
@@ -570,12 +572,13 @@ def process_as_group(root: Path, processors: int, options: ProcessorOptions) -> 
 
 @pytest.fixture(
     scope="module",
-    params=[(1, "sqlite"), (2, "sqlite"), (3, "sqlite"), (1, "memory")],
+    params=[(1, "sqlite"), (2, "sqlite"), (3, "sqlite"), (1, "memory"), (1, "lambda")],
     ids=lambda p: f"{p[0]}-processors-{p[1]}",
 )
 def run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Run]:
-    """The workload through 1, 2 or 3 processors on SQLite files, or one on the memory
-    stream and store (the lake is Parquet files in every case)."""
+    """The workload through 1, 2 or 3 processors on SQLite files, one on the memory
+    stream and store, or the Lambda processor handler driven by the event source
+    mapping's runner in Lambda-sized batches (the lake is Parquet files in every case)."""
     processors: int
     backend: str
     processors, backend = request.param
@@ -618,7 +621,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 
     lake = LakeWriter(root / "lake", SCHEMAS)
     quarantine = QuarantineStore(root / "quarantine.db")
-    if processors == 1:
+    if backend == "lambda":
+        handler = KinesisBatchHandler(stream, store, lake, quarantine)
+        EventSourceRunner(stream, handler, MappingOptions(batch_size=500)).run_once()
+    elif processors == 1:
         processor = Processor(stream, store, lake, quarantine, ProcessorOptions(batch_size=4_000))
         processor.process_available()
     else:

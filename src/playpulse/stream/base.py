@@ -142,6 +142,20 @@ class EventStream(ABC):
         """The partition a record with ``key`` goes to."""
         return partition_for_key(key, self.num_partitions)
 
+    def shard_id(self, partition: int) -> str:
+        """The name of ``partition`` in a Kinesis event (``eventID`` is
+        ``"<shard id>:<sequence number>"``): Kinesis' own shard id on Kinesis, else
+        ``shardId-`` and the partition in 12 digits (as Kinesis numbers its shards)."""
+        return f"shardId-{partition:012d}"
+
+    def partition_of_shard(self, shard_id: str) -> int:
+        """The partition :meth:`shard_id` names. Raises :class:`ValueError` for a shard
+        this stream does not have."""
+        prefix, _, number = shard_id.partition("-")
+        if prefix != "shardId" or not number.isdigit() or int(number) >= self.num_partitions:
+            raise ValueError(f"{shard_id!r} is not a shard of stream {self.name!r}")
+        return int(number)
+
     @abstractmethod
     def append(self, records: Sequence[tuple[str, bytes]]) -> list[Appended]:
         """Durably append ``(key, value)`` records; return where each landed, in order.
