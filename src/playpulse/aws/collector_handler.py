@@ -1,0 +1,505 @@
+"""The HTTP collector as an AWS Lambda handler: API Gateway HTTP API and Function URLs.
+
+:func:`handler` runs the real collector app (:func:`playpulse.collector.app.create_app`)
+through the Mangum ASGI adapter, so ``POST /v1/events`` behind API Gateway or a Function
+URL validates, limits, answers and quarantines exactly as the HTTP collector does: the
+same status codes, error bodies (``{"error": {"code", "message"}}``), write keys
+(``Authorization: Bearer <key>``, ``PLAYPULSE_WRITE_KEYS``), limits
+(``PLAYPULSE_MAX_BODY_BYTES``, ``PLAYPULSE_MAX_EVENTS_PER_REQUEST``), gzip bodies and
+partial appends (503 ``stream_unavailable`` with ``stored`` / ``not_stored``). Events go to
+the stream ``PLAYPULSE_STREAM_URL`` names (``kinesis://STREAM`` in a deployment).
+
+Events: payload format 2.0 (HTTP API, Function URL) and 1.0 (HTTP API v1, REST API).
+Bodies with ``isBase64Encoded`` are decoded (strictly: an invalid one is a 400); header
+names are matched in any case; a named stage's prefix (``/prod/v1/events``) is removed
+from the path. An event that is not an HTTP request is answered 400 ``unsupported_event``;
+an unexpected failure 503 ``internal_error`` (never a 500, never an invocation error).
+
+Lifetime in a Lambda: one app per warm container, made on the first invocation (a failed
+start, say the stream is unreachable, is answered 503 ``stream_unavailable`` and tried
+again on the next). The handler opens the stream and quarantine itself and passes them
+to ``create_app`` (so the app never closes them), and the ASGI lifespan is off: Mangum
+would run the app's startup and shutdown around every invocation, and the lifespan's only
+work, the retention loop, cannot run in a container that is frozen between invocations.
+Nothing needs it: Kinesis keeps its own retention, and the quarantine enforces its bounds
+on every add.
+
+Quarantine: ``PLAYPULSE_DATA_DIR`` defaults to ``<tmp>/playpulse`` (``/tmp`` is the only
+writable folder of a Lambda, and it is lost with the container), so every rejection is
+also written where it lasts (:class:`LambdaQuarantine`):
+
+- to S3, when ``PLAYPULSE_QUARANTINE_URL`` (``s3://BUCKET/PREFIX``) is set or
+  ``PLAYPULSE_LAKE_URL`` is an ``s3://`` URL (then beside the lake:
+  ``s3://BUCKET/a/lake`` -> ``s3://BUCKET/a/quarantine``; a lake at the bucket's root ->
+  ``s3://BUCKET/_quarantine``, which Hive-style readers skip). One NDJSON object per
+  request, ``PREFIX/source=collector/date=YYYY-MM-DD/HHMMSS-<uuid>.ndjson``, a line per
+  rejection (:data:`S3_LINE_FIELDS`). The function's role needs ``s3:PutObject`` there.
+  If S3 refuses, the request is answered 503 ``quarantine_unavailable`` and nothing of it
+  is appended (the HTTP collector's rule when its quarantine cannot write);
+- always to the log (CloudWatch Logs in a Lambda): one line per rejection, logger
+  ``playpulse.aws.collector``, with its reason, errors, event_id and size, and its raw
+  bytes (base64) when there is no S3 location;
+- to the SQLite quarantine in the data dir (what ``/metrics`` reports), best effort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+
+from playpulse.collector.app import create_app
+from playpulse.config import Settings
+from playpulse.errors import ConfigError, PlaypulseError, QuarantineError, StreamError
+from playpulse.quarantine.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_RETENTION,
+    QuarantineStore,
+    Rejection,
+)
+from playpulse.stream.base import EventStream
+from playpulse.stream.factory import open_stream
+
+log = logging.getLogger("playpulse.aws.collector")
+
+#: Where rejected events are kept durably: ``s3://BUCKET/PREFIX`` (see the module
+#: docstring for the default).
+QUARANTINE_URL_ENV = "PLAYPULSE_QUARANTINE_URL"
+#: The fields of one line of a quarantine object in S3.
+S3_LINE_FIELDS = (
+    "received_at",  # ISO 8601, UTC
+    "source",  # "collector"
+    "reason",  # the reason code, as in the HTTP answer's errors
+    "errors",  # [{"loc", "msg"}]
+    "event_id",  # str | None
+    "origin",  # str | None
+    "raw_bytes",  # int: size of raw (already cut to QUARANTINE_RAW_BYTES by the collector)
+    "raw_base64",  # the raw bytes as received, base64
+)
+#: Response headers the Lambda answer leaves out: hop-by-hop headers that API Gateway and
+#: Function URLs manage themselves.
+EXCLUDED_RESPONSE_HEADERS = ("connection",)
+
+
+def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from ``PLAYPULSE_*`` variables, with ``data_dir`` defaulting to
+    ``<tmp>/playpulse`` (a Lambda's only writable folder) instead of ``./.playpulse``.
+
+    ``environ`` defaults to ``os.environ`` (settings are read from the process
+    environment either way; ``environ`` only decides whether ``PLAYPULSE_DATA_DIR`` is
+    set). Raises :class:`~playpulse.errors.ConfigError` for an invalid setting.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigError(f"collector handler: invalid PLAYPULSE_* setting: {exc}") from exc
+    if "PLAYPULSE_DATA_DIR" not in env:
+        settings = settings.model_copy(
+            update={"data_dir": Path(tempfile.gettempdir()) / "playpulse"}
+        )
+    return settings
+
+
+def quarantine_url(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where rejections are kept durably, as ``s3://BUCKET/PREFIX`` (no trailing slash),
+    or None (log and local file only): ``PLAYPULSE_QUARANTINE_URL``, else beside an
+    ``s3://`` lake (see the module docstring). Raises
+    :class:`~playpulse.errors.ConfigError` when ``PLAYPULSE_QUARANTINE_URL`` is not an
+    ``s3://BUCKET[/PREFIX]`` URL."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(QUARANTINE_URL_ENV, "").strip()
+    if explicit:
+        parts = urlsplit(explicit)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigError(
+                f"{QUARANTINE_URL_ENV}={explicit!r} is not an s3://BUCKET[/PREFIX] URL"
+            )
+        return explicit.rstrip("/")
+    lake = settings.lake_url
+    if not lake or urlsplit(lake).scheme != "s3":
+        return None
+    parts = urlsplit(lake)
+    prefix = parts.path.strip("/")
+    if not prefix:
+        return f"s3://{parts.netloc}/_quarantine"
+    parent = prefix.rpartition("/")[0]
+    return f"s3://{parts.netloc}/{parent + '/' if parent else ''}quarantine"
+
+
+def _rejection_record(rejection: Rejection, *, with_raw: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "received_at": rejection.received_at.astimezone(UTC).isoformat(),
+        "source": rejection.source,
+        "reason": rejection.reason,
+        "errors": rejection.errors,
+        "event_id": rejection.event_id,
+        "origin": rejection.origin,
+        "raw_bytes": len(rejection.raw),
+    }
+    if with_raw:
+        record["raw_base64"] = base64.b64encode(rejection.raw).decode("ascii")
+    return record
+
+
+class S3QuarantineSink:
+    """Writes rejections to ``s3://BUCKET/PREFIX``: one NDJSON object per :meth:`put`
+    (see the module docstring for keys and fields). The S3 client is made on first use
+    through :func:`playpulse.aws.clients.client` (``AWS_ENDPOINT_URL``, the credential
+    chain)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigError(f"quarantine location {url!r} is not an s3://BUCKET[/PREFIX] URL")
+        self.url = url.rstrip("/")
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def key_for(self, received_at: datetime) -> str:
+        """A new object key for rejections received at ``received_at`` (UTC-aware)."""
+        at = received_at.astimezone(UTC)
+        name = f"source=collector/date={at:%Y-%m-%d}/{at:%H%M%S}-{uuid.uuid4().hex}.ndjson"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def put(self, rejections: list[Rejection]) -> str:
+        """Store ``rejections`` (at least one) as one new object; returns its key. Raises
+        :class:`~playpulse.errors.QuarantineError` when S3 does not store it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from playpulse.aws.clients import client
+
+        lines = [
+            json.dumps(_rejection_record(r, with_raw=True), separators=(",", ":"))
+            for r in rejections
+        ]
+        key = self.key_for(rejections[0].received_at)
+        try:
+            with self._lock:
+                if self._client is None:
+                    self._client = client("s3")
+                s3 = self._client
+            s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=("\n".join(lines) + "\n").encode(),
+                ContentType="application/x-ndjson",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise QuarantineError(
+                f"storing {len(rejections)} rejected events in s3://{self.bucket}/{key} "
+                f"failed: {exc}"
+            ) from exc
+        return key
+
+
+class LambdaQuarantine(QuarantineStore):
+    """The collector's quarantine in a Lambda: the SQLite quarantine in the (ephemeral)
+    data dir, plus every rejection logged and, with a ``sink``, stored in S3 first.
+
+    :meth:`add` raises :class:`~playpulse.errors.QuarantineError` when the sink does not
+    store the rejections (the collector then answers 503 and appends nothing); with a
+    sink, a failure of the local file is logged, not raised (the rejections are stored).
+    Without a sink the local file is the only store besides the log, and its failure
+    raises as in :class:`QuarantineStore`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sink: S3QuarantineSink | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> None:
+        super().__init__(path, max_bytes=max_bytes, retention=retention)
+        self.sink = sink
+
+    @classmethod
+    def for_lambda(cls, settings: Settings, sink: S3QuarantineSink | None) -> LambdaQuarantine:
+        """The quarantine of ``settings.data_dir`` with its bounds, and ``sink``."""
+        return cls(
+            settings.quarantine_path,
+            sink,
+            max_bytes=settings.quarantine_max_bytes,
+            retention=settings.quarantine_retention,
+        )
+
+    def add(self, rejections: Iterable[Rejection]) -> list[int]:
+        """Log, ship to the sink, then store locally (see the class docstring). Returns
+        the local entry ids (empty when the local file failed after the sink stored)."""
+        batch = list(rejections)
+        if not batch:
+            return []
+        sink = self.sink
+        stored_in = f"s3://{sink.bucket}/{sink.put(batch)}" if sink is not None else None
+        where = stored_in or "the log only"
+        for rejection in batch:
+            record = _rejection_record(rejection, with_raw=sink is None)
+            log.warning("rejected event quarantined (%s): %s", where, json.dumps(record))
+        if sink is None:
+            return super().add(batch)
+        try:
+            return super().add(batch)
+        except (QuarantineError, OSError) as exc:
+            log.error("local quarantine copy failed (the rejections are in S3): %s", exc)
+            return []
+
+
+class CollectorHandler:
+    """A Lambda handler bound to one collector app (made on the first call, see the
+    module docstring). ``settings`` default to :func:`lambda_settings`; ``stream`` and
+    ``quarantine`` to those the settings name (they are then opened on the first call).
+    Calling it with an event returns the HTTP response dict for that event's payload
+    format (``statusCode``, ``headers``, ``body``, ``isBase64Encoded``)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        stream: EventStream | None = None,
+        quarantine: QuarantineStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self._stream = stream
+        self._quarantine = quarantine
+        self._adapter: Any = None
+        self.app: FastAPI | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._owned: list[EventStream | QuarantineStore] = []
+        #: The settings the app was made with (None before the first call).
+        self.settings: Settings | None = None
+
+    def _start(self) -> Any:
+        from mangum import Mangum
+
+        settings = self._settings or lambda_settings()
+        quarantine = self._quarantine
+        if quarantine is None:
+            url = quarantine_url(settings)
+            sink = S3QuarantineSink(url) if url else None
+            quarantine = LambdaQuarantine.for_lambda(settings, sink)
+            where = f"{url} (and the log)" if url else "the log only (no S3 location set)"
+            log.info("collector handler: rejected events are kept in %s", where)
+        opened: list[EventStream | QuarantineStore] = []
+        if self._quarantine is None:
+            opened.append(quarantine)
+        try:
+            stream = self._stream
+            if stream is None:
+                stream = open_stream(settings)
+                opened.append(stream)
+            if not settings.write_keys:
+                log.warning("no write keys configured: anyone who reaches this function can send")
+            app = create_app(settings, stream=stream, quarantine=quarantine)
+        except BaseException:
+            for resource in opened:
+                resource.close()
+            raise
+        self._owned = opened
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        adapter = Mangum(app, lifespan="off")
+        self.settings = settings
+        self.app = app
+        self._adapter = adapter
+        return adapter
+
+    def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
+        """Answer one Lambda event (see the class docstring). Never raises."""
+        version = event.get("version") if isinstance(event, dict) else None
+        try:
+            normalized = normalize_event(event)
+        except _BadEvent as exc:
+            log.warning("collector handler: %s", exc)
+            return lambda_response(version, exc.status, exc.code, str(exc))
+        try:
+            adapter = self._adapter or self._start()
+        except PlaypulseError as exc:
+            code = "unavailable"
+            if isinstance(exc, ConfigError):
+                code = "misconfigured"
+            elif isinstance(exc, StreamError):
+                code = "stream_unavailable"
+            elif isinstance(exc, QuarantineError):
+                code = "quarantine_unavailable"
+            log.error("collector handler could not start: %s", exc)
+            message = f"the collector cannot start ({exc}); send the request again later"
+            return lambda_response(version, 503, code, message, {"retry-after": "1"})
+        except Exception as exc:
+            log.exception("collector handler could not start")
+            message = (
+                f"the collector cannot start ({type(exc).__name__}); send the request again later"
+            )
+            return lambda_response(version, 503, "internal_error", message, {"retry-after": "1"})
+        try:
+            # The adapter runs the app on the current thread's event loop: make it ours
+            # (another caller of this thread may have set or closed its own).
+            asyncio.set_event_loop(self._loop)
+            response: dict[str, Any] = adapter(normalized, context)
+        except Exception as exc:
+            log.exception("collector handler failed on a %s event", version or "1.0")
+            message = (
+                f"the collector failed unexpectedly ({type(exc).__name__}); "
+                "nothing of this request was stored, send it again later"
+            )
+            return lambda_response(version, 503, "internal_error", message, {"retry-after": "1"})
+        status = int(response.get("statusCode", 503))
+        if status >= 500 and status != 503:  # an app route crashed: say so as the app does
+            log.error("collector app answered %d; answering 503 internal_error", status)
+            message = "the collector failed unexpectedly; send the request again later"
+            return lambda_response(version, 503, "internal_error", message, {"retry-after": "1"})
+        for name in ("headers", "multiValueHeaders"):
+            headers = response.get(name)
+            if isinstance(headers, dict):
+                for excluded in EXCLUDED_RESPONSE_HEADERS:
+                    headers.pop(excluded, None)
+        return response
+
+    def close(self) -> None:
+        """Close the stream and quarantine the first call opened, and the event loop
+        (for tests and tools; a Lambda container just ends); the calling thread is left
+        with no current event loop. The next call starts again."""
+        self._adapter = None
+        self.app = None
+        for resource in self._owned:
+            resource.close()
+        self._owned.clear()
+        if self._loop is not None:
+            asyncio.set_event_loop(None)
+            self._loop.close()
+            self._loop = None
+
+
+class _BadEvent(PlaypulseError):
+    def __init__(self, message: str, status: int = 400, code: str = "unsupported_event") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def normalize_event(event: Any) -> dict[str, Any]:
+    """A copy of an API Gateway / Function URL ``event`` that the adapter reads as the
+    client sent it: the body decoded (strict base64 when ``isBase64Encoded``) as bytes,
+    header names in lower case with string values, ``content-length`` the body's real
+    size, a named stage's prefix removed from the path.
+
+    Raises ``_BadEvent`` (400) when ``event`` is not an HTTP request event of payload
+    format 1.0 or 2.0, or its base64 body is invalid.
+    """
+    if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
+        raise _BadEvent(
+            "the function was invoked with an event that is not an HTTP request from API "
+            "Gateway or a Function URL (no requestContext)"
+        )
+    out = dict(event)
+    context = dict(event["requestContext"])
+    out["requestContext"] = context
+    headers = event.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise _BadEvent("the event's headers are not an object")
+    lowered = {str(k).lower(): str(v) for k, v in headers.items() if v is not None}
+    body = event.get("body") or b""
+    if isinstance(body, str):
+        if event.get("isBase64Encoded"):
+            try:
+                data = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _BadEvent(
+                    f"the event's body is marked isBase64Encoded but is not valid base64: {exc}",
+                    code="malformed_body",
+                ) from None
+        else:
+            data = body.encode("utf-8", "surrogateescape")
+    elif isinstance(body, bytes | bytearray):
+        data = bytes(body)
+    else:
+        raise _BadEvent("the event's body is not a string")
+    out["body"] = data
+    out["isBase64Encoded"] = False
+    lowered.pop("transfer-encoding", None)
+    lowered["content-length"] = str(len(data))
+    out["headers"] = lowered
+    if event.get("multiValueHeaders"):  # format 1.0: the adapter merges them over headers
+        multi = {str(k).lower(): v for k, v in event["multiValueHeaders"].items()}
+        multi.pop("transfer-encoding", None)
+        multi.pop("content-length", None)
+        out["multiValueHeaders"] = multi
+    stage = context.get("stage")
+    if event.get("version") == "2.0":
+        http = context.get("http")
+        if not isinstance(http, dict) or not http.get("method") or not http.get("path"):
+            raise _BadEvent("the 2.0 event has no requestContext.http method and path")
+        http = dict(http)
+        http.setdefault("sourceIp", "0.0.0.0")
+        http["path"] = _without_stage(str(http["path"]), stage)
+        context["http"] = http
+        out.setdefault("rawQueryString", "")
+    else:
+        if not event.get("httpMethod") or not event.get("path"):
+            raise _BadEvent("the 1.0 event has no httpMethod and path")
+        out["path"] = _without_stage(str(event["path"]), stage)
+        if "version" not in out and "resource" not in out:
+            out["resource"] = out["path"]
+    return out
+
+
+def _without_stage(path: str, stage: object) -> str:
+    if not isinstance(stage, str) or stage in ("", "$default"):
+        return path
+    prefix = f"/{stage}"
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return path
+
+
+def lambda_response(
+    version: object,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Lambda HTTP answer with the collector's error body ``{"error": {"code",
+    "message"}}`` (for answers made before or around the app)."""
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "body": json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")),
+        "isBase64Encoded": False,
+    } | ({"multiValueHeaders": {}} if version != "2.0" else {})
+
+
+_HANDLER: CollectorHandler | None = None
+_HANDLER_LOCK = threading.Lock()
+
+
+def handler(event: Any, context: Any = None) -> dict[str, Any]:
+    """The Lambda entry point (``playpulse.aws.collector_handler.handler``): the
+    collector's answer to an API Gateway HTTP API or Function URL ``event``, as
+    ``{"statusCode", "headers", "body", "isBase64Encoded"}``. The app is made on the
+    first call from the ``PLAYPULSE_*`` variables (see :func:`lambda_settings`) and
+    reused while the container is warm. Never raises."""
+    global _HANDLER
+    with _HANDLER_LOCK:
+        if _HANDLER is None:
+            _HANDLER = CollectorHandler()
+        current = _HANDLER
+    return current(event, context)
