@@ -321,6 +321,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     size and drops, lake files set aside, partitions, consumer lag and records lost to
     the stream's size limit."""
     from playpulse.lake import corrupt_files
+    from playpulse.lake.factory import open_existing_lake
     from playpulse.service import (
         processor_problem,
         processor_status_line,
@@ -342,6 +343,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
         info["processor"]["members"] = {
             f"processor-{m}": read_processor_status(settings, m) for m in members
         }
+    lake = open_existing_lake(settings)
     info["lake_files_set_aside"] = [
         {
             "original": f.original,
@@ -350,7 +352,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
             "size_bytes": f.size_bytes,
             "moved_at": None if f.moved_at is None else f.moved_at.isoformat(),
         }
-        for f in corrupt_files(settings.lake_path)
+        for f in (corrupt_files(lake) if lake is not None else [])
     ]
     if fmt == "json":
         typer.echo(json.dumps(info, indent=2))

@@ -175,8 +175,25 @@ class Settings(BaseSettings):
 
     @property
     def lake_path(self) -> Path:
-        """The Parquet lake's root folder: ``lake_url``'s, else ``lake/`` in the data dir."""
+        """The Parquet lake's local root folder: ``lake_url``'s (``file://``), else
+        ``lake/`` in the data dir. Raises :class:`~playpulse.errors.ConfigError` for an
+        ``s3://`` lake, which has no folder (open it with
+        :func:`playpulse.lake.factory.open_lake`; see :attr:`lake_location`)."""
+        if self.lake_url and urlsplit(self.lake_url).scheme == "s3":
+            from playpulse.errors import ConfigError
+
+            raise ConfigError(
+                f"lake_url {self.lake_url} is on S3, not a local folder: open it with open_lake"
+            )
         return url_path(self.lake_url) if self.lake_url else self.data_dir / "lake"
+
+    @property
+    def lake_location(self) -> str:
+        """Where the lake is: ``s3://BUCKET/PREFIX`` (no trailing slash) for an ``s3://``
+        ``lake_url``, else the local root folder (:attr:`lake_path`) as a path."""
+        if self.lake_url and urlsplit(self.lake_url).scheme == "s3":
+            return self.lake_url.rstrip("/")
+        return str(self.lake_path)
 
     @property
     def quarantine_path(self) -> Path:

@@ -42,10 +42,11 @@ from fastapi import FastAPI
 
 from playpulse.collector.app import Degraded, add_readiness_check, create_app
 from playpulse.config import Settings
-from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.errors import ConfigError, LakeError, PlaypulseError
 from playpulse.events.model import EventBase
+from playpulse.lake.factory import is_s3, open_lake
 from playpulse.lake.schema import SCHEMAS
-from playpulse.lake.writer import LakeWriter, corrupt_files
+from playpulse.lake.writer import CORRUPT_DIR, corrupt_files
 from playpulse.processor.backfill import (
     ReprocessResult,
     reprocess,
@@ -70,7 +71,7 @@ def open_processor(settings: Settings, options: ProcessorOptions | None = None) 
     return Processor(
         open_stream(settings),
         open_store(settings),
-        LakeWriter(settings.lake_path, SCHEMAS),
+        open_lake(settings),
         open_quarantine(settings),
         options,
     )
@@ -242,7 +243,7 @@ def compact_lake(settings: Settings) -> dict[str, int]:
         committed = store.offsets(ProcessorOptions().consumer)
     finally:
         store.close()
-    lake = LakeWriter(settings.lake_path, SCHEMAS)
+    lake = open_lake(settings)
     return {table: lake.compact(table, committed) for table in SCHEMAS}
 
 
@@ -986,22 +987,31 @@ def lake_problem(settings: Settings) -> str | None:
     yet), else the problem in one line; :class:`~playpulse.collector.app.Degraded`
     when files that could not be read were moved aside (:func:`playpulse.lake.
     corrupt_files`): processing and queries go on without their rows."""
-    path = settings.lake_path
+    location = settings.lake_location
     if not settings.data_dir.is_dir():
         return f"the data dir {settings.data_dir} is missing or not a folder"
-    if not path.exists():
-        return None
     try:
-        with os.scandir(path) as entries:
-            next(entries, None)
-        aside = corrupt_files(path)
+        if is_s3(settings):
+            lake = open_lake(settings)
+            if not lake.exists():
+                return f"the lake's bucket ({location}) does not exist"
+            aside = corrupt_files(lake)
+        else:
+            path = settings.lake_path
+            if not path.exists():
+                return None
+            with os.scandir(path) as entries:
+                next(entries, None)
+            aside = corrupt_files(path)
     except OSError as exc:
-        return f"the lake {path} cannot be read: {exc.strerror or exc}"
+        return f"the lake {location} cannot be read: {exc.strerror or exc}"
+    except LakeError as exc:
+        return f"the lake {location} cannot be read: {exc}"
     if aside:
         newest = aside[-1]
         return Degraded(
             f"{len(aside)} lake file(s) could not be read and were moved to "
-            f"{path / '_corrupt'} (their rows are missing from queries); newest: "
+            f"{location}/{CORRUPT_DIR} (their rows are missing from queries); newest: "
             f"{newest.original}: {newest.reason}"
         )
     return None

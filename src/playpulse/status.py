@@ -12,15 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
-from playpulse.lake.schema import SCHEMAS
-from playpulse.lake.writer import LakeWriter
+from playpulse.lake.factory import open_existing_lake
 from playpulse.quarantine.store import QuarantineStore, open_quarantine
 from playpulse.store.factory import open_store, store_exists
 from playpulse.stream.base import EventStream, stream_health
@@ -115,12 +113,13 @@ def lake_event_count(settings: Settings) -> tuple[int, int]:
     """``(events, unreadable)``: the rows of the lake's live ``events`` files (each event
     the processor kept, once), read from the Parquet footers, and the number of files
     whose footer could not be read (left out; queries set them aside). Writes nothing."""
-    if not settings.lake_path.exists():
+    lake = open_existing_lake(settings)
+    if lake is None:
         return 0, 0
     events = unreadable = 0
-    for path in LakeWriter(settings.lake_path, SCHEMAS).live_files("events"):
+    for path in lake.live_files("events"):
         try:
-            events += pq.read_metadata(path).num_rows
+            events += lake.read_metadata(path).num_rows
         except FileNotFoundError:
             continue  # compacted away since listed
         except (pa.ArrowException, OSError):

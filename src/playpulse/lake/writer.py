@@ -24,6 +24,13 @@ A temporary file is named ``.<name>.<writer pid>-<random>.tmp``; those a crash l
 behind are deleted by :meth:`LakeWriter.remove_orphan_temp_files` (run by
 :meth:`LakeWriter.discard_uncommitted`, when a processor starts).
 
+On S3 (a :class:`LakeWriter` given a pyarrow ``filesystem``; see
+:func:`playpulse.lake.factory.open_lake`), paths are the objects' keys with their bucket,
+``BUCKET/PREFIX/<table>/...`` (pyarrow's S3 path form, held in :class:`~pathlib.Path`
+values that only this writer's methods open): the same layout and names, one PUT per
+file (atomic: no temporary file, nothing to fsync), and a file set aside is copied then
+deleted.
+
 Corrupt files: a lake file that cannot be read as Parquet (truncated, garbage) is moved
 aside by whoever finds it (the processor at start, compaction, a query's cache) to
 ``<root>/_corrupt/<table>/event_date=<date>/<name>.<random>.corrupt`` with a
@@ -36,7 +43,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -52,6 +58,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from playpulse.errors import LakeError
@@ -143,16 +150,202 @@ class LakeWriter:
     """Writes Arrow tables to ``root`` (created if missing), one file per date and range.
 
     ``schemas`` maps each table name to its Arrow schema; every file of a table uses it.
-    Raises :class:`LakeError` when ``root`` cannot be created.
+    ``filesystem``: ``None`` (default) for a local folder; a pyarrow filesystem (an
+    ``S3FileSystem``) for an object store, ``root`` then being ``BUCKET/PREFIX`` (the
+    bucket must exist; nothing is created up front). Raises :class:`LakeError` when a
+    local ``root`` cannot be created.
     """
 
-    def __init__(self, root: str | Path, schemas: Mapping[str, pa.Schema]) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        schemas: Mapping[str, pa.Schema],
+        *,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
         self.root = Path(root)
         self.schemas = dict(schemas)
+        self.filesystem = filesystem
+        # S3: the (mtime ns, size) of each file the last listing saw.
+        self._listed: dict[Path, tuple[int, int]] = {}
+        if filesystem is not None:
+            return
         try:
             _make_dirs(self.root)
         except OSError as exc:
             raise LakeError(f"cannot create the lake folder {self.root}: {exc}") from exc
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a local folder (else an object store such as S3)."""
+        return self.filesystem is None
+
+    @property
+    def location(self) -> str:
+        """Where the lake is, for messages: its folder, or ``s3://BUCKET/PREFIX``."""
+        return str(self.root) if self.filesystem is None else f"s3://{self.root}"
+
+    def uri(self, path: Path) -> str:
+        """``path`` (a lake file) as its user would name it: the local path, or
+        ``s3://BUCKET/KEY``."""
+        return str(path) if self.filesystem is None else f"s3://{path}"
+
+    def exists(self) -> bool:
+        """Whether the lake's folder (local) or bucket (S3) exists. Raises
+        :class:`LakeError` when the object store cannot be reached."""
+        if self.filesystem is None:
+            return self.root.exists()
+        bucket = self.root.parts[0]
+        try:
+            info = self.filesystem.get_file_info(bucket)
+        except OSError as exc:
+            raise LakeError(f"cannot reach the lake {self.location}: {exc}") from exc
+        return bool(info.type != pafs.FileType.NotFound)
+
+    def stat(self, path: Path) -> tuple[int, int] | None:
+        """``(modification time in ns, size in bytes)`` of the lake file ``path``, or
+        ``None`` when it is gone."""
+        if self.filesystem is None:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_mtime_ns, st.st_size
+        info = self._info(str(path))
+        if info.type == pafs.FileType.NotFound:
+            return None
+        return _info_stamp(info)
+
+    def read_table(self, path: Path, schema: pa.Schema | None = None) -> pa.Table:
+        """The rows of the lake file ``path`` (as ``schema`` when given: columns it lacks
+        are null). Raises the reader's error (:class:`FileNotFoundError` when gone,
+        :class:`pyarrow.ArrowInvalid` when damaged)."""
+        return pq.read_table(str(path), schema=schema, filesystem=self.filesystem)
+
+    def read_metadata(self, path: Path) -> Any:
+        """The Parquet footer (``pyarrow.parquet.FileMetaData``) of the lake file
+        ``path``; raises the reader's error."""
+        if self.filesystem is None:
+            return pq.read_metadata(path)
+        with self.filesystem.open_input_file(str(path)) as f:
+            return pq.read_metadata(f)
+
+    def live_stats(self, table: str) -> list[tuple[Path, int, int]]:
+        """:meth:`live_files` of ``table`` with each one's modification time (ns) and
+        size (bytes), from the same listing (one listing on S3); files gone since the
+        listing are left out."""
+        out = []
+        for _, paths in sorted(self._live_by_dir(table).items()):
+            for path in paths:
+                stamp = self._listed.get(path) if self.filesystem is not None else None
+                if stamp is None:
+                    stamp = self.stat(path)
+                if stamp is not None:
+                    out.append((path, *stamp))
+        return out
+
+    def data_files(self, table: str) -> list[Path]:
+        """Every data file of ``table``'s day and month partitions, sorted, including
+        those a compacted file replaced (what a tool that rewrites the table deletes;
+        readers want :meth:`live_files`)."""
+        return sorted(
+            [*self._data_files(table, DAY_PREFIX), *self._data_files(table, MONTH_PREFIX)]
+        )
+
+    def delete(self, path: Path) -> bool:
+        """Delete the lake file ``path``; whether it was there. Raises
+        :class:`LakeError` when the object store refuses."""
+        return self._delete(path)
+
+    def corrupt_files(self) -> list[CorruptFile]:
+        """The files of this lake moved aside (:func:`corrupt_files`)."""
+        if self.filesystem is None:
+            return corrupt_files(self.root)
+        found = []
+        for info in self._list(self.root / CORRUPT_DIR, recursive=True):
+            path = Path(info.path)
+            rel = path.relative_to(self.root / CORRUPT_DIR).parts
+            if info.type != pafs.FileType.File or len(rel) != 3 or path.suffix != ".corrupt":
+                continue
+            record: dict[str, Any] = {}
+            try:
+                with self.filesystem.open_input_stream(f"{path}.json") as f:
+                    record = json.loads(f.read())
+            except (OSError, ValueError):
+                pass
+            found.append(_corrupt_entry(path, int(info.size or 0), record))
+        return _oldest_first(found)
+
+    # --- storage primitives: a local folder, or an object store (S3) ---
+
+    def _info(self, path: str) -> Any:
+        assert self.filesystem is not None
+        try:
+            return self.filesystem.get_file_info(path)
+        except OSError as exc:
+            raise LakeError(f"cannot reach the lake {self.location}: {exc}") from exc
+
+    def _list(self, directory: Path, *, recursive: bool) -> list[Any]:
+        """The object store's entries under ``directory`` (``[]`` when none)."""
+        assert self.filesystem is not None
+        selector = pafs.FileSelector(str(directory), recursive=recursive, allow_not_found=True)
+        try:
+            infos: list[Any] = self.filesystem.get_file_info(selector)
+        except OSError as exc:
+            raise LakeError(f"cannot list the lake {self.location}: {exc}") from exc
+        return infos
+
+    def _put(self, table: pa.Table, path: Path) -> None:
+        """Write ``table`` to ``path`` whole or not at all (a temporary file renamed into
+        place locally, one PUT on S3). Raises :class:`LakeError`."""
+        if self.filesystem is None:
+            _write_atomically(table, path)
+            return
+        try:
+            pq.write_table(table, str(path), filesystem=self.filesystem, compression=COMPRESSION)
+        except OSError as exc:
+            raise LakeError(f"writing {self.uri(path)} failed: {exc}") from exc
+
+    def _delete(self, path: Path) -> bool:
+        """Delete the lake file ``path``; whether it was there."""
+        if self.filesystem is None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        try:
+            self.filesystem.delete_file(str(path))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise LakeError(f"cannot delete {self.uri(path)}: {exc}") from exc
+        return True
+
+    def _data_files(self, table: str, prefix: str) -> list[Path]:
+        """The ``*.parquet`` files of ``table``'s partition folders named ``prefix*``."""
+        if self.filesystem is None:
+            return sorted((self.root / table).glob(f"{prefix}*/*.parquet"))
+        return [p for p in self._listing(table) if p.parent.name.startswith(prefix)]
+
+    def _listing(self, table: str) -> list[Path]:
+        """Every data file of ``table`` on the object store (one recursive listing), sorted;
+        their stamps are kept in ``_listed`` for :meth:`live_stats`."""
+        found = []
+        base = self.root / table
+        for stale in [p for p in self._listed if p.is_relative_to(base)]:
+            del self._listed[stale]
+        for info in self._list(base, recursive=True):
+            path = Path(info.path)
+            if info.type != pafs.FileType.File or path.suffix != ".parquet":
+                continue
+            if len(path.relative_to(base).parts) != 2:
+                continue
+            folder = path.parent.name
+            if folder.startswith((DAY_PREFIX, MONTH_PREFIX)):
+                found.append(path)
+                self._listed[path] = _info_stamp(info)
+        return sorted(found)
 
     def write(
         self,
@@ -204,7 +397,7 @@ class LakeWriter:
         for event_date in unique:
             group = arrow if len(unique) == 1 else arrow.filter(pc.equal(dates, event_date))
             path = self.root / table / f"event_date={event_date}" / name
-            _write_atomically(group, path)
+            self._put(group, path)
             written.append(path)
         return written
 
@@ -230,7 +423,7 @@ class LakeWriter:
         while start < len(months):
             end = bisect.bisect_right(months, months[start], lo=start)
             path = self.root / table / f"{MONTH_PREFIX}{months[start]}" / name
-            _write_atomically(arrow.slice(start, end - start), path)
+            self._put(arrow.slice(start, end - start), path)
             written.append(path)
             start = end
         return written
@@ -241,7 +434,7 @@ class LakeWriter:
         A multi-partition file whose ranges cannot be read (its footer is damaged) is
         moved aside (:meth:`set_aside`) and not listed."""
         out = []
-        for path in sorted((self.root / table).glob(f"{DAY_PREFIX}*/*.parquet")):
+        for path in self._data_files(table, DAY_PREFIX):
             ranges = self._ranges_or_set_aside(path)
             if ranges:
                 out.append(LakeFile(path, path.parent.name.removeprefix("event_date="), ranges))
@@ -265,10 +458,8 @@ class LakeWriter:
         deleted = 0
         for table in self.schemas:
             for f in self.files(table):
-                if f.uncommitted(committed, partitions):
-                    with contextlib.suppress(FileNotFoundError):
-                        f.path.unlink()
-                        deleted += 1
+                if f.uncommitted(committed, partitions) and self._delete(f.path):
+                    deleted += 1
         return deleted
 
     def compact(self, table: str, committed: Mapping[int, int]) -> int:
@@ -325,15 +516,15 @@ class LakeWriter:
             for path in eligible:
                 sources.add(_relative(path.parent.name, path.name, target))
                 sources.update(
-                    _relative(path.parent.name, name, target) for name in _replaced_by(path)
+                    _relative(path.parent.name, name, target) for name in self._replaced_by(path)
                 )
             combined = pa.concat_tables(list(parts.values()))
             if key:
                 combined = newest_versions(combined, key.decode().split(","))
             combined = combined.replace_schema_metadata({_SOURCES_KEY: json.dumps(sorted(sources))})
-            _write_atomically(combined, target / f"compacted-{uuid.uuid4().hex}.parquet")
+            self._put(combined, target / f"compacted-{uuid.uuid4().hex}.parquet")
             for path in eligible:
-                path.unlink(missing_ok=True)
+                self._delete(path)
             merged += len(eligible)
         return merged
 
@@ -351,16 +542,21 @@ class LakeWriter:
 
     def _live_by_dir(self, table: str) -> dict[Path, list[Path]]:
         """:meth:`live_files` of ``table`` by partition folder."""
-        root = self.root / table
-        directories = sorted([*root.glob(f"{DAY_PREFIX}*"), *root.glob(f"{MONTH_PREFIX}*")])
-        found = {d: sorted(d.glob("*.parquet")) for d in directories}
+        found: dict[Path, list[Path]] = {}
+        if self.filesystem is None:
+            root = self.root / table
+            directories = sorted([*root.glob(f"{DAY_PREFIX}*"), *root.glob(f"{MONTH_PREFIX}*")])
+            found = {d: sorted(d.glob("*.parquet")) for d in directories}
+        else:
+            for path in self._listing(table):
+                found.setdefault(path.parent, []).append(path)
         replaced: set[tuple[str, str]] = set()  # (folder name, file name)
         for d, paths in found.items():
             for path in paths:
                 if not _COMPACTED.match(path.name):
                     continue
                 try:
-                    names = _replaced_by(path)
+                    names = self._replaced_by(path)
                 except FileNotFoundError:
                     replaced.add((d.name, path.name))  # compacted again meanwhile: gone
                     continue
@@ -384,8 +580,13 @@ class LakeWriter:
         out = []
         for path in paths:
             try:
-                st = path.stat()
-                _footer_ok(str(path), st.st_mtime_ns, st.st_size)
+                stamp = self.stat(path)
+                if stamp is None:
+                    continue
+                key = (self.uri(path), *stamp)
+                if key not in _FOOTERS_OK:
+                    self.read_metadata(path)
+                    _remember(_FOOTERS_OK, key, True, 16384)
             except FileNotFoundError:
                 continue
             except (pa.ArrowException, OSError) as exc:
@@ -403,9 +604,9 @@ class LakeWriter:
         permission, too many open files)."""
         try:
             if full:
-                pq.read_table(path)
+                self.read_table(Path(path))
             else:
-                pq.read_metadata(path)
+                self.read_metadata(Path(path))
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError) as exc:
@@ -430,6 +631,8 @@ class LakeWriter:
         target = target_dir / f"{path.name}.{uuid.uuid4().hex[:8]}.corrupt"
         note = target.with_name(target.name + ".json")
         moved_at = datetime.now(UTC)
+        if self.filesystem is not None:
+            return self._set_aside_object(path, target, original, table, reason, moved_at)
         try:
             size_bytes = path.stat().st_size
             _make_dirs(target_dir)
@@ -457,6 +660,50 @@ class LakeWriter:
         log.warning("lake file %s cannot be read (%s): moved aside to %s", original, reason, target)
         return CorruptFile(target, original, table, reason, size_bytes, moved_at)
 
+    def _set_aside_object(
+        self, path: Path, target: Path, original: str, table: str, reason: str, moved: datetime
+    ) -> CorruptFile | None:
+        """:meth:`set_aside` on an object store: the reason object, a copy, then the
+        delete (an interrupted move leaves the file in place, to be moved again)."""
+        assert self.filesystem is not None
+        fs = self.filesystem
+        note = f"{target}.json"
+        try:
+            info = fs.get_file_info(str(path))
+            if info.type == pafs.FileType.NotFound:
+                return None
+            size_bytes = int(info.size or 0)
+            record = {
+                "original": original,
+                "table": table,
+                "reason": reason,
+                "size_bytes": size_bytes,
+                "moved_at": moved.isoformat(),
+            }
+            with fs.open_output_stream(note) as f:
+                f.write(json.dumps(record, indent=1).encode())
+            fs.copy_file(str(path), str(target))
+            fs.delete_file(str(path))
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                fs.delete_file(note)
+            return None
+        except OSError as exc:
+            log.error(
+                "cannot move the unreadable lake file %s aside (%s): %s",
+                self.uri(path),
+                reason,
+                exc,
+            )
+            return None
+        log.warning(
+            "lake file %s cannot be read (%s): moved aside to %s",
+            original,
+            reason,
+            self.uri(target),
+        )
+        return CorruptFile(target, original, table, reason, size_bytes, moved)
+
     def remove_orphan_temp_files(self, max_age_s: float = ORPHAN_TEMP_AGE_S) -> int:
         """Delete the temporary files writers left behind (a crash between writing a file
         and renaming it into place); returns how many.
@@ -467,8 +714,10 @@ class LakeWriter:
         file of a live writer (a ``playpulse compact`` running beside the processor) is
         left alone. Call it where no writer of this process is running (the processor
         does at start, in :meth:`discard_uncommitted`): this process's own temporary
-        files go only by age.
+        files go only by age. An object store has none (a PUT is atomic): 0.
         """
+        if self.filesystem is not None:
+            return 0
         removed = 0
         now = time.time()
         temps = [
@@ -499,7 +748,7 @@ class LakeWriter:
         """:func:`_ranges_of` of ``path``; ``None`` (after moving it aside) when its
         footer cannot be read, or when it is gone."""
         try:
-            return _ranges_of(path)
+            return self._ranges_of(path)
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError) as exc:
@@ -519,7 +768,7 @@ class LakeWriter:
         parts = {}
         for path in paths:
             try:
-                parts[path] = pq.read_table(path, schema=schema).replace_schema_metadata()
+                parts[path] = self.read_table(path, schema).replace_schema_metadata()
             except FileNotFoundError:
                 return None
             except (pa.ArrowException, OSError) as exc:
@@ -527,6 +776,41 @@ class LakeWriter:
                     raise LakeError(f"cannot read {path} to compact it: {exc}") from exc
                 self.set_aside(path, str(exc))
         return parts
+
+    def _ranges_of(self, path: Path) -> tuple[OffsetRange, ...]:
+        """The offset ranges of a data file, from its name or (several) its metadata; ()
+        for a compacted file. Raises the reader's error when the metadata cannot be read."""
+        match = _FILE.match(path.name)
+        if match:
+            return ((int(match["partition"]), int(match["first"]), int(match["last"])),)
+        if _MULTI.match(path.name):
+            raw = (self._read_schema(path).metadata or {}).get(_RANGES_KEY.encode())
+            if raw:
+                return tuple((int(p), int(a), int(b)) for p, a, b in json.loads(raw))
+        return ()
+
+    def _read_schema(self, path: Path) -> pa.Schema:
+        if self.filesystem is None:
+            return pq.read_schema(path)
+        with self.filesystem.open_input_file(str(path)) as f:
+            return pq.read_schema(f)
+
+    def _replaced_by(self, path: Path) -> list[str]:
+        """The files the compacted file ``path`` replaces (relative names, as in its
+        metadata); ``[]`` for another file. Compacted files never change once in place:
+        their lists are cached by path and modification time."""
+        if not _COMPACTED.match(path.name):
+            return []
+        stamp = self.stat(path)
+        if stamp is None:
+            raise FileNotFoundError(path)
+        key = (self.uri(path), stamp[0])
+        names = _REPLACED.get(key)
+        if names is None:
+            raw = (self._read_schema(path).metadata or {}).get(_SOURCES_KEY.encode())
+            names = tuple(json.loads(raw)) if raw else ()
+            _remember(_REPLACED, key, names, 4096)
+        return list(names)
 
     def _schema(self, table: str) -> pa.Schema:
         try:
@@ -564,28 +848,42 @@ def newest_versions(table: pa.Table, key: Sequence[str]) -> pa.Table:
     return kept
 
 
-def corrupt_files(lake_path: str | Path) -> list[CorruptFile]:
-    """The lake files of ``lake_path`` (the lake root, ``Settings.lake_path``) moved aside
-    because they could not be read (see :meth:`LakeWriter.set_aside`), oldest first;
-    ``[]`` when there are none or no lake. Reads only the ``_corrupt`` folder: cheap
-    enough for a readiness probe."""
+def corrupt_files(lake: str | Path | LakeWriter) -> list[CorruptFile]:
+    """The lake files of ``lake`` (a local lake root, ``Settings.lake_path``, or a
+    :class:`LakeWriter`, local or on S3) moved aside because they could not be read (see
+    :meth:`LakeWriter.set_aside`), oldest first; ``[]`` when there are none or no lake.
+    Reads only the ``_corrupt`` folder: cheap enough for a readiness probe."""
+    if isinstance(lake, LakeWriter):
+        return lake.corrupt_files()
     found = []
-    for path in (Path(lake_path) / CORRUPT_DIR).glob("*/*/*.corrupt"):
+    for path in (Path(lake) / CORRUPT_DIR).glob("*/*/*.corrupt"):
         try:
             size_bytes = path.stat().st_size
         except FileNotFoundError:
             continue
-        table = path.parent.parent.name
-        original = f"{table}/{path.parent.name}/{path.name.rsplit('.', 2)[0]}"
-        reason, moved_at = "unknown (its reason file is missing or unreadable)", None
-        try:
+        record: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
             record = json.loads(path.with_name(path.name + ".json").read_bytes())
-            reason = str(record["reason"])
-            original = str(record.get("original", original))
-            moved_at = datetime.fromisoformat(record["moved_at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        found.append(CorruptFile(path, original, table, reason, size_bytes, moved_at))
+        found.append(_corrupt_entry(path, size_bytes, record))
+    return _oldest_first(found)
+
+
+def _corrupt_entry(path: Path, size_bytes: int, record: Any) -> CorruptFile:
+    """The :class:`CorruptFile` of the moved-aside ``path`` and its reason ``record``
+    (the parsed ``.json`` beside it; ``{}`` or anything else when missing or unreadable)."""
+    table = path.parent.parent.name
+    original = f"{table}/{path.parent.name}/{path.name.rsplit('.', 2)[0]}"
+    reason, moved_at = "unknown (its reason file is missing or unreadable)", None
+    try:
+        reason = str(record["reason"])
+        original = str(record.get("original", original))
+        moved_at = datetime.fromisoformat(record["moved_at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return CorruptFile(path, original, table, reason, size_bytes, moved_at)
+
+
+def _oldest_first(found: list[CorruptFile]) -> list[CorruptFile]:
     epoch = datetime.min.replace(tzinfo=UTC)
     return sorted(found, key=lambda f: (f.moved_at or epoch, str(f.path)))
 
@@ -598,19 +896,6 @@ def is_corruption(exc: BaseException) -> bool:
         return True
     # Arrow's own I/O errors (a page that does not decode) carry no errno; EIO is the disk.
     return isinstance(exc, OSError) and exc.errno in (None, errno.EIO)
-
-
-def _ranges_of(path: Path) -> tuple[OffsetRange, ...]:
-    """The offset ranges of a data file, from its name or (several) its metadata; ()
-    for a compacted file. Raises the reader's error when the metadata cannot be read."""
-    match = _FILE.match(path.name)
-    if match:
-        return ((int(match["partition"]), int(match["first"]), int(match["last"])),)
-    if _MULTI.match(path.name):
-        raw = (pq.read_schema(path).metadata or {}).get(_RANGES_KEY.encode())
-        if raw:
-            return tuple((int(p), int(a), int(b)) for p, a, b in json.loads(raw))
-    return ()
 
 
 def _month_of(folder: str) -> str:
@@ -641,32 +926,21 @@ def _relative(folder: str, name: str, target: Path) -> str:
     return name if folder == target.name else f"{folder}/{name}"
 
 
-def _replaced_by(path: Path) -> list[str]:
-    if not _COMPACTED.match(path.name):
-        return []
-    try:
-        stamp = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return []
-    return list(_replaced_by_version(str(path), stamp))
+_FOOTERS_OK: dict[tuple[str, int, int], bool] = {}
+_REPLACED: dict[tuple[str, int], tuple[str, ...]] = {}
 
 
-@functools.lru_cache(maxsize=4096)
-def _replaced_by_version(path: str, mtime_ns: int) -> tuple[str, ...]:
-    # Compacted files never change once renamed into place: cache their footers' lists
-    # (keyed by modification time in case a path is ever reused).
-    del mtime_ns
-    metadata = pq.read_schema(path).metadata or {}
-    raw = metadata.get(_SOURCES_KEY.encode())
-    return tuple(json.loads(raw)) if raw else ()
+def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Put ``key`` in ``cache``, emptied first when it holds ``limit`` entries (the
+    footers checked once per file version, the compacted files' lists)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
 
 
-@functools.lru_cache(maxsize=16384)
-def _footer_ok(path: str, mtime_ns: int, size: int) -> bool:
-    # Raises the reader's error for a damaged footer (not cached; the file is moved aside).
-    del mtime_ns, size
-    pq.read_metadata(path)
-    return True
+def _info_stamp(info: Any) -> tuple[int, int]:
+    """``(mtime ns, size)`` of a pyarrow ``FileInfo``."""
+    return int(info.mtime_ns or 0), int(info.size or 0)
 
 
 def _process_exists(pid: int) -> bool:

@@ -66,10 +66,10 @@ from playpulse.config import Settings
 from playpulse.errors import LakeError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import EventBase
+from playpulse.lake.factory import open_lake
 from playpulse.lake.schema import (
     EVENTS_SCHEMA,
     PLAYS_SCHEMA,
-    SCHEMAS,
     SESSIONS_SCHEMA,
     events_table,
     payloads,
@@ -269,7 +269,7 @@ def _reprocess(
     backfill = bool(pending) or bool(incoming)
     window = (None, None) if backfill else _union(_requested(settings), (since, until))
     request_reprocess(settings, *window)
-    lake = LakeWriter(settings.lake_path, SCHEMAS)
+    lake = open_lake(settings)
     stream = open_stream(settings)
     try:
         num_partitions = len(stream.partitions())

@@ -23,6 +23,12 @@ Plays, segments, sessions and shop events are served from DuckDB tables in memor
 lake's live files (cheap) and loads only the files that appeared, dropping the rows of
 files that went away (compaction, a discarded batch). ``events`` is read from Parquet.
 
+On an S3 lake (``lake_url = s3://BUCKET/PREFIX``), DuckDB cannot read the files itself
+(its httpfs extension cannot be loaded here): the new files are read through pyarrow's S3
+filesystem and handed to DuckDB as Arrow tables, and the ``events`` rows are kept in
+memory too (``c_events``); listing S3 gives each file's size and modification time, so
+only new or changed files are read, as on a local lake.
+
 A lake file that cannot be read (truncated, not Parquet) does not fail queries: it is
 moved aside (:meth:`playpulse.lake.writer.LakeWriter.set_aside`, listed by
 :func:`playpulse.lake.writer.corrupt_files`) and the other files answer.
@@ -39,7 +45,9 @@ import duckdb
 import pyarrow as pa
 
 from playpulse.config import Settings
+from playpulse.errors import LakeError
 from playpulse.events.model import COMMERCE_EVENT_TYPES
+from playpulse.lake.factory import open_existing_lake
 from playpulse.lake.schema import (
     EVENTS_SCHEMA,
     PLAYS_SCHEMA,
@@ -48,7 +56,7 @@ from playpulse.lake.schema import (
     play_row,
     session_row,
 )
-from playpulse.lake.writer import LakeWriter, partition_days
+from playpulse.lake.writer import LakeWriter, is_corruption, partition_days
 from playpulse.processor.state import open_plays, open_sessions
 from playpulse.store.factory import open_store, store_exists
 
@@ -93,42 +101,58 @@ CREATE TABLE c_segments AS
 CREATE TABLE c_sessions AS
     SELECT *, ''::VARCHAR AS _file, false AS current FROM sessions_empty;
 CREATE TABLE c_shop AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
+CREATE TABLE c_events AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
 """
 
 # Every file holds its rows' event_date: never take it from the folder name (month
 # partitions hold many days).
 _READ = "read_parquet($files, filename = true, union_by_name = true, hive_partitioning = false)"
-# Files written before a column existed lack it: reading them BY NAME after an empty
-# relation of the current schema gives null there instead of failing.
-_READ_PLAYS = f"(SELECT * FROM e_plays UNION ALL BY NAME SELECT * FROM {_READ})"
-_LOAD_SQL = {
-    "plays": [
-        # Users get a small integer once (exact distinct counts go faster on integers).
-        f"""INSERT INTO c_users
-            SELECT user_id, (SELECT coalesce(max(user_num), 0) FROM c_users)
-                            + row_number() OVER (ORDER BY user_id)
-            FROM (SELECT DISTINCT user_id FROM {_READ} WHERE user_id IS NOT NULL
-                  AND user_id NOT IN (SELECT user_id FROM c_users))""",
-        f"""INSERT INTO c_plays
-            SELECT {", ".join("p." + c for c in _PLAY_COLUMNS)}, u.user_num,
-                   epoch_us(p.started_at), p.filename, false
-            FROM {_READ_PLAYS} p LEFT JOIN c_users u USING (user_id)""",
-        f"""INSERT INTO c_segments
-            SELECT {", ".join("p." + c for c in _SEGMENT_DIMENSIONS)}, s.foreground,
-                   s.chapter, s.start, s."end", s.playing_s, s.rate, u.user_num,
-                   epoch_us(s.start), epoch_us(s."end"), p.filename, false
-            FROM (SELECT *, unnest(segments) AS s FROM {_READ_PLAYS}) p
-            LEFT JOIN c_users u USING (user_id)""",
-    ],
-    "sessions": [
-        f"INSERT INTO c_sessions BY NAME SELECT * RENAME (filename AS _file), false AS current "
-        f"FROM {_READ}"
-    ],
-    "events": [
-        f"""INSERT INTO c_shop BY NAME SELECT * RENAME (filename AS _file) FROM {_READ}
-            WHERE event_type IN ({_SHOP_TYPES})"""
-    ],
-}
+#: Where an S3 lake's new files are: one Arrow table registered under this name, the
+#: table's schema plus ``filename``.
+_ARROW = "lake_new"
+
+
+def _load_sql(read: str) -> dict[str, list[str]]:
+    """The statements that load new files read by ``read`` (a relation with the table's
+    columns and ``filename``) into the cache tables."""
+    # Files written before a column existed lack it: reading them BY NAME after an empty
+    # relation of the current schema gives null there instead of failing.
+    read_plays = f"(SELECT * FROM e_plays UNION ALL BY NAME SELECT * FROM {read})"
+    return {
+        "plays": [
+            # Users get a small integer once (exact distinct counts go faster on integers).
+            f"""INSERT INTO c_users
+                SELECT user_id, (SELECT coalesce(max(user_num), 0) FROM c_users)
+                                + row_number() OVER (ORDER BY user_id)
+                FROM (SELECT DISTINCT user_id FROM {read} WHERE user_id IS NOT NULL
+                      AND user_id NOT IN (SELECT user_id FROM c_users))""",
+            f"""INSERT INTO c_plays
+                SELECT {", ".join("p." + c for c in _PLAY_COLUMNS)}, u.user_num,
+                       epoch_us(p.started_at), p.filename, false
+                FROM {read_plays} p LEFT JOIN c_users u USING (user_id)""",
+            f"""INSERT INTO c_segments
+                SELECT {", ".join("p." + c for c in _SEGMENT_DIMENSIONS)}, s.foreground,
+                       s.chapter, s.start, s."end", s.playing_s, s.rate, u.user_num,
+                       epoch_us(s.start), epoch_us(s."end"), p.filename, false
+                FROM (SELECT *, unnest(segments) AS s FROM {read_plays}) p
+                LEFT JOIN c_users u USING (user_id)""",
+        ],
+        "sessions": [
+            f"INSERT INTO c_sessions BY NAME SELECT * RENAME (filename AS _file), false AS current "
+            f"FROM {read}"
+        ],
+        "events": [
+            f"""INSERT INTO c_shop BY NAME SELECT * RENAME (filename AS _file) FROM {read}
+                WHERE event_type IN ({_SHOP_TYPES})"""
+        ],
+    }
+
+
+_LOAD_SQL = _load_sql(_READ)
+_LOAD_SQL_ARROW = _load_sql(_ARROW)
+_LOAD_SQL_ARROW["events"].append(
+    f"INSERT INTO c_events BY NAME SELECT * RENAME (filename AS _file) FROM {_ARROW}"
+)
 
 # After rows of some keys came or went: which row of each key is current.
 _CURRENT_SQL = {
@@ -154,7 +178,7 @@ _KEY = {"plays": "play_key", "sessions": "user_id", "events": None}
 _CACHE_TABLES = {
     "plays": ("c_plays", "c_segments"),
     "sessions": ("c_sessions",),
-    "events": ("c_shop",),
+    "events": ("c_shop", "c_events"),
 }
 
 
@@ -186,6 +210,7 @@ class LakeCache:
         # Files found unreadable that could not be moved aside: (mtime, size) skipped.
         self._unreadable: dict[str, tuple[int, int]] = {}
         self._store_stamp: tuple[tuple[int, int], ...] | None = None
+        self._lake: LakeWriter | None = None
         for name, schema in (
             ("plays", PLAYS_SCHEMA),
             ("sessions", SESSIONS_SCHEMA),
@@ -215,20 +240,16 @@ class LakeCache:
         """Load the lake files that are new or changed; drop rows of files now gone;
         reload the open plays and sessions when the store changed."""
         with self._lock:
-            if self.settings.lake_path.exists():
-                lake = LakeWriter(self.settings.lake_path, SCHEMAS)
+            if self._lake is None:
+                self._lake = open_existing_lake(self.settings)
+            if self._lake is not None:
                 for table in ("plays", "sessions", "events"):
-                    self._refresh_table(lake, table)
+                    self._refresh_table(self._lake, table)
             self._refresh_open()
 
     def _refresh_table(self, lake: LakeWriter, table: str) -> None:
-        live = {}
-        for path in lake.live_files(table):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue  # compacted away since listed: the next refresh sees it
-            live[str(path)] = (st.st_mtime_ns, st.st_size)
+        # Files compacted away since listed are left out: the next refresh sees it.
+        live = {str(path): (mtime, size) for path, mtime, size in lake.live_stats(table)}
         for f, stamp in list(live.items()):
             if self._unreadable.get(f) == stamp:
                 del live[f]
@@ -244,7 +265,7 @@ class LakeCache:
             loaded.pop(f, None)
         loaded.update({f: live[f] for f in new})
         if table == "events":
-            self._events_view(sorted(live))
+            self._events_view(lake, sorted(live))
 
     def _apply_readable(
         self, lake: LakeWriter, table: str, gone: list[str], new: list[str]
@@ -252,6 +273,10 @@ class LakeCache:
         """:meth:`_apply`; when DuckDB cannot read the new files, move the unreadable
         ones aside and apply the rest. Returns the files left out (unreadable or gone
         since listed); re-raises an error no file explains."""
+        if not lake.is_local:
+            arrow, skipped = self._read_objects(lake, table, new)
+            self._apply(table, gone, [f for f in new if f not in skipped], arrow)
+            return skipped
         left_out: list[str] = []
         while True:
             try:
@@ -263,30 +288,58 @@ class LakeCache:
                     raise
                 left_out.extend(bad)
 
+    def _read_objects(
+        self, lake: LakeWriter, table: str, files: list[str]
+    ) -> tuple[pa.Table, list[str]]:
+        """The rows of the object-store ``files`` of ``table`` as one Arrow table with a
+        ``filename`` column, and the files left out: gone since listed, or unreadable
+        (moved aside, or remembered when that fails). Raises :class:`LakeError` for an
+        error that does not say a file is damaged."""
+        schema = SCHEMAS[table]
+        parts, left_out = [], []
+        for f in files:
+            try:
+                rows = lake.read_table(Path(f), schema).replace_schema_metadata()
+            except FileNotFoundError:
+                left_out.append(f)
+                continue
+            except (pa.ArrowException, OSError) as exc:
+                if not is_corruption(exc):
+                    raise LakeError(f"cannot read {lake.uri(Path(f))}: {exc}") from exc
+                left_out.append(f)
+                stamp = lake.stat(Path(f))
+                if stamp is not None and lake.set_aside(f, str(exc)) is None:
+                    self._unreadable[f] = stamp
+                continue
+            parts.append(rows.append_column("filename", pa.array([f] * rows.num_rows, pa.string())))
+        if not parts:
+            empty = schema.empty_table().replace_schema_metadata()
+            return empty.append_column("filename", pa.array([], pa.string())), left_out
+        return pa.concat_tables(parts), left_out
+
     def _unreadable_files(self, lake: LakeWriter, files: list[str]) -> list[str]:
         """The ``files`` that are gone or cannot be read, the latter moved aside (or, when
         that fails, remembered so they are not read again until they change)."""
         found = []
         for full in (False, True):  # footers first (cheap), whole files only if need be
             for f in files:
-                if not os.path.exists(f):
+                if lake.stat(Path(f)) is None:
                     found.append(f)
                     continue
                 reason = lake.unreadable_reason(f, full=full)
                 if reason is None:
                     continue
                 found.append(f)
-                try:
-                    st = os.stat(f)
-                except FileNotFoundError:
+                stamp = lake.stat(Path(f))
+                if stamp is None:
                     continue
                 if lake.set_aside(f, reason) is None:
-                    self._unreadable[f] = (st.st_mtime_ns, st.st_size)
+                    self._unreadable[f] = stamp
             if found:
                 return found
         return found
 
-    def _events_view(self, files: list[str]) -> None:
+    def _events_view(self, lake: LakeWriter, files: list[str]) -> None:
         low = self.since - timedelta(days=2) if self.since else None
         kept = []
         for f in files:
@@ -294,7 +347,10 @@ class LakeCache:
             if (low is None or last >= low) and (self.until is None or first <= self.until):
                 kept.append(f)
         source = "no_events"
-        if kept:
+        if kept and not lake.is_local:
+            where = "" if len(kept) == len(files) else f" WHERE _file IN {_listing(kept)}"
+            source = f"(SELECT * EXCLUDE (_file) FROM c_events{where})"
+        elif kept:
             source = f"read_parquet({_listing(kept)}, hive_partitioning = false)"
         self.db.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
 
@@ -323,9 +379,16 @@ class LakeCache:
             con.close()
         self._store_stamp = tuple(stamp)
 
-    def _apply(self, table: str, gone: list[str], new: list[str]) -> None:
+    def _apply(
+        self, table: str, gone: list[str], new: list[str], arrow: pa.Table | None = None
+    ) -> None:
+        """Drop the rows of the ``gone`` files, load the ``new`` ones (read by DuckDB from
+        local files, or, when given, from ``arrow``: their rows with ``filename``) and
+        mark the current versions of the keys touched; one transaction."""
         con = self.db.cursor()
         try:
+            if arrow is not None:
+                con.register(_ARROW, arrow)
             con.execute("BEGIN")
             key = _KEY[table]
             main = _CACHE_TABLES[table][0]
@@ -343,7 +406,10 @@ class LakeCache:
                         f"DELETE FROM {name} WHERE _file IN (SELECT unnest($files))",
                         {"files": gone},
                     )
-            if new:
+            if new and arrow is not None:
+                for sql in _LOAD_SQL_ARROW[table]:
+                    con.execute(sql)
+            elif new:
                 for sql in _LOAD_SQL[table]:
                     con.execute(sql, {"files": new})
                 if key:
@@ -436,9 +502,15 @@ def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     files = []
-    if settings.lake_path.exists():
-        lake = LakeWriter(settings.lake_path, SCHEMAS)
-        files = [str(p) for p in lake.readable(lake.live_files("events"))]
+    lake = open_existing_lake(settings)
+    if lake is not None:
+        paths = lake.readable(lake.live_files("events"))
+        if not lake.is_local and paths:
+            parts = [lake.read_table(p, EVENTS_SCHEMA).replace_schema_metadata() for p in paths]
+            con.register("lake_events", pa.concat_tables(parts))
+            con.execute("CREATE VIEW events AS SELECT * FROM lake_events")
+            return con
+        files = [str(p) for p in paths]
     if files:
         con.execute(
             f"CREATE VIEW events AS SELECT * FROM read_parquet({_listing(files)}, "
