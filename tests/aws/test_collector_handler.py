@@ -711,3 +711,66 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# --- Kinesis on moto ------------------------------------------------------------------
+
+
+def _kinesis_records(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(partition key, event) of every record in the Kinesis stream ``name``, read with
+    boto3 from each shard's start."""
+    kinesis = client("kinesis")
+    out = []
+    for shard in kinesis.list_shards(StreamName=name)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            out.extend((r["PartitionKey"], json.loads(r["Data"])) for r in page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return out
+
+
+def test_events_go_to_the_kinesis_stream_the_settings_name(
+    aws_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PLAYPULSE_STREAM_URL=kinesis://STREAM: the handler appends to that stream, one
+    record per valid event, the user as partition key."""
+    pytest.importorskip("playpulse.stream.kinesis")
+    from playpulse.stream import factory
+
+    if "kinesis" not in Path(factory.__file__).read_text():
+        pytest.skip("the stream factory has no kinesis:// branch yet")
+    name = aws_env.unique("collector")
+    kinesis = client("kinesis")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+    )
+    monkeypatch.setenv("PLAYPULSE_STREAM_URL", f"kinesis://{name}")
+    monkeypatch.setenv("PLAYPULSE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PLAYPULSE_WRITE_KEYS", WRITE_KEY)
+    monkeypatch.delenv("PLAYPULSE_LAKE_URL", raising=False)
+    monkeypatch.delenv(collector_handler.QUARANTINE_URL_ENV, raising=False)
+    monkeypatch.setattr(collector_handler, "_HANDLER", None)
+    events = [event(f"user-{n}") for n in range(6)]
+    body = gzip.compress(json.dumps([*events, {"bad": True}]).encode())
+    headers = {"content-encoding": "gzip", **auth()}
+    try:
+        answer = collector_handler.handler(function_url_event(body, headers, base64_body=True))
+        denied = collector_handler.handler(function_url_event(json.dumps([event()]), {}))
+    finally:
+        made = collector_handler._HANDLER
+        if made is not None:
+            made.close()
+    assert answer["statusCode"] == 200
+    result = json.loads(answer["body"])
+    assert result["accepted"] == 6
+    assert [r["index"] for r in result["rejected"]] == [6]
+    assert denied["statusCode"] == 401
+    stored = _kinesis_records(name)
+    assert sorted(e["event_id"] for _, e in stored) == sorted(e["event_id"] for e in events)
+    assert all(key == e["user_id"] for key, e in stored)
