@@ -406,12 +406,13 @@ class LakeCache:
                         f"DELETE FROM {name} WHERE _file IN (SELECT unnest($files))",
                         {"files": gone},
                     )
-            if new and arrow is not None:
-                for sql in _LOAD_SQL_ARROW[table]:
-                    con.execute(sql)
-            elif new:
-                for sql in _LOAD_SQL[table]:
-                    con.execute(sql, {"files": new})
+            if new:
+                if arrow is not None:
+                    for sql in _LOAD_SQL_ARROW[table]:
+                        con.execute(sql)
+                else:
+                    for sql in _LOAD_SQL[table]:
+                        con.execute(sql, {"files": new})
                 if key:
                     con.execute(touch, {"files": new})
             for sql in _CURRENT_SQL[table]:
