@@ -774,3 +774,45 @@ def test_events_go_to_the_kinesis_stream_the_settings_name(
     stored = _kinesis_records(name)
     assert sorted(e["event_id"] for _, e in stored) == sorted(e["event_id"] for e in events)
     assert all(key == e["user_id"] for key, e in stored)
+
+
+_texts = st.text(max_size=12)
+_any = st.none() | st.booleans() | st.integers() | _texts | st.lists(_texts, max_size=2)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    version=st.sampled_from(["2.0", "1.0", None]) | _any,
+    method=st.sampled_from(["POST", "GET", "PUT", ""]) | _any,
+    path=st.sampled_from(["/v1/events", "/", "/readyz", "v1/events", "/prod/v1/events"]) | _any,
+    stage=st.sampled_from(["$default", "prod", None]) | _any,
+    headers=st.none() | st.dictionaries(_texts, _any, max_size=3) | _any,
+    body=st.none() | _texts | st.text(alphabet=st.characters(), max_size=20) | _any,
+    is_base64=_any,
+)
+def test_any_event_shape_is_answered_never_raised_never_5xx(
+    pair: Pair,
+    version: Any,
+    method: Any,
+    path: Any,
+    stage: Any,
+    headers: Any,
+    body: Any,
+    is_base64: Any,
+) -> None:
+    lambda_event: dict[str, Any] = {
+        "version": version,
+        "headers": headers,
+        "body": body,
+        "isBase64Encoded": is_base64,
+        "httpMethod": method,
+        "path": path,
+        "requestContext": {"stage": stage, "http": {"method": method, "path": path}},
+    }
+    answer = collector_handler.handler(lambda_event, None)
+    assert 200 <= answer["statusCode"] < 500
+    assert isinstance(answer["body"], str)

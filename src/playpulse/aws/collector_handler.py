@@ -50,6 +50,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import uuid
@@ -57,7 +58,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI
 
@@ -328,6 +329,10 @@ class CollectorHandler:
         except _BadEvent as exc:
             log.warning("collector handler: %s", exc)
             return lambda_response(version, exc.status, exc.code, str(exc))
+        except Exception as exc:  # a field of an unexpected type, say
+            log.warning("collector handler: unreadable event: %r", exc)
+            message = f"the event cannot be read as an HTTP request ({type(exc).__name__}: {exc})"
+            return lambda_response(version, 400, "unsupported_event", message)
         try:
             adapter = self._adapter or self._start()
         except PlaypulseError as exc:
@@ -394,72 +399,124 @@ class _BadEvent(PlaypulseError):
 
 
 def normalize_event(event: Any) -> dict[str, Any]:
-    """A copy of an API Gateway / Function URL ``event`` that the adapter reads as the
-    client sent it: the body decoded (strict base64 when ``isBase64Encoded``) as bytes,
-    header names in lower case with string values, ``content-length`` the body's real
-    size, a named stage's prefix removed from the path.
+    """The API Gateway / Function URL ``event`` as a clean payload 2.0 event that the
+    adapter reads as the client sent it: method and path (a named stage's prefix
+    removed), query string, header names in lower case with string values (1.0's
+    ``multiValueHeaders`` joined with ``", "``), the body decoded (strict base64 when
+    ``isBase64Encoded``) as bytes, ``content-length`` the body's real size. Other fields
+    are left out.
 
     Raises ``_BadEvent`` (400) when ``event`` is not an HTTP request event of payload
-    format 1.0 or 2.0, or its base64 body is invalid.
+    format 1.0 or 2.0 (a field missing or of the wrong type), or its base64 body is
+    invalid.
     """
     if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
         raise _BadEvent(
             "the function was invoked with an event that is not an HTTP request from API "
             "Gateway or a Function URL (no requestContext)"
         )
-    out = dict(event)
-    context = dict(event["requestContext"])
-    out["requestContext"] = context
-    headers = event.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise _BadEvent("the event's headers are not an object")
-    lowered = {str(k).lower(): str(v) for k, v in headers.items() if v is not None}
-    body = event.get("body") or b""
-    if isinstance(body, str):
-        if event.get("isBase64Encoded"):
-            try:
-                data = base64.b64decode(body, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise _BadEvent(
-                    f"the event's body is marked isBase64Encoded but is not valid base64: {exc}",
-                    code="malformed_body",
-                ) from None
-        else:
-            data = body.encode("utf-8", "surrogateescape")
-    elif isinstance(body, bytes | bytearray):
-        data = bytes(body)
-    else:
-        raise _BadEvent("the event's body is not a string")
-    out["body"] = data
-    out["isBase64Encoded"] = False
-    lowered.pop("transfer-encoding", None)
-    lowered["content-length"] = str(len(data))
-    out["headers"] = lowered
-    if event.get("multiValueHeaders"):  # format 1.0: the adapter merges them over headers
-        multi = {str(k).lower(): v for k, v in event["multiValueHeaders"].items()}
-        multi.pop("transfer-encoding", None)
-        multi.pop("content-length", None)
-        out["multiValueHeaders"] = multi
-    stage = context.get("stage")
+    context = event["requestContext"]
+    headers = _header_map(event.get("headers"), "headers")
     if event.get("version") == "2.0":
         http = context.get("http")
-        if not isinstance(http, dict) or not http.get("method") or not http.get("path"):
-            raise _BadEvent("the 2.0 event has no requestContext.http method and path")
-        http = dict(http)
-        http.setdefault("sourceIp", "0.0.0.0")
-        http["path"] = _without_stage(str(http["path"]), stage)
-        context["http"] = http
-        out.setdefault("rawQueryString", "")
+        if not isinstance(http, dict):
+            raise _BadEvent("the 2.0 event has no requestContext.http")
+        method, path = http.get("method"), http.get("path")
+        query = event.get("rawQueryString")
+        query = query if isinstance(query, str) else ""
+        cookies = event.get("cookies")
+        if isinstance(cookies, list) and cookies:
+            headers["cookie"] = "; ".join(str(c) for c in cookies)
+        source_ip = http.get("sourceIp")
     else:
-        if not event.get("httpMethod") or not event.get("path"):
-            raise _BadEvent("the 1.0 event has no httpMethod and path")
-        out["path"] = _without_stage(str(event["path"]), stage)
-        if "version" not in out and "resource" not in out:
-            out["resource"] = out["path"]
+        method, path = event.get("httpMethod"), event.get("path")
+        for name, value in _header_map(event.get("multiValueHeaders"), "multiValueHeaders").items():
+            headers[name] = value
+        query = _query_string(event)
+        identity = context.get("identity")
+        source_ip = identity.get("sourceIp") if isinstance(identity, dict) else None
+    if not isinstance(method, str) or not _METHOD.fullmatch(method):
+        raise _BadEvent(f"the event's HTTP method is missing or not a method: {method!r:.40}")
+    if not isinstance(path, str) or not path:
+        raise _BadEvent("the event's path is missing or not a string")
+    body = _body(event)
+    headers.pop("transfer-encoding", None)
+    headers["content-length"] = str(len(body))
+    return {
+        "version": "2.0",
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "http": {
+                "method": method.upper(),
+                "path": _without_stage(path if path.startswith("/") else "/" + path, context),
+                "sourceIp": source_ip if isinstance(source_ip, str) else "0.0.0.0",
+            },
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+#: An HTTP method as the collector can route it.
+_METHOD = re.compile(r"[A-Za-z]{1,16}")
+
+
+def _header_map(value: object, what: str) -> dict[str, str]:
+    """Headers (``{name: value}``, or 1.0's ``{name: [values]}``) with lower-case names
+    and string values (a list joined with ``", "``); None values are left out."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _BadEvent(f"the event's {what} are not an object")
+    out = {}
+    for name, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, list):
+            item = ", ".join(str(v) for v in item if v is not None)
+        out[str(name).lower()] = str(item)
     return out
 
 
-def _without_stage(path: str, stage: object) -> str:
+def _query_string(event: dict[str, Any]) -> str:
+    """The query string of a 1.0 event, from its (multi-value) query parameters."""
+    for name in ("multiValueQueryStringParameters", "queryStringParameters"):
+        params = event.get(name)
+        if isinstance(params, dict) and params:
+            pairs = [
+                (str(key), str(v))
+                for key, values in params.items()
+                for v in (values if isinstance(values, list) else [values])
+                if v is not None
+            ]
+            return urlencode(pairs)
+    return ""
+
+
+def _body(event: dict[str, Any]) -> bytes:
+    """The body as the client sent it."""
+    body = event.get("body")
+    if body is None:
+        return b""
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    if not isinstance(body, str):
+        raise _BadEvent("the event's body is not a string")
+    if event.get("isBase64Encoded") is True:
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _BadEvent(
+                f"the event's body is marked isBase64Encoded but is not valid base64: {exc}",
+                code="malformed_body",
+            ) from None
+    return body.encode("utf-8", "surrogatepass")  # any str, even a lone surrogate
+
+
+def _without_stage(path: str, context: dict[str, Any]) -> str:
+    """``path`` without the prefix ``/STAGE`` of a named stage (API Gateway keeps it)."""
+    stage = context.get("stage")
     if not isinstance(stage, str) or stage in ("", "$default"):
         return path
     prefix = f"/{stage}"
