@@ -7,6 +7,7 @@ open plays, shop events) and a small simulated one (``playpulse.sources.simulato
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from playpulse.query.engine import connect, events_connection
 from playpulse.service import compact_lake, lake_problem
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.status import lake_event_count
-from playpulse.testing import load_module
+from playpulse.testing import load_module, run_cli
 
 SIM_START = datetime(2026, 3, 6, tzinfo=UTC)
 SIM_NOW = SIM_START + timedelta(days=4)
@@ -166,3 +167,21 @@ def test_a_corrupt_object_on_s3_is_set_aside_and_queries_go_on(s3_env: str, tmp_
     problem = lake_problem(settings)
     assert problem is not None
     assert f"s3://{s3_env}/corrupt/lake/_corrupt" in str(problem)
+
+
+def test_playpulse_status_and_query_read_the_s3_lake(lakes: dict[str, Lakes]) -> None:
+    case = lakes["dataset"]
+
+    def cli(settings: Settings, *args: str) -> Any:
+        env = {"PLAYPULSE_DATA_DIR": str(settings.data_dir), "PLAYPULSE_NUM_PARTITIONS": "8"}
+        if settings.lake_url:
+            env["PLAYPULSE_LAKE_URL"] = settings.lake_url
+        done = run_cli(*args, "--format", "json", env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    on_s3, on_local = cli(case.s3, "status"), cli(case.local, "status")
+    assert on_s3["events_in_lake"] == on_local["events_in_lake"] == 43
+    assert on_s3["lake_files_unreadable"] == 0
+    assert on_s3["lake_files_set_aside"] == []
+    assert cli(case.s3, "query", "overview") == cli(case.local, "query", "overview")
