@@ -430,6 +430,7 @@ def test_payload_format_1_0(pair: Pair) -> None:
     body = json.dumps([e])
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WRITE_KEY}"}
     answer = collector_handler.handler(rest_v1_event(body, headers), None)
+    assert set(answer) == {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"}
     assert answer["statusCode"] == 200
     assert json.loads(answer["body"]) == {"accepted": 1, "rejected": []}
     with pair.lambda_stream() as stream:

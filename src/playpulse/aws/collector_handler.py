@@ -9,11 +9,13 @@ same status codes, error bodies (``{"error": {"code", "message"}}``), write keys
 partial appends (503 ``stream_unavailable`` with ``stored`` / ``not_stored``). Events go to
 the stream ``PLAYPULSE_STREAM_URL`` names (``kinesis://STREAM`` in a deployment).
 
-Events: payload format 2.0 (HTTP API, Function URL) and 1.0 (HTTP API v1, REST API).
-Bodies with ``isBase64Encoded`` are decoded (strictly: an invalid one is a 400); header
-names are matched in any case; a named stage's prefix (``/prod/v1/events``) is removed
-from the path. An event that is not an HTTP request is answered 400 ``unsupported_event``;
-an unexpected failure 503 ``internal_error`` (never a 500, never an invocation error).
+Events: payload format 2.0 (HTTP API, Function URL) and 1.0 (HTTP API v1, REST API),
+answered in the response shape of their format; only their HTTP request is read (see
+:func:`normalize_event`). Bodies with ``isBase64Encoded`` are decoded (strictly: an
+invalid one is a 400); header names are matched in any case; a named stage's prefix
+(``/prod/v1/events``) is removed from the path. An event that is not an HTTP request is
+answered 400 ``unsupported_event``; an unexpected failure 503 ``internal_error`` (never a
+500, never an invocation error).
 
 Lifetime in a Lambda: one app per warm container, made on the first invocation (a failed
 start, say the stream is unreachable, is answered 503 ``stream_unavailable`` and tried
@@ -369,11 +371,13 @@ class CollectorHandler:
             log.error("collector app answered %d; answering 503 internal_error", status)
             message = "the collector failed unexpectedly; send the request again later"
             return lambda_response(version, 503, "internal_error", message, {"retry-after": "1"})
-        for name in ("headers", "multiValueHeaders"):
-            headers = response.get(name)
-            if isinstance(headers, dict):
-                for excluded in EXCLUDED_RESPONSE_HEADERS:
-                    headers.pop(excluded, None)
+        headers = dict(response.get("headers") or {})
+        for excluded in EXCLUDED_RESPONSE_HEADERS:
+            headers.pop(excluded, None)
+        response["headers"] = headers
+        if version != "2.0":  # the 1.0 (REST) response shape: no cookies field
+            cookies = response.pop("cookies", None)
+            response["multiValueHeaders"] = {"set-cookie": cookies} if cookies else {}
         return response
 
     def close(self) -> None:
