@@ -580,7 +580,7 @@ class LakeWriter:
         out = []
         for path in paths:
             try:
-                stamp = self.stat(path)
+                stamp = self._listed_stamp(path)
                 if stamp is None:
                     continue
                 key = (self.uri(path), *stamp)
@@ -777,6 +777,13 @@ class LakeWriter:
                 self.set_aside(path, str(exc))
         return parts
 
+    def _listed_stamp(self, path: Path) -> tuple[int, int] | None:
+        """:meth:`stat` of ``path``; on an object store, from the last listing when it saw
+        the file (saves a request per file)."""
+        if self.filesystem is not None and path in self._listed:
+            return self._listed[path]
+        return self.stat(path)
+
     def _ranges_of(self, path: Path) -> tuple[OffsetRange, ...]:
         """The offset ranges of a data file, from its name or (several) its metadata; ()
         for a compacted file. Raises the reader's error when the metadata cannot be read."""
@@ -801,7 +808,7 @@ class LakeWriter:
         their lists are cached by path and modification time."""
         if not _COMPACTED.match(path.name):
             return []
-        stamp = self.stat(path)
+        stamp = self._listed_stamp(path)
         if stamp is None:
             raise FileNotFoundError(path)
         key = (self.uri(path), stamp[0])
