@@ -100,9 +100,10 @@ class Settings(BaseSettings):
     - ``stream_url``, ``store_url``, ``lake_url``: where the stream, the real-time store
       and the lake are, as URLs (``sqlite:///path/stream.db`` or
       ``kafka://HOST:PORT[,HOST:PORT...]/TOPIC``, ``sqlite:///path/store.db``,
-      ``file:///path/lake``); unset (default): the embedded files in ``data_dir``. Every
-      component opens them through its factory (``open_stream``, ``open_store``). An
-      unknown scheme is refused at startup.
+      ``file:///path/lake`` or ``s3://BUCKET/PREFIX``); unset (default): the embedded
+      files in ``data_dir``. Every component opens them through its factory
+      (``open_stream``, ``open_store``, ``open_lake``). An unknown scheme is refused at
+      startup.
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
