@@ -567,6 +567,20 @@ def test_quarantine_url_settings() -> None:
         url(None, "file:///tmp/q")
 
 
+def test_quarantine_object_keys() -> None:
+    sink = collector_handler.S3QuarantineSink("s3://bucket/a/quarantine/")
+    at = datetime(2026, 12, 5, 3, 4, 5, tzinfo=UTC)
+    key = sink.key_for(at)
+    assert key.startswith("a/quarantine/source=collector/date=2026-12-05/030405-")
+    assert key.endswith(".ndjson")
+    assert key != sink.key_for(at)  # a new object per request
+    odd = sink.key_for(at, "import/../x y")
+    assert odd.startswith("a/quarantine/source=import_.._x_y/date=2026-12-05/")
+    assert collector_handler.S3QuarantineSink("s3://bucket").key_for(at).startswith("source=")
+    with pytest.raises(ConfigError):
+        collector_handler.S3QuarantineSink("file:///tmp/x")
+
+
 def test_data_dir_defaults_to_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PLAYPULSE_DATA_DIR", raising=False)
     settings = lambda_settings({})

@@ -34,9 +34,10 @@ also written where it lasts (:class:`LambdaQuarantine`):
   ``PLAYPULSE_LAKE_URL`` is an ``s3://`` URL (then beside the lake:
   ``s3://BUCKET/a/lake`` -> ``s3://BUCKET/a/quarantine``; a lake at the bucket's root ->
   ``s3://BUCKET/_quarantine``, which Hive-style readers skip). One NDJSON object per
-  request, ``PREFIX/source=collector/date=YYYY-MM-DD/HHMMSS-<uuid>.ndjson``, a line per
-  rejection (:data:`S3_LINE_FIELDS`). The function's role needs ``s3:PutObject`` there.
-  If S3 refuses, the request is answered 503 ``quarantine_unavailable`` and nothing of it
+  request, ``PREFIX/source=collector/date=YYYY-MM-DD/HHMMSS-<uuid>.ndjson`` (the
+  first rejection's source and receive date), a line per rejection
+  (:data:`S3_LINE_FIELDS`). The function's role needs ``s3:PutObject`` there. If S3
+  refuses, the request is answered 503 ``quarantine_unavailable`` and nothing of it
   is appended (the HTTP collector's rule when its quarantine cannot write);
 - always to the log (CloudWatch Logs in a Lambda): one line per rejection, logger
   ``playpulse.aws.collector``, with its reason, errors, event_id and size, and its raw
@@ -158,6 +159,10 @@ def _rejection_record(rejection: Rejection, *, with_raw: bool) -> dict[str, Any]
     return record
 
 
+#: Characters left out of the ``source=`` folder of a quarantine object's key.
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 class S3QuarantineSink:
     """Writes rejections to ``s3://BUCKET/PREFIX``: one NDJSON object per :meth:`put`
     (see the module docstring for keys and fields). The S3 client is made on first use
@@ -174,10 +179,12 @@ class S3QuarantineSink:
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def key_for(self, received_at: datetime) -> str:
-        """A new object key for rejections received at ``received_at`` (UTC-aware)."""
+    def key_for(self, received_at: datetime, source: str = "collector") -> str:
+        """A new object key for rejections from ``source`` received at ``received_at``
+        (UTC-aware)."""
         at = received_at.astimezone(UTC)
-        name = f"source=collector/date={at:%Y-%m-%d}/{at:%H%M%S}-{uuid.uuid4().hex}.ndjson"
+        folder = f"source={_KEY_UNSAFE.sub('_', source) or 'unknown'}/date={at:%Y-%m-%d}"
+        name = f"{folder}/{at:%H%M%S}-{uuid.uuid4().hex}.ndjson"
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def put(self, rejections: list[Rejection]) -> str:
@@ -191,11 +198,12 @@ class S3QuarantineSink:
             json.dumps(_rejection_record(r, with_raw=True), separators=(",", ":"))
             for r in rejections
         ]
-        key = self.key_for(rejections[0].received_at)
+        key = self.key_for(rejections[0].received_at, rejections[0].source)
         try:
             with self._lock:
                 if self._client is None:
-                    self._client = client("s3")
+                    # Few tries: a request waits for them (the function has a timeout).
+                    self._client = client("s3", max_attempts=3)
                 s3 = self._client
             s3.put_object(
                 Bucket=self.bucket,
