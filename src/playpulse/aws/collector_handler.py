@@ -15,7 +15,10 @@ answered in the response shape of their format; only their HTTP request is read 
 invalid one is a 400); header names are matched in any case; a named stage's prefix
 (``/prod/v1/events``) is removed from the path. An event that is not an HTTP request is
 answered 400 ``unsupported_event``; an unexpected failure 503 ``internal_error`` (never a
-500, never an invocation error).
+500, never an invocation error). A request larger than Lambda's payload limit (6 MB for
+the event, so about 4.5 MB for a base64-encoded gzip body) is refused by API Gateway or
+the Function URL before the handler sees it; keep ``PLAYPULSE_MAX_BODY_BYTES`` at or
+below that to get the collector's own 413 instead.
 
 Lifetime in a Lambda: one app per warm container, made on the first invocation (a failed
 start, say the stream is unreachable, is answered 503 ``stream_unavailable`` and tried
