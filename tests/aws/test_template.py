@@ -76,7 +76,11 @@ def test_alarm_thresholds(template: dict[str, Any]) -> None:
 
     rate = props(template, ALARMS["error_rate"])
     assert rate["Threshold"] == 1  # percent
-    stats = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in rate["Metrics"] if "MetricStat" in m}
+    stats = {
+        m["Id"]: m["MetricStat"]["Metric"]["MetricName"]
+        for m in rate["Metrics"]
+        if "MetricStat" in m
+    }
     assert stats == {"errors": "Errors", "invocations": "Invocations"}
     (expression,) = [m for m in rate["Metrics"] if "Expression" in m]
     assert expression["ReturnData"] is True
@@ -89,9 +93,7 @@ def test_alarm_thresholds(template: dict[str, Any]) -> None:
 
     table = props(template, ALARMS["table_throttles"])
     assert table["Threshold"] == 0
-    names = {
-        m["MetricStat"]["Metric"]["MetricName"] for m in table["Metrics"] if "MetricStat" in m
-    }
+    names = {m["MetricStat"]["Metric"]["MetricName"] for m in table["Metrics"] if "MetricStat" in m}
     assert names == {"ThrottledRequests"}
     operations = {
         d["Value"]
@@ -103,7 +105,10 @@ def test_alarm_thresholds(template: dict[str, Any]) -> None:
     assert {"UpdateItem", "BatchWriteItem", "GetItem", "Query"} <= operations
 
     dlq = props(template, ALARMS["dead_letters"])
-    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert (dlq["Namespace"], dlq["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
     assert dlq["Threshold"] == 0
 
 
@@ -142,9 +147,9 @@ def test_functions_and_environment(template: dict[str, Any]) -> None:
     assert env["PLAYPULSE_STREAM_URL"] == {"Fn::Sub": "kinesis://${Stream}"}
     assert env["PLAYPULSE_STORE_URL"] == {"Fn::Sub": "dynamodb://${Table}"}
     assert env["PLAYPULSE_LAKE_URL"] == {"Fn::Sub": "s3://${Bucket}/lake"}
-    assert collector["Environment"]["Variables"]["PLAYPULSE_STREAM_URL"] == env[
-        "PLAYPULSE_STREAM_URL"
-    ]
+    assert (
+        collector["Environment"]["Variables"]["PLAYPULSE_STREAM_URL"] == env["PLAYPULSE_STREAM_URL"]
+    )
     url = props(template, "CollectorUrl")
     assert url["TargetFunctionArn"] == {"Fn::GetAtt": ["CollectorFunction", "Arn"]}
     outputs = template["Outputs"]
@@ -169,9 +174,7 @@ def test_table_bucket_and_stream(template: dict[str, Any]) -> None:
         if r.get("Transitions")
     ]
     assert lake_rule["Prefix"] == "lake/"
-    assert lake_rule["Transitions"] == [
-        {"StorageClass": "STANDARD_IA", "TransitionInDays": 30}
-    ]
+    assert lake_rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}]
     assert props(template, "Stream")["ShardCount"] == StackOptions().shard_count
     custom = build_template(StackOptions(cold_storage_class="GLACIER_IR", cold_storage_days=7))
     rules = props(custom, "Bucket")["LifecycleConfiguration"]["Rules"]
