@@ -20,7 +20,7 @@ from playpulse.aws.clients import client
 from playpulse.config import Settings
 from playpulse.lake import corrupt_files, open_lake
 from playpulse.query import CATALOG, QueryParams, run_query
-from playpulse.query.engine import connect, events_connection
+from playpulse.query.engine import connect, events_connection, shared_cache
 from playpulse.service import compact_lake, lake_problem
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.status import lake_event_count
@@ -185,3 +185,36 @@ def test_playpulse_status_and_query_read_the_s3_lake(lakes: dict[str, Lakes]) ->
     assert on_s3["lake_files_unreadable"] == 0
     assert on_s3["lake_files_set_aside"] == []
     assert cli(case.s3, "query", "overview") == cli(case.local, "query", "overview")
+
+
+def test_the_shared_cache_follows_an_s3_lake_file_by_file(s3_env: str, tmp_path: Path) -> None:
+    dataset = _dataset()
+    rows = list(dataset.DATASET)
+    half = len(rows) // 2
+    local = Settings(data_dir=tmp_path / "local", num_partitions=8)
+    s3 = Settings(data_dir=tmp_path / "s3", num_partitions=8, lake_url=f"s3://{s3_env}/follow/lake")
+    week = {"start": dataset.at("2026-11-16T00:00:00"), "end": dataset.at("2026-11-26T00:00:00")}
+    names = [n for n in sorted(CATALOG) if n != "live"]
+
+    def agree() -> dict[str, Any]:
+        out = {n: answers(s3, n, week, dataset.NOW) for n in names}
+        assert out == {n: answers(local, n, week, dataset.NOW) for n in names}
+        return out
+
+    for settings in (local, s3):
+        dataset.ingest(settings, rows[:half])
+    first = agree()
+    cache = shared_cache(s3)
+    before = {t: dict(files) for t, files in cache._loaded.items()}
+    assert before["events"]
+    for settings in (local, s3):
+        dataset.ingest(settings, rows[half:])
+    assert agree() != first
+    after = cache._loaded
+    for table, files in before.items():
+        # Files loaded before are kept as they were (not read again); new ones came.
+        assert {f: after[table][f] for f in files} == files
+    assert set(before["events"]) < set(after["events"])
+    assert compact_lake(s3) == compact_lake(local)
+    agree()
+    assert any("compacted-" in f for files in cache._loaded.values() for f in files)
