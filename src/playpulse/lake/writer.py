@@ -513,11 +513,15 @@ class LakeWriter:
                     continue
             eligible = list(parts)
             sources = set()
-            for path in eligible:
-                sources.add(_relative(path.parent.name, path.name, target))
-                sources.update(
-                    _relative(path.parent.name, name, target) for name in self._replaced_by(path)
-                )
+            try:
+                for path in eligible:
+                    sources.add(_relative(path.parent.name, path.name, target))
+                    sources.update(
+                        _relative(path.parent.name, name, target)
+                        for name in self._replaced_by(path)
+                    )
+            except FileNotFoundError:
+                continue  # another compaction got there first: left for the next run
             combined = pa.concat_tables(list(parts.values()))
             if key:
                 combined = newest_versions(combined, key.decode().split(","))
