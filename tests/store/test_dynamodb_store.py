@@ -1,0 +1,416 @@
+"""DynamoDBStore beyond the shared contract: crashes mid-apply, redelivery, zombies,
+56-digit positions, throttling, dedup keys across store objects and the write units a
+batch costs. Against moto in server mode (``aws_env``); failures are injected with
+botocore event hooks on the store's real client."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from playpulse.aws.clients import client
+from playpulse.config import Settings
+from playpulse.errors import StoreError
+from playpulse.store import StoreBatch
+from playpulse.store.dynamodb import DynamoDBStore, create_table, position_text
+from playpulse.store.factory import open_store, store_exists
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
+
+
+class Crash(Exception):
+    """What the injected failure raises (the process 'dies' there)."""
+
+
+@pytest.fixture
+def table(aws_env: Any) -> str:
+    name = aws_env.unique("store")
+    create_table(name)
+    return name
+
+
+@pytest.fixture
+def stores(table: str) -> Iterator[Callable[..., DynamoDBStore]]:
+    """Opens store objects on ``table``, each with a client of its own; closes them."""
+    made: list[DynamoDBStore] = []
+
+    def open_one() -> DynamoDBStore:
+        store = DynamoDBStore(table, client=client("dynamodb"))
+        made.append(store)
+        return store
+
+    yield open_one
+    for store in made:
+        store.close()
+
+
+def batch_n(n: int, consumer: str = "proc", base: int = 0) -> StoreBatch:
+    """Batch ``n`` of a consumer reading partitions 0 and 1 (positions from ``base``)."""
+    batch = StoreBatch(consumer, offsets={0: base + 10 * n, 1: base + 10 * n + 5})
+    for i in range(5):
+        batch.add(f"CONTENT#{i}", "DAY#2026-11-21", plays=1, playing_time_s=0.1 * (n + 1))
+    batch.add("VENDOR#v1", "METRICS#2026-11-21", orders=1)
+    batch.members |= {("U#a", f"u{n}"), ("U#a", "u0")}
+    batch.dedup += [(f"e{n}-{i}", T0 + timedelta(minutes=n)) for i in range(3)]
+    batch.states[f"PLAY#{n}"] = f"state {n}".encode()
+    if n > 0:
+        batch.states[f"PLAY#{n - 1}"] = None
+    return batch
+
+
+def expected(batches: list[int]) -> dict[str, Any]:
+    """What the store holds after ``batch_n(n)`` for each n in ``batches``, once each."""
+    plays = float(len(batches))
+    time_s = math.fsum(0.1 * (n + 1) for n in batches)
+    last = max(batches)
+    return {
+        "content": [(f"CONTENT#{i}", plays, time_s) for i in range(5)],
+        "vendor": {"orders": plays},
+        "members": len({0, *batches}),
+        "seen": {f"e{n}-{i}" for n in batches for i in range(3)},
+        "states": {f"PLAY#{last}": f"state {last}".encode()},
+    }
+
+
+def contents(store: DynamoDBStore, upto: int) -> dict[str, Any]:
+    rows = store.scan("CONTENT#", "DAY#2026-11-21")
+    return {
+        "content": [(pk, a["plays"], a["playing_time_s"]) for pk, a in rows],
+        "vendor": store.item("VENDOR#v1", "METRICS#2026-11-21"),
+        "members": store.count_members("U#a"),
+        "seen": store.seen([f"e{n}-{i}" for n in range(upto + 1) for i in range(3)]),
+        "states": store.states(f"PLAY#{n}" for n in range(upto + 1)),
+    }
+
+
+def assert_holds(store: DynamoDBStore, batches: list[int]) -> None:
+    got, want = contents(store, max(batches) + 1), expected(batches)
+    assert [(pk, p) for pk, p, _ in got["content"]] == [(pk, p) for pk, p, _ in want["content"]]
+    for (_, _, t_got), (_, _, t_want) in zip(got["content"], want["content"], strict=True):
+        assert math.isclose(t_got, t_want, rel_tol=1e-12)
+    assert {k: got[k] for k in ("vendor", "members", "seen", "states")} == {
+        k: want[k] for k in ("vendor", "members", "seen", "states")
+    }
+
+
+def crash_after(store: DynamoDBStore, writes: int, *, when: str) -> list[str]:
+    """Make ``store``'s client fail every write call after the first ``writes`` ones:
+    ``when="before"`` the call is not sent; ``"after"`` it is sent and done, but the
+    answer is lost. Returns the log of the write calls that went through."""
+    done: list[str] = []
+
+    def hook(model: Any, **kwargs: Any) -> None:
+        if model.name not in WRITES:
+            return
+        if len(done) >= writes:
+            raise Crash(f"crashed at {model.name}")
+        if when == "before":
+            done.append(model.name)
+
+    def after(model: Any, **kwargs: Any) -> None:
+        if model.name not in WRITES:
+            return
+        if len(done) >= writes:
+            raise Crash(f"answer of {model.name} lost")
+        done.append(model.name)
+
+    events = store._ddb.meta.events
+    if when == "before":
+        events.register("before-call.dynamodb", hook)
+    else:
+        events.register("after-call.dynamodb", after)
+    return done
+
+
+def count_writes(store: DynamoDBStore) -> list[str]:
+    done: list[str] = []
+
+    def hook(model: Any, **kwargs: Any) -> None:
+        if model.name in WRITES:
+            done.append(model.name)
+
+    store._ddb.meta.events.register("before-call.dynamodb", hook)
+    return done
+
+
+# --- crashes ---------------------------------------------------------------------------
+
+
+def test_opening_a_missing_table_names_it(aws_env):
+    with pytest.raises(StoreError, match="'no-such-table' does not exist"):
+        DynamoDBStore("no-such-table")
+
+
+def test_the_factory_opens_dynamodb_urls(aws_env, table, tmp_path):
+    settings = Settings(data_dir=tmp_path, store_url=f"dynamodb://{table}")
+    assert store_exists(settings)
+    store = open_store(settings)
+    try:
+        assert isinstance(store, DynamoDBStore)
+        assert store.table == table
+    finally:
+        store.close()
+    assert not store_exists(Settings(data_dir=tmp_path, store_url="dynamodb://missing-table"))
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_crash_at_any_write_of_apply_is_finished_or_redone_exactly_once(aws_env, when):
+    """For every write of an apply: the process dies there (the write not sent, or sent
+    with its answer lost). A new store object's offsets() finishes a journal left behind;
+    the processor then re-sends the batch if its offsets say so. Every count is exactly
+    once."""
+    probe_table = aws_env.unique("probe")
+    probe = DynamoDBStore(probe_table, create=True, client=client("dynamodb"))
+    probe.apply(batch_n(0))
+    log = count_writes(probe)
+    probe.apply(batch_n(1))
+    probe.close()
+    total = len(log)
+    assert total >= 8  # journal, marker, items, states, members, dedup, offsets, marker
+
+    for writes in range(total):
+        name = aws_env.unique("crash")
+        dying = DynamoDBStore(name, create=True, client=client("dynamodb"))
+        dying.apply(batch_n(0))
+        crash_after(dying, writes, when=when)
+        with pytest.raises(StoreError):
+            dying.apply(batch_n(1))
+        dying.close()
+
+        restarted = DynamoDBStore(name, client=client("dynamodb"))
+        try:
+            offsets = restarted.offsets("proc")
+            assert offsets in ({0: 0, 1: 5}, {0: 10, 1: 15}), (writes, offsets)
+            if offsets == {0: 0, 1: 5}:  # the batch never became durable: sent again
+                restarted.apply(batch_n(1))
+            restarted.apply(batch_n(1))  # a redelivery on top changes nothing
+            assert restarted.offsets("proc") == {0: 10, 1: 15}
+            assert_holds(restarted, [0, 1])
+            restarted.apply(batch_n(2))
+            assert_holds(restarted, [0, 1, 2])
+        finally:
+            restarted.close()
+
+
+def test_apply_itself_finishes_a_journal_left_by_a_crash(stores):
+    dying = stores()
+    dying.apply(batch_n(0))
+    done: list[str] = []
+
+    def die_on_items(model: Any, **kwargs: Any) -> None:
+        if model.name == "UpdateItem":
+            raise Crash("died applying items")
+        if model.name in WRITES:
+            done.append(model.name)
+
+    dying._ddb.meta.events.register("before-call.dynamodb", die_on_items)
+    with pytest.raises(StoreError):
+        dying.apply(batch_n(1))
+    assert done[:2] == ["BatchWriteItem", "PutItem"]  # journal chunks, then the marker
+
+    restarted = stores()
+    restarted.apply(batch_n(2))  # finishes batch 1's journal first, then applies 2
+    assert restarted.offsets("proc") == {0: 20, 1: 25}
+    assert_holds(restarted, [0, 1, 2])
+
+
+# --- redelivery, zombies, positions ------------------------------------------------------
+
+
+def test_a_retried_batch_adds_nothing_across_store_objects(stores):
+    first, second = stores(), stores()
+    first.apply(batch_n(0))
+    first.apply(batch_n(1))
+    second.apply(batch_n(1))
+    second.apply(batch_n(0))
+    first.apply(batch_n(1))
+    assert_holds(second, [0, 1])
+    assert second.offsets("proc") == {0: 10, 1: 15}
+
+
+def test_a_zombies_older_batch_is_fenced_item_by_item(stores):
+    """A zombie passed the offsets check, then the new owner applied newer batches to the
+    same items before the zombie wrote: every item write of the zombie is refused."""
+    zombie, owner = stores(), stores()
+    owner.apply(batch_n(0))
+    owner.apply(batch_n(1))
+    raced: list[bool] = []
+
+    def owner_overtakes(model: Any, **kwargs: Any) -> None:
+        if model.name == "PutItem" and not raced:  # the zombie's journal marker
+            raced.append(True)
+            owner.apply(batch_n(2))
+            owner.apply(batch_n(3))
+
+    zombie._ddb.meta.events.register("before-call.dynamodb", owner_overtakes)
+    zombie.apply(batch_n(2))  # passes the offsets check (1 applied), then is overtaken
+
+    assert raced
+    assert owner.offsets("proc") == {0: 30, 1: 35}
+    assert_holds(owner, [0, 1, 2, 3])  # batch 2 counted once, state of batch 3 kept
+
+
+def test_56_digit_positions(stores):
+    store = stores()
+    base = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+    assert len(str(base)) == 56
+    store.apply(batch_n(0, base=base))
+    store.apply(batch_n(1, base=base))
+    store.apply(batch_n(1, base=base))  # again
+    store.apply(batch_n(0, base=base))  # older
+    assert store.offsets("proc") == {0: base + 10, 1: base + 15}
+    assert_holds(store, [0, 1])
+    assert position_text(base) < position_text(base + 1) < position_text(10**60)
+    with pytest.raises(StoreError, match="outside"):
+        store.apply(StoreBatch("proc", offsets={0: 10**64}))
+    with pytest.raises(StoreError, match="outside"):
+        store.apply(StoreBatch("proc", offsets={0: -1}))
+
+
+def test_a_batch_without_offsets_is_applied_once_on_recovery(stores):
+    dying = stores()
+
+    def die_after_marker(model: Any, **kwargs: Any) -> None:
+        if model.name == "UpdateItem":
+            raise Crash("died")
+
+    dying.apply(batch_n(0))
+    dying._ddb.meta.events.register("before-call.dynamodb", die_after_marker)
+    batch = StoreBatch("manual")
+    batch.add("CONTENT#0", "DAY#2026-11-21", plays=100)
+    with pytest.raises(StoreError):
+        dying.apply(batch)
+    restarted = stores()
+    assert restarted.offsets("manual") == {}  # finishes the journal
+    assert restarted.offsets("manual") == {}
+    assert restarted.item("CONTENT#0", "DAY#2026-11-21")["plays"] == 101.0
+
+
+# --- throttling ------------------------------------------------------------------------
+
+
+def test_throttling_is_retried(stores):
+    from botocore.exceptions import ClientError
+
+    store = stores()
+    throttled: list[str] = []
+
+    def throttle(model: Any, **kwargs: Any) -> None:
+        if model.name in ("UpdateItem", "Query", "PutItem") and len(throttled) < 6:
+            throttled.append(model.name)
+            code = "ProvisionedThroughputExceededException"
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, model.name)
+
+    store._ddb.meta.events.register("before-call.dynamodb", throttle)
+    store.apply(batch_n(0))
+    assert len(throttled) == 6
+    assert_holds(store, [0])
+
+
+def test_unprocessed_items_of_batch_write_item_are_sent_again(stores):
+    """The hook takes one request out of every BatchWriteItem call and hands it back as
+    unprocessed (as DynamoDB does when throttled): it is stored only if resent."""
+    store = stores()
+    held: list[Any] = []
+
+    def hold_back(params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        if model.name == "BatchWriteItem":
+            (requests,) = params["RequestItems"].values()
+            if len(requests) > 1:
+                held.append(requests.pop())
+
+    def unprocessed(parsed: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        if model.name == "BatchWriteItem" and held and not parsed.get("UnprocessedItems"):
+            parsed["UnprocessedItems"] = {store.table: [held.pop()]}
+
+    store._ddb.meta.events.register("before-parameter-build.dynamodb", hold_back)
+    store._ddb.meta.events.register("after-call.dynamodb", unprocessed)
+    batch = StoreBatch("proc", offsets={0: 1})
+    batch.members |= {("U#many", f"u{i}") for i in range(60)}
+    store.apply(batch)
+    assert store.count_members("U#many") == 60
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+
+def test_amounts_add_exactly_in_decimal_and_extremes_take_the_slow_path(stores):
+    store = stores()
+    for _ in range(10):
+        store.apply(StoreBatch("p", increments={("P", "ADD"): {"x": 0.1}}))
+        store.apply(StoreBatch("p", increments={("P", "SLOW"): {"x": 0.1, "big": 1e200}}))
+    store.apply(StoreBatch("p", increments={("P", "SLOW"): {"tiny": 5e-324}}))
+    store.apply(StoreBatch("p", increments={("P", "SLOW"): {"x": -1e-300}}))
+    # Ten decimal 0.1s are exactly 1 (in floats 0.9999999999999999), on both paths.
+    assert store.item("P", "ADD") == {"x": 1.0}
+    got = store.item("P", "SLOW")
+    assert got["x"] == 1.0
+    assert got["big"] == pytest.approx(1e201, rel=1e-15)
+    assert got["tiny"] == 5e-324
+    with pytest.raises(StoreError, match="reserved"):
+        store.apply(StoreBatch("p", increments={("P", "S"): {"_f#x": 1.0}}))
+    with pytest.raises(StoreError, match="reserved"):
+        store.apply(StoreBatch("p", increments={("~pp#SET#a", "S"): {"n": 1.0}}))
+
+
+# --- dedup keys --------------------------------------------------------------------------
+
+
+def test_dedup_keys_are_seen_and_expired_by_every_store_object(stores):
+    writer, reader = stores(), stores()
+    assert reader.seen(["a"]) == set()  # the reader's index is loaded (empty)
+    writer.apply(StoreBatch("p", dedup=[("a", T0), ("b", T0 + timedelta(hours=1))]))
+    writer.apply(StoreBatch("p", dedup=[("a", T0 + timedelta(hours=2))]))  # renewed
+    assert reader.dedup_expiries(["a", "b", "c"]) == {
+        "a": T0 + timedelta(hours=2),
+        "b": T0 + timedelta(hours=1),
+    }
+    assert reader.expire_dedup(T0 + timedelta(hours=1, seconds=1)) == 1  # b
+    writer.apply(StoreBatch("p", dedup=[("c", T0)]))  # after the expiry: kept
+    for store in (writer, reader, stores()):
+        assert store.seen(["a", "b", "c"]) == {"a", "c"}
+    assert stores().expire_dedup(T0 + timedelta(days=1)) == 2
+
+
+# --- cost --------------------------------------------------------------------------------
+
+
+def test_write_units_per_batch_are_far_below_one_per_event(stores):
+    """2,000 events of a batch: their dedup keys and the aggregated counters (40 items)
+    cost under 200 write units, a tenth of the naive one write per event."""
+    store = stores()
+    events = 2000
+    batch = StoreBatch("proc", offsets={0: events})
+    for i in range(events):
+        batch.add(f"CONTENT#{i % 20}", "DAY#2026-11-21", plays=1, playing_time_s=30.0)
+        batch.add(f"CONTENT#{i % 20}", "TOTAL", plays=1, playing_time_s=30.0)
+        batch.dedup.append((f"event-{i:08d}-0123456789abcdef0123456789abcdef", T0))
+    before_reported, before_estimated = store.write_units, store.estimated_write_units
+    store.apply(batch)
+    reported = store.write_units - before_reported
+    estimated = store.estimated_write_units - before_estimated
+    assert 0 < reported < events / 10
+    assert 0 < estimated < events / 10
+    assert store.seen([f"event-{i:08d}-0123456789abcdef0123456789abcdef" for i in range(events)])
+    assert store.item("CONTENT#3", "TOTAL") == {"plays": 100.0, "playing_time_s": 3000.0}
+
+
+# --- layout ------------------------------------------------------------------------------
+
+
+def test_vendor_items_are_in_the_by_vendor_index_and_internal_items_stay_out_of_scans(stores):
+    store = stores()
+    store.apply(batch_n(0))
+    store.apply(batch_n(1))
+    assert store.vendor_items("VENDOR#v1") == [("METRICS#2026-11-21", {"orders": 2.0})]
+    assert store.vendor_items("VENDOR#v1", "METRICS#2026-12") == []
+    assert store.item("VENDOR#v1", "METRICS#2026-11-21") == {"orders": 2.0}
+    # States, members, dedup and journal items are not counter items.
+    assert store.scan("", "sPLAY#1") == []
+    assert store.scan("", "mu0") == []
+    assert [pk for pk, _ in store.scan("", "DAY#2026-11-21")] == [f"CONTENT#{i}" for i in range(5)]
