@@ -3,6 +3,7 @@ discarding and setting aside as a local lake, through pyarrow's S3 filesystem.""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from playpulse.errors import ConfigError
 from playpulse.lake import LakeWriter, corrupt_files, lake_exists, open_lake
 from playpulse.lake.factory import s3_filesystem, s3_root
 from playpulse.lake.schema import VERSION_KEY
+from playpulse.lake.writer import SINGLE_PUT_BYTES
 
 EVENTS = pa.schema(
     [("event_id", pa.string()), ("event_date", pa.string()), ("playing_s", pa.float64())]
@@ -245,3 +247,24 @@ def test_backfill_month_files_and_deleting_them(lake, bucket):
     assert stamp is not None
     assert stamp[1] > 0
     assert lake.stat(written[0]) is None
+
+
+@pytest.mark.parametrize("rows_count", [300_000, 1_000_000])
+def test_small_and_large_files_go_up_whole(lake, bucket, rows_count):
+    # Random doubles do not compress: about 2.4 MB (one PutObject from pyarrow) and 8 MB
+    # (above SINGLE_PUT_BYTES: one PutObject through boto3, not a multipart upload).
+    rng = random.Random(rows_count)
+    values = [rng.random() for _ in range(rows_count)]
+    table = pa.table(
+        {
+            "event_id": pa.array([None] * rows_count, pa.string()),
+            "event_date": pa.array(["2026-11-21"] * rows_count),
+            "playing_s": values,
+        },
+        schema=EVENTS,
+    )
+    (path,) = lake.write_table("events", table, ranges=[(0, 0, rows_count - 1)])
+    size = client("s3").head_object(Bucket=bucket, Key=str(path.relative_to(bucket)))
+    assert (size["ContentLength"] > SINGLE_PUT_BYTES) == (rows_count > 500_000)
+    back = lake.read_table(path)
+    assert back["playing_s"].to_pylist() == values

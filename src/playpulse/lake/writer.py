@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from playpulse.errors import LakeError
+from playpulse.errors import ConfigError, LakeError
 from playpulse.lake.schema import VERSION_KEY
 
 _FILE = re.compile(r"^p(?P<partition>\d+)-o(?P<first>\d+)-(?P<last>\d+)\.parquet$")
@@ -80,6 +80,11 @@ CORRUPT_DIR = "_corrupt"
 #: when the process id in its name is alive (ids are reused).
 ORPHAN_TEMP_AGE_S = 3600.0
 COMPRESSION = "zstd"
+#: An object-store file larger than this goes up in one PutObject through boto3 when it is
+#: installed (S3 takes up to 5 GiB in one PUT), not in pyarrow's multipart upload (which
+#: some S3-compatible stores, moto among them, do not complete). Below it, pyarrow sends
+#: one PutObject itself.
+SINGLE_PUT_BYTES = 4 * 1024 * 1024
 _SOURCES_KEY = "playpulse.replaces"
 _RANGES_KEY = "playpulse.ranges"
 
@@ -301,8 +306,16 @@ class LakeWriter:
         if self.filesystem is None:
             _write_atomically(table, path)
             return
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression=COMPRESSION)
+        data = buffer.getvalue()
         try:
-            pq.write_table(table, str(path), filesystem=self.filesystem, compression=COMPRESSION)
+            if data.size > SINGLE_PUT_BYTES and _put_object(path, data):
+                return
+            # Up to SINGLE_PUT_BYTES, pyarrow sends one PutObject when the stream closes
+            # (allow_delayed_open); above, a multipart upload, also atomic.
+            with self.filesystem.open_output_stream(str(path)) as out:
+                out.write(data)
         except OSError as exc:
             raise LakeError(f"writing {self.uri(path)} failed: {exc}") from exc
 
@@ -947,6 +960,26 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
     if len(cache) >= limit:
         cache.clear()
     cache[key] = value
+
+
+def _put_object(path: Path, data: pa.Buffer) -> bool:
+    """PUT ``data`` at ``path`` (``BUCKET/KEY``) in one request with boto3 (the AWS
+    environment's endpoint, region and credentials); ``False`` when boto3 is not
+    installed. Raises :class:`OSError` when S3 refuses."""
+    try:
+        from playpulse.aws.clients import client
+    except ImportError:  # pragma: no cover - the package always has it
+        return False
+    try:
+        s3 = client("s3")
+    except ConfigError:
+        return False
+    bucket, _, key = str(path).partition("/")
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=data.to_pybytes())
+    except Exception as exc:  # botocore's errors: the lake's caller sees an OSError
+        raise OSError(f"PutObject failed: {exc}") from exc
+    return True
 
 
 def _info_stamp(info: Any) -> tuple[int, int]:
