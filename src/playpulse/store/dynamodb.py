@@ -59,8 +59,8 @@ most), so it is a redo journal:
    batch whose positions were all applied is a no-op (:func:`~.base.replayed`);
 2. the whole batch, serialized and compressed, is written as journal chunks
    (``~pp#JOURNAL#<consumer>`` / ``C#<batch>#<n>``, under 350 KB each, removed by TTL
-   after 7 days: deletes by TTL cost no write units), then its marker
-   (``M#<batch>``): from here on the batch is durable;
+   after 30 days: deletes by TTL cost no write units), then its marker
+   (``M#<batch>``, no TTL: only step 5 removes it): from here on the batch is durable;
 3. every counter and state update is applied fenced (a ConditionalCheckFailed means
    applied already: skipped); members are put (idempotent); the dedup item is put under
    the stamp chosen in step 2 (idempotent);
@@ -132,7 +132,8 @@ _STAMP_WIDTH = 20
 _CHUNK_BYTES = 350_000
 _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
 _MAX_BLOB = 380_000
-_JOURNAL_TTL = timedelta(days=7)
+_JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
+_TOMBSTONE_TTL = timedelta(days=7)
 _DEDUP_TTL_MARGIN = timedelta(days=30)
 _LOOKBACK_US = 60_000_000
 _MIN_N, _MAX_N = 1e-120, 1e120
@@ -755,7 +756,6 @@ class DynamoDBStore(RealtimeStore):
             "sk": {"S": f"M#{prep.batch_id}"},
             "chunks": {"N": str(len(chunks))},
             "partitions": {"S": ",".join(str(p) for p in sorted(prep.offsets)) or "-"},
-            "expires_at": ttl,
         }
         self._write("put_item", marker, Item=marker)
 
@@ -941,7 +941,7 @@ class DynamoDBStore(RealtimeStore):
         if blob is None:
             sets += ["#t = :t", "#x = :x"]
             values[":t"] = {"N": "1"}
-            ttl = _from_us(prep.stamp) + _JOURNAL_TTL
+            ttl = _from_us(prep.stamp) + _TOMBSTONE_TTL
             values[":x"] = {"N": str(int(ttl.timestamp()))}
             update = f"SET {', '.join(sets)} REMOVE #b"
             size_item: dict[str, Any] = dict(key)
@@ -1064,7 +1064,9 @@ class DynamoDBStore(RealtimeStore):
 
     def offsets(self, consumer: str) -> dict[int, int]:
         """See :meth:`RealtimeStore.offsets`: finishes the consumer's pending journals
-        first (a crash's half-applied batch), so offsets and items agree."""
+        first (a crash's half-applied batch), so offsets and items agree. A journal that
+        another live member of the consumer is applying at that moment is applied by
+        both: the fences keep it exactly once (it costs its writes twice)."""
         consumer = _text(consumer, "consumer name")
         self._finish_journals(consumer, None)
         return self._read_offsets(consumer)
