@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -495,3 +496,30 @@ def test_malformed_kinesis_urls_are_config_errors(url):
 
 def test_a_kinesis_url_names_the_stream():
     assert parse_kinesis_url("kinesis://play-pulse_events.v1") == "play-pulse_events.v1"
+
+
+def test_concurrent_appends_from_threads_keep_each_keys_order(make):
+    stream = make(shards=3)
+    threads_n, appends_n = 4, 20
+
+    def work(t: int) -> None:
+        for i in range(appends_n):
+            stream.append([(f"thread-{t}-key-{j}", f"{t}:{i}".encode()) for j in range(3)])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    total = 0
+    for p in range(3):
+        records = read_partition(stream, p)
+        total += len(records)
+        offsets = [r.offset for r in records]
+        assert offsets == sorted(set(offsets))  # unique and increasing
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for r in records:
+            by_key[r.key].append(int(r.value.decode().split(":")[1]))
+        assert all(seq == list(range(appends_n)) for seq in by_key.values())
+    assert total == threads_n * appends_n * 3

@@ -724,6 +724,10 @@ class KinesisStream(EventStream):
             )
         records = self._fetch(partition, offset, max_records) if max_records > 0 else []
         if not records:
+            with self._lock:
+                newest = self._newest.get(partition)
+            if offset == start or (newest is not None and offset <= newest + 1):
+                return []  # within what is known to exist: no need to find the end
             end = self._end(partition)
             if offset > end:
                 raise OffsetOutOfRangeError(
