@@ -1065,6 +1065,21 @@ def _to_trino(node: Any) -> Any:
     import sqlglot
     from sqlglot import exp
 
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries):
+        # DuckDB's range(start, stop[, step]) AS t(c) (stop excluded) as Trino's
+        # UNNEST(sequence(start, stop - 1[, step])) AS t(c): sqlglot's own rewrite loses
+        # the column alias.
+        series = node.this
+        stop = series.args["end"]
+        if series.args.get("is_end_exclusive"):
+            stop = exp.Sub(this=stop.copy(), expression=exp.Literal.number(1))
+        args = [series.args["start"].copy(), stop]
+        if series.args.get("step") is not None:
+            args.append(series.args["step"].copy())
+        return exp.Unnest(
+            expressions=[exp.Anonymous(this="sequence", expressions=args)],
+            alias=node.args["alias"].copy() if node.args.get("alias") else None,
+        )
     if isinstance(node, exp.Group) and node.args.get("all"):
         select = node.parent
         if isinstance(select, exp.Select):
