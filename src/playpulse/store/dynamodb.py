@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import functools
 import hashlib
 import json
 import math
@@ -649,9 +650,22 @@ class DynamoDBStore(RealtimeStore):
                 )
 
     def _batch_get(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
-        """BatchGetItem (consistent) in chunks of 100, retrying UnprocessedKeys."""
+        """BatchGetItem (consistent) in chunks of 100 (on the pool), retrying
+        UnprocessedKeys. Not for pool tasks (it waits on the pool)."""
+        chunks = list(_chunks(keys, 100))
+        found: list[list[dict[str, Any]]] = [[] for _ in chunks]
+
+        def one(n: int) -> None:
+            found[n] = self._batch_get_one(chunks[n], projection)
+
+        self._parallel(one, range(len(chunks)))
+        return [item for part in found for item in part]
+
+    def _batch_get_one(
+        self, chunk: Sequence[dict[str, Any]], projection: str
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for chunk in _chunks(keys, 100):
+        if chunk:
             request: dict[str, Any] = {
                 self.table: {
                     "Keys": list(chunk),
@@ -828,16 +842,19 @@ class DynamoDBStore(RealtimeStore):
 
     def _redo(self, prep: _Prepared, *, fenced: bool = True) -> None:
         """Steps 3-5 for a journaled batch (idempotent; also the crash recovery)."""
-        self._parallel(lambda c: self._add(prep, c, fenced), prep.counters)
-        self._parallel(lambda s: self._put_state(prep, s, fenced), prep.states)
-        self._batch_write(
-            [
-                {"PutRequest": {"Item": {"pk": {"S": _SET_PK + k}, "sk": {"S": "m" + m}}}}
-                for k, m in prep.members
-            ]
-        )
+        # Every write of step 3 is independent of the others: one round of tasks on the
+        # pool (each a leaf: it never waits on the pool itself).
+        tasks: list[Callable[[], None]] = []
+        tasks += [functools.partial(self._add, prep, c, fenced) for c in prep.counters]
+        tasks += [functools.partial(self._put_state, prep, s, fenced) for s in prep.states]
+        members = [
+            {"PutRequest": {"Item": {"pk": {"S": _SET_PK + k}, "sk": {"S": "m" + m}}}}
+            for k, m in prep.members
+        ]
+        tasks += [functools.partial(self._batch_write, list(c)) for c in _chunks(members, 25)]
         if prep.dedup:
-            self._put_dedup(prep)
+            tasks.append(functools.partial(self._put_dedup, prep))
+        self._parallel(lambda task: task(), tasks)
         if fenced:
             self._move_offsets(prep)
             key = {"pk": {"S": _JOURNAL_PK + prep.consumer}, "sk": {"S": f"M#{prep.batch_id}"}}
