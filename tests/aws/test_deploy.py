@@ -266,5 +266,7 @@ def test_deploy_refuses_a_bad_stack_name_or_a_missing_package(
 ) -> None:
     with pytest.raises(ConfigError, match="stack name"):
         deploy("1-bad_name", lambda_zip)
+    with pytest.raises(ConfigError, match="at most 44"):
+        deploy("a" * 45, lambda_zip)  # playpulse-<45 letters>-processor: 65 > 64
     with pytest.raises(ConfigError, match="does not exist"):
         deploy("good-name", tmp_path / "missing.zip")

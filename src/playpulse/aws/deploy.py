@@ -516,6 +516,13 @@ def _physical_name(kind: str, props: dict[str, Any]) -> str:
     return str(props.get("Name", ""))
 
 
+def max_stack_name(options: StackOptions) -> int:
+    """The longest stack name ``options`` allow: a function's name,
+    ``<name_prefix>-<stack>-processor``, has at most 64 characters (44 with the default
+    prefix)."""
+    return 64 - len(f"{options.name_prefix}--processor")
+
+
 def glue_database_name(stack: str) -> str:
     """The Glue database of stack ``stack``: its name in lower case, ``_`` for anything
     but letters and digits (``my-Stack`` -> ``my_stack``)."""
@@ -544,15 +551,16 @@ def deploy(
     Raises :class:`~playpulse.errors.ConfigError` for a bad stack name, options or a
     missing package, and :class:`DeployError` when a step fails.
     """
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,127}", stack):
+    options = options or StackOptions()
+    longest = max_stack_name(options)
+    if not re.fullmatch(rf"[A-Za-z][A-Za-z0-9-]{{0,{longest - 1}}}", stack):
         raise ConfigError(
             f"deploy: stack name '{stack}' must start with a letter and hold only letters, "
-            "digits and '-' (at most 128)"
+            f"digits and '-' (at most {longest}: the functions' names hold it)"
         )
     package = Path(package)
     if not package.is_file():
         raise ConfigError(f"deploy: package {package} does not exist (playpulse aws package)")
-    options = options or StackOptions()
     bucket = artifacts_bucket or default_artifacts_bucket()
     ensure_bucket(bucket)
     body = package.read_bytes()
