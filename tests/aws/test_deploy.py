@@ -80,7 +80,7 @@ def test_stream_table_bucket_and_queue_exist(stack: DeployResult) -> None:
         g["IndexName"]: [k["AttributeName"] for k in g["KeySchema"]]
         for g in table["GlobalSecondaryIndexes"]
     }
-    assert gsis == {GSI_BY_SK: ["sk", "pk"], GSI_BY_VENDOR: ["vendor_pk", "sk"]}
+    assert gsis == {GSI_BY_SK: ["_isk", "_ipk"], GSI_BY_VENDOR: ["vendor_pk", "sk"]}
     ttl = dynamodb.describe_time_to_live(TableName=stack.outputs["TableName"])
     assert ttl["TimeToLiveDescription"]["AttributeName"] == TTL_ATTRIBUTE
     assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"

@@ -171,7 +171,7 @@ def test_table_bucket_and_stream(template: dict[str, Any]) -> None:
     ]
     assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     gsis = {g["IndexName"]: g["KeySchema"] for g in table["GlobalSecondaryIndexes"]}
-    assert [k["AttributeName"] for k in gsis[GSI_BY_SK]] == ["sk", "pk"]
+    assert [k["AttributeName"] for k in gsis[GSI_BY_SK]] == ["_isk", "_ipk"]
     assert [k["AttributeName"] for k in gsis[GSI_BY_VENDOR]] == ["vendor_pk", "sk"]
 
     (lake_rule,) = [
@@ -185,6 +185,18 @@ def test_table_bucket_and_stream(template: dict[str, Any]) -> None:
     custom = build_template(StackOptions(cold_storage_class="GLACIER_IR", cold_storage_days=7))
     rules = props(custom, "Bucket")["LifecycleConfiguration"]["Rules"]
     assert {"StorageClass": "GLACIER_IR", "TransitionInDays": 7} in rules[0]["Transitions"]
+
+
+def test_table_is_the_one_the_dynamodb_store_creates(template: dict[str, Any]) -> None:
+    store = pytest.importorskip("playpulse.store.dynamodb")
+    table = props(template, "Table")
+    expected = store.table_properties()
+    for key in ("KeySchema", "BillingMode", "GlobalSecondaryIndexes"):
+        assert table[key] == expected[key], key
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+        expected["AttributeDefinitions"], key=str
+    )
+    assert table["TimeToLiveSpecification"]["AttributeName"] == store.TTL_ATTRIBUTE
 
 
 def _statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:

@@ -44,6 +44,9 @@ TTL_ATTRIBUTE = "expires_at"
 GSI_BY_SK = "by_sk"
 GSI_BY_VENDOR = "by_vendor"
 VENDOR_KEY_ATTRIBUTE = "vendor_pk"
+#: The ``by_sk`` index's keys: sparse attributes only counter items carry, so other
+#: writes cost no index write units (playpulse.store.dynamodb.table_properties).
+BY_SK_HASH, BY_SK_RANGE = "_isk", "_ipk"
 #: The lake's prefix in the bucket: the stack's lake URL is ``s3://<bucket>/lake``.
 LAKE_PREFIX = "lake"
 #: Where the collector keeps rejected events in the bucket (PLAYPULSE_QUARANTINE_URL).
@@ -539,9 +542,8 @@ def build_template(options: StackOptions | None = None) -> Json:
             "Properties": {
                 "BillingMode": "PAY_PER_REQUEST",
                 "AttributeDefinitions": [
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                    {"AttributeName": VENDOR_KEY_ATTRIBUTE, "AttributeType": "S"},
+                    {"AttributeName": name, "AttributeType": "S"}
+                    for name in ("pk", "sk", BY_SK_HASH, BY_SK_RANGE, VENDOR_KEY_ATTRIBUTE)
                 ],
                 "KeySchema": [
                     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -551,8 +553,8 @@ def build_template(options: StackOptions | None = None) -> Json:
                     {
                         "IndexName": GSI_BY_SK,
                         "KeySchema": [
-                            {"AttributeName": "sk", "KeyType": "HASH"},
-                            {"AttributeName": "pk", "KeyType": "RANGE"},
+                            {"AttributeName": BY_SK_HASH, "KeyType": "HASH"},
+                            {"AttributeName": BY_SK_RANGE, "KeyType": "RANGE"},
                         ],
                         "Projection": {"ProjectionType": "ALL"},
                     },
