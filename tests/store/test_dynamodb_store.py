@@ -420,3 +420,28 @@ def test_vendor_items_are_in_the_by_vendor_index_and_internal_items_stay_out_of_
     assert store.scan("", "sPLAY#1") == []
     assert store.scan("", "mu0") == []
     assert [pk for pk, _ in store.scan("", "DAY#2026-11-21")] == [f"CONTENT#{i}" for i in range(5)]
+
+
+def test_a_table_keeps_its_own_number_of_state_shards(aws_env):
+    name = aws_env.unique("shards")
+    create_table(name, state_shards=3)
+    create_table(name, state_shards=3)  # again: the same layout is fine
+    with pytest.raises(StoreError, match="in 3 shards, not 5"):
+        create_table(name, state_shards=5)
+    writer = DynamoDBStore(name, client=client("dynamodb"))
+    reader = DynamoDBStore(name, client=client("dynamodb"))
+    try:
+        assert writer.state_shards == reader.state_shards == 3
+        states: dict[str, bytes | None] = {f"PLAY#{i:03d}": bytes([i]) for i in range(40)}
+        writer.apply(StoreBatch("p", offsets={0: 1}, states=states))
+        assert reader.state_keys("PLAY#") == sorted(states)
+        assert reader.states(["PLAY#007", "PLAY#100"]) == {"PLAY#007": b"\x07"}
+        pks = {
+            item["pk"]["S"]
+            for item in client("dynamodb").scan(TableName=name)["Items"]
+            if item["pk"]["S"].startswith("~pp#STATE#")
+        }
+        assert pks == {"~pp#STATE#0", "~pp#STATE#1", "~pp#STATE#2"}
+    finally:
+        writer.close()
+        reader.close()

@@ -31,8 +31,9 @@ refused):
   Positions must be integers in [0, 10**64).
 - sets: one item per member (``~pp#SET#<key>`` / ``m<member>``), counted with
   ``Query Select=COUNT``.
-- states: ``~pp#STATE#<shard>`` / ``s<key>`` (8 shards by BLAKE2b of the key, so state
-  writes spread over partitions), the blob in ``b``; a deleted state becomes a fenced
+- states: ``~pp#STATE#<shard>`` / ``s<key>`` (8 shards by BLAKE2b of the key by default,
+  or the count in the table's ``~pp#META`` / ``LAYOUT`` item, so that state writes
+  spread over partitions), the blob in ``b``; a deleted state becomes a fenced
   tombstone (``_tomb``, removed by TTL after 7 days) so that a zombie's late write
   cannot bring it back. States carry no TTL of their own: the interface gives none.
 - dedup keys: one immutable item per applied batch (``~pp#DEDUP`` / ``<stamp>#<batch>``)
@@ -124,7 +125,8 @@ _DEDUP_PK = "~pp#DEDUP"
 _JOURNAL_PK = "~pp#JOURNAL#"
 _SET_PK = "~pp#SET#"
 _STATE_PK = "~pp#STATE#"
-_STATE_SHARDS = 8
+_STATE_SHARDS = 8  # default; a table's own count is in its META LAYOUT item
+_LAYOUT_SK = "LAYOUT"
 _DEDUP_OPS_SK = "DEDUP_EXPIRED"
 
 _POS_WIDTH = 64
@@ -287,9 +289,9 @@ def _stamp() -> int:
     return time.time_ns() // 1000
 
 
-def _shard(key: str) -> str:
+def _shard(key: str, shards: int) -> str:
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=2).digest()
-    return f"{_STATE_PK}{int.from_bytes(digest, 'little') % _STATE_SHARDS}"
+    return f"{_STATE_PK}{int.from_bytes(digest, 'little') % shards}"
 
 
 def _chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -471,13 +473,26 @@ def table_properties() -> dict[str, Any]:
 TTL_ATTRIBUTE = "expires_at"
 
 
-def create_table(table: str, *, client: Any | None = None, wait: bool = True) -> None:
+def create_table(
+    table: str,
+    *,
+    client: Any | None = None,
+    wait: bool = True,
+    state_shards: int | None = None,
+) -> None:
     """Create the store's table ``table`` (:func:`table_properties`) with TTL on
     ``expires_at``; nothing if it exists. For tests and ``playpulse aws deploy``.
+    ``state_shards`` (if given) is written to the table's META LAYOUT item: how many
+    partition keys state items spread over (each takes about 1,000 write units a second;
+    :meth:`DynamoDBStore.state_keys` makes one Query per shard). Without it, or on a
+    table made elsewhere (CloudFormation), stores use 8. Set it only on a new table:
+    states written under another count are not found.
 
     Raises :class:`StoreError` when DynamoDB refuses.
     """
     ddb = client if client is not None else _client()
+    if state_shards is not None and not 1 <= state_shards <= 1000:
+        raise StoreError(f"state_shards must be within 1..1000, got {state_shards}")
     try:
         ddb.create_table(TableName=table, **table_properties())
     except Exception as exc:
@@ -493,11 +508,36 @@ def create_table(table: str, *, client: Any | None = None, wait: bool = True) ->
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
     except Exception as exc:
-        if "already enabled" in str(exc).lower():
-            return
+        if "already enabled" not in str(exc).lower():
+            raise StoreError(
+                f"enabling TTL on DynamoDB table {table!r} failed: {_reason(exc)}"
+            ) from exc
+    if state_shards is not None:
+        _write_layout(ddb, table, state_shards)
+
+
+def _write_layout(ddb: Any, table: str, state_shards: int) -> None:
+    """Write the META LAYOUT item once; StoreError if the table has another layout."""
+    key = {"pk": {"S": _META_PK}, "sk": {"S": _LAYOUT_SK}}
+    try:
+        ddb.put_item(
+            TableName=table,
+            Item={**key, "state_shards": {"N": str(state_shards)}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return
+    except Exception as exc:
+        if _code(exc) != "ConditionalCheckFailedException":
+            raise StoreError(
+                f"writing the layout of DynamoDB table {table!r} failed: {_reason(exc)}"
+            ) from exc
+    held = ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
+    if int(held.get("state_shards", {}).get("N", -1)) != state_shards:
         raise StoreError(
-            f"enabling TTL on DynamoDB table {table!r} failed: {_reason(exc)}"
-        ) from exc
+            f"DynamoDB table {table!r} keeps its states in "
+            f"{held.get('state_shards', {}).get('N')} shards, not {state_shards}: "
+            "the layout of a table cannot change"
+        )
 
 
 def _client() -> Any:
@@ -564,6 +604,9 @@ class DynamoDBStore(RealtimeStore):
         self._full = False  # whether every dedup item was loaded once
         self._ops: list[tuple[str, int]] = []  # applied expire ops (cut sk, before us)
         self._closed = False
+        layout = self._get_item(_META_PK, _LAYOUT_SK)
+        #: How many partition keys state items spread over (the table's META LAYOUT).
+        self.state_shards = int(layout.get("state_shards", {}).get("N", _STATE_SHARDS))
 
     # --- low-level calls ---
 
@@ -952,7 +995,7 @@ class DynamoDBStore(RealtimeStore):
 
     def _put_state(self, prep: _Prepared, state: tuple[str, bytes | None], fenced: bool) -> None:
         key_text, blob = state
-        key = {"pk": {"S": _shard(key_text)}, "sk": {"S": "s" + key_text}}
+        key = {"pk": {"S": _shard(key_text, self.state_shards)}, "sk": {"S": "s" + key_text}}
         conds, sets, names, values = self._fence(prep) if fenced else ([], [], {}, {})
         names.update({"#b": "b", "#t": "_tomb", "#x": "expires_at"})
         if blob is None:
@@ -1194,7 +1237,7 @@ class DynamoDBStore(RealtimeStore):
         """See :meth:`RealtimeStore.states` (BatchGetItem, 100 keys a request)."""
         wanted = list(dict.fromkeys(keys))
         request = [
-            {"pk": {"S": _shard(k)}, "sk": {"S": "s" + k}}
+            {"pk": {"S": _shard(k, self.state_shards)}, "sk": {"S": "s" + k}}
             for k in wanted
             if isinstance(k, str) and _storable(k)
         ]
@@ -1205,7 +1248,7 @@ class DynamoDBStore(RealtimeStore):
         """See :meth:`RealtimeStore.state_keys` (one Query per shard, in parallel)."""
         if not _storable(prefix):
             return []
-        shards = [f"{_STATE_PK}{n}" for n in range(_STATE_SHARDS)]
+        shards = [f"{_STATE_PK}{n}" for n in range(self.state_shards)]
         results: list[list[str]] = [[] for _ in shards]
 
         def one(n: int) -> None:
@@ -1223,7 +1266,7 @@ class DynamoDBStore(RealtimeStore):
                 )
             ]
 
-        self._parallel(one, list(range(_STATE_SHARDS)))
+        self._parallel(one, list(range(self.state_shards)))
         return sorted(key for part in results for key in part)
 
     def item(self, pk: str, sk: str) -> dict[str, float]:
