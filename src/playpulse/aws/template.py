@@ -673,14 +673,15 @@ def build_template(options: StackOptions | None = None) -> Json:
                     "Sid": "ReadWriteTheStore",
                     "Effect": "Allow",
                     "Action": [
+                        # What playpulse.store.dynamodb and the Kinesis checkpoints call.
                         "dynamodb:BatchGetItem",
                         "dynamodb:BatchWriteItem",
-                        "dynamodb:ConditionCheckItem",
                         "dynamodb:DeleteItem",
                         "dynamodb:DescribeTable",
                         "dynamodb:GetItem",
                         "dynamodb:PutItem",
                         "dynamodb:Query",
+                        "dynamodb:Scan",
                         "dynamodb:UpdateItem",
                     ],
                     "Resource": [
