@@ -445,3 +445,26 @@ def test_a_table_keeps_its_own_number_of_state_shards(aws_env):
     finally:
         writer.close()
         reader.close()
+
+
+def test_dedup_items_past_their_ttl_are_ignored_before_dynamodb_deletes_them(stores, table):
+    writer = stores()
+    writer.apply(StoreBatch("p", dedup=[("old", T0)]))
+    writer.apply(StoreBatch("p", dedup=[("new", T0)]))
+    ddb = client("dynamodb")
+    items = ddb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "~pp#DEDUP"}},
+    )["Items"]
+    assert len(items) == 2
+    ttl = int(items[0]["expires_at"]["N"])
+    assert ttl > datetime.now(UTC).timestamp() + 86_400  # write time + 2 days
+    # Time passes for the first item only: its TTL is now in the past.
+    ddb.update_item(
+        TableName=table,
+        Key={"pk": items[0]["pk"], "sk": items[0]["sk"]},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1000"}},
+    )
+    assert stores().seen(["old", "new"]) == {"new"}

@@ -46,9 +46,12 @@ refused):
   writes of a key win (by stamp). :meth:`DynamoDBStore.expire_dedup` records
   ``(stamp, before)`` in a META item: keys written before the stamp that expire before
   ``before`` are gone for every reader. The TTL (``expires_at``) of a dedup item is the
-  later of its keys' last expiry and its write time, plus 30 days; readers ignore items
-  past their TTL whether or not DynamoDB has deleted them yet (it deletes late), so
-  every reader sees the same keys.
+  later of its keys' last expiry and its write time, plus 2 days (the processor forgets
+  keys a day after they expire; a key may outlive its expiry, as the contract allows,
+  but not by more than that: beyond the interface's "until expire_dedup", the one
+  wall-clock rule of the store). Readers ignore items past their TTL whether or not
+  DynamoDB has deleted them yet (it deletes late), so every reader sees the same keys,
+  and a cold start loads about the dedup window (7 days) plus 2 days of items.
 - offsets: ``~pp#OFFSETS`` / ``c<consumer>``, one attribute ``o<partition>`` per
   partition (64-digit strings), written forward only (a conditional write), which also
   fences a zombie.
@@ -137,7 +140,7 @@ _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
 _MAX_BLOB = 380_000
 _JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
 _TOMBSTONE_TTL = timedelta(days=7)
-_DEDUP_TTL_MARGIN = timedelta(days=30)
+_DEDUP_TTL_MARGIN = timedelta(days=2)
 _LOOKBACK_US = 60_000_000
 _MIN_N, _MAX_N = 1e-120, 1e120
 VENDOR_KEY = "vendor_pk"
