@@ -826,3 +826,97 @@ def test_any_event_shape_is_answered_never_raised_never_5xx(
     answer = collector_handler.handler(lambda_event, None)
     assert 200 <= answer["statusCode"] < 500
     assert isinstance(answer["body"], str)
+
+
+class ThrottleUsers:
+    """A botocore hook on a real Kinesis client: PutRecords records of the users in
+    ``always`` are never stored, those in ``once`` only from their second sending (they
+    are taken out of the request and reported ``ProvisionedThroughputExceededException``
+    in the response, as Kinesis reports a throttled record)."""
+
+    def __init__(self, kinesis: Any, always: set[str], once: set[str]) -> None:
+        self.always, self.once = always, once
+        self.sendings: Counter[str] = Counter()
+        self._dropped: list[int] = []
+        self._total = 0
+        kinesis.meta.events.register("before-call.kinesis.PutRecords", self._before)
+        kinesis.meta.events.register("after-call.kinesis.PutRecords", self._after)
+
+    def _before(self, params: dict[str, Any], **_: Any) -> Any:
+        body = json.loads(params["body"])
+        keep, self._dropped = [], []
+        for i, record in enumerate(body["Records"]):
+            value = json.loads(base64.b64decode(record["Data"]))
+            self.sendings[value["event_id"]] += 1
+            user = value["user_id"]
+            if user in self.always or (user in self.once and self.sendings[value["event_id"]] == 1):
+                self._dropped.append(i)
+            else:
+                keep.append(record)
+        self._total = len(body["Records"])
+        if not keep:
+            return _BotocoreHttp(), {"FailedRecordCount": 0, "Records": []}
+        body["Records"] = keep
+        params["body"] = json.dumps(body).encode()
+        return None
+
+    def _after(self, parsed: dict[str, Any], **_: Any) -> None:
+        records = list(parsed.get("Records", []))
+        for i in self._dropped:
+            records.insert(
+                i,
+                {
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "Rate exceeded for shard",
+                },
+            )
+        assert len(records) == self._total
+        parsed["Records"] = records
+        parsed["FailedRecordCount"] = len(self._dropped)
+
+
+class _BotocoreHttp:
+    """The HTTP response botocore expects from a ``before-call`` hook that answers."""
+
+    status_code = 200
+    headers: dict[str, str] = {}
+    content = b""
+
+
+def test_kinesis_partial_failures_acknowledge_only_what_is_stored(
+    aws_env: Any, tmp_path: Path
+) -> None:
+    """PutRecords failing some records for real: a record throttled once is retried and
+    stored (200); one that stays throttled makes the answer 503 stream_unavailable naming
+    it, while the others of the request are stored, each once."""
+    from playpulse.stream.kinesis import KinesisStream
+
+    name = aws_env.unique("partial")
+    kinesis = client("kinesis")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+    )
+    hooked = client("kinesis")
+    throttle = ThrottleUsers(hooked, always={"down"}, once={"flaky"})
+    stream = KinesisStream(name, kinesis=hooked, max_put_attempts=2, backoff_s=0.01)
+    handler = CollectorHandler(Settings(data_dir=tmp_path / "data"), stream=stream)
+    try:
+        first = [event("up"), event("flaky"), event("up")]
+        ok = handler(http_api_event(json.dumps(first), {}))
+        second = [event("up"), event("down"), event("flaky")]
+        partial = handler(http_api_event(json.dumps(second), {}))
+    finally:
+        handler.close()
+        stream.close()
+    assert ok["statusCode"] == 200
+    assert json.loads(ok["body"]) == {"accepted": 3, "rejected": []}
+    assert partial["statusCode"] == 503
+    assert partial["headers"]["retry-after"] == "1"
+    error = json.loads(partial["body"])["error"]
+    assert error["code"] == "stream_unavailable"
+    assert (error["stored"], error["not_stored"], error["rejected"]) == (2, [1], [])
+    stored = Counter(e["event_id"] for _, e in _kinesis_records(name))
+    expected = [e for e in first + second if e["user_id"] != "down"]
+    assert stored == Counter(e["event_id"] for e in expected)
+    assert throttle.sendings[second[1]["event_id"]] > 1  # the throttled one was retried
