@@ -693,7 +693,12 @@ def build_template(options: StackOptions | None = None) -> Json:
                 {
                     "Sid": "ReadWriteTheLake",
                     "Effect": "Allow",
-                    "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                    "Action": [
+                        "s3:GetObject",
+                        "s3:PutObject",
+                        "s3:DeleteObject",
+                        "s3:AbortMultipartUpload",
+                    ],
                     "Resource": _sub(f"${{Bucket.Arn}}/{LAKE_PREFIX}/*"),
                 },
                 {
@@ -701,7 +706,11 @@ def build_template(options: StackOptions | None = None) -> Json:
                     "Effect": "Allow",
                     "Action": ["s3:ListBucket"],
                     "Resource": _arn("Bucket"),
-                    "Condition": {"StringLike": {"s3:prefix": [f"{LAKE_PREFIX}/*"]}},
+                    # (IfExists: HeadBucket, which pyarrow's S3 filesystem calls, has no
+                    # prefix.)
+                    "Condition": {
+                        "StringLikeIfExists": {"s3:prefix": [LAKE_PREFIX, f"{LAKE_PREFIX}/*"]}
+                    },
                 },
                 {
                     "Sid": "DeadLetters",
