@@ -735,7 +735,7 @@ def _kinesis_records(name: str) -> list[tuple[str, dict[str, Any]]]:
     """(partition key, event) of every record in the Kinesis stream ``name``, read with
     boto3 from each shard's start."""
     kinesis = client("kinesis")
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for shard in kinesis.list_shards(StreamName=name)["Shards"]:
         iterator = kinesis.get_shard_iterator(
             StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
