@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from playpulse.aws.clients import client
 from playpulse.config import Settings
@@ -523,3 +525,111 @@ def test_concurrent_appends_from_threads_keep_each_keys_order(make):
             by_key[r.key].append(int(r.value.decode().split(":")[1]))
         assert all(seq == list(range(appends_n)) for seq in by_key.values())
     assert total == threads_n * appends_n * 3
+
+
+# --- model checks with real-looking positions ----------------------------------------------
+
+KEYS = st.one_of(
+    st.sampled_from([f"user-{i}" for i in range(6)]),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
+)
+RECORDS = st.lists(st.tuples(KEYS, st.binary(max_size=32)), max_size=12)
+
+
+@given(batches=st.lists(RECORDS, max_size=6), shards=st.integers(1, 4))
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_reading_every_shard_returns_what_was_appended(make, batches, shards):
+    stream, _ = make(shards=shards, hooks=(SparseSequenceNumbers,))
+    model: dict[int, list[tuple[str, bytes, int]]] = {p: [] for p in range(shards)}
+    for batch in batches:
+        appended = stream.append(batch)
+        assert len(appended) == len(batch)
+        for (key, value), a in zip(batch, appended, strict=True):
+            assert a.partition == stream.partition_for(key)
+            model[a.partition].append((key, value, a.offset))
+
+    infos = stream.partitions()
+    for p in range(shards):
+        records = read_partition(stream, p)
+        # Every record where append said; a key's records in append order (the records
+        # of different keys may be stored in another order than appended: one record
+        # per key per PutRecords call).
+        assert [(r.key, r.value, r.offset) for r in records] == sorted(model[p], key=lambda t: t[2])
+        for key in {k for k, _, _ in model[p]}:
+            assert [r.value for r in records if r.key == key] == [
+                v for k, v, _ in model[p] if k == key
+            ]
+        offsets = [r.offset for r in records]
+        assert offsets == sorted(set(offsets))
+        if offsets:
+            assert infos[p].start_offset < offsets[0]
+            assert infos[p].end_offset == offsets[-1] + 1
+        else:
+            assert infos[p].end_offset == infos[p].start_offset
+
+
+class Quiet:
+    """A rebalance listener that starts every partition at the group's checkpoint."""
+
+    def on_assign(self, partitions: list[int]) -> dict[int, int]:
+        return {}
+
+    def on_revoke(self, partitions: list[int]) -> None:
+        pass
+
+
+def poll_until(member: Any, n: int, max_records: int) -> list[Batch]:
+    batches: list[Batch] = []
+    while sum(len(b.records) for b in batches) < n:
+        batches += member.poll(max_records)
+    return batches
+
+
+def test_a_replayed_batch_comes_again_and_an_older_commit_rewinds(make):
+    stream, _ = make(shards=2, hooks=(SparseSequenceNumbers,))
+    [key] = [k for k in (f"user-{i}" for i in range(50)) if stream.partition_for(k) == 1][:1]
+    stream.append([(key, bytes([i])) for i in range(6)])
+
+    first = stream.group_consumer("g", "m1", Quiet(), session_timeout_s=2.0)
+    try:
+        batches = poll_until(first, 6, 4)
+        assert [len(b.records) for b in batches] == [4, 2]
+        first.commit(batches[0])
+    finally:
+        first.close()
+    assert stream.committed("g", 1) == batches[0].next_offset
+    assert stream.lag("g")[1] == 2
+
+    second = stream.group_consumer("g", "m2", Quiet(), session_timeout_s=2.0)
+    try:
+        [again] = poll_until(second, 2, 10)
+        assert again == batches[1]  # the same records at the same positions
+        second.commit(again)
+        assert stream.lag("g")[1] == 0
+        second.commit(batches[0])  # a replayed older batch rewinds the group
+    finally:
+        second.close()
+    assert stream.committed("g", 1) == batches[0].next_offset
+
+    third = stream.group_consumer("g", "m3", Quiet(), session_timeout_s=2.0)
+    try:
+        [rewound] = poll_until(third, 2, 10)
+    finally:
+        third.close()
+    assert [r.value for r in rewound.records] == [bytes([4]), bytes([5])]
+
+
+def test_append_offsets_spans_each_partitions_records_when_keys_interleave(make):
+    # a0 a1 b0 in one partition: one record per key per call stores a0 b0, then a1, so
+    # a partition's offsets are not in the order of the records appended.
+    stream = make(shards=1)
+    ranges = stream.append_offsets([("a", b"a0"), ("a", b"a1"), ("b", b"b0")])
+
+    records = read_partition(stream, 0)
+    assert [r.value for r in records] == [b"a0", b"b0", b"a1"]
+    assert ranges == {0: range(records[0].offset, records[-1].offset + 1)}
+    assert stream.append_offsets([]) == {}

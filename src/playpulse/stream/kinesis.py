@@ -566,6 +566,19 @@ class KinesisStream(EventStream):
             )
         return [a for a in result.landed if a is not None]
 
+    def append_offsets(self, records: Sequence[tuple[str, bytes]]) -> dict[int, range]:
+        """See :meth:`EventStream.append_offsets`: ``{partition: range(lowest offset,
+        highest offset + 1)}`` of the records stored there. On Kinesis the range holds
+        sequence numbers that are no record (they are sparse), and the records of
+        *different* keys in one partition may take its offsets in another order than in
+        ``records`` (one record per key per PutRecords call; a key's own records keep
+        their order). Same errors as :meth:`append`."""
+        spans: dict[int, tuple[int, int]] = {}
+        for a in self.append(records):
+            lo, hi = spans.get(a.partition, (a.offset, a.offset))
+            spans[a.partition] = (min(lo, a.offset), max(hi, a.offset))
+        return {p: range(lo, hi + 1) for p, (lo, hi) in spans.items()}
+
     def _note_newest(self, newest: dict[int, int]) -> None:
         with self._lock:
             for p, seq in newest.items():
