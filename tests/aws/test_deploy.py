@@ -239,6 +239,7 @@ def test_export_lines_quote_for_the_shell() -> None:
         "StoreUrl": "dynamodb://it's",
         "LakeUrl": "s3://b/$HOME`x`",
         "CollectorUrl": "https://x.lambda-url.us-east-1.on.aws/",
+        "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
     }
     text = export_lines(outputs)
     shell = subprocess.run(
@@ -259,6 +260,7 @@ def test_export_lines_quote_for_the_shell() -> None:
         outputs["LakeUrl"],
     ]
     assert "# collector: POST https://x.lambda-url.us-east-1.on.aws/v1/events" in text
+    assert "# dead-letter queue (run-processor --dlq-url): https://sqs." in text
 
 
 def test_deploy_refuses_a_bad_stack_name_or_a_missing_package(

@@ -611,9 +611,13 @@ def _stack_exists(stack: str) -> bool:
 
 def export_lines(outputs: dict[str, str]) -> str:
     """The stack's URLs as shell lines: ``export PLAYPULSE_STREAM_URL=...`` (and the
-    store's and the lake's), values quoted for the shell, then the collector's URL as a
-    comment. ``eval "$(playpulse aws deploy ...)"`` sets them."""
+    store's and the lake's), values quoted for the shell, then the collector's URL and
+    the dead-letter queue's as comments. ``eval "$(playpulse aws deploy ...)"`` sets them."""
     lines = [f"export {var}={shlex.quote(outputs[key])}" for var, key in EXPORTS.items()]
     if outputs.get("CollectorUrl"):
         lines.append(f"# collector: POST {outputs['CollectorUrl'].rstrip('/')}/v1/events")
+    if outputs.get("DeadLetterQueueUrl"):
+        lines.append(
+            f"# dead-letter queue (run-processor --dlq-url): {outputs['DeadLetterQueueUrl']}"
+        )
     return "\n".join(lines) + "\n"
