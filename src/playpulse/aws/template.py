@@ -18,10 +18,13 @@ stack holds:
 - a Glue database with the tables ``events``, ``plays`` and ``sessions`` (Parquet, Hive
   partitions by ``event_date`` found by partition projection), an Athena work group and
   one Athena named query per catalog query (:func:`athena_sql`);
-- CloudWatch alarms (:data:`ALARMS`) and a CloudWatch dashboard.
+- CloudWatch alarms (:data:`ALARMS`, notifying the ``AlarmTopic`` SNS topic: subscribe
+  to it) and a CloudWatch dashboard.
 
 Lambda code comes from the package zip (``playpulse aws package``) in S3: the template's
-``CodeBucket`` / ``CodeKey`` parameters.
+``CodeBucket`` / ``CodeKey`` parameters. The collector keeps rejected events under
+``s3://<Bucket>/quarantine`` and accepts the write keys of the ``CollectorWriteKeys``
+parameter (none: open to whoever has the URL).
 """
 
 from __future__ import annotations
