@@ -166,11 +166,11 @@ _JOURNAL_HEAD = struct.Struct(">III")
 INDEXES = ("by_sk", "by_vendor")
 
 
-class _ConditionFailed(Exception):
-    """A conditional write found its condition false (internal)."""
+class _ConditionFailed(StoreError):
+    """A conditional write found its condition false (internal; caught where expected)."""
 
 
-class _BadType(Exception):
+class _BadType(StoreError):
     """DynamoDB refused an operand's type or range (internal: the slow path follows)."""
 
 
@@ -624,7 +624,7 @@ class DynamoDBStore(RealtimeStore):
             except Exception as exc:
                 code = _code(exc)
                 if code == "ConditionalCheckFailedException":
-                    raise _ConditionFailed() from exc
+                    raise _ConditionFailed(f"{op} on {self.table!r}: condition false") from exc
                 if code == "ValidationException" and (
                     "incorrect data type" in str(exc)
                     or "overflow" in str(exc).lower()
