@@ -468,3 +468,31 @@ def test_dedup_items_past_their_ttl_are_ignored_before_dynamodb_deletes_them(sto
         ExpressionAttributeValues={":past": {"N": "1000"}},
     )
     assert stores().seen(["old", "new"]) == {"new"}
+
+
+def test_replace_swaps_many_items_and_keeps_offsets_dedup_keys_and_fencing(stores):
+    store = stores()
+    for n in range(3):
+        store.apply(batch_n(n))
+    big = StoreBatch("live", offsets={0: 1})
+    for i in range(300):
+        big.add(f"CONTENT#x{i:03d}", "TOTAL", plays=1)
+        big.members.add(("U#big", f"u{i}"))
+        big.states[f"OLD#{i:03d}"] = b"old"
+    store.apply(big)
+
+    new = StoreBatch("reprocess")
+    new.add("CONTENT#0", "DAY#2026-11-21", plays=42)
+    new.members.add(("U#a", "only"))
+    new.states["PLAY#new"] = b"new"
+    store.replace(new)
+
+    assert store.scan("CONTENT#", "TOTAL") == []
+    assert store.scan("", "DAY#2026-11-21") == [("CONTENT#0", {"plays": 42.0})]
+    assert (store.count_members("U#big"), store.count_members("U#a")) == (0, 1)
+    assert store.state_keys("") == ["PLAY#new"]
+    assert store.offsets("proc") == {0: 20, 1: 25}
+    assert store.offsets("live") == {0: 1}
+    assert store.seen(["e0-0", "e2-2"]) == {"e0-0", "e2-2"}
+    store.apply(batch_n(2))  # a redelivery after the replace: still a no-op
+    assert store.item("CONTENT#0", "DAY#2026-11-21") == {"plays": 42.0}

@@ -1107,7 +1107,7 @@ class DynamoDBStore(RealtimeStore):
             if not response.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        self._batch_write(deletes)
+        self._parallel(lambda chunk: self._batch_write(list(chunk)), list(_chunks(deletes, 25)))
         self._redo(prep, fenced=False)
         if prep.offsets:
             key = {"pk": {"S": _OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
