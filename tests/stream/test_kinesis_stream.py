@@ -633,3 +633,41 @@ def test_append_offsets_spans_each_partitions_records_when_keys_interleave(make)
     assert [r.value for r in records] == [b"a0", b"b0", b"a1"]
     assert ranges == {0: range(records[0].offset, records[-1].offset + 1)}
     assert stream.append_offsets([]) == {}
+
+
+# --- group leases ------------------------------------------------------------------------
+
+
+def test_a_lease_has_one_owner_until_it_expires_or_is_released(make, aws_env):
+    one = make(shards=3)
+    # A second stream object on the same Kinesis stream: another process of the group.
+    other = KinesisStream(one.name)
+    try:
+        view = one.coordinate("g", "a", claim=[0, 1], session_timeout_s=10, now_s=1000.0)
+        assert view.owned == {0, 1}
+        assert view.members == ["a"]
+        # b cannot take a's live leases (conditional writes), only the free one.
+        view = other.coordinate("g", "b", claim=[0, 1, 2], session_timeout_s=10, now_s=1001.0)
+        assert view.owned == {2}
+        assert view.members == ["a", "b"]
+        # a renews (its leases now run to 1015); a releases 1, which b then takes.
+        view = one.coordinate("g", "a", release=[1], session_timeout_s=10, now_s=1005.0)
+        assert view.owned == {0}
+        view = other.coordinate("g", "b", claim=[0, 1], session_timeout_s=10, now_s=1006.0)
+        assert view.owned == {1, 2}
+        # a stops renewing: after its lease expires, b takes partition 0 and a is gone.
+        view = other.coordinate("g", "b", claim=[0], session_timeout_s=10, now_s=1016.0)
+        assert view.owned == {0, 1, 2}
+        assert view.members == ["b"]
+        # a, back, owns nothing; b leaves and frees everything at once.
+        assert one.coordinate("g", "a", session_timeout_s=10, now_s=1017.0).owned == frozenset()
+        other.leave("g", "b")
+        view = one.coordinate("g", "a", claim=[0, 1, 2], session_timeout_s=10, now_s=1018.0)
+        assert view.owned == {0, 1, 2}
+        assert view.members == ["a"]
+        # Leases are per group.
+        assert other.coordinate("h", "b", claim=[0], session_timeout_s=10, now_s=1018.0).owned == {
+            0
+        }
+    finally:
+        other.close()

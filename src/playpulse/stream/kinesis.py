@@ -964,6 +964,21 @@ class KinesisStream(EventStream):
             for item in items
             if item["sk"]["S"].startswith("member#") and float(item["expires"]["N"]) > now_s
         )
+        for item in items:  # forget dead members (unless one renewed itself meanwhile)
+            if item["sk"]["S"].startswith("member#") and float(item["expires"]["N"]) <= now_s:
+                try:
+                    db.delete_item(
+                        TableName=self.checkpoint_table,
+                        Key={"pk": pk, "sk": item["sk"]},
+                        ConditionExpression="expires <= :now",
+                        ExpressionAttributeValues={":now": now},
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) != "ConditionalCheckFailedException":
+                        raise StreamError(
+                            f"{self._table_where()}: cannot forget dead member "
+                            f"{item['sk']['S']}: {exc}"
+                        ) from exc
         owned: set[int] = set()
         released = set(release)
         for item in items:
