@@ -42,7 +42,9 @@ Kinesis data stream.
   per key**: the next record of a key is sent only once the one before is stored; when a
   record finally fails, the later records of its key are not sent and fail too.
   A batch of one user's records thus takes one call per record; a batch of distinct
-  users takes one call per 500.
+  users takes one call per 500. A call that fails without an answer (a connection reset
+  or read timeout past botocore's retries) is retried too: its records may then be
+  stored twice (at-least-once; consumers dedup by event id), never acknowledged unstored.
 - **checkpoints and group leases** live in a small DynamoDB table,
   ``<stream>-playpulse-checkpoints`` (``pk``/``sk`` strings, on-demand billing), created
   on the first commit or group membership (KCL-style): ``pk = "group#" + group`` and
