@@ -671,3 +671,24 @@ def test_a_lease_has_one_owner_until_it_expires_or_is_released(make, aws_env):
         }
     finally:
         other.close()
+
+
+def test_a_put_records_call_throttled_as_a_whole_is_sent_again(make):
+    stream = make(shards=2, backoff_s=0.001)
+    refused: list[int] = []
+
+    def throttle(**_: Any) -> None:
+        if len(refused) < 2:  # the first two calls, past botocore's own retries
+            refused.append(1)
+            raise ClientError(
+                {"Error": {"Code": "LimitExceededException", "Message": "Rate exceeded"}},
+                "PutRecords",
+            )
+
+    stream._kinesis.meta.events.register("before-call.kinesis.PutRecords", throttle)
+
+    result = stream.append_each([(f"user-{i}", b"v") for i in range(10)])
+
+    assert result.ok
+    assert len(refused) == 2
+    assert sum(len(read_partition(stream, p)) for p in range(2)) == 10
