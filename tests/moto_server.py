@@ -11,7 +11,10 @@ until interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +23,14 @@ import urllib.request
 import uuid
 
 REGION = "us-east-1"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG)."""
+    # Not Linux: no prctl; the fixture's close() still stops the server.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -42,6 +53,9 @@ class MotoServer:
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # The server dies with the process that started it, even one killed by
+                # a timeout before its fixtures were torn down.
+                preexec_fn=_die_with_parent,
             )
             try:
                 self._wait(timeout_s)
@@ -95,8 +109,6 @@ class MotoServer:
 
 
 if __name__ == "__main__":
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     server = MotoServer()
     print(server.endpoint, flush=True)
