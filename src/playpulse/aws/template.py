@@ -1159,7 +1159,7 @@ def to_text(template: Json, fmt: str = "json") -> str:
         return json.dumps(template, indent=2) + "\n"
     if fmt == "yaml":
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError as exc:  # pragma: no cover - PyYAML comes with uvicorn[standard]
             raise ConfigError("template --format yaml needs PyYAML: pip install pyyaml") from exc
         return str(yaml.safe_dump(template, sort_keys=False, width=100))
