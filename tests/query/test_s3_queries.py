@@ -15,7 +15,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from playpulse.api import mount_read_api
 from playpulse.aws.clients import client
 from playpulse.config import Settings
 from playpulse.lake import corrupt_files, open_lake
@@ -218,3 +221,25 @@ def test_the_shared_cache_follows_an_s3_lake_file_by_file(s3_env: str, tmp_path:
     assert compact_lake(s3) == compact_lake(local)
     agree()
     assert any("compacted-" in f for files in cache._loaded.values() for f in files)
+
+
+def test_the_read_api_answers_the_same_from_an_s3_lake(lakes: dict[str, Lakes]) -> None:
+    case = lakes["dataset"]
+    window = {"from": "2026-11-16T00:00:00Z", "to": "2026-11-26T00:00:00Z", "tz": "UTC"}
+    paths = [f"/v1/metrics/{n}" for n in sorted(CATALOG) if n != "live"]
+    paths.append("/v1/sessions/histogram")
+
+    def bodies(settings: Settings) -> dict[str, Any]:
+        app = FastAPI()
+        mount_read_api(app, settings)
+        out = {}
+        with TestClient(app) as api:
+            for path in paths:
+                response = api.get(path, params=window)
+                assert response.status_code == 200, (path, response.text)
+                out[path] = response.json()
+        return out
+
+    on_s3 = bodies(case.s3)
+    assert on_s3 == bodies(case.local)
+    assert on_s3["/v1/metrics/overview"]["rows"][0]["plays"] > 0
