@@ -52,7 +52,11 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.FileSystem:
         options["endpoint_override"] = endpoint
     if region:
         options["region"] = region
-    return pafs.S3FileSystem(**options)
+    try:
+        return pafs.S3FileSystem(**options)
+    except TypeError:  # a pyarrow without allow_delayed_open: every write is multipart
+        del options["allow_delayed_open"]
+        return pafs.S3FileSystem(**options)
 
 
 def is_s3(settings: Settings) -> bool:
