@@ -43,6 +43,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from playpulse.config import Settings
 from playpulse.errors import LakeError
@@ -499,7 +500,8 @@ SELECT min(lo), max(hi) FROM (
 
 
 def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with only the ``events`` view (every live events file)."""
+    """A DuckDB connection with only the ``events`` view (every live events file; on
+    S3, a pyarrow dataset over them, read as a query needs)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     files = []
@@ -507,8 +509,15 @@ def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     if lake is not None:
         paths = lake.readable(lake.live_files("events"))
         if not lake.is_local and paths:
-            parts = [lake.read_table(p, EVENTS_SCHEMA).replace_schema_metadata() for p in paths]
-            con.register("lake_events", pa.concat_tables(parts))
+            # A pyarrow dataset: DuckDB pushes columns and filters down to it, so only
+            # the footers and the row groups a query can match are fetched.
+            dataset = pads.dataset(
+                [str(p) for p in paths],
+                schema=EVENTS_SCHEMA,
+                format="parquet",
+                filesystem=lake.filesystem,
+            )
+            con.register("lake_events", dataset)
             con.execute("CREATE VIEW events AS SELECT * FROM lake_events")
             return con
         files = [str(p) for p in paths]
