@@ -380,7 +380,9 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
         if info["stream_bytes"] is None
         else f"{mib(info['stream_bytes'])} of {mib(info['stream_max_bytes'])}"
     )
-    out.print(f"stream       {info['stream_records']:,} records, every append ({size})")
+    records = info["stream_records"]
+    counted = "records uncounted (sparse positions)" if records is None else f"{records:,} records"
+    out.print(f"stream       {counted}, every append ({size})")
     out.print(
         f"quarantined  {info['quarantined']:,} to replay, {q['entries']:,} entries, "
         f"{mib(q['stored_bytes'])} of {mib(q['max_bytes'])} (file {mib(q['file_bytes'])}), "

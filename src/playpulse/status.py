@@ -32,14 +32,14 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
 
         {"data_dir": str, "events_in_lake": int, "lake_files_unreadable": int,
          "duplicates_dropped": int | None,
-         "late_events": int | None, "stream_records": int, "stream_bytes": int,
+         "late_events": int | None, "stream_records": int | None, "stream_bytes": int,
          "stream_max_bytes": int | None,
          "quarantined": int, "quarantined_by_reason": {reason: int},
          "quarantine": {"entries": int, "quarantined": int, "stored_bytes": int,
                         "max_bytes": int, "retention_days": float, "file_bytes": int,
                         "dropped": int, "dropped_by_reason": {reason: int},
                         "dropped_by_cause": {"max_bytes" | "retention": int}},
-         "partitions": [{"partition": int, "newest_offset": int | None, "records": int}],
+         "partitions": [{"partition": int, "newest_offset": int | None, "records": int | None}],
          "consumer_lag": {group: {"total": int, "partitions": {str(partition): int}}},
          "lost_records": {group: {"total": int, "partitions": {str(partition): int}}}}
 
@@ -91,14 +91,18 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
             "lake_files_unreadable": unreadable,
             "duplicates_dropped": totals.get("duplicates"),
             "late_events": totals.get("late"),
-            "stream_records": sum(p.count for p in partitions),
+            "stream_records": health.records,
             "stream_bytes": health.stored_bytes,
             "stream_max_bytes": health.max_bytes,
             "quarantined": stats.quarantined,
             "quarantined_by_reason": quarantine.counts_by_reason(),
             "quarantine": stats.as_json(),
             "partitions": [
-                {"partition": p.partition, "newest_offset": p.newest_offset, "records": p.count}
+                {
+                    "partition": p.partition,
+                    "newest_offset": p.newest_offset,
+                    "records": p.count if stream.dense_positions else None,
+                }
                 for p in partitions
             ],
             "consumer_lag": lag,

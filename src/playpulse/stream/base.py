@@ -137,6 +137,12 @@ class EventStream(ABC):
     #: :class:`~playpulse.errors.StreamError` (the broker's own metrics tell). The
     #: retention and size contract tests skip a stream without it.
     manages_retention: bool = True
+    #: Capability flag: whether positions are dense (each record's offset is the
+    #: previous one's plus one, as in Kafka and the embedded streams), so that a
+    #: partition's ``end_offset - start_offset`` counts its records. ``False`` for
+    #: Kinesis, whose sequence numbers are sparse: there record counts are not known
+    #: without reading (:func:`stream_health` and ``playpulse status`` say ``None``).
+    dense_positions: bool = True
 
     def partition_for(self, key: str) -> int:
         """The partition a record with ``key`` goes to."""
@@ -369,13 +375,14 @@ class StreamHealth:
     """What monitoring needs of a stream, read in one go (see :func:`stream_health`).
 
     ``stored_bytes`` is :meth:`EventStream.stored_bytes`, ``max_bytes`` the size limit
-    (``None``: unbounded), ``records`` the records retained, ``groups`` one entry per
-    consumer group and partition.
+    (``None``: unbounded), ``records`` the records retained (``None`` when positions are
+    not dense: :attr:`EventStream.dense_positions`), ``groups`` one entry per consumer
+    group and partition.
     """
 
     stored_bytes: int | None
     max_bytes: int | None
-    records: int
+    records: int | None
     groups: list[GroupPartitionHealth]
 
     def lost_total(self, group: str | None = None) -> int | None:
@@ -410,7 +417,9 @@ def stream_health(stream: EventStream) -> StreamHealth:
     return StreamHealth(
         stored_bytes=stream.stored_bytes() if stream.manages_retention else None,
         max_bytes=stream.max_bytes,
-        records=sum(info.count for info in stream.partitions()),
+        records=(
+            sum(info.count for info in stream.partitions()) if stream.dense_positions else None
+        ),
         groups=groups,
     )
 

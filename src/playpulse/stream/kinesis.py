@@ -241,6 +241,7 @@ class KinesisStream(EventStream):
     """
 
     manages_retention = False
+    dense_positions = False
 
     def __init__(
         self,
