@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from playpulse.aws import collector_handler
+from playpulse.aws import quarantine as aws_quarantine
 from playpulse.aws.clients import client
-from playpulse.aws.collector_handler import CollectorHandler, lambda_settings, quarantine_url
+from playpulse.aws.collector_handler import CollectorHandler
+from playpulse.aws.quarantine import lambda_settings, quarantine_url
 from playpulse.collector.app import create_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
@@ -238,7 +240,7 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pair]:
     monkeypatch.setenv("PLAYPULSE_MAX_BODY_BYTES", str(MAX_BODY_BYTES))
     monkeypatch.setenv("PLAYPULSE_MAX_EVENTS_PER_REQUEST", str(MAX_EVENTS))
     monkeypatch.delenv("PLAYPULSE_LAKE_URL", raising=False)
-    monkeypatch.delenv(collector_handler.QUARANTINE_URL_ENV, raising=False)
+    monkeypatch.delenv(aws_quarantine.QUARANTINE_URL_ENV, raising=False)
     monkeypatch.setattr(collector_handler, "_HANDLER", None)
     http_dir = tmp_path / "http"
     settings = Settings(data_dir=http_dir, stream_url=f"sqlite:///{http_dir / 'stream.db'}")
@@ -494,7 +496,7 @@ def test_stream_that_cannot_open_is_503_then_recovers(
     monkeypatch.setenv("PLAYPULSE_STREAM_URL", f"sqlite:///{blocker / 'stream.db'}")
     monkeypatch.delenv("PLAYPULSE_WRITE_KEYS", raising=False)
     monkeypatch.delenv("PLAYPULSE_LAKE_URL", raising=False)
-    monkeypatch.delenv(collector_handler.QUARANTINE_URL_ENV, raising=False)
+    monkeypatch.delenv(aws_quarantine.QUARANTINE_URL_ENV, raising=False)
     handler = CollectorHandler()
     try:
         body = json.dumps([event()])
@@ -554,7 +556,7 @@ def test_partial_append_answers_as_the_http_collector(tmp_path: Path) -> None:
 
 def test_quarantine_url_settings() -> None:
     def url(lake: str | None, explicit: str | None = None) -> str | None:
-        env = {collector_handler.QUARANTINE_URL_ENV: explicit} if explicit else {}
+        env = {aws_quarantine.QUARANTINE_URL_ENV: explicit} if explicit else {}
         return quarantine_url(Settings(lake_url=lake), env)
 
     assert url(None) is None
@@ -568,7 +570,7 @@ def test_quarantine_url_settings() -> None:
 
 
 def test_quarantine_object_keys() -> None:
-    sink = collector_handler.S3QuarantineSink("s3://bucket/a/quarantine/")
+    sink = aws_quarantine.S3QuarantineSink("s3://bucket/a/quarantine/")
     at = datetime(2026, 12, 5, 3, 4, 5, tzinfo=UTC)
     key = sink.key_for(at)
     assert key.startswith("a/quarantine/source=collector/date=2026-12-05/030405-")
@@ -576,9 +578,9 @@ def test_quarantine_object_keys() -> None:
     assert key != sink.key_for(at)  # a new object per request
     odd = sink.key_for(at, "import/../x y")
     assert odd.startswith("a/quarantine/source=import_.._x_y/date=2026-12-05/")
-    assert collector_handler.S3QuarantineSink("s3://bucket").key_for(at).startswith("source=")
+    assert aws_quarantine.S3QuarantineSink("s3://bucket").key_for(at).startswith("source=")
     with pytest.raises(ConfigError):
-        collector_handler.S3QuarantineSink("file:///tmp/x")
+        aws_quarantine.S3QuarantineSink("file:///tmp/x")
 
 
 def test_data_dir_defaults_to_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -611,7 +613,7 @@ def s3_lambda(
     monkeypatch.setenv("PLAYPULSE_STREAM_URL", f"sqlite:///{tmp_path / 'stream.db'}")
     monkeypatch.setenv("PLAYPULSE_LAKE_URL", f"s3://{bucket}/lake")
     monkeypatch.delenv("PLAYPULSE_WRITE_KEYS", raising=False)
-    monkeypatch.delenv(collector_handler.QUARANTINE_URL_ENV, raising=False)
+    monkeypatch.delenv(aws_quarantine.QUARANTINE_URL_ENV, raising=False)
     handler = CollectorHandler()
     try:
         yield bucket, handler
@@ -764,7 +766,7 @@ def test_events_go_to_the_kinesis_stream_the_settings_name(
     monkeypatch.setenv("PLAYPULSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PLAYPULSE_WRITE_KEYS", WRITE_KEY)
     monkeypatch.delenv("PLAYPULSE_LAKE_URL", raising=False)
-    monkeypatch.delenv(collector_handler.QUARANTINE_URL_ENV, raising=False)
+    monkeypatch.delenv(aws_quarantine.QUARANTINE_URL_ENV, raising=False)
     monkeypatch.setattr(collector_handler, "_HANDLER", None)
     events = [event(f"user-{n}") for n in range(6)]
     body = gzip.compress(json.dumps([*events, {"bad": True}]).encode())

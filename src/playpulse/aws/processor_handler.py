@@ -187,21 +187,24 @@ class KinesisBatchHandler:
 
 
 def from_settings(settings: Settings) -> KinesisBatchHandler:
-    """A handler over the stream, store and lake that ``settings`` name. Raises what
-    opening them raises (:class:`~playpulse.errors.ConfigError`, ``StreamError``,
-    ``StoreError``)."""
+    """A handler over the stream, store and lake that ``settings`` name, with the
+    Lambda quarantine (records that cannot be decoded go to S3 beside an ``s3://`` lake
+    or to ``PLAYPULSE_QUARANTINE_URL``, and to the log: see
+    :mod:`playpulse.aws.quarantine`). Raises what opening them raises
+    (:class:`~playpulse.errors.ConfigError`, ``StreamError``, ``StoreError``)."""
     # Imported here: the factories pull in every backend's module.
-    from playpulse.lake.schema import SCHEMAS
-    from playpulse.lake.writer import LakeWriter
-    from playpulse.quarantine.store import open_quarantine
+    from playpulse.aws.quarantine import LambdaQuarantine, S3QuarantineSink, quarantine_url
+    from playpulse.lake.factory import open_lake
     from playpulse.store.factory import open_store
     from playpulse.stream.factory import open_stream
 
+    url = quarantine_url(settings)
+    sink = S3QuarantineSink(url) if url else None
     return KinesisBatchHandler(
         open_stream(settings),
         open_store(settings),
-        LakeWriter(settings.lake_path, SCHEMAS),
-        open_quarantine(settings),
+        open_lake(settings),
+        LambdaQuarantine.for_lambda(settings, sink),
     )
 
 
@@ -212,9 +215,12 @@ _handler_lock = threading.Lock()
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     """The Lambda entry point (``playpulse.aws.processor_handler.handler``): one
     :class:`KinesisBatchHandler` per container, built from the environment's settings at
-    the first call."""
+    the first call (``data_dir`` defaults to ``<tmp>/playpulse``, a Lambda's only
+    writable folder)."""
     global _handler
     with _handler_lock:
         if _handler is None:
-            _handler = from_settings(Settings())
+            from playpulse.aws.quarantine import lambda_settings
+
+            _handler = from_settings(lambda_settings())
     return _handler(event, context)
