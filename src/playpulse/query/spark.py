@@ -42,6 +42,7 @@ Spark here reads a local lake only (``s3://`` needs the hadoop-aws jars).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -120,6 +121,9 @@ def spark_session() -> SparkSession:
         except Exception as exc:  # the JVM's errors come as several Py4J/pyspark types
             raise QueryError(f"Spark did not start ({config['spark.master']}): {exc}") from exc
         session.sparkContext.setLogLevel("FATAL")
+        # pyspark logs each failed statement's context as JSON with the JVM's stack; the
+        # failure reaches the caller as a one-line QueryError instead.
+        logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
         _SESSION = session
         atexit.register(stop_spark)
         return session
@@ -173,47 +177,54 @@ def _json_path(node: exp.Expression) -> str:
     return text[1:-1] if text.startswith("'") and text.endswith("'") else text
 
 
+def _get_json(document: exp.Expression, path: str) -> exp.Expression:
+    return exp.Anonymous(
+        this="GET_JSON_OBJECT", expressions=[document.copy(), exp.Literal.string(path)]
+    )
+
+
+def _is_not_null(value: exp.Expression) -> exp.Expression:
+    return exp.Not(this=exp.Is(this=value, expression=exp.Null()))
+
+
 def _json(node: exp.Expression) -> exp.Expression:
-    """``json_type(j, path)``: ``'ARRAY'`` / ``'OBJECT'`` (null for a missing path and
-    for scalars, which no catalog query asks about); ``json_extract_string(j,
-    'path[*]')``: the array's elements as strings (Spark's get_json_object unwraps a
-    one-element ``[*]`` match, so the array is read whole)."""
+    """``json_type(j, path)``: ``'ARRAY'``, ``'OBJECT'``, ``'SCALAR'`` for any other
+    value (DuckDB names the scalar's type) and null for a missing path or a JSON null
+    (DuckDB: ``'NULL'``); so a comparison with ``'ARRAY'`` or ``'OBJECT'`` decides as on
+    DuckDB. ``json_extract_string(j, 'path[*]')``: the array's elements as strings, an
+    empty list when the path holds no array, null for a null document (Spark's
+    get_json_object unwraps a one-element ``[*]`` match, so the array is read whole)."""
     if isinstance(node, exp.JSONType):
-        value = exp.Anonymous(
-            this="GET_JSON_OBJECT",
-            expressions=[node.this.copy(), exp.Literal.string(_json_path(node.expression))],
-        )
+        value = _get_json(node.this, _json_path(node.expression))
+        kinds = (("JSON_ARRAY_LENGTH", "ARRAY"), ("JSON_OBJECT_KEYS", "OBJECT"))
         return exp.Case(
             ifs=[
                 exp.If(
-                    this=exp.Not(
-                        this=exp.Is(
-                            this=exp.Anonymous(this="JSON_ARRAY_LENGTH", expressions=[value]),
-                            expression=exp.Null(),
-                        )
-                    ),
-                    true=exp.Literal.string("ARRAY"),
-                ),
-                exp.If(
-                    this=exp.Not(
-                        this=exp.Is(
-                            this=exp.Anonymous(this="JSON_OBJECT_KEYS", expressions=[value.copy()]),
-                            expression=exp.Null(),
-                        )
-                    ),
-                    true=exp.Literal.string("OBJECT"),
-                ),
+                    this=_is_not_null(exp.Anonymous(this=test, expressions=[value.copy()])),
+                    true=exp.Literal.string(kind),
+                )
+                for test, kind in kinds
             ]
+            + [exp.If(this=_is_not_null(value.copy()), true=exp.Literal.string("SCALAR"))]
         )
     if isinstance(node, exp.JSONExtractScalar):
         path = _json_path(node.expression)
         if path.endswith("[*]"):
-            value = exp.Anonymous(
-                this="GET_JSON_OBJECT",
-                expressions=[node.this.copy(), exp.Literal.string(path[:-3])],
+            elements = exp.Anonymous(
+                this="FROM_JSON",
+                expressions=[
+                    _get_json(node.this, path[:-3]),
+                    exp.Literal.string("array<string>"),
+                ],
             )
-            return exp.Anonymous(
-                this="FROM_JSON", expressions=[value, exp.Literal.string("array<string>")]
+            empty = exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("ARRAY<STRING>"))
+            return exp.Case(
+                ifs=[
+                    exp.If(
+                        this=exp.Is(this=node.this.copy(), expression=exp.Null()), true=exp.Null()
+                    )
+                ],
+                default=exp.Coalesce(this=elements, expressions=[empty]),
             )
     return node
 
@@ -241,15 +252,27 @@ def _aggregates(node: exp.Expression) -> exp.Expression:
 
 
 def _double_averages(tree: exp.Expr) -> exp.Expr:
-    """``avg(x)`` (with its FILTER and OVER) cast to DOUBLE, the type DuckDB gives it."""
+    """``avg(x) [FILTER (...)]`` as DuckDB computes it: the exact sum as a double over
+    the count (Spark's avg of a decimal is a decimal rounded to its scale + 4 digits);
+    under OVER, Spark's avg cast to a double."""
+    double = exp.DataType.build("DOUBLE")
     for avg in list(tree.find_all(exp.Avg)):
         target: exp.Expr = avg
-        while isinstance(target.parent, exp.Filter | exp.Window) and target.arg_key == "this":
+        where = None
+        if isinstance(avg.parent, exp.Filter) and avg.arg_key == "this":
+            target, where = avg.parent, avg.parent.expression
+        if isinstance(target.parent, exp.Window) and target.arg_key == "this":
             target = target.parent
-        cast = exp.Cast(this=target.copy(), to=exp.DataType.build("DOUBLE"))
+            new: exp.Expr = exp.Cast(this=target.copy(), to=double)
+        else:
+            parts: list[exp.Expr] = [exp.Sum(this=avg.this.copy()), exp.Count(this=avg.this.copy())]
+            if where is not None:
+                parts = [exp.Filter(this=part, expression=where.copy()) for part in parts]
+            new = exp.Div(this=exp.Cast(this=parts[0], to=double), expression=parts[1])
+            new = exp.Paren(this=new)
         if target is tree:
-            return cast
-        target.replace(cast)
+            return new
+        target.replace(new)
     return tree
 
 
@@ -287,9 +310,11 @@ def to_spark_sql(sql: str, schema: Mapping[str, Mapping[str, str]] | None = None
     - ``json_type(j, path)`` and ``json_extract_string(j, 'path[*]')`` via
       get_json_object / json_array_length / from_json (:func:`_json`);
     - ``list_has_any(a, b)`` -> ``arrays_overlap`` of the arrays without null elements;
-    - ``arg_min``/``arg_max`` by a row -> by a struct; ``avg(x)`` -> a double, as DuckDB's;
+    - ``arg_min``/``arg_max`` by a row -> by a struct; ``avg(x)`` -> the sum as a double
+      over the count, as DuckDB computes it;
     - with ``schema`` (``{table: {column: Spark type}}`` of the tables ``sql`` reads):
-      stars are expanded and ``date - date`` becomes ``datediff`` (days, as in DuckDB).
+      stars are expanded and the columns' types known; ``date - date`` (of literals,
+      casts and, with ``schema``, columns) becomes ``datediff`` (days, as in DuckDB).
 
     ``$name`` parameters become Spark's ``:name`` markers. Integer ``//`` becomes Spark's
     ``DIV``, which truncates where DuckDB floors: the catalog divides only non-negative
@@ -298,6 +323,7 @@ def to_spark_sql(sql: str, schema: Mapping[str, Mapping[str, str]] | None = None
     """
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
+        mapping = None
         if schema is not None:
             mapping = MappingSchema(
                 {t: dict(cols) for t, cols in schema.items()}, dialect="spark", normalize=False
@@ -305,8 +331,9 @@ def to_spark_sql(sql: str, schema: Mapping[str, Mapping[str, str]] | None = None
             tree = qualify(
                 tree, schema=mapping, dialect="duckdb", quote_identifiers=False, identify=False
             )
-            tree = annotate_types(tree, schema=mapping, dialect="duckdb")
-            tree = tree.transform(_date_difference)
+        # Types of literals and casts are known without a schema, of columns with one.
+        tree = annotate_types(tree, schema=mapping, dialect="duckdb")
+        tree = tree.transform(_date_difference)
         for transform in _TRANSFORMS:
             tree = tree.transform(transform)
         tree = _double_averages(tree)
