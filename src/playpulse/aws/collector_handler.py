@@ -40,8 +40,9 @@ also written where it lasts (:class:`LambdaQuarantine`):
   request, ``PREFIX/source=collector/date=YYYY-MM-DD/HHMMSS-<uuid>.ndjson`` (the
   first rejection's source and receive date), a line per rejection
   (:data:`playpulse.aws.quarantine.S3_LINE_FIELDS`). The function's role needs
-  ``s3:PutObject`` there. If S3 refuses, the request is answered 503 ``quarantine_unavailable`` and nothing of it
-  is appended (the HTTP collector's rule when its quarantine cannot write);
+  ``s3:PutObject`` there. If S3 refuses, the request is answered 503
+  ``quarantine_unavailable`` and nothing of it is appended (the HTTP collector's rule
+  when its quarantine cannot write);
 - always to the log (CloudWatch Logs in a Lambda): one line per rejection, logger
   ``playpulse.aws.collector``, with its reason, errors, event_id and size, and its raw
   bytes (base64) when there is no S3 location;
