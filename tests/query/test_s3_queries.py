@@ -129,6 +129,12 @@ def test_the_events_view_and_ad_hoc_sql_read_the_s3_lake(lakes: dict[str, Lakes]
         expected = events_connection(case.local).execute(sql).fetchall()
         assert expected
         assert events_connection(case.s3).execute(sql).fetchall() == expected
+        # The shared cache's connections (what the API hands out) see the view too.
+        shared = shared_cache(case.s3).connection()
+        try:
+            assert shared.execute(sql).fetchall() == expected
+        finally:
+            shared.close()
         since = case.now.date() - timedelta(days=3)
         on_local = connect(case.local, since=since).execute(sql).fetchall()
         assert connect(case.s3, since=since).execute(sql).fetchall() == on_local

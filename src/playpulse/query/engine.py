@@ -25,9 +25,11 @@ files that went away (compaction, a discarded batch). ``events`` is read from Pa
 
 On an S3 lake (``lake_url = s3://BUCKET/PREFIX``), DuckDB cannot read the files itself
 (its httpfs extension cannot be loaded here): the new files are read through pyarrow's S3
-filesystem and handed to DuckDB as Arrow tables, and the ``events`` rows are kept in
-memory too (``c_events``); listing S3 gives each file's size and modification time, so
-only new or changed files are read, as on a local lake.
+filesystem and handed to DuckDB as Arrow tables; listing S3 gives each file's size and
+modification time, so only new or changed files are read, as on a local lake. The
+``events`` view (no catalog query reads it: ad hoc SQL) is a pyarrow dataset over the
+files, which DuckDB reads as a query needs (columns and row groups); it is registered on
+each connection :meth:`LakeCache.connection` hands out.
 
 A lake file that cannot be read (truncated, not Parquet) does not fail queries: it is
 moved aside (:meth:`playpulse.lake.writer.LakeWriter.set_aside`, listed by
@@ -102,7 +104,6 @@ CREATE TABLE c_segments AS
 CREATE TABLE c_sessions AS
     SELECT *, ''::VARCHAR AS _file, false AS current FROM sessions_empty;
 CREATE TABLE c_shop AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
-CREATE TABLE c_events AS SELECT *, ''::VARCHAR AS _file FROM events_empty;
 """
 
 # Every file holds its rows' event_date: never take it from the folder name (month
@@ -151,9 +152,8 @@ def _load_sql(read: str) -> dict[str, list[str]]:
 
 _LOAD_SQL = _load_sql(_READ)
 _LOAD_SQL_ARROW = _load_sql(_ARROW)
-_LOAD_SQL_ARROW["events"].append(
-    f"INSERT INTO c_events BY NAME SELECT * RENAME (filename AS _file) FROM {_ARROW}"
-)
+#: The name the events dataset of an S3 lake is registered under on each connection.
+_EVENTS_DATASET = "lake_events"
 
 # After rows of some keys came or went: which row of each key is current.
 _CURRENT_SQL = {
@@ -179,7 +179,7 @@ _KEY = {"plays": "play_key", "sessions": "user_id", "events": None}
 _CACHE_TABLES = {
     "plays": ("c_plays", "c_segments"),
     "sessions": ("c_sessions",),
-    "events": ("c_shop", "c_events"),
+    "events": ("c_shop",),
 }
 
 
@@ -212,6 +212,8 @@ class LakeCache:
         self._unreadable: dict[str, tuple[int, int]] = {}
         self._store_stamp: tuple[tuple[int, int], ...] | None = None
         self._lake: LakeWriter | None = None
+        # S3: the events view's files as a pyarrow dataset (None: none, or a local lake).
+        self._events: pads.Dataset | None = None
         for name, schema in (
             ("plays", PLAYS_SCHEMA),
             ("sessions", SESSIONS_SCHEMA),
@@ -348,9 +350,11 @@ class LakeCache:
             if (low is None or last >= low) and (self.until is None or first <= self.until):
                 kept.append(f)
         source = "no_events"
+        self._events = None
         if kept and not lake.is_local:
-            where = "" if len(kept) == len(files) else f" WHERE _file IN {_listing(kept)}"
-            source = f"(SELECT * EXCLUDE (_file) FROM c_events{where})"
+            self._events = _events_dataset(lake, [Path(f) for f in kept])
+            self.db.register(_EVENTS_DATASET, self._events)
+            source = _EVENTS_DATASET
         elif kept:
             source = f"read_parquet({_listing(kept)}, hive_partitioning = false)"
         self.db.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
@@ -428,7 +432,11 @@ class LakeCache:
     def connection(self) -> duckdb.DuckDBPyConnection:
         """Refresh, then a new connection (cursor) to the database; close it when done."""
         self.refresh()
-        return self.db.cursor()
+        with self._lock:
+            cursor = self.db.cursor()
+            if self._events is not None:
+                cursor.register(_EVENTS_DATASET, self._events)
+        return cursor
 
     def extent_us(self) -> tuple[int, int] | None:
         """Refresh, then the earliest and the newest instant of the data the metrics
@@ -509,16 +517,8 @@ def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     if lake is not None:
         paths = lake.readable(lake.live_files("events"))
         if not lake.is_local and paths:
-            # A pyarrow dataset: DuckDB pushes columns and filters down to it, so only
-            # the footers and the row groups a query can match are fetched.
-            dataset = pads.dataset(
-                [str(p) for p in paths],
-                schema=EVENTS_SCHEMA,
-                format="parquet",
-                filesystem=lake.filesystem,
-            )
-            con.register("lake_events", dataset)
-            con.execute("CREATE VIEW events AS SELECT * FROM lake_events")
+            con.register(_EVENTS_DATASET, _events_dataset(lake, paths))
+            con.execute(f"CREATE VIEW events AS SELECT * FROM {_EVENTS_DATASET}")
             return con
         files = [str(p) for p in paths]
     if files:
@@ -530,6 +530,15 @@ def events_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
         con.register("no_events", EVENTS_SCHEMA.empty_table())
         con.execute("CREATE VIEW events AS SELECT * FROM no_events")
     return con
+
+
+def _events_dataset(lake: LakeWriter, paths: list[Path]) -> pads.Dataset:
+    """The ``events`` files ``paths`` of an object-store lake as one pyarrow dataset with
+    :data:`EVENTS_SCHEMA` (columns a file lacks are null). DuckDB pushes columns and
+    filters down to it, so a query fetches the footers and the row groups it can match."""
+    return pads.dataset(
+        [str(p) for p in paths], schema=EVENTS_SCHEMA, format="parquet", filesystem=lake.filesystem
+    )
 
 
 def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
