@@ -19,11 +19,23 @@ PLAYS = {"a": ("2024-01-10T12:03:00Z", 180_000), "b": ("2024-01-11T12:04:00Z", 2
 
 @pytest.mark.parametrize(
     ("name", "url"),
-    [("store_url", "dynamodb://plays"), ("stream_url", "kinesis://events"), ("lake_url", "s3://b")],
+    [("store_url", "redis://plays"), ("stream_url", "pulsar://events"), ("lake_url", "gs://b")],
 )
 def test_an_unknown_scheme_is_refused_with_the_known_ones(name: str, url: str) -> None:
     with pytest.raises(ValidationError, match="is not supported; known: "):
         Settings(**{name: url})
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("store_url", "dynamodb://plays"),
+        ("stream_url", "kinesis://events"),
+        ("lake_url", "s3://b/l"),
+    ],
+)
+def test_the_aws_schemes_are_accepted(name: str, url: str) -> None:
+    assert getattr(Settings(**{name: url}), name) == url
 
 
 def test_a_url_without_a_path_is_refused() -> None:

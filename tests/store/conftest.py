@@ -54,12 +54,7 @@ BACKENDS: dict[str, _Builder] = {
 }
 
 # Contract cases a backend cannot keep by design (backend, parameter value) -> why.
-NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    ("dynamodb", "offset_beyond_64_bits"): (
-        "DynamoDB positions go up to 10**64 (Kinesis sequence numbers have 56 digits), "
-        "so 2**64 is a valid position there"
-    ),
-}
+NOT_APPLICABLE: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

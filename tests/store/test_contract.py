@@ -541,8 +541,10 @@ def _sum_becomes_nan(batch: StoreBatch) -> None:
     batch.add("CONTENT#inf", "TOTAL", x=-math.inf)  # inf + -inf
 
 
-def _offset_beyond_64_bits(batch: StoreBatch) -> None:
-    batch.offsets[3] = 2**64  # the last thing a backend writes
+def _offset_beyond_any_position(batch: StoreBatch) -> None:
+    # Beyond every backend's positions (SQLite: 64 bits; DynamoDB: 64 digits, room for
+    # Kinesis' 56-digit sequence numbers): the last thing a backend writes.
+    batch.offsets[3] = 2**256
 
 
 def _key_that_is_not_text(batch: StoreBatch) -> None:
@@ -553,7 +555,7 @@ FAILURES = {
     "naive_expiry": _naive_expiry,
     "nan_amount": _nan_amount,
     "sum_becomes_nan": _sum_becomes_nan,
-    "offset_beyond_64_bits": _offset_beyond_64_bits,
+    "offset_beyond_any_position": _offset_beyond_any_position,
     "key_that_is_not_text": _key_that_is_not_text,
 }
 
