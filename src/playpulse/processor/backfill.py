@@ -420,7 +420,7 @@ def _read_events(lake: LakeWriter) -> pa.Table:
     files = lake.readable(lake.live_files("events"))
     if not files:
         return EVENTS_SCHEMA.empty_table()
-    parts = [pq.read_table(f, schema=EVENTS_SCHEMA).replace_schema_metadata() for f in files]
+    parts = [lake.read_table(f, EVENTS_SCHEMA).replace_schema_metadata() for f in files]
     return pa.concat_tables(parts)
 
 
@@ -592,9 +592,7 @@ def _outside(
     files = lake.readable(lake.live_files(table))
     if not files:
         return schema.empty_table()
-    rows = pa.concat_tables(
-        [pq.read_table(f, schema=schema).replace_schema_metadata() for f in files]
-    )
+    rows = pa.concat_tables([lake.read_table(f, schema).replace_schema_metadata() for f in files])
     rows = newest_versions(rows, key)
     dates = rows["event_date"]
     outside = pc.or_(pc.less(dates, low), pc.greater(dates, high))
@@ -609,11 +607,12 @@ def _outside(
 def _delete_other_files(lake: LakeWriter, keep: set[Path]) -> None:
     """Delete every data file of the derived tables but ``keep`` (and empty folders)."""
     for table in ("plays", "sessions"):
-        root = lake.root / table
-        for path in root.glob("*/*.parquet"):
+        for path in lake.data_files(table):
             if path not in keep:
-                path.unlink(missing_ok=True)
-        for folder in root.glob("*"):
+                lake.delete(path)
+        if not lake.is_local:
+            continue  # an object store has no folders to remove
+        for folder in (lake.root / table).glob("*"):
             if folder.is_dir() and not any(folder.iterdir()):
                 with contextlib.suppress(OSError):  # a writer put something there meanwhile
                     folder.rmdir()
