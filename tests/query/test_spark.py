@@ -34,6 +34,8 @@ from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.testing import assert_same_answers
 
 pytest.importorskip("pyspark")
+# One JVM start and some 45 Spark queries: about 3 minutes on a busy 2-core machine.
+pytestmark = pytest.mark.slow
 
 #: The clock of ``live`` and of default windows: after the workload's last event.
 NOW = datetime(2026, 3, 12, tzinfo=UTC)
@@ -243,7 +245,10 @@ def test_unknown_queries_and_spark_failures_are_query_errors(
         run_query_spark("nope", QueryParams(), workload)
     with pytest.raises(QueryError, match="cannot transpile"):
         to_spark_sql("SELECT FROM WHERE (")
-    # A date a day before the first file: nothing, not an error.
+    on_s3 = workload.model_copy(update={"lake_url": "s3://bucket/lake"})
+    with pytest.raises(QueryError, match="reads a local lake"):
+        run_query_spark("overview", VARIANTS["all-utc"][0], on_s3)
+    # A window long before the data: nothing, not an error.
     empty = QueryParams(
         start=datetime(2001, 1, 1, tzinfo=UTC), end=datetime(2001, 1, 2, tzinfo=UTC)
     )

@@ -48,7 +48,9 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import sqlglot
@@ -74,9 +76,8 @@ from playpulse.query.rounding import round_seconds
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-#: Spark settings of the process's session (:func:`spark_session`); environment
-#: variables ``PLAYPULSE_SPARK_MASTER`` and ``PLAYPULSE_SPARK_DRIVER_MEMORY`` override
-#: the master and the driver memory.
+#: Spark settings of the process's session (:func:`spark_session`). The SQL relies on
+#: the session time zone UTC (set again on every session the queries run in).
 SPARK_CONFIG: Mapping[str, str] = {
     "spark.master": "local[2]",
     "spark.app.name": "playpulse",
@@ -108,18 +109,15 @@ def spark_session() -> SparkSession:
             raise QueryError(
                 "the Spark engine needs pyspark: pip install 'playpulse[spark]'"
             ) from None
-        config = dict(SPARK_CONFIG)
-        config["spark.master"] = os.environ.get("PLAYPULSE_SPARK_MASTER", config["spark.master"])
-        config["spark.driver.memory"] = os.environ.get(
-            "PLAYPULSE_SPARK_DRIVER_MEMORY", config["spark.driver.memory"]
-        )
         builder = SparkSession.builder
-        for key, value in config.items():
+        for key, value in SPARK_CONFIG.items():
             builder = builder.config(key, value)
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # the JVM's errors come as several Py4J/pyspark types
-            raise QueryError(f"Spark did not start ({config['spark.master']}): {exc}") from exc
+            raise QueryError(
+                f"Spark did not start ({SPARK_CONFIG['spark.master']}): {exc}"
+            ) from exc
         session.sparkContext.setLogLevel("FATAL")
         # pyspark logs each failed statement's context as JSON with the JVM's stack; the
         # failure reaches the caller as a one-line QueryError instead.
@@ -130,13 +128,15 @@ def spark_session() -> SparkSession:
 
 
 def stop_spark() -> None:
-    """Stop the process's Spark session, if one was started (the next
-    :func:`spark_session` starts a new one)."""
+    """Stop the process's Spark session, if one was started, with the data dirs'
+    sessions (:func:`lake_session`); the next :func:`spark_session` starts a new one."""
     global _SESSION
-    with _SESSION_LOCK:
-        if _SESSION is not None:
-            _SESSION.stop()
-            _SESSION = None
+    with _LAKES_LOCK:  # taken before the session's lock, as lake_session does
+        _LAKES.clear()
+        with _SESSION_LOCK:
+            if _SESSION is not None:
+                _SESSION.stop()
+                _SESSION = None
 
 
 # --- transpiling ---------------------------------------------------------------------------
@@ -354,7 +354,19 @@ def catalog_spark_sql(
         raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
     if not spec.sql:
         raise QueryError(f"query '{name}' has no SQL: it reads the real-time store")
-    return to_spark_sql(query_sql(spec, tz), schema)
+    frozen = None
+    if schema is not None:
+        frozen = tuple((t, tuple(cols.items())) for t, cols in sorted(schema.items()))
+    return _cached_spark_sql(query_sql(spec, tz), frozen)
+
+
+@lru_cache(maxsize=128)
+def _cached_spark_sql(
+    sql: str, schema: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] | None
+) -> str:
+    """:func:`to_spark_sql`, kept per SQL and schema (qualifying a query takes sqlglot
+    a good part of a second)."""
+    return to_spark_sql(sql, None if schema is None else {t: dict(c) for t, c in schema})
 
 
 # --- the tables ----------------------------------------------------------------------------
@@ -468,9 +480,15 @@ class _Loaded:
 
 
 def _load_state(settings: Settings) -> tuple[dict[str, list[str]], _Loaded]:
-    """The live, readable lake files of each table and the open plays and sessions."""
+    """The live, readable lake files of each table and the open plays and sessions.
+    Raises :class:`QueryError` for a lake on S3."""
     from playpulse.query.engine import _open_from_store
 
+    if settings.lake_url and urlsplit(settings.lake_url).scheme == "s3":
+        raise QueryError(
+            f"the Spark engine reads a local lake, not {settings.lake_url}: Spark needs its "
+            "S3 connector (hadoop-aws) for that; use the DuckDB engine"
+        )
     files: dict[str, list[str]] = {t: [] for t in SCHEMAS}
     stamps = []
     if settings.lake_path.exists():
@@ -495,7 +513,7 @@ def register_views(spark: SparkSession, settings: Settings) -> dict[str, dict[st
     reads are computed here (:data:`_MATERIALIZED`), the others when queried. Returns
     ``{view: {column: Spark type}}``. Moves an unreadable lake file aside, as DuckDB's
     engine does. Raises :class:`~playpulse.errors.LakeError` when the lake cannot be
-    listed."""
+    listed, :class:`QueryError` for a lake on S3."""
     files, loaded = _load_state(settings)
     return _register(spark, files, loaded)
 
@@ -541,7 +559,11 @@ def lake_session(settings: Settings) -> tuple[SparkSession, dict[str, dict[str, 
         cached = _LAKES.get(key)
         if cached is not None and cached[0].same(loaded):
             return cached[1], cached[2]
+        if cached is not None:  # its computed views can go (Spark cleans them up)
+            for view in cached[2]:
+                cached[1].catalog.dropTempView(view)
         session = spark_session().newSession()
+        session.conf.set("spark.sql.session.timeZone", "UTC")
         schemas = _register(session, files, loaded)
         _LAKES[key] = (loaded, session, schemas)
         return session, schemas
@@ -561,11 +583,11 @@ def run_query_spark(
     """Run catalog query ``name`` on Spark and return an Arrow table with its columns:
     the same answer as :func:`~playpulse.query.catalog.run_query` (same arguments).
 
-    ``spark``: a session to make the views in (default: the data dir's session of
-    :func:`lake_session`, which keeps them while the data is unchanged). ``now``
-    (UTC-aware) replaces the clock for ``live`` and default ranges. Raises
-    :class:`QueryError` for an unknown name, bad parameters, SQL Spark refuses or a
-    Spark failure (the message names the query).
+    ``spark``: a session to make the views in, its time zone set to UTC (default: the
+    data dir's session of :func:`lake_session`, which keeps them while the data is
+    unchanged). ``now`` (UTC-aware) replaces the clock for ``live`` and default ranges.
+    Raises :class:`QueryError` for an unknown name, bad parameters, SQL Spark refuses, a
+    Spark failure (the message names the query) or a lake on S3.
     """
     spec = CATALOG.get(name)
     if spec is None:
@@ -584,6 +606,7 @@ def run_query_spark(
         if spark is None:
             session, schemas = lake_session(settings)
         else:
+            spark.conf.set("spark.sql.session.timeZone", "UTC")
             session, schemas = spark, register_views(spark, settings)
         sql = catalog_spark_sql(name, params.tz, schemas)
         values = bind_values(query_sql(spec, params.tz), params, start, end)
