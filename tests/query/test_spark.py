@@ -70,6 +70,33 @@ def _declared_shop_events() -> list[tuple[dict[str, Any], datetime]]:
     return rows
 
 
+def _versioned_events(dataset: ModuleType) -> tuple[list[Any], list[Any]]:
+    """Events that make the lake hold several versions of a play and of a session:
+    ``late-user``'s play vp1 closes idle in the first part, and its play_end arrives in
+    the third (a new version, ended ``stopped``); a late play bridging vp1's and vp2's
+    sessions merges them (the first session gets a tombstone)."""
+    ev, track, ctx = dataset.ev, dataset.T1, dataset.U1_CTX
+    user, late = "late-user", "2026-03-07T06:00:00"
+    first = [
+        ev("lv-1", "play_start", "2026-03-06T00:30:00", user, playback_id="vp1",
+           content=track, position_s=0, context=ctx),
+        ev("lv-2", "heartbeat", "2026-03-06T00:31:00", user, playback_id="vp1", position_s=60),
+        ev("lv-3", "play_start", "2026-03-06T01:20:00", user, playback_id="vp2",
+           content=track, position_s=0, context=ctx),
+        ev("lv-4", "play_end", "2026-03-06T01:21:00", user, playback_id="vp2", position_s=60,
+           reason="stopped"),
+    ]  # fmt: skip
+    third = [
+        ev("lv-5", "play_end", "2026-03-06T00:31:30", user, playback_id="vp1", position_s=90,
+           reason="stopped", received=late),
+        ev("lv-6", "play_start", "2026-03-06T00:55:00", user, playback_id="vp3",
+           content=track, position_s=0, context=ctx, received=late),
+        ev("lv-7", "play_end", "2026-03-06T00:56:00", user, playback_id="vp3", position_s=60,
+           reason="stopped", received=late),
+    ]  # fmt: skip
+    return first, third
+
+
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """The process's Spark session, stopped when the module is done."""
@@ -85,8 +112,13 @@ def workload(tmp_path_factory: pytest.TempPathFactory, dataset: ModuleType) -> S
     rows = [(s.payload, s.received_at) for s in simulate(SIMULATION)]
     sent = rows[: len(rows) * 97 // 100]  # the rest never arrives: open plays stay open
     quarter = len(sent) // 4 + 1
+    versioned = _versioned_events(dataset)
     for part in range(4):
         chunk = sent[part * quarter : (part + 1) * quarter]
+        if part == 0:
+            chunk = versioned[0] + chunk
+        if part == 2:
+            chunk += versioned[1]
         if part == 3:
             chunk += _declared_shop_events()
         dataset.ingest(settings, chunk)
@@ -156,6 +188,18 @@ def test_the_workload_has_what_the_comparison_needs(spark: Any, workload: Settin
     assert funnel["feed"]["orders"] is None
     assert funnel["odd"]["cart_adds"] == 1
     assert any(r["completed_orders"] for r in funnel.values())
+    # A play and a session with several versions in the lake (the newest one counts).
+    lake = workload.lake_path
+    plays_versions = duckdb.sql(
+        f"SELECT list(end_reason ORDER BY version) FROM read_parquet('{lake}/plays/*/*.parquet')"
+        " WHERE playback_id = 'vp1'"
+    ).fetchall()
+    assert plays_versions == [(["idle", "stopped"],)]
+    deleted = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{lake}/sessions/*/*.parquet')"
+        " WHERE user_id = 'late-user' AND deleted"
+    ).fetchall()
+    assert deleted == [(1,)]
     # The Spark session of the data dir is kept while the data does not change.
     assert lake_session(workload)[0] is lake_session(workload)[0]
 
