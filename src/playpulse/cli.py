@@ -645,6 +645,13 @@ def query(
     ] = None,
     vendor_id: Annotated[str | None, typer.Option(help="Only this vendor.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="duckdb (embedded), or spark: the same SQL transpiled to Spark SQL, run "
+            "by Apache Spark over the same lake (a local lake; needs the spark extra)."
+        ),
+    ] = "duckdb",
     data_dir: DataDir = None,
 ) -> None:
     """Run a metric from the catalog over the lake and the real-time store.
@@ -657,6 +664,8 @@ def query(
     from playpulse.query.window import resolve_window
 
     _check_format(fmt, ("table", "json", "csv"))
+    if engine not in ("duckdb", "spark"):
+        raise ConfigError(f"--engine must be duckdb or spark, not {engine!r}")
     try:
         params = QueryParams(
             tz=tz,
@@ -682,7 +691,12 @@ def query(
     window = None if name == "live" else resolve_window(params, settings)
     if window is not None:
         params = window.params(params)
-    _print_table(run_query(name, params, settings), fmt)
+    if engine == "spark":
+        from playpulse.query.spark import run_query_spark
+
+        _print_table(run_query_spark(name, params, settings), fmt)
+    else:
+        _print_table(run_query(name, params, settings), fmt)
     if fmt == "table" and window is not None:
         out.print(f"window: {window.describe(params.tz)}", markup=False)
 

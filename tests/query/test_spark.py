@@ -10,6 +10,7 @@ as imported views-only feeds do, so the queries' JSON paths answer null counts t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,3 +299,20 @@ def test_unknown_queries_and_spark_failures_are_query_errors(
     )
     assert run_query_spark("top_content", empty, workload).num_rows == 0
     assert run_query_spark("daily", empty, workload).to_pylist() == []
+
+
+def test_the_cli_runs_a_catalog_query_on_spark(spark: Any, workload: Settings) -> None:
+    # In this process (typer's runner), so it reuses the module's Spark session.
+    from typer.testing import CliRunner
+
+    from playpulse.cli import app
+
+    args = ["query", "top_content", "--format", "json", "--data-dir", str(workload.data_dir)]
+    duck = CliRunner().invoke(app, args)
+    on_spark = CliRunner().invoke(app, [*args, "--engine", "spark"])
+    assert duck.exit_code == 0, duck.output
+    assert on_spark.exit_code == 0, on_spark.output
+    assert json.loads(on_spark.output) == json.loads(duck.output)
+    assert json.loads(duck.output)  # not empty
+    wrong = CliRunner().invoke(app, [*args, "--engine", "presto"])
+    assert wrong.exit_code != 0
