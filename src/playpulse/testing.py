@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -306,3 +306,43 @@ def write_spotify_history(path: Path, plays: Mapping[str, tuple[str, int]]) -> P
     ]
     path.write_text(json.dumps(rows), encoding="utf-8")
     return path
+
+
+def embedded_answers(
+    root: Path, partitions: Sequence[Sequence[tuple[str, bytes]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """What the embedded default answers (:func:`catalog_answers`) for stream records
+    held in ``partitions`` (each a partition's ``(key, value)`` records, in order),
+    processed with the same partitioning: a play left open at the end of the data is
+    closed by its partition's event-time watermark, so which users share a partition
+    matters. ``root`` (created) holds the store, lake and quarantine; the stream is in
+    memory."""
+    from playpulse.config import Settings
+    from playpulse.lake.schema import SCHEMAS
+    from playpulse.lake.writer import LakeWriter
+    from playpulse.processor.pipeline import Processor
+    from playpulse.quarantine.store import QuarantineStore
+    from playpulse.store.sqlite import SQLiteStore
+    from playpulse.stream.memory import MemoryStream
+
+    placement = {key: p for p, records in enumerate(partitions) for key, _ in records}
+
+    class SamePartitions(MemoryStream):
+        def partition_for(self, key: str) -> int:
+            return placement[key]
+
+    root.mkdir(parents=True)
+    settings = Settings(data_dir=root, stream_url=None, store_url=None, lake_url=None)
+    stream = SamePartitions(num_partitions=len(partitions))
+    for records in partitions:
+        for i in range(0, len(records), 500):
+            stream.append(list(records[i : i + 500]))
+    store = SQLiteStore(settings.store_path)
+    quarantine = QuarantineStore(settings.quarantine_path)
+    try:
+        lake = LakeWriter(settings.lake_path, SCHEMAS)
+        Processor(stream, store, lake, quarantine).process_available()
+    finally:
+        store.close()
+        quarantine.close()
+    return catalog_answers(settings)

@@ -25,14 +25,8 @@ from playpulse.aws.quarantine import lambda_settings
 from playpulse.aws.runner import EventSourceRunner, MappingOptions
 from playpulse.aws.template import StackOptions
 from playpulse.config import Settings
-from playpulse.lake.schema import SCHEMAS
-from playpulse.lake.writer import LakeWriter
-from playpulse.processor.pipeline import Processor
-from playpulse.quarantine.store import QuarantineStore
 from playpulse.sources.simulator import SimulationConfig, simulate
-from playpulse.store.sqlite import SQLiteStore
-from playpulse.stream.sqlite import SQLiteStream
-from playpulse.testing import assert_same_answers, catalog_answers
+from playpulse.testing import assert_same_answers, catalog_answers, embedded_answers
 
 #: The processor reference's seed; fewer events than its 200,000 (moto answers each
 #: DynamoDB request in ~5 ms: the full workload takes minutes there).
@@ -126,34 +120,21 @@ def processed(deployed: Deployed) -> dict[str, Any]:
         return {"stats": stats, "handler": handler}
 
 
-def embedded_answers(root: Path, deployed: Deployed) -> dict[str, list[dict[str, Any]]]:
+def stack_answers(root: Path, deployed: Deployed) -> dict[str, list[dict[str, Any]]]:
     """The embedded default's answers for the records the stack's stream holds (read
-    back from Kinesis, in each shard's order)."""
+    back from Kinesis: each shard's records, in order, in a partition of their own)."""
     with pytest.MonkeyPatch.context() as mp:
         for name, value in deployed.env.items():
             mp.setenv(name, value)
         from playpulse.stream.factory import open_stream
 
         kinesis = open_stream(deployed.settings)
-        records = []
-        for info in kinesis.partitions():
-            records += [(r.key, r.value) for r in _read_all(kinesis, info.partition)]
+        shards = [
+            [(r.key, r.value) for r in _read_all(kinesis, info.partition)]
+            for info in kinesis.partitions()
+        ]
         kinesis.close()
-    # The stack's PLAYPULSE_*_URL variables are set for the module: the embedded default
-    # is asked for explicitly.
-    settings = Settings(data_dir=root, stream_url=None, store_url=None, lake_url=None)
-    root.mkdir()
-    stream = SQLiteStream(settings.stream_path, num_partitions=4)
-    for i in range(0, len(records), 500):
-        stream.append(records[i : i + 500])
-    store = SQLiteStore(settings.store_path)
-    quarantine = QuarantineStore(settings.quarantine_path)
-    Processor(
-        stream, store, LakeWriter(settings.lake_path, SCHEMAS), quarantine
-    ).process_available()
-    for closable in (stream, store, quarantine):
-        closable.close()
-    return catalog_answers(settings)
+    return embedded_answers(root, shards)
 
 
 def _read_all(stream: Any, partition: int) -> list[Any]:
@@ -181,7 +162,7 @@ def test_every_record_reached_the_processor_once(deployed: Deployed, processed: 
 def test_every_catalog_query_on_aws_equals_the_embedded_default(
     deployed: Deployed, processed: Any, tmp_path: Path
 ) -> None:
-    want = embedded_answers(tmp_path / "embedded", deployed)
+    want = stack_answers(tmp_path / "embedded", deployed)
     with pytest.MonkeyPatch.context() as mp:
         for name, value in deployed.env.items():
             mp.setenv(name, value)

@@ -19,15 +19,9 @@ import pytest
 
 from playpulse.config import Settings
 from playpulse.events.codec import validate_event
-from playpulse.lake.schema import SCHEMAS
-from playpulse.lake.writer import LakeWriter
-from playpulse.processor.pipeline import Processor
-from playpulse.quarantine.store import QuarantineStore
 from playpulse.sources.simulator import SimulationConfig, simulate
-from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.base import EventStream
-from playpulse.stream.sqlite import SQLiteStream
-from playpulse.testing import assert_same_answers, catalog_answers
+from playpulse.testing import assert_same_answers, catalog_answers, embedded_answers
 
 EVENTS = 10_000
 KILLS = 10
@@ -44,20 +38,6 @@ def workload() -> list[tuple[str, bytes]]:
 def append_all(stream: EventStream, records: list[tuple[str, bytes]]) -> None:
     for i in range(0, len(records), 500):
         stream.append(records[i : i + 500])
-
-
-def embedded_answers(root: Path, records: list[tuple[str, bytes]]) -> dict[str, list[dict]]:
-    settings = Settings(data_dir=root, stream_url=None, store_url=None, lake_url=None)
-    root.mkdir()
-    stream = SQLiteStream(settings.stream_path, num_partitions=4)
-    store = SQLiteStore(settings.store_path)
-    quarantine = QuarantineStore(settings.quarantine_path)
-    append_all(stream, records)
-    lake = LakeWriter(settings.lake_path, SCHEMAS)
-    Processor(stream, store, lake, quarantine).process_available()
-    for closable in (stream, store, quarantine):
-        closable.close()
-    return catalog_answers(settings)
 
 
 def kill_and_restart(env: dict[str, str], seed: int) -> int:
