@@ -31,7 +31,7 @@ from playpulse.testing import assert_same_answers, catalog_answers, embedded_ans
 #: The processor reference's seed; fewer events than its 200,000 (moto answers each
 #: DynamoDB request in ~5 ms: the full workload takes minutes there).
 SEED = 7
-EVENTS = int(os.environ.get("PLAYPULSE_E2E_EVENTS", "20000"))
+EVENTS = int(os.environ.get("PLAYPULSE_E2E_EVENTS", "10000"))
 BATCH_SIZE = 500
 
 

@@ -23,7 +23,7 @@ from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.stream.base import EventStream
 from playpulse.testing import assert_same_answers, catalog_answers, embedded_answers
 
-EVENTS = 10_000
+EVENTS = 6_000
 KILLS = 10
 
 
