@@ -37,6 +37,16 @@ def url_path(url: str) -> Path:
     return Path(path)
 
 
+def _sqlite_path(name: str, url: str | None, default: Path) -> Path:
+    if url is None:
+        return default
+    if urlsplit(url).scheme != "sqlite":
+        from playpulse.errors import ConfigError
+
+        raise ConfigError(f"{name} {url} is not a SQLite file: open it with its factory")
+    return url_path(url)
+
+
 def _check_url(name: str, value: object) -> object:
     if value is None or not isinstance(value, str):
         return value
@@ -165,14 +175,22 @@ class Settings(BaseSettings):
 
     @property
     def stream_path(self) -> Path:
-        """The stream's SQLite file: ``stream_url``'s, else ``stream.db`` in the data dir."""
-        return url_path(self.stream_url) if self.stream_url else self.data_dir / "stream.db"
+        """The stream's SQLite file: ``stream_url``'s, else ``stream.db`` in the data dir.
+        Raises :class:`~playpulse.errors.ConfigError` for a stream that is not a SQLite
+        file (``kafka://``, ``kinesis://``)."""
+        return _sqlite_path("stream_url", self.stream_url, self.data_dir / "stream.db")
 
     @property
     def store_path(self) -> Path:
         """The real-time store's SQLite file: ``store_url``'s, else ``store.db`` in the
-        data dir."""
-        return url_path(self.store_url) if self.store_url else self.data_dir / "store.db"
+        data dir. Raises :class:`~playpulse.errors.ConfigError` for a store that is not a
+        SQLite file (``dynamodb://``)."""
+        return _sqlite_path("store_url", self.store_url, self.data_dir / "store.db")
+
+    @property
+    def store_is_file(self) -> bool:
+        """Whether the real-time store is a SQLite file (the embedded default)."""
+        return self.store_url is None or urlsplit(self.store_url).scheme == "sqlite"
 
     @property
     def lake_path(self) -> Path:

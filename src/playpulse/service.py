@@ -965,7 +965,10 @@ def _member_status_line(settings: Settings, member: int, now: datetime) -> str:
 
 def store_problem(settings: Settings) -> str | None:
     """Readiness of the real-time store: None when ``store.db`` opens and answers a
-    trivial query (or does not exist yet), else the problem in one line."""
+    trivial query (or does not exist yet), else the problem in one line. A store that is
+    not a SQLite file (DynamoDB) reports its problems when it is used."""
+    if not settings.store_is_file:
+        return None
     path = settings.store_path
     if not settings.data_dir.is_dir():
         return f"the data dir {settings.data_dir} is missing or not a folder"

@@ -81,3 +81,15 @@ def test_a_bad_url_in_the_environment_is_a_one_line_error(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "store_url" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_store_or_stream_that_is_no_sqlite_file_has_no_path() -> None:
+    # Before, kinesis://NAME "was" the file ./NAME, and readers created SQLite files there.
+    from playpulse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a SQLite file"):
+        _ = Settings(stream_url="kinesis://events").stream_path
+    with pytest.raises(ConfigError, match="is not a SQLite file"):
+        _ = Settings(store_url="dynamodb://plays").store_path
+    assert not Settings(store_url="dynamodb://plays").store_is_file
+    assert Settings(store_url="sqlite:///tmp/s.db").store_is_file

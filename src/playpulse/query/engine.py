@@ -360,15 +360,19 @@ class LakeCache:
         self.db.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {source}")
 
     def _refresh_open(self) -> None:
-        path = Path(self.settings.store_path)
-        stamp = []
-        for f in (path, path.with_name(path.name + "-wal")):
-            try:
-                st = f.stat()
-                stamp.append((st.st_mtime_ns, st.st_size))
-            except FileNotFoundError:
-                stamp.append((0, 0))
-        if tuple(stamp) == self._store_stamp:
+        stamp: list[tuple[int, int]] | None = None
+        if self.settings.store_is_file:
+            # A SQLite store tells whether it changed by its files' stamps; another
+            # store (DynamoDB) is read again at every refresh.
+            path = Path(self.settings.store_path)
+            stamp = []
+            for f in (path, path.with_name(path.name + "-wal")):
+                try:
+                    st = f.stat()
+                    stamp.append((st.st_mtime_ns, st.st_size))
+                except FileNotFoundError:
+                    stamp.append((0, 0))
+        if stamp is not None and tuple(stamp) == self._store_stamp:
             return
         plays, sessions = _open_from_store(self.settings)
         con = self.db.cursor()
@@ -382,7 +386,7 @@ class LakeCache:
             )
         finally:
             con.close()
-        self._store_stamp = tuple(stamp)
+        self._store_stamp = None if stamp is None else tuple(stamp)
 
     def _apply(
         self, table: str, gone: list[str], new: list[str], arrow: pa.Table | None = None
