@@ -188,3 +188,30 @@ def test_an_event_that_is_not_a_kinesis_batch_is_refused(make_dir, records):
     other = kinesis_event(d.stream, 1, d.stream.read(1, 0, 5))
     with pytest.raises(MalformedEventError):
         handler({"Records": event["Records"] + other["Records"]})
+
+
+def test_the_dead_letter_queue_gets_lambdas_on_failure_record_with_the_data(
+    make_dir, records, aws_env
+):
+    from playpulse.aws.clients import client
+
+    poison = b"\xff not an event"
+    user = records[3][0]
+    d = make_dir("sqs", [*records[:200], (user, poison), *records[200:400]])
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=aws_env.unique("pp-dlq"))["QueueUrl"]
+    options = MappingOptions(batch_size=50, max_retries=1, dlq_url=queue)
+    stats = EventSourceRunner(d.stream, d.handler(), options).run_once()
+    assert stats.dead_lettered == 1
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 1
+    body = json.loads(messages[0]["Body"])
+    info = body["KinesisBatchInfo"]
+    partition = d.stream.partition_for(user)
+    assert info["shardId"] == d.stream.shard_id(partition)
+    assert info["batchSize"] == 1
+    assert body["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert [base64.b64decode(r["data"]) for r in body["playpulse"]["records"]] == [poison]
+    ends = {i.partition: i.end_offset for i in d.stream.partitions()}
+    assert d.store.offsets("processor") == ends  # and the shard went on past it
+    assert d.quarantine.list() == []  # the queue is the dead-letter path here
