@@ -346,3 +346,14 @@ def embedded_answers(
         store.close()
         quarantine.close()
     return catalog_answers(settings)
+
+
+def read_partition(stream: Any, partition: int, batch: int = 1000) -> list[Any]:
+    """Every record ``stream`` retains in ``partition``, in order (read from its start
+    offset in batches of ``batch``)."""
+    out: list[Any] = []
+    offset = stream.partitions()[partition].start_offset
+    while records := stream.read(partition, offset, batch):
+        out.extend(records)
+        offset = records[-1].offset + 1
+    return out

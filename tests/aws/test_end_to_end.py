@@ -26,7 +26,12 @@ from playpulse.aws.runner import EventSourceRunner, MappingOptions
 from playpulse.aws.template import StackOptions
 from playpulse.config import Settings
 from playpulse.sources.simulator import SimulationConfig, simulate
-from playpulse.testing import assert_same_answers, catalog_answers, embedded_answers
+from playpulse.testing import (
+    assert_same_answers,
+    catalog_answers,
+    embedded_answers,
+    read_partition,
+)
 
 #: The processor reference's seed; fewer events than its 200,000 (moto answers each
 #: DynamoDB request in ~5 ms: the full workload takes minutes there).
@@ -130,20 +135,11 @@ def stack_answers(root: Path, deployed: Deployed) -> dict[str, list[dict[str, An
 
         kinesis = open_stream(deployed.settings)
         shards = [
-            [(r.key, r.value) for r in _read_all(kinesis, info.partition)]
+            [(r.key, r.value) for r in read_partition(kinesis, info.partition)]
             for info in kinesis.partitions()
         ]
         kinesis.close()
     return embedded_answers(root, shards)
-
-
-def _read_all(stream: Any, partition: int) -> list[Any]:
-    out: list[Any] = []
-    offset = stream.partitions()[partition].start_offset
-    while records := stream.read(partition, offset, 1000):
-        out.extend(records)
-        offset = records[-1].offset + 1
-    return out
 
 
 def test_the_collector_handler_stored_every_valid_event(deployed: Deployed) -> None:

@@ -21,7 +21,12 @@ from playpulse.config import Settings
 from playpulse.events.codec import validate_event
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.stream.base import EventStream
-from playpulse.testing import assert_same_answers, catalog_answers, embedded_answers
+from playpulse.testing import (
+    assert_same_answers,
+    catalog_answers,
+    embedded_answers,
+    read_partition,
+)
 
 EVENTS = 6_000
 KILLS = 10
@@ -75,12 +80,13 @@ def test_sigkill_ten_times_on_kinesis_dynamodb_and_s3(
     records = workload()
     append_all(stream, records)
     # What the stream holds, shard by shard (a user's records keep their order).
-    stored = [
-        (r.key, r.value) for info in stream.partitions() for r in read_all(stream, info.partition)
+    shards = [
+        [(r.key, r.value) for r in read_partition(stream, info.partition)]
+        for info in stream.partitions()
     ]
     stream.close()
-    assert len(stored) == len(records)
-    want = embedded_answers(tmp_path / "embedded", stored)
+    assert sum(len(shard) for shard in shards) == len(records)
+    want = embedded_answers(tmp_path / "embedded", shards)
     urls = {
         "PLAYPULSE_STREAM_URL": f"kinesis://{name}",
         "PLAYPULSE_STORE_URL": f"dynamodb://{name}",
@@ -92,12 +98,3 @@ def test_sigkill_ten_times_on_kinesis_dynamodb_and_s3(
     for var, value in urls.items():
         monkeypatch.setenv(var, value)
     assert_same_answers(catalog_answers(Settings()), want)
-
-
-def read_all(stream: EventStream, partition: int) -> list[Any]:
-    out: list[Any] = []
-    offset = stream.partitions()[partition].start_offset
-    while records := stream.read(partition, offset, 1000):
-        out.extend(records)
-        offset = records[-1].offset + 1
-    return out
