@@ -922,3 +922,20 @@ def test_kinesis_partial_failures_acknowledge_only_what_is_stored(
     expected = [e for e in first + second if e["user_id"] != "down"]
     assert stored == Counter(e["event_id"] for e in expected)
     assert throttle.sendings[second[1]["event_id"]] > 1  # the throttled one was retried
+
+
+def test_a_caller_with_a_running_event_loop_gets_the_same_answer(pair: Pair) -> None:
+    # An async caller (or Playwright's sync API, in the same test process) has a loop
+    # running on its thread: the adapter must not try to run that loop again.
+    import asyncio
+
+    events = [event(f"user-{n}") for n in range(3)]
+    body = json.dumps(events).encode()
+    headers = {"content-type": "application/json", **auth()}
+
+    async def call() -> dict[str, Any]:
+        return collector_handler.handler(EVENT_BUILDERS["http_api"](body, headers), None)
+
+    response = asyncio.run(call())
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"]) == {"accepted": 3, "rejected": []}

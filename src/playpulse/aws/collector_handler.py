@@ -58,6 +58,7 @@ import json
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
 
@@ -105,6 +106,7 @@ class CollectorHandler:
         self._adapter: Any = None
         self.app: FastAPI | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="collector-handler")
         self._owned: list[EventStream | QuarantineStore] = []
         #: The settings the app was made with (None before the first call).
         self.settings: Settings | None = None
@@ -137,7 +139,6 @@ class CollectorHandler:
             raise
         self._owned = opened
         self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
         adapter = Mangum(app, lifespan="off")
         self.settings = settings
         self.app = app
@@ -176,10 +177,13 @@ class CollectorHandler:
             )
             return lambda_response(version, 503, "internal_error", message, {"retry-after": "1"})
         try:
-            # The adapter runs the app on the current thread's event loop: make it ours
-            # (another caller of this thread may have set or closed its own).
-            asyncio.set_event_loop(self._loop)
-            response: dict[str, Any] = adapter(normalized, context)
+            # The adapter runs the app on the event loop of the thread it is called on,
+            # and takes a loop already running there (a caller's: an async framework,
+            # Playwright's sync API) if there is one, which it cannot run again. So it is
+            # called on a thread of the handler's own, whose loop is the handler's.
+            response: dict[str, Any] = self._runner.submit(
+                self._run, adapter, normalized, context
+            ).result()
         except Exception as exc:
             log.exception("collector handler failed on a %s event", version or "1.0")
             message = (
@@ -201,17 +205,21 @@ class CollectorHandler:
             response["multiValueHeaders"] = {"set-cookie": cookies} if cookies else {}
         return response
 
+    def _run(self, adapter: Any, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        asyncio.set_event_loop(self._loop)
+        return dict(adapter(event, context))
+
     def close(self) -> None:
         """Close the stream and quarantine the first call opened, and the event loop
-        (for tests and tools; a Lambda container just ends); the calling thread is left
-        with no current event loop. The next call starts again."""
+        (for tests and tools; a Lambda container just ends). The next call starts
+        again."""
         self._adapter = None
         self.app = None
         for resource in self._owned:
             resource.close()
         self._owned.clear()
         if self._loop is not None:
-            asyncio.set_event_loop(None)
+            self._runner.submit(asyncio.set_event_loop, None).result()
             self._loop.close()
             self._loop = None
 
