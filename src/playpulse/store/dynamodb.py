@@ -923,12 +923,7 @@ class DynamoDBStore(RealtimeStore):
             names[f"#a{i}"] = attr
             values[f":a{i}"] = _number(amount)
             adds.append(f"#a{i} :a{i}")
-        sets += ["#isk = :sk", "#ipk = :pk"]
-        names.update({"#isk": "_isk", "#ipk": "_ipk"})
-        values.update({":sk": {"S": sk}, ":pk": {"S": pk}})
-        if pk.startswith("VENDOR#"):
-            sets.append("#v = :pk")
-            names["#v"] = VENDOR_KEY
+        _index_attributes(pk, sk, sets, names, values)
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
         size_item = {**key, **{a: _number(v) for a, v in attrs.items()}, "_isk": key["sk"]}
         if pk.startswith("VENDOR#"):
@@ -978,12 +973,7 @@ class DynamoDBStore(RealtimeStore):
                 else:
                     values[f":o{i}"] = old
                     conds.append(f"#a{i} = :o{i}")
-            sets += ["#isk = :sk", "#ipk = :pk"]
-            names.update({"#isk": "_isk", "#ipk": "_ipk"})
-            values.update({":sk": {"S": sk}, ":pk": {"S": pk}})
-            if pk.startswith("VENDOR#"):
-                sets.append("#v = :pk")
-                names["#v"] = VENDOR_KEY
+            _index_attributes(pk, sk, sets, names, values)
             key = {"pk": {"S": pk}, "sk": {"S": sk}}
             try:
                 self._write(
@@ -1383,3 +1373,17 @@ def _storable(key: str) -> bool:
 def _decode_ops(item: dict[str, Any]) -> list[tuple[str, int]]:
     raw = item.get("ops", {}).get("S")
     return [(str(c), int(b)) for c, b in json.loads(raw)] if raw else []
+
+
+def _index_attributes(
+    pk: str, sk: str, sets: list[str], names: dict[str, str], values: dict[str, Any]
+) -> None:
+    """Add to an update expression's parts the attributes that put a counter item in
+    the sparse ``by_sk`` index (``_isk``, ``_ipk``) and a ``VENDOR#`` item in
+    ``by_vendor``."""
+    sets += ["#isk = :sk", "#ipk = :pk"]
+    names.update({"#isk": "_isk", "#ipk": "_ipk"})
+    values.update({":sk": {"S": sk}, ":pk": {"S": pk}})
+    if pk.startswith("VENDOR#"):
+        sets.append("#v = :pk")
+        names["#v"] = VENDOR_KEY
