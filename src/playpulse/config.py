@@ -114,6 +114,13 @@ class Settings(BaseSettings):
       files in ``data_dir``. Every component opens them through its factory
       (``open_stream``, ``open_store``, ``open_lake``). An unknown scheme is refused at
       startup.
+    - ``alert_interval_s``: how often ``playpulse up`` evaluates the alert rules
+      (docs/monitoring.md).
+    - ``alert_for_s``: when set, replaces every built-in rule's ``for`` duration (and its
+      look-back window, at least two evaluations long): for tests and impatient operators.
+    - ``alert_rules``: a YAML file of user alert rules (``--alert-rules FILE``).
+    - ``alert_webhooks``: URLs that get Alertmanager-webhook notifications (comma-separated
+      in ``PLAYPULSE_ALERT_WEBHOOKS``; ``--alert-webhook URL``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
@@ -143,8 +150,13 @@ class Settings(BaseSettings):
     stream_url: str | None = None
     store_url: str | None = None
     lake_url: str | None = None
+    alert_interval_s: float = Field(15.0, gt=0)
+    alert_for_s: float | None = Field(None, ge=0)
+    alert_rules: Path | None = None
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
+    _split_hooks = field_validator("alert_webhooks", mode="before")(_split_keys)
 
     @field_validator("stream_url", "store_url", "lake_url")
     @classmethod
@@ -160,6 +172,8 @@ class Settings(BaseSettings):
                 continue
             if name in ("write_keys", "read_keys"):
                 value = ",".join(k.get_secret_value() for k in getattr(self, name))
+            elif name == "alert_webhooks":
+                value = ",".join(self.alert_webhooks)
             env[f"PLAYPULSE_{name.upper()}"] = str(value)
         return env
 
