@@ -133,7 +133,7 @@ def issue_key(
     """Issue one more key for a project and print it (shown only now)."""
     if kind not in registry.KEY_KINDS:
         raise ConfigError(f"--kind must be write, browser or read, not {kind!r}")
-    key = registry.issue_key(_settings(ctx), name, kind, vendor)  # type: ignore[arg-type]
+    key = registry.issue_key(_settings(ctx), name, kind, vendor)
     typer.echo(key)
 
 
