@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     - ``alert_rules``: a YAML file of user alert rules (``--alert-rules FILE``).
     - ``alert_webhooks``: URLs that get Alertmanager-webhook notifications (comma-separated
       in ``PLAYPULSE_ALERT_WEBHOOKS``; ``--alert-webhook URL``).
+    - ``pseudonymize_users``: the collector and importers store user ids (and anonymous
+      ids) as keyed pseudonyms (``u_`` / ``a_`` + HMAC-SHA256 hex, the key kept in
+      ``<data dir>/privacy/secret``), never in clear (docs/privacy.md).
+    - ``quarantine_raw_retention_days``: quarantined raw payloads older than this are
+      blanked (the entry, its reason and errors stay until ``quarantine_retention_days``);
+      default 7.
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
@@ -154,6 +160,8 @@ class Settings(BaseSettings):
     alert_for_s: float | None = Field(None, ge=0)
     alert_rules: Path | None = None
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pseudonymize_users: bool = False
+    quarantine_raw_retention_days: float = Field(7.0, gt=0)
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
     _split_hooks = field_validator("alert_webhooks", mode="before")(_split_keys)
