@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     - ``quarantine_raw_retention_days``: quarantined raw payloads older than this are
       blanked (the entry, its reason and errors stay until ``quarantine_retention_days``);
       default 7.
+    - ``session_max_age_s``: how long a dashboard session cookie (``POST /login``) is
+      accepted, seconds; default 12 h.
+    - ``metrics_token``: a token (``Authorization: Bearer``) that opens ``GET /metrics``
+      only; when set, or when read keys are, ``/metrics`` is no longer open.
+    - ``login_failures_per_minute``: wrong read keys a client address may try per minute
+      (``/login``, ``?key=``, Bearer) before its keys are refused with 429.
     """
 
     model_config = SettingsConfigDict(env_prefix="PLAYPULSE_", extra="ignore")
@@ -162,6 +168,9 @@ class Settings(BaseSettings):
     alert_webhooks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     pseudonymize_users: bool = False
     quarantine_raw_retention_days: float = Field(7.0, gt=0)
+    session_max_age_s: int = Field(12 * 3600, ge=60)
+    metrics_token: SecretStr | None = None
+    login_failures_per_minute: int = Field(10, ge=1)
 
     _split_write = field_validator("write_keys", "read_keys", mode="before")(_split_keys)
     _split_hooks = field_validator("alert_webhooks", mode="before")(_split_keys)
@@ -182,6 +191,8 @@ class Settings(BaseSettings):
                 value = ",".join(k.get_secret_value() for k in getattr(self, name))
             elif name == "alert_webhooks":
                 value = ",".join(self.alert_webhooks)
+            elif name == "metrics_token" and self.metrics_token is not None:
+                value = self.metrics_token.get_secret_value()
             env[f"PLAYPULSE_{name.upper()}"] = str(value)
         return env
 
