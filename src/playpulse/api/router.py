@@ -43,6 +43,7 @@ from playpulse.api.params import (
     parse_whole_number,
     shown,
 )
+from playpulse.api.vendor import VENDOR_QUERIES, forbid_vendor, restrict, vendor_of
 from playpulse.config import Settings
 from playpulse.errors import PlaypulseError
 from playpulse.query.catalog import CATALOG, QueryError, QueryParams, run_query
@@ -198,7 +199,8 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         response_model=Catalog,
         responses={401: _ERRORS[401]},
     )
-    async def list_metrics() -> Catalog:
+    async def list_metrics(request: Request) -> Catalog:
+        limited = vendor_of(request) is not None
         return Catalog(
             queries=[
                 QueryInfo(
@@ -208,6 +210,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
                     path=f"/v1/metrics/{spec.name}",
                 )
                 for spec in CATALOG.values()
+                if not limited or spec.name in VENDOR_QUERIES
             ],
             parameters=[p["name"] for p in OPENAPI_PARAMETERS],
         )
@@ -242,7 +245,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
                 "unknown_query",
                 f"unknown query {shown(name)}; known: {', '.join(sorted(CATALOG))}",
             )
-        params = parse_params(request.query_params)
+        params = restrict(request, name, parse_params(request.query_params))
         try:
             window, table = await compute(f"query '{name}'", _run_metric, name, params)
         except QueryError as exc:
@@ -269,6 +272,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         openapi_extra={"parameters": OPENAPI_PARAMETERS[:3]},
     )
     async def session_histogram(request: Request) -> JSONResponse:
+        forbid_vendor(request, "sessions")
         params = parse_params(request.query_params)
         try:
             window, table = await compute(
@@ -295,7 +299,8 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         response_model=LiveSnapshot,
         responses={401: _ERRORS[401], 503: _UNAVAILABLE},
     )
-    async def live() -> dict[str, Any]:
+    async def live(request: Request) -> dict[str, Any]:
+        forbid_vendor(request, "the live tiles")
         return await reading("the live tiles", feed.current())
 
     @router.get(
@@ -320,6 +325,7 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         },
     )
     async def live_stream(request: Request) -> StreamingResponse:
+        forbid_vendor(request, "the live tiles")
         raw = request.query_params.get("max_events")
         max_events = None
         if raw is not None:
