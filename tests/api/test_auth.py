@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from playpulse.api.auth import COOKIE_NAME, ReadAuth, session_token
+from playpulse.api.auth import COOKIE_NAME, ReadAuth, key_subject
 
 READ_PATHS = [
     "/v1/metrics",
@@ -46,7 +46,7 @@ def test_wrong_keys_are_refused(keyed_server):
     assert httpx.get(f"{base}/v1/live?key=nope", timeout=10).status_code == 401
     cookies = {COOKIE_NAME: "0" * 64}
     assert httpx.get(f"{base}/v1/live", cookies=cookies, timeout=10).status_code == 401
-    # The cookie holds a token derived from the key, not the key.
+    # The cookie holds a signed subject, not the key.
     cookies = {COOKIE_NAME: keyed_server.read_keys[0]}
     assert httpx.get(f"{base}/v1/live", cookies=cookies, timeout=10).status_code == 401
 
@@ -73,6 +73,7 @@ def test_the_dashboard_signs_in_with_a_read_key(keyed_server):
         assert "HttpOnly" in cookie
         assert "samesite=strict" in cookie.lower()
         assert keyed_server.read_keys[1] not in cookie
+        assert "max-age=43200" in cookie.lower()  # 12 h by default
         assert client.get("/").status_code == 200
         assert 'data-auth="keys"' in client.get("/").text
         assert client.get("/v1/metrics/overview").status_code == 200
@@ -117,7 +118,7 @@ def test_keys_never_reach_the_access_log(keyed_server):
     httpx.post(f"{base}/login", data={"key": key}, timeout=10)
     log = keyed_server.log.read_text()
     assert "/v1/metrics?key=*** " in log
-    for secret in (*keyed_server.read_keys, keyed_server.write_key, session_token(key.encode())):
+    for secret in (*keyed_server.read_keys, keyed_server.write_key):
         assert secret not in log
 
 
@@ -126,5 +127,6 @@ def test_read_auth_is_open_without_keys():
     assert not ReadAuth([b"k"]).open
     assert ReadAuth([b"k"]).valid_key("k")
     assert not ReadAuth([b"k"]).valid_key("")
-    assert session_token(b"k") != session_token(b"l")
-    assert len(session_token(b"k")) == 64
+    assert key_subject(b"k") != key_subject(b"l")
+    assert key_subject(b"k") == key_subject(b"k")
+    assert len(key_subject(b"k")) == len("key-") + 16

@@ -1,9 +1,9 @@
 """The read API: the metric catalog over HTTP, session lengths and live tiles.
 
 :func:`mount_read_api` adds it to an app (``playpulse up`` does, next to the
-collector); the routes are in :mod:`playpulse.api.router`, read-key checks in
-:mod:`playpulse.api.auth`. OpenAPI docs stay at ``/docs`` (open: they describe the API,
-they hold no data).
+collector); the routes are in :mod:`playpulse.api.router`, read-key checks (and the
+guard of ``GET /metrics``) in :mod:`playpulse.api.auth`. OpenAPI docs stay at ``/docs``
+(open: they describe the API, they hold no data).
 """
 
 from __future__ import annotations
@@ -14,14 +14,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from playpulse.api.auth import ApiError, ReadAuth, install_log_redaction
+from playpulse.api.auth import (
+    ApiError,
+    Identity,
+    MetricsGuard,
+    ReadAuth,
+    install_log_redaction,
+    read_identity,
+)
 from playpulse.api.live import LiveFeed
 from playpulse.api.router import create_read_router
 from playpulse.config import Settings
 
-__all__ = ["ApiError", "LiveFeed", "ReadAuth", "create_read_router", "mount_read_api"]
+__all__ = [
+    "ApiError",
+    "Identity",
+    "LiveFeed",
+    "ReadAuth",
+    "create_read_router",
+    "mount_read_api",
+    "read_identity",
+]
 
 log = logging.getLogger("playpulse.api")
 
@@ -29,20 +44,24 @@ log = logging.getLogger("playpulse.api")
 async def _api_error(_: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         raise exc
-    return JSONResponse(
-        {"error": {"code": exc.code, "message": exc.message}}, exc.status, headers=exc.headers
-    )
+    return exc.response()
 
 
 def mount_read_api(app: FastAPI, settings: Settings, auth: ReadAuth | None = None) -> ReadAuth:
     """Add the read API to ``app`` and return its :class:`ReadAuth` (for the dashboard).
 
-    ``auth`` defaults to ``settings.read_keys``. Registers the error handler of
-    :class:`ApiError`, keeps the shared :class:`LiveFeed` as ``app.state.live_feed``
-    (its open streams end as soon as the server is asked to stop) and redacts ``key=``
-    query parameters from uvicorn's access log.
+    ``auth`` defaults to :meth:`ReadAuth.from_settings` (read keys, session lifetime,
+    metrics token, login throttle; the session secret of the data dir, made now when
+    keys are configured: raises :class:`~playpulse.errors.ConfigError` when it cannot
+    be). Registers the error handler of :class:`ApiError`, keeps ``auth`` as
+    ``app.state.read_auth`` (for :func:`read_identity`) and the shared
+    :class:`LiveFeed` as ``app.state.live_feed`` (its open streams end as soon as the
+    server is asked to stop), guards ``GET /metrics`` (:class:`MetricsGuard`) and
+    redacts credential query parameters from uvicorn's access log.
     """
     auth = auth or ReadAuth.from_settings(settings)
+    if not auth.open:
+        _ = auth.secret  # a data dir that cannot hold the secret fails at startup
     feed = LiveFeed(settings)
     app.state.live_feed = feed
     inner = app.router.lifespan_context
@@ -62,6 +81,7 @@ def mount_read_api(app: FastAPI, settings: Settings, auth: ReadAuth | None = Non
     app.state.read_auth = auth
     app.add_exception_handler(ApiError, _api_error)
     app.include_router(create_read_router(settings, auth, feed))
+    app.add_middleware(MetricsGuard, auth=auth)
     install_log_redaction()
     if auth.open:
         log.warning(

@@ -8,9 +8,12 @@ including the vendored Apache ECharts, are served from the package at ``/assets/
 nothing is loaded from another site, so the dashboard works offline (the
 Content-Security-Policy allows only this origin).
 
-With read keys configured, pages need the dashboard cookie: ``/login`` asks for a read
-key and sets it; ``?key=<key>`` on any page does the same once (then redirects to the
-address without it); ``/logout`` clears it. Assets stay open: they hold no data.
+With read keys configured, pages need the dashboard's session cookie: ``/login`` asks
+for a read key and sets it; ``?key=<key>`` on any page does the same once (then
+redirects to the address without it); ``/logout`` clears it. The cookie is signed and
+expires (:mod:`playpulse.api.auth`); an expired, tampered or revoked one leads back to
+``/login``. Wrong keys are throttled per client: past the limit ``/login`` answers 429
+with ``Retry-After``. Assets stay open: they hold no data.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from playpulse.api.auth import COOKIE_MAX_AGE_S, COOKIE_NAME, ReadAuth, session_token
+from playpulse.api.auth import (
+    COOKIE_NAME,
+    Identity,
+    ReadAuth,
+    TooManyAttempts,
+    client_of,
+)
 from playpulse.collector.app import readiness_report
 
 __all__ = ["STATIC_DIR", "create_dashboard_router", "mount_dashboard", "readiness"]
@@ -66,11 +75,11 @@ def _without_key(request: Request) -> str:
     return request.url.path + (f"?{urlencode(rest)}" if rest else "")
 
 
-def _set_cookie(response: Response, request: Request, key: str) -> None:
+def _set_cookie(response: Response, request: Request, auth: ReadAuth, who: Identity) -> None:
     response.set_cookie(
         COOKIE_NAME,
-        session_token(key.encode()),
-        max_age=COOKIE_MAX_AGE_S,
+        auth.cookie_for(who),
+        max_age=auth.session_max_age_s,
         path="/",
         httponly=True,
         samesite="strict",
@@ -86,15 +95,34 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return _SLOT.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def _login_page(next_path: str, error: str | None = None, status: int = 200) -> HTMLResponse:
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _login_page(
+    auth: ReadAuth,
+    next_path: str,
+    error: str | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     body = _fill(
         _page("login.html"),
         {
             "next": html.escape(next_path, quote=True),
             "error": f'<p class="login-error">{html.escape(error)}</p>' if error else "",
+            "session": html.escape(_duration(auth.session_max_age_s)),
         },
     )
-    return HTMLResponse(body, status, headers=_HEADERS)
+    return HTMLResponse(body, status, headers={**_HEADERS, **(headers or {})})
+
+
+def _throttled(auth: ReadAuth, next_path: str, exc: TooManyAttempts) -> HTMLResponse:
+    return _login_page(auth, next_path, f"Too many wrong keys: {exc.message}.", 429, exc.headers)
 
 
 async def readiness(app: FastAPI) -> dict[str, Any]:
@@ -108,14 +136,23 @@ def create_dashboard_router(auth: ReadAuth) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def page(request: Request) -> Response:
-        key = request.query_params.get("key")
-        if key and not auth.open and auth.valid_key(key):
-            response: Response = RedirectResponse(_without_key(request), 303)
-            _set_cookie(response, request, key)
-            return response
-        if not auth.allowed(request):
+        if not auth.open:
             target = _without_key(request)
-            return RedirectResponse(f"/login?{urlencode({'next': target})}", 303)
+            key = request.query_params.get("key")
+            try:
+                if key:  # sign in once, then the address without the key
+                    who = auth.check_key(key, client_of(request))
+                    if who is not None:
+                        response: Response = RedirectResponse(target, 303)
+                        _set_cookie(response, request, auth, who)
+                        return response
+                    allowed = False
+                else:
+                    allowed = auth.identify_request(request) is not None
+            except TooManyAttempts as exc:
+                return _throttled(auth, _safe_next(target), exc)
+            if not allowed:
+                return RedirectResponse(f"/login?{urlencode({'next': target})}", 303)
         body = _fill(_page("index.html"), {"auth": "open" if auth.open else "keys"})
         return HTMLResponse(body, headers=_HEADERS)
 
@@ -131,7 +168,11 @@ def create_dashboard_router(auth: ReadAuth) -> APIRouter:
     async def dashboard_readiness(request: Request) -> Response:
         # /readyz's answer as a 200 (a 503 would be a console error on every page),
         # for readers only: problems name paths and errors.
-        if not auth.allowed(request):
+        try:
+            allowed = auth.allowed(request)
+        except TooManyAttempts as exc:
+            return exc.response()
+        if not allowed:
             return JSONResponse({"error": {"message": "a read key is required"}}, 401)
         return JSONResponse(await readiness(request.app), headers={"Cache-Control": "no-store"})
 
@@ -140,22 +181,26 @@ def create_dashboard_router(auth: ReadAuth) -> APIRouter:
         next_path = _safe_next(request.query_params.get("next"))
         if auth.open:
             return RedirectResponse(next_path, 303)
-        return _login_page(next_path)
+        return _login_page(auth, next_path)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
         body = await request.body()
         if len(body) > _MAX_FORM_BYTES:
-            return _login_page("/", "The form is too large.", 413)
+            return _login_page(auth, "/", "The form is too large.", 413)
         form = parse_qs(body.decode("utf-8", "replace"))
         next_path = _safe_next((form.get("next") or ["/"])[0])
         key = (form.get("key") or [""])[0].strip()
         if auth.open:
             return RedirectResponse(next_path, 303)
-        if not auth.valid_key(key):
-            return _login_page(next_path, "That is not a read key of this server.", 401)
+        try:
+            who = auth.check_key(key, client_of(request))
+        except TooManyAttempts as exc:
+            return _throttled(auth, next_path, exc)
+        if who is None:
+            return _login_page(auth, next_path, "That is not a read key of this server.", 401)
         response = RedirectResponse(next_path, 303)
-        _set_cookie(response, request, key)
+        _set_cookie(response, request, auth, who)
         return response
 
     @router.get("/logout")
