@@ -202,7 +202,8 @@ class Gateway:
         if scope["method"] == "OPTIONS":
             await self._preflight(headers, origin, send)
             return
-        key = _bearer(headers) or dict(_query(scope)).get("key")
+        bearer = _bearer(headers)
+        key = bearer or dict(_query(scope)).get("key")
         if key is None and scope["method"] == "POST":
             body = await _read_body(receive, self.settings.max_body_bytes)
             if body is None:
@@ -225,7 +226,10 @@ class Gateway:
                 (k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"
             ] + [(b"content-length", str(len(body)).encode())]
         found = resolve_key(self.settings, key) if key else None
-        if found is None or found[0].kind not in ("write", "browser"):
+        # A server write key only in the header: a key in a URL or body ends up in logs
+        # and pages; only the publishable browser key may travel there.
+        allowed = ("write", "browser") if bearer else ("browser",)
+        if found is None or found[0].kind not in allowed:
             await _error(
                 send,
                 401,
