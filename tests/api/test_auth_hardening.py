@@ -30,7 +30,9 @@ from playpulse.api.auth import (
     SECRET_FILE,
     Identity,
     LoginThrottle,
+    MetricsGuard,
     ReadAuth,
+    guard_metrics,
     key_subject,
     read_identity,
     redact_query,
@@ -370,6 +372,30 @@ def test_the_metrics_token_opens_metrics_only(data_dir: Path):
             if keys:
                 as_key = client.get("/metrics", headers={"Authorization": f"Bearer {KEYS[0]}"})
                 assert as_key.status_code == 200
+
+
+def test_the_collector_alone_can_guard_its_metrics(data_dir: Path):
+    # `playpulse collect` has no read API: guard_metrics is all it needs.
+    settings = Settings(data_dir=data_dir, read_keys=KEYS[0])
+    app = create_app(settings)
+    guard_metrics(app, settings)
+    guard_metrics(app, settings)  # once only
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": f"Bearer {KEYS[0]}"})
+        assert ok.status_code == 200
+        assert "playpulse_" in ok.text
+        assert client.get("/healthz").status_code == 200
+    # With the read API mounted after it, one guard asks the read API's resolver.
+    app = create_app(settings)
+    guard_metrics(app, settings)
+    auth = _VendorKeys([KEYS[0].encode()])
+    mount_read_api(app, settings, auth)
+    assert sum(m.cls is MetricsGuard for m in app.user_middleware) == 1
+    with TestClient(app) as client:
+        vendor = client.get("/metrics", headers={"Authorization": "Bearer vendor:v1"})
+        assert vendor.status_code == 401
+        assert client.get("/v1/metrics", headers={"Authorization": "Bearer vendor:v1"}).is_success
 
 
 # -- 5. one resolver: projects and scoped keys plug in ------------------------------------

@@ -19,9 +19,8 @@ from fastapi.responses import Response
 from playpulse.api.auth import (
     ApiError,
     Identity,
-    MetricsGuard,
     ReadAuth,
-    install_log_redaction,
+    guard_metrics,
     read_identity,
 )
 from playpulse.api.live import LiveFeed
@@ -81,8 +80,7 @@ def mount_read_api(app: FastAPI, settings: Settings, auth: ReadAuth | None = Non
     app.state.read_auth = auth
     app.add_exception_handler(ApiError, _api_error)
     app.include_router(create_read_router(settings, auth, feed))
-    app.add_middleware(MetricsGuard, auth=auth)
-    install_log_redaction()
+    guard_metrics(app, settings)  # app.state.read_auth is auth
     if auth.open:
         log.warning(
             "no read keys configured: anyone who can reach this address can read the "

@@ -61,6 +61,7 @@ from urllib.parse import unquote_plus
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from itsdangerous import BadSignature, TimestampSigner
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from playpulse.config import Settings
@@ -475,9 +476,13 @@ def read_identity(request: Request) -> Identity:
 
 class MetricsGuard:
     """ASGI middleware: ``GET /metrics`` only for :meth:`ReadAuth.may_read_metrics`,
-    else 401 (or 429) as ``{"error": {"code", "message"}}``."""
+    else 401 (or 429) as ``{"error": {"code", "message"}}``.
 
-    def __init__(self, app: ASGIApp, auth: ReadAuth, path: str = "/metrics") -> None:
+    ``auth``: the :class:`ReadAuth` to ask; default: the app's ``app.state.read_auth``
+    at each request (so :func:`playpulse.api.mount_read_api` can replace it).
+    """
+
+    def __init__(self, app: ASGIApp, auth: ReadAuth | None = None, path: str = "/metrics") -> None:
         self.app = app
         self.auth = auth
         self.path = path
@@ -486,8 +491,9 @@ class MetricsGuard:
         """Answer a refused ``/metrics`` request; pass everything else on."""
         if scope["type"] == "http" and scope["path"].rstrip("/") == self.path:
             request = Request(scope)
+            auth = self.auth or request.app.state.read_auth
             try:
-                allowed = self.auth.may_read_metrics(request)
+                allowed = auth.may_read_metrics(request)
             except ApiError as exc:
                 await exc.response()(scope, receive, send)
                 return
@@ -502,6 +508,24 @@ class MetricsGuard:
                 await refused.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def guard_metrics(app: Starlette, settings: Settings) -> None:
+    """Put ``GET /metrics`` of ``app`` behind the read keys and ``metrics_token`` of
+    ``settings`` (:class:`MetricsGuard`, installed once) and redact credentials from the
+    access log (:func:`install_log_redaction`).
+
+    Uses ``app.state.read_auth`` when set (:func:`playpulse.api.mount_read_api` sets it),
+    else sets it to :meth:`ReadAuth.from_settings`. Call before the app serves (Starlette
+    refuses middleware after). For the collector alone (``playpulse collect``), whose
+    ``/metrics`` has no read API next to it.
+    """
+    if getattr(app.state, "read_auth", None) is None:
+        app.state.read_auth = ReadAuth.from_settings(settings)
+    if not getattr(app.state, "metrics_guarded", False):
+        app.add_middleware(MetricsGuard)
+        app.state.metrics_guarded = True
+    install_log_redaction()
 
 
 def _is_credential(name: str) -> bool:
