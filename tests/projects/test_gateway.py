@@ -6,8 +6,6 @@ read key sees only that vendor's shop metrics; the dashboard cookie expires with
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from playpulse.config import Settings
 from playpulse.projects import (
@@ -93,26 +90,6 @@ def _shop(vendor: str, product: str, views: int) -> list[dict[str, Any]]:
     ]
 
 
-def _serve(app: Any) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "gateway exited"
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-
-
 def _wait_processed(url: str, key: str, plays: int, views: int) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     deadline = time.monotonic() + 60
@@ -128,12 +105,12 @@ def _wait_processed(url: str, key: str, plays: int, views: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(tmp_path_factory: pytest.TempPathFactory, serve: Any) -> Iterator[Setup]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("projects"))
     a = create_project(settings, "app-a", [ORIGIN_A])
     b = create_project(settings, "app-b", ["http://shop-b.test"])
     vendor_key = issue_key(settings, "app-a", "read", vendor_id="v1")
-    for url in _serve(create_gateway_app(settings)):
+    with serve(create_gateway_app(settings)) as url:
 
         def post(key: str, events: list[dict[str, Any]], url: str = url) -> httpx.Response:
             auth = {"Authorization": f"Bearer {key}"}
