@@ -266,3 +266,43 @@ def test_project_data_dirs_are_apart(setup: Setup, tmp_path: Path) -> None:
     for directory, other in ((a_dir, b"Bravo Song"), (b_dir, b"Alpha Song")):
         blobs = b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file())
         assert other not in blobs
+
+
+def test_sql_with_a_key_reaches_only_its_project_and_vendor(setup: Setup) -> None:
+    import duckdb
+
+    from playpulse.errors import ConfigError
+    from playpulse.projects.sql import read_key_scope, vendor_connection
+    from playpulse.query.engine import connect
+
+    project, vendor = read_key_scope(setup.settings, setup.a.read_key)
+    assert vendor is None
+    assert project.data_dir == project_settings(setup.settings, "app-a").data_dir
+    con = connect(project)
+    try:
+        titles = {r[0] for r in con.execute("SELECT DISTINCT title FROM plays").fetchall()}
+    finally:
+        con.close()
+    assert titles == {"Alpha Song"}
+    project, vendor = read_key_scope(setup.settings, setup.vendor_key)
+    assert vendor == "v1"
+    con = vendor_connection(project, vendor)
+    try:
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert tables == {"shop_events"}
+        rows = con.execute("SELECT vendor_id, count(*) FROM shop_events GROUP BY 1").fetchall()
+        assert rows == [("v1", 2)]
+        lake = project.data_dir / "lake"
+        for statement in (
+            f"SELECT * FROM read_parquet('{lake}/**/*.parquet')",
+            "SET enable_external_access = true",
+            f"ATTACH '{project.data_dir / 'x.db'}'",
+        ):
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+    finally:
+        con.close()
+    assert not (project.data_dir / "x.db").exists()
+    for key in (setup.a.write_key, "pp_r_nothing", setup.b.browser_key):
+        with pytest.raises(ConfigError, match="not a read key"):
+            read_key_scope(setup.settings, key)
