@@ -263,6 +263,26 @@ def test_an_expired_cookie_is_refused(client: TestClient):
         assert client.get("/dashboard/readiness").status_code == 401
 
 
+def test_a_real_server_refuses_an_expired_cookie(keyed_server):
+    # Cookies made with the server's own secret (its data dir's session.secret): the
+    # fresh one is let in, so the expired one is refused for its age alone.
+    key = keyed_server.read_keys[0]
+    secret = session_secret(keyed_server.log.parent / "data")
+    auth = ReadAuth([key.encode()], secret=secret)
+    who = auth.identify(key)
+    assert who is not None
+    now = datetime.now(UTC)
+    for age, api_status, page_status in (
+        (timedelta(hours=1), 200, 200),
+        (timedelta(hours=13), 401, 303),
+    ):
+        cookie = {COOKIE_NAME: auth.cookie_for(who, issued_at=now - age)}
+        with httpx.Client(base_url=keyed_server.base, timeout=10, cookies=cookie) as client:
+            assert client.get("/v1/metrics").status_code == api_status, age
+            assert client.get("/").status_code == page_status, age
+            assert client.get("/metrics").status_code == api_status, age
+
+
 def test_the_lifetime_is_a_setting(data_dir: Path):
     with TestClient(_app(data_dir, session_max_age_s=600), follow_redirects=False) as client:
         signed = client.post("/login", data={"key": KEYS[1]})
