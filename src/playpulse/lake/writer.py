@@ -262,6 +262,15 @@ class LakeWriter:
         :class:`LakeError` when the object store refuses."""
         return self._delete(path)
 
+    def rewrite(self, path: Path, arrow: pa.Table) -> None:
+        """Replace the lake file ``path`` by ``arrow`` under the same name, whole or not
+        at all (a temporary file renamed over it locally, one PUT on S3): for a tool that
+        removes rows from a file (``playpulse privacy delete``), ``arrow`` being the
+        file's rows less those, read with its Parquet metadata (offset ranges, replaced
+        files), which is written back with them, so readers and compaction see the same
+        file. Raises :class:`LakeError`."""
+        self._put(arrow, path)
+
     def corrupt_files(self) -> list[CorruptFile]:
         """The files of this lake moved aside (:func:`corrupt_files`)."""
         if self.filesystem is None:

@@ -210,6 +210,7 @@ class QuarantineStore:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         retention: timedelta = DEFAULT_RETENTION,
+        raw_retention: timedelta | None = None,
     ) -> None:
         if max_bytes < 1:
             raise QuarantineError(f"the quarantine's max_bytes must be at least 1, got {max_bytes}")
@@ -218,6 +219,8 @@ class QuarantineStore:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.retention = retention
+        #: Age past which an entry's raw payload is blanked (privacy; None: kept).
+        self.raw_retention = raw_retention
         self._lock = threading.Lock()
         self._next_retention_check = 0.0  # time.monotonic() of the next age check
         doing = f"opening the quarantine {self.path}"
@@ -235,6 +238,8 @@ class QuarantineStore:
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                # Privacy: dropped and blanked payloads are overwritten, not left in free pages.
+                self._db.execute("PRAGMA secure_delete=ON")
                 with self._lock:
                     self._init_schema()
             try:
@@ -277,6 +282,7 @@ class QuarantineStore:
             settings.quarantine_path,
             max_bytes=settings.quarantine_max_bytes,
             retention=settings.quarantine_retention,
+            raw_retention=timedelta(days=settings.quarantine_raw_retention_days),
         )
 
     def check_file(self) -> None:
@@ -389,7 +395,9 @@ class QuarantineStore:
         return self._drop("id <= ?", (last_id,), "max_bytes")
 
     def _drop_expired(self, now: datetime) -> int:
-        """Drop entries received before ``now - retention`` (lock and transaction held)."""
+        """Blank the raw payloads past ``raw_retention`` (:meth:`_blank_raw`), then drop
+        entries received before ``now - retention`` (lock and transaction held)."""
+        self._blank_raw(now)
         return self._drop("received_at < ?", (_ts(now - self.retention),), "retention")
 
     def _drop(self, where: str, params: tuple[object, ...], cause: str) -> int:
@@ -416,6 +424,77 @@ class QuarantineStore:
             [(reason, cause, n, b) for reason, replayed, n, b in groups if not replayed],
         )
         return entries
+
+    # --- privacy (issue #14): raw payload retention and erasure -------------------------
+
+    def _blank_raw(self, now: datetime) -> int:
+        """Replace the raw payload of entries received before ``now - raw_retention`` by
+        no bytes, keeping the entry (reason, errors, event id) and noting it in its
+        errors; update the totals; return how many were blanked (lock and transaction
+        held). Nothing when ``raw_retention`` is None."""
+        if self.raw_retention is None:
+            return 0
+        cutoff = _ts(now - self.raw_retention)
+        note = json.dumps(
+            {
+                "loc": "raw",
+                "msg": f"raw payload dropped after {self.raw_retention.total_seconds() / 86400:g} "
+                "day(s) (quarantine_raw_retention_days)",
+            }
+        )
+        (count, freed) = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(raw)), 0) FROM quarantine "
+            "WHERE received_at < ? AND length(raw) > 0",
+            (cutoff,),
+        ).fetchone()
+        if not count:
+            return 0
+        self._db.execute(
+            "UPDATE quarantine SET raw = x'', errors = json_insert(errors, '$[#]', json(?)), "
+            "size_bytes = max(size_bytes - length(raw), 0) "
+            "WHERE received_at < ? AND length(raw) > 0",
+            (note, cutoff),
+        )
+        self._db.execute(
+            "UPDATE quarantine_totals SET stored_bytes = max(stored_bytes - ?, 0)", (int(freed),)
+        )
+        return int(count)
+
+    def blank_raw(self, now: datetime) -> int:
+        """Blank the raw payloads of entries received before ``now - raw_retention`` (see
+        :meth:`_blank_raw`, which :meth:`add` and :meth:`enforce_retention` also run);
+        return how many. Raises :class:`QuarantineError` when the file cannot be
+        written."""
+        self.check_file()
+        with (
+            self._lock,
+            _as_quarantine_error(f"raw payload retention on {self.path}"),
+            immediate_transaction(self._db),
+        ):
+            return self._blank_raw(now)
+
+    def erase(self, needles: Sequence[bytes]) -> int:
+        """Delete every entry whose raw payload, errors or event id holds one of
+        ``needles`` (a person's id, as bytes), counting them as dropped with cause
+        ``erasure``; return how many. Deleted bytes are overwritten (secure_delete); the
+        caller VACUUMs and checkpoints the file afterwards. Raises
+        :class:`QuarantineError` when the file cannot be written."""
+        needles = [n for n in needles if n]
+        if not needles:
+            return 0
+        where = " OR ".join(
+            "instr(raw, ?) > 0 OR instr(CAST(errors AS BLOB), ?) > 0 "
+            "OR instr(CAST(coalesce(event_id, '') AS BLOB), ?) > 0"
+            for _ in needles
+        )
+        params = tuple(n for n in needles for _ in range(3))
+        self.check_file()
+        with (
+            self._lock,
+            _as_quarantine_error(f"erasing entries from {self.path}"),
+            immediate_transaction(self._db),
+        ):
+            return self._drop(f"({where})", params, "erasure")
 
     def _give_back_free_pages(self) -> None:
         """Return free pages to the file system (files with incremental auto-vacuum)."""

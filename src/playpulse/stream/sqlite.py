@@ -44,7 +44,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -712,6 +712,68 @@ class SQLiteStream(EventStream):
                 ", ".join(f"{g}/{p}: {n}" for (g, p), n in sorted(lost.items())),
             )
         return deleted
+
+    # --- privacy (issue #14): erasing one person's records -----------------------------
+
+    def erase(self, matches: Callable[[str, bytes], bool]) -> int:
+        """Delete every record for which ``matches(key, value)`` is true; return how many.
+
+        Each record batch holding such a record is replaced, in one transaction, by the
+        runs of its other records, each at its own base offset: the other records keep
+        their offsets, and the erased ones become gaps that :meth:`read` steps over (a
+        partition's ``end_offset - start_offset`` still counts them until retention
+        passes them). The connection runs with ``PRAGMA secure_delete=ON`` for it, so the
+        erased bytes are overwritten in the file's pages; the caller VACUUMs and
+        checkpoints the file afterwards to clear the write-ahead log too. For
+        ``playpulse privacy delete``, holding the processor lock after the consumers
+        committed past the records. Raises :class:`~playpulse.errors.StreamError` when
+        the file cannot be read or written.
+        """
+        self.check_file()
+        erased = 0
+        with self._lock, _as_stream_error(f"erasing records from {self.path}"):
+            previous = self._db.execute("PRAGMA secure_delete").fetchone()[0]
+            self._db.execute("PRAGMA secure_delete=ON")
+            try:
+                with immediate_transaction(self._db):
+                    rows = self._db.execute(
+                        "SELECT partition, base_offset, appended_at_us, records "
+                        "FROM record_batches ORDER BY partition, base_offset"
+                    ).fetchall()
+                    for partition, base, appended_us, blob in rows:
+                        records = _decode(blob)
+                        keep = [not matches(key, value) for key, value in records]
+                        if all(keep):
+                            continue
+                        erased += keep.count(False)
+                        runs: list[tuple[int, list[tuple[str, bytes]]]] = []
+                        for i, record in enumerate(records):
+                            if not keep[i]:
+                                continue
+                            if runs and runs[-1][0] + len(runs[-1][1]) == base + i:
+                                runs[-1][1].append(record)
+                            else:
+                                runs.append((base + i, [record]))
+                        self._db.execute(
+                            "DELETE FROM record_batches WHERE partition = ? AND base_offset = ?",
+                            (partition, base),
+                        )
+                        blobs = [(start, _encode(run)) for start, run in runs]
+                        self._db.executemany(
+                            "INSERT INTO record_batches VALUES (?, ?, ?, ?, ?)",
+                            [
+                                (partition, start, len(run), appended_us, new)
+                                for (start, run), (_, new) in zip(runs, blobs, strict=True)
+                            ],
+                        )
+                        self._db.execute(
+                            "UPDATE partitions SET stored_bytes = max(stored_bytes - ?, 0) "
+                            "WHERE partition = ?",
+                            (len(blob) - sum(len(new) for _, new in blobs), partition),
+                        )
+            finally:
+                self._db.execute(f"PRAGMA secure_delete={int(previous)}")
+        return erased
 
     def close(self) -> None:
         """Stop the checkpoint thread and close the connection."""

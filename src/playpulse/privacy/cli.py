@@ -1,0 +1,117 @@
+"""``playpulse privacy ...``: erase a person (with a receipt), export their events.
+
+Registered in the ``playpulse`` command as ``app.add_typer(privacy_app, name="privacy")``.
+The data dir is ``--data-dir`` (here or before the command), else ``PLAYPULSE_DATA_DIR``;
+``--project NAME`` picks a project's data dir in it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from playpulse.config import Settings
+from playpulse.errors import ConfigError
+
+privacy_app = typer.Typer(
+    help="Privacy: erase a person's data with a receipt, export their events (docs/privacy.md).",
+    no_args_is_help=True,
+)
+
+User = Annotated[
+    str,
+    typer.Option(
+        "--user",
+        help="The person's user id (or anonymous id), in clear: pseudonymised data dirs "
+        "map it to its pseudonyms.",
+    ),
+]
+Project = Annotated[
+    str | None, typer.Option("--project", help="The project whose data dir to use.")
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where playpulse keeps its data [env PLAYPULSE_DATA_DIR; default ./.playpulse].",
+        show_default=False,
+    ),
+]
+
+
+def _settings(ctx: typer.Context, data_dir: Path | None, project: str | None) -> Settings:
+    """The settings of the data dir (this command's ``--data-dir``, else the root's, else
+    the environment's), of ``project`` when given."""
+    chosen = data_dir or ctx.find_root().params.get("data_dir")
+    try:
+        settings = Settings(data_dir=chosen) if chosen is not None else Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from None
+    if project is None:
+        return settings
+    from playpulse.projects import project_settings
+
+    return project_settings(settings, project)
+
+
+@privacy_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    user: User,
+    project: Project = None,
+    suppress: Annotated[
+        bool,
+        typer.Option(
+            "--suppress",
+            help="Also refuse this person's later events at the collector (kept as a keyed "
+            "hash, not the id).",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Erase a person from the stream, the lake, the store and the quarantine; write a
+    receipt to <data dir>/privacy/receipts/ and print it (JSON).
+
+    Needs the data dir's processor lock: stop `playpulse up` first (the command says so
+    when it runs)."""
+    from playpulse.privacy.erase import erase_user
+
+    settings = _settings(ctx, data_dir, project)
+    receipt = erase_user(settings, user, suppress_later=suppress, project=project)
+    typer.echo(json.dumps(receipt, indent=2, sort_keys=True))
+
+
+@privacy_app.command("export")
+def export(
+    ctx: typer.Context,
+    user: User,
+    project: Project = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the NDJSON to this file (mode 0600), not stdout."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Every event of a person as NDJSON (one event a line, in time order): the right of
+    access."""
+    from playpulse.privacy.export import export_user
+
+    settings = _settings(ctx, data_dir, project)
+    if out is None:
+        export_user(settings, user, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    import os
+
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --out {out}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        count = export_user(settings, user, f)
+    typer.echo(f"{count} event(s) written to {out}", err=True)
