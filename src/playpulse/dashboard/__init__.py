@@ -122,7 +122,9 @@ def _login_page(
 
 
 def _throttled(auth: ReadAuth, next_path: str, exc: TooManyAttempts) -> HTMLResponse:
-    return _login_page(auth, next_path, f"Too many wrong keys: {exc.message}.", 429, exc.headers)
+    seconds = (exc.headers or {}).get("Retry-After", "60")
+    message = f"Too many wrong keys from this address: try again in {seconds} s."
+    return _login_page(auth, next_path, message, 429, exc.headers)
 
 
 async def readiness(app: FastAPI) -> dict[str, Any]:
