@@ -48,6 +48,7 @@ from playpulse.errors import (
     StreamError,
 )
 from playpulse.events.codec import event_json_schema, validate_records
+from playpulse.privacy.pseudonym import UserPrivacy
 from playpulse.quarantine.store import QuarantineStore, Rejection, open_quarantine
 from playpulse.status import StorageMetrics
 from playpulse.stream.base import AppendResult, EventStream
@@ -240,8 +241,11 @@ class Collector:
         *,
         max_pending_events: int = 50_000,
         metrics: CollectorMetrics | None = None,
+        users: UserPrivacy | None = None,
     ) -> None:
         self.stream = stream
+        #: Privacy hook (#14): pseudonymises user ids, refuses suppressed users' events.
+        self.users = users
         self.quarantine = quarantine
         self.max_pending_events = max_pending_events
         self.metrics = metrics or CollectorMetrics()
@@ -266,9 +270,16 @@ class Collector:
         result = IngestResult()
         rejections: list[Rejection] = []
         records, invalid = _validate(raws, received_at)
+        refused: list[tuple[int, EventValidationError]] = []
+        if self.users is not None:  # privacy: pseudonyms, suppressed users refused
+            records, refused = self.users.filter(records, invalid, len(raws))
+            for index, error in refused:  # answered, not quarantined (their id is not kept)
+                result.rejected.append({"index": index, "event_id": None, "errors": error.errors})
         for index, error in invalid:
             whole = bytes(raws[index])
             event_id = _event_id_of(whole)
+            if self.users is not None:
+                whole = self.users.scrub_raw(whole)
             raw, note = bounded_raw(whole)
             result.rejected.append({"index": index, "event_id": event_id, "errors": error.errors})
             rejections.append(
@@ -276,6 +287,8 @@ class Collector:
                     raw, error.reason, error.errors + note, received_at, "collector", event_id
                 )
             )
+        if refused:
+            result.rejected.sort(key=lambda r: int(r["index"]))
         if self.pending_events + len(records) > self.max_pending_events:
             raise BackpressureError(
                 f"{self.pending_events} events are waiting for the stream; "
@@ -298,7 +311,7 @@ class Collector:
                 self.metrics.accepted.inc(stored)
             if not_stored:
                 self.metrics.not_stored.inc(len(not_stored))
-                reasons = _request_indexes(not_stored, len(raws), invalid)
+                reasons = _request_indexes(not_stored, len(raws), [*invalid, *refused])
                 raise EventsNotStoredError(stored, reasons, result.rejected, attempts)
             result.accepted = len(records)
         return result
@@ -848,7 +861,12 @@ def create_app(
     if quarantine is None:
         quarantine = open_quarantine(settings)
         owned.append(quarantine)
-    collector = Collector(stream, quarantine, max_pending_events=settings.max_pending_events)
+    collector = Collector(
+        stream,
+        quarantine,
+        max_pending_events=settings.max_pending_events,
+        users=UserPrivacy(settings),
+    )
     metrics = collector.metrics
     metrics.add_collector(StorageMetrics(stream, quarantine))
     write_keys = [k.get_secret_value().encode() for k in settings.write_keys]
