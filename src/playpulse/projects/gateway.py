@@ -51,7 +51,7 @@ from playpulse.projects.registry import (
     resolve_prefix,
 )
 
-__all__ = ["Gateway", "create_gateway_app"]
+__all__ = ["Gateway", "create_gateway_app", "serving_app"]
 
 log = logging.getLogger("playpulse.projects")
 
@@ -492,3 +492,29 @@ def create_gateway_app(
     }
     inner = settings.model_copy(update=internal)
     return Gateway(settings, apps, inner)
+
+
+def serving_app(settings: Settings, with_processor: bool) -> Gateway | None:
+    """What ``playpulse up`` (``with_processor``) or ``playpulse collect`` serves when
+    ``settings``' data dir has projects: the gateway over every project's app; ``None``
+    when it has none (single-project mode: serve the data dir itself).
+
+    Raises :class:`~playpulse.errors.ConfigError` with ``workers`` > 1 (a project's
+    processors are started by its app's lifespan, once per process)."""
+    if not list_projects(settings):
+        return None
+    if settings.workers > 1:
+        raise ConfigError(
+            "projects are served by one collector process: run without --workers "
+            "(each project still gets its own processor group)"
+        )
+    if settings.write_keys or settings.read_keys:
+        log.warning(
+            "this data dir has projects: the --write-key/--read-key settings are not used; "
+            "each project has its own keys (`playpulse projects keys`)"
+        )
+    if with_processor:
+        return create_gateway_app(settings)
+    from playpulse.collector.app import create_app
+
+    return create_gateway_app(settings, lambda s: create_app(s))
