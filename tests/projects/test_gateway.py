@@ -306,3 +306,19 @@ def test_sql_with_a_key_reaches_only_its_project_and_vendor(setup: Setup) -> Non
     for key in (setup.a.write_key, "pp_r_nothing", setup.b.browser_key):
         with pytest.raises(ConfigError, match="not a read key"):
             read_key_scope(setup.settings, key)
+
+
+def test_wrong_keys_are_throttled_per_client(setup: Setup) -> None:
+    # uvicorn takes the client address from X-Forwarded-For when the peer is 127.0.0.1.
+    guesser = {"X-Forwarded-For": "10.9.9.9"}
+    limit = setup.settings.login_failures_per_minute
+    for n in range(limit):
+        wrong = httpx.post(f"{setup.url}/login", data={"key": f"pp_r_guess{n}"}, headers=guesser)
+        assert wrong.status_code == 401
+    refused = httpx.post(f"{setup.url}/login", data={"key": setup.a.read_key}, headers=guesser)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    bearer = {**guesser, "Authorization": f"Bearer {setup.a.read_key}"}
+    assert httpx.get(f"{setup.url}/v1/metrics", headers=bearer).status_code == 429
+    # Another client is not held back by the guesser.
+    assert _get(setup, "/v1/metrics", setup.a.read_key).status_code == 200

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 from pydantic import SecretStr
 
+from playpulse.api.auth import LoginThrottle, TooManyAttempts
 from playpulse.api.vendor import VENDOR_STATE
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
@@ -127,6 +128,7 @@ class Gateway:
         self._read_header = b"Bearer " + internal.read_keys[0].get_secret_value().encode()
         self._stack: contextlib.AsyncExitStack | None = None
         self._sessions = _SessionCookies(settings)
+        self._throttle = LoginThrottle(settings.login_failures_per_minute)
 
     # --- ASGI -------------------------------------------------------------------------
 
@@ -156,6 +158,12 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._route(scope, receive, send)
+        except TooManyAttempts as exc:
+            await exc.response()(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/readyz":
@@ -194,6 +202,23 @@ class Gateway:
         inner["state"] = dict(state or {})
         await self.apps[project](inner, receive, send)
 
+    # --- keys -------------------------------------------------------------------------
+
+    def _check(self, scope: Scope, key: str) -> tuple[KeyInfo, tuple[str, ...]] | None:
+        """``key``'s info and origins, counting a wrong key against the client
+        (:class:`~playpulse.api.auth.LoginThrottle`): raises
+        :class:`~playpulse.api.auth.TooManyAttempts` past the limit, a right key too."""
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self._throttle.retry_after(client)
+        if wait > 0:
+            raise TooManyAttempts(wait)
+        found = resolve_key(self.settings, key)
+        if found is None:
+            self._throttle.failed(client)
+        else:
+            self._throttle.succeeded(client)
+        return found
+
     # --- writes -----------------------------------------------------------------------
 
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,7 +250,7 @@ class Gateway:
             scope["headers"] = [
                 (k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"
             ] + [(b"content-length", str(len(body)).encode())]
-        found = resolve_key(self.settings, key) if key else None
+        found = self._check(scope, key) if key else None
         # A server write key only in the header: a key in a URL or body ends up in logs
         # and pages; only the publishable browser key may travel there.
         allowed = ("write", "browser") if bearer else ("browser",)
@@ -284,7 +309,7 @@ class Gateway:
         headers = _headers(scope)
         key = _bearer(headers) or dict(_query(scope)).get("key")
         if key:
-            found = resolve_key(self.settings, key)
+            found = self._check(scope, key)
             return found[0] if found is not None and found[0].kind == "read" else None
         prefix = self._sessions.read(headers.get(b"cookie", b"").decode("latin-1"))
         if prefix is None:
@@ -336,7 +361,8 @@ class Gateway:
         next_path = form.get("next", "/")
         if not next_path.startswith("/") or next_path.startswith("//") or "\\" in next_path:
             next_path = "/"
-        found = resolve_key(self.settings, form.get("key", "").strip())
+        key = form.get("key", "").strip()
+        found = self._check(scope, key) if key else None
         if found is None or found[0].kind != "read":
             await _error(send, 401, "unauthorized", "that is not a read key of this server")
             return
@@ -380,42 +406,46 @@ class Gateway:
 
 
 class _SessionCookies:
-    """The dashboard cookie in projects mode: the read key's prefix, signed (itsdangerous)
-    with a secret kept in the data dir, refused after its max age."""
+    """The dashboard cookie in projects mode: the read key's prefix, signed and timestamped
+    (itsdangerous) with the data dir's session secret
+    (:func:`playpulse.api.auth.session_secret`), refused after ``session_max_age_s``."""
 
     NAME = "playpulse_session"
-    MAX_AGE_S = 12 * 3600
 
     def __init__(self, settings: Settings) -> None:
         from itsdangerous import URLSafeTimedSerializer
 
-        path = settings.data_dir / "session.secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "x", opener=lambda p, f: __import__("os").open(p, f, 0o600)) as out:
-                out.write(secrets.token_hex(32))
-        self._serializer = URLSafeTimedSerializer(path.read_text().strip(), salt="playpulse")
+        from playpulse.api.auth import session_secret
+
+        self.max_age_s = settings.session_max_age_s
+        secret = session_secret(settings.data_dir)
+        self._serializer = URLSafeTimedSerializer(secret, salt="playpulse projects session")
 
     def cookie(self, prefix: str) -> str:
+        """The ``Set-Cookie`` value that signs in with the key listed under ``prefix``."""
         value = self._serializer.dumps(prefix)
-        return f"{self.NAME}={value}; Max-Age={self.MAX_AGE_S}; Path=/; HttpOnly; SameSite=Strict"
+        return f"{self.NAME}={value}; Max-Age={self.max_age_s}; Path=/; HttpOnly; SameSite=Strict"
 
     def clear(self) -> str:
+        """The ``Set-Cookie`` value that signs out."""
         return f"{self.NAME}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
 
     def read(self, cookie_header: str) -> str | None:
-        from http.cookies import SimpleCookie
+        """The key prefix a valid, unexpired cookie in ``cookie_header`` names, or None."""
+        from http.cookies import CookieError, SimpleCookie
 
         from itsdangerous import BadSignature
 
         jar: SimpleCookie = SimpleCookie()
-        with contextlib.suppress(Exception):
+        try:
             jar.load(cookie_header)
+        except CookieError:
+            return None
         morsel = jar.get(self.NAME)
         if morsel is None:
             return None
         try:
-            value = self._serializer.loads(morsel.value, max_age=self.MAX_AGE_S)
+            value = self._serializer.loads(morsel.value, max_age=self.max_age_s)
         except BadSignature:
             return None
         return value if isinstance(value, str) else None
