@@ -984,6 +984,11 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    # /metrics behind the read keys or the metrics token when either is set (the read
+    # API, if mounted later, decides who may read it).
+    from playpulse.api.auth import guard_metrics
+
+    guard_metrics(app, settings)
     return app
 
 
