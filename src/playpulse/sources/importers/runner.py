@@ -493,6 +493,10 @@ def import_paths(
         # A running `playpulse up` recomputes at least 500 events/s before this gives up.
         timeout_s = max(600.0, len(plan.events) / 500)
         events = [(p.event, p.key, p.payload) for p in plan.events]
+        # Privacy (#14): with pseudonymize_users, only pseudonyms of the ids are stored.
+        from playpulse.privacy.pseudonym import pseudonymize_events
+
+        events = pseudonymize_events(settings, events)
         done = apply_import(settings, events, timeout_s=timeout_s)
         if done is not None:
             result.processing = done.processing
