@@ -655,7 +655,8 @@ class AlertManager:
         self._thread = threading.Thread(target=self._run, name="playpulse-alerts", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        # One round at least, even when stopped at once (then stop() waits for it).
+        while True:
             try:
                 self.evaluator.tick()
                 self.evaluator.deliver()
@@ -663,7 +664,8 @@ class AlertManager:
                 log.error("alert evaluation failed: %s", exc)
             except Exception:  # the evaluator must outlive any one round
                 log.exception("alert evaluation failed")
-            self._stop.wait(self.interval_s)
+            if self._stop.wait(self.interval_s):
+                return
 
     def start(self) -> AlertManager:
         """Start the thread; returns ``self``."""

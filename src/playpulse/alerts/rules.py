@@ -434,6 +434,10 @@ def _user_rule(entry: object, where: str) -> Rule:
             )
             if k in data
         }
+    elif "conditions" not in data and "check" not in data:
+        raise ConfigError(
+            f"{where}: a rule needs a metric or a query (either conditions or a check)"
+        )
     data.setdefault("summary", f"user rule {data.get('name')}")
     try:
         return Rule.model_validate(data)

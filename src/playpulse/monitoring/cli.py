@@ -15,6 +15,11 @@ monitoring_app = typer.Typer(
 )
 
 
+@monitoring_app.callback()
+def _group() -> None:
+    """Export playpulse's alert rules and dashboard to Prometheus and Grafana."""
+
+
 @monitoring_app.command("export")
 def export_cmd(
     directory: Annotated[Path, typer.Option("--dir", help="Folder to write the files into.")],

@@ -126,7 +126,8 @@ class PipelineMetrics(Collector):
     scrape (names and help in :data:`PIPELINE_METRICS`; docs/monitoring.md lists them).
 
     - processors: from the status files of ``playpulse up``'s members (labelled
-      ``member``): up, restarts, records processed, last progress;
+      ``member``): up (0 for ``processor-0`` before it reported), restarts, records
+      processed, last progress;
     - the store's running totals: events kept, duplicates dropped, late events;
     - ``playpulse_freshness_seconds``: now minus the append time of the oldest record
       the processors have not committed, over every partition (one read of one record
@@ -168,9 +169,10 @@ class PipelineMetrics(Collector):
         progress = _family("playpulse_processor_last_progress_timestamp_seconds", ["member"])
         for member in status_members(self.settings):
             status = read_processor_status(self.settings, member)
-            if status is None:
-                continue
             name = f"processor-{member}"
+            if status is None:  # member 0 has not reported (yet): not up
+                up.add_metric([name], 0.0)
+                continue
             running = status.get("state") in ("running", "reprocessing", "starting")
             up.add_metric([name], 1.0 if running and _pid_alive(status.get("pid")) else 0.0)
             restarts.add_metric([name], _count(status.get("restarts")))
