@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from playpulse.config import Settings
 from playpulse.errors import PlaypulseError
+from playpulse.stream.base import EventStream
 
 log = logging.getLogger("playpulse.monitoring")
 
@@ -136,11 +137,18 @@ class PipelineMetrics(Collector):
       :data:`LAKE_CACHE_S` seconds), the stream's retention, the data dir's free space.
 
     A part that cannot be read is left out of that scrape (logged at debug level),
-    never fails it. ``clock`` returns the current UTC time (tests).
+    never fails it. ``clock`` returns the current UTC time (tests). ``stream``: an open
+    stream to read (the collector's; left open), else one is opened per scrape.
     """
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime] | None = None,
+        stream: EventStream | None = None,
+    ) -> None:
         self.settings = settings
+        self.stream = stream
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._lake: tuple[float, list[tuple[str, int, int]]] | None = None
@@ -202,20 +210,23 @@ class PipelineMetrics(Collector):
     def _freshness(self) -> Iterator[Metric]:
         from playpulse.stream.factory import open_stream
 
-        if self.settings.stream_url is None and not self.settings.stream_path.exists():
-            return
-        try:
-            stream = open_stream(self.settings)
-        except (PlaypulseError, OSError) as exc:
-            log.debug("stream unavailable for freshness: %s", exc)
-            return
+        stream = self.stream
+        if stream is None:
+            if self.settings.stream_url is None and not self.settings.stream_path.exists():
+                return
+            try:
+                stream = open_stream(self.settings)
+            except (PlaypulseError, OSError) as exc:
+                log.debug("stream unavailable for freshness: %s", exc)
+                return
         try:
             oldest = oldest_waiting(stream, PROCESSOR_GROUP)
         except (PlaypulseError, OSError) as exc:
             log.debug("freshness unavailable: %s", exc)
             return
         finally:
-            stream.close()
+            if stream is not self.stream:
+                stream.close()
         family = _family("playpulse_freshness_seconds")
         age = 0.0 if oldest is None else (self._clock() - oldest).total_seconds()
         family.add_metric([], max(0.0, age))
@@ -264,7 +275,7 @@ class PipelineMetrics(Collector):
         yield capacity
 
 
-def oldest_waiting(stream: Any, group: str) -> datetime | None:
+def oldest_waiting(stream: EventStream, group: str) -> datetime | None:
     """The append time (UTC) of the oldest record of ``stream`` that ``group`` has not
     committed, over every partition, or ``None`` when the group is caught up everywhere
     (or has never committed and the stream is empty). Reads at most one record per
@@ -292,12 +303,13 @@ def oldest_waiting(stream: Any, group: str) -> datetime | None:
 
 def add_pipeline_metrics(app: FastAPI, settings: Settings) -> PipelineMetrics:
     """Expose :class:`PipelineMetrics` of ``settings.data_dir`` on ``app``'s ``/metrics``
-    (an app made by :func:`playpulse.collector.app.create_app`); once per app (a second
-    call returns the first one's). Returns it."""
+    (an app made by :func:`playpulse.collector.app.create_app`; it reads the collector's
+    stream); once per app (a second call returns the first one's). Returns it."""
     existing = getattr(app.state, "pipeline_metrics", None)
     if isinstance(existing, PipelineMetrics):
         return existing
-    pipeline = PipelineMetrics(settings)
-    app.state.collector.metrics.add_collector(pipeline)
+    collector = app.state.collector
+    pipeline = PipelineMetrics(settings, stream=collector.stream)
+    collector.metrics.add_collector(pipeline)
     app.state.pipeline_metrics = pipeline
     return pipeline
