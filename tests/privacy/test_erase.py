@@ -280,3 +280,29 @@ def test_refused_while_a_processor_holds_the_lock(tmp_path: Path) -> None:
     finally:
         done.set()
         holder.join(30)
+
+
+def test_erasure_in_one_project_leaves_the_others(tmp_path: Path) -> None:
+    """Two projects with the same user id: `--project a` erases them from a only."""
+    from playpulse.projects import project_settings
+    from playpulse.projects.registry import create_project
+
+    root = Settings(data_dir=tmp_path / "root")
+    records = simulated(seed=11, events=300)
+    user = busiest_user(records)
+    for name in ("a", "b"):
+        create_project(root, name)
+        append(project_settings(root, name), records)
+        ensure_processed(project_settings(root, name))
+    done = CliRunner().invoke(
+        privacy_app,
+        ["delete", "--user", user, "--project", "a", "--data-dir", str(root.data_dir)],
+        catch_exceptions=False,
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["project"] == "a"
+    a, b = project_settings(root, "a"), project_settings(root, "b")
+    assert files_holding(a.data_dir, user.encode()) == []
+    assert files_holding(b.data_dir, user.encode()) != []
+    others = [r for r in records if r[0] != user]
+    assert_same_answers(catalog_answers(a), catalog_answers(fresh(tmp_path, "want", [others])))
