@@ -943,7 +943,14 @@ def create_app(
             raws = await _off_loop(
                 len(received), split_events, body, settings.max_events_per_request
             )
-            result = await collector.ingest(raws, received_at)
+            shape = request.query_params.get("schema")
+            if shape is None:
+                result = await collector.ingest(raws, received_at)
+            else:  # payloads of another pipeline's shape (#16): sources/shapes
+                from playpulse.sources.shapes import ingest_shaped
+
+                limits = (settings.max_events_per_request, settings.max_body_bytes)
+                result = await ingest_shaped(collector, shape, raws, received_at, *limits)
         except BodyError as exc:
             headers = {"Connection": "close"} if isinstance(exc, _BodyUnread) else None
             if exc.status == 400 and exc.reason != "client_disconnected":
