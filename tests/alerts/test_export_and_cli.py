@@ -190,6 +190,20 @@ def test_unknown_query_or_column_is_refused(tmp_path: Path) -> None:
         check_queries(load_rules(path))
 
 
+def test_bad_query_params_and_webhooks_are_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(
+        "- {name: X, query: overview, column: plays, params: {colour: red}, threshold: 1}\n"
+    )
+    with pytest.raises(ConfigError, match="alert X: query parameter colour"):
+        check_queries(load_rules(path))
+    settings = Settings(data_dir=tmp_path, alert_webhooks=["ftp://user:secret@host/x"])
+    with pytest.raises(ConfigError, match="not an http") as caught:
+        start_alerting(settings, source=StaticSource())
+    assert "secret" not in str(caught.value)
+    assert not state_path(settings).exists()
+
+
 def test_alert_for_s_tunes_builtin_rules_only(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path, alert_for_s=0.5, alert_interval_s=0.1, alert_rules=_rules_file(tmp_path)

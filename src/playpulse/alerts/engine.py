@@ -417,7 +417,9 @@ def catalog_runner(settings: Settings) -> QueryRunner:
 def check_queries(rules: Sequence[Rule]) -> None:
     """Raise :class:`~playpulse.errors.ConfigError` when a rule's check names a query
     the catalog does not have or a column that query does not return."""
-    from playpulse.query.catalog import CATALOG
+    from pydantic import ValidationError
+
+    from playpulse.query.catalog import CATALOG, QueryParams
 
     for rule in rules:
         if rule.check is None:
@@ -428,6 +430,14 @@ def check_queries(rules: Sequence[Rule]) -> None:
                 f"alert {rule.name}: unknown query {rule.check.query!r}; known: "
                 + ", ".join(sorted(CATALOG))
             )
+        try:
+            QueryParams.model_validate(rule.check.params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(
+                f"alert {rule.name}: query parameter {where}: {first['msg']}"
+            ) from None
         if rule.check.column not in spec.columns:
             raise ConfigError(
                 f"alert {rule.name}: query {spec.name} has no column {rule.check.column!r}; "
@@ -528,6 +538,7 @@ class Evaluator:
         self.external_url = external_url
         keep = max([r.window_s for r in self.rules if r.conditions] or [0.0])
         self.history = History(keep + 2 * interval_s)
+        self._metrics = set().union(*(r.metrics() for r in self.rules))
         self._client = httpx.Client(timeout=timeout_s)
         # The store's states, read once: this evaluator is their only writer.
         self._states = store.states()
@@ -544,9 +555,10 @@ class Evaluator:
         clock), store the new states and queue notifications. Returns the transitions.
         A source or query that fails leaves the rules it feeds unknown (logged)."""
         now = time.time() if now is None else now
-        if self.source is not None and any(r.conditions for r in self.rules):
+        if self.source is not None and self._metrics:
             try:
-                self.history.add(now, self.source.samples())
+                samples = self.source.samples()
+                self.history.add(now, {k: v for k, v in samples.items() if k in self._metrics})
             except (PlaypulseError, OSError, ValueError) as exc:
                 log.warning("alert metrics unavailable this round: %s", exc)
         transitions = []
@@ -558,7 +570,7 @@ class Evaluator:
                         if self.runner is not None
                         else Judgement(None, None)
                     )
-                except (PlaypulseError, OSError) as exc:
+                except (PlaypulseError, OSError, ValueError) as exc:
                     log.warning("alert %s: query %s failed: %s", rule.name, rule.check.query, exc)
                     judged = Judgement(None, None)
             else:
@@ -639,6 +651,19 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
+def check_webhooks(urls: Sequence[str]) -> None:
+    """Raise :class:`~playpulse.errors.ConfigError` for a webhook URL that is not
+    ``http://`` or ``https://`` with a host (the message shows it without credentials)."""
+    for url in urls:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            shown = url if parsed is None else _safe_url(url)
+            raise ConfigError(f"alert webhook {shown!r} is not an http:// or https:// URL")
+
+
 def state_path(settings: Settings) -> Path:
     """``<data dir>/alerts.db``."""
     return settings.data_dir / STATE_FILE
@@ -693,6 +718,7 @@ def start_alerting(
     state file cannot be opened."""
     rules = active_rules(settings)
     check_queries(rules)
+    check_webhooks(settings.alert_webhooks)
     if source is None and app is not None:
         from playpulse.monitoring.metrics import add_pipeline_metrics
 
