@@ -577,6 +577,11 @@ class RecordingListener:
 
 #: Rebalances within this, heartbeats a sixth of it: short, for fast tests.
 SESSION_S = 2.0
+#: The session of the two members sharing the partitions. Longer than SESSION_S: on Kafka's
+#: mock cluster a rebalance waits session - 1 s for every member to rejoin and a member is
+#: dropped after a session without a heartbeat, so with 2 s a worker starved for about a
+#: second (a loaded CI machine) was dropped mid-test and the other member took its share.
+SHARED_SESSION_S = 6.0
 #: A guard against a group that never gets there (not a timing assertion: every loop
 #: ends as soon as its condition holds).
 GIVE_UP_S = 60.0
@@ -689,8 +694,8 @@ def test_two_members_share_the_partitions_and_read_every_record_once(stream):
 
     stream.append(values(0, 100))
     la, lb = RecordingListener(), RecordingListener()
-    a = stream.group_consumer("g", "a", la, session_timeout_s=SESSION_S)
-    b = stream.group_consumer("g", "b", lb, session_timeout_s=SESSION_S)
+    a = stream.group_consumer("g", "a", la, session_timeout_s=SHARED_SESSION_S)
+    b = stream.group_consumer("g", "b", lb, session_timeout_s=SHARED_SESSION_S)
     members = [(a, la), (b, lb)]
     everything = set(range(stream.num_partitions))
     try:
