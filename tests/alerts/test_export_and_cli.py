@@ -31,6 +31,7 @@ from playpulse.monitoring.export import (
     prometheus_rules,
 )
 from playpulse.monitoring.metrics import PIPELINE_METRICS, add_pipeline_metrics
+from playpulse.processor.metrics import ProcessorMetrics
 from playpulse.service import write_processor_status
 
 USER_RULES = """
@@ -58,7 +59,10 @@ def _exposed_names(settings: Settings) -> set[str]:
     # A real collector app's /metrics with the pipeline's metrics, after traffic.
     app = create_app(settings)
     add_pipeline_metrics(app, settings)
-    write_processor_status(settings, {"state": "running", "pid": os.getpid(), "restarts": 0})
+    measured = ProcessorMetrics()
+    measured.store_write.observe(0.01)
+    status = {"state": "running", "pid": os.getpid(), "restarts": 0}
+    write_processor_status(settings, {**status, "metrics": measured.as_json()})
     with TestClient(app) as client:
         client.post("/v1/events", content=b'[{"event_type": "nope"}]')
         text = client.get("/metrics").text

@@ -142,7 +142,7 @@ HEALTH_PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("sum by (status) (rate(playpulse_requests_total[5m]))", "{{status}}")],
     ),
     (
-        "Request and append latency (p99)",
+        "Request, append and store write latency (p99)",
         "s",
         [
             (
@@ -155,12 +155,24 @@ HEALTH_PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
                 "(rate(playpulse_stream_append_duration_seconds_bucket[5m])))",
                 "append p99",
             ),
+            (
+                "histogram_quantile(0.99, sum by (le) "
+                "(rate(playpulse_store_write_duration_seconds_bucket[5m])))",
+                "store write p99",
+            ),
         ],
     ),
     (
-        "Freshness (oldest acknowledged event not yet processed)",
+        "Freshness: acknowledged -> visible in the store",
         "s",
-        [("max(playpulse_freshness_seconds)", "freshness")],
+        [
+            (
+                "histogram_quantile(0.99, sum by (le) "
+                "(rate(playpulse_processing_freshness_seconds_bucket[5m])))",
+                "p99 per event",
+            ),
+            ("max(playpulse_freshness_seconds)", "oldest waiting now"),
+        ],
     ),
     (
         "Consumer lag per partition",

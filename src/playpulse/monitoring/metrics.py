@@ -19,7 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -53,6 +57,15 @@ PIPELINE_METRICS: dict[str, tuple[str, str]] = {
     "playpulse_processor_last_progress_timestamp_seconds": (
         "gauge",
         "Unix time of the member's last poll that committed a batch or found it caught up.",
+    ),
+    "playpulse_processing_freshness_seconds": (
+        "histogram",
+        "Seconds from an event's append to the stream to its batch's commit to the store "
+        "(visible to queries), per event.",
+    ),
+    "playpulse_store_write_duration_seconds": (
+        "histogram",
+        "Seconds of one store transaction of a processor batch.",
     ),
     "playpulse_events_kept_total": (
         "counter",
@@ -89,6 +102,8 @@ PIPELINE_METRICS: dict[str, tuple[str, str]] = {
 
 def _family(name: str, labels: list[str] | None = None) -> Any:
     kind, text = PIPELINE_METRICS[name]
+    if kind == "histogram":
+        return HistogramMetricFamily(name, text, labels=labels)
     if kind == "counter":
         return CounterMetricFamily(name.removesuffix("_total"), text, labels=labels)
     return GaugeMetricFamily(name, text, labels=labels)
@@ -122,13 +137,33 @@ def _pid_alive(pid: object) -> bool:
     return True
 
 
+def _buckets(value: object) -> tuple[list[tuple[str, float]], float] | None:
+    # A histogram of :meth:`playpulse.processor.metrics.Histogram.as_json` from a status
+    # file (another process wrote it): (cumulative buckets with +Inf, sum), or None.
+    if not isinstance(value, dict):
+        return None
+    bounds, counts, total = value.get("bounds"), value.get("counts"), value.get("sum")
+    if (
+        not isinstance(bounds, list)
+        or not isinstance(counts, list)
+        or len(counts) != len(bounds) + 1
+        or not isinstance(total, int | float)
+        or not all(isinstance(x, int | float) for x in [*bounds, *counts])
+    ):
+        return None
+    les = [f"{float(b):g}" for b in bounds] + ["+Inf"]
+    return [(le, float(n)) for le, n in zip(les, counts, strict=True)], float(total)
+
+
 class PipelineMetrics(Collector):
     """The processors', the store's, the lake's and the data dir's metrics, read at each
     scrape (names and help in :data:`PIPELINE_METRICS`; docs/monitoring.md lists them).
 
     - processors: from the status files of ``playpulse up``'s members (labelled
       ``member``): up (0 for ``processor-0`` before it reported), restarts, records
-      processed, last progress;
+      processed, last progress, and the histograms of freshness and store write latency
+      the member measured (:class:`playpulse.processor.metrics.ProcessorMetrics`, key
+      ``metrics`` of the status file; absent until a member reports them);
     - the store's running totals: events kept, duplicates dropped, late events;
     - ``playpulse_freshness_seconds``: now minus the append time of the oldest record
       the processors have not committed, over every partition (one read of one record
@@ -175,6 +210,13 @@ class PipelineMetrics(Collector):
         restarts = _family("playpulse_processor_restarts_total", ["member"])
         processed = _family("playpulse_processor_events_processed_total", ["member"])
         progress = _family("playpulse_processor_last_progress_timestamp_seconds", ["member"])
+        histograms = {
+            key: _family(name, ["member"])
+            for key, name in (
+                ("freshness", "playpulse_processing_freshness_seconds"),
+                ("store_write", "playpulse_store_write_duration_seconds"),
+            )
+        }
         for member in status_members(self.settings):
             status = read_processor_status(self.settings, member)
             name = f"processor-{member}"
@@ -188,7 +230,13 @@ class PipelineMetrics(Collector):
             at = _timestamp(status.get("progress_at"))
             if at is not None:
                 progress.add_metric([name], at)
-        yield from (up, restarts, processed, progress)
+            measured = status.get("metrics")
+            for key, family in histograms.items():
+                value = measured.get(key) if isinstance(measured, dict) else None
+                buckets = _buckets(value)
+                if buckets is not None:
+                    family.add_metric([name], buckets[0], buckets[1])
+        yield from (up, restarts, processed, progress, *histograms.values())
 
     def _totals(self) -> Iterator[Metric]:
         from playpulse.status import processing_totals

@@ -48,6 +48,7 @@ from playpulse.events.model import PlaybackEvent
 from playpulse.lake.schema import events_table
 from playpulse.lake.writer import OffsetRange
 from playpulse.processor import state as pstate
+from playpulse.processor.metrics import ProcessorMetrics
 from playpulse.processor.plays import PlayBuilder
 from playpulse.processor.sessions import Session
 from playpulse.processor.step import (
@@ -230,6 +231,8 @@ class Processor:
         # that can no longer change.
         self._finalized_day: dict[int, int] = {}
         self._started = False
+        #: Freshness and store write latency of this processor's commits (#15).
+        self.metrics = ProcessorMetrics()
 
     def _new_consumer(self) -> GroupConsumer:
         opts = self.options
@@ -409,7 +412,9 @@ class Processor:
             for path in written:  # another member owns them now: it writes them again
                 path.unlink(missing_ok=True)
             return self._lost(partitions)
+        write_started = time.perf_counter()
         self.store.apply(work.batch)
+        self.metrics.committed(batches, time.perf_counter() - write_started)
         if work.newest_received is not None:
             self._expire_dedup_keys(work.newest_received)
         for batch in batches:
