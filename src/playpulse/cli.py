@@ -21,9 +21,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.monitoring.cli import monitoring_app
+from playpulse.privacy.cli import privacy_app
+from playpulse.projects.cli import projects_app
 
 app = typer.Typer(
     name="playpulse",
@@ -34,6 +38,10 @@ app = typer.Typer(
 quarantine_app = typer.Typer(help="Inspect and replay rejected events.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(aws_app, name="aws")
+app.add_typer(projects_app, name="projects")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(monitoring_app, name="monitoring")
 
 
 class _Out:
