@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -222,3 +223,15 @@ def test_plays_dropped_week_over_week_from_the_catalog(tmp_path: Path, receiver:
     assert states[2].value is not None
     assert states[2].value >= 1.0
     assert receiver.events() == [(rule.name, "firing"), (rule.name, "resolved")]
+
+
+def test_scrape_source_reads_a_real_collector_over_http(tmp_path: Path) -> None:
+    from playpulse.alerts import ScrapeSource
+    from playpulse.errors import PlaypulseError
+    from playpulse.testing import playpulse_server
+
+    with playpulse_server("collect", tmp_path / "data", tmp_path / "log") as (url, _):
+        samples = ScrapeSource(f"{url}/metrics").samples()
+    assert samples["playpulse_events_accepted_total"] == [({}, 0.0)]
+    with pytest.raises(PlaypulseError, match="cannot scrape"):
+        ScrapeSource(f"{url}/metrics", timeout_s=1.0).samples()

@@ -21,6 +21,7 @@ from playpulse.alerts.samples import (
     ExpositionSource,
     History,
     MetricSource,
+    ScrapeSource,
     StaticSource,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "History",
     "MetricSource",
     "Rule",
+    "ScrapeSource",
     "StaticSource",
     "active_rules",
     "builtin_rules",

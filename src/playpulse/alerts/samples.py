@@ -4,7 +4,8 @@ A :class:`MetricSource` returns the current samples (``{metric name: [(labels,
 value), ...]}``, names as Prometheus exposes them: counters with ``_total``, histograms
 as ``_bucket``/``_sum``/``_count``). Inside ``playpulse up`` the source is the app's own
 ``/metrics`` exposition (:class:`AppSource`: the collector's registry and the pipeline's
-metrics, in-process, no HTTP); :class:`ExpositionSource` parses any exposition text;
+metrics, in-process, no HTTP); :class:`ExpositionSource` parses any exposition text,
+:class:`ScrapeSource` fetches one over HTTP;
 :class:`StaticSource` holds values a caller sets (tests, scripts).
 
 :class:`History` keeps the samples of the last minutes and answers a rule's selectors
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from playpulse.alerts.rules import Selector
+from playpulse.errors import PlaypulseError
 
 #: ``{metric name: [(labels, value), ...]}``.
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -68,6 +70,28 @@ class AppSource(ExpositionSource):
     def __init__(self, app: Any) -> None:
         metrics = app.state.collector.metrics
         super().__init__(metrics.exposition)
+
+
+class ScrapeSource(ExpositionSource):
+    """A scrape of ``url`` (a ``/metrics`` over HTTP), for an evaluator outside the
+    collector's process (``playpulse up --workers N``: any worker's ``/metrics`` sums
+    the counters over all). A failed scrape raises :class:`~playpulse.errors.
+    PlaypulseError` (the evaluator skips the metric rules that round)."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        super().__init__(self._get)
+
+    def _get(self) -> bytes:
+        import httpx
+
+        try:
+            response = httpx.get(self.url, timeout=self.timeout_s)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise PlaypulseError(f"cannot scrape {self.url}: {exc}") from None
+        return response.content
 
 
 class StaticSource:
