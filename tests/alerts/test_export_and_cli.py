@@ -221,6 +221,8 @@ def test_alert_for_s_tunes_builtin_rules_only(tmp_path: Path) -> None:
 
 def test_start_alerting_and_the_alerts_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(data_dir=tmp_path, alert_interval_s=0.05)
+    # The processor of an earlier run failed; none runs now.
+    write_processor_status(settings, {"state": "failed", "pid": os.getpid(), "restarts": 3})
     app = create_app(settings)
     with TestClient(app):
         manager = start_alerting(settings, app)
@@ -233,7 +235,7 @@ def test_start_alerting_and_the_alerts_cli(tmp_path: Path, monkeypatch: pytest.M
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.output)
     assert {r["name"] for r in rows} == {r.name for r in active_rules(settings)}
-    # No processor runs on this data dir: that one is pending, the rest inactive.
+    # No processor runs on this data dir: that one is pending.
     states = {r["name"]: r["state"] for r in rows}
     assert states["PlaypulseProcessorDown"] == "pending"
     firing_now = runner.invoke(alerts_app, ["list"])

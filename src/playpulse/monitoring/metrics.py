@@ -160,7 +160,7 @@ class PipelineMetrics(Collector):
     scrape (names and help in :data:`PIPELINE_METRICS`; docs/monitoring.md lists them).
 
     - processors: from the status files of ``playpulse up``'s members (labelled
-      ``member``): up (0 for ``processor-0`` before it reported), restarts, records
+      ``member``): up (no series before a processor reported), restarts, records
       processed, last progress, and the histograms of freshness and store write latency
       the member measured (:class:`playpulse.processor.metrics.ProcessorMetrics`, key
       ``metrics`` of the status file; absent until a member reports them);
@@ -220,8 +220,7 @@ class PipelineMetrics(Collector):
         for member in status_members(self.settings):
             status = read_processor_status(self.settings, member)
             name = f"processor-{member}"
-            if status is None:  # member 0 has not reported (yet): not up
-                up.add_metric([name], 0.0)
+            if status is None:  # no processor has reported here: no series (unknown)
                 continue
             running = status.get("state") in ("running", "reprocessing", "starting")
             up.add_metric([name], 1.0 if running and _pid_alive(status.get("pid")) else 0.0)
