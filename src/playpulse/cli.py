@@ -720,24 +720,53 @@ def queries() -> None:
     out.print(view)
 
 
+#: Why ``playpulse sql`` refused a statement, after DuckDB's own message.
+_SANDBOX_HINT = (
+    "playpulse sql has no file or network access and its settings are locked; "
+    "--allow-files gives it file access"
+)
+
+
 @app.command()
 def sql(
     statement: Annotated[str, typer.Argument(help="SQL over the views events, plays, sessions.")],
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    allow_files: Annotated[
+        bool,
+        typer.Option(
+            "--allow-files",
+            help="Let the SQL read and write files and reach the network as you "
+            "(read_csv, COPY ... TO, ATTACH, INSTALL/LOAD, EXPORT DATABASE, SET): off by "
+            "default.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Run ad hoc SQL (DuckDB) over the views events, plays and sessions."""
+    """Run ad hoc SQL (DuckDB) over the views events, plays, segments, sessions and
+    shop_events.
+
+    Sandboxed by default: the SQL reads only those views; reading or writing a file
+    (read_csv('/etc/passwd'), COPY ... TO, ATTACH, EXPORT DATABASE), loading an
+    extension, reaching the network and SET are refused (DuckDB's
+    enable_external_access = false, configuration locked). --allow-files lifts that: the
+    SQL can then read and write any file you can, the data dir's lake included."""
     import duckdb
 
     from playpulse.query.engine import connect
 
     _check_format(fmt, ("table", "json", "csv"))
-    con = connect(_settings(data_dir))
+    con = connect(_settings(data_dir), sandbox=not allow_files)
     try:
         relation = con.sql(statement)
         table = pa.table({}) if relation is None else relation.to_arrow_table()
     except duckdb.Error as exc:
-        raise ConfigError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        locked = isinstance(exc, duckdb.PermissionException) or (
+            "configuration has been locked" in first
+        )
+        if locked and not allow_files:
+            raise ConfigError(f"SQL refused: {first} ({_SANDBOX_HINT})") from None
+        raise ConfigError(f"SQL failed: {first}") from None
     finally:
         con.close()
     _print_table(table, fmt)

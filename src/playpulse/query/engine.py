@@ -214,6 +214,9 @@ class LakeCache:
         self._lake: LakeWriter | None = None
         # S3: the events view's files as a pyarrow dataset (None: none, or a local lake).
         self._events: pads.Dataset | None = None
+        # The events view's local files (what a sandbox reads through pyarrow instead).
+        self._event_files: list[str] = []
+        self._sandboxed = False
         for name, schema in (
             ("plays", PLAYS_SCHEMA),
             ("sessions", SESSIONS_SCHEMA),
@@ -241,8 +244,11 @@ class LakeCache:
 
     def refresh(self) -> None:
         """Load the lake files that are new or changed; drop rows of files now gone;
-        reload the open plays and sessions when the store changed."""
+        reload the open plays and sessions when the store changed. Does nothing once
+        :meth:`sandbox` was called (the tables stay as they were then)."""
         with self._lock:
+            if self._sandboxed:
+                return
             if self._lake is None:
                 self._lake = open_existing_lake(self.settings)
             if self._lake is not None:
@@ -351,6 +357,7 @@ class LakeCache:
                 kept.append(f)
         source = "no_events"
         self._events = None
+        self._event_files = kept if lake.is_local else []
         if kept and not lake.is_local:
             self._events = _events_dataset(lake, [Path(f) for f in kept])
             self.db.register(_EVENTS_DATASET, self._events)
@@ -432,6 +439,33 @@ class LakeCache:
             raise
         finally:
             con.close()
+
+    def sandbox(self) -> None:
+        """Take away the database's file and network access, for ad hoc SQL
+        (``playpulse sql``): DuckDB's ``enable_external_access = false``, then
+        ``lock_configuration = true`` so no statement can ``SET`` it back (nor set
+        anything else). From then on ``read_csv``/``read_parquet`` of a path,
+        ``COPY ... TO``/``FROM``, ``ATTACH`` of a file, ``INSTALL``/``LOAD`` and
+        ``EXPORT DATABASE`` raise :class:`duckdb.PermissionException`, and ``SET``
+        raises :class:`duckdb.InvalidInputException`.
+
+        Every view keeps answering: plays, segments, sessions and shop events are
+        in-memory tables; ``events``, which DuckDB read from the lake's Parquet files,
+        becomes a pyarrow dataset over the same files (read by pyarrow, the only files
+        it reaches). The data is a snapshot: :meth:`refresh` does nothing afterwards.
+        Idempotent; refreshes first if the cache was never refreshed."""
+        if self._lake is None:
+            self.refresh()
+        with self._lock:
+            if self._sandboxed:
+                return
+            if self._events is None and self._event_files:
+                self._events = _events_dataset_local([Path(f) for f in self._event_files])
+                self.db.register(_EVENTS_DATASET, self._events)
+                self.db.execute(f"CREATE OR REPLACE VIEW events AS SELECT * FROM {_EVENTS_DATASET}")
+            self.db.execute("SET enable_external_access = false")
+            self.db.execute("SET lock_configuration = true")
+            self._sandboxed = True
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """Refresh, then a new connection (cursor) to the database; close it when done."""
@@ -545,6 +579,13 @@ def _events_dataset(lake: LakeWriter, paths: list[Path]) -> pads.Dataset:
     )
 
 
+def _events_dataset_local(paths: list[Path]) -> pads.Dataset:
+    """The local ``events`` files ``paths`` as one pyarrow dataset with
+    :data:`EVENTS_SCHEMA` (what :meth:`LakeCache.sandbox` hands DuckDB instead of
+    ``read_parquet``)."""
+    return pads.dataset([str(p) for p in paths], schema=EVENTS_SCHEMA, format="parquet")
+
+
 def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
     """The plays and sessions the real-time store holds open, as lake-shaped tables."""
     plays: list[dict[str, object]] = []
@@ -582,6 +623,7 @@ def connect(
     since: date | None = None,
     until: date | None = None,
     shared: bool = False,
+    sandbox: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views of the module docstring.
 
@@ -591,10 +633,18 @@ def connect(
     as the connection (for notebooks and ``playpulse sql``). Works on an empty or
     missing data dir (the views are then empty) and writes nothing, except that it
     moves an unreadable lake file aside (see the module docstring).
+
+    ``sandbox`` (not with ``shared``): without file or network access and with its
+    configuration locked, for SQL a user types (:meth:`LakeCache.sandbox`; what
+    ``playpulse sql`` uses unless ``--allow-files``).
     """
     settings = settings or Settings()
     if shared:
+        if sandbox:
+            raise ValueError("connect: a shared connection cannot be sandboxed")
         return shared_cache(settings).connection()
     cache = LakeCache(settings, since=since, until=until)
     cache.refresh()
+    if sandbox:
+        cache.sandbox()
     return cache.db
