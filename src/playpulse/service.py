@@ -152,12 +152,18 @@ def ensure_processed(
 
 
 def apply_backfills(settings: Settings, processor: Processor) -> bool:
-    """If backfills are pending or a reprocess was interrupted, run
-    :func:`~playpulse.processor.backfill.reprocess` and start ``processor`` again from
+    """If erasures are requested (:func:`playpulse.privacy.erase.apply_pending_erasures`),
+    backfills are pending or a reprocess was interrupted, run them (erasures first) and
+    :func:`~playpulse.processor.backfill.reprocess`, and start ``processor`` again from
     the recomputed store; returns whether it did. Call it holding the processor lock,
     from the processor's thread, between batches."""
     if not reprocess_needed(settings):
         return False
+    from playpulse.privacy.erase import apply_pending_erasures
+
+    # Erasures (`playpulse privacy delete`) recompute the store themselves.
+    if apply_pending_erasures(settings, processor) and not reprocess_needed(settings):
+        return True
     result = reprocess(settings, processor.options)
     processor.reset()
     log.info(
@@ -420,6 +426,8 @@ class _StatusReporter:
             self.status["state"] = "running"
             offsets = processor.store.offsets(processor.options.consumer)
             self.status["offsets"] = {str(p): o for p, o in sorted(offsets.items())}
+            # Freshness and store-write histograms, for /metrics (monitoring.metrics).
+            self.status["metrics"] = processor.metrics.as_json()
             self.write()
 
     def reprocessing(self) -> None:
@@ -1041,6 +1049,7 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
     The lifespan takes the data dir's processor lock unless ``lock_held`` (the caller
     holds it, as ``playpulse up`` does to report a taken lock before the server starts);
     it raises :class:`~playpulse.errors.ConfigError` when another process holds it."""
+    from playpulse.alerts import start_alerting
     from playpulse.api import mount_read_api
     from playpulse.dashboard import mount_dashboard
 
@@ -1059,9 +1068,12 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
             application.state.processor = worker
             async with inner(application):
                 worker.start()
+                # Alert rules evaluated on a thread, notifying the webhooks (#15).
+                alerts = start_alerting(settings, application)
                 try:
                     yield
                 finally:
+                    alerts.stop()
                     worker.stop()
 
     app.router.lifespan_context = lifespan
