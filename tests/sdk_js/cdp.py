@@ -121,17 +121,21 @@ class Browser:
         """Make a tab the active one of its window (the others become hidden)."""
         self.call("Target.activateTarget", {"targetId": target_id})
 
-    def page(self, target_id: str) -> Page:
-        """Attach to a target; returns its :class:`Page` (Page and Runtime enabled)."""
+    def attach(self, target_id: str, domains: Sequence[str] = ("Runtime",)) -> Page:
+        """Attach to any target (a tab, a service worker) and enable ``domains``."""
         session = str(
             self.call("Target.attachToTarget", {"targetId": target_id, "flatten": True})[
                 "sessionId"
             ]
         )
         page = Page(self, target_id, session)
-        page.call("Page.enable")
-        page.call("Runtime.enable")
+        for domain in domains:
+            page.call(f"{domain}.enable")
         return page
+
+    def page(self, target_id: str) -> Page:
+        """Attach to a tab; returns its :class:`Page` (Page and Runtime enabled)."""
+        return self.attach(target_id, ("Page", "Runtime"))
 
 
 class Page:

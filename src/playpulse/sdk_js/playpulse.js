@@ -71,9 +71,17 @@
     } catch (ignored) {
       // fall through
     }
+    // crypto.randomUUID exists only in secure contexts (https, localhost);
+    // getRandomValues everywhere. Math.random is the last resort.
+    var bytes = [];
+    try {
+      bytes = Array.prototype.slice.call(win.crypto.getRandomValues(new Uint8Array(16)));
+    } catch (ignored) {
+      for (var b = 0; b < 16; b++) bytes.push(Math.floor(Math.random() * 256));
+    }
     var hex = "";
-    for (var i = 0; i < 32; i++) {
-      hex += Math.floor(Math.random() * 16).toString(16);
+    for (var i = 0; i < 16; i++) {
+      hex += (bytes[i] < 16 ? "0" : "") + bytes[i].toString(16);
     }
     return (
       hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-4" + hex.slice(13, 16) + "-a" +
@@ -593,6 +601,10 @@
       playbackId: function () {
         return tracker.playbackId;
       },
+      /** Corrects the metadata of the open play (a title that loaded late). */
+      describe: safe(function (meta) {
+        tracker.meta = meta || {};
+      }),
       /** New metadata: ends the open play ("next") and starts another if playing. */
       update: safe(function (meta) {
         tracker.update(meta);
