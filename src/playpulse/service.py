@@ -1049,7 +1049,7 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
     The lifespan takes the data dir's processor lock unless ``lock_held`` (the caller
     holds it, as ``playpulse up`` does to report a taken lock before the server starts);
     it raises :class:`~playpulse.errors.ConfigError` when another process holds it."""
-    from playpulse.alerts import start_alerting
+    from playpulse.alerts import firing_alerts, start_alerting
     from playpulse.api import mount_read_api
     from playpulse.dashboard import mount_dashboard
 
@@ -1057,6 +1057,7 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
     app.title = "playpulse"
     mount_dashboard(app, mount_read_api(app, settings))
     add_service_checks(app, settings)
+    app.state.firing_alerts = lambda: firing_alerts(settings)
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

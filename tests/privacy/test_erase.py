@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from playpulse.config import Settings
@@ -252,34 +251,39 @@ def test_suppressed_user_is_refused_later(tmp_path: Path) -> None:
     assert files_holding(data.data_dir, user.encode()) == []
 
 
-def test_refused_while_a_processor_holds_the_lock(tmp_path: Path) -> None:
-    """`playpulse up` (here: a process holding the processor lock) runs: refused, with
-    what to do."""
-    from playpulse.errors import ConfigError
-    from playpulse.privacy.erase import erase_user
-    from playpulse.service import processor_lock
+def test_a_running_processor_applies_the_erasure(tmp_path: Path) -> None:
+    """With a processor running on the data dir (as in ``playpulse up``), ``privacy
+    delete`` hands the erasure to it, as imports and ``reprocess`` do, and prints its
+    receipt; the processor goes on from the recomputed store (later events counted as
+    in a fresh run)."""
+    from playpulse.privacy.erase import pending_erasures
+    from playpulse.service import ProcessorThread, open_processor, processor_lock
 
-    data = fresh(tmp_path, "data", [simulated(seed=10, events=100)])
-    import multiprocessing
-
-    ready = multiprocessing.get_context("fork").Event()
-    done = multiprocessing.get_context("fork").Event()
-
-    def hold() -> None:
-        with processor_lock(data) as mine:
-            assert mine
-            ready.set()
-            done.wait(30)
-
-    holder = multiprocessing.get_context("fork").Process(target=hold)
-    holder.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(ConfigError, match="another processor runs"):
-            erase_user(data, "user-0000001")
-    finally:
-        done.set()
-        holder.join(30)
+    records = simulated(seed=10, events=900)
+    user = busiest_user(records)
+    others = [r for r in records if r[0] != user]
+    data = Settings(data_dir=tmp_path / "data")
+    append(data, records[:600])
+    with processor_lock(data) as mine:
+        assert mine
+        worker = ProcessorThread(open_processor(data), data)
+        worker.start()
+        try:
+            append(data, records[600:])
+            ensure_processed(data)
+            receipt = delete(data, user)
+            assert pending_erasures(data) == []
+            later = [r for r in simulated(seed=12, events=300) if r[0] != user]
+            append(data, later)
+            ensure_processed(data)
+            want = fresh(tmp_path, "without", [others, later])
+            assert_same_answers(catalog_answers(data), catalog_answers(want))
+        finally:
+            worker.stop()
+    assert worker.error is None
+    assert receipt["places"]["stream"]["records_removed"] == len(records) - len(others)
+    assert receipt["verification"]["lake_rows_holding_the_id"] == 0
+    assert files_holding(data.data_dir, user.encode()) == []
 
 
 def test_erasure_in_one_project_leaves_the_others(tmp_path: Path) -> None:

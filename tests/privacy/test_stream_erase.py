@@ -25,9 +25,10 @@ def test_erased_records_leave_gaps_that_reads_step_over(tmp_path: Path) -> None:
         assert [(r.offset, r.value) for r in kept] == [(1, b"bo-1"), (3, b"bo-3"), (6, b"bo-6")]
         assert [r.offset for r in stream.read(0, 2, 10)] == [3, 6]  # from inside a gap
         assert [r.offset for r in stream.read(0, 4, 10)] == [6]  # a batch wholly erased
-        assert stream.read(0, 7, 10) == []  # the last offset, erased
-        assert stream.partitions()[0].end_offset == 8  # offsets are never reused
-        assert stream.append([("bo", b"bo-8")])[0].offset == 8
+        assert stream.read(0, 7, 10) == []
+        # The erased last record was read by nobody: its offset is given back.
+        assert stream.partitions()[0].end_offset == 7
+        assert stream.append([("bo", b"bo-7")])[0].offset == 7
         assert 0 < stream.stored_bytes() < before
         assert stream.erase(lambda key, value: key == "ana") == 0
         # Retention still deletes whole (now split) batches by age.
@@ -37,3 +38,21 @@ def test_erased_records_leave_gaps_that_reads_step_over(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("VACUUM")
     assert b"ana-" not in path.read_bytes()
+
+
+def test_offsets_a_consumer_reached_are_never_given_back(tmp_path: Path) -> None:
+    """An erased tail stays counted when a group committed past it (here, or in the
+    processor's store: ``floor``), so nobody's position is beyond the end."""
+    stream = SQLiteStream(tmp_path / "stream.db", num_partitions=2)
+    try:
+        stream.append([("ana", b"a-0"), ("ana", b"a-1")])
+        ana = stream.partition_for("ana")
+        stream.commit("readers", ana, 1)
+        assert stream.erase(lambda key, value: True) == 2
+        assert stream.partitions()[ana].end_offset == 1
+        stream.append([("ana", b"a-2"), ("ana", b"a-3")])
+        assert stream.erase(lambda key, value: True, floor={ana: 3}) == 2
+        assert stream.partitions()[ana].end_offset == 3
+        assert stream.read(ana, 3, 10) == []
+    finally:
+        stream.close()

@@ -1,15 +1,21 @@
 """``playpulse privacy delete --user ID``: erase one person from a data dir, with a receipt.
 
 The erasure runs holding the data dir's processor lock (:func:`playpulse.service.
-processor_lock`), the one a ``playpulse up``, ``process``, ``import`` or ``reprocess``
-holds: it waits for none of them and refuses (:class:`~playpulse.errors.ConfigError`)
-while one runs, so nothing writes the person's data again meanwhile. Then, in order:
+processor_lock`), as imports and ``playpulse reprocess`` do, so nothing writes the
+person's data again meanwhile: here when no processor runs on the data dir; otherwise
+(``playpulse up``) handed to the running processor as a request file in the backfill
+folder, which it applies between batches, in the same turn as pending imports and
+reprocess requests (:func:`apply_pending_erasures` from
+:func:`playpulse.service.apply_backfills`; in a processor group, member 0 under the group
+lock held exclusively, the others start again from the store afterwards). Then, in
+order:
 
 1. pending backfills and the stream's unprocessed records are processed
-   (:func:`~playpulse.service.apply_backfills`, :meth:`Processor.process_available`), so
-   every event of the person is in the lake and every consumer has committed past it;
-2. the stream: their records are deleted (:meth:`SQLiteStream.erase`, other records keep
-   their offsets);
+   (:func:`~playpulse.processor.backfill.reprocess`, :meth:`Processor.process_available`),
+   so every event of the person is in the lake;
+2. the stream: their records are deleted (:meth:`SQLiteStream.erase`: other records keep
+   their offsets; records of theirs not processed yet, of another group member's
+   partitions or arrived meanwhile, go too);
 3. the lake: every data file of ``events``, ``plays`` and ``sessions`` holding a row of
    theirs (``user_id`` or ``anonymous_id``) is rewritten without it under the same name
    (:meth:`LakeWriter.rewrite`), and files set aside as corrupt that hold their id are
@@ -22,8 +28,8 @@ while one runs, so nothing writes the person's data again meanwhile. Then, in or
    import registry (``imports.db``): rows of their id;
 6. every SQLite file touched is VACUUMed with ``secure_delete`` on and its write-ahead
    log checkpointed and truncated, so no page, free or in the log, keeps the bytes;
-7. the data dir is searched byte by byte for the id (clear and pseudonymised) and the
-   result goes into the receipt.
+7. the data dir is searched byte by byte for the id (clear and pseudonymised) and every
+   lake file read back for their rows; the result goes into the receipt.
 
 A person is matched by every id the data dir may hold them under
 (:func:`~playpulse.privacy.pseudonym.identities`): the id given, and its ``u_`` / ``a_``
@@ -40,14 +46,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +76,11 @@ from playpulse.privacy.pseudonym import (
     suppress,
 )
 from playpulse.processor.step import dedup_key
+
+if TYPE_CHECKING:
+    from playpulse.processor.pipeline import Processor
+
+log = logging.getLogger("playpulse.privacy")
 
 #: Receipts' folder in the privacy folder.
 RECEIPTS_DIR = "receipts"
@@ -223,10 +236,21 @@ def _holds(path: Path, forms: list[bytes]) -> bool:
     return False
 
 
-def search_data_dir(settings: Settings, forms: list[bytes]) -> tuple[int, list[str]]:
-    """Search every file of the data dir (other projects' data dirs left out) for the
-    byte strings ``forms``; returns (files searched, paths relative to the data dir of
-    those holding one)."""
+def _lake_rows_left(lake: LakeWriter, ids: set[str]) -> int:
+    """Rows of the person in every data file of the lake (0 after an erasure)."""
+    left = 0
+    for table in SCHEMAS:
+        for path in lake.data_files(table):
+            left += int(pc.sum(_person_rows(pq.read_table(path), ids)).as_py() or 0)
+    return left
+
+
+def search_data_dir(
+    settings: Settings, forms: list[bytes], *, skip: Path | None = None
+) -> tuple[int, list[str]]:
+    """Search every file of the data dir (other projects' data dirs, and ``skip``, left
+    out) for the byte strings ``forms``; returns (files searched, paths relative to the
+    data dir of those holding one)."""
     searched = 0
     hits = []
     root = settings.data_dir
@@ -235,7 +259,7 @@ def search_data_dir(settings: Settings, forms: list[bytes]) -> tuple[int, list[s
             subfolders[:] = [s for s in subfolders if s not in _NOT_SEARCHED]
         for name in names:
             path = Path(folder) / name
-            if not path.is_file():
+            if not path.is_file() or path == skip:
                 continue
             searched += 1
             if _holds(path, forms):
@@ -317,6 +341,7 @@ def erase_user(
     *,
     suppress_later: bool = False,
     project: str | None = None,
+    timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """Erase person ``user_id`` from the data dir of ``settings`` (see the module
     docstring) and return the receipt (also written to the privacy folder; its
@@ -324,41 +349,143 @@ def erase_user(
     collector refuses their later events. ``project`` is only recorded in the receipt
     (``settings`` are the project's already).
 
+    When no processor runs on the data dir, the erasure runs here, holding the processor
+    lock. Otherwise (``playpulse up``) it is handed to the running processor as a
+    request file (``backfill/erase-<random>.json``, mode 0600, holding the id until it
+    is applied), the way imports and ``playpulse reprocess`` are: the processor applies
+    it between batches (:func:`apply_pending_erasures`, from
+    :func:`playpulse.service.apply_backfills`) and this waits for its receipt.
+
     Needs the embedded stream and store (SQLite files) and a local lake; raises
-    :class:`~playpulse.errors.ConfigError` otherwise, for an empty id, and when another
-    process holds the processor lock (``playpulse up`` runs: stop it, erase, start it
-    again); :class:`~playpulse.errors.PlaypulseError` subclasses for stream, store, lake
-    and quarantine failures (an interrupted erasure is safe to run again).
+    :class:`~playpulse.errors.ConfigError` otherwise and for an empty id;
+    :class:`~playpulse.errors.PlaypulseError` when the running processor does not apply
+    it within ``timeout_s`` (the request stays: it is applied when the processor gets to
+    it); other :class:`~playpulse.errors.PlaypulseError` subclasses for stream, store,
+    lake and quarantine failures (an interrupted erasure is safe to run again).
     """
-    from playpulse.service import lock_taken_error, processor_lock
+    from playpulse.errors import PlaypulseError
+    from playpulse.service import processor_lock, processor_problem
 
     if not user_id:
         raise ConfigError("privacy delete: --user must name an id")
-    stream_path = settings.stream_path  # ConfigError for Kafka / Kinesis
-    settings.store_path  # noqa: B018 - ConfigError for DynamoDB
-    settings.lake_path  # noqa: B018 - ConfigError for S3
+    _check_embedded(settings)
     if not settings.data_dir.is_dir():
         raise ConfigError(f"privacy delete: the data dir {settings.data_dir} does not exist")
     with processor_lock(settings) as mine:
-        if not mine:
-            raise lock_taken_error(settings)
-        return _erase(settings, user_id, stream_path, suppress_later, project)
+        if mine:
+            return _erase(settings, user_id, suppress_later, project, processor=None)
+    request = request_erasure(settings, user_id, suppress_later=suppress_later, project=project)
+    done = request.with_suffix(".done")
+    deadline = time.monotonic() + timeout_s
+    while not done.exists():
+        if time.monotonic() > deadline:
+            problem = processor_problem(settings)
+            raise PlaypulseError(
+                f"the processor running on {settings.data_dir} did not apply the erasure "
+                f"within {timeout_s:.0f} s ({problem or 'it is running'}); it stays requested "
+                f"in {request} and is applied when the processor gets to it"
+            )
+        time.sleep(0.05)
+    receipt_path = Path(done.read_text(encoding="utf-8").strip())
+    done.unlink(missing_ok=True)
+    receipt: dict[str, Any] = json.loads(receipt_path.read_text(encoding="utf-8"))
+    return receipt
+
+
+def _check_embedded(settings: Settings) -> Path:
+    """The stream's SQLite file; raises :class:`~playpulse.errors.ConfigError` unless the
+    stream and the store are SQLite files and the lake a local folder."""
+    stream_path = settings.stream_path  # ConfigError for Kafka / Kinesis
+    settings.store_path  # noqa: B018 - ConfigError for DynamoDB
+    settings.lake_path  # noqa: B018 - ConfigError for S3
+    return stream_path
+
+
+#: Erasure requests for a running processor, in the backfill folder.
+_REQUEST_GLOB = "erase-*.json"
+
+
+def request_erasure(
+    settings: Settings, user_id: str, *, suppress_later: bool = False, project: str | None = None
+) -> Path:
+    """Ask the processor running on the data dir to erase ``user_id`` (see
+    :func:`erase_user`): write the request file (mode 0600) and return its path; its
+    receipt's path is written to the same name with ``.done`` when it is applied."""
+    from playpulse.processor.backfill import backfill_dir
+
+    folder = backfill_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"erase-{uuid.uuid4().hex}.json"
+    tmp = folder / f".{path.name}.tmp"
+    body = {"user_id": user_id, "suppress": suppress_later, "project": project}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(body, f)
+    os.replace(tmp, path)
+    return path
+
+
+def pending_erasures(settings: Settings) -> list[Path]:
+    """The erasure requests waiting in the data dir, oldest first."""
+    from playpulse.processor.backfill import backfill_dir
+
+    folder = backfill_dir(settings)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(_REQUEST_GLOB), key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def apply_pending_erasures(settings: Settings, processor: Processor) -> bool:
+    """Apply every pending erasure request (:func:`request_erasure`) with ``processor``,
+    the data dir's processor (its lock held, between batches; restarted from the
+    recomputed store afterwards); returns whether there were any. For
+    :func:`playpulse.service.apply_backfills`."""
+    requests = pending_erasures(settings)
+    for path in requests:
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            log.error("erasure request %s is not JSON: left aside as .bad", path)
+            os.replace(path, path.with_suffix(".bad"))
+            continue
+        receipt = _erase(
+            settings,
+            str(body["user_id"]),
+            bool(body.get("suppress")),
+            body.get("project"),
+            processor=processor,
+            request=path,
+        )
+        done = path.with_suffix(".done")
+        fd = os.open(done, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(receipt["path"] + "\n")
+        path.unlink(missing_ok=True)
+    return bool(requests)
 
 
 def _erase(
     settings: Settings,
     user_id: str,
-    stream_path: Path,
     suppress_later: bool,
     project: str | None,
+    *,
+    processor: Processor | None,
+    request: Path | None = None,
 ) -> dict[str, Any]:
-    """:func:`erase_user`, holding the processor lock."""
-    from playpulse.processor.backfill import reprocess
+    """:func:`erase_user`, holding the processor lock: with the running ``processor``
+    (between its batches), else with one of its own. ``request``: the request file being
+    applied (left out of the byte search; deleted after)."""
+    from playpulse.processor.backfill import pending_backfills, reprocess
     from playpulse.quarantine.store import open_quarantine
-    from playpulse.service import apply_backfills, close_processor, open_processor
+    from playpulse.service import close_processor, open_processor
+    from playpulse.store.factory import open_store
     from playpulse.stream.factory import open_stream
     from playpulse.stream.sqlite import SQLiteStream
 
+    stream_path = _check_embedded(settings)
     started = datetime.now(UTC)
     clock = time.monotonic()
     ids = identities(settings, user_id)
@@ -368,35 +495,46 @@ def _erase(
     subject = subject_hash(secret, user_id)
     found = _Found()
     places: dict[str, Any] = {}
-
-    # 1. Everything of theirs into the lake, every consumer past their records.
-    processor = open_processor(settings)
+    own = processor is None
+    worker = open_processor(settings) if processor is None else processor
     try:
-        backfilled = apply_backfills(settings, processor)
-        processed = processor.process_available()
+        # 1. Everything of theirs into the lake, the processor past their records.
+        backfilled = bool(pending_backfills(settings))
+        if backfilled:
+            reprocess(settings, worker.options)
+            worker.reset()
+        processed = worker.process_available()
+        committed = {}
+        store = open_store(settings)
+        try:
+            committed = store.offsets(worker.options.consumer)
+        finally:
+            store.close()
+        open_plays, open_sessions = _open_counts(settings, ids)
+
+        # 2. The stream.
+        stream = open_stream(settings)
+        try:
+            if not isinstance(stream, SQLiteStream):
+                raise ConfigError("privacy delete needs the embedded SQLite stream")
+            records = stream.erase(_matcher(ids, found), floor=committed)
+        finally:
+            stream.close()
+        places["stream"] = {"records_removed": records, **scrub_sqlite(stream_path)}
+
+        # 3. The lake's files.
+        lake = open_lake(settings)
+        if not lake.is_local:
+            raise ConfigError("privacy delete needs a local lake")
+        hashes_before = _lake_hashes(lake)
+        lake_place = _erase_lake(lake, ids, found, forms)
+
+        # 4. Derived tables and the store, recomputed from the cleaned lake.
+        result = reprocess(settings, worker.options)
+        worker.reset()
     finally:
-        close_processor(processor)
-    open_plays, open_sessions = _open_counts(settings, ids)
-
-    # 2. The stream.
-    stream = open_stream(settings)
-    try:
-        if not isinstance(stream, SQLiteStream):
-            raise ConfigError("privacy delete needs the embedded SQLite stream")
-        records = stream.erase(_matcher(ids, found))
-    finally:
-        stream.close()
-    places["stream"] = {"records_removed": records, **scrub_sqlite(stream_path)}
-
-    # 3. The lake's files.
-    lake = open_lake(settings)
-    if not lake.is_local:
-        raise ConfigError("privacy delete needs a local lake")
-    hashes_before = _lake_hashes(lake)
-    lake_place = _erase_lake(lake, ids, found, forms)
-
-    # 4. Derived tables and the store, recomputed from the cleaned lake.
-    result = reprocess(settings)
+        if own:
+            close_processor(worker)
     hashes_after = _lake_hashes(lake)
     rewritten = {f["path"] for f in lake_place["files_rewritten"]}
     lake_place["files_deleted"] = [
@@ -434,7 +572,8 @@ def _erase(
 
     if suppress_later:
         suppress(settings, user_id)
-    searched, holding = search_data_dir(settings, forms)
+    searched, holding = search_data_dir(settings, forms, skip=request)
+    rows_left = _lake_rows_left(lake, ids)
     receipt: dict[str, Any] = {
         "format": RECEIPT_FORMAT,
         "subject": subject,
@@ -457,9 +596,10 @@ def _erase(
         "verification": {
             "files_searched": searched,
             "files_holding_the_id": holding,
+            "lake_rows_holding_the_id": rows_left,
             "note": "byte search of every file of the data dir for the id (clear and "
-            "pseudonymised, UTF-8 and JSON-escaped); Parquet pages are compressed, so "
-            "the lake is checked by the rewrite itself (rows_removed)",
+            "pseudonymised, UTF-8 and JSON-escaped), and every lake file read back "
+            "(Parquet pages are compressed)",
         },
     }
     receipt["path"] = str(_write_receipt(settings, receipt, started))

@@ -147,8 +147,16 @@ def _pending_table(events: Sequence[tuple[EventBase, str, bytes]]) -> pa.Table:
 
 
 def reprocess_needed(settings: Settings) -> bool:
-    """Whether pending backfills wait, or a reprocess was interrupted."""
-    return bool(pending_backfills(settings)) or (backfill_dir(settings) / _MARKER).exists()
+    """Whether pending backfills or erasure requests (``playpulse privacy delete``, see
+    :func:`playpulse.privacy.erase.request_erasure`) wait, or a reprocess was
+    interrupted."""
+    from playpulse.privacy.erase import pending_erasures
+
+    return (
+        bool(pending_backfills(settings))
+        or (backfill_dir(settings) / _MARKER).exists()
+        or bool(pending_erasures(settings))
+    )
 
 
 def stage_backfill(

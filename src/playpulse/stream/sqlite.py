@@ -44,7 +44,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -715,19 +715,26 @@ class SQLiteStream(EventStream):
 
     # --- privacy (issue #14): erasing one person's records -----------------------------
 
-    def erase(self, matches: Callable[[str, bytes], bool]) -> int:
+    def erase(
+        self, matches: Callable[[str, bytes], bool], *, floor: Mapping[int, int] | None = None
+    ) -> int:
         """Delete every record for which ``matches(key, value)`` is true; return how many.
 
         Each record batch holding such a record is replaced, in one transaction, by the
         runs of its other records, each at its own base offset: the other records keep
         their offsets, and the erased ones become gaps that :meth:`read` steps over (a
         partition's ``end_offset - start_offset`` still counts them until retention
-        passes them). The connection runs with ``PRAGMA secure_delete=ON`` for it, so the
-        erased bytes are overwritten in the file's pages; the caller VACUUMs and
-        checkpoints the file afterwards to clear the write-ahead log too. For
-        ``playpulse privacy delete``, holding the processor lock after the consumers
-        committed past the records. Raises :class:`~playpulse.errors.StreamError` when
-        the file cannot be read or written.
+        passes them). Erased records at a partition's end that no consumer group has
+        committed give their offsets back (``end_offset`` moves down to the last kept
+        record, the highest offset a group committed here, or ``floor[partition]`` — the
+        offsets a consumer that commits elsewhere, such as the processor in its store,
+        has reached — whichever is highest), so a consumer is never left waiting for
+        records that are gone; nobody read them. The connection runs with ``PRAGMA
+        secure_delete=ON`` for it, so the erased bytes are overwritten in the file's
+        pages; the caller VACUUMs and checkpoints the file afterwards to clear the
+        write-ahead log too. For ``playpulse privacy delete``, run by the holder of the
+        processor lock between batches. Raises :class:`~playpulse.errors.StreamError`
+        when the file cannot be read or written.
         """
         self.check_file()
         erased = 0
@@ -740,12 +747,14 @@ class SQLiteStream(EventStream):
                         "SELECT partition, base_offset, appended_at_us, records "
                         "FROM record_batches ORDER BY partition, base_offset"
                     ).fetchall()
+                    touched: set[int] = set()
                     for partition, base, appended_us, blob in rows:
                         records = _decode(blob)
                         keep = [not matches(key, value) for key, value in records]
                         if all(keep):
                             continue
                         erased += keep.count(False)
+                        touched.add(partition)
                         runs: list[tuple[int, list[tuple[str, bytes]]]] = []
                         for i, record in enumerate(records):
                             if not keep[i]:
@@ -771,9 +780,31 @@ class SQLiteStream(EventStream):
                             "WHERE partition = ?",
                             (len(blob) - sum(len(new) for _, new in blobs), partition),
                         )
+                    for partition in sorted(touched):
+                        self._give_back_erased_tail(partition, (floor or {}).get(partition, 0))
             finally:
                 self._db.execute(f"PRAGMA secure_delete={int(previous)}")
         return erased
+
+    def _give_back_erased_tail(self, partition: int, floor: int) -> None:
+        """Move ``partition``'s end offset down to just after its last record, but not
+        below its start, any group's committed offset or ``floor`` (lock and transaction
+        held)."""
+        start, end = self._db.execute(
+            "SELECT start_offset, end_offset FROM partitions WHERE partition = ?", (partition,)
+        ).fetchone()
+        (last_end,) = self._db.execute(
+            "SELECT max(base_offset + record_count) FROM record_batches WHERE partition = ?",
+            (partition,),
+        ).fetchone()
+        (committed,) = self._db.execute(
+            'SELECT max("offset") FROM group_offsets WHERE partition = ?', (partition,)
+        ).fetchone()
+        new_end = max(start, last_end or 0, committed or 0, floor)
+        if new_end < end:
+            self._db.execute(
+                "UPDATE partitions SET end_offset = ? WHERE partition = ?", (new_end, partition)
+            )
 
     def close(self) -> None:
         """Stop the checkpoint thread and close the connection."""
