@@ -25,6 +25,7 @@ from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.filemodes import private_umask, secure_data_dir
 from playpulse.monitoring.cli import monitoring_app
 from playpulse.privacy.cli import privacy_app
 from playpulse.projects.cli import projects_app
@@ -85,12 +86,17 @@ def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     if chosen is not None:
         values["data_dir"] = chosen
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    # An existing data dir open to others becomes 0700 (playpulse.filemodes).
+    warning = secure_data_dir(settings.data_dir)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+    return settings
 
 
 def _check_format(value: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
@@ -773,7 +779,11 @@ def sql(
 
 
 def main() -> None:
-    """Entry point of the ``playpulse`` command."""
+    """Entry point of the ``playpulse`` command. Sets the process umask to 0o077 first
+    (:func:`playpulse.filemodes.private_umask`): every directory the command creates is
+    0700 and every file 0600, in the data dir and outside it, in the processes it starts
+    too."""
+    private_umask()
     try:
         app()
     except PlaypulseError as exc:
