@@ -34,6 +34,7 @@
   var queue = [];
   var inFlight = false;
   var flushTimer = null;
+  var flushDue = 0;
   var attempt = 0;
   var retryAt = 0;
   var trackers = [];
@@ -174,6 +175,11 @@
     return target;
   }
 
+  function option(value, fallback, min, max) {
+    // A number option within [min, max]; anything else gives the default.
+    return finite(value) && value >= min && value <= max ? value : fallback;
+  }
+
   function trimHost(host) {
     return String(host || "").replace(/\/+$/, "");
   }
@@ -189,7 +195,14 @@
   }
 
   function schedule(delayMs) {
-    if (flushTimer !== null || !config) return;
+    // A flush in delayMs, unless one is due sooner already.
+    if (!config) return;
+    var due = Date.now() + Math.max(0, delayMs);
+    if (flushTimer !== null) {
+      if (flushDue <= due) return;
+      win.clearTimeout(flushTimer);
+    }
+    flushDue = due;
     flushTimer = win.setTimeout(function () {
       flushTimer = null;
       flush();
@@ -667,12 +680,12 @@
       anonymousId: o.anonymousId || anonymousId(),
       sessionId: o.sessionId || uuid(),
       context: assign({ device_type: "web", platform: "web", timezone: timezone() }, o.context),
-      batchSize: Math.max(1, Math.min(o.batchSize || 20, 500)),
-      flushIntervalMs: o.flushIntervalMs !== undefined ? o.flushIntervalMs : 2000,
-      heartbeatIntervalMs: o.heartbeatIntervalMs || 10000,
-      minBackoffMs: o.minBackoffMs || 1000,
-      maxBackoffMs: o.maxBackoffMs || 60000,
-      maxRetries: o.maxRetries !== undefined ? o.maxRetries : 10,
+      batchSize: Math.floor(option(o.batchSize, 20, 1, 500)),
+      flushIntervalMs: option(o.flushIntervalMs, 2000, 0, 86400000),
+      heartbeatIntervalMs: option(o.heartbeatIntervalMs, 10000, 100, 3600000),
+      minBackoffMs: option(o.minBackoffMs, 1000, 10, 3600000),
+      maxBackoffMs: option(o.maxBackoffMs, 60000, 10, 3600000),
+      maxRetries: Math.floor(option(o.maxRetries, 10, 0, 1000)),
       send: typeof o.send === "function" ? o.send : null,
       debug: !!o.debug,
     };
