@@ -310,3 +310,25 @@ def test_erasure_in_one_project_leaves_the_others(tmp_path: Path) -> None:
     assert files_holding(b.data_dir, user.encode()) != []
     others = [r for r in records if r[0] != user]
     assert_same_answers(catalog_answers(a), catalog_answers(fresh(tmp_path, "want", [others])))
+
+
+def test_an_imported_history_is_erased_with_its_import_records(tmp_path: Path) -> None:
+    """A single-person export imported without --user (its default user): the lake's
+    rows and the import registry's records of it go."""
+    from playpulse.sources.importers import import_paths
+    from playpulse.testing import write_spotify_history
+
+    data = Settings(data_dir=tmp_path / "data")
+    (tmp_path / "export").mkdir()
+    history = write_spotify_history(
+        tmp_path / "export" / "Streaming_History_Audio_2024.json",
+        {f"t{i}": (f"2024-03-0{1 + i % 5}T10:{i:02d}:00Z", 200_000) for i in range(10)},
+    )
+    import_paths([history], data, progress=False)
+    user = "spotify-user"
+    assert files_holding(data.data_dir, user.encode())
+    receipt = delete(data, user)
+    assert receipt["places"]["imports"]["rows_removed"] > 0
+    assert receipt["places"]["lake"]["rows_removed"]["events"] == 20
+    assert files_holding(data.data_dir, user.encode()) == []
+    assert catalog_answers(data) == catalog_answers(Settings(data_dir=tmp_path / "empty"))

@@ -310,7 +310,12 @@ def _imports_cleanup(settings: Settings, ids: set[str]) -> dict[str, Any] | None
         try:
             con.execute("PRAGMA secure_delete=ON")
             con.execute("BEGIN IMMEDIATE")
+            present = {
+                name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
             for table in ("export_roots", "export_rows"):
+                if table not in present:
+                    continue
                 cur = con.execute(f"DELETE FROM {table} WHERE user_id IN ({marks})", sorted(ids))
                 removed += cur.rowcount
             con.execute("COMMIT")
