@@ -100,6 +100,9 @@ def test_rejected_share_fires_resolves_and_stays_quiet_across_a_restart(
             httpx.post(f"{url}/v1/events", json=_events(200, 40), timeout=10)
             time.sleep(0.25)
         assert receiver.of(RULE) == ["firing"]
+        # The dashboard's banner data lists it.
+        banner = httpx.get(f"{url}/dashboard/readiness", timeout=10).json()
+        assert RULE in [alert["name"] for alert in banner["alerts"]]
         _send_until(url, 0, lambda: receiver.of(RULE) == ["firing", "resolved"])
         time.sleep(1.5)
     assert receiver.of(RULE) == ["firing", "resolved"]

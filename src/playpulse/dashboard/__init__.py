@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from playpulse.api.auth import (
     COOKIE_NAME,
@@ -176,7 +177,11 @@ def create_dashboard_router(auth: ReadAuth) -> APIRouter:
             return exc.response()
         if not allowed:
             return JSONResponse({"error": {"message": "a read key is required"}}, 401)
-        return JSONResponse(await readiness(request.app), headers={"Cache-Control": "no-store"})
+        report = await readiness(request.app)
+        # The alerts firing now (#15), when the app evaluates alert rules (playpulse up).
+        firing = getattr(request.app.state, "firing_alerts", None)
+        report["alerts"] = await run_in_threadpool(firing) if firing is not None else []
+        return JSONResponse(report, headers={"Cache-Control": "no-store"})
 
     @router.get("/login")
     async def login_form(request: Request) -> Response:

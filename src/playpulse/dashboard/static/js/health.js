@@ -20,7 +20,11 @@ export function readinessText(status, body) {
       .map(([name, check]) => `${name}: ${check.degraded}`);
     return `Degraded. ${notes.join(" · ")}`;
   }
-  if (status === 200 && !(body && body.status === "not_ready")) return "";
+  const alerts = body && Array.isArray(body.alerts) ? body.alerts : [];
+  const firing = alerts.map((alert) => `${alert.name}: ${alert.summary || "firing"}`);
+  if (status === 200 && !(body && body.status === "not_ready")) {
+    return firing.length ? `Alert firing. ${firing.join(" · ")}` : "";
+  }
   const problems = Object.entries(checks)
     .filter(([, check]) => check && !check.ok)
     .map(([name, check]) => `${name}: ${check.problem || "not ready"}`);
