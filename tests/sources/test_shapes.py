@@ -375,3 +375,26 @@ def test_import_schema_backfills_a_file_of_payloads(settings: Settings, tmp_path
     again = import_shaped([path], settings, "audiobook")
     assert again.events_known == 7  # the same payloads: nothing new
     assert len(quarantined(settings)) == 1  # the same bad payload is kept once
+
+
+def test_a_payload_with_one_invalid_event_is_rejected_whole(settings: Settings) -> None:
+    # Listening ends 10 s after 2000-01-01: its play_start would be in 1999, which the
+    # event model refuses; its valid play_end must not be stored alone.
+    early = {**track("Y2K", "COMPLETED", 20, 0), "timestamp": "2000-01-01T00:00:10Z"}
+    with collector(settings) as url:
+        answer = post(url, "spotify-tracker", [early, track("Fine", "COMPLETED", 60, 60)])
+    body = answer.json()
+    assert (body["accepted"], body["events"]) == (1, 2)
+    [rejected] = body["rejected"]
+    assert rejected["index"] == 0
+    assert rejected["errors"][0]["loc"] == "play_start.occurred_at"
+    [entry] = quarantined(settings)
+    assert entry.reason == "occurred_at_out_of_range"
+    assert json.loads(entry.raw) == early
+    ensure_processed(settings)
+    assert set(titles_of(settings)) == {"Fine"}
+
+
+def titles_of(settings: Settings) -> list[str]:
+    window = QueryParams(start=datetime(1999, 1, 1, tzinfo=UTC), end=NOW + timedelta(days=1))
+    return [r["title"] for r in run_query("top_content", window, settings).to_pylist()]

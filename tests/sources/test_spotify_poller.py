@@ -138,7 +138,7 @@ class FakeSpotify:
             def do_GET(self) -> None:
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 fake.seen_tokens.append(token)
-                path = self.path.split("?")[0]
+                path = self.path.split("?")[0].rstrip("/")
                 if path == "/v1/me/player/currently-playing":
                     step = fake.script.pop(0) if fake.script else NOTHING
                     if step["status"] == "drop":
@@ -381,3 +381,79 @@ def test_a_refused_refresh_asks_to_sign_in_again(settings: Settings) -> None:
             poller.poll_once()
     finally:
         fake.close()
+
+
+def test_the_poll_command_runs_until_interrupted(settings: Settings, tmp_path: Path) -> None:
+    """``poll --recent`` as a process: signed in from the data dir, user from /v1/me, the
+    write key from a file, events through the SDK to the collector; SIGINT ends the play
+    and the process."""
+    import signal
+    import subprocess
+    import sys
+
+    fake = FakeSpotify([playing(A, 1.0 + n / 5) for n in range(5)])
+    fake.recent = [{"track": B, "played_at": "2026-12-01T10:00:00Z"}]
+    key_file = tmp_path / "write.key"
+    key_file.write_text(KEY + "\n")
+    code = (
+        "import sys; from playpulse.sources.spotify_poll.cli import spotify_app; "
+        "spotify_app(args=sys.argv[1:], prog_name='playpulse spotify')"
+    )
+    try:
+        with collector(settings) as url:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    code,
+                    "poll",
+                    "--data-dir",
+                    str(settings.data_dir),
+                    "--host",
+                    url,
+                    "--write-key-file",
+                    str(key_file),
+                    "--interval",
+                    "0.2",
+                    "--recent",
+                    "--api-url",
+                    f"{fake.url}/v1/",
+                    "--accounts-url",
+                    fake.url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while fake.script or len(fake.seen_tokens) < 9:  # the script, then 204s
+                    assert process.poll() is None, process.communicate()
+                    assert time.monotonic() < deadline, "the poller did not poll"
+                    time.sleep(0.05)
+                process.send_signal(signal.SIGINT)
+                out, err = process.communicate(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    finally:
+        fake.close()
+    assert process.returncode == 0, err
+    assert "backfilled 1 recently played tracks" in out
+    assert "polling Spotify for listener-9" in out
+    assert "stopped:" in out
+    ensure_processed(settings)
+    rows = titles(settings) | {
+        r["title"]: r
+        for r in run_query(
+            "top_content",
+            QueryParams(
+                start=datetime(2026, 11, 30, tzinfo=UTC), end=datetime(2026, 12, 2, tzinfo=UTC)
+            ),
+            settings,
+        ).to_pylist()
+    }
+    assert rows["Song A"]["plays"] == 1
+    assert rows["Song A"]["listening_s"] > 0
+    assert rows["Song B"]["plays"] == 1

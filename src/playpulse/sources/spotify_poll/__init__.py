@@ -11,6 +11,7 @@
 from playpulse.sources.spotify_poll.poller import (
     LiveWindows,
     PollStats,
+    SpotifyApiError,
     SpotifyPoller,
     client_sender,
     recent_events,
@@ -23,6 +24,7 @@ __all__ = [
     "PlaybackTracker",
     "PollStats",
     "Snapshot",
+    "SpotifyApiError",
     "SpotifyPoller",
     "client_sender",
     "recent_events",

@@ -84,7 +84,12 @@ def login(
         accounts_url=accounts_url,
         open_browser=browser,
     )
-    manager.get_access_token(check_cache=False)
+    from spotipy.oauth2 import SpotifyOauthError  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        manager.get_access_token(check_cache=False)
+    except SpotifyOauthError as exc:
+        raise ConfigError(f"Spotify refused the sign-in: {exc.error}") from None
     save_app(settings, manager.client_id, manager.redirect_uri)
     typer.echo(f"signed in; the token is in {settings.data_dir / 'spotify' / 'token.json'}")
 
@@ -169,7 +174,9 @@ def poll(
 
 
 def _spotify_user(api: Any) -> str:
-    me = api.me()
+    from playpulse.sources.spotify_poll.poller import api_call
+
+    me = api_call("who is signed in (/v1/me)", api.me)
     user_id = me.get("id") if isinstance(me, dict) else None
     if not isinstance(user_id, str) or not user_id:
         raise ConfigError("Spotify did not say who is signed in; pass --user")

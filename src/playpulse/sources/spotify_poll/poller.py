@@ -35,7 +35,7 @@ from typing import Any
 import requests
 import spotipy  # type: ignore[import-untyped,unused-ignore]
 
-from playpulse.errors import ConfigError
+from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.sources.spotify_poll.auth import refresh, write_private
 from playpulse.sources.spotify_poll.tracker import SOURCE, PlaybackTracker, snapshot_of
 
@@ -64,6 +64,28 @@ def spotify_client(manager: Any, api_url: str = API_URL, timeout_s: float = 10.0
     )
     api.prefix = api_url.rstrip("/") + "/"
     return api
+
+
+class SpotifyApiError(PlaypulseError):
+    """A call to Spotify's Web API outside the poll loop failed (who is signed in, the
+    recently played list): the message names the call and Spotify's answer."""
+
+
+def api_call(what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(...)``, its failures raised as :class:`SpotifyApiError` naming ``what``
+    (a :class:`~playpulse.errors.ConfigError` for 401 and 403: sign in again)."""
+    try:
+        return method(*args, **kwargs)
+    except spotipy.SpotifyException as exc:
+        if exc.http_status in (401, 403):
+            raise ConfigError(
+                f"Spotify refused {what} ({exc.http_status}): run `playpulse spotify login`"
+            ) from None
+        raise SpotifyApiError(
+            f"Spotify answered {exc.http_status} to {what}: {_short(exc)}"
+        ) from None
+    except (requests.RequestException, OSError) as exc:
+        raise SpotifyApiError(f"cannot reach Spotify for {what}: {_short(exc)}") from None
 
 
 @dataclass
@@ -228,8 +250,11 @@ class SpotifyPoller:
 
     def backfill_recent(self, limit: int = 50) -> int:
         """Send the recently played tracks not seen live (see the module docstring);
-        returns how many plays were sent."""
-        answer = self._call(self.api.current_user_recently_played, limit=limit)
+        returns how many plays were sent. Raises :class:`SpotifyApiError` or
+        :class:`~playpulse.errors.ConfigError` when Spotify does not answer."""
+        answer = api_call(
+            "recently-played", self._call, self.api.current_user_recently_played, limit=limit
+        )
         events = recent_events(answer, self.user_id, self.windows)
         self._emit(events)
         return len(events)
