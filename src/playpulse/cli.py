@@ -118,11 +118,67 @@ WriteKeys = Annotated[
         help="Accepted write key (repeatable) [env PLAYPULSE_WRITE_KEYS, comma-separated].",
     ),
 ]
+WriteKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--write-key-file",
+        envvar="PLAYPULSE_WRITE_KEY_FILE",
+        help="A file of accepted write keys, one per line (lines starting with # are "
+        "comments): keys stay out of `ps`, unlike --write-key.",
+        show_default=False,
+    ),
+]
+ReadKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--read-key-file",
+        envvar="PLAYPULSE_READ_KEY_FILE",
+        help="A file of read keys, one per line (lines starting with # are comments): "
+        "keys stay out of `ps`, unlike --read-key.",
+        show_default=False,
+    ),
+]
 AccessLog = Annotated[bool, typer.Option(help="Log every request.")]
 Workers = Annotated[
     int | None,
     typer.Option(help="Collector processes sharing the port (one per core) [default 1]."),
 ]
+
+
+def read_key_file(path: Path, option: str = "--write-key-file") -> list[str]:
+    """The keys in the text file ``path``: one per line, surrounding blanks stripped;
+    empty lines and lines whose first non-blank character is ``#`` are skipped.
+
+    Raises :class:`~playpulse.errors.ConfigError` (naming ``option`` and the file, never
+    a key) when the file cannot be read, is not UTF-8, or holds no key (an empty key
+    file would leave the service open to everyone)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{option} {path}: cannot read it ({why})") from None
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [k for k in keys if k and not k.startswith("#")]
+    if not keys:
+        raise ConfigError(f"{option} {path}: no key in it (one key per line, # comments)")
+    return keys
+
+
+def _keys(option: str, given: list[str] | None, key_file: Path | None) -> list[str] | None:
+    """The keys of ``--write-key``/``--read-key`` (``option``) and of its ``-file``
+    option together, ``None`` when neither is given (then ``PLAYPULSE_*_KEYS`` apply).
+    Keys given on the command line still work, with a warning: ``ps`` shows them."""
+    if given:
+        env = "PLAYPULSE_WRITE_KEYS" if option == "--write-key" else "PLAYPULSE_READ_KEYS"
+        typer.echo(
+            f"warning: {option} on the command line is visible to every user of this "
+            f"machine (ps, /proc); use {option}-file FILE or {env} instead",
+            err=True,
+        )
+    keys = list(given or [])
+    if key_file is not None:
+        keys += read_key_file(key_file, f"{option}-file")
+    return keys or None
 
 
 class _Stop(Exception):
@@ -220,12 +276,17 @@ def collect(
     host: Host = None,
     port: Port = None,
     write_key: WriteKeys = None,
+    write_key_file: WriteKeyFile = None,
     data_dir: DataDir = None,
     access_log: AccessLog = False,
     workers: Workers = None,
 ) -> None:
-    """Run the HTTP collector on the embedded stream in the data dir."""
-    settings = _settings(data_dir, host=host, port=port, write_keys=write_key, workers=workers)
+    """Run the HTTP collector on the embedded stream in the data dir.
+
+    Write keys: --write-key-file FILE or PLAYPULSE_WRITE_KEYS (--write-key works but
+    shows the key to every user of the machine in `ps`)."""
+    write_keys = _keys("--write-key", write_key, write_key_file)
+    settings = _settings(data_dir, host=host, port=port, write_keys=write_keys, workers=workers)
     _serve(settings, with_processor=False, access_log=access_log)
 
 
@@ -234,6 +295,7 @@ def up(
     host: Host = None,
     port: Port = None,
     write_key: WriteKeys = None,
+    write_key_file: WriteKeyFile = None,
     read_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -242,6 +304,7 @@ def up(
             "Without one they are open to whoever reaches the address.",
         ),
     ] = None,
+    read_key_file: ReadKeyFile = None,
     data_dir: DataDir = None,
     access_log: AccessLog = False,
     workers: Workers = None,
@@ -255,13 +318,17 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Run the collector, the processor, the read API and the dashboard together."""
+    """Run the collector, the processor, the read API and the dashboard together.
+
+    Keys: --write-key-file / --read-key-file FILE (one key per line) or
+    PLAYPULSE_WRITE_KEYS / PLAYPULSE_READ_KEYS; a file's keys replace the variable's.
+    --write-key / --read-key work too, with a warning: `ps` shows them to every user."""
     settings = _settings(
         data_dir,
         host=host,
         port=port,
-        write_keys=write_key,
-        read_keys=read_key,
+        write_keys=_keys("--write-key", write_key, write_key_file),
+        read_keys=_keys("--read-key", read_key, read_key_file),
         workers=workers,
         processors=processors,
     )
