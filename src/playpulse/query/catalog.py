@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from playpulse.config import Settings
-from playpulse.errors import PlaypulseError
+from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.events.model import iana_zones
 from playpulse.query.rounding import round_seconds
 
@@ -332,8 +332,17 @@ def _newest(column: str, time_us: str) -> str:
 CATALOG: dict[str, QuerySpec] = {}
 
 
-def _add(spec: QuerySpec) -> None:
+def register(spec: QuerySpec) -> None:
+    """Add ``spec`` to :data:`CATALOG` (the CLI, the API, the dashboard and the Spark and
+    Athena transpilers list it from there). Modules that define queries of their own
+    (enrichment, quality of experience) call it at import. Raises
+    :class:`~playpulse.errors.ConfigError` when a query of that name exists."""
+    if spec.name in CATALOG:
+        raise ConfigError(f"catalog query {spec.name!r} is already registered")
     CATALOG[spec.name] = spec
+
+
+_add = register
 
 
 _add(
