@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from playpulse.collector.app import IngestResult
-from playpulse.errors import BodyError, EventValidationError
+from playpulse.collector.body import MAX_EVENT_DEPTH, nesting_exceeds
+from playpulse.errors import BackpressureError, BodyError, EventValidationError
 from playpulse.events.codec import validate_event
 from playpulse.sources.shapes.audiobook import map_audiobook
 from playpulse.sources.shapes.common import UNMAPPABLE, ShapeError
@@ -127,6 +128,10 @@ def map_payloads(name: str, payloads: Sequence[Payload], received_at: datetime) 
             events = []
             for event in mapper(payload.value, received_at):
                 raw = _encode(event)
+                if nesting_exceeds(raw):
+                    message = f"nests arrays or objects more than {MAX_EVENT_DEPTH} levels deep"
+                    errors = [{"loc": str(event.get("event_type", "event")), "msg": message}]
+                    raise EventValidationError(message, errors, "nesting_too_deep")
                 try:
                     validate_event(raw, received_at)
                 except EventValidationError as exc:
@@ -200,7 +205,9 @@ async def ingest_shaped(
     :meth:`~playpulse.collector.app.Collector.ingest` the events of the others (its
     privacy hook, stream and retries). ``max_payloads``/``max_bytes`` bound what
     delivery records unwrap to. Raises :class:`~playpulse.errors.BodyError` (422
-    ``unknown_schema``, 413 for a delivery over the bounds) before anything is stored,
+    ``unknown_schema``, 413 for a delivery over the bounds) and
+    :class:`~playpulse.errors.BackpressureError` (too many events pending) before
+    anything is stored,
     :class:`~playpulse.errors.QuarantineError` when the rejects cannot be stored, and
     what :meth:`Collector.ingest` raises (an ``EventsNotStoredError``'s indexes are then
     payload indexes)."""
@@ -211,6 +218,14 @@ async def ingest_shaped(
     shape_mapper(name)
     payloads = unwrap(name, raws, max_payloads=max_payloads, max_bytes=max_bytes)
     mapped = map_payloads(name, payloads, received_at)
+    if (
+        mapped.events
+        and collector.pending_events + len(mapped.events) > collector.max_pending_events
+    ):
+        raise BackpressureError(  # before the quarantine: a retry must not add entries twice
+            f"{collector.pending_events} events are waiting for the stream; "
+            f"the limit is {collector.max_pending_events}"
+        )
     users = collector.users
     scrub: Callable[[bytes], bytes] = users.scrub_raw if users is not None else bytes
     entries = rejections(mapped, name, received_at, scrub)
