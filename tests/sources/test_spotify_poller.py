@@ -457,3 +457,73 @@ def test_the_poll_command_runs_until_interrupted(settings: Settings, tmp_path: P
     assert rows["Song A"]["plays"] == 1
     assert rows["Song A"]["listening_s"] > 0
     assert rows["Song B"]["plays"] == 1
+
+
+# -- the tracker on its own (pure) --------------------------------------------------------
+
+
+def kinds(events: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    return [
+        (e["event_type"], (e["occurred_at"] - T0).total_seconds(), e["position_s"]) for e in events
+    ]
+
+
+def observe(tracker: Any, answer: dict[str, Any], seconds: float) -> list[tuple[str, float, float]]:
+    from playpulse.sources.spotify_poll import snapshot_of
+
+    body = answer.get("body") if answer.get("status") == 200 else None
+    return kinds(tracker.observe(snapshot_of(body), T0 + timedelta(seconds=seconds)))
+
+
+def test_tracker_repeat_of_the_same_track_is_a_new_play() -> None:
+    from playpulse.sources.spotify_poll import PlaybackTracker
+
+    tracker = PlaybackTracker("u", heartbeat_s=1000)
+    short = track("R", 10)
+    assert observe(tracker, playing(short, 6), 0) == [("play_start", 0, 6)]
+    # 6 s later it would be at its end (10 s); it shows 2 s: it started over at 8 s.
+    assert observe(tracker, playing(short, 2), 6) == [("play_end", 4, 10), ("play_start", 4, 0)]
+    events = tracker.stop(T0 + timedelta(seconds=7))
+    assert [(e["event_type"], e["reason"]) for e in events] == [("play_end", "stopped")]
+
+
+def test_tracker_first_seen_paused_and_sought_while_paused() -> None:
+    from playpulse.sources.spotify_poll import PlaybackTracker
+
+    tracker = PlaybackTracker("u")
+    assert observe(tracker, playing(A, 50, is_playing=False), 0) == [
+        ("play_start", 0, 50),
+        ("pause", 0, 50),
+    ]
+    assert observe(tracker, playing(A, 90, is_playing=False), 5) == [("seek", 5, 90)]
+    assert observe(tracker, playing(A, 92), 10) == [("resume", 8, 90)]
+    # An ad (no item) or 204 ends the play where the clock says it is.
+    assert observe(tracker, {"status": 200, "body": {"item": None}}, 15) == [("play_end", 15, 97)]
+    assert observe(tracker, NOTHING, 20) == []
+
+
+def test_tracker_episodes_and_a_clock_that_goes_back() -> None:
+    from playpulse.sources.spotify_poll import PlaybackTracker, snapshot_of
+
+    episode = {
+        "type": "episode",
+        "uri": "spotify:episode:e1",
+        "name": "Episode 1",
+        "duration_ms": 3_600_000,
+        "show": {"name": "The Show"},
+    }
+    answer = {"progress_ms": 0, "is_playing": True, "item": episode}
+    snap = snapshot_of({**answer, "currently_playing_type": "episode"})
+    assert snap is not None
+    assert dict(snap.content) == {
+        "content_id": "spotify:episode:e1",
+        "title": "Episode 1",
+        "content_type": "episode",
+        "creator": "The Show",
+        "duration_s": 3600.0,
+    }
+    tracker = PlaybackTracker("u", heartbeat_s=30)
+    tracker.observe(snap, T0 + timedelta(seconds=100))
+    # A clock stepped back 50 s: taken as no time passed, nothing sent backwards.
+    later = snapshot_of({**answer, "progress_ms": 0, "currently_playing_type": "episode"})
+    assert tracker.observe(later, T0 + timedelta(seconds=50)) == []
