@@ -366,13 +366,15 @@ def test_import_schema_backfills_a_file_of_payloads(settings: Settings, tmp_path
     path = tmp_path / "audiobook-events.ndjson"
     bad = audiobook(9, "CHAPTER_CHANGE", 1600)  # no chapter
     path.write_text("\n".join(json.dumps(p) for p in [*AUDIOBOOK_LISTEN, bad]) + "\n")
-    result = import_shaped([path], settings, "audiobook")
+    result = import_shaped([path], settings, "audiobook", timezone="Europe/Berlin")
     assert (result.rows_read, result.rows_rejected, result.events_appended) == (8, 1, 7)
+    assert result.rows_without_timezone == 0
+    assert "Europe/Berlin (--tz)" in result.summary()
     assert result.rejected[0].index == 7
     assert result.rejected[0].quarantine_id is not None
     [top] = query(settings, "top_content")
     assert top["listening_s"] == pytest.approx(1400)
-    again = import_shaped([path], settings, "audiobook")
+    again = import_shaped([path], settings, "audiobook", timezone="Europe/Berlin")
     assert again.events_known == 7  # the same payloads: nothing new
     assert len(quarantined(settings)) == 1  # the same bad payload is kept once
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from playpulse.config import Settings
 from playpulse.errors import BodyError
 from playpulse.events.codec import validate_event
@@ -26,6 +28,7 @@ from playpulse.events.model import EventBase
 from playpulse.quarantine.store import Rejection, open_quarantine
 from playpulse.sources.importers.base import ImportFormatError, digest
 from playpulse.sources.importers.runner import FileResult, ImportResult, RejectedRow, collect_files
+from playpulse.sources.importers.timezones import check_zone
 from playpulse.sources.shapes import map_payloads, shape_mapper, unwrap
 from playpulse.sources.shapes.delivery import Payload
 
@@ -56,14 +59,18 @@ def import_shaped(
     settings: Settings,
     schema: str,
     *,
+    timezone: str | None = None,
     received_at: datetime | None = None,
 ) -> ImportResult:
-    """Import the files (and folders, walked for ``*.json``/``*.csv``... as
-    :func:`~playpulse.sources.importers.collect_files` does) ``paths`` holding payloads
-    of shape ``schema`` into ``settings.data_dir``; returns once they are processed.
+    """Import the files ``paths`` holding payloads of shape ``schema`` into
+    ``settings.data_dir``; returns once they are processed. Folders are walked for
+    ``*.json`` and ``*.csv`` as :func:`~playpulse.sources.importers.collect_files` does
+    (name other files, such as ``.ndjson``, directly).
 
-    The result counts payloads as rows (``rows_by_format`` under ``schema:NAME``) and
-    events repeated byte for byte as ``duplicate_rows``.
+    ``timezone``: the listeners' IANA zone (``--tz``), set as ``context.timezone`` on
+    every imported event that has none. The result counts payloads as rows
+    (``rows_by_format`` under ``schema:NAME``; ``rows_without_timezone`` those whose
+    events name no zone) and events repeated byte for byte as ``duplicate_rows``.
     Raises :class:`~playpulse.errors.BodyError` (``unknown_schema``) for an unknown
     shape and :class:`~playpulse.sources.importers.ImportFormatError` for a file that is
     not payloads, both before anything is written;
@@ -76,7 +83,7 @@ def import_shaped(
     shape_mapper(schema)
     when = received_at or datetime.now(UTC)
     fmt = f"schema:{schema}"
-    result = ImportResult()
+    result = ImportResult(timezone=None if timezone is None else check_zone(timezone))
     events: list[tuple[EventBase, str, bytes]] = []
     entries: list[Rejection] = []
     seen: set[bytes] = set()
@@ -95,7 +102,9 @@ def import_shaped(
             )
             message = "; ".join(f"{e['loc']}: {e['msg']}" for e in error.errors)
             result.rejected.append(RejectedRow(path, 1, index, error.reason, message))
-        for raw in mapped.events:
+        zoneless: set[int] = set()
+        for raw, owner in zip(mapped.events, mapped.owners, strict=True):
+            raw = _with_zone(raw, result.timezone)
             if raw in seen:
                 fr.duplicates += 1
                 continue
@@ -103,6 +112,9 @@ def import_shaped(
             ok = validate_event(raw, when)  # passes: map_payloads validated it
             events.append((ok.event, ok.event.actor_id, ok.payload))
             fr.events += 1
+            if ok.event.context is None or ok.event.context.timezone is None:
+                zoneless.add(owner)
+        result.rows_without_timezone += len(zoneless)
     result.rows_read = sum(f.rows for f in result.files)
     result.rows_rejected = sum(f.rejected for f in result.files)
     result.duplicate_rows = sum(f.duplicates for f in result.files)
@@ -126,3 +138,14 @@ def import_shaped(
         result.events_known = done.already_in_lake
     result.seconds = time.monotonic() - started
     return result
+
+
+def _with_zone(raw: bytes, zone: str | None) -> bytes:
+    """Event JSON ``raw`` with ``context.timezone`` set to ``zone`` when it has none."""
+    if zone is None:
+        return raw
+    event = msgspec.json.decode(raw)
+    context = event.setdefault("context", {})
+    if context.get("timezone") is None:
+        context["timezone"] = zone
+    return msgspec.json.encode(event)
