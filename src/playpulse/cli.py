@@ -71,6 +71,17 @@ DataDir = Annotated[
     ),
 ]
 Format = Annotated[str, typer.Option("--format", help="table or json.")]
+#: ``--project NAME``: the one definition every reading command shares.
+ProjectName = Annotated[
+    str | None,
+    typer.Option(
+        "--project",
+        envvar="PLAYPULSE_PROJECT",
+        help="Read project NAME's data (`playpulse projects create NAME`) instead of the "
+        "data dir's own [env PLAYPULSE_PROJECT].",
+        show_default=False,
+    ),
+]
 
 
 class _State:
@@ -80,7 +91,14 @@ class _State:
 _state = _State()
 
 
-def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+def _settings(
+    data_dir: Path | None = None, project: str | None = None, **overrides: Any
+) -> Settings:
+    """The command's settings: ``overrides`` (``None``/empty ones left out) over the
+    environment, the data dir chosen by the command's ``--data-dir``, else the global
+    one; then, with ``project``, that project's settings
+    (:func:`playpulse.projects.project_settings`; raises ``ConfigError`` when there is no
+    such project). An existing data dir open to others is made private on the way."""
     values = {k: v for k, v in overrides.items() if v is not None and v != []}
     chosen = data_dir or _state.data_dir
     if chosen is not None:
@@ -96,7 +114,11 @@ def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     warning = secure_data_dir(settings.data_dir)
     if warning is not None:
         typer.echo(f"warning: {warning}", err=True)
-    return settings
+    if project is None:
+        return settings
+    from playpulse.projects import project_settings
+
+    return project_settings(settings, project)
 
 
 def _check_format(value: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
@@ -396,7 +418,7 @@ def reprocess(
 
 
 @app.command()
-def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
+def status(data_dir: DataDir = None, fmt: Format = "table", project: ProjectName = None) -> None:
     """The processor's state and last error, distinct events in the lake and records in
     the stream (every append: a file imported twice is there twice), the quarantine's
     size and drops, lake files set aside, partitions, consumer lag and records lost to
@@ -412,7 +434,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table") -> None:
     from playpulse.status import data_dir_status
 
     _check_format(fmt)
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, project)
     info = data_dir_status(settings)
     info["processor"] = {
         **(read_processor_status(settings) or {}),
@@ -510,12 +532,13 @@ def quarantine_list(
     after_id: Annotated[int, typer.Option(help="Entries after this id (paging).")] = 0,
     fmt: Format = "table",
     data_dir: DataDir = None,
+    project: ProjectName = None,
 ) -> None:
     """List quarantined events, oldest first."""
     from playpulse.quarantine.store import QuarantineStore
 
     _check_format(fmt)
-    store = QuarantineStore(_settings(data_dir).quarantine_path)
+    store = QuarantineStore(_settings(data_dir, project).quarantine_path)
     entries = store.list(
         status=None if include_replayed else "quarantined",
         reason=reason,
@@ -544,11 +567,12 @@ def quarantine_list(
 def quarantine_show(
     entry_id: Annotated[int, typer.Argument(help="Quarantine entry id.")],
     data_dir: DataDir = None,
+    project: ProjectName = None,
 ) -> None:
     """Show one quarantined event: reason, errors and the raw payload."""
     from playpulse.quarantine.store import QuarantineStore
 
-    entry = QuarantineStore(_settings(data_dir).quarantine_path).get(entry_id)
+    entry = QuarantineStore(_settings(data_dir, project).quarantine_path).get(entry_id)
     info = entry.summary()
     info["raw"] = entry.raw.decode("utf-8", errors="replace")
     typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
@@ -561,6 +585,7 @@ def quarantine_replay(
         bool, typer.Option("--all", help="Replay every entry still quarantined.")
     ] = False,
     data_dir: DataDir = None,
+    project: ProjectName = None,
 ) -> None:
     """Validate quarantined events again and append those that now pass to the stream."""
     from playpulse.quarantine.replay import replay
@@ -569,7 +594,7 @@ def quarantine_replay(
 
     if not entry_ids and not replay_all:
         raise ConfigError("name entry ids to replay, or pass --all")
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, project)
     store = QuarantineStore(settings.quarantine_path)
     stream = open_stream(settings)
     try:
@@ -734,6 +759,7 @@ def query(
         ),
     ] = "duckdb",
     data_dir: DataDir = None,
+    project: ProjectName = None,
 ) -> None:
     """Run a metric from the catalog over the lake and the real-time store.
 
@@ -768,7 +794,7 @@ def query(
     )
     if name not in CATALOG:
         raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, project)
     window = None if name == "live" else resolve_window(params, settings)
     if window is not None:
         params = window.params(params)
@@ -814,6 +840,7 @@ def sql(
         ),
     ] = False,
     data_dir: DataDir = None,
+    project: ProjectName = None,
 ) -> None:
     """Run ad hoc SQL (DuckDB) over the views events, plays, segments, sessions and
     shop_events.
@@ -828,7 +855,7 @@ def sql(
     from playpulse.query.engine import connect
 
     _check_format(fmt, ("table", "json", "csv"))
-    con = connect(_settings(data_dir), sandbox=not allow_files)
+    con = connect(_settings(data_dir, project), sandbox=not allow_files)
     try:
         relation = con.sql(statement)
         table = pa.table({}) if relation is None else relation.to_arrow_table()
