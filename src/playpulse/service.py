@@ -1041,6 +1041,17 @@ def add_service_checks(app: FastAPI, settings: Settings) -> None:
         add_readiness_check(app, name, check)
 
 
+def mount_extras(app: FastAPI, settings: Settings) -> None:
+    """What ``playpulse up`` serves besides the collector, the read API and the
+    dashboard: the browser SDK at ``/sdk/playpulse.js`` and the GraphQL API at
+    ``/graphql`` (the marketplace front ends' mutation and vendor analytics)."""
+    from playpulse.graphql import mount_graphql
+    from playpulse.sdk_js import mount_sdk
+
+    mount_sdk(app)
+    mount_graphql(app, settings)
+
+
 def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAPI:
     """The collector app with a processor process started and stopped by its lifespan,
     the read API (``/v1/metrics``, ``/v1/live``, ...), the dashboard at ``/`` and the
@@ -1056,6 +1067,7 @@ def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAP
     app = create_app(settings)
     app.title = "playpulse"
     mount_dashboard(app, mount_read_api(app, settings))
+    mount_extras(app, settings)
     add_service_checks(app, settings)
     app.state.firing_alerts = lambda: firing_alerts(settings)
     inner = app.router.lifespan_context
@@ -1092,5 +1104,6 @@ def create_worker_app_from_env() -> FastAPI:
     app = create_app(settings)
     app.title = "playpulse"
     mount_dashboard(app, mount_read_api(app, settings))
+    mount_extras(app, settings)
     add_service_checks(app, settings)
     return app

@@ -322,3 +322,41 @@ def test_wrong_keys_are_throttled_per_client(setup: Setup) -> None:
     assert httpx.get(f"{setup.url}/v1/metrics", headers=bearer).status_code == 429
     # Another client is not held back by the guesser.
     assert _get(setup, "/v1/metrics", setup.a.read_key).status_code == 200
+
+
+def test_sdk_is_open_and_graphql_takes_the_key_of_its_kind(setup: Setup) -> None:
+    sdk = httpx.get(f"{setup.url}/sdk/playpulse.js")
+    assert sdk.status_code == 200
+    assert "javascript" in sdk.headers["content-type"]
+    mutation = {
+        "query": 'mutation { trackUserInteraction(eventType: ProductView, vendorId: "v7", '
+        'customerId: "u1", productId: "p7") { success } }'
+    }
+
+    def graphql(key: str | None, body: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.post(f"{setup.url}/graphql", json=body, headers=headers, timeout=20)
+
+    assert graphql(None, mutation).status_code == 401
+    assert graphql(setup.vendor_key, mutation).status_code == 403
+    done = graphql(setup.b.write_key, mutation)
+    assert done.status_code == 200, done.text
+    assert done.json()["data"]["trackUserInteraction"]["success"] is True
+    refused = graphql(setup.b.read_key, mutation)
+    assert refused.json()["errors"], refused.text
+    assert not (refused.json().get("data") or {}).get("trackUserInteraction")
+    # The event went to project B alone.
+    deadline = time.monotonic() + 30
+    while True:
+        b_vendors = {
+            r["vendor_id"]
+            for r in _get(setup, "/v1/metrics/funnel", setup.b.read_key).json()["rows"]
+        }
+        if "v7" in b_vendors:
+            break
+        assert time.monotonic() < deadline, b_vendors
+        time.sleep(0.3)
+    a_vendors = {
+        r["vendor_id"] for r in _get(setup, "/v1/metrics/funnel", setup.a.read_key).json()["rows"]
+    }
+    assert "v7" not in a_vendors

@@ -19,8 +19,10 @@ How a request is authenticated:
   ``POST /login`` (signed, expiring, naming the key by prefix, so revoking a key ends its
   sessions). A read key limited to a vendor reaches only that vendor's shop queries
   (enforced by the read API: :data:`VENDOR_STATE`).
+- ``/graphql``: a write key for mutations, a read key (not vendor-scoped) for queries.
 - ``/healthz``, ``/readyz`` (every project's checks), ``/v1/schema``, ``/assets/...``,
-  ``/login``, ``/logout``, the OpenAPI pages: no key (they show no data).
+  ``/sdk/playpulse.js``, ``/login``, ``/logout``, the OpenAPI pages: no key (they show no
+  data).
 
 The project's app sees an internal key of this process in place of the caller's (its
 own key checks pass), and never the caller's ``key`` query parameter.
@@ -170,7 +172,7 @@ class Gateway:
             await self._readyz(send)
         elif (
             path in _OPEN_PATHS
-            or path.startswith("/assets/")
+            or path.startswith(("/assets/", "/sdk/"))
             or (path == "/login" and (method != "POST"))
         ):
             await self._forward(next(iter(self.apps)), scope, receive, send, None)
@@ -180,6 +182,8 @@ class Gateway:
             await self._logout(send)
         elif path == "/v1/events":
             await self._events(scope, receive, send)
+        elif path == "/graphql":
+            await self._graphql(scope, receive, send)
         else:
             await self._read(scope, receive, send)
 
@@ -302,6 +306,28 @@ class Gateway:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+    async def _graphql(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/graphql``: a write key's mutations, a read key's queries. A vendor-scoped
+        read key is refused here: the GraphQL API's vendor analytics take any vendor id."""
+        key = _bearer(_headers(scope))
+        found = self._check(scope, key) if key else None
+        if found is None or found[0].kind == "browser":
+            await _error(
+                send,
+                401,
+                "unauthorized",
+                "a valid write key (mutations) or read key (queries) is required: "
+                "Authorization: Bearer <key>",
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
+        info = found[0]
+        if info.vendor_id is not None:
+            await _error(send, 403, "forbidden", "a vendor's key cannot use /graphql")
+            return
+        header = self._write_header if info.kind == "write" else self._read_header
+        await self._forward(info.project, scope, receive, send, header)
 
     # --- reads ------------------------------------------------------------------------
 
