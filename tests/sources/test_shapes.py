@@ -400,3 +400,19 @@ def test_a_payload_with_one_invalid_event_is_rejected_whole(settings: Settings) 
 def titles_of(settings: Settings) -> list[str]:
     window = QueryParams(start=datetime(1999, 1, 1, tzinfo=UTC), end=NOW + timedelta(days=1))
     return [r["title"] for r in run_query("top_content", window, settings).to_pylist()]
+
+
+def test_pseudonymised_data_dirs_keep_no_customer_id(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", write_keys=[KEY], pseudonymize_users=True)
+    good = interaction("ProductView", 0, productId="p-1", customerId="alice@example.com")
+    bad = interaction("CartAdd", 1, customerId="alice@example.com")  # no productId
+    with collector(settings) as url:
+        body = post(url, "marketplace", [good, bad]).json()
+    assert body["accepted"] == 1
+    [entry] = quarantined(settings)
+    assert b"alice@example.com" not in entry.raw
+    assert json.loads(entry.raw)["customerId"].startswith("u_")
+    stored = [p.read_bytes() for p in settings.data_dir.glob("stream.db*")]
+    assert stored
+    assert all(b"alice@example.com" not in data for data in stored)
+    assert any(b"product_view" in data for data in stored)  # the event is there

@@ -21,6 +21,7 @@ payload kept.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,7 @@ from playpulse.sources.shapes.spotify_tracker import map_spotify_tracker
 
 if TYPE_CHECKING:
     from playpulse.collector.app import Collector
+    from playpulse.privacy.pseudonym import UserPrivacy
     from playpulse.quarantine.store import Rejection
 
 __all__ = [
@@ -227,7 +229,7 @@ async def ingest_shaped(
             f"the limit is {collector.max_pending_events}"
         )
     users = collector.users
-    scrub: Callable[[bytes], bytes] = users.scrub_raw if users is not None else bytes
+    scrub: Callable[[bytes], bytes] = bytes if users is None else _scrubber(users, name)
     entries = rejections(mapped, name, received_at, scrub)
     if entries:
         await run_in_threadpool(collector.quarantine.add, entries)
@@ -251,6 +253,36 @@ async def ingest_shaped(
     result.rejected = _report(mapped, failed)
     result.accepted = len(payloads) - len(failed)
     return result
+
+
+def _scrubber(users: UserPrivacy, name: str) -> Callable[[bytes], bytes]:
+    """The privacy hook's scrub of a rejected payload's raw JSON: ``user_id`` /
+    ``anonymous_id`` as for events, and for ``marketplace`` its ``customerId`` and
+    ``metadata.anonymousId`` too (pseudonymised when ``pseudonymize_users`` is on)."""
+    if name != "marketplace":
+        return users.scrub_raw
+
+    def pseudonym(field: str, value: str) -> str:
+        scrubbed = json.loads(users.scrub_raw(json.dumps({field: value}).encode()))
+        return str(scrubbed[field])
+
+    def scrub(raw: bytes) -> bytes:
+        if not users.pseudonymize:
+            return raw
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return raw
+        if not isinstance(data, dict):
+            return raw
+        if isinstance(data.get("customerId"), str):
+            data["customerId"] = pseudonym("user_id", data["customerId"])
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("anonymousId"), str):
+            meta["anonymousId"] = pseudonym("anonymous_id", meta["anonymousId"])
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    return scrub
 
 
 def _report(
