@@ -74,11 +74,11 @@ def delete(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Erase a person from the stream, the lake, the store and the quarantine; write a
-    receipt to <data dir>/privacy/receipts/ and print it (JSON).
+    """Erase a person from the stream, the lake, the store and the quarantine, with a
+    receipt (printed as JSON, kept in <data dir>/privacy/receipts/).
 
-    Needs the data dir's processor lock: stop `playpulse up` first (the command says so
-    when it runs)."""
+    With `playpulse up` running, its processor does it between batches and this waits
+    for the receipt."""
     from playpulse.privacy.erase import erase_user
 
     settings = _settings(ctx, data_dir, project)
@@ -97,8 +97,7 @@ def export(
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Every event of a person as NDJSON (one event a line, in time order): the right of
-    access."""
+    """Every event of a person as NDJSON (one a line, in time order): right of access."""
     from playpulse.privacy.export import export_user
 
     settings = _settings(ctx, data_dir, project)
