@@ -236,7 +236,9 @@ def test_delivery_records_unwrap_to_their_payloads(settings: Settings) -> None:
     with collector(settings) as url:
         one = post(url, "spotify-tracker", firehose)
         two = post(url, "spotify-tracker", lambda_event)
+        empty = post(url, "spotify-tracker", {**firehose, "records": []})
     assert one.json() == {"accepted": 2, "events": 4, "rejected": []}
+    assert empty.json() == {"accepted": 0, "events": 0, "rejected": []}
     assert two.json()["accepted"] == 1
     [bad] = two.json()["rejected"]
     assert bad["index"] == 1

@@ -52,6 +52,20 @@ _LAMBDA_KEYS = frozenset(
 )
 _LAMBDA_KEYS |= {"awsRegion", "eventSourceARN"}
 _GZIP = b"\x1f\x8b"
+#: Keys of a delivery's envelope around its records (Firehose HTTP endpoint and
+#: transformation events, Lambda Kinesis events).
+_ENVELOPE_KEYS = frozenset(
+    {
+        "requestId",
+        "timestamp",
+        "invocationId",
+        "deliveryStreamArn",
+        "sourceKinesisStreamArn",
+        "region",
+        "records",
+        "Records",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +126,11 @@ def records_of(value: Any) -> list[Any] | None:
         return None
     for key in ("records", "Records"):
         records = value.get(key)
-        if isinstance(records, list) and records and all(_is_record(r) for r in records):
+        if not isinstance(records, list):
+            continue
+        # An empty delivery (only its envelope) holds no payload.
+        delivery = bool(records) or set(value) <= _ENVELOPE_KEYS
+        if delivery and all(_is_record(r) for r in records):
             return records
     return [value] if _is_record(value) else None
 
