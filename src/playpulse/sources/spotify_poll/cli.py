@@ -42,6 +42,16 @@ AccountsUrl = Annotated[
 ApiUrl = Annotated[str, typer.Option("--api-url", hidden=True, help="Spotify's Web API.")]
 
 
+def _need_spotipy() -> None:
+    """Raise :class:`~playpulse.errors.ConfigError` when spotipy is not installed."""
+    try:
+        import spotipy  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the Spotify poller needs spotipy: pip install 'playpulse[spotify]'"
+        ) from None
+
+
 def _settings(ctx: typer.Context, data_dir: Path | None) -> Settings:
     chosen = data_dir or ctx.find_root().params.get("data_dir")
     try:
@@ -74,6 +84,7 @@ def login(
 ) -> None:
     """Sign in to Spotify once (authorization code with PKCE); the token is kept 0600 in
     the data dir and refreshed by the poller."""
+    _need_spotipy()
     from playpulse.sources.spotify_poll.auth import auth_manager, save_app
 
     settings = _settings(ctx, data_dir)
@@ -134,6 +145,7 @@ def poll(
 ) -> None:
     """Poll what plays on Spotify every few seconds and send it as playback events
     (play_start, heartbeat, pause, resume, seek, play_end) until Ctrl-C."""
+    _need_spotipy()
     from playpulse.client import Client
     from playpulse.sources.spotify_poll.auth import auth_manager, spotify_dir
     from playpulse.sources.spotify_poll.poller import (
