@@ -93,6 +93,13 @@ def test_every_catalog_query_is_covered_here() -> None:
         "top_products",
         "vendor_daily",
         "cohorts",
+        # quality of experience and yearly stats: tests/query/test_qoe_yearly.py
+        "qoe",
+        "qoe_titles",
+        "qoe_devices",
+        "yearly_listeners",
+        "yearly_top",
+        "listening_clock",
         "live",
     }
 

@@ -758,6 +758,272 @@ _add(
     )
 )
 
+
+# -- Quality of experience (docs/metrics.md, "Quality of experience") ---------------------
+#: Importer formats (playpulse.sources.importers): their plays' ids are ``<format>:<key>``
+#: (importers.base.play_events). An export records no player state, so its plays tell
+#: nothing of startup, rebuffering or failures: QoE is over the other (player) plays.
+IMPORTED_PLAY_FORMATS = (
+    "spotify_extended",
+    "spotify_basic",
+    "youtube_watch_history",
+    "lastfm_scrobbles",
+)
+_IMPORTED = " OR ".join(
+    f"coalesce(playback_id, '') LIKE '{fmt}:%'" for fmt in IMPORTED_PLAY_FORMATS
+)
+#: SQL: whether a play tells its quality of experience: it has known time (more than one
+#: event) and comes from a player, not an import.
+_PLAYER_PLAY = f"({_TIMED} AND NOT ({_IMPORTED}))"
+#: The QoE columns every QoE query ends with (docs/metrics.md).
+QOE_COLUMNS = (
+    "plays",
+    "startup_p50_s",
+    "startup_p95_s",
+    "rebuffer_ratio",
+    "rebuffers_per_hour",
+    "failure_rate",
+    "failed_plays",
+    "watch_time_s",
+)
+_WATCH = "sum(watch_time_s::DECIMAL(18, 6))"
+
+
+def _qoe(source: str, dims: tuple[str, ...], extra: str = "") -> str:
+    """SQL: the CTEs ``q`` (the player plays of ``source``, each with its rank by startup
+    time ``rn`` and its group's size ``n`` per ``dims``) and ``g`` (per ``dims``: the
+    :data:`QOE_COLUMNS`, after the ``extra`` select items over ``q``). Percentiles are
+    nearest rank: the smallest startup time with at least p % of the group's plays at or
+    below it, compared in integers (``rn * 100 >= n * p``), so a percentile always is
+    one play's startup time."""
+    part = f"PARTITION BY {', '.join(dims)}" if dims else ""
+    keys = "".join(f"{k}, " for k in (*dims, *([extra] if extra else [])))
+    return f"""
+        q AS (SELECT *, row_number() OVER ({part} ORDER BY startup_time_s, play_key) AS rn,
+                     count(*) OVER ({part}) AS n
+              FROM {source} WHERE {_PLAYER_PLAY}),
+        g AS (SELECT {keys}count(*) AS plays,
+                     min(startup_time_s) FILTER (rn * 100 >= n * 50) AS startup_p50_s,
+                     min(startup_time_s) FILTER (rn * 100 >= n * 95) AS startup_p95_s,
+                     sum(rebuffer_time_s::DECIMAL(18, 6)) / nullif({_WATCH}, 0)
+                         AS rebuffer_ratio,
+                     sum(rebuffer_count) * 3600 / nullif({_WATCH}, 0) AS rebuffers_per_hour,
+                     avg((coalesce(end_reason, '') = 'error')::INT) AS failure_rate,
+                     count(*) FILTER (end_reason = 'error') AS failed_plays,
+                     coalesce({_WATCH}, 0) AS watch_time_s
+              FROM q {"GROUP BY ALL" if dims else ""})"""
+
+
+_add(
+    QuerySpec(
+        "qoe",
+        "Quality of experience of the player plays that started in the range (imports "
+        "cannot tell): startup time p50/p95, rebuffer ratio (rebuffering / watch time), "
+        "rebuffers per hour of watch time, playback failure rate (plays ended by an error).",
+        f"""
+        WITH {_STARTED}, {_qoe("started", ())}
+        SELECT {", ".join(QOE_COLUMNS)} FROM g
+        """,
+        QOE_COLUMNS,
+    )
+)
+
+_add(
+    QuerySpec(
+        "qoe_titles",
+        "Quality of experience per title (player plays started in the range): startup "
+        "p50/p95, rebuffer ratio, rebuffers per hour, failure rate; most played first.",
+        f"""
+        WITH {_STARTED},
+        {_qoe("started", ("content_id",), _newest("title", "started_us"))},
+        c AS (SELECT content_id, {_newest("creator", "started_us")} FROM q GROUP BY content_id)
+        SELECT content_id, title, creator, {", ".join(QOE_COLUMNS)}
+        FROM g JOIN c USING (content_id)
+        WHERE content_id IS NOT NULL
+        ORDER BY plays DESC, content_id LIMIT $limit
+        """,
+        ("content_id", "title", "creator", *QOE_COLUMNS),
+    )
+)
+
+_add(
+    QuerySpec(
+        "qoe_devices",
+        "Quality of experience per platform and device type (player plays started in the "
+        "range; 'unknown' when the events do not say): startup p50/p95, rebuffer ratio, "
+        "rebuffers per hour, failure rate; most played first.",
+        f"""
+        WITH {_STARTED},
+        d AS (SELECT * EXCLUDE (platform, device_type),
+                     coalesce(platform, 'unknown') AS platform,
+                     coalesce(device_type, 'unknown') AS device_type
+              FROM started),
+        {_qoe("d", ("platform", "device_type"))}
+        SELECT platform, device_type, {", ".join(QOE_COLUMNS)} FROM g
+        ORDER BY plays DESC, platform, device_type LIMIT $limit
+        """,
+        ("platform", "device_type", *QOE_COLUMNS),
+    )
+)
+
+
+# -- Yearly stats per listener (docs/metrics.md, "Yearly stats") --------------------------
+# Years, days and hours are the requested zone's (``tz``); plays count in the year they
+# started, listening time in the year it was played. ``dn`` is a local day number (days
+# since 1970-01-01, local), ``lt`` local microseconds.
+_YEAR_FACTS = f"""
+sd AS (SELECT user_id, creator, content_id, title, play_key, started_us, {_TIMED} AS timed,
+              l // {_DAY_US} AS dn, (l // {_HOUR_US}) % 24 AS hour_of_day,
+              year({_local_date("l")}) AS year
+       FROM (SELECT s.*, {_local("started_us")} AS l FROM started s
+             JOIN tzmap m ON m.k = started_us // $step)),
+gd AS (SELECT user_id, creator, content_id, title, play_key, playing_s, seg_us,
+              l // {_DAY_US} AS dn, (l // {_HOUR_US}) % 24 AS hour_of_day,
+              year({_local_date("l")}) AS year
+       FROM (SELECT s.*, {_local("seg_us")} AS l FROM segs s
+             JOIN tzmap m ON m.k = seg_us // $step)),
+years AS (SELECT DISTINCT user_id, year FROM (
+            SELECT user_id, year FROM sd UNION ALL SELECT user_id, year FROM gd)
+          WHERE user_id IS NOT NULL)"""
+
+_add(
+    QuerySpec(
+        "yearly_listeners",
+        "Per listener and year (requested time zone): plays, listening time, days with "
+        "listening, artists, new artists (first played ever that year), longest streak of "
+        "consecutive listening days (its first and last day).",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS}, {_TZMAP}, {_YEAR_FACTS},
+        days AS (SELECT DISTINCT user_id, year, dn FROM (
+                    SELECT user_id, year, dn FROM sd UNION ALL SELECT user_id, year, dn FROM gd)),
+        isl AS (SELECT user_id, year, dn,
+                       dn - row_number() OVER (PARTITION BY user_id, year ORDER BY dn) AS island
+                FROM days),
+        runs AS (SELECT user_id, year, count(*) AS len, min(dn) AS first_dn, max(dn) AS last_dn
+                 FROM isl GROUP BY user_id, year, island),
+        best AS (SELECT * FROM (
+                    SELECT *, row_number() OVER (PARTITION BY user_id, year
+                                                 ORDER BY len DESC, first_dn) AS r
+                    FROM runs) WHERE r = 1),
+        nd AS (SELECT user_id, year, count(*) AS listening_days FROM days GROUP BY ALL),
+        p AS (SELECT user_id, year, count(*) AS plays, count(*) FILTER (timed) AS timed_plays
+              FROM sd GROUP BY ALL),
+        l AS (SELECT user_id, year, sum(playing_s) AS listening_s FROM gd GROUP BY ALL),
+        a AS (SELECT user_id, year, count(DISTINCT creator) AS artists FROM (
+                SELECT user_id, year, creator FROM sd
+                UNION ALL SELECT user_id, year, creator FROM gd) GROUP BY ALL),
+        firsts AS (SELECT user_id, creator, min(started_us) AS first_us FROM plays_all
+                   WHERE creator IS NOT NULL GROUP BY ALL),
+        na AS (SELECT sd.user_id, sd.year, count(DISTINCT sd.creator) AS new_artists
+               FROM sd JOIN firsts f ON f.user_id = sd.user_id AND f.creator = sd.creator
+                                    AND f.first_us = sd.started_us
+               GROUP BY ALL)
+        SELECT y.user_id, y.year, coalesce(p.plays, 0) AS plays,
+               CASE WHEN p.plays IS NULL THEN coalesce(l.listening_s, 0)
+                    ELSE {_known_time("l.listening_s", "p.timed_plays")} END AS listening_s,
+               nd.listening_days, coalesce(a.artists, 0) AS artists,
+               coalesce(na.new_artists, 0) AS new_artists, b.len AS longest_streak_days,
+               DATE '1970-01-01' + b.first_dn::INTEGER AS streak_start,
+               DATE '1970-01-01' + b.last_dn::INTEGER AS streak_end
+        FROM years y JOIN nd USING (user_id, year) JOIN best b USING (user_id, year)
+        LEFT JOIN p USING (user_id, year) LEFT JOIN l USING (user_id, year)
+        LEFT JOIN a USING (user_id, year) LEFT JOIN na USING (user_id, year)
+        ORDER BY y.year, listening_s DESC NULLS LAST, plays DESC, y.user_id LIMIT $limit
+        """,
+        (
+            "user_id",
+            "year",
+            "plays",
+            "listening_s",
+            "listening_days",
+            "artists",
+            "new_artists",
+            "longest_streak_days",
+            "streak_start",
+            "streak_end",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "yearly_top",
+        "Per listener and year (requested time zone): top artists and titles, ranked by "
+        "listening time and by plays (rows where either rank is within the limit).",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS}, {_TZMAP}, {_YEAR_FACTS},
+        pa AS (SELECT user_id, year, creator AS k, count(*) AS plays,
+                      count(*) FILTER (timed) AS timed_plays
+               FROM sd WHERE creator IS NOT NULL GROUP BY ALL),
+        la AS (SELECT user_id, year, creator AS k, sum(playing_s) AS listening_s
+               FROM gd WHERE creator IS NOT NULL GROUP BY ALL),
+        pt AS (SELECT user_id, year, content_id AS k, count(*) AS plays,
+                      count(*) FILTER (timed) AS timed_plays, {_newest("title", "started_us")}
+               FROM sd WHERE content_id IS NOT NULL GROUP BY ALL),
+        lt AS (SELECT user_id, year, content_id AS k, sum(playing_s) AS listening_s,
+                      {_newest("title", "seg_us")}
+               FROM gd WHERE content_id IS NOT NULL GROUP BY ALL),
+        rows_ AS (
+            SELECT user_id, year, 'artist' AS kind, NULL::VARCHAR AS content_id, k AS name,
+                   coalesce(pa.plays, 0) AS plays,
+                   {_known_time("la.listening_s", "pa.timed_plays")} AS listening_s
+            FROM pa FULL OUTER JOIN la USING (user_id, year, k)
+            UNION ALL
+            SELECT user_id, year, 'title', k, coalesce(pt.title, lt.title, k),
+                   coalesce(pt.plays, 0),
+                   {_known_time("lt.listening_s", "pt.timed_plays")}
+            FROM pt FULL OUTER JOIN lt USING (user_id, year, k)),
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY user_id, year, kind
+                                         ORDER BY listening_s DESC NULLS LAST, plays DESC,
+                                                  name, content_id) AS rank_by_time,
+                      row_number() OVER (PARTITION BY user_id, year, kind
+                                         ORDER BY plays DESC, listening_s DESC NULLS LAST,
+                                                  name, content_id) AS rank_by_plays
+            FROM rows_ WHERE user_id IS NOT NULL)
+        SELECT user_id, year, kind, content_id, name, plays, listening_s, rank_by_time,
+               rank_by_plays
+        FROM ranked WHERE rank_by_time <= $limit OR rank_by_plays <= $limit
+        ORDER BY user_id, year, kind, rank_by_time
+        """,
+        (
+            "user_id",
+            "year",
+            "kind",
+            "content_id",
+            "name",
+            "plays",
+            "listening_s",
+            "rank_by_time",
+            "rank_by_plays",
+        ),
+    )
+)
+
+_add(
+    QuerySpec(
+        "listening_clock",
+        "Per listener and year (requested time zone): plays and listening time by hour of "
+        "day, all 24 hours.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS}, {_TZMAP}, {_YEAR_FACTS},
+        grid AS (SELECT user_id, year, h AS hour_of_day FROM years, range(24) t(h)),
+        p AS (SELECT user_id, year, hour_of_day, count(*) AS plays,
+                     count(*) FILTER (timed) AS timed_plays FROM sd GROUP BY ALL),
+        l AS (SELECT user_id, year, hour_of_day, sum(playing_s) AS listening_s
+              FROM gd GROUP BY ALL)
+        SELECT g.user_id, g.year, g.hour_of_day, coalesce(p.plays, 0) AS plays,
+               CASE WHEN p.plays IS NULL THEN coalesce(l.listening_s, 0)
+                    ELSE {_known_time("l.listening_s", "p.timed_plays")} END AS listening_s
+        FROM grid g LEFT JOIN p USING (user_id, year, hour_of_day)
+                    LEFT JOIN l USING (user_id, year, hour_of_day)
+        ORDER BY g.user_id, g.year, g.hour_of_day
+        """,
+        ("user_id", "year", "hour_of_day", "plays", "listening_s"),
+    )
+)
+
+
 _add(
     QuerySpec(
         "live",
