@@ -13,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow as pa
 import typer
@@ -30,11 +30,17 @@ from playpulse.monitoring.cli import monitoring_app
 from playpulse.privacy.cli import privacy_app
 from playpulse.projects.cli import projects_app
 
+if TYPE_CHECKING:
+    import duckdb
+
 app = typer.Typer(
     name="playpulse",
     help="Real-time engagement analytics for playback and shop events, on one machine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: "[env PLAYPULSE_DATA_DIR; default ./.playpulse]" would
+    # otherwise be read as rich markup and vanish.
+    rich_markup_mode=None,
 )
 quarantine_app = typer.Typer(help="Inspect and replay rejected events.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
@@ -78,7 +84,7 @@ ProjectName = Annotated[
         "--project",
         envvar="PLAYPULSE_PROJECT",
         help="Read project NAME's data (`playpulse projects create NAME`) instead of the "
-        "data dir's own [env PLAYPULSE_PROJECT].",
+        "data dir's own.",
         show_default=False,
     ),
 ]
@@ -828,7 +834,10 @@ _SANDBOX_HINT = (
 
 @app.command()
 def sql(
-    statement: Annotated[str, typer.Argument(help="SQL over the views events, plays, sessions.")],
+    statement: Annotated[
+        str,
+        typer.Argument(help="SQL over the views events, plays, segments, sessions, shop_events."),
+    ],
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     allow_files: Annotated[
         bool,
@@ -841,6 +850,15 @@ def sql(
     ] = False,
     data_dir: DataDir = None,
     project: ProjectName = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--read-key-file",
+            help="Run as the project read key in FILE (its one key): that project's data; "
+            "a key limited to a vendor sees only a shop_events table of that vendor's rows.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run ad hoc SQL (DuckDB) over the views events, plays, segments, sessions and
     shop_events.
@@ -849,13 +867,17 @@ def sql(
     (read_csv('/etc/passwd'), COPY ... TO, ATTACH, EXPORT DATABASE), loading an
     extension, reaching the network and SET are refused (DuckDB's
     enable_external_access = false, configuration locked). --allow-files lifts that: the
-    SQL can then read and write any file you can, the data dir's lake included."""
+    SQL can then read and write any file you can, the data dir's lake included (not
+    with a vendor's key)."""
     import duckdb
 
     from playpulse.query.engine import connect
 
     _check_format(fmt, ("table", "json", "csv"))
-    con = connect(_settings(data_dir, project), sandbox=not allow_files)
+    if key_file is None:
+        con = connect(_settings(data_dir, project), sandbox=not allow_files)
+    else:
+        con = _key_connection(_settings(data_dir), project, key_file, allow_files)
     try:
         relation = con.sql(statement)
         table = pa.table({}) if relation is None else relation.to_arrow_table()
@@ -870,6 +892,37 @@ def sql(
     finally:
         con.close()
     _print_table(table, fmt)
+
+
+def _key_connection(
+    settings: Settings, project: str | None, key_file: Path, allow_files: bool
+) -> duckdb.DuckDBPyConnection:
+    """``playpulse sql --read-key-file``: the connection the read key in ``key_file``
+    may query (:mod:`playpulse.projects.sql`): its project's views, or for a key limited
+    to a vendor a database of that vendor's shop events only (always sandboxed).
+    Raises ConfigError for a file without exactly one key, a key that is not a project
+    read key in force, a ``--project`` the key does not belong to, or ``--allow-files``
+    with a vendor's key."""
+    from playpulse.projects import project_settings
+    from playpulse.projects.sql import read_key_scope, vendor_connection
+    from playpulse.query.engine import connect
+
+    keys = read_key_file(key_file, "--read-key-file")
+    if len(keys) != 1:
+        raise ConfigError(
+            f"--read-key-file {key_file}: {len(keys)} keys in it; playpulse sql runs as one"
+        )
+    scoped, vendor = read_key_scope(settings, keys[0])
+    if project is not None and project_settings(settings, project).data_dir != scoped.data_dir:
+        raise ConfigError(f"the key in {key_file} is not a read key of project {project!r}")
+    if vendor is None:
+        return connect(scoped, sandbox=not allow_files)
+    if allow_files:
+        raise ConfigError(
+            f"the key in {key_file} is limited to vendor {vendor!r}: --allow-files would "
+            "let its SQL read every vendor's files"
+        )
+    return vendor_connection(scoped, vendor)
 
 
 def main() -> None:
