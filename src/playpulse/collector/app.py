@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from playpulse.collector.all_errors import with_every_error
 from playpulse.collector.body import (
     MAX_EVENT_DEPTH,
     RawEvent,
@@ -124,6 +125,8 @@ def _validate(
             records.extend(one)
             invalid.extend((index, error) for _, error in bad)
         invalid.sort(key=lambda item: item[0])
+    # Every problem of each rejected event, not only the decoder's first (all_errors).
+    invalid = [(i, with_every_error(raws[i], error, received_at)) for i, error in invalid]
     # Inline the cheap part of nesting_exceeds (two counts) on the hot path.
     limit = MAX_EVENT_DEPTH
     deep = [
