@@ -11,6 +11,7 @@ a stream the test reads afterwards.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -260,3 +261,40 @@ def test_nothing_the_page_does_makes_the_sdk_throw(page: Any) -> None:
     assert tracker == "function"
     page.browser.pump(0.3)
     assert not page.events("Runtime.exceptionThrown")
+
+
+def test_buffering_ending_and_the_next_play_of_an_element(
+    page: Any, site: tuple[str, Faults, Any]
+) -> None:
+    base, faults, _ = site
+    wav = _conftest.wav_bytes(1.0)
+    page.evaluate(
+        f"""playpulse.init({{host: {base!r}, writeKey: {KEY!r}, flushIntervalMs: 50}});
+        document.getElementById('a').src =
+            'data:audio/wav;base64,' + {json.dumps(base64.b64encode(wav).decode())};
+        window.tracker = playpulse.trackMedia(
+            document.getElementById('a'), {{contentId: 'one-second'}}); true"""
+    )
+    page.wait_until("document.getElementById('a').readyState >= 3")
+    page.evaluate("document.getElementById('a').play()", await_promise=True)
+    first = page.evaluate("tracker.playbackId()")
+    # A stall as Chromium reports one: waiting, then playing when data came.
+    page.evaluate(
+        "document.getElementById('a').dispatchEvent(new Event('waiting'));"
+        "document.getElementById('a').dispatchEvent(new Event('playing')); true"
+    )
+    page.wait_until("document.getElementById('a').ended")
+    page.wait_until("tracker.playbackId() === null")
+    page.evaluate("document.getElementById('a').play()", await_promise=True)  # again
+    second = page.evaluate("tracker.playbackId()")
+    page.evaluate("tracker.detach()")
+    page.wait_until("playpulse.pending() === 0")
+    wait_requests(page, faults, 1)
+
+    sent = [t for r in faults.requests for t in r["types"]]
+    assert all(r["status"] == 200 for r in faults.requests)
+    assert second
+    assert second != first
+    assert sent[:4] == ["play_start", "buffer_start", "buffer_end", "play_end"]  # completed
+    # The next play (Chromium may stall while it goes back to the start: startup).
+    assert [t for t in sent[4:] if not t.startswith("buffer_")] == ["play_start", "play_end"]

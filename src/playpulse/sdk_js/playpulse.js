@@ -536,7 +536,9 @@
   };
 
   MediaTracker.prototype.onSeeking = function () {
-    if (this.seekFrom === null) this.seekFrom = this.expectedPosition();
+    // A seek outside a play (before the first play, or play() on an ended element
+    // going back to the start) is not one: the play_start tells where playing begins.
+    if (this.seekFrom === null && this.playbackId) this.seekFrom = this.expectedPosition();
   };
 
   MediaTracker.prototype.onSeeked = function () {
