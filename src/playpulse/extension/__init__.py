@@ -19,8 +19,14 @@ from playpulse.sdk_js import SDK_PATH
 
 __all__ = ["DEFAULT_SOURCE", "EXCLUDED", "extension_files", "pack_extension"]
 
-#: ``extensions/youtube`` of the source checkout this package runs from.
-DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "extensions" / "youtube"
+_PACKAGED = Path(__file__).resolve().parent / "youtube"
+#: Where the sources are: ``playpulse/extension/youtube`` when a wheel carries them
+#: there, else ``extensions/youtube`` of the source checkout this package runs from.
+DEFAULT_SOURCE = (
+    _PACKAGED
+    if (_PACKAGED / "manifest.json").is_file()
+    else Path(__file__).resolve().parents[3] / "extensions" / "youtube"
+)
 #: Files of the source directory that are not part of the extension.
 EXCLUDED = frozenset({"README.md"})
 #: The SDK's name inside the extension (the manifest's content script loads it).
