@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -255,6 +256,8 @@ class LakeCache:
                 for table in ("plays", "sessions", "events"):
                     self._refresh_table(self._lake, table)
             self._refresh_open()
+            for loader in list(_TABLE_LOADERS.values()):
+                loader(self.settings, self.db)
 
     def _refresh_table(self, lake: LakeWriter, table: str) -> None:
         # Files compacted away since listed are left out: the next refresh sees it.
@@ -601,6 +604,22 @@ def _open_from_store(settings: Settings) -> tuple[pa.Table, pa.Table]:
         pa.Table.from_pylist(plays, schema=PLAYS_SCHEMA),
         pa.Table.from_pylist(sessions, schema=SESSIONS_SCHEMA),
     )
+
+
+#: Tables other modules keep in every cache's database (see :func:`register_tables`).
+_TABLE_LOADERS: dict[str, Callable[[Settings, duckdb.DuckDBPyConnection], None]] = {}
+
+
+def register_tables(
+    name: str, loader: Callable[[Settings, duckdb.DuckDBPyConnection], None]
+) -> None:
+    """Have every :class:`LakeCache` call ``loader(settings, db)`` at each refresh (under
+    its lock, after the lake's tables): it creates or updates tables of its own in the
+    cache's database, which catalog queries can then join (the enrichment's content
+    catalog: :mod:`playpulse.query.catalog_enrich`). It must create its tables even when
+    it has no data, be cheap when nothing changed (compare a file's stamp), and not
+    raise. ``name`` identifies the loader: registering it again replaces it."""
+    _TABLE_LOADERS[name] = loader
 
 
 _CACHES: dict[str, LakeCache] = {}
