@@ -52,9 +52,9 @@ def test_post_events_documents_its_body_and_answers(openapi):
     content = operation["requestBody"]["content"]
     assert set(content) == {"application/json", "application/x-ndjson", "text/plain"}
     assert content["text/plain"]["schema"]["type"] == "string"
-    assert set(operation["responses"]) == {"200", "400", "401", "408", "413", "429", "503"}
+    assert set(operation["responses"]) == {"200", "400", "401", "408", "413", "415", "429", "503"}
     error = {"$ref": "#/components/schemas/Error"}
-    for status in ("400", "401", "408", "413", "429", "503"):
+    for status in ("400", "401", "408", "413", "415", "429", "503"):
         assert operation["responses"][status]["content"]["application/json"]["schema"] == error
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert "/readyz" in openapi["paths"]

@@ -200,6 +200,8 @@ def create_read_router(settings: Settings, auth: ReadAuth, feed: LiveFeed) -> AP
         responses={401: _ERRORS[401]},
     )
     async def list_metrics(request: Request) -> Catalog:
+        """Every catalog query with what it answers, its columns and its path, and the
+        parameters the queries take (a vendor-scoped key sees its shop queries only)."""
         limited = vendor_of(request) is not None
         return Catalog(
             queries=[

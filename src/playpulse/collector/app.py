@@ -38,6 +38,7 @@ from playpulse.collector.body import (
     nesting_exceeds,
     split_events,
 )
+from playpulse.collector.http_errors import add_error_handlers, unsupported_media_type
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
 from playpulse.errors import (
@@ -599,6 +600,9 @@ def add_readiness_check(app: FastAPI, name: str, check: ReadinessCheck) -> None:
             },
         )
         async def readyz() -> Response:
+            """200 when every registered check passes (the stream, the quarantine, and
+            with `playpulse up` the processor, store and lake), else 503 naming each
+            failing check's problem."""
             report = await readiness_report(app)
             ready = report["status"] != "not_ready"
             return JSONResponse(
@@ -782,6 +786,9 @@ def post_events_openapi(max_events: int = 1000) -> dict[str, Any]:
             ),
             "401": _error_response("A write key is required and was missing or wrong."),
             "408": _error_response("The body did not arrive within the read timeout."),
+            "415": _error_response(
+                "The Content-Type is not JSON, NDJSON or text/plain (none is read as JSON)."
+            ),
             "413": _error_response(
                 "The body is too large (also after gunzip) or holds too many events."
             ),
@@ -891,6 +898,7 @@ def create_app(
 
     app = FastAPI(title="playpulse collector", version="0.1.0", lifespan=lifespan)
     app.state.collector = collector
+    add_error_handlers(app)  # 404, 405 and 422 in the project's error format
     _add_openapi_components(app)
     for what, resource in (("stream", stream), ("quarantine", quarantine)):
         path = _path_of(resource)
@@ -902,6 +910,13 @@ def create_app(
     @app.post(
         "/v1/events",
         summary="Send events (JSON array, NDJSON or one object; gzip ok)",
+        description="Validates each event on its own: the valid ones are durably appended "
+        "to the stream, each invalid one is answered in `rejected` with every problem it "
+        "has (where and why) and kept in the quarantine. Content-Type: application/json "
+        "(one event or an array), application/x-ndjson or text/plain (sendBeacon); "
+        "Content-Encoding: gzip or none. `?schema=NAME` maps another pipeline's payloads "
+        "first (docs/event-shapes.md). Sending a request again is safe: an event stored "
+        "twice counts once.",
         openapi_extra=post_events_openapi(settings.max_events_per_request),
     )
     async def post_events(request: Request) -> Response:
@@ -935,6 +950,11 @@ def create_app(
                 "a valid write key is required: Authorization: Bearer <key>",
                 {"WWW-Authenticate": "Bearer", "Connection": "close"},
             )
+        media_problem = unsupported_media_type(request)
+        if media_problem is not None:
+            deadline = asyncio.get_running_loop().time() + settings.request_read_timeout_s
+            await _drain(request.stream(), settings.request_drain_bytes, deadline)
+            return _error(415, "unsupported_media_type", media_problem, {"Connection": "close"})
         received_at = datetime.now(UTC)
         received = body = b""
         gzipped = False
@@ -983,6 +1003,8 @@ def create_app(
 
     @app.get("/v1/schema", summary="JSON Schema of the event model")
     async def schema() -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of one event as `POST /v1/events` takes it:
+        every event type, its fields, types and limits (docs/events.md)."""
         return event_json_schema()
 
     @app.get("/healthz", summary="Liveness: the collector process answers")
@@ -992,6 +1014,8 @@ def create_app(
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
+        """The collector's and pipeline's metrics in Prometheus' text format
+        (docs/monitoring.md); behind the read keys or the metrics token when set."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # /metrics behind the read keys or the metrics token when either is set (the read
