@@ -7,8 +7,9 @@ match what the test did, within 0.5 s; the events pending when the page was left
 have come by ``navigator.sendBeacon`` (Chromium's "Ping" requests).
 
 The page is written into ``{up}/healthz`` (``document.write``), so it runs at the
-collector's origin: the single-project collector has no CORS (the projects gateway's
-browser keys are tested in tests/projects/).
+collector's origin (the single-project collector has no CORS; the projects gateway's
+browser keys are tested in test_gateway_browser_key.py), and loads the SDK from
+``{up}/sdk/playpulse.js``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 
 from playpulse.config import Settings
@@ -59,7 +61,17 @@ def open_player(browser: Any, base: str, wav_data_url: str, init: dict[str, Any]
     page.call("Network.enable")
     page.navigate(f"{base}/healthz")
     page.evaluate(f"document.open(); document.write({json.dumps(PAGE)}); document.close();")
-    page.evaluate(SDK_PATH.read_text())
+    # The SDK as `playpulse up` serves it.
+    page.evaluate(
+        """new Promise((resolve, reject) => {
+            const script = document.createElement("script");
+            script.src = "/sdk/playpulse.js";
+            script.onload = () => resolve(true);
+            script.onerror = () => reject(new Error("/sdk/playpulse.js did not load"));
+            document.head.appendChild(script);
+        })""",
+        await_promise=True,
+    )
     page.evaluate(
         f"""
         playpulse.init({json.dumps(init)});
@@ -127,6 +139,7 @@ def test_a_play_in_chromium_matches_what_the_listener_did(
     browser: Any, up: tuple[str, Path], wav_data_url: str
 ) -> None:
     base, data_dir = up
+    assert httpx.get(f"{base}/sdk/playpulse.js").content == SDK_PATH.read_bytes()
     # Heartbeats every second (10 s by default) so this short play has some; batches
     # every 300 ms by fetch.
     page = open_player(

@@ -1,8 +1,8 @@
-"""playpulse.js on a page of another origin, sending to the projects gateway with the
-project's browser key: batches by CORS fetch (the key as a bearer token, after a
-preflight), what is pending at ``pagehide`` by ``sendBeacon`` to ``/v1/events?key=``. Both
-reach the project's stream; the same page on an origin the project does not list gets
-nothing in."""
+"""playpulse.js, loaded from the projects gateway (``/sdk/playpulse.js``, open), on a
+page of another origin, sending to the gateway with the project's browser key: batches
+by CORS fetch (the key as a bearer token, after a preflight), what is pending at
+``pagehide`` by ``sendBeacon`` to ``/v1/events?key=``. Both reach the project's stream;
+the same page on an origin the project does not list gets nothing in."""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ from fastapi.responses import HTMLResponse
 from playpulse.config import Settings
 from playpulse.projects import create_project, project_settings
 from playpulse.projects.gateway import create_gateway_app
-from playpulse.sdk_js import mount_sdk
 from playpulse.stream.factory import open_stream
 from playpulse.testing import load_module, read_partition
 
 _conftest = load_module(Path(__file__).with_name("conftest.py"), "playpulse_tests_sdk_js_cf2")
 
 SHOP = """<!doctype html><html><head><title>shop</title>
-<script src="/sdk/playpulse.js"></script>
 <script>
 // Every beacon, kept in sessionStorage: read after the page is gone.
 const sendBeacon = navigator.sendBeacon.bind(navigator);
@@ -40,9 +38,8 @@ navigator.sendBeacon = (url, data) => {
 
 
 def shop_app() -> FastAPI:
-    """A shop's site: ``/shop`` (the SDK from ``/sdk/playpulse.js``), ``/bye``."""
+    """A shop's site: ``/shop`` and ``/bye``."""
     app = FastAPI()
-    mount_sdk(app)
 
     @app.get("/shop")
     async def shop() -> HTMLResponse:
@@ -74,7 +71,17 @@ def visit(browser: Any, origin: str, gateway: str, key: str, vendor: str) -> dic
     tab = next(t for t in browser.targets() if t["type"] == "page")
     page = browser.page(tab["targetId"])
     page.navigate(f"{origin}/shop")
-    page.wait_until("typeof playpulse === 'object'")
+    # The SDK from the gateway (open: no key), as a shop would load it.
+    page.evaluate(
+        f"""new Promise((resolve, reject) => {{
+            const script = document.createElement("script");
+            script.src = {gateway + "/sdk/playpulse.js"!r};
+            script.onload = () => resolve(true);
+            script.onerror = () => reject(new Error("the SDK did not load"));
+            document.head.appendChild(script);
+        }})""",
+        await_promise=True,
+    )
     page.evaluate(
         f"""playpulse.init({{host: {gateway!r}, writeKey: {key!r}, batchSize: 3,
             flushIntervalMs: 600000, maxRetries: 0}});
