@@ -2,8 +2,8 @@
 extension loaded unpacked in Debian's Chromium (``--headless=new``) on a local page with
 the structure of a YouTube watch page (``www.youtube.com`` mapped to 127.0.0.1), sending
 to a real ``playpulse up`` that requires a write key. A play with a tab switch must give
-foreground and background playing time; the extension's worker must send nothing but to
-the collector."""
+foreground and background playing time, and YouTube's move to the next video (no page
+load) a second play; the extension's worker must send nothing but to the collector."""
 
 from __future__ import annotations
 
@@ -233,12 +233,23 @@ def test_a_youtube_play_with_a_tab_switch_in_chromium(
         t_show = time.monotonic()
         browser.call("Target.closeTarget", {"targetId": other})
         browser.pump(1.0)
+        # YouTube goes to the next video without loading a page: a new URL, new title,
+        # the same <video>, and its yt-navigate-finish event.
+        page.evaluate(
+            """history.pushState({}, "", "/watch?v=def456");
+            document.querySelector("ytd-watch-metadata h1 yt-formatted-string")
+                .textContent = "Video def456";
+            document.dispatchEvent(new Event("yt-navigate-finish")); true"""
+        )
+        t_next = time.monotonic()
+        browser.pump(1.0)
         page.evaluate("document.querySelector('video').pause()")
         t_pause = time.monotonic()
         browser.pump(0.3)
-        page.navigate("http://www.youtube.com/")  # leaving ends the play
+        page.navigate("http://www.youtube.com/")  # leaving ends the second play
 
         play = wait_for_play(tmp_path / "data", "youtube:abc123")
+        second = wait_for_play(tmp_path / "data", "youtube:def456")
         sent_to = {r["request"]["url"] for r in worker.events("Network.requestWillBeSent")}
     assert sent_to == {f"{base}/v1/events"}
 
@@ -246,12 +257,18 @@ def test_a_youtube_play_with_a_tab_switch_in_chromium(
     assert play["creator"] == "Test Channel"
     assert play["content_type"] == "video"
     assert play["user_id"] == "yt-viewer"
-    assert play["end_reason"] == "stopped"
+    assert play["end_reason"] == "next"
     background = t_show - t_hide
-    assert play["playing_time_s"] == pytest.approx(t_pause - t_play, abs=TOLERANCE_S)
+    assert play["playing_time_s"] == pytest.approx(t_next - t_play, abs=TOLERANCE_S)
     assert play["playing_time_background_s"] == pytest.approx(background, abs=TOLERANCE_S)
     assert play["playing_time_foreground_s"] == pytest.approx(
-        t_pause - t_play - background, abs=TOLERANCE_S
+        t_next - t_play - background, abs=TOLERANCE_S
     )
     assert play["playing_time_background_s"] > 1.0
     assert play["playing_time_foreground_s"] > 1.5
+
+    assert second["title"] == "Video def456"
+    assert second["creator"] == "Test Channel"
+    assert second["end_reason"] == "stopped"
+    assert second["playing_time_s"] == pytest.approx(t_pause - t_next, abs=TOLERANCE_S)
+    assert second["playing_time_background_s"] == 0
