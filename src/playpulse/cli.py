@@ -252,7 +252,12 @@ def _serve(settings: Settings, with_processor: bool, access_log: bool) -> None:
                 f"(data in {settings.data_dir}, {settings.workers} worker(s))",
                 err=True,
             )
-            if settings.workers > 1:
+            from playpulse.projects.gateway import serving_app
+
+            gateway = serving_app(settings, with_processor)
+            if gateway is not None:  # projects: every project's app behind one port
+                uvicorn.run(gateway, **options)
+            elif settings.workers > 1:
                 _serve_workers(settings, with_processor, options)
             elif with_processor:
                 from playpulse.service import create_service_app
