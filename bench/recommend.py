@@ -214,7 +214,7 @@ def run_tags() -> TagRun:
     truth = [g for _, _, g in labelled]
     hits = Counter[str]()
     for result, genre in zip(results, truth, strict=True):
-        if result.genre.label == genre:
+        if not isinstance(result, Exception) and result.genre.label == genre:
             hits[genre] += 1
     counts = Counter(truth)
     label, most = counts.most_common(1)[0]

@@ -11,8 +11,8 @@ A provider (:class:`TagProvider`) has a ``name``, a ``model`` and a ``prompt_ver
   input is validated with pydantic (:class:`TagAnswer`: labels from the known lists,
   confidences 0-1). A malformed answer is asked again, a 429 waits for its
   ``retry-after`` (capped), a 5xx or a connection error backs off; after ``attempts``
-  tries the title fails with :class:`~playpulse.enrich.catalog.EnrichError` (the job goes
-  on with the next title and tries again next round).
+  tries the title fails with :class:`~playpulse.enrich.catalog.EnrichError`, given back
+  in its place (the job goes on with the next title and tries it again next round).
 """
 
 from __future__ import annotations
@@ -122,9 +122,11 @@ class TagProvider(Protocol):
     model: str
     prompt_version: str
 
-    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult]:
-        """One result per text, in order; raises
-        :class:`~playpulse.enrich.catalog.EnrichError` when it cannot."""
+    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult | EnrichError]:
+        """One result per text, in order: its tags, or the
+        :class:`~playpulse.enrich.catalog.EnrichError` saying why that title failed.
+        Raises :class:`~playpulse.enrich.catalog.EnrichError` (or
+        :class:`~playpulse.errors.ConfigError`) when it cannot tag at all."""
         ...
 
 
@@ -216,9 +218,16 @@ class AnthropicTagger:
         self.requests = 0
         self.retries = 0
 
-    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult]:
-        """One Messages API call per title (see the class docstring)."""
-        return [self._tag(t) for t in texts]
+    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult | EnrichError]:
+        """One Messages API call per title (see the class docstring); a title with no
+        valid answer gives its :class:`~playpulse.enrich.catalog.EnrichError`."""
+        out: list[TagResult | EnrichError] = []
+        for text in texts:
+            try:
+                out.append(self._tag(text))
+            except EnrichError as exc:
+                out.append(exc)
+        return out
 
     def _retry_after(self, exc: Any) -> float:
         headers = getattr(getattr(exc, "response", None), "headers", None) or {}

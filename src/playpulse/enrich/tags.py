@@ -112,7 +112,7 @@ class LocalEmbeddingTagger:
             self._model.encode(list(texts), normalize_embeddings=True, batch_size=self.batch_size)
         )
 
-    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult]:
+    def tag_many(self, texts: Sequence[TitleText]) -> list[TagResult | EnrichError]:
         """The most likely genre and mood of each text with its softmax confidence."""
         if not texts:
             return []
@@ -255,21 +255,18 @@ def tag_pending(
             continue
         if not limiter.acquire(len(ask)):
             break
-        results: list[TagResult | None]
+        whole: EnrichError | None = None
         try:
             results = list(provider.tag_many(ask))
-        except EnrichError as exc:
+        except EnrichError as exc:  # the provider cannot tag at all now: next run
             log.warning("enrich: tagging with %s: %s", provider.name, exc)
-            results = []
-            for text in ask:  # one bad title must not fail its batch
-                try:
-                    results.append(provider.tag_many([text])[0])
-                except EnrichError as one:
-                    log.warning("enrich: %s", one)
-                    results.append(None)
+            whole = exc
+            results = [exc] * len(ask)
         with open_catalog(settings) as db:
             for text, result in zip(ask, results, strict=True):
-                if result is None:
+                if isinstance(result, EnrichError):
+                    if result is not whole:
+                        log.warning("enrich: %s", result)
                     run.failed += 1
                     continue
                 db.execute(
