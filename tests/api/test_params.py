@@ -75,6 +75,10 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "creator": odd_text | long_text,
     "content_type": st.sampled_from(["audiobook", "track", "episode", "video"]) | odd_text,
     "vendor_id": odd_text | long_text,
+    "user_id": odd_text | long_text,
+    "device_type": st.sampled_from(["mobile", "unknown"]) | odd_text | long_text,
+    "platform": odd_text | long_text,
+    "country": st.sampled_from(["DE", "unknown"]) | odd_text | long_text,
     "key": odd_text,
 }
 

@@ -366,7 +366,9 @@ def test_named_query_answers_what_the_catalog_answers(
             f"{(start - epoch) // timedelta(microseconds=1)} AS p_start_us, "
             f"{(end - epoch) // timedelta(microseconds=1)} AS p_end_us, "
             "CAST(NULL AS VARCHAR) AS p_content_id, CAST(NULL AS VARCHAR) AS p_creator, "
-            "CAST(NULL AS VARCHAR) AS p_content_type, CAST(NULL AS VARCHAR) AS p_vendor_id",
+            "CAST(NULL AS VARCHAR) AS p_content_type, CAST(NULL AS VARCHAR) AS p_vendor_id, "
+            "CAST(NULL AS VARCHAR) AS p_user_id, CAST(NULL AS VARCHAR) AS p_device_type, "
+            "CAST(NULL AS VARCHAR) AS p_platform, CAST(NULL AS VARCHAR) AS p_country",
             read="trino",
         ),
     )

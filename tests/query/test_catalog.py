@@ -86,6 +86,7 @@ def test_every_catalog_query_is_covered_here() -> None:
         "daily",
         "user_sessions",
         "devices",
+        "countries",  # tests/query/test_qoe_yearly.py
         "chapters",
         "retention_curve",
         "watch_time_visibility",
@@ -627,6 +628,8 @@ EMPTY = {
     "overview": [(0, 0, 0, 0.0, 0, 0.0, None, 0, None, 0, None, 0, None, 0, 0)],
     "hourly_engagement": [(d, h, 0, 0, 0.0) for d in range(7) for h in range(24)],
     "live": [(0, 0, None, [])],
+    # quality of experience: no player plays, every measure unknown (docs/metrics.md)
+    "qoe": [(0, None, None, None, None, None, 0, 0.0)],
 }
 
 

@@ -150,3 +150,54 @@ def test_listening_clock(qoe_lake: Settings) -> None:
     busy = {r["hour_of_day"]: (r["plays"], r["listening_s"]) for r in rows if r["plays"]}
     assert busy == {10: (3, 180.0), 14: (1, 60.0), 20: (2, 600.0)}
     assert all(r["listening_s"] == 0 for r in rows if not r["plays"])
+
+
+# -- Filters by listener, device, platform and country (the dashboard's click-through) ----
+# Playing time on the 10th: q1 120 s - 2 s startup - 3 s rebuffering = 115 s (DE, ios
+# mobile, qa); q2 54 s (11:00:06 to the error at 11:01:00) and q3 60 s (US, web desktop,
+# qb); q4 60 s (no context: country, device and platform unknown; qc).
+
+
+def _overview(settings: Settings, **filters: Any) -> tuple[int, float, int]:
+    (row,) = _rows(settings, "overview", **DAY, **filters)
+    return row["plays"], row["listening_s"], row["listeners"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, (4, 289.0, 3)),
+        ({"country": "DE"}, (1, 115.0, 1)),
+        ({"country": "US"}, (2, 114.0, 1)),
+        ({"device_type": "desktop"}, (2, 114.0, 1)),
+        ({"device_type": "unknown"}, (1, 60.0, 1)),
+        ({"platform": "ios"}, (1, 115.0, 1)),
+        ({"user_id": "qb"}, (2, 114.0, 1)),
+        ({"user_id": "qb", "content_id": "y1"}, (1, 60.0, 1)),
+        ({"country": "unknown"}, (1, 60.0, 1)),
+        ({"country": "FR"}, (0, 0.0, 0)),
+    ],
+)
+def test_filters_follow_a_click_on_a_breakdown(
+    qoe_lake: Settings, filters: dict[str, str], expected: tuple[int, float, int]
+) -> None:
+    assert _overview(qoe_lake, **filters) == expected
+
+
+def test_sessions_follow_the_listener_filter(qoe_lake: Settings) -> None:
+    (qb,) = _rows(qoe_lake, "overview", **DAY, user_id="qb")
+    (all_,) = _rows(qoe_lake, "overview", **DAY)
+    assert (qb["sessions"], all_["sessions"]) == (2, 4)  # q2 and q3 are an hour apart
+    rows = _rows(qoe_lake, "user_sessions", **DAY, user_id="qb")
+    assert [(r["user_id"], r["sessions"]) for r in rows] == [("qb", 2)]
+
+
+def test_countries(qoe_lake: Settings) -> None:
+    assert _rows(qoe_lake, "countries", **DAY) == [
+        {"country": "DE", "plays": 1, "listeners": 1, "listening_s": 115.0},
+        {"country": "US", "plays": 2, "listeners": 1, "listening_s": 114.0},
+        {"country": "unknown", "plays": 1, "listeners": 1, "listening_s": 60.0},
+    ]
+    assert _rows(qoe_lake, "countries", **DAY, device_type="desktop") == [
+        {"country": "US", "plays": 2, "listeners": 1, "listening_s": 114.0},
+    ]

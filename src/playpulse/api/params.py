@@ -28,7 +28,16 @@ from playpulse.query.window import read_bound
 
 CONTENT_TYPES: tuple[str, ...] = get_args(ContentType)
 
-_FILTERS = ("content_id", "creator", "content_type", "vendor_id")
+_FILTERS = (
+    "content_id",
+    "creator",
+    "content_type",
+    "vendor_id",
+    "user_id",
+    "device_type",
+    "platform",
+    "country",
+)
 KNOWN = ("from", "to", "tz", "limit", *_FILTERS, "key")
 
 #: Earliest accepted ``from``/``to``, UTC. Events are from 2000 on (the event model
@@ -51,6 +60,10 @@ MAX_CHARS: dict[str, int] = {
     "creator": _TEXT_CHARS,
     "content_type": 32,
     "vendor_id": MAX_ID_CHARS,
+    "user_id": MAX_ID_CHARS,
+    "device_type": 32,
+    "platform": 64,
+    "country": 16,
     "key": 1024,
 }
 #: Longest parameter name or value quoted back in an error message, in characters.
@@ -147,6 +160,37 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "description": "Only this vendor (shop queries).",
         "schema": {"type": "string", "maxLength": MAX_CHARS["vendor_id"]},
+    },
+    {
+        "name": "user_id",
+        "in": "query",
+        "required": False,
+        "description": "Only this listener's plays (and sessions).",
+        "schema": {"type": "string", "maxLength": MAX_CHARS["user_id"]},
+    },
+    {
+        "name": "device_type",
+        "in": "query",
+        "required": False,
+        "description": "Only plays on this device type (`unknown`: the events do not say); "
+        "sessions are not filtered by it.",
+        "schema": {"type": "string", "maxLength": MAX_CHARS["device_type"]},
+    },
+    {
+        "name": "platform",
+        "in": "query",
+        "required": False,
+        "description": "Only plays on this platform (`unknown`: the events do not say); "
+        "sessions are not filtered by it.",
+        "schema": {"type": "string", "maxLength": MAX_CHARS["platform"]},
+    },
+    {
+        "name": "country",
+        "in": "query",
+        "required": False,
+        "description": "Only plays in this country (ISO 3166-1 alpha-2 such as `DE`; "
+        "`unknown`: the events do not say); sessions are not filtered by it.",
+        "schema": {"type": "string", "maxLength": MAX_CHARS["country"]},
     },
 ]
 

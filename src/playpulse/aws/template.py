@@ -970,7 +970,9 @@ WITH pp_params AS (
            epoch_us(CAST(current_date - INTERVAL 30 DAY AS TIMESTAMPTZ)) AS p_start_us,
            epoch_us(CAST(current_date + INTERVAL 1 DAY AS TIMESTAMPTZ)) AS p_end_us,
            CAST(NULL AS VARCHAR) AS p_content_id, CAST(NULL AS VARCHAR) AS p_creator,
-           CAST(NULL AS VARCHAR) AS p_content_type, CAST(NULL AS VARCHAR) AS p_vendor_id
+           CAST(NULL AS VARCHAR) AS p_content_type, CAST(NULL AS VARCHAR) AS p_vendor_id,
+           CAST(NULL AS VARCHAR) AS p_user_id, CAST(NULL AS VARCHAR) AS p_device_type,
+           CAST(NULL AS VARCHAR) AS p_platform, CAST(NULL AS VARCHAR) AS p_country
 ),
 pp_plays_newest AS (
     SELECT * EXCLUDE (pp_rn) FROM (

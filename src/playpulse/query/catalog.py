@@ -38,8 +38,10 @@ class QueryParams(BaseModel):
     ``start``/``end``: UTC-aware time range ``[start, end)``; a bound left out covers the
     data (:func:`playpulse.query.window.resolve_window`).
     ``tz``: IANA time zone for day and hour buckets (default UTC). Filters:
-    ``content_id``, ``creator``, ``content_type``, ``vendor_id``. ``limit``: rows for
-    ranked queries.
+    ``content_id``, ``creator``, ``content_type``, ``vendor_id``; and the listener
+    (``user_id``), ``device_type`` and ``platform`` (``unknown`` selects the plays whose
+    events do not say) and ``country`` of the plays (docs/metrics.md, "Filters").
+    ``limit``: rows for ranked queries.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +53,10 @@ class QueryParams(BaseModel):
     creator: str | None = None
     content_type: str | None = None
     vendor_id: str | None = None
+    user_id: str | None = None
+    device_type: str | None = None
+    platform: str | None = None
+    country: str | None = None
     limit: int = Field(10, ge=1, le=10_000)
 
     @field_validator("start", "end")
@@ -89,11 +95,27 @@ class QuerySpec:
     needs_store: bool = False
 
 
-_PLAY_FILTER = """
+_FILTERS = """
     ($content_id IS NULL OR content_id = $content_id)
     AND ($creator IS NULL OR creator = $creator)
     AND ($content_type IS NULL OR content_type = $content_type)
+    AND ($user_id IS NULL OR user_id = $user_id)
+    AND ($device_type IS NULL OR coalesce(device_type, 'unknown') = $device_type)
+    AND ($platform IS NULL OR coalesce(platform, 'unknown') = $platform)"""
+_PLAY_FILTER = f"""{_FILTERS}
+    AND ($country IS NULL OR coalesce(country, 'unknown') = $country)
 """
+#: The country filter of segments (their rows carry no country: their play's), replaced
+#: by TRUE when no country is asked (:func:`run_query`), so DuckDB plans no join for it.
+SEGMENT_COUNTRY_FILTER = (
+    "($country IS NULL OR play_key IN (SELECT play_key FROM plays_all"
+    " WHERE coalesce(country, 'unknown') = $country))"
+)
+_SEGMENT_FILTER = f"""{_FILTERS}
+    AND {SEGMENT_COUNTRY_FILTER}
+"""
+#: Sessions carry a listener only: they follow the listener filter, no other.
+_SESSION_FILTER = "($user_id IS NULL OR user_id = $user_id)"
 _STARTED = f"""
 started AS (
     SELECT * FROM play_rows
@@ -104,7 +126,7 @@ clipped AS (
     SELECT * EXCLUDE (start, "end", start_us, end_us, playing_s, rate, version),
            greatest(start_us, $start_us) AS a, least(end_us, $end_us) AS b
     FROM segment_rows
-    WHERE end_us > $start_us AND start_us < $end_us AND {_PLAY_FILTER}
+    WHERE end_us > $start_us AND start_us < $end_us AND {_SEGMENT_FILTER}
 )"""
 # Playing time inside [start, end), cut at the requested zone's hour boundaries. Segments
 # never cross a UTC hour, so for zones a whole number of hours from UTC they need no
@@ -353,7 +375,8 @@ _add(
         "(Last.fm's rule) in the range.",
         f"""
         WITH {_STARTED}, {_SEGMENTS},
-        sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end),
+        sess AS (SELECT * FROM sessions WHERE started_at >= $start AND started_at < $end
+                 AND {_SESSION_FILTER}),
         r AS (SELECT count(*) AS plays, count(*) FILTER (is_stream) AS streams, {_rates()}
               FROM started),
         t AS (SELECT sum(playing_s) AS listening_s FROM segs)
@@ -518,7 +541,8 @@ _add(
         WITH {_STARTED}, {_SEGMENTS},
         s AS (SELECT user_id, count(*) AS sessions, avg(duration_s::DECIMAL(18, 6))
                      AS avg_session_s
-              FROM sessions WHERE started_at >= $start AND started_at < $end GROUP BY user_id),
+              FROM sessions WHERE started_at >= $start AND started_at < $end
+                AND {_SESSION_FILTER} GROUP BY user_id),
         l AS (SELECT user_id, sum(playing_s) AS listening_s FROM segs GROUP BY user_id),
         t AS (SELECT user_id, count(*) FILTER ({_TIMED}) AS timed_plays FROM started
               GROUP BY user_id)
@@ -557,6 +581,31 @@ _add(
         ORDER BY listening_s DESC NULLS LAST, plays DESC, platform, device_type
         """,
         ("platform", "device_type", "plays", "listeners", "listening_s"),
+    )
+)
+
+_add(
+    QuerySpec(
+        "countries",
+        "Countries of the plays ('unknown' when the events do not say): plays, listeners "
+        "and listening time.",
+        f"""
+        WITH {_STARTED}, {_SEGMENTS},
+        pc AS (SELECT play_key, coalesce(country, 'unknown') AS country FROM plays_all),
+        p AS (SELECT coalesce(country, 'unknown') AS country, count(*) AS plays,
+                     count(*) FILTER ({_TIMED}) AS timed_plays
+              FROM started GROUP BY ALL),
+        sc AS (SELECT pc.country, s.user_num, s.playing_s FROM segs s JOIN pc USING (play_key)),
+        l AS (SELECT country, sum(playing_s) AS listening_s FROM sc GROUP BY ALL),
+        u AS (SELECT country, count(DISTINCT user_num) AS listeners FROM (
+                SELECT coalesce(country, 'unknown') AS country, user_num FROM started
+                UNION ALL SELECT country, user_num FROM sc) GROUP BY ALL)
+        SELECT u.country, coalesce(p.plays, 0) AS plays, u.listeners,
+               {_known_time("l.listening_s", "p.timed_plays")} AS listening_s
+        FROM u LEFT JOIN p USING (country) LEFT JOIN l USING (country)
+        ORDER BY listening_s DESC NULLS LAST, plays DESC, country LIMIT $limit
+        """,
+        ("country", "plays", "listeners", "listening_s"),
     )
 )
 
@@ -805,9 +854,10 @@ def _qoe(source: str, dims: tuple[str, ...], extra: str = "") -> str:
         g AS (SELECT {keys}count(*) AS plays,
                      min(startup_time_s) FILTER (rn * 100 >= n * 50) AS startup_p50_s,
                      min(startup_time_s) FILTER (rn * 100 >= n * 95) AS startup_p95_s,
-                     sum(rebuffer_time_s::DECIMAL(18, 6)) / nullif({_WATCH}, 0)
-                         AS rebuffer_ratio,
-                     sum(rebuffer_count) * 3600 / nullif({_WATCH}, 0) AS rebuffers_per_hour,
+                     sum(rebuffer_time_s::DECIMAL(18, 6))::DOUBLE
+                         / nullif({_WATCH}::DOUBLE, 0) AS rebuffer_ratio,
+                     (sum(rebuffer_count) * 3600)::DOUBLE / nullif({_WATCH}::DOUBLE, 0)
+                         AS rebuffers_per_hour,
                      avg((coalesce(end_reason, '') = 'error')::INT) AS failure_rate,
                      count(*) FILTER (end_reason = 'error') AS failed_plays,
                      coalesce({_WATCH}, 0) AS watch_time_s
@@ -1110,6 +1160,8 @@ def run_query(
 
     start, end = resolve_window(params, settings, now).bounds
     sql = query_sql(spec, params.tz)
+    if params.country is None:
+        sql = sql.replace(SEGMENT_COUNTRY_FILTER, "TRUE")
     con = connect(settings, since=start.date(), until=end.date(), shared=True)
     try:
         used = bind_values(sql, params, start, end)
