@@ -38,6 +38,7 @@ from playpulse.collector.body import (
     nesting_exceeds,
     split_events,
 )
+from playpulse.collector.docs import mount_docs
 from playpulse.collector.http_errors import add_error_handlers, unsupported_media_type
 from playpulse.collector.metrics import CollectorMetrics
 from playpulse.config import Settings
@@ -896,9 +897,16 @@ def create_app(
             for resource in owned:
                 resource.close()
 
-    app = FastAPI(title="playpulse collector", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="playpulse collector",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: mount_docs, offline (no CDN)
+        redoc_url=None,
+    )
     app.state.collector = collector
     add_error_handlers(app)  # 404, 405 and 422 in the project's error format
+    mount_docs(app)
     _add_openapi_components(app)
     for what, resource in (("stream", stream), ("quarantine", quarantine)):
         path = _path_of(resource)
