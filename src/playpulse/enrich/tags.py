@@ -235,6 +235,7 @@ def tag_pending(
     with open_catalog(settings) as db:
         todo, run.pending = _pending(db, provider, limit)
     key = (provider.name, provider.model, provider.prompt_version)
+    first_failure: EnrichError | None = None
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         ask: list[TitleText] = []
@@ -265,8 +266,8 @@ def tag_pending(
         with open_catalog(settings) as db:
             for text, result in zip(ask, results, strict=True):
                 if isinstance(result, EnrichError):
-                    if result is not whole:
-                        log.warning("enrich: %s", result)
+                    if result is not whole and first_failure is None:
+                        first_failure = result
                     run.failed += 1
                     continue
                 db.execute(
@@ -276,6 +277,13 @@ def tag_pending(
                 _store(db, provider, text, result)
                 run.tagged += 1
     run.pending -= run.tagged
+    if first_failure is not None:
+        log.warning(
+            "enrich: tagging with %s: %d title(s) failed, first: %s",
+            provider.name,
+            run.failed,
+            first_failure,
+        )
     with open_catalog(settings) as db:
         record_job(
             db, f"tags:{provider.name}", run.tagged, f"{run.failed} failed" if run.failed else None
