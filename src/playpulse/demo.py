@@ -6,6 +6,13 @@ with skips, podcasts, videos in the background, a shop funnel; duplicates, out-o
 and late deliveries, a few invalid events for the quarantine), POSTs them to
 ``/v1/events`` in gzip batches exactly as apps would, waits until every event is
 processed, and returns the key tables.
+
+**The same seed gives the same data.** The simulated days are anchored to a fixed
+instant, not to the clock: the start of the current UTC day unless ``anchor`` says
+otherwise (:func:`demo_anchor`), so two runs with one seed on one day (or with one
+``anchor``) into fresh data dirs send the same events, and the catalog answers the same.
+The demo refuses a data dir that already holds events (it would add its own to them,
+and an earlier demo's events again under new receipt times) unless ``append``.
 """
 
 from __future__ import annotations
@@ -86,6 +93,27 @@ def _batches(config: SimulationConfig, size: int) -> Iterator[list[dict[str, obj
         yield batch
 
 
+def demo_anchor(now: datetime | None = None) -> datetime:
+    """The instant the demo's simulated days are anchored to: the start (00:00 UTC) of
+    ``now``'s UTC day (default: the clock's). The days end 8 hours before it."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def stored_events(settings: Settings) -> int:
+    """How many events the data dir's embedded stream holds (0 without one; streams
+    elsewhere, such as Kafka or Kinesis, are not counted)."""
+    if settings.stream_url is not None and not settings.stream_url.startswith("sqlite"):
+        return 0
+    if not settings.stream_path.exists():
+        return 0
+    stream = open_stream(settings)
+    try:
+        return sum(p.end_offset - p.start_offset for p in stream.partitions())
+    finally:
+        stream.close()
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -93,14 +121,28 @@ def run_demo(
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
     timeout_s: float = 300.0,
+    anchor: datetime | None = None,
+    append: bool = False,
 ) -> DemoResult:
     """Send ``events`` simulated events through a collector + processor on the data dir.
 
-    The simulated days end a few hours before now, so the dashboard's default time
-    range and the live tiles show them. ``progress`` is called with the number of
-    events sent so far. Raises :class:`~playpulse.errors.PlaypulseError` if the server
-    does not start or the events are not processed within ``timeout_s``.
+    The simulated three days end 8 hours before ``anchor`` (UTC-aware; default
+    :func:`demo_anchor`: today's 00:00 UTC), so the dashboard's default time range shows
+    them; the same ``seed``, ``events`` and ``anchor`` give the same events. ``progress``
+    is called with the number of events sent so far. Raises
+    :class:`~playpulse.errors.PlaypulseError` when the data dir already holds events
+    (unless ``append``), the server does not start or the events are not processed
+    within ``timeout_s``.
     """
+    held = 0 if append else stored_events(settings)
+    if held:
+        raise PlaypulseError(
+            f"{settings.data_dir} already holds {held:,} events: the demo would add its own "
+            "to them; use a new --data-dir (or delete this one)"
+        )
+    if anchor is not None and anchor.tzinfo is None:
+        raise PlaypulseError("the demo's anchor must carry a time zone, such as UTC")
+    anchor = (anchor or demo_anchor()).astimezone(UTC)
     started = time.monotonic()
     host = "127.0.0.1"
     port = _free_port(host)
@@ -117,14 +159,13 @@ def run_demo(
                 f"running on {settings.data_dir}? stop it or use another --data-dir)"
             )
         time.sleep(0.05)
-    now = datetime.now(UTC).replace(microsecond=0)
     duration = timedelta(days=3)
-    # Size the population for about ``events`` events over three days that end a few
-    # hours before now (sessions run on past the window's end), so the dashboard's
-    # default range and the live tiles show them.
+    # Size the population for about ``events`` events over three days that end 8 hours
+    # before the anchor (sessions run on past the window's end), so the dashboard's
+    # default range shows them.
     sized = SimulationConfig(seed=seed, invalid_rate=0.002).with_target_events(events)
     config = dataclasses.replace(
-        sized, start=now - duration - timedelta(hours=8), duration=duration
+        sized, start=anchor - duration - timedelta(hours=8), duration=duration
     )
     sent = accepted = rejected = 0
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -146,7 +187,9 @@ def run_demo(
                 if progress:
                     progress(sent)
         _wait_processed(run_settings, deadline=time.monotonic() + timeout_s)
-        window = QueryParams(start=config.start - timedelta(days=30), end=now + timedelta(days=1))
+        window = QueryParams(
+            start=config.start - timedelta(days=30), end=anchor + timedelta(days=1)
+        )
         tables = {
             name: run_query(name, window.model_copy(update={"limit": 5}), run_settings).select(
                 list(columns)
