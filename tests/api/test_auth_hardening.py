@@ -292,6 +292,7 @@ def test_the_lifetime_is_a_setting(data_dir: Path):
         who = auth.identify(KEYS[1])
         assert who is not None
         old = auth.cookie_for(who, issued_at=datetime.now(UTC) - timedelta(minutes=11))
+        client.cookies.clear()  # only the old cookie: not also the one /login just set
         client.cookies.set(COOKIE_NAME, old)
         assert client.get("/v1/metrics").status_code == 401
 
