@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import playpulse.query.catalog_enrich  # noqa: F401 - its tables load in every engine cache
 from playpulse.config import Settings
 from playpulse.enrich.catalog import open_catalog
 from playpulse.enrich.providers import AnthropicTagger
@@ -21,13 +20,15 @@ from playpulse.lake.writer import LakeWriter
 from playpulse.processor.pipeline import Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.query.catalog import CATALOG
+
+# Importing it loads its tables in every engine cache, as in the service.
+from playpulse.query.catalog_enrich import QUERIES as ENRICH_QUERIES
 from playpulse.query.engine import events_connection
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.memory import MemoryStream
 from playpulse.testing import catalog_answers, free_port
 
-ENRICH_QUERIES = {"content_catalog", "similar_content", "genre_metrics", "mood_metrics"}
 POLLS_BEFORE_WAITING = 3
 
 

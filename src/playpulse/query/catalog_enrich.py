@@ -37,6 +37,10 @@ from playpulse.enrich.catalog import catalog_path
 from playpulse.query.catalog import CATALOG, QueryError, QuerySpec, query_sql, register
 from playpulse.query.engine import register_tables
 
+#: The queries this module registers: they read the ``enrich_*`` tables, which only the
+#: DuckDB engine holds (Spark and Athena have no such tables: leave these out there).
+QUERIES = frozenset({"content_catalog", "similar_content", "genre_metrics", "mood_metrics"})
+
 #: The catalog's tables as the engine holds them: DuckDB name -> (SQLite table, schema).
 TABLES: dict[str, tuple[str, pa.Schema]] = {
     "enrich_seen": (
