@@ -22,7 +22,6 @@ from playpulse.enrich.catalog import (
 )
 from playpulse.enrich.similarity import refresh_similar
 from playpulse.query.catalog import CATALOG, QueryParams, run_query
-from playpulse.query.catalog_enrich import bigquery_sql
 
 WINDOW = QueryParams(
     start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 6, 1, tzinfo=UTC), limit=100
@@ -146,6 +145,8 @@ NOT_BIGQUERY = {"funnel", "top_products", "vendor_daily"}
 
 
 def test_bigquery_sql_of_every_catalog_query() -> None:
+    from playpulse.query.catalog_enrich import bigquery_sql
+
     for name, spec in CATALOG.items():
         if not spec.sql.strip():
             continue

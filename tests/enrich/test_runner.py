@@ -20,15 +20,15 @@ from playpulse.lake.writer import LakeWriter
 from playpulse.processor.pipeline import Processor, ProcessorOptions
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.query.catalog import CATALOG
-
-# Importing it loads its tables in every engine cache, as in the service.
-from playpulse.query.catalog_enrich import QUERIES as ENRICH_QUERIES
 from playpulse.query.engine import events_connection
 from playpulse.sources.simulator import SimulationConfig, simulate
 from playpulse.store.sqlite import SQLiteStore
 from playpulse.stream.memory import MemoryStream
 from playpulse.testing import catalog_answers, free_port
 
+#: The enrichment's queries (registered by tests/enrich/conftest.py, with their tables
+#: loaded in every engine cache as in the service).
+QUERIES = frozenset({"content_catalog", "similar_content", "genre_metrics", "mood_metrics"})
 POLLS_BEFORE_WAITING = 3
 
 
@@ -103,7 +103,7 @@ def process(root: Path, data: list[tuple[str, bytes]], runner: bool) -> dict[str
             enrichment.stop()
         store.close()
         quarantine.close()
-    answers = {k: v for k, v in catalog_answers(settings).items() if k not in ENRICH_QUERIES}
+    answers = {k: v for k, v in catalog_answers(settings).items() if k not in QUERIES}
     return {
         "polls": polls,
         "visible": visible,
@@ -139,4 +139,4 @@ def test_processing_unchanged_with_enrichment_running(tmp_path: Path) -> None:
     assert jobs["seen"]["error"] is None
     assert jobs["similar"]["error"] is None
     assert "failed" in (jobs["tags:anthropic"]["error"] or "")
-    assert set(CATALOG) >= ENRICH_QUERIES
+    assert set(CATALOG) >= QUERIES

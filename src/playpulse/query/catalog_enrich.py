@@ -155,8 +155,6 @@ def load_tables(settings: Settings, db: duckdb.DuckDBPyConnection) -> None:
     db.execute("CREATE OR REPLACE TABLE enrich_stamp AS SELECT ? AS stamp", [stamp])
 
 
-register_tables("enrich", load_tables)
-
 # A title's genre: its first imported genre, else its best genre tag; the same for mood
 # (moods are never imported). ``*_source``: 'imported' or the tagging provider.
 _LABELS = """
@@ -198,7 +196,9 @@ listened AS (
     GROUP BY content_id
 )"""
 
-register(
+SPECS: list[QuerySpec] = []
+
+SPECS.append(
     QuerySpec(
         "content_catalog",
         "The content catalog: per title the latest title, creator, album, duration and "
@@ -252,7 +252,7 @@ register(
     )
 )
 
-register(
+SPECS.append(
     QuerySpec(
         "similar_content",
         "Listeners also played: for content_id (every title when unset) the titles most "
@@ -299,7 +299,7 @@ def _by_label(kind: str) -> str:
 
 
 for _kind in ("genre", "mood"):
-    register(
+    SPECS.append(
         QuerySpec(
             f"{_kind}_metrics",
             f"Per {_kind} (imported genre first, else the tag; 'unknown' without one): the "
@@ -308,6 +308,28 @@ for _kind in ("genre", "mood"):
             (_kind, "titles", "plays", "listening_s"),
         )
     )
+
+
+def register_queries() -> None:
+    """Add :data:`SPECS` to the catalog (those not there yet) and :func:`load_tables` to
+    every engine cache. Called when this module is imported; idempotent."""
+    for spec in SPECS:
+        if spec.name not in CATALOG:
+            register(spec)
+    register_tables("enrich", load_tables)
+
+
+def unregister_queries() -> None:
+    """Take :data:`SPECS` out of the catalog again (for tests that need the catalog
+    without them; the engine caches keep their ``enrich_*`` tables, which nothing else
+    reads)."""
+    for spec in SPECS:
+        if CATALOG.get(spec.name) is spec:
+            del CATALOG[spec.name]
+
+
+register_queries()
+
 
 # The engine's views (playpulse.query.engine) over the lake's plays table, for
 # warehouses that hold the lake's Parquet tables (BigQuery external or loaded tables).
