@@ -397,4 +397,6 @@ def mount_graphql(
     router: GraphQLRouter[Any, Any] = GraphQLRouter(
         build_schema(), graphql_ide=None, context_getter=context
     )
-    app.include_router(router, prefix=path)
+    # Not in the OpenAPI document: a GraphQL API describes itself (introspection), and
+    # OpenAPI could only say "POST a body, get 200 or 400".
+    app.include_router(router, prefix=path, include_in_schema=False)
