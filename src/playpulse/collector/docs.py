@@ -5,8 +5,11 @@ they are blank without internet access (and leak every docs visit to those sites
 :func:`mount_docs` serves the same pages with the assets vendored in this package
 (``docs_static/``: ``swagger-ui-dist`` and ``redoc`` from npm, unmodified; versions,
 hashes and licenses in ``docs_static/VENDORED.md``) under :data:`ASSETS_PATH`. Nothing on
-either page is requested from another origin (Swagger UI's online validator badge is
-off). The pages describe the API and hold no data: they stay open, as ``/openapi.json``.
+either page is requested from another origin: Swagger UI's online validator badge is
+off, and the pages' Content-Security-Policy (:data:`DOCS_CSP`) allows this origin only,
+which keeps ReDoc's "API docs by Redocly" logo (an image on a CDN, not optional) from
+loading (the link stays). The pages describe the API and hold no data: they stay open,
+as ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,19 @@ from fastapi.staticfiles import StaticFiles
 DOCS_STATIC = Path(__file__).with_name("docs_static")
 #: Where :func:`mount_docs` serves :data:`DOCS_STATIC`.
 ASSETS_PATH = "/docs-assets"
+#: Only this origin (FastAPI's pages start the viewers with an inline script; ReDoc runs
+#: its search in a worker made from a blob).
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _own_origin_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    return page
 
 
 def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
@@ -32,24 +48,28 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{request.app.title} - API docs",
-            swagger_js_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_PATH}/favicon.svg",
-            # No badge from validator.swagger.io: nothing leaves this server.
-            swagger_ui_parameters={"validatorUrl": None},
+        return _own_origin_only(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{request.app.title} - API docs",
+                swagger_js_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS_PATH}/favicon.svg",
+                # No badge from validator.swagger.io: nothing leaves this server.
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @app.get(redoc_url, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{request.app.title} - API reference",
-            redoc_js_url=f"{ASSETS_PATH}/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS_PATH}/favicon.svg",
-            with_google_fonts=False,
+        return _own_origin_only(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{request.app.title} - API reference",
+                redoc_js_url=f"{ASSETS_PATH}/redoc/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS_PATH}/favicon.svg",
+                with_google_fonts=False,
+            )
         )
 
     app.mount(ASSETS_PATH, StaticFiles(directory=DOCS_STATIC), name="docs-assets")
