@@ -191,8 +191,15 @@ def test_tagging_job_caches_and_survives_failures(
     run = tag_pending(listened, provider, titles_per_s=1000.0)
     assert (run.tagged, run.cached) == (4, 4)
     assert len(server.requests) == 6
+    # A renamed title (as the next seen job finds it) is tagged again, alone.
+    with open_catalog(listened) as db:
+        db.execute("UPDATE seen SET title = 'Song a (Remastered)' WHERE title = 'Song a'")
+    run = tag_pending(listened, provider, titles_per_s=1000.0)
+    assert (run.tagged, run.cached, run.pending) == (1, 0, 0)
+    assert len(server.requests) == 7
+    assert "Song a (Remastered) by Band" in str(server.requests[-1]["body"]["messages"])
     # Another prompt version is another cache key: asked again.
     provider.prompt_version = "anthropic-tags-2"
     run = tag_pending(listened, provider, titles_per_s=1000.0)
     assert (run.tagged, run.cached) == (4, 0)
-    assert len(server.requests) == 10
+    assert len(server.requests) == 11

@@ -15,7 +15,8 @@ Tables (all keyed by ``content_id``):
   ``other_id``, ``score`` (cosine, 0-1), ``shared_sessions``, ``shared_listeners`` and
   ``rank`` (1 = most similar).
 - ``tags``: ``kind`` (``genre`` or ``mood``), ``label``, ``confidence`` (0-1),
-  ``provider``, ``model``, ``prompt_version`` (:mod:`playpulse.enrich.tags`).
+  ``provider``, ``model``, ``prompt_version``, ``text_hash`` (of the text tagged: a
+  renamed title is tagged again) (:mod:`playpulse.enrich.tags`).
 - ``tag_cache``: one provider answer per content, provider, model and prompt version
   and text (a renamed title is tagged again), so a result is paid for once.
 - ``jobs``: each job's last run (``ran_at``, ``rows``, ``error``).
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS similar (
 CREATE TABLE IF NOT EXISTS tags (
     content_id TEXT NOT NULL, kind TEXT NOT NULL, label TEXT NOT NULL,
     confidence REAL NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
-    prompt_version TEXT NOT NULL, tagged_at TEXT NOT NULL,
+    prompt_version TEXT NOT NULL, tagged_at TEXT NOT NULL, text_hash TEXT NOT NULL,
     PRIMARY KEY (content_id, kind, provider)
 );
 CREATE TABLE IF NOT EXISTS tag_cache (

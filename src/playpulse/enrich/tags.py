@@ -186,19 +186,24 @@ class RateLimiter:
 
 
 def _pending(db: Any, provider: TagProvider, limit: int) -> tuple[list[TitleText], int]:
-    rows = db.execute(
-        """SELECT s.content_id, s.title, s.creator, s.album,
-                  (SELECT group_concat(t.model || '|' || t.prompt_version) FROM tags t
-                   WHERE t.content_id = s.content_id AND t.provider = ?) AS made
-           FROM seen s ORDER BY s.plays DESC, s.content_id""",
+    """The titles to tag (most played first, at most ``limit``) and how many there are:
+    those without this provider's tags of its model, prompt version and current text."""
+    made: dict[str, set[str]] = {}
+    for t in db.execute(
+        "SELECT content_id, model, prompt_version, text_hash FROM tags WHERE provider = ?",
         (provider.name,),
-    ).fetchall()
-    want = f"{provider.model}|{provider.prompt_version}"
+    ):
+        made.setdefault(t["content_id"], set()).add(
+            f"{t['model']}|{t['prompt_version']}|{t['text_hash']}"
+        )
     todo: list[TitleText] = []
-    for r in rows:
-        if r["made"] and all(m == want for m in r["made"].split(",")):
-            continue
-        todo.append(TitleText(r["content_id"], r["title"], r["creator"], r["album"]))
+    for r in db.execute(
+        "SELECT content_id, title, creator, album FROM seen ORDER BY plays DESC, content_id"
+    ):
+        text = TitleText(r["content_id"], r["title"], r["creator"], r["album"])
+        want = f"{provider.model}|{provider.prompt_version}|{text.text_hash()}"
+        if made.get(text.content_id) != {want}:
+            todo.append(text)
     return todo[:limit], len(todo)
 
 
@@ -206,7 +211,7 @@ def _store(db: Any, provider: TagProvider, text: TitleText, result: TagResult) -
     stamp = now_iso()
     for kind, tag in (("genre", result.genre), ("mood", result.mood)):
         db.execute(
-            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 text.content_id,
                 kind,
@@ -216,6 +221,7 @@ def _store(db: Any, provider: TagProvider, text: TitleText, result: TagResult) -
                 provider.model,
                 provider.prompt_version,
                 stamp,
+                text.text_hash(),
             ),
         )
 

@@ -98,6 +98,7 @@ TABLES: dict[str, tuple[str, pa.Schema]] = {
                 ("model", pa.string()),
                 ("prompt_version", pa.string()),
                 ("tagged_at", pa.string()),
+                ("text_hash", pa.string()),
             ]
         ),
     ),
