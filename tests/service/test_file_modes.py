@@ -67,12 +67,8 @@ def test_a_demo_data_dir_is_private(tmp_path: Path) -> None:
     assert any(name.endswith(".parquet") for name in names)
 
 
-def test_a_running_service_with_workers_projects_and_quarantine_keeps_it_private(
-    tmp_path: Path,
-) -> None:
+def test_a_running_service_with_workers_and_quarantine_keeps_it_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    created = run_cli("--data-dir", str(data_dir), "projects", "create", "shop", "--format", "json")
-    assert created.returncode == 0, created.stderr
     with playpulse_server("up", data_dir, tmp_path / "up.log", "--workers", "2") as (url, _):
         sent = httpx.post(
             f"{url}/v1/events", json=[event(), event(), event(event_type="teleport")], timeout=10
@@ -89,8 +85,21 @@ def test_a_running_service_with_workers_projects_and_quarantine_keeps_it_private
     names = set(running) | set(after)
     assert any(name.endswith("-wal") for name in names)
     assert any(name.startswith("prometheus") for name in names)
-    assert any(name.startswith("projects") for name in names)
     assert any(name.endswith(".parquet") for name in names)
+
+
+def test_a_project_served_by_up_keeps_it_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    created = run_cli("--data-dir", str(data_dir), "projects", "create", "shop", "--format", "json")
+    assert created.returncode == 0, created.stderr
+    write_key = json.loads(created.stdout)["write_key"]
+    with playpulse_server("up", data_dir, tmp_path / "up.log") as (url, _):
+        auth = {"Authorization": f"Bearer {write_key}"}
+        sent = httpx.post(f"{url}/v1/events", json=[event()], headers=auth, timeout=10)
+        assert sent.json()["accepted"] == 1, sent.text
+        running = assert_private(data_dir)
+    after = assert_private(data_dir)
+    assert any(name.startswith("projects/shop/") for name in set(running) | set(after))
 
 
 def test_an_existing_data_dir_open_to_others_is_tightened(tmp_path: Path) -> None:
