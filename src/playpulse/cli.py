@@ -25,10 +25,12 @@ from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
 from playpulse.config import Settings
 from playpulse.errors import ConfigError, PlaypulseError
+from playpulse.extension.cli import extension_app
 from playpulse.filemodes import private_umask, secure_data_dir
 from playpulse.monitoring.cli import monitoring_app
 from playpulse.privacy.cli import privacy_app
 from playpulse.projects.cli import projects_app
+from playpulse.sources.spotify_poll.cli import spotify_app
 
 if TYPE_CHECKING:
     import duckdb
@@ -49,6 +51,8 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(spotify_app, name="spotify")
+app.add_typer(extension_app, name="extension")
 
 
 class _Out:
@@ -633,6 +637,15 @@ def import_(
             "default: the zone of Spotify's conn_country where the country has one.",
         ),
     ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            help="Files of another pipeline's payloads (JSON array, NDJSON or delivery "
+            "records): audiobook, spotify-tracker, marketplace, playpulse "
+            "(docs/event-shapes.md).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import exported histories (Spotify, YouTube, Last.fm, Taobao, DIGINETICA).
@@ -641,9 +654,17 @@ def import_(
     events are processed and every query answers with them. An export that names nobody
     is refused without --user when the data dir already holds another such export.
     """
+    settings = _settings(data_dir)
+    if schema is not None:
+        from playpulse.sources.importers.shaped import import_shaped
+
+        if user is not None:
+            raise ConfigError("--user does not apply with --schema: the payloads name their users")
+        shaped = import_shaped(paths, settings, schema, timezone=tz)
+        typer.echo(shaped.summary())
+        return
     from playpulse.sources.importers import import_paths
 
-    settings = _settings(data_dir)
     result = import_paths(paths, settings, user_id=user, progress=True, timezone=tz)
     typer.echo(result.summary())
 
