@@ -46,6 +46,13 @@ def test_queries_answer_empty_without_a_catalog(tmp_path: Path) -> None:
 
 
 def test_catalog_from_events_metadata_and_similar(listened: Settings, tmp_path: Path) -> None:
+    # Before any job: the played titles, without what the catalog adds.
+    before = rows("content_catalog", listened)
+    assert [(r["content_id"], r["title"], r["plays"]) for r in before][:1] == [
+        ("spotify:track:a", None, 9)
+    ]
+    assert rows("similar_content", listened) == []
+    # The engine's cache reloads the catalog's tables once the file changed.
     assert refresh_seen(listened) == 4
     assert refresh_similar(listened) == 8  # a-b, a-c, b-c, a-d both ways
     meta = tmp_path / "meta.csv"
