@@ -28,6 +28,9 @@ In UTC: 2025 has one day (A1, new); 2026 has days 2, 3, 5, 6, 7 (longest streak 
 3 days), 6 plays, 840 s, artists A1, A2, A3 (new: A2, A3). In Europe/Berlin (UTC+1) the
 23:30 play is on 2026-01-01: no 2025; 2026 days 1, 2, 3, 5, 6, 7 (two 3-day streaks: the
 first, 1..3, is reported), 7 plays, 900 s, 3 new artists.
+
+Listener ``yt`` watched a removed YouTube video (``youtube:removed``, no title) on
+2025-06-01.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ Y1 = {
     "creator": "Yuri",
     "duration_s": 600,
 }
+REMOVED = {"content_id": "youtube:removed", "content_type": "video"}
 IOS = {"device_type": "mobile", "platform": "ios", "country": "DE"}
 WEB = {"device_type": "desktop", "platform": "web", "country": "US"}
 
@@ -96,6 +100,8 @@ ROWS: list[Any] = [
     *_play("y-5", "yy", "2026-01-05T10:00:00", "2026-01-05T10:01:00", _song(2)),
     *_play("y-6", "yy", "2026-01-06T20:00:00", "2026-01-06T20:05:00", _song(3)),
     *_play("y-7", "yy", "2026-01-07T20:00:00", "2026-01-07T20:05:00", _song(3)),
+    # the view of a removed YouTube video, as the importer names it (no title)
+    *_play("yt-1", "yt", "2025-06-01T10:00:00", "2025-06-01T10:01:00", REMOVED),
     # q1: startup 2 s, one rebuffer of 3 s, completed
     ev(
         "q1-s",

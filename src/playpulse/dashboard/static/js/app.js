@@ -1,11 +1,18 @@
 // playpulse dashboard: filters in the URL, charts from the read API, live tiles from
-// server-sent events. Pages: "/" (overview) and "/content/<id>" (one title).
+// server-sent events. Pages: "/" (overview), "/content/<id>" (one title) and
+// "/?view=year" (a listener's year, year.js). Every tile and the daily and ranking
+// charts show the previous period beside the current one (compare.js); a click on a
+// breakdown (a device, a country, a listener) filters the whole page by it.
 
 import { ApiError, getJSON, metric, sessionHistogram } from "./api.js";
 import * as build from "./charts.js";
+import { previousWindow } from "./compare.js";
 import * as fmt from "./format.js";
 import { watchHealth } from "./health.js";
+import { qoeDevicesTable, qoeTiles, qoeTitlesTable } from "./qoe.js";
 import { ALL_TIME, RANGE_DAYS, extentOf, extentText, openingRange } from "./ranges.js";
+import { tiles } from "./tiles.js";
+import { loadYear } from "./year.js";
 
 const echarts = window.echarts;
 const $ = (selector) => document.querySelector(selector);
@@ -17,6 +24,7 @@ const browserTz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 const contentId = location.pathname.startsWith("/content/")
   ? decodeURIComponent(location.pathname.slice("/content/".length))
   : null;
+const yearView = !contentId && new URLSearchParams(location.search).get("view") === "year";
 
 // ---------------------------------------------------------------------------------
 // Filters: kept in the address (range, from, to, type, tz, title)
@@ -31,7 +39,21 @@ const state = {
   type: CONTENT_TYPES.includes(query.get("type")) ? query.get("type") : "",
   tz: query.get("tz") || browserTz,
   title: query.get("title") || "",
+  // Click-through filters (a breakdown's row or slice), and the year page's choice.
+  listener: query.get("listener") || "",
+  device: query.get("device") || "",
+  platform: query.get("platform") || "",
+  country: query.get("country") || "",
+  year: query.get("year") || "",
 };
+
+/** The click-through filters: [state key, address and label, read API parameter]. */
+const CLICK_FILTERS = [
+  ["listener", "Listener", "user_id"],
+  ["device", "Device", "device_type"],
+  ["platform", "Platform", "platform"],
+  ["country", "Country", "country"],
+];
 
 function filterQuery() {
   const q = new URLSearchParams();
@@ -42,35 +64,90 @@ function filterQuery() {
   }
   if (state.type) q.set("type", state.type);
   if (state.tz !== browserTz) q.set("tz", state.tz);
+  for (const [key] of CLICK_FILTERS) if (state[key]) q.set(key, state[key]);
   return q;
+}
+
+/** Filter the page by `changes` (click-through: {device, platform, country, listener};
+ * "" clears one) and reload. */
+function setFilters(changes) {
+  autoRange = false;
+  Object.assign(state, changes);
+  state.title = "";
+  syncAddress();
+  showChips();
+  loadPage();
+}
+
+/** One chip per click-through filter in force, each with a button that clears it. */
+function showChips() {
+  const chips = $("#chips");
+  const active = CLICK_FILTERS.filter(([key]) => state[key]);
+  chips.hidden = active.length === 0 || yearView;
+  chips.replaceChildren(...active.map(([key, label]) => {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.dataset.filter = key;
+    chip.textContent = `${label}: ${state[key]}`;
+    const clear = document.createElement("button");
+    clear.type = "button";
+    clear.textContent = "×";
+    clear.setAttribute("aria-label", `Remove the ${label.toLowerCase()} filter`);
+    clear.addEventListener("click", () => setFilters({ [key]: "" }));
+    chip.append(clear);
+    return chip;
+  }));
 }
 
 function syncAddress() {
   const q = filterQuery();
   if (!contentId && state.title) q.set("title", state.title);
+  if (yearView) {
+    for (const key of ["range", "from", "to", "type", ...CLICK_FILTERS.map(([k]) => k)]) q.delete(key);
+    q.set("view", "year");
+    if (state.year) q.set("year", state.year);
+    if (state.listener) q.set("listener", state.listener);
+  }
   const search = q.toString();
   history.replaceState(null, "", location.pathname + (search ? `?${search}` : ""));
   const back = filterQuery().toString();
   $("#back-link").href = `/${back ? `?${back}` : ""}`;
+  $("#year-back").href = $("#back-link").href;
   $("#brand").href = $("#back-link").href;
+  const year = new URLSearchParams({ view: "year" });
+  if (state.tz !== browserTz) year.set("tz", state.tz);
+  if (state.listener) year.set("listener", state.listener);
+  $("#year-link").href = `/?${year}`;
 }
 
-/** The read API's window and filter parameters for the current filters. */
+/** The read API's window and filter parameters for the current filters. Windows are
+ * explicit at both ends (the previous period is the same length: compare.js). */
 function params(extra = {}) {
   const p = { tz: state.tz };
+  const tomorrow = fmt.addDays(fmt.todayIn(state.tz), 1);
   if (state.range === "custom") {
     if (state.from) p.from = state.from;
-    if (state.to) p.to = fmt.addDays(state.to, 1); // the picker's end day is inclusive
+    p.to = state.to ? fmt.addDays(state.to, 1) : tomorrow; // the picker's end day is inclusive
   } else if (state.range === "24h") {
-    p.from = new Date(Date.now() - 86400000).toISOString();
+    const now = Date.now();
+    p.from = new Date(now - 86400000).toISOString();
+    p.to = new Date(now).toISOString();
   } else if (state.range === "all") {
     p.from = ALL_TIME.from;
     p.to = ALL_TIME.to;
   } else {
     p.from = fmt.addDays(fmt.todayIn(state.tz), -((RANGE_DAYS[state.range] || 7) - 1));
+    p.to = tomorrow;
   }
   if (state.type) p.content_type = state.type;
+  for (const [key, , name] of CLICK_FILTERS) if (state[key]) p[name] = state[key];
   return { ...p, ...extra };
+}
+
+/** `p` moved to its previous period (compare.js), or null when it has none. */
+function previousParams(p) {
+  const before = previousWindow(p);
+  return before ? { params: { ...p, from: before.from, to: before.to }, window: before } : null;
 }
 
 function titleHref(id) {
@@ -91,6 +168,11 @@ function setUpFilters() {
   $("#to").value = state.to;
   $("#custom-range").hidden = state.range !== "custom";
   if (contentId) $("#content-type").closest("label").hidden = true;
+  if (yearView) {
+    $("#range").closest("label").hidden = true;
+    $("#content-type").closest("label").hidden = true;
+    $("#custom-range").hidden = true;
+  }
 
   $("#filters").addEventListener("change", (event) => {
     autoRange = false;
@@ -99,7 +181,7 @@ function setUpFilters() {
     state.tz = $("#tz").value;
     state.from = $("#from").value;
     state.to = $("#to").value;
-    $("#custom-range").hidden = state.range !== "custom";
+    $("#custom-range").hidden = state.range !== "custom" || yearView;
     if (state.range === "custom" && !state.from) {
       state.from = fmt.addDays(fmt.todayIn(state.tz), -6);
       $("#from").value = state.from;
@@ -174,17 +256,21 @@ const NO_DATA = "No data in this range.";
 // ---------------------------------------------------------------------------------
 // KPIs and the titles table
 
-function kpis(container, items) {
-  container.replaceChildren(...items.map(([label, value]) => {
-    const box = document.createElement("div");
-    box.className = "kpi";
-    const name = document.createElement("span");
-    name.textContent = label;
-    const strong = document.createElement("strong");
-    strong.textContent = value;
-    box.append(name, strong);
-    return box;
-  }));
+/** The totals tiles of an `overview` row `o` (`before`: the previous period's, or null;
+ * `short`: the title page's six). */
+function overviewTiles(container, o, before, window, short = false) {
+  const items = [
+    { key: "plays", label: "Plays", value: o.plays, format: fmt.count, better: "up" },
+    { key: "streams", label: "Streams (≥ 30 s)", value: o.streams, format: fmt.count, better: "up" },
+    { key: "listeners", label: "Listeners", value: o.listeners, format: fmt.count, better: "up" },
+    { key: "listening_s", label: "Listening time", value: o.listening_s, format: fmt.hours, better: "up" },
+    { key: "sessions", label: "Sessions", value: o.sessions, format: fmt.count, better: "up" },
+    { key: "avg_session_s", label: "Avg session", value: o.avg_session_s, format: fmt.duration, better: "up" },
+    { key: "completion_rate", label: "Completion", value: o.completion_rate, format: fmt.percent, kind: "share", better: "up" },
+    { key: "skip_rate", label: "Skip rate", value: o.skip_rate, format: fmt.percent, kind: "share", better: "down" },
+  ];
+  const shown = short ? items.filter((i) => !["sessions", "avg_session_s"].includes(i.key)) : items;
+  tiles(container, shown, before, window);
 }
 
 function titlesTable(rows) {
@@ -194,7 +280,7 @@ function titlesTable(rows) {
     const title = document.createElement("td");
     const link = document.createElement("a");
     link.href = titleHref(r.content_id);
-    link.textContent = r.title || r.content_id;
+    link.textContent = build.displayTitle(r);
     link.className = "title-link";
     link.dataset.contentId = r.content_id;
     title.append(link);
@@ -319,12 +405,15 @@ function hideEmpty() {
 
 async function loadOverview() {
   const p = params();
-  const [overview, funnelRows] = await Promise.all([
+  const prev = previousParams(p);
+  const [overview, funnelRows, before] = await Promise.all([
     metric("overview", p).catch(() => null),
     metric("funnel", p).catch(() => []),
+    prev ? metric("overview", prev.params).catch(() => null) : null,
   ]);
   const o = overview ? overview[0] : null;
-  if (o && !o.plays && !o.listening_s && !funnelRows.length) {
+  const filtered = CLICK_FILTERS.some(([key]) => state[key]);
+  if (o && !o.plays && !o.listening_s && !funnelRows.length && !filtered) {
     if (await openOnData(state.type ? { content_type: state.type } : {})) return;
     const live = lastLive || (await getJSON("/v1/live").catch(() => null));
     await showEmpty(Boolean(live && live.freshness_s !== null));
@@ -333,23 +422,20 @@ async function loadOverview() {
   autoRange = false;
   hideEmpty();
   $("#overview-page").hidden = false;
-  if (o) {
-    kpis($("#kpis"), [
-      ["Plays", fmt.count(o.plays)],
-      ["Streams (≥ 30 s)", fmt.count(o.streams)],
-      ["Listeners", fmt.count(o.listeners)],
-      ["Listening time", fmt.hours(o.listening_s)],
-      ["Sessions", fmt.count(o.sessions)],
-      ["Avg session", fmt.duration(o.avg_session_s)],
-      ["Completion", fmt.percent(o.completion_rate)],
-      ["Skip rate", fmt.percent(o.skip_rate)],
-    ]);
-  }
+  const note = $("#compare-note");
+  note.hidden = !prev;
+  if (prev) note.textContent = `▲▼ compared with the previous ${prev.window.days ? `${prev.window.days} day${prev.window.days === 1 ? "" : "s"}` : "period"} (${prev.window.from.slice(0, 10)} to ${fmt.addDays(prev.window.to.slice(0, 10), prev.window.days ? -1 : 0)})`;
+  if (o) overviewTiles($("#kpis"), o, before ? before[0] : null, prev && prev.window);
   $("#heatmap-tz").textContent = `listening hours, ${state.tz}`;
   $("#revenue-total").textContent = build.revenueTotals(funnelRows);
 
   const openTitle = (event) => {
     if (event.data && event.data.content_id) location.assign(titleHref(event.data.content_id));
+  };
+  const pickDevice = (event) => {
+    // The inner ring is the device type, the outer its platforms.
+    const path = (event.treePathInfo || []).slice(1).map((t) => t.name);
+    if (path.length) setFilters({ device: path[0], platform: path[1] || "" });
   };
   // One ranked list of every title in the range (up to 10,000) feeds the top-content
   // chart, the titles table, the rates per content type and the title chooser.
@@ -357,33 +443,114 @@ async function loadOverview() {
   // ranked here over every row, so they hold the top 10 of either.
   const titles = metric("top_content", { ...p, limit: 10000 });
   titles.catch(() => null); // each user below reports the error itself
+  const previousOf = (name, key) => (prev
+    ? metric(name, { ...prev.params, limit: 10000 })
+      .then((rows) => new Map(rows.map((r) => [r[key], r])))
+      .catch(() => null)
+    : Promise.resolve(null));
   const types = state.type ? [state.type] : CONTENT_TYPES;
   await Promise.all([
-    chart("daily", () => metric("daily", p), withHeading("#daily-heading", build.dailyHeading, build.daily), NO_DATA),
+    chart("daily", async () => {
+      const [rows, earlier] = await Promise.all([
+        metric("daily", p),
+        prev ? metric("daily", prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => {
+      $("#daily-heading").textContent = build.dailyHeading(rows);
+      return build.daily(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
+    }, NO_DATA),
     chart("top_content", async () => {
-      const all = await titles;
+      const [all, earlier] = await Promise.all([titles, previousOf("top_content", "content_id")]);
       $("#top-content-note").textContent = build.rankingNote(all, "titles");
       const rows = build.ranked(all).slice(0, 10);
       titlesTable(rows);
-      return rows;
-    }, build.topContent, NO_DATA, openTitle),
+      return { rows, earlier };
+    }, ({ rows, earlier }) => build.topContent(rows, earlier), NO_DATA, openTitle),
     chart("top_creators", async () => {
-      const all = await metric("top_creators", { ...p, limit: 10000 });
+      const [all, earlier] = await Promise.all([
+        metric("top_creators", { ...p, limit: 10000 }), previousOf("top_creators", "creator"),
+      ]);
       $("#top-creators-note").textContent = build.rankingNote(all, "creators");
-      return build.ranked(all).slice(0, 10);
-    }, build.topCreators, NO_DATA),
+      return { rows: build.ranked(all).slice(0, 10), earlier };
+    }, ({ rows, earlier }) => build.topCreators(rows, earlier), NO_DATA),
     chart("heatmap", () => metric("hourly_engagement", p), (rows) => {
       $("#heatmap-tz").textContent = `${build.heatmapMeasure(rows)}, ${state.tz}`;
       return build.heatmap(rows);
     }, NO_DATA),
     chart("sessions", () => sessionHistogram(p), build.sessions, NO_DATA),
-    chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA),
+    chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA, pickDevice),
     chart("rates", async () => ratesByType(await titles, types), build.rates, NO_DATA),
     chart("visibility", () => metric("watch_time_visibility", p), withHeading("#visibility-note", build.visibilityHeading, build.visibility), NO_DATA),
     chart("funnel", async () => funnelRows, build.funnel, "No shop events in this range."),
     chart("revenue", async () => funnelRows, build.revenue, "No completed orders with an amount in this range."),
+    loadBreakdowns(p),
+    loadQoe(p, prev),
     loadTitleChoice(titles),
   ]);
+}
+
+/** A table body of rows a click filters the page by (`pick(row)`); `cells(row)` are its
+ * cells' texts (numeric after the first `text` ones). */
+function pickTable(selector, emptySelector, rows, cells, pick, describe, text = 1) {
+  const body = $(`${selector} tbody`);
+  $(emptySelector).hidden = rows.length > 0;
+  body.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.className = "pickable";
+    tr.tabIndex = 0;
+    tr.title = describe(r);
+    tr.addEventListener("click", () => pick(r));
+    tr.addEventListener("keydown", (e) => { if (e.key === "Enter") pick(r); });
+    tr.append(...cells(r).map((value, i) => {
+      const td = document.createElement("td");
+      if (i >= text) td.className = "num";
+      td.append(value);
+      return td;
+    }));
+    return tr;
+  }));
+}
+
+/** The countries and top listeners breakdowns: a click on a row filters by it. */
+async function loadBreakdowns(p) {
+  const mine = generation;
+  const [countries, listeners] = await Promise.all([
+    metric("countries", { ...p, limit: 15 }).catch(() => []),
+    metric("user_sessions", { ...p, limit: 10 }).catch(() => []),
+  ]);
+  if (mine !== generation) return;
+  pickTable("#countries-table", "#countries-empty", countries,
+    (r) => [r.country, fmt.count(r.plays), fmt.count(r.listeners), fmt.hours(r.listening_s)],
+    (r) => setFilters({ country: r.country }), (r) => `Show only plays in ${r.country}`);
+  for (const [tr, r] of [...$("#countries-table tbody").children].map((tr, i) => [tr, countries[i]])) {
+    tr.dataset.country = r.country;
+  }
+  pickTable("#listeners-table", "#listeners-empty", listeners,
+    (r) => [fmt.truncate(r.user_id, 40), fmt.count(r.sessions), fmt.duration(r.avg_session_s), fmt.hours(r.listening_s)],
+    (r) => setFilters({ listener: r.user_id }), (r) => `Show only ${r.user_id}'s plays`);
+  for (const [tr, r] of [...$("#listeners-table tbody").children].map((tr, i) => [tr, listeners[i]])) {
+    tr.dataset.listener = r.user_id;
+  }
+}
+
+/** The quality-of-experience section (qoe.js), compared with the previous period. */
+async function loadQoe(p, prev) {
+  const mine = generation;
+  const [rows, before, byTitle, byDevice] = await Promise.all([
+    metric("qoe", p).catch(() => null),
+    prev ? metric("qoe", prev.params).catch(() => null) : null,
+    metric("qoe_titles", { ...p, limit: 10 }).catch(() => []),
+    metric("qoe_devices", { ...p, limit: 20 }).catch(() => []),
+  ]);
+  if (mine !== generation || !rows) return;
+  const row = rows[0];
+  qoeTiles($("#qoe-kpis"), row, before ? before[0] : null, prev && prev.window);
+  $("#qoe-empty").hidden = row.plays > 0;
+  $("#qoe-tables").hidden = row.plays === 0;
+  qoeTitlesTable($("#qoe-titles-table tbody"), byTitle, titleHref, build.displayTitle);
+  qoeDevicesTable($("#qoe-devices-table tbody"), byDevice,
+    (r) => setFilters({ device: r.device_type, platform: r.platform }));
 }
 
 /** Plays and completion and skip rates per content type; a rate is over the plays that
@@ -434,7 +601,8 @@ async function loadTitleChoice(titles) {
     setChartState("retention", "error", err.message);
     return;
   }
-  select.replaceChildren(...rows.map((r) => new Option(fmt.truncate(r.title || r.content_id, 60), r.content_id)));
+  titleTypes = new Map(rows.map((r) => [r.content_id, r.content_type]));
+  select.replaceChildren(...rows.map((r) => new Option(fmt.truncate(build.displayTitle(r), 60), r.content_id)));
   if (state.title && !rows.some((r) => r.content_id === state.title)) {
     select.prepend(new Option(state.title, state.title));
   }
@@ -448,13 +616,19 @@ async function loadTitleChoice(titles) {
   await loadTitleCharts(select.value);
 }
 
+let titleTypes = new Map();
+
 async function loadTitleCharts(id) {
   const p = params({ content_id: id, content_type: undefined });
   $("#title-link").hidden = false;
   $("#title-link").href = titleHref(id);
+  // Chapters are an audiobook's: no placeholder beside a track, an episode or a video.
+  const type = titleTypes.get(id);
+  const chapters = type === undefined || type === "audiobook";
+  chartElement("chapters").hidden = !chapters;
   await Promise.all([
-    chart("chapters", () => metric("chapters", p), build.chapters,
-      "No chapter data for this title (chapters come from content.chapter on audiobook events)."),
+    chapters ? chart("chapters", () => metric("chapters", p), build.chapters,
+      "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
     chart("retention", () => metric("retention_curve", { ...p, limit: 1 }), build.retention,
       "No plays with a known duration in this range."),
   ]);
@@ -465,39 +639,79 @@ async function loadTitleCharts(id) {
 
 async function loadContent() {
   const p = params({ content_id: contentId, content_type: undefined });
+  const prev = previousParams(p);
   $("#content-page").hidden = false;
-  const [info, overview] = await Promise.all([
+  const [info, overview, before, known] = await Promise.all([
     metric("top_content", { ...p, limit: 1 }).catch(() => []),
     metric("overview", p).catch(() => null),
+    prev ? metric("overview", prev.params).catch(() => null) : null,
+    // Its name and type even when it has no plays in the range.
+    metric("top_content", { tz: state.tz, ...ALL_TIME, content_id: contentId, limit: 1 }).catch(() => []),
   ]);
-  const row = info[0];
-  $("#content-title").textContent = row?.title || contentId;
-  document.title = `${row?.title || contentId} · playpulse`;
-  $("#content-meta").textContent = row
-    ? [row.creator, row.content_type, contentId].filter(Boolean).join(" · ")
-    : `${contentId}: no plays in this range`;
+  const row = info[0] || known[0] || null;
+  const name = row ? build.displayTitle(row) : build.displayTitle({ content_id: contentId });
+  $("#content-title").textContent = name;
+  document.title = `${name} · playpulse`;
   const o = overview ? overview[0] : null;
-  if (o && !o.plays && !o.listening_s && (await openOnData({ content_id: contentId }))) return;
+  const played = Boolean(o && (o.plays || o.listening_s));
+  $("#content-meta").textContent = [
+    row && row.creator, row && row.content_type, contentId,
+    played ? "" : "no plays of this title in this range",
+  ].filter(Boolean).join(" · ");
+  if (!played && (await openOnData({ content_id: contentId }))) return;
   autoRange = false;
-  if (o) {
-    kpis($("#content-kpis"), [
-      ["Plays", fmt.count(o.plays)],
-      ["Streams (≥ 30 s)", fmt.count(o.streams)],
-      ["Listeners", fmt.count(o.listeners)],
-      ["Listening time", fmt.hours(o.listening_s)],
-      ["Completion", fmt.percent(o.completion_rate)],
-      ["Skip rate", fmt.percent(o.skip_rate)],
-    ]);
+  if (o && played) {
+    overviewTiles($("#content-kpis"), o, before ? before[0] : null, prev && prev.window, true);
+  } else {
+    // No plays here: no figures (not 0 % rates), and what to do instead.
+    $("#content-kpis").replaceChildren();
   }
+  // Chapters are an audiobook's; retention needs a known duration: no placeholders.
+  const audiobook = !row || row.content_type === "audiobook";
+  $("#content-chapters-card").hidden = !audiobook;
+  const retention = await metric("retention_curve", { ...p, limit: 1 }).catch(() => null);
+  $("#content-retention-card").hidden = Array.isArray(retention) && retention.length === 0;
   await Promise.all([
-    chart("content_chapters", () => metric("chapters", p), build.chapters,
-      "No chapter data for this title (chapters come from content.chapter on audiobook events)."),
-    chart("content_retention", () => metric("retention_curve", { ...p, limit: 1 }), build.retention,
-      "No plays with a known duration in this range."),
-    chart("content_daily", () => metric("daily", p),
-      withHeading("#content-daily-heading", build.dailyHeading, build.daily), NO_DATA),
+    audiobook ? chart("content_chapters", () => metric("chapters", p), build.chapters,
+      "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
+    chart("content_retention", async () => retention || metric("retention_curve", { ...p, limit: 1 }),
+      build.retention, "No plays with a known duration in this range."),
+    chart("content_daily", async () => {
+      const [rows, earlier] = await Promise.all([
+        metric("daily", p), prev ? metric("daily", prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => {
+      $("#content-daily-heading").textContent = build.dailyHeading(rows);
+      return build.daily(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
+    }, NO_DATA),
     chart("content_devices", () => metric("devices", p), build.devices, NO_DATA),
   ]);
+}
+
+// ---------------------------------------------------------------------------------
+// Year page (year.js)
+
+async function loadYearPage() {
+  $("#year-page").hidden = false;
+  await loadYear({
+    tz: state.tz,
+    year: state.year,
+    listener: state.listener,
+    choose(year, listener) {
+      state.year = year;
+      state.listener = listener;
+      syncAddress();
+      loadPage();
+    },
+    clock: (rows) => chart("year_clock", async () => rows, build.clock, "No listening this year."),
+  }).then((shown) => {
+    if (shown) {
+      state.year = String(shown.year);
+      state.listener = shown.listener;
+      syncAddress();
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------
@@ -510,7 +724,7 @@ function loadPage() {
   generation += 1;
   const mine = generation;
   clearTimeout(refreshTimer);
-  const run = (contentId ? loadContent() : loadOverview())
+  const run = (contentId ? loadContent() : yearView ? loadYearPage() : loadOverview())
     .catch((err) => console.error("loading the dashboard failed", err))
     .finally(() => {
       if (loading === run) loading = null;
@@ -547,7 +761,13 @@ function tickFreshness() {
   const output = $("#tile-freshness output");
   const value = freshnessNow();
   output.textContent = liveFormat.freshness_s(value);
-  $("#tile-freshness").classList.toggle("stale", value !== null && value > 300);
+  // Behind only while events arrive: a static history (an import, a demo of past days)
+  // is old by nature, not late.
+  const flowing = Boolean(lastLive && lastLive.events_last_minute > 0);
+  $("#tile-freshness").classList.toggle("stale", flowing && value !== null && value > 300);
+  $("#tile-freshness .tile-note").textContent = flowing || value === null
+    ? "age of the newest processed event"
+    : "newest event; no events in the last minute";
 }
 
 function showLive(snapshot) {
@@ -599,7 +819,8 @@ function start() {
   setUpFilters();
   setUpEmptyState();
   syncAddress();
-  if (!contentId) {
+  showChips();
+  if (!contentId && !yearView) {
     $("#title-choice").addEventListener("change", (event) => {
       state.title = event.target.value;
       syncAddress();

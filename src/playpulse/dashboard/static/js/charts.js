@@ -77,12 +77,23 @@ export function dailyHeading(rows) {
  * Missing days are zero. Over weeks and months the line is the peak daily listeners:
  * listeners of different days are not additive.
  */
-export function daily(rows) {
+export function daily(rows, previous = null, shiftDays = 0) {
   if (!rows.length || rows.every((r) => !r.listening_s && !r.plays)) return null;
   rows = [...rows].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : 0));
   const byTime = measure(rows).by === "time";
   const b = bucketRows(rows, { sum: ["plays", "listening_s"], max: ["listeners"] });
   const perDay = b.grain === "day";
+  // The previous period, day by day, shifted onto this one (per day only).
+  const before = new Map((previous || []).map((r) => [fmt.addDays(r.date, shiftDays), r]));
+  const compared = previous && perDay ? [{
+    name: "Previous period", type: "line", smooth: 0.25, symbolSize: 4,
+    lineStyle: { type: "dashed", width: 1.5 }, itemStyle: { color: PALETTE[6] },
+    data: b.labels.map((day) => {
+      const r = before.get(day);
+      if (!r) return 0;
+      return byTime ? hKnown(r.listening_s) : r.plays;
+    }),
+  }] : [];
   const barName = byTime ? "Listening (h)" : `Plays (${playsReason(rows, "days")})`;
   const lineName = perDay ? "Listeners" : "Listeners (peak day)";
   return base({
@@ -106,8 +117,28 @@ export function daily(rows) {
         name: lineName, type: "line", yAxisIndex: 1, smooth: 0.25, symbolSize: perDay ? 6 : 3,
         data: b.values.map((v) => v.listeners),
       },
+      ...compared,
     ],
   });
+}
+
+/** A ranking chart's "Previous period" series: each row's figure in the previous period
+ * (`previous`: a Map of key -> row), drawn as a thin grey bar below its bar. */
+function previousBars(option, rows, previous, key, byTime) {
+  if (!previous) return option;
+  option.series.push({
+    name: "Previous period", type: "bar", barMaxWidth: 6, barGap: "10%",
+    itemStyle: { color: PALETTE[6], opacity: 0.7, borderRadius: [0, 3, 3, 0] },
+    data: rows.map((r) => {
+      const p = previous.get(r[key]);
+      const value = p ? (byTime ? hKnown(p.listening_s) : p.plays) : 0;
+      return { value, row: r, previous: p || null, content_id: r.content_id };
+    }),
+    cursor: option.series[0].cursor,
+  });
+  option.legend = { top: 0, right: 0, data: ["Previous period"], textStyle: { fontSize: 11 } };
+  option.grid = { ...option.grid, top: 24 };
+  return option;
 }
 
 function rankedBar(items, seriesName, tooltip, byTime = true) {
@@ -147,25 +178,38 @@ function rankingSeries(rows, what) {
 /** Top content by listening hours, or by plays where listening time is unknown
  * ({@link measure}; give `rows` in {@link ranked} order); each bar carries its
  * content_id (for the click). */
-export function topContent(rows) {
+export function topContent(rows, previous = null) {
   if (!rows.length) return null;
   const byTime = measure(rows).by === "time";
   const items = rows.map((r) => ({
     value: byTime ? hKnown(r.listening_s) : r.plays,
-    label: fmt.truncate(r.title || r.content_id, 40), row: r, content_id: r.content_id,
+    label: fmt.truncate(displayTitle(r), 40), row: r, content_id: r.content_id,
   }));
-  return rankedBar(items, rankingSeries(rows, "titles"), (p) => {
+  const option = rankedBar(items, rankingSeries(rows, "titles"), (p) => {
     const r = p.data.row;
-    return `<b>${fmt.escapeHtml(r.title || r.content_id)}</b><br>${fmt.escapeHtml(r.creator || "")}`
+    const before = previous ? previous.get(r.content_id) : null;
+    return `<b>${fmt.escapeHtml(displayTitle(r))}</b><br>${fmt.escapeHtml(r.creator || "")}`
       + `<br>${fmt.hours(r.listening_s)} · ${fmt.count(r.plays)} plays · `
       + `${fmt.count(r.listeners)} listeners<br>completion ${fmt.percent(r.completion_rate)}`
-      + `, skips ${fmt.percent(r.skip_rate)}<br><i>click to open</i>`;
+      + `, skips ${fmt.percent(r.skip_rate)}`
+      + (previous ? `<br>previous period: ${before ? `${fmt.hours(before.listening_s)} · ${fmt.count(before.plays)} plays` : "no plays"}` : "")
+      + "<br><i>click to open</i>";
   }, byTime);
+  return previousBars(option, rows, previous, "content_id", byTime);
+}
+
+/** What a title is called on the dashboard: its title, "Removed video (YouTube)" for the
+ * views of removed videos (the importer's `youtube:removed`, which has no title), else
+ * its id. */
+export function displayTitle(r) {
+  if (r.title) return r.title;
+  if (r.content_id === "youtube:removed") return "Removed video (YouTube)";
+  return r.content_id;
 }
 
 /** Top creators by listening hours, or by plays where listening time is unknown
  * ({@link measure}; give `rows` in {@link ranked} order). */
-export function topCreators(rows) {
+export function topCreators(rows, previous = null) {
   if (!rows.length) return null;
   const byTime = measure(rows).by === "time";
   const items = rows.map((r) => ({
@@ -173,12 +217,14 @@ export function topCreators(rows) {
   }));
   const option = rankedBar(items, rankingSeries(rows, "creators"), (p) => {
     const r = p.data.row;
+    const before = previous ? previous.get(r.creator) : null;
     return `<b>${fmt.escapeHtml(r.creator)}</b><br>${fmt.hours(r.listening_s)} · `
-      + `${fmt.count(r.plays)} plays · ${fmt.count(r.listeners)} listeners`;
+      + `${fmt.count(r.plays)} plays · ${fmt.count(r.listeners)} listeners`
+      + (previous ? `<br>previous period: ${before ? `${fmt.hours(before.listening_s)} · ${fmt.count(before.plays)} plays` : "no plays"}` : "");
   }, byTime);
   option.series[0].cursor = "default";
   option.series[0].itemStyle.color = PALETTE[1];
-  return option;
+  return previousBars(option, rows, previous, "creator", byTime);
 }
 
 /** What the heatmap of `rows` shows: "listening hours", or "plays" where listening time
@@ -259,8 +305,10 @@ export function devices(rows) {
     series: [{
       type: "sunburst", data, radius: ["18%", "92%"], sort: null,
       itemStyle: { borderColor: "#fff", borderWidth: 1 },
-      label: { minAngle: 14, fontSize: 11 },
-      levels: [{}, { r0: "18%", r: "58%", label: { rotate: 0 } }, { r0: "58%", r: "92%", label: { rotate: "tangential" } }],
+      // Labels only where they fit (no overlap): small slices keep their tooltip.
+      label: { minAngle: 22, fontSize: 11, overflow: "truncate", width: 70 },
+      labelLayout: { hideOverlap: true },
+      levels: [{}, { r0: "18%", r: "58%", label: { rotate: 0 } }, { r0: "58%", r: "92%", label: { rotate: "radial", minAngle: 12 } }],
     }],
   });
 }
@@ -443,4 +491,39 @@ export function revenueTotals(rows) {
     }
   }
   return [...totals.entries()].sort().map(([c, v]) => fmt.money(v, c)).join(" · ");
+}
+
+/** The listening clock: listening hours (or plays where listening time is unknown) by
+ * hour of the day, 24 bars around a circle (rows of `listening_clock`, one listener and
+ * year). */
+export function clock(rows) {
+  if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
+  const byTime = measure(rows).by === "time";
+  const byHour = new Map(rows.map((r) => [r.hour_of_day, r]));
+  const hoursOfDay = [...Array(24).keys()];
+  return base({
+    tooltip: {
+      formatter: (p) => {
+        const r = byHour.get(p.dataIndex) || {};
+        return `${String(p.dataIndex).padStart(2, "0")}:00–${String(p.dataIndex + 1).padStart(2, "0")}:00`
+          + `<br>${fmt.hours(r.listening_s)} · ${fmt.count(r.plays)} plays`;
+      },
+    },
+    polar: { radius: ["12%", "80%"] },
+    angleAxis: {
+      type: "category", data: hoursOfDay.map((h) => String(h).padStart(2, "0")),
+      startAngle: 90, clockwise: true, boundaryGap: true,
+      axisLabel: { interval: 2 },
+    },
+    radiusAxis: { axisLabel: { show: false }, splitLine: { show: false } },
+    series: [{
+      name: byTime ? "Listening (h)" : "Plays", type: "bar", coordinateSystem: "polar",
+      itemStyle: { color: PALETTE[4] },
+      data: hoursOfDay.map((h) => {
+        const r = byHour.get(h);
+        if (!r) return 0;
+        return byTime ? Math.round(((r.listening_s || 0) / 3600) * 100) / 100 : r.plays;
+      }),
+    }],
+  });
 }
