@@ -118,6 +118,38 @@ def kill_all(procs: list[Any], timeout_s: float = 5.0) -> list[Any]:
 
 
 @contextlib.contextmanager
+def serve_app(app: Any, startup_timeout_s: float = 30.0, **config: Any) -> Iterator[str]:
+    """Serve ASGI ``app`` with uvicorn on a thread, at 127.0.0.1 and a free port, until the
+    block ends; yields its base URL (``http://127.0.0.1:PORT``).
+
+    ``config``: more :class:`uvicorn.Config` options (default: lifespan on, warnings
+    only). Raises ``AssertionError`` when the server exits or does not start within
+    ``startup_timeout_s``; at the end it is asked to stop and joined (20 s at most).
+    """
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    options = {"log_level": "warning", "lifespan": "on", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server exited"
+            assert time.monotonic() < deadline, f"no server within {startup_timeout_s:g} s"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+@contextlib.contextmanager
 def playpulse_server(
     command: str,
     data_dir: Path,

@@ -6,9 +6,6 @@ processing (read key, days, weeks, top products)."""
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from playpulse.collector.app import create_app
 from playpulse.config import Settings
 from playpulse.graphql import mount_graphql
 from playpulse.quarantine.store import QuarantineStore
 from playpulse.service import ensure_processed
+from playpulse.testing import serve_app
 
 WRITE, READ = "gql-write-key", "gql-read-key"
 # Two days, a Sunday and the Monday after it (two ISO weeks), close enough to now for the
@@ -57,22 +54,8 @@ query Analytics($vendorId: ID!, $start: Date!, $end: Date!, $period: Period!) {
 def served(settings: Settings) -> Iterator[str]:
     app = create_app(settings)
     mount_graphql(app, settings)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the server exited"
-        assert time.monotonic() < deadline, "the server did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/graphql"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_app(app) as url:
+        yield f"{url}/graphql"
 
 
 def gql(url: str, query: str, key: str | None, **variables: Any) -> dict[str, Any]:

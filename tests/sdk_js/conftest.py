@@ -4,21 +4,15 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import socket
-import threading
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
-import uvicorn
 
-from playpulse.testing import load_module
+from playpulse.testing import load_module, serve_app
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -77,23 +71,5 @@ def up(
         yield base, root / "data"
 
 
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """``app`` on uvicorn at 127.0.0.1 and a free port until the block ends; yields its
-    base URL (lifespan on)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the server exited"
-        assert time.monotonic() < deadline, "the server did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+#: ``app`` on uvicorn at 127.0.0.1 and a free port until the block ends.
+serve = serve_app

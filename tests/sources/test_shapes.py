@@ -15,9 +15,6 @@ import base64
 import contextlib
 import gzip
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from playpulse.collector.app import create_app
 from playpulse.config import Settings
@@ -34,6 +30,7 @@ from playpulse.query.catalog import QueryParams, run_query
 from playpulse.service import ensure_processed
 from playpulse.sources.importers.shaped import import_shaped
 from playpulse.sources.shapes import ShapeError, map_payload
+from playpulse.testing import serve_app
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(hours=2)
@@ -44,23 +41,8 @@ KEY = "shape-test-write-key"
 def collector(settings: Settings) -> Iterator[str]:
     """A collector app of ``settings`` on uvicorn at 127.0.0.1 (a free port) until the
     block ends."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the collector exited"
-        assert time.monotonic() < deadline, "the collector did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_app(create_app(settings)) as url:
+        yield url
 
 
 @pytest.fixture

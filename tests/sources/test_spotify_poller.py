@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import uvicorn
 
 from playpulse.client import Client
 from playpulse.collector.app import create_app
@@ -36,7 +35,7 @@ from playpulse.query.catalog import QueryParams, run_query
 from playpulse.service import ensure_processed
 from playpulse.sources.spotify_poll import LiveWindows, SpotifyPoller, client_sender, spotify_client
 from playpulse.sources.spotify_poll.auth import SCOPES, auth_manager, save_app, spotify_dir
-from playpulse.testing import play_totals
+from playpulse.testing import play_totals, serve_app
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 KEY = "poller-write-key"
@@ -171,22 +170,8 @@ class FakeSpotify:
 
 @contextlib.contextmanager
 def collector(settings: Settings) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the collector exited"
-        assert time.monotonic() < deadline, "the collector did not start within 30 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_app(create_app(settings), lifespan="auto") as url:
+        yield url
 
 
 class Clock:
