@@ -60,10 +60,17 @@ def _loaded(page: Any) -> None:
     page.wait_for_function("() => Number(document.body.dataset.loaded || 0) > 0", timeout=45_000)
 
 
-def _shot(page: Any, artifacts: Path, name: str) -> None:
-    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+def _shot(page: Any, artifacts: Path, name: str, part: str | None = None) -> None:
+    """The page (or its element ``part``) as ``name``.png in the artifacts, and in docs/
+    with PLAYPULSE_UPDATE_DOCS_SCREENSHOT=1."""
+    paths = [artifacts / f"{name}.png"]
     if os.environ.get("PLAYPULSE_UPDATE_DOCS_SCREENSHOT") == "1":
-        page.screenshot(path=str(REPO / "docs" / f"{name}.png"), full_page=True)
+        paths.append(REPO / "docs" / f"{name}.png")
+    for path in paths:
+        if part is None:
+            page.screenshot(path=str(path), full_page=True)
+        else:
+            page.locator(part).screenshot(path=str(path))
 
 
 def test_the_qoe_section_shows_the_known_answers(
@@ -95,7 +102,7 @@ def test_the_qoe_section_shows_the_known_answers(
     expect(devices).to_have_count(2)
     expect(devices.nth(0)).to_have_attribute("data-device-type", "desktop")
     _loaded(page)
-    _shot(page, artifacts, "dashboard-qoe")
+    _shot(page, artifacts, "dashboard-qoe", "#qoe")
     assert not page.errors, page.errors
 
 
@@ -135,7 +142,7 @@ def test_a_click_on_a_breakdown_filters_the_page(
     expect(plays).to_have_attribute("data-value", "2")
     expect(page.locator("#chips .chip[data-filter='country']")).to_have_text("Country: US\u00d7")
     expect(page.locator("#countries-table tbody tr")).to_have_count(1)
-    _shot(page, artifacts, "dashboard-filtered")
+    _shot(page, artifacts, "dashboard-filtered", "#overview-page")
     page.locator("#chips .chip[data-filter='country'] button").click()
     expect(plays).to_have_attribute("data-value", "4")
     expect(page.locator("#chips")).to_be_hidden()

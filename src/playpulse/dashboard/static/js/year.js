@@ -45,8 +45,8 @@ function list(element, rows, key, figure) {
 function fillTop(prefix, rows, limit) {
   const byTime = rows.filter((r) => r.rank_by_time <= limit).sort((a, b) => a.rank_by_time - b.rank_by_time);
   const byPlays = rows.filter((r) => r.rank_by_plays <= limit).sort((a, b) => a.rank_by_plays - b.rank_by_plays);
-  list($(`#${prefix}-time`), byTime, "time", (r) => fmt.hours(r.listening_s));
-  list($(`#${prefix}-plays`), byPlays, "plays", (r) => `${fmt.count(r.plays)} plays`);
+  list($(`#${prefix}-time`), byTime, "time", (r) => fmt.duration(r.listening_s));
+  list($(`#${prefix}-plays`), byPlays, "plays", (r) => `${fmt.count(r.plays)} play${r.plays === 1 ? "" : "s"}`);
 }
 
 /**
