@@ -284,3 +284,19 @@ def test_static_history_is_not_flagged_late_and_the_grid_has_no_empty_column(
     assert abs(content["x"] - grid["x"]) < 2
     assert abs((creators["x"] + creators["width"]) - (grid["x"] + grid["width"])) < 2
     assert abs(content["y"] - creators["y"]) < 2
+
+
+def test_every_comparable_chart_draws_the_previous_period(known: str, new_page: Any) -> None:
+    # 2..7 Jan (6 days) against 27 Dec..1 Jan: the New Year's Eve play (60 s) is in the
+    # previous period.
+    page = new_page()
+    page.goto(known + "/?range=custom&from=2026-01-02&to=2026-01-07&tz=UTC")
+    charts = ["daily", "top_content", "top_creators", "sessions", "rates", "visibility"]
+    page.wait_for_function(SETTLED, arg=charts, timeout=45_000)
+    for name in charts:
+        series = dict(page.evaluate(SERIES, name))
+        assert "Previous period" in series, (name, list(series))
+    sessions = dict(page.evaluate(SERIES, "sessions"))
+    assert sum(sessions["Previous period"]) == 1  # the one session of 31 Dec
+    assert sum(sessions["Sessions"]) == 6
+    assert not page.errors, page.errors

@@ -448,6 +448,7 @@ async function loadOverview() {
       .then((rows) => new Map(rows.map((r) => [r[key], r])))
       .catch(() => null)
     : Promise.resolve(null));
+  const earlierTitles = previousOf("top_content", "content_id"); // the chart and the rates
   const types = state.type ? [state.type] : CONTENT_TYPES;
   await Promise.all([
     chart("daily", async () => {
@@ -461,7 +462,7 @@ async function loadOverview() {
       return build.daily(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
     }, NO_DATA),
     chart("top_content", async () => {
-      const [all, earlier] = await Promise.all([titles, previousOf("top_content", "content_id")]);
+      const [all, earlier] = await Promise.all([titles, earlierTitles]);
       $("#top-content-note").textContent = build.rankingNote(all, "titles");
       const rows = build.ranked(all).slice(0, 10);
       titlesTable(rows);
@@ -478,10 +479,27 @@ async function loadOverview() {
       $("#heatmap-tz").textContent = `${build.heatmapMeasure(rows)}, ${state.tz}`;
       return build.heatmap(rows);
     }, NO_DATA),
-    chart("sessions", () => sessionHistogram(p), build.sessions, NO_DATA),
+    chart("sessions", async () => {
+      const [rows, earlier] = await Promise.all([
+        sessionHistogram(p), prev ? sessionHistogram(prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => build.sessions(rows, earlier), NO_DATA),
     chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA, pickDevice),
-    chart("rates", async () => ratesByType(await titles, types), build.rates, NO_DATA),
-    chart("visibility", () => metric("watch_time_visibility", p), withHeading("#visibility-note", build.visibilityHeading, build.visibility), NO_DATA),
+    chart("rates", async () => {
+      const [all, earlier] = await Promise.all([titles, earlierTitles]);
+      return { rows: ratesByType(all, types), earlier: earlier ? ratesByType([...earlier.values()], types) : null };
+    }, ({ rows, earlier }) => build.rates(rows, earlier), NO_DATA),
+    chart("visibility", async () => {
+      const [rows, earlier] = await Promise.all([
+        metric("watch_time_visibility", p),
+        prev ? metric("watch_time_visibility", prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => {
+      $("#visibility-note").textContent = build.visibilityHeading(rows);
+      return build.visibility(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
+    }, NO_DATA),
     chart("funnel", async () => funnelRows, build.funnel, "No shop events in this range."),
     chart("revenue", async () => funnelRows, build.revenue, "No completed orders with an amount in this range."),
     loadBreakdowns(p),

@@ -263,10 +263,16 @@ export function heatmap(rows) {
 }
 
 /** Sessions per length bucket, labelled with their share. */
-export function sessions(rows) {
+export function sessions(rows, previous = null) {
   if (!rows.some((r) => r.sessions > 0)) return null;
+  const before = new Map((previous || []).map((r) => [r.bucket, r.sessions]));
+  const compared = previous ? [{
+    name: "Previous period", type: "line", symbolSize: 4, lineStyle: { type: "dashed", width: 1.5 },
+    itemStyle: { color: PALETTE[6] }, data: rows.map((r) => before.get(r.bucket) ?? 0),
+  }] : [];
   return base({
     tooltip: { trigger: "axis" },
+    legend: previous ? { top: 0, right: 0, data: ["Previous period"], textStyle: { fontSize: 11 } } : undefined,
     grid: { left: 8, right: 8, top: 24, bottom: 8 },
     xAxis: { type: "category", data: rows.map((r) => r.bucket), axisLabel: { hideOverlap: true } },
     yAxis: { type: "value", name: "sessions" },
@@ -274,7 +280,7 @@ export function sessions(rows) {
       name: "Sessions", type: "bar", barMaxWidth: 40, itemStyle: { color: PALETTE[4] },
       data: rows.map((r) => ({ value: r.sessions, share: r.share })),
       label: { show: true, position: "top", formatter: (p) => fmt.percent(p.data.share) },
-    }],
+    }, ...compared],
   });
 }
 
@@ -316,9 +322,22 @@ export function devices(rows) {
 const rateLabel = (p) => (p.value === null || p.value === undefined ? fmt.UNKNOWN : `${p.value} %`);
 
 /** Completion and skip rates per content type (rows: {type, plays, completion_rate, skip_rate}). */
-export function rates(rows) {
+export function rates(rows, previous = null) {
   const used = rows.filter((r) => r.plays > 0);
   if (!used.length) return null;
+  const before = new Map((previous || []).map((r) => [r.type, r]));
+  const was = (r, key) => {
+    const b = before.get(r.type);
+    return b && b.plays ? pct(b[key]) : null;
+  };
+  // The previous period's rates: a grey mark on each bar.
+  const marks = previous ? [
+    ["Completed", "completion_rate"], ["Skipped", "skip_rate"],
+  ].map(([name, key]) => ({
+    name: "Previous period", type: "scatter", symbol: "rect", symbolSize: [26, 3],
+    itemStyle: { color: PALETTE[6] }, z: 5,
+    data: used.map((r) => was(r, key)), tooltip: { valueFormatter: (v) => `${name}, previous period: ${rateLabel({ value: v })}` },
+  })) : [];
   return base({
     tooltip: {
       trigger: "axis",
@@ -338,6 +357,7 @@ export function rates(rows) {
         data: used.map((r) => pct(r.skip_rate)),
         label: { show: true, position: "top", formatter: rateLabel },
       },
+      ...marks,
     ],
   });
 }
@@ -352,10 +372,20 @@ export function visibilityHeading(rows) {
 
 /** Foreground and background playing hours per day, stacked; per week or month over
  * long ranges (buckets.js). */
-export function visibility(rows) {
+export function visibility(rows, previous = null, shiftDays = 0) {
   const known = rows.filter((r) => (r.foreground_s || 0) + (r.background_s || 0) > 0);
   if (!known.length) return null;
   const b = bucketRows(rows, { sum: ["foreground_s", "background_s"] });
+  // The previous period's playing time per day (both states), shifted onto this one.
+  const before = new Map();
+  for (const r of previous || []) {
+    const day = fmt.addDays(r.date, shiftDays);
+    before.set(day, (before.get(day) || 0) + (r.foreground_s || 0) + (r.background_s || 0));
+  }
+  const compared = previous && b.grain === "day" ? [{
+    name: "Previous period", type: "line", symbolSize: 4, lineStyle: { type: "dashed", width: 1.5 },
+    itemStyle: { color: PALETTE[6] }, data: b.labels.map((day) => h(before.get(day) || 0)),
+  }] : [];
   return base({
     tooltip: { trigger: "axis", valueFormatter: (v) => (v === null ? fmt.UNKNOWN : `${v} h`) },
     legend: { top: 0, right: 0 },
@@ -367,6 +397,7 @@ export function visibility(rows) {
     series: [
       { name: "Foreground", type: "bar", stack: "time", barMaxWidth: 36, data: b.values.map((v) => hKnown(v.foreground_s)) },
       { name: "Background", type: "bar", stack: "time", barMaxWidth: 36, itemStyle: { color: PALETTE[2] }, data: b.values.map((v) => hKnown(v.background_s)) },
+      ...compared,
     ],
   });
 }
