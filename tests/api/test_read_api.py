@@ -40,6 +40,10 @@ def test_the_catalog_lists_every_query_with_its_columns(demo_server: str):
         "creator",
         "content_type",
         "vendor_id",
+        "user_id",
+        "device_type",
+        "platform",
+        "country",
     ]
 
 
