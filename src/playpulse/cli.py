@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import logging
+import re
 import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
@@ -34,6 +36,8 @@ from playpulse.sources.spotify_poll.cli import spotify_app
 
 if TYPE_CHECKING:
     import duckdb
+
+    from playpulse.query.catalog import QueryParams
 
 app = typer.Typer(
     name="playpulse",
@@ -61,13 +65,25 @@ class _Out:
     not as they were when this module was imported (one process may run several
     commands: tests, notebooks)."""
 
-    def print(self, *objects: Any, **kwargs: Any) -> None:
-        """:meth:`rich.console.Console.print`."""
-        Console().print(*objects, **kwargs)
+    def print(self, *objects: Any, width: int | None = None, **kwargs: Any) -> None:
+        """:meth:`rich.console.Console.print`, on a console at least ``width`` columns
+        wide (wider than the terminal when a table needs it: the terminal wraps the lines,
+        nothing is cut)."""
+        _console(width).print(*objects, **kwargs)
 
     def rule(self, *args: Any, **kwargs: Any) -> None:
         """:meth:`rich.console.Console.rule`."""
-        Console().rule(*args, **kwargs)
+        _console().rule(*args, **kwargs)
+
+
+def _console(width: int | None = None) -> Console:
+    """A console that prints text as it is: no rich markup (an artist called
+    ``SawanoHiroyuki[nZk]`` keeps its brackets, ``[bold red]x[/]`` in data stays text)
+    and no ``:emoji:`` codes; ``width`` columns when that is wider than the terminal."""
+    console = Console(markup=False, emoji=False, highlight=False)
+    if width is not None and width > console.width:
+        console = Console(markup=False, emoji=False, highlight=False, width=width)
+    return console
 
 
 out = _Out()
@@ -129,6 +145,21 @@ def _settings(
     from playpulse.projects import project_settings
 
     return project_settings(settings, project)
+
+
+def _reading_settings(data_dir: Path | None = None, project: str | None = None) -> Settings:
+    """:func:`_settings` for a command that reads data: raises
+    :class:`~playpulse.errors.ConfigError` when the data dir does not exist (a typo in
+    ``--data-dir`` would otherwise answer zeros), unless the stream and the lake are
+    elsewhere (``stream_url``, ``lake_url``)."""
+    settings = _settings(data_dir, project)
+    remote = settings.stream_url is not None and settings.lake_url is not None
+    if not remote and not settings.data_dir.exists():
+        raise ConfigError(
+            f"data dir {settings.data_dir} does not exist: check --data-dir or "
+            "PLAYPULSE_DATA_DIR (`playpulse import`, `demo` or `up` put data there)"
+        )
+    return settings
 
 
 def _check_format(value: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
@@ -450,7 +481,7 @@ def status(data_dir: DataDir = None, fmt: Format = "table", project: ProjectName
 
     _check_format(fmt)
     settings = _settings(data_dir, project)
-    info = data_dir_status(settings)
+    info = data_dir_status(settings)  # refuses a data dir without data
     info["processor"] = {
         **(read_processor_status(settings) or {}),
         "problem": processor_problem(settings),
@@ -537,6 +568,22 @@ def schema() -> None:
     typer.echo(json.dumps(event_json_schema(), indent=2))
 
 
+#: The reason codes of quarantine entries (docs/events.md): the collector's, the
+#: importers' (``unmappable_event``: another pipeline's payload that maps to no event)
+#: and the processor's (``retries_exhausted``).
+QUARANTINE_REASONS = (
+    "event_too_large",
+    "invalid_event",
+    "malformed_body",
+    "malformed_json",
+    "nesting_too_deep",
+    "occurred_at_out_of_range",
+    "retries_exhausted",
+    "unknown_event_type",
+    "unmappable_event",
+)
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
@@ -553,7 +600,13 @@ def quarantine_list(
     from playpulse.quarantine.store import QuarantineStore
 
     _check_format(fmt)
-    store = QuarantineStore(_settings(data_dir, project).quarantine_path)
+    store = QuarantineStore(_reading_settings(data_dir, project).quarantine_path)
+    if reason is not None:
+        known = sorted(set(QUARANTINE_REASONS) | set(store.counts_by_reason()))
+        if reason not in known:
+            raise ConfigError(
+                f"--reason: {reason!r} is not a reason code; known: {', '.join(known)}"
+            )
     entries = store.list(
         status=None if include_replayed else "quarantined",
         reason=reason,
@@ -587,7 +640,7 @@ def quarantine_show(
     """Show one quarantined event: reason, errors and the raw payload."""
     from playpulse.quarantine.store import QuarantineStore
 
-    entry = QuarantineStore(_settings(data_dir, project).quarantine_path).get(entry_id)
+    entry = QuarantineStore(_reading_settings(data_dir, project).quarantine_path).get(entry_id)
     info = entry.summary()
     info["raw"] = entry.raw.decode("utf-8", errors="replace")
     typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
@@ -609,17 +662,14 @@ def quarantine_replay(
 
     if not entry_ids and not replay_all:
         raise ConfigError("name entry ids to replay, or pass --all")
-    settings = _settings(data_dir, project)
+    settings = _reading_settings(data_dir, project)
     store = QuarantineStore(settings.quarantine_path)
     stream = open_stream(settings)
     try:
         result = replay(store, stream, None if replay_all else entry_ids)
     finally:
         stream.close()
-    typer.echo(
-        f"replayed {len(result.replayed)}, still failing {len(result.still_failing)}, "
-        f"skipped {len(result.skipped)}"
-    )
+    typer.echo(result.summary())
 
 
 @app.command("import")
@@ -730,11 +780,67 @@ def _print_table(table: pa.Table, fmt: str) -> None:
                 ]
             )
     else:
-        view = Table(*table.column_names)
-        for row in rows:
-            # Null is unknown (docs/metrics.md): a dash, never a blank that reads as 0.
-            view.add_row(*(UNKNOWN_CELL if v is None else _cell(v) for v in row.values()))
-        out.print(view)
+        view, width = _table_view(table.schema, rows, _console().width)
+        out.print(view, width=width)
+
+
+#: Narrowest a text column of a table gets before the terminal is too narrow for it.
+_TEXT_MIN_WIDTH = 12
+
+
+def _header_lines(name: str, width: int) -> str:
+    """``name`` on lines of at most ``width`` characters, broken after underscores where
+    it can be (``completion_rate`` at 10: ``completion_`` / ``rate``, cut if need be)."""
+    lines: list[str] = []
+    for part in re.findall(r"[^_]+_*|_+", name):
+        while len(part) > width:
+            lines.append(part[:width])
+            part = part[width:]
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        elif part:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _table_view(schema: pa.Schema, rows: list[dict[str, Any]], width: int) -> tuple[Table, int]:
+    """``rows`` (of ``schema``) as a rich table for a terminal ``width`` columns wide, and
+    the width it needs (more than ``width`` when even its narrowest layout is wider).
+
+    Every cell is plain text (never rich markup). Numbers, times and dates are never cut:
+    their columns are as wide as their widest value; when the table is wider than the
+    terminal, long headers go onto several lines (broken after underscores) and text
+    columns wrap to make room (a word longer than the column folds). A null cell is
+    :data:`UNKNOWN_CELL`."""
+    cells = [[UNKNOWN_CELL if v is None else _cell(v) for v in row.values()] for row in rows]
+    widest = [max((len(row[i]) for row in cells), default=0) for i in range(len(schema))]
+    whole = [
+        pa.types.is_integer(f.type)
+        or pa.types.is_floating(f.type)
+        or pa.types.is_decimal(f.type)
+        or pa.types.is_temporal(f.type)
+        for f in schema
+    ]
+    natural = 1 + sum(max(w, len(f.name)) + 3 for w, f in zip(widest, schema, strict=True))
+    narrow = natural > width
+    view = Table()
+    needed = 1  # the left border
+    for field, longest, number in zip(schema, widest, whole, strict=True):
+        header = field.name
+        if number:
+            low = max(longest, min(len(header), _TEXT_MIN_WIDTH) if narrow else len(header))
+            if narrow:
+                header = _header_lines(header, low)
+            view.add_column(Text(header), justify="right", no_wrap=True, min_width=low)
+        else:
+            low = max(longest, len(header))
+            if narrow:
+                low = min(low, _TEXT_MIN_WIDTH)
+            view.add_column(Text(header), min_width=low, overflow="fold")
+        needed += low + 3  # padding on both sides and the border
+    for row in cells:
+        view.add_row(*(Text(c) for c in row))
+    return view, needed
 
 
 #: How a table shows a null (unknown) value; JSON has ``null``, CSV an empty cell.
@@ -759,6 +865,32 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _query_params(**options: str | None) -> QueryParams:
+    """The query options as :class:`~playpulse.query.catalog.QueryParams`, read exactly
+    as the read API reads its query string (:func:`playpulse.api.params.parse_params`),
+    so the CLI refuses what the API refuses. ``options`` are the API's parameter names
+    with ``start``/``end`` for ``from``/``to``; ``None`` is left out. Raises
+    :class:`~playpulse.errors.ConfigError` naming the option (``--content-type: 'song'
+    is not one of ...``)."""
+    from starlette.datastructures import QueryParams as QueryString
+
+    from playpulse.api.auth import ApiError
+    from playpulse.api.params import parse_params
+
+    names = {"start": "from", "end": "to"}
+    pairs = [(names.get(k, k), v) for k, v in options.items() if v is not None]
+    try:
+        return parse_params(QueryString(pairs))
+    except ApiError as exc:
+        message = exc.message
+        for name in sorted({names.get(k, k) for k in options}, key=len, reverse=True):
+            for prefix in (f"{name}/", f"{name}:"):
+                if message.startswith(prefix):
+                    message = f"--{name.replace('_', '-')}{message[len(name) :]}"
+        message = message.replace("/to:", "/--to:", 1)
+        raise ConfigError(message) from None
+
+
 @app.command()
 def query(
     name: Annotated[str, typer.Argument(help="Catalog query (see `playpulse queries`).")],
@@ -775,13 +907,28 @@ def query(
         str,
         typer.Option(help="IANA time zone for days and hours, and for --from/--to."),
     ] = "UTC",
-    limit: Annotated[int, typer.Option(help="Rows for ranked queries.")] = 10,
+    limit: Annotated[
+        str, typer.Option(help="Rows for ranked queries, 1 to 10000.", show_default=False)
+    ] = "10",
     content_id: Annotated[str | None, typer.Option(help="Only this content.")] = None,
-    creator: Annotated[str | None, typer.Option(help="Only this creator.")] = None,
+    creator: Annotated[
+        str | None,
+        typer.Option(help="Only this creator: exact and case-sensitive, as in the API."),
+    ] = None,
     content_type: Annotated[
         str | None, typer.Option(help="audiobook, track, episode or video.")
     ] = None,
     vendor_id: Annotated[str | None, typer.Option(help="Only this vendor.")] = None,
+    user_id: Annotated[str | None, typer.Option(help="Only this listener's plays.")] = None,
+    device_type: Annotated[
+        str | None, typer.Option(help="Only plays on this device type (unknown: not said).")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="Only plays on this platform (unknown: not said).")
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option(help="Only plays in this country (DE; unknown: not said).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     engine: Annotated[
         str,
@@ -790,6 +937,22 @@ def query(
             "by Apache Spark over the same lake (a local lake; needs the spark extra)."
         ),
     ] = "duckdb",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the rows to FILE instead: .parquet, .csv or .json by its extension.",
+            show_default=False,
+        ),
+    ] = None,
+    dialect: Annotated[
+        str | None,
+        typer.Option(help="With --print-sql: bigquery (the SQL for BigQuery).", show_default=False),
+    ] = None,
+    print_sql: Annotated[
+        bool, typer.Option("--print-sql", help="Print the query's SQL in --dialect, run nothing.")
+    ] = False,
     data_dir: DataDir = None,
     project: ProjectName = None,
 ) -> None:
@@ -799,45 +962,99 @@ def query(
     midnight); an explicit offset or Z in the value wins; without --tz they are UTC.
     Without --from/--to it covers the data (from the day of the earliest event to the day
     of the newest, in --tz). Table output ends with the window it used, in --tz."""
-    from playpulse.query.catalog import CATALOG, QueryError, QueryParams, run_query
+    from playpulse.query.catalog import CATALOG, QueryError, run_query
     from playpulse.query.window import resolve_window
 
     _check_format(fmt, ("table", "json", "csv"))
     if engine not in ("duckdb", "spark"):
         raise ConfigError(f"--engine must be duckdb or spark, not {engine!r}")
-    try:
-        params = QueryParams(
-            tz=tz,
-            limit=limit,
-            content_id=content_id,
-            creator=creator,
-            content_type=content_type,
-            vendor_id=vendor_id,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(problems) from None
-    # Bounds are read once --tz is known to be a zone.
-    params = params.model_copy(
-        update={"start": _when(start, "--from", tz), "end": _when(end, "--to", tz)}
+    params = _query_params(
+        start=start,
+        end=end,
+        tz=tz,
+        limit=limit,
+        content_id=content_id,
+        creator=creator,
+        content_type=content_type,
+        vendor_id=vendor_id,
+        user_id=user_id,
+        device_type=device_type,
+        platform=platform,
+        country=country,
     )
     if name not in CATALOG:
         raise QueryError(f"unknown query '{name}'; known: {', '.join(sorted(CATALOG))}")
-    settings = _settings(data_dir, project)
+    if dialect is not None or print_sql:
+        _print_dialect_sql(name, dialect, print_sql, params.tz)
+        return
+    settings = _reading_settings(data_dir, project)
     window = None if name == "live" else resolve_window(params, settings)
     if window is not None:
         params = window.params(params)
     if engine == "spark":
         from playpulse.query.spark import run_query_spark
 
-        _print_table(run_query_spark(name, params, settings), fmt)
+        result = run_query_spark(name, params, settings)
     else:
-        _print_table(run_query(name, params, settings), fmt)
+        result = run_query(name, params, settings)
+    if output is not None:
+        rows = write_table(result, output)
+        typer.echo(f"wrote {rows:,} rows to {output}", err=True)
+        return
+    _print_table(result, fmt)
     if fmt == "table" and window is not None:
         out.print(f"window: {window.describe(params.tz)}", markup=False)
+    filters = {"--creator": creator, "--content-id": content_id, "--user-id": user_id}
+    given = [f"{k} {v!r}" for k, v in filters.items() if v is not None]
+    if result.num_rows == 0 and given:
+        typer.echo(f"no rows: filters match exactly, case-sensitive ({', '.join(given)})", err=True)
+
+
+def _print_dialect_sql(name: str, dialect: str | None, print_sql: bool, tz: str) -> None:
+    """``query NAME --dialect bigquery --print-sql``: the query's SQL in that dialect
+    (:func:`playpulse.query.catalog_enrich.bigquery_sql`). Raises ConfigError for one of
+    the two options without the other, or another dialect."""
+    if dialect is None or not print_sql:
+        raise ConfigError("--dialect and --print-sql go together: --dialect bigquery --print-sql")
+    if dialect != "bigquery":
+        raise ConfigError(f"--dialect must be bigquery, not {dialect!r}")
+    from playpulse.query.catalog_enrich import bigquery_sql
+
+    typer.echo(bigquery_sql(name, tz))
+
+
+#: File formats ``--output`` writes, by file name extension.
+OUTPUT_FORMATS = (".parquet", ".csv", ".json")
+
+
+def write_table(table: pa.Table, path: Path) -> int:
+    """Write ``table`` to ``path`` in the format its extension names (``.parquet``;
+    ``.csv`` with a header row, nulls empty; ``.json``: an array of row objects, times as
+    ISO 8601), replacing the file; returns the number of rows. Raises
+    :class:`~playpulse.errors.ConfigError` for another extension or a file that cannot be
+    written."""
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--output {path}: the extension must be one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+        elif suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, path)
+        else:
+            text = json.dumps(
+                table.to_pylist(), default=_json_default, indent=2, ensure_ascii=False
+            )
+            path.write_text(text + "\n", encoding="utf-8")
+    except (OSError, pa.ArrowException) as exc:
+        raise ConfigError(f"--output {path}: cannot write it ({exc})") from None
+    return int(table.num_rows)
 
 
 @app.command()
@@ -901,7 +1118,7 @@ def sql(
 
     _check_format(fmt, ("table", "json", "csv"))
     if key_file is None:
-        con = connect(_settings(data_dir, project), sandbox=not allow_files)
+        con = connect(_reading_settings(data_dir, project), sandbox=not allow_files)
     else:
         con = _key_connection(_settings(data_dir), project, key_file, allow_files)
     try:
@@ -951,6 +1168,13 @@ def _key_connection(
     return vendor_connection(scoped, vendor)
 
 
+#: click's ClickException (typer vendors click from 0.20 on: found through the
+#: exceptions typer exports rather than imported from either).
+_CLICK_ERROR: type[Any] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
 def main() -> None:
     """Entry point of the ``playpulse`` command. Sets the process umask to 0o077 first
     (:func:`playpulse.filemodes.private_umask`): every directory the command creates is
@@ -958,10 +1182,25 @@ def main() -> None:
     too."""
     private_umask()
     try:
-        app()
+        code = app(standalone_mode=False)
     except PlaypulseError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command given no arguments
+            exc.show()  # its help
+        else:
+            # One line, as every other error: click would print usage lines or a box.
+            message = " ".join(exc.format_message().split())
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {message}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    if isinstance(code, int):  # typer.Exit(code) raised by a command
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from playpulse.stream.base import EventStream
 
 @dataclass
 class ReplayResult:
-    """What a replay did: ids appended to the stream, ids still failing, ids skipped.
+    """What a replay did: ids appended to the stream, ids still failing, ids skipped
+    and why (:attr:`skip_reasons`).
 
     Entries rejected as a whole body (``malformed_body``) hold no single event and are
     skipped; fix the payload and send it again instead.
@@ -23,6 +24,33 @@ class ReplayResult:
     replayed: list[int] = field(default_factory=list)
     still_failing: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    #: Why each skipped entry was skipped: :data:`ALREADY_REPLAYED` or :data:`WHOLE_BODY`.
+    skip_reasons: dict[int, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: ``replayed 3, still failing 1, skipped 2 (1 already replayed: 4;
+        1 a whole rejected request body, not one event (send it again, fixed): 7)``;
+        up to 10 ids named per reason."""
+        line = (
+            f"replayed {len(self.replayed)}, still failing {len(self.still_failing)}, "
+            f"skipped {len(self.skipped)}"
+        )
+        if not self.skipped:
+            return line
+        by_reason: dict[str, list[int]] = {}
+        for entry_id in self.skipped:
+            by_reason.setdefault(self.skip_reasons.get(entry_id, "skipped"), []).append(entry_id)
+        parts = []
+        for why, ids in by_reason.items():
+            named = ", ".join(str(i) for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
+            parts.append(f"{len(ids)} {why}: {named}")
+        return f"{line} ({'; '.join(parts)})"
+
+
+#: Why an entry was skipped: it was replayed before.
+ALREADY_REPLAYED = "already replayed"
+#: Why an entry was skipped: a whole request body was rejected, there is no one event.
+WHOLE_BODY = "a whole rejected request body, not one event (send it again, fixed)"
 
 
 def replay(
@@ -54,6 +82,8 @@ def replay(
     for entry in entries:
         if entry.status != "quarantined" or entry.reason == "malformed_body":
             result.skipped.append(entry.id)
+            why = ALREADY_REPLAYED if entry.status != "quarantined" else WHOLE_BODY
+            result.skip_reasons[entry.id] = why
             continue
         try:
             accepted = validate_event(entry.raw, entry.received_at)
