@@ -300,3 +300,24 @@ def test_every_comparable_chart_draws_the_previous_period(known: str, new_page: 
     assert sum(sessions["Previous period"]) == 1  # the one session of 31 Dec
     assert sum(sessions["Sessions"]) == 6
     assert not page.errors, page.errors
+
+
+def test_a_click_on_the_devices_chart_filters_by_that_device(known: str, new_page: Any) -> None:
+    # On the 10th the inner ring holds mobile (q1, 115 s), desktop (q2 and q3, 114 s) and
+    # unknown (q4, 60 s), largest first, clockwise from 12 o'clock: mobile spans the
+    # first 143 degrees, so 45 degrees on the inner ring is mobile.
+    page = new_page()
+    page.goto(known + QOE_DAY)
+    page.wait_for_function(SETTLED, arg=["devices"], timeout=45_000)
+    chart = page.locator("[data-chart='devices']")
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)  # the chart's entry animation
+    box = chart.bounding_box()
+    assert box is not None
+    radius = min(box["width"], box["height"]) / 2 * 0.38
+    x = box["x"] + box["width"] / 2 + radius * 0.7071
+    y = box["y"] + box["height"] / 2 - radius * 0.7071
+    page.mouse.click(x, y)
+    expect(page.locator("#chips .chip[data-filter='device']")).to_have_text("Device: mobile\u00d7")
+    expect(_tile(page, "#kpis", "plays")).to_have_attribute("data-value", "1")
+    assert not page.errors, page.errors

@@ -406,10 +406,11 @@ function hideEmpty() {
 async function loadOverview() {
   const p = params();
   const prev = previousParams(p);
-  const [overview, funnelRows, before] = await Promise.all([
+  const [overview, funnelRows, before, funnelBefore] = await Promise.all([
     metric("overview", p).catch(() => null),
     metric("funnel", p).catch(() => []),
     prev ? metric("overview", prev.params).catch(() => null) : null,
+    prev ? metric("funnel", prev.params).catch(() => null) : null,
   ]);
   const o = overview ? overview[0] : null;
   const filtered = CLICK_FILTERS.some(([key]) => state[key]);
@@ -475,9 +476,15 @@ async function loadOverview() {
       $("#top-creators-note").textContent = build.rankingNote(all, "creators");
       return { rows: build.ranked(all).slice(0, 10), earlier };
     }, ({ rows, earlier }) => build.topCreators(rows, earlier), NO_DATA),
-    chart("heatmap", () => metric("hourly_engagement", p), (rows) => {
+    chart("heatmap", async () => {
+      const [rows, earlier] = await Promise.all([
+        metric("hourly_engagement", p),
+        prev ? metric("hourly_engagement", prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => {
       $("#heatmap-tz").textContent = `${build.heatmapMeasure(rows)}, ${state.tz}`;
-      return build.heatmap(rows);
+      return build.heatmap(rows, earlier);
     }, NO_DATA),
     chart("sessions", async () => {
       const [rows, earlier] = await Promise.all([
@@ -485,7 +492,15 @@ async function loadOverview() {
       ]);
       return { rows, earlier };
     }, ({ rows, earlier }) => build.sessions(rows, earlier), NO_DATA),
-    chart("devices", () => metric("devices", p), withHeading("#devices-note", build.devicesMeasure, build.devices), NO_DATA, pickDevice),
+    chart("devices", async () => {
+      const [rows, earlier] = await Promise.all([
+        metric("devices", p), prev ? metric("devices", prev.params).catch(() => null) : null,
+      ]);
+      return { rows, earlier };
+    }, ({ rows, earlier }) => {
+      $("#devices-note").textContent = build.devicesMeasure(rows);
+      return build.devices(rows, earlier);
+    }, NO_DATA, pickDevice),
     chart("rates", async () => {
       const [all, earlier] = await Promise.all([titles, earlierTitles]);
       return { rows: ratesByType(all, types), earlier: earlier ? ratesByType([...earlier.values()], types) : null };
@@ -500,7 +515,7 @@ async function loadOverview() {
       $("#visibility-note").textContent = build.visibilityHeading(rows);
       return build.visibility(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
     }, NO_DATA),
-    chart("funnel", async () => funnelRows, build.funnel, "No shop events in this range."),
+    chart("funnel", async () => funnelRows, (rows) => build.funnel(rows, funnelBefore), "No shop events in this range."),
     chart("revenue", async () => funnelRows, build.revenue, "No completed orders with an amount in this range."),
     loadBreakdowns(p),
     loadQoe(p, prev),
@@ -594,14 +609,6 @@ function ratesByType(rows, types) {
   return [...sums.values()].map((s) => ({
     type: s.type, plays: s.plays, completion_rate: share(s.c), skip_rate: share(s.s),
   }));
-}
-
-/** A chart builder that also sets the heading `selector` to `heading(rows)`. */
-function withHeading(selector, heading, builder) {
-  return (rows) => {
-    $(selector).textContent = heading(rows);
-    return builder(rows);
-  };
 }
 
 /** Fill the title chooser (audiobooks first: they have chapters) and draw its charts. */

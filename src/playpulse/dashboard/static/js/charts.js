@@ -235,8 +235,9 @@ export function heatmapMeasure(rows) {
 
 /** Listening hours (or plays, where listening time is unknown: {@link measure}) by hour
  * of day (x) and day of week (y). */
-export function heatmap(rows) {
+export function heatmap(rows, previous = null) {
   if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
+  const before = new Map((previous || []).map((r) => [`${r.day_of_week} ${r.hour_of_day}`, r]));
   const byTime = measure(rows).by === "time";
   const data = rows.map((r) => [
     r.hour_of_day, r.day_of_week, byTime ? hKnown(r.listening_s) : r.plays, r.plays, r.listening_s,
@@ -245,8 +246,12 @@ export function heatmap(rows) {
   return base({
     grid: { left: 8, right: 8, top: 8, bottom: 72 },
     tooltip: {
-      formatter: (p) => `${DAYS[p.data[1]]} ${String(p.data[0]).padStart(2, "0")}:00`
-        + `<br>${fmt.hours(p.data[4])} listening · ${fmt.count(p.data[3])} plays`,
+      formatter: (p) => {
+        const was = before.get(`${p.data[1]} ${p.data[0]}`);
+        return `${DAYS[p.data[1]]} ${String(p.data[0]).padStart(2, "0")}:00`
+          + `<br>${fmt.hours(p.data[4])} listening · ${fmt.count(p.data[3])} plays`
+          + (previous ? `<br>previous period: ${was ? `${fmt.hours(was.listening_s)} · ${fmt.count(was.plays)} plays` : "none"}` : "");
+      },
     },
     xAxis: {
       type: "category", data: [...Array(24).keys()].map((x) => String(x).padStart(2, "0")),
@@ -292,10 +297,17 @@ export function devicesMeasure(rows) {
 
 /** Listening hours (or plays, where listening time is unknown: {@link measure}) by device
  * type (inner ring) and platform (outer ring). */
-export function devices(rows) {
+export function devices(rows, previous = null) {
   if (!rows.some((r) => r.listening_s > 0 || r.plays > 0)) return null;
   const byTime = measure(rows).by === "time";
   const unit = byTime ? " h" : " plays";
+  // The previous period's figure per device type and per device type and platform.
+  const before = new Map();
+  for (const r of previous || []) {
+    const value = byTime ? h(r.listening_s) : r.plays;
+    before.set(r.device_type, (before.get(r.device_type) || 0) + (value || 0));
+    before.set(`${r.device_type} › ${r.platform}`, value || 0);
+  }
   const byDevice = new Map();
   for (const r of rows) {
     if (!byDevice.has(r.device_type)) byDevice.set(r.device_type, []);
@@ -307,7 +319,15 @@ export function devices(rows) {
     .sort((a, b) => b.children.reduce((s, c) => s + c.value, 0)
       - a.children.reduce((s, c) => s + c.value, 0));
   return base({
-    tooltip: { formatter: (p) => `${fmt.escapeHtml(p.treePathInfo.slice(1).map((t) => t.name).join(" › "))}<br>${p.value}${unit}` },
+    tooltip: {
+      formatter: (p) => {
+        const path = p.treePathInfo.slice(1).map((t) => t.name).join(" › ");
+        const was = before.get(path);
+        return `${fmt.escapeHtml(path)}<br>${p.value}${unit}`
+          + (previous ? `<br>previous period: ${was === undefined ? "none" : `${Math.round(was * 10) / 10}${unit}`}` : "")
+          + "<br><i>click to see only these plays</i>";
+      },
+    },
     series: [{
       type: "sunburst", data, radius: ["18%", "92%"], sort: null,
       itemStyle: { borderColor: "#fff", borderWidth: 1 },
@@ -448,25 +468,35 @@ export function retention(rows) {
 /** The shop funnel over every vendor (a vendor's rows repeat per currency: count once).
  * A step no row can tell (null: a data set that records only views) is left out of the
  * funnel and named below it with "—"; known steps add up the rows that tell them. */
-export function funnel(rows) {
+const FUNNEL_STEPS = {
+  views: "Product views", cart_adds: "Added to cart",
+  orders: "Orders", completed_orders: "Completed orders",
+};
+
+/** Each funnel step's count over the vendors of `rows` (a vendor's rows repeat per
+ * currency: counted once), null for a step no row can tell. */
+function funnelTotals(rows) {
   const vendors = new Map();
   for (const r of rows) if (!vendors.has(r.vendor_id)) vendors.set(r.vendor_id, r);
-  const names = {
-    views: "Product views", cart_adds: "Added to cart",
-    orders: "Orders", completed_orders: "Completed orders",
-  };
   const total = {};
-  for (const k of Object.keys(names)) {
+  for (const k of Object.keys(FUNNEL_STEPS)) {
     const known = [...vendors.values()].filter((r) => r[k] !== null && r[k] !== undefined);
     total[k] = known.length ? known.reduce((sum, r) => sum + r[k], 0) : null;
   }
+  return total;
+}
+
+export function funnel(rows, previous = null) {
+  const names = FUNNEL_STEPS;
+  const total = funnelTotals(rows);
   if (!Object.values(total).some((v) => v > 0)) return null;
-  const steps = Object.keys(names).filter((k) => total[k] !== null).map((k) => [names[k], total[k]]);
+  const steps = Object.keys(names).filter((k) => total[k] !== null).map((k) => [names[k], total[k], k]);
   const unknown = Object.keys(names).filter((k) => total[k] === null).map((k) => `${names[k]} —`);
   const top = total.views || 1;
   return base({
     tooltip: {
-      formatter: (p) => `${p.name}: ${fmt.count(p.value)}<br>${fmt.percent(p.value / top)} of views`,
+      formatter: (p) => `${p.name}: ${fmt.count(p.value)}<br>${fmt.percent(p.value / top)} of views`
+        + (previous ? `<br>previous period: ${fmt.count(funnelTotals(previous)[p.data.key])}` : ""),
     },
     graphic: unknown.length ? [{
       type: "text", left: "4%", bottom: 0,
@@ -481,7 +511,7 @@ export function funnel(rows) {
         formatter: (p) => `${p.name}\n${fmt.count(p.value)} · ${fmt.percent(p.value / top)}`,
       },
       labelLine: { show: true, length: 12 },
-      data: steps.map(([name, value]) => ({ name, value })),
+      data: steps.map(([name, value, key]) => ({ name, value, key })),
     }],
   });
 }
