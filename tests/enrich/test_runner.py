@@ -130,13 +130,12 @@ def test_processing_unchanged_with_enrichment_running(tmp_path: Path) -> None:
 
     runner: EnrichmentRunner = beside["runner"]
     assert beside["rounds"] >= 1
-    assert runner.last is not None
-    # The runner worked on the data and its tagging failed without stopping anything.
+    # The runner worked on the data; every tagging request failed without stopping it.
+    assert runner.job_errors == {}
+    assert runner.tags_failed > 0
     with open_catalog(beside["settings"], readonly=True) as db:
-        jobs = {r["name"]: r for r in db.execute("SELECT * FROM jobs")}
         assert db.execute("SELECT count(*) FROM seen").fetchone()[0] > 0
         assert db.execute("SELECT count(*) FROM tags").fetchone()[0] == 0
-    assert jobs["seen"]["error"] is None
-    assert jobs["similar"]["error"] is None
-    assert "failed" in (jobs["tags:anthropic"]["error"] or "")
+        jobs = {r["name"] for r in db.execute("SELECT name FROM jobs")}
+    assert jobs == {"seen", "similar", "tags:anthropic"}
     assert set(CATALOG) >= QUERIES

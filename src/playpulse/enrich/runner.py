@@ -53,7 +53,8 @@ class EnrichmentRunner:
     ``provider``: the tagger (``None``: no tagging). ``interval_s``: seconds between
     rounds in :meth:`start`. ``titles_per_s``, ``tag_limit``: the tagging job's rate and
     titles per round. ``min_support``, ``top_k``: the similarity job's. Thread-safe for
-    one :meth:`start`/:meth:`stop` pair; :attr:`rounds` and :attr:`last` tell what ran.
+    one :meth:`start`/:meth:`stop` pair; :attr:`rounds`, :attr:`last`, :attr:`job_errors`
+    and :attr:`tags_failed` tell what ran.
     """
 
     def __init__(
@@ -76,6 +77,9 @@ class EnrichmentRunner:
         self.top_k = top_k
         self.rounds = 0
         self.last: Round | None = None
+        #: Since the start: failures per job name, and titles whose tagging failed.
+        self.job_errors: dict[str, int] = {}
+        self.tags_failed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,9 +97,12 @@ class EnrichmentRunner:
             except Exception as exc:  # a job's failure must never stop the runner
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 result.errors[name] = reason
+                self.job_errors[name] = self.job_errors.get(name, 0) + 1
                 log.warning("enrich: job %s failed: %s", name, reason)
                 with contextlib.suppress(Exception), open_catalog(self.settings) as db:
                     record_job(db, name, 0, reason)
+        if result.tags is not None:
+            self.tags_failed += result.tags.failed
         self.rounds += 1
         self.last = result
         return result
