@@ -26,6 +26,7 @@ from rich.text import Text
 from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
 from playpulse.config import Settings
+from playpulse.enrich.cli import catalog_app, enrich_app
 from playpulse.errors import ConfigError, PlaypulseError
 from playpulse.extension.cli import extension_app
 from playpulse.filemodes import private_umask, secure_data_dir
@@ -57,6 +58,8 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(spotify_app, name="spotify")
 app.add_typer(extension_app, name="extension")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(enrich_app, name="enrich")
 
 
 class _Out:
@@ -1078,9 +1081,22 @@ _SANDBOX_HINT = (
 @app.command()
 def sql(
     statement: Annotated[
-        str,
-        typer.Argument(help="SQL over the views events, plays, segments, sessions, shop_events."),
-    ],
+        str | None,
+        typer.Argument(
+            help="SQL over the views events, plays, segments, sessions, shop_events.",
+            show_default=False,
+        ),
+    ] = None,
+    sql_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Run the SQL in FILE (UTF-8; several statements: the last one's rows "
+            "are printed) instead of STATEMENT.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     allow_files: Annotated[
         bool,
@@ -1117,8 +1133,19 @@ def sql(
     from playpulse.query.engine import connect
 
     _check_format(fmt, ("table", "json", "csv"))
+    if (statement is None) == (sql_file is None):
+        raise ConfigError("give the SQL as STATEMENT or in a file with -f FILE (one of the two)")
+    if sql_file is not None:
+        try:
+            statement = sql_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"-f {sql_file}: cannot read it ({why})") from None
+    assert statement is not None
     if key_file is None:
-        con = connect(_reading_settings(data_dir, project), sandbox=not allow_files)
+        con = connect(
+            _reading_settings(data_dir, project), sandbox=not allow_files, views_only=True
+        )
     else:
         con = _key_connection(_settings(data_dir), project, key_file, allow_files)
     try:

@@ -643,6 +643,7 @@ def connect(
     until: date | None = None,
     shared: bool = False,
     sandbox: bool = False,
+    views_only: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views of the module docstring.
 
@@ -656,14 +657,44 @@ def connect(
     ``sandbox`` (not with ``shared``): without file or network access and with its
     configuration locked, for SQL a user types (:meth:`LakeCache.sandbox`; what
     ``playpulse sql`` uses unless ``--allow-files``).
+
+    ``views_only`` (not with ``shared``): the connection sees only :data:`USER_VIEWS`, in
+    a database of their own, ``playpulse`` (``SHOW TABLES`` lists just those, a name
+    such as ``c_plays`` is unknown); the engine's tables stay in the database ``memory``
+    (``memory.c_plays``), out of sight rather than out of reach (what ``playpulse sql``
+    uses).
     """
     settings = settings or Settings()
     if shared:
         if sandbox:
             raise ValueError("connect: a shared connection cannot be sandboxed")
         return shared_cache(settings).connection()
+    if shared and views_only:
+        raise ValueError("connect: a shared connection cannot be views_only")
     cache = LakeCache(settings, since=since, until=until)
     cache.refresh()
     if sandbox:
         cache.sandbox()
+    if views_only:
+        _views_only(cache)
     return cache.db
+
+
+#: The views ad hoc SQL sees (``connect(views_only=True)``; docs/lake.md).
+USER_VIEWS = ("events", "plays", "segments", "sessions", "shop_events")
+
+
+def _views_only(cache: LakeCache) -> None:
+    """Attach the in-memory database ``playpulse`` holding a view over the engine's for
+    each of :data:`USER_VIEWS`, and make it the current one. When ``events`` reads a
+    pyarrow dataset registered on the connection (an S3 lake, a sandbox), the dataset is
+    registered as ``events`` itself instead, rather than under the engine's name."""
+    db = cache.db
+    db.execute("ATTACH ':memory:' AS playpulse")
+    for view in USER_VIEWS:
+        if view != "events" or cache._events is None:
+            db.execute(f"CREATE VIEW playpulse.main.{view} AS SELECT * FROM memory.main.{view}")
+    db.execute("USE playpulse")
+    if cache._events is not None:
+        db.register("events", cache._events)
+        db.unregister(_EVENTS_DATASET)
