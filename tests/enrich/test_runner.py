@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from playpulse.config import Settings
 from playpulse.enrich.catalog import open_catalog
 from playpulse.enrich.providers import AnthropicTagger
@@ -114,6 +116,7 @@ def process(root: Path, data: list[tuple[str, bytes]], runner: bool) -> dict[str
     }
 
 
+@pytest.mark.slow  # 10-25 s: the data processed twice, the runner busy beside it
 def test_processing_unchanged_with_enrichment_running(tmp_path: Path) -> None:
     data = records()
     alone = process(tmp_path / "alone", data, runner=False)
