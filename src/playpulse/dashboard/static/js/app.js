@@ -428,7 +428,11 @@ async function loadOverview() {
   if (prev) note.textContent = `▲▼ compared with the previous ${prev.window.days ? `${prev.window.days} day${prev.window.days === 1 ? "" : "s"}` : "period"} (${prev.window.from.slice(0, 10)} to ${fmt.addDays(prev.window.to.slice(0, 10), prev.window.days ? -1 : 0)})`;
   if (o) overviewTiles($("#kpis"), o, before ? before[0] : null, prev && prev.window);
   $("#heatmap-tz").textContent = `listening hours, ${state.tz}`;
-  $("#revenue-total").textContent = build.revenueTotals(funnelRows);
+  const revenueNow = build.revenueTotals(funnelRows);
+  const revenueBefore = funnelBefore ? build.revenueTotals(funnelBefore) : "";
+  $("#revenue-total").textContent = revenueNow || revenueBefore
+    ? `${revenueNow || "none"}${prev ? ` (previous period: ${revenueBefore || "none"})` : ""}`
+    : "";
 
   const openTitle = (event) => {
     if (event.data && event.data.content_id) location.assign(titleHref(event.data.content_id));
@@ -654,9 +658,19 @@ async function loadTitleCharts(id) {
   await Promise.all([
     chapters ? chart("chapters", () => metric("chapters", p), build.chapters,
       "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
-    chart("retention", () => metric("retention_curve", { ...p, limit: 1 }), build.retention,
+    chart("retention", () => retentionCompared(p), ({ rows, earlier }) => build.retention(rows, earlier),
       "No plays with a known duration in this range."),
   ]);
+}
+
+/** A title's retention curve in `p` and in the previous period (null: none). */
+async function retentionCompared(p, rows = null) {
+  const prev = previousParams(p);
+  const [now, earlier] = await Promise.all([
+    rows || metric("retention_curve", { ...p, limit: 1 }),
+    prev ? metric("retention_curve", { ...prev.params, limit: 1 }).catch(() => null) : null,
+  ]);
+  return { rows: now, earlier };
 }
 
 // ---------------------------------------------------------------------------------
@@ -699,8 +713,8 @@ async function loadContent() {
   await Promise.all([
     audiobook ? chart("content_chapters", () => metric("chapters", p), build.chapters,
       "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
-    chart("content_retention", async () => retention || metric("retention_curve", { ...p, limit: 1 }),
-      build.retention, "No plays with a known duration in this range."),
+    chart("content_retention", () => retentionCompared(p, retention),
+      ({ rows, earlier }) => build.retention(rows, earlier), "No plays with a known duration in this range."),
     chart("content_daily", async () => {
       const [rows, earlier] = await Promise.all([
         metric("daily", p), prev ? metric("daily", prev.params).catch(() => null) : null,

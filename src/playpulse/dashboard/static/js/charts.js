@@ -446,12 +446,19 @@ export function chapters(rows) {
 }
 
 /** Share of plays still playing at each percent of the duration. */
-export function retention(rows) {
+export function retention(rows, previous = null) {
   if (!rows.length) return null;
+  const compared = previous && previous.length ? [{
+    name: "Previous period", type: "line", showSymbol: false, smooth: 0.2,
+    data: previous.map((r) => [r.position_pct, pct(r.share)]),
+    lineStyle: { width: 1.5, type: "dashed", color: PALETTE[6] }, itemStyle: { color: PALETTE[6] },
+  }] : [];
   return base({
+    legend: compared.length ? { top: 0, right: 0, data: ["Previous period"], textStyle: { fontSize: 11 } } : undefined,
     tooltip: {
       trigger: "axis",
-      formatter: (ps) => `At ${ps[0].data[0]} % of the title<br>${ps[0].data[1]} % of plays still playing`,
+      formatter: (ps) => `At ${ps[0].data[0]} % of the title<br>${ps[0].data[1]} % of plays still playing`
+        + (ps[1] ? `<br>previous period: ${ps[1].data[1]} %` : ""),
     },
     grid: { left: 8, right: 16, top: 28, bottom: 8 },
     xAxis: { type: "value", min: 0, max: 100, name: "position", axisLabel: { formatter: "{value} %" } },
@@ -461,7 +468,7 @@ export function retention(rows) {
       data: rows.map((r) => [r.position_pct, pct(r.share)]),
       lineStyle: { width: 2, color: PALETTE[4] }, itemStyle: { color: PALETTE[4] },
       areaStyle: { opacity: 0.15, color: PALETTE[4] },
-    }],
+    }, ...compared],
   });
 }
 
