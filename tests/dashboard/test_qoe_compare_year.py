@@ -330,3 +330,37 @@ def test_a_click_on_the_devices_chart_filters_by_that_device(known: str, new_pag
     expect(page.locator("#chips .chip[data-filter='device']")).to_have_text("Device: mobile\u00d7")
     expect(_tile(page, "#kpis", "plays")).to_have_attribute("data-value", "1")
     assert not page.errors, page.errors
+
+
+TEXT_FITS = """
+() => {
+  const select = document.querySelector("#tz");
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = getComputedStyle(select).font;
+  return [ctx.measureText(select.selectedOptions[0].text).width, select.clientWidth];
+}
+"""
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_a_long_time_zone_name_is_not_cut(known: str, new_page: Any, width: int) -> None:
+    page = new_page({"width": width, "height": 900})
+    page.goto(known + QOE_DAY.replace("tz=UTC", "tz=America%2FArgentina%2FComodRivadavia"))
+    _loaded(page)
+    text, room = page.evaluate(TEXT_FITS)
+    assert room >= text, (text, room)
+
+
+def test_the_devices_donut_hides_labels_that_would_overlap(known: str, new_page: Any) -> None:
+    page = new_page()
+    page.goto(known + QOE_DAY)
+    page.wait_for_function(SETTLED, arg=["devices"], timeout=45_000)
+    layout = page.evaluate(
+        """() => {
+          const el = document.querySelector("[data-chart='devices']");
+          const series = window.echarts.getInstanceByDom(el).getOption().series[0];
+          return [series.labelLayout, series.label.minAngle];
+        }"""
+    )
+    assert layout[0] == {"hideOverlap": True}
+    assert layout[1] >= 20
