@@ -527,6 +527,14 @@ def status(data_dir: DataDir = None, fmt: Format = "table", project: ProjectName
     if unreadable:
         processed += f"; {unreadable:,} lake file(s) unreadable, not counted"
     out.print(f"events       {info['events_in_lake']:,} distinct, in the lake ({processed})")
+    first, last = info["first_event_at"], info["last_event_at"]
+    if first is not None and last is not None:
+        out.print(f"data from    {_utc_text(first)} to {_utc_text(last)} (occurred_at, UTC)")
+    if late:
+        out.print(
+            f"late events  {late:,}: kept in the lake (events.late), counted by no metric "
+            "(over 7 days behind their user's newer events; docs/metrics.md)"
+        )
     size = (
         "size and retention are the broker's"
         if info["stream_bytes"] is None
@@ -561,6 +569,11 @@ def status(data_dir: DataDir = None, fmt: Format = "table", project: ProjectName
         if lost:
             line += f", LOST {lost:,} records deleted before it committed them"
         out.print(line)
+
+
+def _utc_text(iso: str) -> str:
+    """An ISO 8601 UTC instant as ``2024-01-31 23:59:59``."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command()
@@ -704,8 +717,10 @@ def import_(
     """Import exported histories (Spotify, YouTube, Last.fm, Taobao, DIGINETICA).
 
     Idempotent: importing the same file again changes nothing. When this returns, the
-    events are processed and every query answers with them. An export that names nobody
-    is refused without --user when the data dir already holds another such export.
+    events are processed and every query answers with them. A corrupt file is reported
+    (one error line each, exit code 2 at the end) and the other files are imported. An
+    export that names nobody is refused without --user when the data dir already holds
+    another such export.
     """
     settings = _settings(data_dir)
     if schema is not None:
@@ -720,6 +735,10 @@ def import_(
 
     result = import_paths(paths, settings, user_id=user, progress=True, timezone=tz)
     typer.echo(result.summary())
+    for _, problem in result.failed_files:
+        typer.echo(f"error: not imported: {problem}", err=True)
+    if result.failed_files:
+        raise typer.Exit(2)
 
 
 @app.command()

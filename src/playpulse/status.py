@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +32,7 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
     """The state of ``settings.data_dir`` as JSON-ready values::
 
         {"data_dir": str, "events_in_lake": int, "lake_files_unreadable": int,
+         "first_event_at": str | None, "last_event_at": str | None,
          "duplicates_dropped": int | None,
          "late_events": int | None, "stream_records": int | None, "stream_bytes": int,
          "stream_max_bytes": int | None,
@@ -45,7 +47,9 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
 
     ``events_in_lake`` counts the distinct events the processor kept, each once (from
     the lake files' footers; late ones included, ``lake_files_unreadable`` counts those
-    whose footer could not be read); ``duplicates_dropped`` and ``late_events`` are the
+    whose footer could not be read); ``first_event_at``/``last_event_at`` the span of
+    their ``occurred_at`` (ISO 8601 UTC, late events included; ``None`` without events);
+    ``duplicates_dropped`` and ``late_events`` are the
     processor's counts of records dropped as copies of an event already kept and of
     events kept but past the allowed lateness (``None`` before anything was processed).
     ``stream_records`` counts records retained in the stream, every append (a file
@@ -83,12 +87,14 @@ def data_dir_status(settings: Settings) -> dict[str, Any]:
                 entry["total"] = None if n is None or entry["total"] is None else entry["total"] + n
                 entry["partitions"][str(g.partition)] = n
         stats = quarantine.stats()
-        in_lake, unreadable = lake_event_count(settings)
+        in_lake, unreadable, span = lake_event_summary(settings)
         totals = processing_totals(settings)
         return {
             "data_dir": str(settings.data_dir),
             "events_in_lake": in_lake,
             "lake_files_unreadable": unreadable,
+            "first_event_at": None if span is None else span[0].isoformat(),
+            "last_event_at": None if span is None else span[1].isoformat(),
             "duplicates_dropped": totals.get("duplicates"),
             "late_events": totals.get("late"),
             "stream_records": health.records,
@@ -117,18 +123,46 @@ def lake_event_count(settings: Settings) -> tuple[int, int]:
     """``(events, unreadable)``: the rows of the lake's live ``events`` files (each event
     the processor kept, once), read from the Parquet footers, and the number of files
     whose footer could not be read (left out; queries set them aside). Writes nothing."""
+    events, unreadable, _ = lake_event_summary(settings)
+    return events, unreadable
+
+
+def lake_event_summary(settings: Settings) -> tuple[int, int, tuple[datetime, datetime] | None]:
+    """``(events, unreadable, span)``: as :func:`lake_event_count`, plus the span of the
+    events' ``occurred_at`` (UTC-aware, first and newest, late events included) from the
+    footers' column statistics; ``None`` without events (or statistics)."""
     lake = open_existing_lake(settings)
     if lake is None:
-        return 0, 0
+        return 0, 0, None
     events = unreadable = 0
+    first: datetime | None = None
+    last: datetime | None = None
     for path in lake.live_files("events"):
         try:
-            events += lake.read_metadata(path).num_rows
+            meta = lake.read_metadata(path)
         except FileNotFoundError:
             continue  # compacted away since listed
         except (pa.ArrowException, OSError):
             unreadable += 1
-    return events, unreadable
+            continue
+        events += meta.num_rows
+        column = meta.schema.to_arrow_schema().get_field_index("occurred_at")
+        for group in range(meta.num_row_groups) if column >= 0 else ():
+            stats = meta.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                continue
+            low, high = _utc(stats.min), _utc(stats.max)
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
+    span = None if first is None or last is None else (first, last)
+    return events, unreadable, span
+
+
+def _utc(value: object) -> datetime:
+    """A footer statistic of a timestamp column as a UTC-aware datetime."""
+    if not isinstance(value, datetime):
+        raise ConfigError(f"unexpected occurred_at statistic {value!r} in the lake")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def processing_totals(settings: Settings) -> dict[str, int]:

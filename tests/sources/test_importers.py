@@ -909,7 +909,7 @@ def test_unknown_format_names_file_and_line(
             3,
             "Expecting ',' delimiter",
         ),
-        ('[\n  {"ts": "2021-01-01T00:00:00Z", "ms_played": 1},\n', 3, "not closed"),
+        ('[\n  {"ts": "2021-01-01T00:00:00Z", "ms_played": 1},\n', 3, "is truncated"),
         ('[\n  {"ts": "2021-01-01T00:00:00Z", "ms_played": 1},\n]\n', 3, "Expecting value"),
         ('[{"ts": "2021-01-01T00:00:00Z", "ms_played": 1}]\n[]', 2, "extra data"),
         ('{"a": 1,\n "b": }', 2, "Expecting value"),
@@ -966,9 +966,15 @@ def test_directory_walk_skips_unknown_files_but_not_corrupt_ones(
     # A named file of unknown format is an error, not a skip.
     with pytest.raises(UnknownFormatError):
         import_paths([export / "Spotify Account Data" / "Userdata.json"], cfg, progress=False)
+    # A corrupt file is reported, not skipped; the other files are imported all the same
+    # (#17: one corrupt file no longer aborts the directory).
     write_text(export / "Spotify Account Data" / "StreamingHistory_music_9.json", '[{"endTime": ')
-    with pytest.raises(ImportFormatError, match=re.escape("StreamingHistory_music_9.json, line 1")):
-        import_paths([export], cfg, progress=False)
+    again = import_paths([export], cfg, progress=False)
+    assert [f.format for f in again.files] == ["spotify_extended"]
+    ((failed, why),) = again.failed_files
+    assert failed.name == "StreamingHistory_music_9.json"
+    assert why.startswith(f"{failed}, line 1: is truncated")
+    assert "1 corrupt file(s) NOT imported" in again.summary()
 
 
 def test_empty_array_imports_nothing(tmp_path: Path, cfg: Settings) -> None:

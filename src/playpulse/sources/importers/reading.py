@@ -23,11 +23,16 @@ def _skip_ws(text: str, i: int) -> int:
     return match.end() if match else i
 
 
+#: How an error about a file cut short begins (the rest says where it stops).
+TRUNCATED = "is truncated (a download or copy cut short?): it ends"
+
+
 def read_text(path: Path) -> str:
     """The file as text (UTF-8, an optional BOM removed).
 
-    Raises :class:`ImportFormatError` when it cannot be read or is not UTF-8 (with the
-    line of the first bad byte).
+    Raises :class:`ImportFormatError` when it cannot be read, ends in the middle of a
+    UTF-8 character (:data:`TRUNCATED`), or is not UTF-8 (with the line of the first bad
+    byte).
     """
     try:
         data = path.read_bytes()
@@ -37,9 +42,22 @@ def read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
+        if exc.end == len(data) and "unexpected end" in str(exc.reason):
+            # The start of a character and no more: the file was cut short, not mis-encoded.
+            raise ImportFormatError(
+                path, TRUNCATED + " in the middle of a character", line
+            ) from None
         raise ImportFormatError(
             path, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", line
         ) from None
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """``is not valid JSON: ...`` for ``exc``, a whole sentence: ``Unterminated string
+    starting at column 12`` (the decoder's own message stops at "at")."""
+    where = f"column {exc.colno}"
+    said = f"{exc.msg} {where}" if exc.msg.endswith(" at") else f"{exc.msg} ({where})"
+    return f"is not valid JSON: {said}"
 
 
 def line_of(text: str, pos: int) -> int:
@@ -69,9 +87,13 @@ def read_json_array(path: Path, text: str) -> list[SourceRow]:
         try:
             json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ImportFormatError(path, f"is not valid JSON: {exc.msg}", exc.lineno) from None
+            raise ImportFormatError(path, json_problem(exc), exc.lineno) from None
         raise UnknownFormatError(
             path, "unknown format: the JSON document is not an array", line_of(text, i)
+        )
+    if not text.rstrip().endswith("]"):
+        raise ImportFormatError(
+            path, TRUNCATED + " before the JSON array is closed", line_of(text, n)
         )
     rows: list[SourceRow] = []
     line, counted = 1, 0
@@ -91,7 +113,7 @@ def read_json_array(path: Path, text: str) -> list[SourceRow]:
         try:
             value, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
-            raise ImportFormatError(path, f"is not valid JSON: {exc.msg}", exc.lineno) from None
+            raise ImportFormatError(path, json_problem(exc), exc.lineno) from None
         line += text.count("\n", counted, i)
         counted = i
         rows.append(SourceRow(path, line, len(rows), value))

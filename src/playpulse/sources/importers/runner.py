@@ -119,12 +119,18 @@ class RejectedRow:
     quarantine_id: int | None = None
 
 
+#: How many skipped files :meth:`ImportResult.summary` names.
+SHOWN_FILES = 10
+
+
 @dataclass
 class ImportResult:
     """What an import did.
 
     - ``files``: per imported file; ``skipped_files``: ``(path, why)`` for unknown files
-      met while walking a directory.
+      met while walking a directory; ``failed_files``: ``(path, error message)`` for
+      corrupt files (truncated, not UTF-8, broken JSON or CSV), left out while the others
+      are imported.
     - ``rows_read``, ``events_appended``, ``rows_rejected`` (quarantined, listed in
       ``rejected`` with file and line), ``rows_skipped`` (by reason in
       ``skipped_by_reason``), ``duplicate_rows``.
@@ -144,6 +150,7 @@ class ImportResult:
 
     files: list[FileResult] = field(default_factory=list)
     skipped_files: list[tuple[Path, str]] = field(default_factory=list)
+    failed_files: list[tuple[Path, str]] = field(default_factory=list)
     rows_read: int = 0
     events_appended: int = 0
     rows_rejected: int = 0
@@ -182,7 +189,12 @@ class ImportResult:
         else:
             text += ". The running processor added them and recomputed the figures"
         if self.skipped_files:
-            text += f". {len(self.skipped_files)} file(s) of unknown format skipped"
+            names = ", ".join(str(p) for p, _ in self.skipped_files[:SHOWN_FILES])
+            more = len(self.skipped_files) - SHOWN_FILES
+            text += f". {len(self.skipped_files)} file(s) of unknown format skipped: {names}"
+            text += f" and {more} more" if more > 0 else ""
+        if self.failed_files:
+            text += f". {len(self.failed_files)} corrupt file(s) NOT imported (listed below)"
         return text + ". " + self.timezone_note()
 
     def timezone_note(self) -> str:
@@ -219,6 +231,7 @@ class ImportResult:
                 for f in self.files
             ],
             "skipped_files": [{"path": str(p), "why": why} for p, why in self.skipped_files],
+            "failed_files": [{"path": str(p), "error": why} for p, why in self.failed_files],
             "rows_read": self.rows_read,
             "events_appended": self.events_appended,
             "rows_rejected": self.rows_rejected,
@@ -359,7 +372,14 @@ class _Progress:
             yield self
             return
         with self._progress:
-            yield self
+            try:
+                yield self
+            except BaseException:
+                # An error follows: take the bars off the screen before it is printed.
+                for task in self._progress.task_ids:
+                    self._progress.update(task, visible=False)
+                self._progress.live.transient = True  # no blank line left either
+                raise
 
     def task(self, description: str, total: int | None) -> int | None:
         if self._progress is None:
@@ -407,6 +427,7 @@ def _plan(
     roots = _export_roots(paths)
     reading = display.task(f"reading {len(files)} file(s)", len(files))
     loaded: list[LoadedFile] = []
+    first_failure: ImportFormatError | None = None
     for path, named in files:
         try:
             loaded.append(load_file(path))
@@ -414,7 +435,12 @@ def _plan(
             if named:
                 raise
             result.skipped_files.append((path, str(exc)))
+        except ImportFormatError as exc:  # corrupt: the other files are imported
+            result.failed_files.append((path, str(exc)))
+            first_failure = first_failure or exc
         display.advance(reading)
+    if first_failure is not None and not loaded:
+        raise first_failure  # nothing else to import: the error itself
     defaults: dict[str, ExportFingerprint] = {}
     events, rejections, rejected = _map_all(
         loaded, user_id, received_at, result, display, roots, defaults
@@ -464,10 +490,12 @@ def import_paths(
     with their own users (Taobao, DIGINETICA) ignore it. ``progress`` shows a rich
     progress display on stderr.
 
-    Raises :class:`ImportFormatError` (naming the file and, when known, the line) for a
-    missing path, a corrupt file, or a named file in no known format, before anything is
-    appended; :class:`~playpulse.errors.PlaypulseError` subclasses for stream, quarantine
-    and processing failures.
+    A corrupt file (truncated, not UTF-8, broken JSON or CSV) is left out and listed in
+    ``failed_files`` while the other files are imported. Raises
+    :class:`ImportFormatError` (naming the file and, when known, the line) for a missing
+    path, a named file in no known format, or a corrupt file when there is no other file
+    to import, before anything is appended; :class:`~playpulse.errors.PlaypulseError`
+    subclasses for stream, quarantine and processing failures.
     """
     started = time.monotonic()
     display = _Progress(progress)
