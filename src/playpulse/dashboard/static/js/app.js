@@ -656,11 +656,21 @@ async function loadTitleCharts(id) {
   const chapters = type === undefined || type === "audiobook";
   chartElement("chapters").hidden = !chapters;
   await Promise.all([
-    chapters ? chart("chapters", () => metric("chapters", p), build.chapters,
+    chapters ? chart("chapters", () => chaptersCompared(p), ({ rows, earlier }) => build.chapters(rows, earlier),
       "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
     chart("retention", () => retentionCompared(p), ({ rows, earlier }) => build.retention(rows, earlier),
       "No plays with a known duration in this range."),
   ]);
+}
+
+/** A title's chapter reach in `p` and in the previous period (null: none). */
+async function chaptersCompared(p) {
+  const prev = previousParams(p);
+  const [rows, earlier] = await Promise.all([
+    metric("chapters", p),
+    prev ? metric("chapters", prev.params).catch(() => null) : null,
+  ]);
+  return { rows, earlier };
 }
 
 /** A title's retention curve in `p` and in the previous period (null: none). */
@@ -711,7 +721,7 @@ async function loadContent() {
   const retention = await metric("retention_curve", { ...p, limit: 1 }).catch(() => null);
   $("#content-retention-card").hidden = Array.isArray(retention) && retention.length === 0;
   await Promise.all([
-    audiobook ? chart("content_chapters", () => metric("chapters", p), build.chapters,
+    audiobook ? chart("content_chapters", () => chaptersCompared(p), ({ rows, earlier }) => build.chapters(rows, earlier),
       "No chapter data for this title (chapters come from content.chapter on audiobook events).") : null,
     chart("content_retention", () => retentionCompared(p, retention),
       ({ rows, earlier }) => build.retention(rows, earlier), "No plays with a known duration in this range."),

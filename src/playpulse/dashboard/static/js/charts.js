@@ -423,15 +423,25 @@ export function visibility(rows, previous = null, shiftDays = 0) {
 }
 
 /** Reach rate (share of the title's starters who reached each chapter). */
-export function chapters(rows) {
+export function chapters(rows, previous = null) {
   if (!rows.length) return null;
+  const before = new Map((previous || []).map((r) => [r.chapter, r]));
+  // The previous period's reach: a grey mark on each chapter's bar.
+  const compared = previous ? [{
+    name: "Previous period", type: "scatter", symbol: "rect", symbolSize: [22, 3], z: 5,
+    itemStyle: { color: PALETTE[6] },
+    data: rows.map((r) => (before.has(r.chapter) ? pct(before.get(r.chapter).reach_rate) : null)),
+  }] : [];
   return base({
+    legend: previous ? { top: 0, right: 0, data: ["Previous period"], textStyle: { fontSize: 11 } } : undefined,
     tooltip: {
       trigger: "axis",
       formatter: (ps) => {
         const r = ps[0].data.row;
+        const was = before.get(r.chapter);
         return `Chapter ${r.chapter}<br>reached by ${fmt.percent(r.reach_rate)} of starters`
-          + `<br>${fmt.count(r.listeners)} listeners · ${fmt.hours(r.listening_s)}`;
+          + `<br>${fmt.count(r.listeners)} listeners · ${fmt.hours(r.listening_s)}`
+          + (previous ? `<br>previous period: ${was ? fmt.percent(was.reach_rate) : "none"}` : "");
       },
     },
     grid: { left: 8, right: 8, top: 28, bottom: 8 },
@@ -441,7 +451,7 @@ export function chapters(rows) {
       name: "Reached", type: "bar", barMaxWidth: 28,
       data: rows.map((r) => ({ value: pct(r.reach_rate), row: r })),
       itemStyle: { color: PALETTE[0], borderRadius: [3, 3, 0, 0] },
-    }],
+    }, ...compared],
   });
 }
 
