@@ -745,10 +745,19 @@ def import_(
 def demo(
     events: Annotated[int, typer.Option(help="How many events to simulate.")] = 60_000,
     seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same data).")] = 7,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append",
+            help="Add the demo's events to a data dir that already holds events "
+            "(refused without it).",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Simulate listeners and shoppers, send them through the collector, process them
-    and print the key tables."""
+    and print the key tables. A data dir that already holds events is refused unless
+    --append."""
     from rich.progress import Progress
 
     from playpulse.demo import run_demo
@@ -757,7 +766,11 @@ def demo(
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("sending events", total=events)
         result = run_demo(
-            settings, events=events, seed=seed, progress=lambda n: bar.update(task, completed=n)
+            settings,
+            events=events,
+            seed=seed,
+            append=append,
+            progress=lambda n: bar.update(task, completed=n),
         )
     for name, table in result.tables.items():
         out.rule(name)

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from starlette.datastructures import QueryParams as QueryString
 
 from playpulse.api.auth import ApiError
 from playpulse.api.params import parse_params
+from playpulse.events.codec import validate_event
 from playpulse.quarantine.store import QuarantineStore, Rejection
 from playpulse.stream.sqlite import SQLiteStream
 from playpulse.testing import run_cli
@@ -306,3 +307,36 @@ def test_status_shows_the_span_of_the_data(data_dir: str) -> None:
     assert "data from    2024-03-01 09:56:40 to 2024-03-02 21:00:00 (occurred_at, UTC)" in (
         table.stdout
     )
+
+
+def test_status_shows_the_late_events(tmp_path: Path) -> None:
+    # Two events of one user, in stream order: the second is 9 days behind the first,
+    # past the allowed lateness (7 days): kept in the lake, counted late.
+    now = datetime.now(UTC)
+    stream = SQLiteStream(tmp_path / "stream.db", num_partitions=8)
+    try:
+        for days_ago, event_id in ((1, "9b0e6c1e-0000-4000-8000-000000000001"),
+                                   (10, "9b0e6c1e-0000-4000-8000-000000000002")):  # fmt: skip
+            raw = {
+                "event_id": event_id,
+                "event_type": "heartbeat",
+                "occurred_at": (now - timedelta(days=days_ago)).isoformat(),
+                "user_id": "u-late",
+                "playback_id": f"pb-{days_ago}",
+                "position_s": 5.0,
+            }
+            accepted = validate_event(json.dumps(raw), now)
+            stream.append([(accepted.event.actor_id, accepted.payload)])
+    finally:
+        stream.close()
+    processed = run("process", "--data-dir", str(tmp_path))
+    assert processed.returncode == 0, processed.stderr
+    assert ", 1 late," in processed.stdout
+    table = run("status", "--data-dir", str(tmp_path))
+    assert table.returncode == 0, table.stderr
+    assert (
+        "late events  1: kept in the lake (events.late), counted by no metric (over 7 days "
+        "behind their user's newer events; docs/metrics.md)"
+    ) in table.stdout
+    first = (now - timedelta(days=10)).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"data from    {first} to " in table.stdout
