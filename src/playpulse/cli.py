@@ -153,11 +153,11 @@ def _settings(
 def _reading_settings(data_dir: Path | None = None, project: str | None = None) -> Settings:
     """:func:`_settings` for a command that reads data: raises
     :class:`~playpulse.errors.ConfigError` when the data dir does not exist (a typo in
-    ``--data-dir`` would otherwise answer zeros), unless the stream and the lake are
-    elsewhere (``stream_url``, ``lake_url``)."""
+    ``--data-dir`` would otherwise answer zeros), unless data is kept elsewhere
+    (``stream_url``, ``store_url`` or ``lake_url`` set)."""
     settings = _settings(data_dir, project)
-    remote = settings.stream_url is not None and settings.lake_url is not None
-    if not remote and not settings.data_dir.exists():
+    urls = (settings.stream_url, settings.store_url, settings.lake_url)
+    if all(url is None for url in urls) and not settings.data_dir.exists():
         raise ConfigError(
             f"data dir {settings.data_dir} does not exist: check --data-dir or "
             "PLAYPULSE_DATA_DIR (`playpulse import`, `demo` or `up` put data there)"
