@@ -95,6 +95,9 @@ def test_help_keeps_its_bracketed_notes() -> None:
     helped = " ".join(run("collect", "--help").stdout.split())
     assert "Port to bind [default 8000]." in helped
     assert "[env PLAYPULSE_DATA_DIR; default ./.playpulse]" in helped
+    # Registered sub-commands too (their help is rendered by the same root).
+    enrich = " ".join(run("enrich", "run", "--help").stdout.split())
+    assert "[env PLAYPULSE_DATA_DIR; default ./.playpulse]" in enrich
 
 
 def test_numbers_are_never_cut_at_80_columns(data_dir: str) -> None:

@@ -133,7 +133,10 @@ def test_a_left_out_bound_still_covers_the_data_in_tz(data_dir: str) -> None:
         ),
         (("--to", "2024-13-01", "--tz", "Europe/Berlin"), "error: --to: '2024-13-01' is not"),
         (("--from", "2024-01-01", "--tz", "Mars/Olympus"), "error: --tz: 'Mars/Olympus' is"),
-        (("--from", "2024-02-01", "--to", "2024-01-01", "--tz", "Europe/Berlin"), "error: --from/--to: start"),
+        (
+            ("--from", "2024-02-01", "--to", "2024-01-01", "--tz", "Europe/Berlin"),
+            "error: --from/--to: start",
+        ),
     ],
 )
 def test_bad_bounds_say_which_and_why(data_dir: str, args: tuple[str, ...], message: str) -> None:
