@@ -1218,7 +1218,7 @@ def _key_connection(
     if project is not None and project_settings(settings, project).data_dir != scoped.data_dir:
         raise ConfigError(f"the key in {key_file} is not a read key of project {project!r}")
     if vendor is None:
-        return connect(scoped, sandbox=not allow_files)
+        return connect(scoped, sandbox=not allow_files, views_only=True)
     if allow_files:
         raise ConfigError(
             f"the key in {key_file} is limited to vendor {vendor!r}: --allow-files would "

@@ -1043,13 +1043,16 @@ def add_service_checks(app: FastAPI, settings: Settings) -> None:
 
 def mount_extras(app: FastAPI, settings: Settings) -> None:
     """What ``playpulse up`` serves besides the collector, the read API and the
-    dashboard: the browser SDK at ``/sdk/playpulse.js`` and the GraphQL API at
-    ``/graphql`` (the marketplace front ends' mutation and vendor analytics)."""
+    dashboard: the browser SDK at ``/sdk/playpulse.js``, the GraphQL API at ``/graphql``
+    (the marketplace front ends' mutation and vendor analytics) and the content catalog
+    at ``/v1/content/{content_id}`` (enrichment)."""
+    from playpulse.api.enrich import create_enrich_router
     from playpulse.graphql import mount_graphql
     from playpulse.sdk_js import mount_sdk
 
     mount_sdk(app)
     mount_graphql(app, settings)
+    app.include_router(create_enrich_router(settings))
 
 
 def create_service_app(settings: Settings, *, lock_held: bool = False) -> FastAPI:

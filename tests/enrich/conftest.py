@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,6 @@ def spotify_row(ts: datetime, track: str, artist: str, album: str) -> dict[str, 
         "reason_end": "trackdone",
         "skipped": False,
     }
-
-
-@pytest.fixture(autouse=True)
-def enrich_queries() -> Iterator[None]:
-    """The enrichment's catalog queries, registered for this test only: imported here, not
-    at collection, and taken out again after it, so that tests elsewhere see the catalog
-    as it is without them (until playpulse registers them itself)."""
-    from playpulse.query import catalog_enrich
-
-    catalog_enrich.register_queries()
-    yield
-    catalog_enrich.unregister_queries()
 
 
 def settings_for(root: Path) -> Settings:

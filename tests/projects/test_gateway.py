@@ -231,6 +231,7 @@ def test_a_vendor_key_sees_only_its_vendor(setup: Setup) -> None:
         "/v1/metrics/top_content",
         "/v1/live",
         "/v1/sessions/histogram",
+        "/v1/content/c1",
         "/metrics",
     ):
         answer = _get(setup, path, key)

@@ -101,6 +101,11 @@ def test_every_catalog_query_is_covered_here() -> None:
         "yearly_listeners",
         "yearly_top",
         "listening_clock",
+        # enrichment: tests/enrich/test_catalog.py
+        "content_catalog",
+        "similar_content",
+        "genre_metrics",
+        "mood_metrics",
         "live",
     }
 

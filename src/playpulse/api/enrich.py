@@ -19,17 +19,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from playpulse.api.auth import ApiError, read_identity
+from playpulse.api.vendor import forbid_vendor
 from playpulse.config import Settings
 from playpulse.enrich.catalog import EnrichError, content_entry
 
 
 def create_enrich_router(settings: Settings) -> APIRouter:
     """The content routes (module docstring) over ``settings``' data dir."""
-    router = APIRouter(tags=["content"], dependencies=[Depends(read_identity)])
+
+    def not_a_vendor(request: Request) -> None:
+        forbid_vendor(request, "the content catalog")
+
+    router = APIRouter(
+        tags=["content"], dependencies=[Depends(read_identity), Depends(not_a_vendor)]
+    )
 
     async def entry(content_id: str, similar: int) -> dict[str, Any]:
         try:

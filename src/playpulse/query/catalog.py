@@ -86,7 +86,10 @@ class QueryParams(BaseModel):
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """One catalog entry: its name, what it answers, its SQL and output columns."""
+    """One catalog entry: its name, what it answers, its SQL and output columns.
+
+    ``needs_store``: it reads more than the lake (the real-time store, the enrichment
+    catalog), so only the embedded DuckDB engine runs it (not Spark, not Athena)."""
 
     name: str
     description: str

@@ -250,6 +250,7 @@ SPECS.append(
             "listeners",
             "listening_s",
         ),
+        needs_store=True,
     )
 )
 
@@ -278,6 +279,7 @@ SPECS.append(
             "shared_sessions",
             "shared_listeners",
         ),
+        needs_store=True,
     )
 )
 
@@ -307,6 +309,7 @@ for _kind in ("genre", "mood"):
             f"titles played, plays started and listening time in the range.",
             _by_label(_kind),
             (_kind, "titles", "plays", "listening_s"),
+            needs_store=True,
         )
     )
 

@@ -599,6 +599,11 @@ def run_query_spark(
         from playpulse.query.live import live_table
 
         return round_seconds(live_table(settings, now))
+    if spec.needs_store:
+        raise QueryError(
+            f"query '{name}' reads tables only the embedded engine has (the enrichment "
+            "catalog): run it with --engine duckdb"
+        )
     from playpulse.query.window import resolve_window
 
     start, end = resolve_window(params, settings, now).bounds
