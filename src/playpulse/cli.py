@@ -247,6 +247,17 @@ def _keys(option: str, given: list[str] | None, key_file: Path | None) -> list[s
     return keys or None
 
 
+PseudonymizeUsers = Annotated[
+    bool | None,
+    typer.Option(
+        "--pseudonymize-users",
+        help="Store only keyed pseudonyms (HMAC) of user ids, never the ids "
+        "(docs/privacy.md) [env PLAYPULSE_PSEUDONYMIZE_USERS].",
+        show_default=False,
+    ),
+]
+
+
 class _Stop(Exception):
     """Raised by a shutdown signal that comes before or after the server handles it."""
 
@@ -388,6 +399,7 @@ def up(
             "[default 1] [env PLAYPULSE_PROCESSORS].",
         ),
     ] = None,
+    pseudonymize_users: PseudonymizeUsers = None,
 ) -> None:
     """Run the collector, the processor, the read API and the dashboard together.
 
@@ -402,6 +414,7 @@ def up(
         read_keys=_keys("--read-key", read_key, read_key_file),
         workers=workers,
         processors=processors,
+        pseudonymize_users=pseudonymize_users,
     )
     _serve(settings, with_processor=True, access_log=access_log)
 
@@ -712,6 +725,7 @@ def import_(
             "(docs/event-shapes.md).",
         ),
     ] = None,
+    pseudonymize_users: PseudonymizeUsers = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import exported histories (Spotify, YouTube, Last.fm, Taobao, DIGINETICA).
@@ -722,7 +736,7 @@ def import_(
     export that names nobody is refused without --user when the data dir already holds
     another such export.
     """
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, pseudonymize_users=pseudonymize_users)
     if schema is not None:
         from playpulse.sources.importers.shaped import import_shaped
 
