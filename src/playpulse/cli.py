@@ -25,6 +25,7 @@ from rich.text import Text
 
 from playpulse.alerts.cli import alerts_app
 from playpulse.aws.cli import aws_app
+from playpulse.cli_options import DataDir, ProjectName
 from playpulse.config import Settings
 from playpulse.enrich.cli import catalog_app, enrich_app
 from playpulse.errors import ConfigError, PlaypulseError
@@ -91,26 +92,8 @@ def _console(width: int | None = None) -> Console:
 
 out = _Out()
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where playpulse keeps its data [env PLAYPULSE_DATA_DIR; default ./.playpulse].",
-        show_default=False,
-    ),
-]
 Format = Annotated[str, typer.Option("--format", help="table or json.")]
 #: ``--project NAME``: the one definition every reading command shares.
-ProjectName = Annotated[
-    str | None,
-    typer.Option(
-        "--project",
-        envvar="PLAYPULSE_PROJECT",
-        help="Read project NAME's data (`playpulse projects create NAME`) instead of the "
-        "data dir's own.",
-        show_default=False,
-    ),
-]
 
 
 class _State:

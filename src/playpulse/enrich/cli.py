@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
+from playpulse.cli_options import DataDir, command_settings
+from playpulse.cli_options import ProjectName as Project
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
 
@@ -28,30 +29,9 @@ enrich_app = typer.Typer(
     no_args_is_help=True,
 )
 
-Project = Annotated[
-    str | None, typer.Option("--project", help="The project whose data dir to use.")
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where playpulse keeps its data [env PLAYPULSE_DATA_DIR; default ./.playpulse].",
-        show_default=False,
-    ),
-]
-
 
 def _settings(ctx: typer.Context, data_dir: Path | None, project: str | None) -> Settings:
-    chosen = data_dir or ctx.find_root().params.get("data_dir")
-    try:
-        settings = Settings(data_dir=chosen) if chosen is not None else Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from None
-    if project is None:
-        return settings
-    from playpulse.projects import project_settings
-
-    return project_settings(settings, project)
+    return command_settings(ctx, data_dir, project)
 
 
 @catalog_app.command("import")

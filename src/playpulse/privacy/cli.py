@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
+from playpulse.cli_options import DataDir, command_settings
+from playpulse.cli_options import ProjectName as Project
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
 
@@ -31,32 +32,10 @@ User = Annotated[
         "map it to its pseudonyms.",
     ),
 ]
-Project = Annotated[
-    str | None, typer.Option("--project", help="The project whose data dir to use.")
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where playpulse keeps its data [env PLAYPULSE_DATA_DIR; default ./.playpulse].",
-        show_default=False,
-    ),
-]
 
 
 def _settings(ctx: typer.Context, data_dir: Path | None, project: str | None) -> Settings:
-    """The settings of the data dir (this command's ``--data-dir``, else the root's, else
-    the environment's), of ``project`` when given."""
-    chosen = data_dir or ctx.find_root().params.get("data_dir")
-    try:
-        settings = Settings(data_dir=chosen) if chosen is not None else Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from None
-    if project is None:
-        return settings
-    from playpulse.projects import project_settings
-
-    return project_settings(settings, project)
+    return command_settings(ctx, data_dir, project)
 
 
 @privacy_app.command("delete")

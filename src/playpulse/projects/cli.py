@@ -8,15 +8,14 @@ is the global ``--data-dir`` (``playpulse --data-dir D projects ...``) or
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from playpulse.cli_options import command_settings
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
 from playpulse.projects import registry
@@ -38,11 +37,7 @@ Origins = Annotated[
 
 
 def _settings(ctx: typer.Context) -> Settings:
-    data_dir: Path | None = ctx.find_root().params.get("data_dir")
-    try:
-        return Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc.errors()[0]['msg']}") from None
+    return command_settings(ctx)
 
 
 def _check_format(fmt: str) -> None:
