@@ -13,6 +13,7 @@ import { qoeDevicesTable, qoeTiles, qoeTitlesTable } from "./qoe.js";
 import { ALL_TIME, RANGE_DAYS, extentOf, extentText, openingRange } from "./ranges.js";
 import { tiles } from "./tiles.js";
 import { loadYear } from "./year.js";
+import { loadLabels, loadSimilar } from "./similar.js";
 
 const echarts = window.echarts;
 const $ = (selector) => document.querySelector(selector);
@@ -456,6 +457,7 @@ async function loadOverview() {
   const earlierTitles = previousOf("top_content", "content_id"); // the chart and the rates
   const types = state.type ? [state.type] : CONTENT_TYPES;
   await Promise.all([
+    loadLabels(p),
     chart("daily", async () => {
       const [rows, earlier] = await Promise.all([
         metric("daily", p),
@@ -735,6 +737,7 @@ async function loadContent() {
       return build.daily(rows, earlier, prev && prev.window.days ? prev.window.days : 0);
     }, NO_DATA),
     chart("content_devices", () => metric("devices", p), build.devices, NO_DATA),
+    loadSimilar(contentId, p, titleHref),
   ]);
 }
 
