@@ -28,7 +28,7 @@ from playpulse.testing import (
     read_partition,
 )
 
-EVENTS = 6_000
+EVENTS = 2_500
 KILLS = 10
 
 
