@@ -28,9 +28,17 @@ def livedata() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def demo_server(livedata: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`playpulse up` (no keys) on three days of simulated traffic; its base URL."""
+    """`playpulse up` (no keys) on three days of simulated traffic, enriched (the content
+    catalog and its similar titles, as `playpulse enrich run` makes them); its base URL."""
+    from playpulse.config import Settings
+    from playpulse.enrich.catalog import refresh_seen
+    from playpulse.enrich.similarity import refresh_similar
+
     root = tmp_path_factory.mktemp("api-demo")
     livedata.load_demo(root / "data", users=60, days=3.0)
+    settings = Settings(data_dir=root / "data")
+    refresh_seen(settings)
+    refresh_similar(settings)
     with livedata.running_up(root / "data", log_path=root / "up.log") as base:
         yield base
 

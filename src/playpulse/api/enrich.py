@@ -23,9 +23,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from playpulse.api.auth import ApiError, read_identity
+from playpulse.api.router import ErrorResponse
 from playpulse.api.vendor import forbid_vendor
 from playpulse.config import Settings
 from playpulse.enrich.catalog import EnrichError, content_entry
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "The content catalog does not know the id."},
+    401: {"model": ErrorResponse, "description": "A read key is configured and missing."},
+    403: {"model": ErrorResponse, "description": "A vendor's key: not shop data."},
+    422: {"model": ErrorResponse, "description": "A parameter is wrong (the message says)."},
+    503: {"model": ErrorResponse, "description": "The catalog cannot be read now."},
+}
 
 
 def create_enrich_router(settings: Settings) -> APIRouter:
@@ -49,13 +58,25 @@ def create_enrich_router(settings: Settings) -> APIRouter:
             )
         return found
 
-    @router.get("/v1/content/{content_id}", summary="A title's catalog entry")
+    @router.get(
+        "/v1/content/{content_id}",
+        summary="A title's catalog entry",
+        description="What the events say of the title, its imported metadata, its genre "
+        "and mood tags and the titles listeners also played (`similar`, 0-100).",
+        responses=_RESPONSES,
+    )
     async def get_content(
         content_id: str, similar: Annotated[int, Query(ge=0, le=100)] = 10
     ) -> dict[str, Any]:
         return await entry(content_id, similar)
 
-    @router.get("/v1/content/{content_id}/similar", summary="Listeners also played")
+    @router.get(
+        "/v1/content/{content_id}/similar",
+        summary="Listeners also played",
+        description="The titles most often played in the same listening sessions as this "
+        "one (cosine over session co-occurrence), with the sessions and listeners shared.",
+        responses=_RESPONSES,
+    )
     async def get_similar(
         content_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10
     ) -> dict[str, Any]:
