@@ -11,6 +11,38 @@ import pytest
 from playpulse.stream.testing import unprivileged_dir
 from playpulse.testing import load_module
 
+#: Debian's Chromium (Playwright cannot download browsers here) and how tests launch it.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, launched by Playwright (skips when either is missing).
+
+    One per worker for every folder: a second Playwright (sync API) in the same process
+    refuses to start inside the first one's event loop."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is missing: pip install playwright")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:

@@ -16,8 +16,6 @@ from playpulse.enrich.similarity import refresh_similar
 from playpulse.testing import load_module
 
 _TESTS = Path(__file__).resolve().parents[1]
-_dashboard = load_module(_TESTS / "dashboard" / "conftest.py", "playpulse_tests_enrich_dash")
-browser = _dashboard.browser
 livedata = load_module(_TESTS / "api" / "livedata.py", "playpulse_tests_enrich_livedata")
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing").expect
 
