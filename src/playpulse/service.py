@@ -858,7 +858,7 @@ def _processor_report(settings: Settings, member: int = 0) -> _ProcessorReport |
         status=status,
         state=status.get("state"),
         pid=status.get("pid"),
-        restarts=_count(status.get("restarts")),
+        restarts=status_count(status.get("restarts")),
         progress_at=_parse_time(status.get("progress_at")),
         last_error=(
             f"; last error at {error.get('at')}: {error.get('message')}"
@@ -891,13 +891,13 @@ def processor_problem(settings: Settings, now: datetime | None = None) -> str | 
 def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str | None:
     # processor_problem of a status file already read.
     if report.state == "reprocessing":  # an import or `playpulse reprocess`: busy, not stuck
-        if _pid_alive(report.pid):
+        if pid_alive(report.pid):
             return None
         return f"the processor process {report.pid} is gone{report.last_error}"
     if report.state != "running":
         again = f" after {report.restarts} restart(s)" if report.restarts else ""
         return f"the processor is {report.state}{again}{report.last_error}"
-    if not _pid_alive(report.pid):
+    if not pid_alive(report.pid):
         return f"the processor process {report.pid} is gone{report.last_error}"
     if report.progress_at is None:
         return "the processor has not polled yet"
@@ -909,12 +909,14 @@ def _problem(settings: Settings, report: _ProcessorReport, now: datetime) -> str
     return None
 
 
-def _count(value: object) -> int:
-    # A count from the status file, which another process wrote (0 when it is not one).
+def status_count(value: object) -> int:
+    """A count read from a processor status file, which another process wrote: the
+    value when it is an integer, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _pid_alive(pid: object) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether ``pid`` (read from a status file: any JSON value) names a live process."""
     if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
         return False
     try:
@@ -951,7 +953,7 @@ def _member_status_line(settings: Settings, member: int, now: datetime) -> str:
         again = status.get("next_start_at")
         when = f", next start at {again}" if again else ""
         return f"FAILING: {state} after {report.restarts} restart(s){when}{last_error}"
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return f"not running: its process {pid} is gone (was `playpulse up` killed?){last_error}"
     if state == "reprocessing":
         since = status.get("reprocessing_since")
@@ -962,7 +964,7 @@ def _member_status_line(settings: Settings, member: int, now: datetime) -> str:
     progress_at = report.progress_at
     ago = "none yet" if progress_at is None else f"{(now - progress_at).total_seconds():.1f} s ago"
     line = (
-        f"{state}, pid {pid}, {_count(status.get('processed')):,} events since "
+        f"{state}, pid {pid}, {status_count(status.get('processed')):,} events since "
         f"{status.get('started_at')}, last progress {ago}, {report.restarts} restart(s)"
         f"{last_error}"
     )

@@ -121,22 +121,6 @@ def _timestamp(value: object) -> float | None:
     return moment.timestamp()
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _buckets(value: object) -> tuple[list[tuple[str, float]], float] | None:
     # A histogram of :meth:`playpulse.processor.metrics.Histogram.as_json` from a status
     # file (another process wrote it): (cumulative buckets with +Inf, sum), or None.
@@ -204,7 +188,12 @@ class PipelineMetrics(Collector):
         yield from self._disk()
 
     def _processors(self) -> Iterator[Metric]:
-        from playpulse.service import read_processor_status, status_members
+        from playpulse.service import (
+            pid_alive,
+            read_processor_status,
+            status_count,
+            status_members,
+        )
 
         up = _family("playpulse_processor_up", ["member"])
         restarts = _family("playpulse_processor_restarts_total", ["member"])
@@ -223,9 +212,9 @@ class PipelineMetrics(Collector):
             if status is None:  # no processor has reported here: no series (unknown)
                 continue
             running = status.get("state") in ("running", "reprocessing", "starting")
-            up.add_metric([name], 1.0 if running and _pid_alive(status.get("pid")) else 0.0)
-            restarts.add_metric([name], _count(status.get("restarts")))
-            processed.add_metric([name], _count(status.get("processed")))
+            up.add_metric([name], 1.0 if running and pid_alive(status.get("pid")) else 0.0)
+            restarts.add_metric([name], status_count(status.get("restarts")))
+            processed.add_metric([name], status_count(status.get("processed")))
             at = _timestamp(status.get("progress_at"))
             if at is not None:
                 progress.add_metric([name], at)
