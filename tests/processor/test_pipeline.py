@@ -123,7 +123,7 @@ def sqlite_pipe(tmp_path: Path) -> Pipeline:
 
 def dedup_key_count(store: RealtimeStore) -> int:
     if isinstance(store, SQLiteStore):
-        return int(store._db.execute("SELECT count(*) FROM dedup_digests").fetchone()[0])
+        return int(store._db.execute("SELECT count(*) FROM dedup_ids").fetchone()[0])
     assert isinstance(store, MemoryStore)
     return len(store._dedup)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import selectors
@@ -87,7 +88,7 @@ def test_reopening_the_file_keeps_everything(tmp_path):
         reopened.close()
 
 
-def test_text_dedup_keys_of_an_older_file_are_migrated_to_digests(tmp_path):
+def test_text_dedup_keys_of_an_older_file_are_migrated_to_ids(tmp_path):
     # A file as written before dedup keys became digests: table ``dedup`` with text keys.
     path = tmp_path / "store.db"
     old = sqlite3.connect(path)
@@ -154,9 +155,43 @@ def test_dedup_keys_take_a_fixed_size_whatever_their_length(tmp_path):
         long_key = "x" * 5_000
         odd = "\ud800 lone surrogate"
         store.apply(StoreBatch("proc", dedup=[(long_key, T0), ("short", T0), (odd, T0)]))
-        sizes = store._db.execute("SELECT length(digest) FROM dedup_digests").fetchall()
-        assert sizes == [(16,)] * 3
+        kinds = store._db.execute("SELECT typeof(id) FROM dedup_ids").fetchall()
+        assert kinds == [("integer",)] * 3
         assert store.seen([long_key, "x" * 4_999, "short", odd]) == {long_key, "short", odd}
+    finally:
+        store.close()
+
+
+def test_digest_dedup_keys_of_an_older_file_are_migrated_to_ids(tmp_path):
+    # A file as written before ids: 16-byte BLAKE2b digests with an expiry index.
+    path = tmp_path / "store.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE dedup_digests (digest BLOB PRIMARY KEY, expires_at_us INTEGER NOT NULL)"
+        " WITHOUT ROWID; CREATE INDEX dedup_digests_by_expiry ON dedup_digests (expires_at_us);"
+    )
+    t0_us = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    keys = [f"evt-{i}:{i:016x}" for i in range(3_000)] + ["ünïcode-id:0", "\ud800 lone"]
+
+    def digest(key: str) -> bytes:
+        return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    old.executemany(
+        "INSERT INTO dedup_digests VALUES (?, ?)",
+        [(digest(k), t0_us + i) for i, k in enumerate(keys)],
+    )
+    old.commit()
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        expiries = store.dedup_expiries([*keys, "never-applied"])
+        assert expiries == {k: T0 + i * timedelta(microseconds=1) for i, k in enumerate(keys)}
+        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_schema")}
+        assert tables.isdisjoint({"dedup_digests", "dedup_digests_by_expiry"})
+        store.apply(StoreBatch("proc", dedup=[("new", T0 + timedelta(days=1))]))
+        assert store.expire_dedup(T0 + 10 * timedelta(microseconds=1)) == 10
+        assert store.seen([keys[9], keys[10], "new"]) == {keys[10], "new"}
     finally:
         store.close()
 

@@ -270,29 +270,9 @@ def search_data_dir(
 def _store_cleanup(settings: Settings, dedup_keys: Iterable[str]) -> int:
     """Delete the dedup keys ``dedup_keys`` from the SQLite store (secure_delete on);
     returns how many were there."""
-    from playpulse.store.sqlite import dedup_digest
+    from playpulse.store.sqlite import delete_dedup_keys
 
-    digests = [dedup_digest(k) for k in sorted(set(dedup_keys))]
-    path = settings.store_path
-    if not digests or not path.exists():
-        return 0
-    try:
-        con = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        try:
-            con.execute("PRAGMA secure_delete=ON")
-            con.execute("BEGIN IMMEDIATE")
-            removed = 0
-            for start in range(0, len(digests), 500):
-                chunk = digests[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                cur = con.execute(f"DELETE FROM dedup_digests WHERE digest IN ({marks})", chunk)
-                removed += cur.rowcount
-            con.execute("COMMIT")
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot delete dedup keys from {path}: {exc}") from exc
-    return removed
+    return delete_dedup_keys(settings.store_path, dedup_keys)
 
 
 def _imports_cleanup(settings: Settings, ids: set[str]) -> dict[str, Any] | None:
