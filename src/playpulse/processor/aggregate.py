@@ -79,57 +79,62 @@ def play_contribution(play: PlaySummary) -> Contribution:
     """
     out = _new()
     tz = play.timezone
-    start_days = [f"DAY#{utc_date(play.started_at)}", f"LOCALDAY#{local_date(play.started_at, tz)}"]
+    started = play.started_at
+    utc_day, local_day = utc_date(started), local_date(started, tz)
+    start_days = (f"DAY#{utc_day}", f"LOCALDAY#{local_day}")
     dims = play_dimensions(play)
-    counts = {
-        "plays": 1.0,
-        "streams": float(play.is_stream),
-        "completed": float(play.completed),
-        "skipped": float(play.skipped),
-        "watch_time_s": play.watch_time_s,
-        "startup_time_s": play.startup_time_s,
-        "rebuffer_count": float(play.rebuffer_count),
-        "rebuffer_time_s": play.rebuffer_time_s,
-    }
+    # Zero amounts are left out (they add nothing; to_rows and the store skip them).
+    counts = [
+        (name, value)
+        for name, value in (
+            ("plays", 1.0),
+            ("streams", float(play.is_stream)),
+            ("completed", float(play.completed)),
+            ("skipped", float(play.skipped)),
+            ("watch_time_s", play.watch_time_s),
+            ("startup_time_s", play.startup_time_s),
+            ("rebuffer_count", float(play.rebuffer_count)),
+            ("rebuffer_time_s", play.rebuffer_time_s),
+        )
+        if value != 0.0
+    ]
     for dim in dims:
         for day in start_days:
             item = out[(dim, day)]
-            for name, value in counts.items():
+            for name, value in counts:
                 item[name] += value
-    out[("HOURLY", f"UTC#{utc_date(play.started_at)}#H{utc_hour(play.started_at):02d}")][
-        "plays"
-    ] += 1
-    out[
-        (
-            "HOURLY",
-            f"LOCAL#{local_date(play.started_at, tz)}#H{_local_hour(play.started_at, tz):02d}",
-        )
-    ]["plays"] += 1
-    if play.content_id:
+    out[("HOURLY", f"UTC#{utc_day}#H{utc_hour(started):02d}")]["plays"] += 1
+    out[("HOURLY", f"LOCAL#{local_day}#H{_local_hour(started, tz):02d}")]["plays"] += 1
+    content_id = play.content_id
+    if content_id:
         for chapter in play.chapters_reached:
-            out[
-                (f"CHAPTER#{play.content_id}", f"DAY#{utc_date(play.started_at)}#CH#{chapter:05d}")
-            ]["reached"] += 1
+            out[(f"CHAPTER#{content_id}", f"DAY#{utc_day}#CH#{chapter:05d}")]["reached"] += 1
     for seg in play.segments:
-        times = {
-            "playing_time_s": seg.playing_s,
-            "content_time_s": seg.playing_s * seg.rate,
-            "playing_time_foreground_s": seg.playing_s if seg.foreground else 0.0,
-            "playing_time_background_s": 0.0 if seg.foreground else seg.playing_s,
-        }
-        days = [f"DAY#{utc_date(seg.start)}", f"LOCALDAY#{local_date(seg.start, tz)}"]
+        playing_s = seg.playing_s
+        fg_name = "playing_time_foreground_s" if seg.foreground else "playing_time_background_s"
+        times = [
+            (name, value)
+            for name, value in (
+                ("playing_time_s", playing_s),
+                ("content_time_s", playing_s * seg.rate),
+                (fg_name, playing_s),
+            )
+            if value != 0.0
+        ]
+        seg_utc_day, seg_local_day = utc_date(seg.start), local_date(seg.start, tz)
+        days = (f"DAY#{seg_utc_day}", f"LOCALDAY#{seg_local_day}")
         for dim in dims:
             for day in days:
                 item = out[(dim, day)]
-                for name, value in times.items():
+                for name, value in times:
                     item[name] += value
-        utc_key = f"UTC#{utc_date(seg.start)}#H{utc_hour(seg.start):02d}"
-        local_key = f"LOCAL#{local_date(seg.start, tz)}#H{_local_hour(seg.start, tz):02d}"
-        out[("HOURLY", utc_key)]["playing_time_s"] += seg.playing_s
-        out[("HOURLY", local_key)]["playing_time_s"] += seg.playing_s
-        if play.content_id and seg.chapter is not None:
-            key = (f"CHAPTER#{play.content_id}", f"DAY#{utc_date(seg.start)}#CH#{seg.chapter:05d}")
-            out[key]["playing_time_s"] += seg.playing_s
+        utc_key = f"UTC#{seg_utc_day}#H{utc_hour(seg.start):02d}"
+        local_key = f"LOCAL#{seg_local_day}#H{_local_hour(seg.start, tz):02d}"
+        out[("HOURLY", utc_key)]["playing_time_s"] += playing_s
+        out[("HOURLY", local_key)]["playing_time_s"] += playing_s
+        if content_id and seg.chapter is not None:
+            key = (f"CHAPTER#{content_id}", f"DAY#{seg_utc_day}#CH#{seg.chapter:05d}")
+            out[key]["playing_time_s"] += playing_s
     return out
 
 
