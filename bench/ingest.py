@@ -50,17 +50,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httptools
 import httpx
 import msgspec
 import psutil
 
-from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path as the script dir
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-    uvloop = None
+# bench/ is on sys.path as the script dir
+from benchdocs import command_lines, machine, write_docs
+from sender import (
+    REQUEST_ERRORS,
+    REQUEST_TIMEOUT_S,
+    Connection,
+    accepted_in,
+    connect,
+    expire_requests,
+    raw_requests,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -75,7 +80,6 @@ TARGET_EVENTS_PER_S = 100_000
 TARGET_BATCH = 500
 
 STARTUP_TIMEOUT_S = 30.0
-REQUEST_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 SAMPLE_INTERVAL_S = 0.2
 PROFILE_RATE_HZ = 100
@@ -416,7 +420,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 # baseline, 10 s each, collector and senders on the same machine):
 #
 #   sender                              req/s   sender CPU/request   collector CPU
-#   raw (uvloop + httptools, below)     1,952         45 us               91 %
+#   raw (bench/sender.py)               1,952         45 us               91 %
 #   httpx.AsyncClient, one per task       776        782 us               39 %
 #   httpx.Client, one per thread (8)      892        653 us               51 %
 #
@@ -424,11 +428,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 # baseline would measure the client rather than the collector (which then idles at
 # 40-50 % of a core). Threads beat asyncio + httpx.AsyncClient slightly, but both are an
 # order of magnitude costlier than the "raw" sender, the default: one asyncio task per
-# keep-alive connection on uvloop, each request pre-built once (HTTP/1.1 head and body in
-# one buffer, so sending it is a single write), the response parsed by httptools (the C
-# parser uvicorn itself uses) and its JSON by msgspec. It speaks only what this benchmark
-# needs: POST with Content-Length; a response with Content-Length or chunked body. The
-# httpx senders stay available (``--sender``, ``--compare-senders``) to check this.
+# keep-alive connection (bench/sender.py, shared with bench/sustained.py: uvloop, each
+# request pre-built once, the response parsed by httptools), sending each connection's
+# next request as soon as the previous one is answered. The httpx senders stay available
+# (``--sender``, ``--compare-senders``) to check this.
 
 
 @dataclass
@@ -456,100 +459,12 @@ class Record:
         self.status.append(status)
 
 
-class _Answer(msgspec.Struct):
-    accepted: int = 0
-
-
-_answer = msgspec.json.Decoder(_Answer)
-
-
-def _accepted_in(status: int, body: bytes) -> int:
-    if status != 200:
-        return 0
-    return _answer.decode(body).accepted
-
-
 def _start_offset(sender: int, senders: int, bodies: int) -> int:
     # Senders start at different bodies so concurrent requests carry different events.
     return sender * bodies // senders
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.parts: list[bytes] = []
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.sent_at = 0.0
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.fail(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._resolve(error=exc or ConnectionResetError("the collector closed the connection"))
-
-    # httptools callbacks
-    def on_body(self, body: bytes) -> None:
-        self.parts.append(body)
-
-    def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
-        body = b"".join(self.parts)
-        self.parts = []
-        if not self.parser.should_keep_alive():
-            self.close()
-        self._resolve(result=(status, body))
-
-    def _resolve(
-        self, result: tuple[int, bytes] | None = None, error: BaseException | None = None
-    ) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is None or waiter.done():
-            return
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            assert result is not None
-            waiter.set_result(result)
-
-    def fail(self, error: BaseException) -> None:
-        self._resolve(error=error)
-        self.close()
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def request(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None
-        assert self.waiter is None
-        self.waiter = self.loop.create_future()
-        self.sent_at = time.monotonic()
-        self.transport.write(data)
-        return self.waiter
-
-
-def _raw_requests(bodies: list[bytes], port: int, headers: dict[str, str]) -> list[bytes]:
-    head = f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-    head += "Content-Type: application/json\r\nUser-Agent: playpulse-bench\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return [(head + f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
-
-
-async def _spread_connections(collector: Collector, connections: list[_Connection | None]) -> None:
+async def _spread_connections(collector: Collector, connections: list[Connection | None]) -> None:
     """Open every sender's connection so that the collector's workers hold equal shares.
 
     uvicorn --workers share one listening socket, and a burst of connections opened at
@@ -557,17 +472,11 @@ async def _spread_connections(collector: Collector, connections: list[_Connectio
     and the other idled). A load balancer, or SO_REUSEPORT, would spread them; here the
     connections are reopened until every worker holds its share (or 50 rounds passed).
     """
-    loop = asyncio.get_running_loop()
     share = math.ceil(len(connections) / collector.workers)
     for _ in range(50):
         for i, conn in enumerate(connections):
             if conn is None or conn.closed:
-                transport, conn = await asyncio.wait_for(
-                    loop.create_connection(_Connection, "127.0.0.1", collector.port),
-                    REQUEST_TIMEOUT_S,
-                )
-                conn.transport = transport
-                connections[i] = conn
+                connections[i] = await connect(collector.port)
         await asyncio.sleep(0.05)  # let the workers accept
         by_port = {
             conn.transport.get_extra_info("sockname")[1]: conn
@@ -596,20 +505,9 @@ def _connections_by_worker(collector: Collector, client_ports: set[int]) -> dict
 async def _raw_senders(
     collector: Collector, bodies: list[bytes], senders: int, plan: Plan
 ) -> list[Record]:
-    loop = asyncio.get_running_loop()
-    requests = _raw_requests(bodies, collector.port, collector.auth_headers)
-    connections: list[_Connection | None] = [None] * senders
+    requests = raw_requests(bodies, collector.port, collector.auth_headers)
+    connections: list[Connection | None] = [None] * senders
     done = asyncio.Event()
-
-    async def watchdog() -> None:
-        # One timer for all connections instead of one per request.
-        while not done.is_set():
-            await asyncio.sleep(0.5)
-            now = time.monotonic()
-            for conn in connections:
-                waiting = conn is not None and conn.waiter is not None
-                if waiting and now - conn.sent_at > REQUEST_TIMEOUT_S:
-                    conn.fail(TimeoutError("no response within the request timeout"))
 
     async def sender(i: int) -> Record:
         record = Record()
@@ -619,36 +517,31 @@ async def _raw_senders(
             conn = connections[i]
             if conn is None or conn.closed:
                 try:
-                    transport, conn = await asyncio.wait_for(
-                        loop.create_connection(_Connection, "127.0.0.1", collector.port),
-                        REQUEST_TIMEOUT_S,
-                    )
+                    conn = await connect(collector.port)
                 except (OSError, TimeoutError) as exc:
                     record.errors[f"connect: {type(exc).__name__}"] += 1
                     await asyncio.sleep(0.1)
                     continue
-                # uvloop may call connection_made only after create_connection returns.
-                conn.transport = transport
                 connections[i] = conn
             data = requests[index]
             index = (index + 1) % len(requests)
             started = perf()
             try:
                 status, body = await conn.request(data)
-            except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+            except REQUEST_ERRORS as exc:
                 record.errors[type(exc).__name__] += 1
                 conn.close()
                 await asyncio.sleep(0.1)
                 continue
             finished = perf()
-            record.add(finished, finished - started, _accepted_in(status, body), status)
+            record.add(finished, finished - started, accepted_in(status, body), status)
             if status in (429, 503):
                 await asyncio.sleep(0.05)
         return record
 
     if collector.workers > 1:
         await _spread_connections(collector, connections)
-    guard = asyncio.create_task(watchdog())
+    guard = asyncio.create_task(expire_requests(connections, done, REQUEST_TIMEOUT_S))
     try:
         timeout = (plan.window_end_ns - time.perf_counter_ns()) / 1e9 + REQUEST_TIMEOUT_S + 5
         return await asyncio.wait_for(asyncio.gather(*(sender(i) for i in range(senders))), timeout)
@@ -685,7 +578,7 @@ async def _httpx_async_senders(
                     continue
                 finished = perf()
                 status = response.status_code
-                accepted = _accepted_in(status, response.content)
+                accepted = accepted_in(status, response.content)
                 record.add(finished, finished - started, accepted, status)
         return record
 
@@ -696,9 +589,8 @@ async def _httpx_async_senders(
 def _run_async(
     senders_fn: Callable[..., Any], collector: Collector, bodies: list[bytes], n: int, plan: Plan
 ) -> list[Record]:
-    factory = uvloop.new_event_loop if uvloop is not None else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(senders_fn(collector, bodies, n, plan))
+    result: list[Record] = run(senders_fn(collector, bodies, n, plan))
+    return result
 
 
 def _httpx_thread_senders(
@@ -725,7 +617,7 @@ def _httpx_thread_senders(
                 finished = perf()
                 status = response.status_code
                 record.add(
-                    finished, finished - started, _accepted_in(status, response.content), status
+                    finished, finished - started, accepted_in(status, response.content), status
                 )
 
     threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(senders)]
