@@ -5,9 +5,10 @@ For each rate of ``--rates`` (rising), a fresh ``python -m playpulse up --proces
 (collector in the ``up`` process, N processor processes as one consumer group; default
 N = 2) is offered that many events/s for ``--seconds`` (default 120) by the paced sender
 of bench/sender.py (pre-built HTTP/1.1 requests on uvloop, answers parsed by httptools:
-one request of ``--request-events`` events every ``request-events / rate`` seconds, at
-most ``--concurrency`` in flight on keep-alive connections; ``--sender httpx`` uses the
-asyncio + httpx sender of bench/process.py instead, about 15x costlier per request).
+one request of ``--request-events`` events, default 500 (:data:`REQUEST_EVENTS`), every
+``request-events / rate`` seconds, at most ``--concurrency`` in flight on keep-alive
+connections; ``--sender httpx`` uses the asyncio + httpx sender of bench/process.py
+instead, about 15x costlier per request).
 Each request carries the same events as bench/process.py's freshness part: simulated
 events with fresh ids and ``occurred_at`` = now, and one marker ``play_start`` of a
 content id used nowhere else. Meanwhile, every second, a thread reads the consumer lag
@@ -69,6 +70,11 @@ from sender import Paced, raw_request, request_head, run, send_paced
 FRESHNESS_P99_TARGET_S = 2.0
 #: ... and the lag over the second half stays under this many seconds of events.
 LAG_BOUND_S = 2.0
+#: Events per request (at most the collector's 1,000). The collector spends less CPU per
+#: event in larger requests, CPU the processors on the same 2 cores then have: at
+#: 10,000 events/s, requests of 100 cost it 19 % of a core, of 500 11 % (2026-12-05, 20 s
+#: each, machine shared); bench/ingest.py: 10.1 us/event with 100, 6.4 with 500.
+REQUEST_EVENTS = 500
 #: Senders: ``raw`` is bench/sender.py's paced sender, ``httpx`` bench/process.py's.
 SENDERS = ("raw", "httpx")
 
@@ -220,6 +226,23 @@ class Sustained:
         return out
 
 
+def _has_table(db: Path, table: str) -> bool:
+    """Whether SQLite file ``db`` exists and has ``table`` (read-only, never creates it)."""
+    if not db.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return found is not None
+
+
 def _lag_now(stream_db: Path, store_db: Path) -> int | None:
     try:
         s = sqlite3.connect(f"file:{stream_db}?mode=ro", uri=True, timeout=2)
@@ -244,7 +267,7 @@ def measure_sustained(
     rate: float,
     seconds: float,
     processors: int = 2,
-    request_events: int = 100,
+    request_events: int = REQUEST_EVENTS,
     concurrency: int = 64,
     poll_ms: float = 20.0,
     drain_s: float = 30.0,
@@ -266,9 +289,14 @@ def measure_sustained(
         store_path = service.data_dir / "store.db"
         stream_path = service.data_dir / "stream.db"
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not (store_path.exists() and stream_path.exists()):
+        # The poller stops at its first error: start it once the tables are there.
+        while not (_has_table(store_path, "items") and _has_table(stream_path, "partitions")):
+            service.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{store_path} did not appear\n{service.tail()}")
+                raise RuntimeError(
+                    f"{store_path} (items) or {stream_path} (partitions) did not appear within"
+                    f" {STARTUP_TIMEOUT_S:.0f} s\n{service.tail()}"
+                )
             time.sleep(0.05)
         poller = Poller(store_path, poll_ms / 1000)
         poller.start()
@@ -331,7 +359,7 @@ def ramp(
     seconds: float,
     processors: int = 2,
     *,
-    request_events: int = 100,
+    request_events: int = REQUEST_EVENTS,
     concurrency: int = 64,
     sender: str = "raw",
 ) -> list[Sustained]:
@@ -414,7 +442,9 @@ def main() -> int:
     parser.add_argument("--rates", default="5000,10000,15000,20000,25000,30000")
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--processors", type=int, default=2)
-    parser.add_argument("--request-events", type=int, default=100, help="events per request")
+    parser.add_argument(
+        "--request-events", type=int, default=REQUEST_EVENTS, help="events per request"
+    )
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight, max")
     parser.add_argument("--sender", choices=SENDERS, default="raw")
     parser.add_argument("--events", type=int, default=50_000, help="simulated events to offer")
