@@ -240,10 +240,10 @@ class _Pool:
     """Up to ``size`` keep-alive connections, opened when needed; idle ones reused last
     in, first out (so few connections stay busy)."""
 
-    def __init__(self, port: int, size: int, run: Paced) -> None:
+    def __init__(self, port: int, size: int, stats: Paced) -> None:
         self.port = port
         self.size = size
-        self.run = run
+        self.stats = stats
         self.idle: list[Connection] = []
         self.live: list[Connection] = []
         self.opening = 0
@@ -263,7 +263,7 @@ class _Pool:
                 finally:
                     self.opening -= 1
                 self.live.append(conn)
-                self.run.connections_opened += 1
+                self.stats.connections_opened += 1
                 return conn
             self.freed.clear()
             await self.freed.wait()
@@ -308,8 +308,8 @@ async def send_paced(
             f"send_paced needs count >= 1, interval_s > 0 and connections >= 1 "
             f"(got {count}, {interval_s}, {connections})"
         )
-    run = Paced()
-    pool = _Pool(port, connections, run)
+    stats = Paced()
+    pool = _Pool(port, connections, stats)
     done = asyncio.Event()
     in_flight: set[asyncio.Task[None]] = set()
 
@@ -337,25 +337,25 @@ async def send_paced(
             try:
                 conn = await pool.get()
             except REQUEST_ERRORS as exc:
-                run.sent += 1
+                stats.sent += 1
                 requests.failed(i, f"connect: {type(exc).__name__}")
                 continue
             if t0 + (i + 1) * interval_s < time.perf_counter():
-                run.late_sends += 1
+                stats.late_sends += 1
             data = requests.request(i)
             sent_s = time.perf_counter()
             task = asyncio.create_task(complete(i, conn, conn.request(data), sent_s))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-            run.sent += 1
-            run.max_in_flight = max(run.max_in_flight, len(in_flight))
+            stats.sent += 1
+            stats.max_in_flight = max(stats.max_in_flight, len(in_flight))
         if in_flight:
             await asyncio.gather(*in_flight)
-        run.send_window_s = time.perf_counter() - t0
+        stats.send_window_s = time.perf_counter() - t0
     finally:
         done.set()
         guard.cancel()
         for task in in_flight:
             task.cancel()
         pool.close()
-    return run
+    return stats
