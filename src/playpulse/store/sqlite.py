@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -69,12 +70,20 @@ def dedup_id(key: str) -> int:
     """The signed 64-bit id under which the SQLite store keeps dedup key ``key`` (any
     string, lone surrogates included): the first 8 bytes (little-endian) of its 16-byte
     BLAKE2b digest, so that digests kept by earlier versions convert exactly."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_BYTES)
-    return int.from_bytes(digest.digest()[:8], "little", signed=True)
+    try:
+        data = key.encode()
+    except UnicodeEncodeError:  # lone surrogates: the slower error handler only for them
+        data = key.encode("utf-8", "surrogatepass")
+    ident: int = _FIRST_8(hashlib.blake2b(data, digest_size=_DIGEST_BYTES).digest())[0]
+    return ident
+
+
+_FIRST_8 = struct.Struct("<q").unpack_from
 
 
 def _digest_id(digest: bytes) -> int:
-    return int.from_bytes(digest[:8], "little", signed=True)
+    ident: int = _FIRST_8(digest)[0]
+    return ident
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -200,8 +209,10 @@ class SQLiteStore(RealtimeStore):
             ]
             ids = self._ids_memo
             self._ids_memo = {}
+            # (expires - _EPOCH) raises TypeError for a naive datetime or a non-datetime:
+            # the StoreError below (what _us says, without its per-key checks).
             dedup = [
-                (ids[key] if key in ids else dedup_id(key), _us(expires))
+                (ids[key] if key in ids else dedup_id(key), (expires - _EPOCH) // _MICROSECOND)
                 for key, expires in batch.dedup
             ]
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:

@@ -34,17 +34,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from playpulse.errors import BackpressureError, OffsetOutOfRangeError, StreamError
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record read from a partition.
+class Record(NamedTuple):
+    """One record read from a partition (immutable).
 
     ``appended_at`` is the stream's own UTC time of the append (Kafka's LogAppendTime,
-    Kinesis' ApproximateArrivalTimestamp).
+    Kinesis' ApproximateArrivalTimestamp). A named tuple, not a frozen dataclass: a
+    processor makes one per event, and a tuple is made in about a third of the time.
     """
 
     partition: int
