@@ -226,7 +226,7 @@ class Sustained:
         return out
 
 
-def _has_table(db: Path, table: str) -> bool:
+def has_table(db: Path, table: str) -> bool:
     """Whether SQLite file ``db`` exists and has ``table`` (read-only, never creates it)."""
     if not db.exists():
         return False
@@ -290,7 +290,7 @@ def measure_sustained(
         stream_path = service.data_dir / "stream.db"
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         # The poller stops at its first error: start it once the tables are there.
-        while not (_has_table(store_path, "items") and _has_table(stream_path, "partitions")):
+        while not (has_table(store_path, "items") and has_table(stream_path, "partitions")):
             service.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(
