@@ -233,6 +233,10 @@ class Processor:
         self._started = False
         #: Freshness and store write latency of this processor's commits (#15).
         self.metrics = ProcessorMetrics()
+        if lake is not None:
+            # pyarrow imports pandas (when installed) on its first pa.array: 0.3-0.4 s of
+            # CPU, paid here at start rather than by the first batch's freshness.
+            pa.array([], pa.string())
 
     def _new_consumer(self) -> GroupConsumer:
         opts = self.options
