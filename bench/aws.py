@@ -68,6 +68,7 @@ class Costs:
     naive_sample_reported: float
     naive_sample_estimated: int
     process_s: float
+    by_kind: dict[str, int]
 
 
 def _recorder(endpoint: str, action: str) -> str:
@@ -175,6 +176,7 @@ def run(events: int, batch_size: int, shards: int, naive_sample: int, seed: int)
                 naive_sample_reported=sample_reported,
                 naive_sample_estimated=sample_estimated,
                 process_s=process_s,
+                by_kind=dict(store.estimated_units_by_kind),
             )
         finally:
             server.close()
@@ -197,6 +199,12 @@ def report(c: Costs, wru_usd: float, put_usd: float, invoke_usd: float) -> list[
         f"{c.naive_sample_reported:,.0f} for the first {c.naive_sample:,} events "
         f"({c.naive_sample_estimated:,} by size) |",
         f"| DynamoDB write requests (calls) | {c.write_requests:,} | {c.events:,} items |",
+        "| of which (units per event) | "
+        + ", ".join(
+            f"{kind} {units / c.events:.4f}"
+            for kind, units in sorted(c.by_kind.items(), key=lambda kv: -kv[1])
+        )
+        + " | - |",
         f"| S3 PUT requests | {c.s3_puts:,} | - |",
         f"| Lambda invocations | {c.invocations:,} | - |",
         f"| cost per million events (WRU + PUT + invocations) | ${ours + puts + invokes:.2f} "

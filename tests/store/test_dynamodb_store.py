@@ -6,6 +6,7 @@ botocore event hooks on the store's real client."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -217,7 +218,8 @@ def test_apply_itself_finishes_a_journal_left_by_a_crash(stores):
     dying._ddb.meta.events.register("before-call.dynamodb", die_on_items)
     with pytest.raises(StoreError):
         dying.apply(batch_n(1))
-    assert done[:2] == ["BatchWriteItem", "PutItem"]  # journal chunks, then the marker
+    # State packs, journal chunks, then the marker.
+    assert done[:3] == ["BatchWriteItem", "BatchWriteItem", "PutItem"]
 
     restarted = stores()
     restarted.apply(batch_n(2))  # finishes batch 1's journal first, then applies 2
@@ -432,16 +434,26 @@ def test_a_table_keeps_its_own_number_of_state_shards(aws_env):
     reader = DynamoDBStore(name, client=client("dynamodb"))
     try:
         assert writer.state_shards == reader.state_shards == 3
-        states: dict[str, bytes | None] = {f"PLAY#{i:03d}": bytes([i]) for i in range(40)}
+        # 40 incompressible states of 30 KB: 4 pack items, over the 3 shards.
+        states: dict[str, bytes | None] = {
+            f"PLAY#{i:03d}": bytes([i]) + os.urandom(30_000) for i in range(40)
+        }
         writer.apply(StoreBatch("p", offsets={0: 1}, states=states))
         assert reader.state_keys("PLAY#") == sorted(states)
-        assert reader.states(["PLAY#007", "PLAY#100"]) == {"PLAY#007": b"\x07"}
-        pks = {
+        assert reader.states(["PLAY#007", "PLAY#100"]) == {"PLAY#007": states["PLAY#007"]}
+        pages = (
+            client("dynamodb")
+            .get_paginator("scan")
+            .paginate(TableName=name, ProjectionExpression="pk")
+        )
+        pks = [
             item["pk"]["S"]
-            for item in client("dynamodb").scan(TableName=name)["Items"]
-            if item["pk"]["S"].startswith("~pp#STATE#")
-        }
-        assert pks == {"~pp#STATE#0", "~pp#STATE#1", "~pp#STATE#2"}
+            for page in pages
+            for item in page["Items"]
+            if item["pk"]["S"].startswith("~pp#SPACK#")
+        ]
+        assert len(pks) == 4
+        assert set(pks) == {"~pp#SPACK#0", "~pp#SPACK#1", "~pp#SPACK#2"}
     finally:
         writer.close()
         reader.close()
@@ -496,3 +508,113 @@ def test_replace_swaps_many_items_and_keeps_offsets_dedup_keys_and_fencing(store
     assert store.seen(["e0-0", "e2-2"]) == {"e0-0", "e2-2"}
     store.apply(batch_n(2))  # a redelivery after the replace: still a no-op
     assert store.item("CONTENT#0", "DAY#2026-11-21") == {"plays": 42.0}
+
+
+# --- state packs -------------------------------------------------------------------------
+
+
+def pack_items(table: str) -> list[dict[str, Any]]:
+    """The table's state pack items, oldest first."""
+    pages = client("dynamodb").get_paginator("scan").paginate(TableName=table)
+    items = [
+        item for page in pages for item in page["Items"] if item["pk"]["S"].startswith("~pp#SPACK#")
+    ]
+    return sorted(items, key=lambda item: item["sk"]["S"])
+
+
+def expire_pack(table: str, item: dict[str, Any]) -> None:
+    """Time passes for one pack item: its TTL is in the past (DynamoDB has not deleted
+    it yet)."""
+    client("dynamodb").update_item(
+        TableName=table,
+        Key={"pk": item["pk"], "sk": item["sk"]},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1000"}},
+    )
+
+
+def test_a_batchs_states_are_one_pack_seen_by_every_store_object_and_deletes_hide_them(
+    stores, table
+):
+    writer, reader = stores(), stores()
+    assert reader.state_keys("") == []  # the reader's index is loaded (empty)
+    first = {f"PLAY#0#{i:03d}": f"open play {i} ".encode() * 20 for i in range(300)}
+    writer.apply(StoreBatch("p", offsets={0: 1}, states=dict(first)))
+    assert len(pack_items(table)) == 1  # 300 states, one item (not one each)
+    assert reader.state_keys("PLAY#0#") == sorted(first)
+    assert reader.states(["PLAY#0#007", "PLAY#0#999"]) == {"PLAY#0#007": first["PLAY#0#007"]}
+
+    second: dict[str, bytes | None] = {f"PLAY#0#{i:03d}": None for i in range(100)}
+    second["PLAY#0#150"] = b"changed"
+    second["SESS#0#u1"] = b"session"
+    writer.apply(StoreBatch("p", offsets={0: 2}, states=second))
+    want = {k: v for k, v in first.items() if k >= "PLAY#0#100"}
+    want["PLAY#0#150"] = b"changed"
+    for store in (reader, writer, stores()):
+        assert store.state_keys("PLAY#") == sorted(want)
+        assert store.states([*first, "SESS#0#u1"]) == {**want, "SESS#0#u1": b"session"}
+    # A key deleted and written again, in one batch after the other.
+    writer.apply(StoreBatch("p", offsets={0: 3}, states={"PLAY#0#000": b"back"}))
+    assert stores().states(["PLAY#0#000", "PLAY#0#001"]) == {"PLAY#0#000": b"back"}
+
+
+def test_the_packs_of_a_batch_that_never_committed_are_ignored(stores, table):
+    dying = stores()
+    dying.apply(StoreBatch("p", offsets={0: 1}, states={"PLAY#a": b"a1"}))
+
+    def die_at_the_marker(model: Any, **kwargs: Any) -> None:
+        if model.name == "PutItem":
+            raise Crash("died after writing the packs")
+
+    dying._ddb.meta.events.register("before-call.dynamodb", die_at_the_marker)
+    batch = StoreBatch("p", offsets={0: 2}, states={"PLAY#a": b"a2", "PLAY#b": b"b2"})
+    with pytest.raises(StoreError):
+        dying.apply(batch)
+    assert len(pack_items(table)) == 2  # the dead batch's pack is there ...
+
+    restarted = stores()
+    assert restarted.offsets("p") == {0: 1}
+    # ... but nobody sees it: not a new store object, not the one that wrote it.
+    for store in (restarted, stores()):
+        assert store.state_keys("PLAY#") == ["PLAY#a"]
+        assert store.states(["PLAY#a", "PLAY#b"]) == {"PLAY#a": b"a1"}
+    restarted.apply(StoreBatch("p", offsets={0: 2}, states={"PLAY#a": b"a2", "PLAY#b": b"b2"}))
+    assert stores().states(["PLAY#a", "PLAY#b"]) == {"PLAY#a": b"a2", "PLAY#b": b"b2"}
+
+
+def test_live_states_are_carried_forward_before_their_packs_expire(stores, table):
+    """A store that carries every older pack's live states (``carry_age`` 0): once the
+    first pack is past its TTL, what was live in it is still there, and what the second
+    batch deleted stays deleted. A pack past its TTL whose states nobody carried is gone
+    for every reader, deleted by DynamoDB or not."""
+    carrier = DynamoDBStore(table, client=client("dynamodb"), carry_age=timedelta(0))
+    try:
+        carrier.apply(StoreBatch("p", offsets={0: 1}, states={"A": b"a", "B": b"b"}))
+        carrier.apply(StoreBatch("p", offsets={0: 2}, states={"B": None, "C": b"c"}))
+    finally:
+        carrier.close()
+    first, second = pack_items(table)
+    expire_pack(table, first)
+    for store in (stores(), stores()):
+        assert store.state_keys("") == ["A", "C"]
+        assert store.states(["A", "B", "C"]) == {"A": b"a", "C": b"c"}
+
+    plain = stores()  # carries only what is older than two days: nothing here
+    plain.apply(StoreBatch("p", offsets={0: 3}, states={"D": b"d"}))
+    third = pack_items(table)[-1]
+    assert third["sk"]["S"] > second["sk"]["S"]
+    expire_pack(table, third)
+    assert stores().states(["A", "C", "D"]) == {"A": b"a", "C": b"c"}
+    with pytest.raises(StoreError, match="carry_age"):
+        DynamoDBStore(table, carry_age=timedelta(days=20))
+
+
+def test_a_batchs_states_cost_their_compressed_bytes_not_one_write_each(stores):
+    store = stores()
+    batch = StoreBatch("p", offsets={0: 1})
+    for i in range(1000):
+        batch.states[f"PLAY#0#play-{i:05d}"] = f'{{"user": "u{i % 50}", "events": 3}}'.encode()
+    store.apply(batch)
+    assert store.estimated_units_by_kind["states"] < 30  # 1,000 states of 30 bytes
+    assert store.estimated_write_units < 40  # with the journal, commit and offsets
+    assert len(stores().state_keys("PLAY#0#")) == 1000

@@ -23,7 +23,7 @@ refused):
   float's ``repr`` and updated by a conditional read-modify-write in float arithmetic.
   Attribute names ``pk``, ``sk``, ``expires_at``, ``vendor_pk`` and any starting with
   ``_`` are reserved.
-- fences: every counter and state item carries, per (consumer, partition) that wrote it,
+- fences: every counter item carries, per (consumer, partition) that wrote it,
   ``_f#<consumer>#<partition>`` = the position of the last batch applied to it, as a
   64-digit zero-padded decimal string (Kinesis sequence numbers have 56 digits; DynamoDB
   numbers only 38). Each write is conditional on "absent or below this batch's
@@ -31,11 +31,17 @@ refused):
   Positions must be integers in [0, 10**64).
 - sets: one item per member (``~pp#SET#<key>`` / ``m<member>``), counted with
   ``Query Select=COUNT``.
-- states: ``~pp#STATE#<shard>`` / ``s<key>`` (8 shards by BLAKE2b of the key by default,
-  or the count in the table's ``~pp#META`` / ``LAYOUT`` item, so that state writes
-  spread over partitions), the blob in ``b``; a deleted state becomes a fenced
-  tombstone (``_tomb``, removed by TTL after 7 days) so that a zombie's late write
-  cannot bring it back. States carry no TTL of their own: the interface gives none.
+- states: write-once **state packs** (:mod:`~playpulse.store.dynamodb_states`), never
+  one item per key: each batch writes its states and deletes (tombstones) packed and
+  zlib-compressed together into as few pack items as their bytes need
+  (``~pp#SPACK#<shard>`` / ``<stamp>#<batch>#<n>``, at most about 350 KB each, spread
+  over the state shard count of the table's ``~pp#META`` / ``LAYOUT`` item, 8 by
+  default), with a TTL (10 days); they become visible with the batch's commit item
+  (``~pp#SCOMMIT`` / ``<commit stamp>#<batch>``, listing them). Readers keep an
+  in-memory index key -> (version, pack item, entry), loaded like the dedup index, and
+  read blobs from the pack items (cached). Every apply carries the live states of pack
+  items older than 2 days into its own pack, so nothing live expires while batches keep
+  coming (a table idle for 8 days loses its states).
 - dedup keys: one immutable item per applied batch (``~pp#DEDUP`` / ``<stamp>#<batch>``)
   holding its keys as 8-byte BLAKE2b fingerprints with their expiry (16 bytes a key,
   zlib-compressed), never one item per event. The store object keeps an in-memory index
@@ -57,24 +63,30 @@ refused):
   fences a zombie.
 
 Applying a batch (:meth:`DynamoDBStore.apply`) cannot be one transaction (100 items at
-most), so it is a redo journal:
+most), so it is a redo journal over write-once packs:
 
 1. the consumer's pending journals of the batch's partitions are finished first, then a
    batch whose positions were all applied is a no-op (:func:`~.base.replayed`);
-2. the whole batch, serialized and compressed, is written as journal chunks
+2. the batch's states, with the live states carried forward (see states above), are
+   written as pack items under the batch's id (invisible: no commit item yet); then the
+   rest of the batch (counters, members, dedup keys, offsets and the pack items' keys:
+   no blobs), serialized and compressed, is written as journal chunks
    (``~pp#JOURNAL#<consumer>`` / ``C#<batch>#<n>``, under 350 KB each, removed by TTL
-   after 30 days: deletes by TTL cost no write units), then its marker
-   (``M#<batch>``, no TTL: only step 5 removes it): from here on the batch is durable;
-3. every counter and state update is applied fenced (a ConditionalCheckFailed means
-   applied already: skipped); members are put (idempotent); the dedup item is put under
-   the stamp chosen in step 2 (idempotent);
+   after 30 days: deletes by TTL cost no write units), then its marker (``M#<batch>``,
+   no TTL: only step 5 removes it): from here on the batch is durable;
+3. every counter update is applied fenced (a ConditionalCheckFailed means applied
+   already: skipped); members are put (idempotent); the dedup item is put under the
+   stamp chosen in step 2 (idempotent); then the commit item makes the packs visible
+   (not written when the batch's offsets are all applied already: it was, or a newer
+   owner overtook this zombie, whose packs stay invisible);
 4. the consumer's offsets move forward (conditional);
 5. the marker is deleted.
 
-A crash at any point leaves either no marker (nothing was written but journal chunks,
-which expire) or a marker that :meth:`~DynamoDBStore.offsets` and the next
-:meth:`~DynamoDBStore.apply` finish by redoing steps 3-5: the fences make the redo add
-only what was not added. A batch without offsets is fenced by its batch id instead
+A crash at any point leaves either no marker (nothing was written but pack items and
+journal chunks, which nobody sees and which expire) or a marker that
+:meth:`~DynamoDBStore.offsets` and the next :meth:`~DynamoDBStore.apply` finish by
+redoing steps 3-5: the fences make the redo add only what was not added, and a commit
+written twice is read once. A batch without offsets is fenced by its batch id instead
 (``_j#<consumer>``). Everything the batch could be refused for (text that is not UTF-8,
 NaN amounts or sums, naive datetimes, bad positions, oversized blobs) is checked before
 step 2, so a refused batch writes nothing.
@@ -82,7 +94,8 @@ step 2, so a refused batch writes nothing.
 :meth:`DynamoDBStore.replace` is not atomic for readers on DynamoDB: it deletes the
 derived items (counters, members, states) and writes the batch's; readers during it may
 see a mix, and a crash midway leaves a partial store (run it again). It is meant for an
-offline reprocess (processors stopped).
+offline reprocess (processors stopped; store objects open elsewhere keep their state
+index: reopen them).
 
 Throttling (ProvisionedThroughputExceeded, ThrottlingException, RequestLimitExceeded,
 TransactionConflict, and BatchWriteItem's UnprocessedItems) is retried with exponential
@@ -118,6 +131,20 @@ from typing import Any, TypeVar
 
 from playpulse.errors import ConfigError, StoreError
 from playpulse.store.base import RealtimeStore, StoreBatch, replayed
+from playpulse.store.dynamodb_states import (
+    CARRY_AGE,
+    COMMIT_PK,
+    PACK_PK,
+    PACK_TTL,
+    Entry,
+    PackItem,
+    StateIndex,
+    batch_of,
+    decode_header,
+    encode_packs,
+    pack_shard,
+    pack_sk,
+)
 
 T = TypeVar("T")
 
@@ -127,7 +154,6 @@ _META_PK = "~pp#META"
 _DEDUP_PK = "~pp#DEDUP"
 _JOURNAL_PK = "~pp#JOURNAL#"
 _SET_PK = "~pp#SET#"
-_STATE_PK = "~pp#STATE#"
 _STATE_SHARDS = 8  # default; a table's own count is in its META LAYOUT item
 _LAYOUT_SK = "LAYOUT"
 _DEDUP_OPS_SK = "DEDUP_EXPIRED"
@@ -139,7 +165,6 @@ _CHUNK_BYTES = 350_000
 _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
 _MAX_BLOB = 380_000
 _JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
-_TOMBSTONE_TTL = timedelta(days=7)
 _DEDUP_TTL_MARGIN = timedelta(days=2)
 _LOOKBACK_US = 60_000_000
 _MIN_N, _MAX_N = 1e-120, 1e120
@@ -161,7 +186,7 @@ _WORKERS = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _DEDUP_RECORD = struct.Struct("<Qq")  # fingerprint, expiry (microseconds since the epoch)
-_JOURNAL_HEAD = struct.Struct(">III")
+_JOURNAL_HEAD = struct.Struct(">II")
 
 INDEXES = ("by_sk", "by_vendor")
 
@@ -292,9 +317,20 @@ def _stamp() -> int:
     return time.time_ns() // 1000
 
 
-def _shard(key: str, shards: int) -> str:
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=2).digest()
-    return f"{_STATE_PK}{int.from_bytes(digest, 'little') % shards}"
+def _kind(pk: str) -> str:
+    """What an item of partition key ``pk`` is, for the write unit counts."""
+    for prefix, kind in (
+        (_SET_PK, "members"),
+        (PACK_PK, "states"),
+        (COMMIT_PK, "commits"),
+        (_JOURNAL_PK, "journal"),
+        (_DEDUP_PK, "dedup"),
+        (_OFFSETS_PK, "offsets"),
+        (_INTERNAL, "meta"),
+    ):
+        if pk.startswith(prefix):
+            return kind
+    return "counters"
 
 
 def _chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -307,7 +343,9 @@ def _chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 @dataclass
 class _Prepared:
-    """A validated batch in the form the journal keeps and the redo applies."""
+    """A validated batch in the form the journal keeps and the redo applies. ``states``
+    are written to pack items before the journal (:meth:`DynamoDBStore._write_packs`);
+    the journal keeps only the pack items' keys (``packs``)."""
 
     consumer: str
     batch_id: str
@@ -317,6 +355,9 @@ class _Prepared:
     members: list[tuple[str, str]] = field(default_factory=list)
     dedup: bytes = b""  # _DEDUP_RECORD records, in batch order
     states: list[tuple[str, bytes | None]] = field(default_factory=list)
+    packs: list[tuple[str, str]] = field(default_factory=list)  # pack items (pk, sk)
+    pack_expires: int = 0  # their TTL (epoch seconds)
+    pack_items: list[PackItem] = field(default_factory=list)  # not journaled
 
     @property
     def empty(self) -> bool:
@@ -324,7 +365,7 @@ class _Prepared:
 
     def encode(self) -> bytes:
         head = {
-            "v": 2,
+            "v": 3,
             "consumer": self.consumer,
             "batch": self.batch_id,
             "stamp": self.stamp,
@@ -334,34 +375,22 @@ class _Prepared:
                 for pk, sk, attrs in self.counters
             ],
             "members": self.members,
-            "states": [[k, -1 if v is None else len(v)] for k, v in self.states],
+            "packs": self.packs,
+            "pack_expires": self.pack_expires,
         }
-        head_z = zlib.compress(json.dumps(head, ensure_ascii=False).encode(), 1)
-        dedup_z = zlib.compress(self.dedup, 1) if self.dedup else b""
-        # The blobs are compressed already one by one, but not across each other: zlib
-        # over all of them takes about 30 % off a processor batch's journal.
-        blobs = zlib.compress(b"".join(v for _, v in self.states if v is not None), 1)
-        return _JOURNAL_HEAD.pack(len(head_z), len(dedup_z), len(blobs)) + head_z + dedup_z + blobs
+        head_z = zlib.compress(json.dumps(head, ensure_ascii=False).encode(), 6)
+        dedup_z = zlib.compress(self.dedup, 6) if self.dedup else b""
+        return _JOURNAL_HEAD.pack(len(head_z), len(dedup_z)) + head_z + dedup_z
 
     @classmethod
     def decode(cls, data: bytes) -> _Prepared:
-        n_head, n_dedup, n_blobs = _JOURNAL_HEAD.unpack_from(data)
+        n_head, n_dedup = _JOURNAL_HEAD.unpack_from(data)
         at = _JOURNAL_HEAD.size
         head = json.loads(zlib.decompress(data[at : at + n_head]))
-        if head.get("v") != 2:
+        if head.get("v") != 3:
             raise StoreError(f"journal version {head.get('v')!r} is not known to this playpulse")
         at += n_head
         dedup = zlib.decompress(data[at : at + n_dedup]) if n_dedup else b""
-        at += n_dedup
-        blobs = zlib.decompress(data[at : at + n_blobs])
-        states: list[tuple[str, bytes | None]] = []
-        pos = 0
-        for key, length in head["states"]:
-            if length < 0:
-                states.append((key, None))
-            else:
-                states.append((key, bytes(blobs[pos : pos + length])))
-                pos += length
         return cls(
             consumer=head["consumer"],
             batch_id=head["batch"],
@@ -372,7 +401,8 @@ class _Prepared:
             ],
             members=[(k, m) for k, m in head["members"]],
             dedup=dedup,
-            states=states,
+            packs=[(pk, sk) for pk, sk in head["packs"]],
+            pack_expires=int(head["pack_expires"]),
         )
 
 
@@ -490,10 +520,10 @@ def create_table(
     """Create the store's table ``table`` (:func:`table_properties`) with TTL on
     ``expires_at``; nothing if it exists. For tests and ``playpulse aws deploy``.
     ``state_shards`` (if given) is written to the table's META LAYOUT item: how many
-    partition keys state items spread over (each takes about 1,000 write units a second;
-    :meth:`DynamoDBStore.state_keys` makes one Query per shard). Without it, or on a
-    table made elsewhere (CloudFormation), stores use 8. Set it only on a new table:
-    states written under another count are not found.
+    partition keys a batch's state pack items spread over (each takes about 1,000 write
+    units a second). Without it, or on a table made elsewhere (CloudFormation), stores
+    use 8. The count of a table cannot change (readers find pack items through commit
+    items, so any count reads, but one table keeps one layout).
 
     Raises :class:`StoreError` when DynamoDB refuses.
     """
@@ -578,10 +608,21 @@ class DynamoDBStore(RealtimeStore):
     ``create=True`` creates the table when missing (tests, deploy); otherwise a missing
     table is a :class:`StoreError` naming it. ``client`` is a boto3 DynamoDB client
     (default: :func:`playpulse.aws.clients.client`, which honours ``AWS_ENDPOINT_URL``).
-    Thread-safe; item writes of a batch run on up to 8 threads.
+    ``pack_ttl`` / ``carry_age``: the TTL of state pack items and the age from which
+    an apply carries their live states forward (:mod:`~.dynamodb_states`); raises
+    :class:`StoreError` unless ``0 <= carry_age < pack_ttl``. Thread-safe; item writes of
+    a batch run on up to 8 threads.
     """
 
-    def __init__(self, table: str, *, create: bool = False, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        create: bool = False,
+        client: Any | None = None,
+        pack_ttl: timedelta = PACK_TTL,
+        carry_age: timedelta = CARRY_AGE,
+    ) -> None:
         if not table:
             raise StoreError("dynamodb:// needs a table name (dynamodb://TABLE)")
         self.table = table
@@ -604,12 +645,23 @@ class DynamoDBStore(RealtimeStore):
         self.write_units = 0.0
         self.estimated_write_units = 0
         self.write_requests = 0
+        #: estimated_write_units by what was written: counters, members, states (pack
+        #: items), commits, journal, dedup, offsets, meta.
+        self.estimated_units_by_kind: dict[str, int] = {}
         # dedup index: fingerprint -> (expiry us, stamp sk of the item that wrote it)
         self._index: dict[int, tuple[int, str]] = {}
         self._loaded: dict[str, int] = {}  # dedup item sk -> its stamp
         self._loaded_upto = 0  # newest stamp loaded
         self._full = False  # whether every dedup item was loaded once
         self._ops: list[tuple[str, int]] = []  # applied expire ops (cut sk, before us)
+        if not timedelta(0) <= carry_age < pack_ttl:
+            raise StoreError(
+                f"carry_age ({carry_age}) must be at least 0 and below pack_ttl ({pack_ttl})"
+            )
+        #: TTL of state pack items, and the age from which their live states are carried.
+        self.pack_ttl = pack_ttl
+        self.carry_age = carry_age
+        self._states = StateIndex()
         self._closed = False
         layout = self._get_item(_META_PK, _LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
@@ -666,9 +718,11 @@ class DynamoDBStore(RealtimeStore):
             units *= 2  # projected into by_sk
         if VENDOR_KEY in item:
             units += _units(_size(item))
+        kind = _kind(item["pk"]["S"]) if "pk" in item else "other"
         with self._lock:
             self.estimated_write_units += units
             self.write_requests += 1
+            self.estimated_units_by_kind[kind] = self.estimated_units_by_kind.get(kind, 0) + units
 
     def _write(self, op: str, item_for_size: dict[str, Any], **kwargs: Any) -> Any:
         self._estimate(item_for_size)
@@ -699,20 +753,22 @@ class DynamoDBStore(RealtimeStore):
                     "unprocessed after retries (throttled)"
                 )
 
-    def _batch_get(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
+    def _batch_get(
+        self, keys: list[dict[str, Any]], projection: str, names: dict[str, str]
+    ) -> list[dict[str, Any]]:
         """BatchGetItem (consistent) in chunks of 100 (on the pool), retrying
         UnprocessedKeys. Not for pool tasks (it waits on the pool)."""
         chunks = list(_chunks(keys, 100))
         found: list[list[dict[str, Any]]] = [[] for _ in chunks]
 
         def one(n: int) -> None:
-            found[n] = self._batch_get_one(chunks[n], projection)
+            found[n] = self._batch_get_one(chunks[n], projection, names)
 
         self._parallel(one, range(len(chunks)))
         return [item for part in found for item in part]
 
     def _batch_get_one(
-        self, chunk: Sequence[dict[str, Any]], projection: str
+        self, chunk: Sequence[dict[str, Any]], projection: str, names: dict[str, str]
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if chunk:
@@ -721,7 +777,7 @@ class DynamoDBStore(RealtimeStore):
                     "Keys": list(chunk),
                     "ConsistentRead": True,
                     "ProjectionExpression": projection,
-                    "ExpressionAttributeNames": {"#sk": "sk", "#b": "b"},
+                    "ExpressionAttributeNames": names,
                 }
             }
             delay = 0.05
@@ -778,6 +834,7 @@ class DynamoDBStore(RealtimeStore):
         if replayed(batch, self._read_offsets(prep.consumer)):
             return
         self._check_sums(prep)
+        self._write_packs(prep)
         self._journal(prep)
         self._redo(prep)
 
@@ -794,6 +851,59 @@ class DynamoDBStore(RealtimeStore):
                         f"adding {amount} to {pk}/{sk}.{attr} gives NaN "
                         f"(it holds {_value(stored[attr])})"
                     )
+
+    def _write_packs(self, prep: _Prepared) -> None:
+        """Step 2a: the batch's states, and the live states of pack items older than
+        ``carry_age`` (with their own versions), in write-once pack items with a TTL;
+        invisible until step 3 commits them."""
+        cutoff = prep.stamp - self.carry_age // _US
+        self._refresh_states()
+        with self._states.lock:
+            aging = self._states.aging(cutoff, {key for key, _ in prep.states})
+        carried = self._blobs([(key, item, n) for key, _, item, n in aging])
+        entries = [Entry(key, prep.stamp, blob) for key, blob in prep.states]
+        entries += [Entry(key, version, carried[key]) for key, version, _, _ in aging]
+        if not entries:
+            return
+        expires = (prep.stamp + self.pack_ttl // _US) // 1_000_000
+        requests = []
+        for n, (head, data, header, raw) in enumerate(encode_packs(entries)):
+            pk = pack_shard(prep.batch_id, n, self.state_shards)
+            sk = pack_sk(prep.stamp, prep.batch_id, n)
+            item = {
+                "pk": {"S": pk},
+                "sk": {"S": sk},
+                "h": {"B": head},
+                "d": {"B": data},
+                "expires_at": {"N": str(expires)},
+            }
+            requests.append({"PutRequest": {"Item": item}})
+            prep.packs.append((pk, sk))
+            prep.pack_items.append(PackItem(pk, sk, prep.batch_id, prep.stamp, expires, header))
+            with self._states.lock:
+                self._states.cache((pk, sk), raw)
+        prep.pack_expires = expires
+        self._batch_write(requests)
+
+    def _commit_packs(self, prep: _Prepared, fenced: bool) -> None:
+        """Step 3's last write: the commit item that makes the batch's pack items visible
+        (not written when the batch's offsets were all applied already: it committed
+        before, or a newer owner's batches overtook this zombie)."""
+        if not prep.packs:
+            return
+        if fenced and prep.offsets:
+            applied = self._read_offsets(prep.consumer)
+            if all(p in applied and o <= applied[p] for p, o in prep.offsets.items()):
+                return
+        item = {
+            "pk": {"S": COMMIT_PK},
+            "sk": {"S": f"{self._next_stamp():0{_STAMP_WIDTH}d}#{prep.batch_id}"},
+            "p": {"S": json.dumps(prep.packs)},
+            "expires_at": {"N": str(prep.pack_expires)},
+        }
+        self._write("put_item", item, Item=item)
+        with self._states.lock:
+            self._states.commit(prep.batch_id, prep.pack_expires, prep.pack_items)
 
     def _journal(self, prep: _Prepared) -> None:
         """Steps 2: the batch's chunks, then its marker."""
@@ -896,7 +1006,6 @@ class DynamoDBStore(RealtimeStore):
         # pool (each a leaf: it never waits on the pool itself).
         tasks: list[Callable[[], None]] = []
         tasks += [functools.partial(self._add, prep, c, fenced) for c in prep.counters]
-        tasks += [functools.partial(self._put_state, prep, s, fenced) for s in prep.states]
         members = [
             {"PutRequest": {"Item": {"pk": {"S": _SET_PK + k}, "sk": {"S": "m" + m}}}}
             for k, m in prep.members
@@ -905,6 +1014,7 @@ class DynamoDBStore(RealtimeStore):
         if prep.dedup:
             tasks.append(functools.partial(self._put_dedup, prep))
         self._parallel(lambda task: task(), tasks)
+        self._commit_packs(prep, fenced)
         if fenced:
             self._move_offsets(prep)
             key = {"pk": {"S": _JOURNAL_PK + prep.consumer}, "sk": {"S": f"M#{prep.batch_id}"}}
@@ -990,36 +1100,6 @@ class DynamoDBStore(RealtimeStore):
                 continue  # raced with another writer: read again
         raise StoreError(f"updating {pk}/{sk} in {self.table!r}: too many concurrent writers")
 
-    def _put_state(self, prep: _Prepared, state: tuple[str, bytes | None], fenced: bool) -> None:
-        key_text, blob = state
-        key = {"pk": {"S": _shard(key_text, self.state_shards)}, "sk": {"S": "s" + key_text}}
-        conds, sets, names, values = self._fence(prep) if fenced else ([], [], {}, {})
-        names.update({"#b": "b", "#t": "_tomb", "#x": "expires_at"})
-        if blob is None:
-            sets += ["#t = :t", "#x = :x"]
-            values[":t"] = {"N": "1"}
-            ttl = _from_us(prep.stamp) + _TOMBSTONE_TTL
-            values[":x"] = {"N": str(int(ttl.timestamp()))}
-            update = f"SET {', '.join(sets)} REMOVE #b"
-            size_item: dict[str, Any] = dict(key)
-        else:
-            sets.append("#b = :b")
-            values[":b"] = {"B": blob}
-            update = f"SET {', '.join(sets)} REMOVE #t, #x"
-            size_item = {**key, "b": {"B": blob}}
-        kwargs: dict[str, Any] = {
-            "Key": key,
-            "UpdateExpression": update,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if conds:
-            kwargs["ConditionExpression"] = " AND ".join(conds)
-        try:
-            self._write("update_item", size_item, **kwargs)
-        except _ConditionFailed:
-            return
-
     def _put_dedup(self, prep: _Prepared) -> None:
         """The batch's immutable dedup item(s) (idempotent: deterministic keys)."""
         records = prep.dedup
@@ -1090,9 +1170,13 @@ class DynamoDBStore(RealtimeStore):
             "TableName": self.table,
             "ProjectionExpression": "pk, sk",
             "FilterExpression": "attribute_exists(#isk) OR begins_with(pk, :set) "
-            "OR begins_with(pk, :state)",
+            "OR begins_with(pk, :pack) OR pk = :commit",
             "ExpressionAttributeNames": {"#isk": "_isk"},
-            "ExpressionAttributeValues": {":set": {"S": _SET_PK}, ":state": {"S": _STATE_PK}},
+            "ExpressionAttributeValues": {
+                ":set": {"S": _SET_PK},
+                ":pack": {"S": PACK_PK},
+                ":commit": {"S": COMMIT_PK},
+            },
             "ConsistentRead": True,
         }
         while True:
@@ -1102,6 +1186,9 @@ class DynamoDBStore(RealtimeStore):
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         self._parallel(lambda chunk: self._batch_write(list(chunk)), list(_chunks(deletes, 25)))
+        with self._states.lock:
+            self._states.reset()
+        self._write_packs(prep)
         self._redo(prep, fenced=False)
         if prep.offsets:
             key = {"pk": {"S": _OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
@@ -1230,41 +1317,99 @@ class DynamoDBStore(RealtimeStore):
                 return self._apply_ops([(cut, before_us)])
         raise StoreError(f"expire_dedup on {self.table!r}: too many concurrent writers")
 
+    def _refresh_states(self) -> None:
+        """Load the commit items written since the last load (all of them the first
+        time) and the headers of the pack items they make visible."""
+        idx = self._states
+        with idx.lock:
+            condition = "pk = :pk"
+            values: dict[str, Any] = {":pk": {"S": COMMIT_PK}}
+            if idx.full:
+                since = max(idx.commit_upto - _LOOKBACK_US, 0)
+                condition += " AND sk > :since"
+                values[":since"] = {"S": f"{since:0{_STAMP_WIDTH}d}"}
+            now = time.time()
+            commits: list[tuple[str, int, list[tuple[str, str]]]] = []
+            for item in self._query(
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ConsistentRead=True,
+            ):
+                stamp, batch = batch_of(item["sk"]["S"])
+                idx.commit_upto = max(idx.commit_upto, stamp)
+                expires = int(item["expires_at"]["N"])
+                if expires < now:
+                    continue  # past its TTL, deleted or not yet
+                refs = [(pk, sk) for pk, sk in json.loads(item["p"]["S"])]
+                if any(ref not in idx.items for ref in refs):
+                    commits.append((batch, expires, refs))
+            wanted = [
+                {"pk": {"S": pk}, "sk": {"S": sk}}
+                for pk, sk in dict.fromkeys(r for _, _, refs in commits for r in refs)
+                if (pk, sk) not in idx.items
+            ]
+            headers: dict[tuple[str, str], PackItem] = {}
+            for got in (
+                self._batch_get(wanted, "pk, #sk, h, expires_at", {"#sk": "sk"}) if wanted else []
+            ):
+                pk, sk = got["pk"]["S"], got["sk"]["S"]
+                stamp, batch = batch_of(sk)
+                header = decode_header(bytes(got["h"]["B"]))
+                headers[(pk, sk)] = PackItem(
+                    pk, sk, batch, stamp, int(got["expires_at"]["N"]), header
+                )
+            for batch, expires, refs in commits:
+                # A pack item missing now was deleted by its TTL (the clocks disagree).
+                idx.commit(batch, expires, [headers[r] for r in refs if r in headers])
+            idx.full = True
+            idx.expire(now)
+
+    def _blobs(self, wanted: list[tuple[str, PackItem, int]]) -> dict[str, bytes]:
+        """key -> blob for (key, pack item, entry) triples: from the cache, or read
+        from the pack items (BatchGetItem, then cached). A pack item that is gone
+        (deleted by its TTL) leaves its keys out."""
+        idx = self._states
+        with idx.lock:
+            data = {item.ref: idx.cached(item.ref) for _, item, _ in wanted}
+        missing = [{"pk": {"S": pk}, "sk": {"S": sk}} for (pk, sk), d in data.items() if d is None]
+        if missing:
+            for got in self._batch_get(missing, "pk, #sk, d", {"#sk": "sk"}):
+                ref = (got["pk"]["S"], got["sk"]["S"])
+                try:
+                    raw = zlib.decompress(got["d"]["B"])
+                except zlib.error as exc:
+                    raise StoreError(
+                        f"state pack {ref[1]} in {self.table!r} does not decompress: {exc}"
+                    ) from exc
+                data[ref] = raw
+                with idx.lock:
+                    idx.cache(ref, raw)
+        out: dict[str, bytes] = {}
+        for key, item, n in wanted:
+            held = data.get(item.ref)
+            if held is not None:
+                _, _, offset, length = item.entries[n]
+                out[key] = held[offset : offset + length]
+        return out
+
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """See :meth:`RealtimeStore.states` (BatchGetItem, 100 keys a request)."""
-        wanted = list(dict.fromkeys(keys))
-        request = [
-            {"pk": {"S": _shard(k, self.state_shards)}, "sk": {"S": "s" + k}}
-            for k in wanted
-            if isinstance(k, str) and _storable(k)
-        ]
-        found = self._batch_get(request, "#sk, #b")
-        return {item["sk"]["S"][1:]: bytes(item["b"]["B"]) for item in found if "b" in item}
+        """See :meth:`RealtimeStore.states` (the pack index, refreshed; blobs from the
+        cache or the pack items)."""
+        wanted = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
+        if not wanted:
+            return {}
+        self._refresh_states()
+        with self._states.lock:
+            found = [(k, *hit) for k in wanted if (hit := self._states.live(k)) is not None]
+        return self._blobs(found)
 
     def state_keys(self, prefix: str) -> list[str]:
-        """See :meth:`RealtimeStore.state_keys` (one Query per shard, in parallel)."""
-        if not _storable(prefix):
+        """See :meth:`RealtimeStore.state_keys` (the pack index, refreshed)."""
+        if not isinstance(prefix, str):
             return []
-        shards = [f"{_STATE_PK}{n}" for n in range(self.state_shards)]
-        results: list[list[str]] = [[] for _ in shards]
-
-        def one(n: int) -> None:
-            results[n] = [
-                item["sk"]["S"][1:]
-                for item in self._query(
-                    KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-                    FilterExpression="attribute_exists(b)",
-                    ProjectionExpression="sk",
-                    ExpressionAttributeValues={
-                        ":pk": {"S": shards[n]},
-                        ":p": {"S": "s" + prefix},
-                    },
-                    ConsistentRead=True,
-                )
-            ]
-
-        self._parallel(one, list(range(self.state_shards)))
-        return sorted(key for part in results for key in part)
+        self._refresh_states()
+        with self._states.lock:
+            return self._states.keys(prefix)
 
     def item(self, pk: str, sk: str) -> dict[str, float]:
         """See :meth:`RealtimeStore.item`."""

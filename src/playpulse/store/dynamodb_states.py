@@ -1,0 +1,254 @@
+"""State packs of the DynamoDB store: how :class:`~playpulse.store.dynamodb.DynamoDBStore`
+keeps state blobs (see its module docstring for where they sit in an apply).
+
+A batch's states (and deletes, as tombstones) are written once, packed and compressed
+together, never one item per key:
+
+- **pack items** ``~pp#SPACK#<shard>`` / ``<stamp>#<batch>#<n>`` (``stamp``: the batch's
+  20-digit microsecond stamp; ``shard``: ``n`` plus a hash of the batch id, modulo the
+  table's state shard count, so that big batches spread their writes over partition
+  keys): ``h`` the zlib-compressed JSON header ``[[key, version, length], ...]``
+  (``length`` -1 for a tombstone; ``version``: the stamp of the batch that wrote that
+  value), ``d`` the zlib-compressed concatenation of the blobs (at most about 350 KB of
+  header and blobs an item before compression), ``expires_at`` the pack's TTL: its stamp
+  plus :data:`PACK_TTL`.
+- **commit items** ``~pp#SCOMMIT`` / ``<commit stamp>#<batch>`` (with the same TTL):
+  a batch's packs are visible only once its commit item exists, so the packs of a batch
+  that never committed (a crash before its marker) are ignored.
+
+Readers (:class:`StateIndex`) keep an in-memory index key -> (version, pack item,
+entry): loaded in full when first needed (every commit, then the headers of every pack
+item, with a projection that leaves the blobs out), then by querying the commit and pack
+items stamped since the last load less a 60 s look-back for concurrent writers. The
+current value of a key is its entry of the highest version (then of the newest pack);
+a tombstone hides it. Blobs are read from the pack items when asked for (BatchGetItem),
+and the decompressed items are cached (256 MB at most).
+
+Expiry: TTL deletes cost no write units. Every apply carries the still-live entries of
+pack items older than :data:`CARRY_AGE` into its own pack with their original versions
+(entries of any writer: a key that many writers carry is only written more than once),
+so nothing live expires while batches keep coming. Tombstones are never carried: every
+value a tombstone hides is in an older pack, which expires before it. A table to which
+no batch is applied for ``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Readers
+ignore pack items past their TTL whether DynamoDB has deleted them yet or not.
+
+One writer per key at a time is assumed for carried entries: a key written while a
+concurrent writer carries its older value keeps the higher version, but a carried value
+copied after a tombstone it did not see would outlive the tombstone's pack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from playpulse.errors import StoreError
+
+PACK_PK = "~pp#SPACK#"
+COMMIT_PK = "~pp#SCOMMIT"
+#: How long a pack item lives (its TTL from its batch's stamp).
+PACK_TTL = timedelta(days=10)
+#: Live entries of pack items older than this are carried into the next batch's pack.
+CARRY_AGE = timedelta(days=2)
+PACK_BYTES = 350_000
+_ENTRY_OVERHEAD = 40  # header bytes an entry takes besides its key, before compression
+_CACHE_BYTES = 256 * 1024 * 1024
+STAMP_WIDTH = 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One state of a pack: ``key``, the ``version`` (stamp of the batch that wrote the
+    value) and the blob, or ``None`` for a tombstone."""
+
+    key: str
+    version: int
+    blob: bytes | None
+
+
+@dataclass
+class PackItem:
+    """A pack item's header as the index keeps it. ``entries``: (key, version, offset,
+    length) with length -1 for a tombstone; ``expires``: the TTL (epoch seconds)."""
+
+    pk: str
+    sk: str
+    batch: str
+    stamp: int
+    expires: int
+    entries: list[tuple[str, int, int, int]] = field(default_factory=list)
+
+    @property
+    def ref(self) -> tuple[str, str]:
+        return (self.pk, self.sk)
+
+
+def pack_shard(batch_id: str, n: int, shards: int) -> str:
+    """The partition key of pack item ``n`` of batch ``batch_id``."""
+    digest = hashlib.blake2b(batch_id.encode(), digest_size=2).digest()
+    return f"{PACK_PK}{(int.from_bytes(digest, 'little') + n) % shards}"
+
+
+def pack_sk(stamp: int, batch_id: str, n: int) -> str:
+    """The sort key of pack item ``n`` of the batch ``batch_id`` stamped ``stamp``."""
+    return f"{stamp:0{STAMP_WIDTH}d}#{batch_id}#{n:03d}"
+
+
+def batch_of(sk: str) -> tuple[int, str]:
+    """(stamp, batch id) of a pack or commit item's sort key."""
+    parts = sk.split("#")
+    return int(parts[0]), parts[1]
+
+
+Header = list[tuple[str, int, int, int]]
+
+
+def encode_packs(entries: list[Entry]) -> list[tuple[bytes, bytes, Header, bytes]]:
+    """``entries`` in pack items of at most :data:`PACK_BYTES` before compression (an
+    entry bigger than that alone): per item (compressed header, compressed data, the
+    header's entries, the data uncompressed)."""
+    groups: list[list[Entry]] = [[]]
+    size = 0
+    for entry in entries:
+        n = len(entry.key.encode()) + _ENTRY_OVERHEAD + len(entry.blob or b"")
+        if groups[-1] and size + n > PACK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += n
+    out = []
+    for group in groups:
+        if not group:
+            continue
+        header: Header = []
+        offset = 0
+        for e in group:
+            length = -1 if e.blob is None else len(e.blob)
+            header.append((e.key, e.version, offset, length))
+            offset += max(length, 0)
+        data = b"".join(e.blob for e in group if e.blob is not None)
+        head = json.dumps([[k, v, n] for k, v, _, n in header], ensure_ascii=False)
+        out.append((zlib.compress(head.encode(), 6), zlib.compress(data, 6), header, data))
+    return out
+
+
+def decode_header(raw: bytes) -> Header:
+    """A pack item's header ``h`` as (key, version, offset, length) entries. Raises
+    :class:`StoreError` for a header this playpulse cannot read."""
+    try:
+        listed = json.loads(zlib.decompress(raw))
+    except (zlib.error, ValueError) as exc:
+        raise StoreError(f"a state pack header does not decode: {exc}") from exc
+    entries = []
+    offset = 0
+    for key, version, length in listed:
+        entries.append((str(key), int(version), offset, int(length)))
+        offset += max(int(length), 0)
+    return entries
+
+
+class StateIndex:
+    """The in-memory index of committed state packs (see the module docstring). Not
+    thread-safe by itself: its owner holds ``lock`` around every call."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        #: key -> (version, pack stamp, item, entry number)
+        self.current: dict[str, tuple[int, int, PackItem, int]] = {}
+        self.items: dict[tuple[str, str], PackItem] = {}
+        self.committed: dict[str, int] = {}  # batch id -> commit TTL (epoch s)
+        self.commit_upto = 0  # newest commit stamp loaded
+        self.full = False  # whether every commit was loaded once
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cache_bytes = 0
+
+    def reset(self) -> None:
+        """Forget everything (the next refresh loads in full)."""
+        self.current.clear()
+        self.items.clear()
+        self.committed.clear()
+        self.commit_upto = 0
+        self.full = False
+        self._cache.clear()
+        self._cache_bytes = 0
+
+    def commit(self, batch_id: str, expires: int, items: list[PackItem]) -> None:
+        """Make the pack ``items`` of the committed batch ``batch_id`` visible."""
+        self.committed[batch_id] = max(expires, self.committed.get(batch_id, 0))
+        now = time.time()
+        for item in items:
+            if item.ref in self.items or item.expires < now:
+                continue
+            self.items[item.ref] = item
+            for n, (key, version, _, _) in enumerate(item.entries):
+                held = self.current.get(key)
+                if held is None or (version, item.stamp) > (held[0], held[1]):
+                    self.current[key] = (version, item.stamp, item, n)
+
+    def expire(self, now: float) -> None:
+        """Drop what is past its TTL: items (and the entries pointing at them) and
+        commits."""
+        gone = [ref for ref, item in self.items.items() if item.expires < now]
+        if gone:
+            dead = set(gone)
+            for key in [k for k, v in self.current.items() if v[2].ref in dead]:
+                del self.current[key]
+            for ref in gone:
+                del self.items[ref]
+                self._drop_cached(ref)
+        for batch in [b for b, ttl in self.committed.items() if ttl < now]:
+            del self.committed[batch]
+
+    def live(self, key: str) -> tuple[PackItem, int] | None:
+        """The item and entry number of ``key``'s current value (``None``: absent or
+        deleted)."""
+        held = self.current.get(key)
+        if held is None or held[2].entries[held[3]][3] < 0:
+            return None
+        return held[2], held[3]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key with a current value starting with ``prefix``, sorted."""
+        return sorted(
+            k
+            for k, (_, _, item, n) in self.current.items()
+            if k.startswith(prefix) and item.entries[n][3] >= 0
+        )
+
+    def aging(self, before_stamp: int, skip: set[str]) -> list[tuple[str, int, PackItem, int]]:
+        """(key, version, item, entry) of the current values held in items stamped
+        before ``before_stamp``, but for ``skip`` (what is to be carried forward)."""
+        return [
+            (k, v, item, n)
+            for k, (v, _, item, n) in self.current.items()
+            if item.stamp < before_stamp and item.entries[n][3] >= 0 and k not in skip
+        ]
+
+    # --- blobs ---
+
+    def cached(self, ref: tuple[str, str]) -> bytes | None:
+        data = self._cache.get(ref)
+        if data is not None:
+            self._cache.move_to_end(ref)
+        return data
+
+    def cache(self, ref: tuple[str, str], data: bytes) -> None:
+        """Keep an item's decompressed data (least recently used ones go past 256 MB)."""
+        if ref in self._cache:
+            return
+        self._cache[ref] = data
+        self._cache_bytes += len(data)
+        while self._cache_bytes > _CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old)
+
+    def _drop_cached(self, ref: tuple[str, str]) -> None:
+        data = self._cache.pop(ref, None)
+        if data is not None:
+            self._cache_bytes -= len(data)
