@@ -27,7 +27,6 @@ is shown, not added: the floor takes the columnar path.
 from __future__ import annotations
 
 import argparse
-import io
 import sqlite3
 import tempfile
 import time
@@ -36,11 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from playpulse.events.codec import decode_stored
-from playpulse.lake.schema import payload_parse_options
+from playpulse.lake.schema import parse_payloads
 from playpulse.stream.sqlite import decode_record_batch
 
 #: Steps summed into the floor (``decode (msgspec)`` is shown beside them).
@@ -87,12 +85,7 @@ def _read_payloads(stream_path: Path) -> list[bytes]:
 
 
 def _parse(payloads: list[bytes]) -> pa.Table:
-    data = b"\n".join(payloads)
-    return pa_json.read_json(
-        io.BytesIO(data),
-        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
-        parse_options=payload_parse_options(),
-    )
+    return parse_payloads(payloads)
 
 
 def _insert_ids(path: Path, ids: list[str]) -> None:

@@ -199,14 +199,33 @@ _PAYLOAD_SCHEMA = pa.schema(
         ),
     ]
 )
-_PARSE = pa_json.ParseOptions(explicit_schema=_PAYLOAD_SCHEMA, unexpected_field_behavior="ignore")
+# Top-level times are read as text and cast afterwards: the reader's own timestamp
+# parsing cost about 0.3 us more per event (an eighth of the parse) for the same values.
+_TIMES = [f.name for f in _PAYLOAD_SCHEMA if pa.types.is_timestamp(f.type)]
+_PARSE = pa_json.ParseOptions(
+    explicit_schema=pa.schema(
+        [pa.field(f.name, pa.string()) if f.name in _TIMES else f for f in _PAYLOAD_SCHEMA]
+    ),
+    unexpected_field_behavior="ignore",
+)
 
 
-def payload_parse_options() -> pa_json.ParseOptions:
-    """pyarrow JSON reader options that parse stored event payloads (one JSON object per
-    line) into the lake's payload columns: the nested ``context`` and ``content`` as
-    structs, times as UTC timestamps (us), unknown fields ignored."""
-    return _PARSE
+def parse_payloads(payloads: Sequence[bytes]) -> pa.Table:
+    """Stored event payloads (:func:`playpulse.events.codec.validate_event`'s JSON, one
+    per item) as one Arrow table of the lake's payload columns: the nested ``context``
+    and ``content`` as structs, times as UTC timestamps (us), unknown fields ignored,
+    in one pass of pyarrow's JSON reader on one thread. Raises
+    :class:`pyarrow.ArrowInvalid` for a payload that is not an encoded event."""
+    data = b"\n".join(payloads)
+    parsed = pa_json.read_json(
+        io.BytesIO(data),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+        parse_options=_PARSE,
+    )
+    for name in _TIMES:
+        at = parsed.schema.get_field_index(name)
+        parsed = parsed.set_column(at, _PAYLOAD_SCHEMA.field(name), pc.cast(parsed[name], TS))
+    return parsed
 
 
 def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> pa.Table:
@@ -218,12 +237,7 @@ def events_table(entries: Sequence[tuple[EventBase, bytes, int, int, bool]]) -> 
     (free-form, kept as JSON text) come from the decoded events. Raises
     :class:`pyarrow.ArrowInvalid` for a payload that is not an encoded event.
     """
-    data = b"\n".join(raw for _, raw, _, _, _ in entries)
-    parsed = pa_json.read_json(
-        io.BytesIO(data),
-        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
-        parse_options=payload_parse_options(),
-    )
+    parsed = parse_payloads([e[1] for e in entries])
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name in ("context", "content"):
         nested = parsed[name].combine_chunks()
