@@ -202,10 +202,11 @@ class SQLiteStore(RealtimeStore):
     def _write(self, batch: StoreBatch, *, replace: bool) -> None:
         try:
             # Convert and check what Python can before the transaction starts.
-            amounts = [
-                (pk, sk, attr, float(amount))
+            increments = [
+                (pk, sk, attr, value)
                 for (pk, sk), attrs in batch.increments.items()
                 for attr, amount in attrs.items()
+                if (value := float(amount)) != 0
             ]
             ids = self._ids_memo
             self._ids_memo = {}
@@ -217,7 +218,6 @@ class SQLiteStore(RealtimeStore):
             ]
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise StoreError(f"invalid batch for {self.path}: {exc}") from exc
-        increments = [row for row in amounts if row[3] != 0]
         with self._lock:
             try:
                 with immediate_transaction(self._db):
@@ -271,25 +271,22 @@ class SQLiteStore(RealtimeStore):
         """See :meth:`RealtimeStore.dedup_expiries`. The ids computed here are kept until
         the next :meth:`apply` (a processor applies the keys it just looked up), which
         then does not compute them again."""
-        by_id: dict[int, list[str]] = {}
-        memo: dict[str, int] = {}
-        for key in event_ids:
-            ident = dedup_id(key)
-            memo[key] = ident
-            by_id.setdefault(ident, []).append(key)
-        ids = list(by_id)
-        found: dict[str, datetime] = {}
+        memo = {key: dedup_id(key) for key in event_ids}
+        ids = list(set(memo.values()))
+        hits: dict[int, int] = {}
         with self._lock:
             self._ids_memo = memo
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for ident, expires in self._db.execute(
-                    f"SELECT id, expires_at_us FROM dedup_ids WHERE id IN ({marks})", chunk
-                ):
-                    at = _from_us(expires)
-                    found.update((key, at) for key in by_id[ident])
-        return found
+                hits.update(
+                    self._db.execute(
+                        f"SELECT id, expires_at_us FROM dedup_ids WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
+        if not hits:
+            return {}
+        return {key: _from_us(hits[ident]) for key, ident in memo.items() if ident in hits}
 
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
         """See :meth:`RealtimeStore.states`."""
