@@ -51,6 +51,8 @@ _UTC_ZONE = ZoneInfo("UTC")
 
 def _require_aware(t: datetime, name: str = "t") -> datetime:
     """Return ``t`` in UTC; raise ``ValueError`` if it is naive."""
+    if t.tzinfo is UTC:  # the common case (decoded events are UTC): nothing to convert
+        return t
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime (UTC), got naive {t!r}")
     return t.astimezone(UTC)
