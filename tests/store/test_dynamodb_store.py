@@ -618,3 +618,59 @@ def test_a_batchs_states_cost_their_compressed_bytes_not_one_write_each(stores):
     assert store.estimated_units_by_kind["states"] < 30  # 1,000 states of 30 bytes
     assert store.estimated_write_units < 40  # with the journal, commit and offsets
     assert len(stores().state_keys("PLAY#0#")) == 1000
+
+
+# --- key registry ------------------------------------------------------------------------
+
+
+def test_scan_reads_the_key_registry_which_holds_each_key_about_once(stores, table):
+    writer, other = stores(), stores()
+    units: list[int] = []
+    for n in range(3):
+        batch = StoreBatch("p", offsets={0: n + 1})
+        for i in range(50):
+            batch.add(f"CONTENT#{i:02d}", "DAY#2026-11-21", plays=1)
+            batch.add(f"USER#{i:02d}", "DAY#2026-11-21", plays=1)
+        batch.add(f"CONTENT#new{n}", "DAY#2026-11-21", plays=1)
+        before = writer.estimated_units_by_kind.get("key registry", 0)
+        writer.apply(batch)
+        units.append(writer.estimated_units_by_kind["key registry"] - before)
+    # The first batch registers 101 keys; the next ones only their one new key.
+    assert units == [1, 1, 1]
+    registry = client("dynamodb").query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "~pp#KEYS#DAY#2026-11-21"}},
+    )["Items"]
+    assert len(registry) == 3
+    # Another store object registers what it writes only if the registry lacks it.
+    other.apply(StoreBatch("q", increments={("CONTENT#00", "DAY#2026-11-21"): {"plays": 1}}))
+    assert "key registry" not in other.estimated_units_by_kind
+
+    rows = other.scan("CONTENT#", "DAY#2026-11-21")
+    assert [pk for pk, _ in rows] == sorted(
+        [f"CONTENT#{i:02d}" for i in range(50)] + [f"CONTENT#new{n}" for n in range(3)]
+    )
+    assert rows[0] == ("CONTENT#00", {"plays": 4.0})
+    assert len(stores().scan("", "DAY#2026-11-21")) == 103
+    assert other.scan("USER#", "DAY#2026-11-22") == []
+
+
+def test_keys_registered_by_a_batch_that_never_came_are_skipped_by_scan(stores):
+    dying = stores()
+
+    def die_at_the_marker(model: Any, **kwargs: Any) -> None:
+        if model.name == "PutItem":
+            raise Crash("died after the registry")
+
+    dying._ddb.meta.events.register("before-call.dynamodb", die_at_the_marker)
+    batch = StoreBatch("p", offsets={0: 1})
+    batch.add("CONTENT#ghost", "TOTAL", plays=1)
+    with pytest.raises(StoreError):
+        dying.apply(batch)
+    restarted = stores()
+    assert restarted.scan("CONTENT#", "TOTAL") == []
+    retry = StoreBatch("p", offsets={0: 1})
+    retry.add("CONTENT#ghost", "TOTAL", plays=1)
+    restarted.apply(retry)
+    assert stores().scan("CONTENT#", "TOTAL") == [("CONTENT#ghost", {"plays": 1.0})]

@@ -3,9 +3,11 @@
 Table (:func:`create_table`): string keys ``pk`` (HASH) / ``sk`` (RANGE), on-demand
 billing, TTL on ``expires_at`` (epoch seconds), and two global secondary indexes:
 
-- ``by_sk`` (``_isk`` HASH, ``_ipk`` RANGE, all attributes): counter items only (a sparse
-  index: only they carry ``_isk`` / ``_ipk``, copies of ``sk`` / ``pk``), for
-  :meth:`DynamoDBStore.scan`;
+- ``by_sk`` (``_isk`` HASH, ``_ipk`` RANGE, all attributes): sparse, and no item this
+  version writes carries ``_isk`` / ``_ipk`` any more, so it stays empty and costs
+  nothing (every counter update written to it doubled the counters' write units;
+  :meth:`DynamoDBStore.scan` reads the key registry instead). It is still declared so
+  that the table matches the stack's template; it can go with the template's.
 - ``by_vendor`` (``vendor_pk`` HASH, ``sk`` RANGE): the shop's ``VENDOR#<id>`` /
   ``METRICS#<date>`` items under their vendor. ``PRODUCT#<id>`` items are not in it: a
   store batch names no product's vendor (the processor would have to pass it).
@@ -29,6 +31,13 @@ refused):
   numbers only 38). Each write is conditional on "absent or below this batch's
   position", so a batch applied twice, in whole or in part, adds nothing the second time.
   Positions must be integers in [0, 10**64).
+- key registry: the counter keys by sort key, for :meth:`DynamoDBStore.scan`: write-once
+  items ``~pp#KEYS#<sk>`` / ``<stamp>#<batch>`` holding the zlib-compressed JSON list
+  of the partition keys a batch wrote under ``sk`` that the writing store object did not
+  know to be registered (it loads a sort key's registry when it first writes under it),
+  written before the batch's marker; a key listed whose item never came is skipped.
+  :meth:`~DynamoDBStore.scan` is a Query on the registry then a (strongly consistent)
+  BatchGetItem of the keys listed.
 - sets: one item per member (``~pp#SET#<key>`` / ``m<member>``), counted with
   ``Query Select=COUNT``.
 - states: write-once **state packs** (:mod:`~playpulse.store.dynamodb_states`), never
@@ -68,7 +77,8 @@ most), so it is a redo journal over write-once packs:
 1. the consumer's pending journals of the batch's partitions are finished first, then a
    batch whose positions were all applied is a no-op (:func:`~.base.replayed`);
 2. the batch's states, with the live states carried forward (see states above), are
-   written as pack items under the batch's id (invisible: no commit item yet); then the
+   written as pack items under the batch's id (invisible: no commit item yet), and its
+   new counter keys to the key registry; then the
    rest of the batch (counters, members, dedup keys, offsets and the pack items' keys:
    no blobs), serialized and compressed, is written as journal chunks
    (``~pp#JOURNAL#<consumer>`` / ``C#<batch>#<n>``, under 350 KB each, removed by TTL
@@ -106,8 +116,8 @@ capacity units DynamoDB reported (``ReturnConsumedCapacity=TOTAL``);
 started KB, per item written and per index it is projected into), for endpoints that do
 not report them exactly.
 
-GSI reads are eventually consistent on DynamoDB: :meth:`~DynamoDBStore.scan` may miss a
-write of the last second there; every other read is strongly consistent.
+GSI reads are eventually consistent on DynamoDB: :meth:`~DynamoDBStore.vendor_items` may
+miss a write of the last second; every other read is strongly consistent.
 """
 
 from __future__ import annotations
@@ -154,6 +164,7 @@ _META_PK = "~pp#META"
 _DEDUP_PK = "~pp#DEDUP"
 _JOURNAL_PK = "~pp#JOURNAL#"
 _SET_PK = "~pp#SET#"
+_KEYS_PK = "~pp#KEYS#"
 _STATE_SHARDS = 8  # default; a table's own count is in its META LAYOUT item
 _LAYOUT_SK = "LAYOUT"
 _DEDUP_OPS_SK = "DEDUP_EXPIRED"
@@ -321,6 +332,7 @@ def _kind(pk: str) -> str:
     """What an item of partition key ``pk`` is, for the write unit counts."""
     for prefix, kind in (
         (_SET_PK, "members"),
+        (_KEYS_PK, "key registry"),
         (PACK_PK, "states"),
         (COMMIT_PK, "commits"),
         (_JOURNAL_PK, "journal"),
@@ -475,8 +487,8 @@ def table_properties() -> dict[str, Any]:
     """The store table's key schema, attribute definitions, billing mode and GSIs, in the
     shape both ``CreateTable`` and a CloudFormation ``AWS::DynamoDB::Table`` take (add
     ``TimeToLiveSpecification``: attribute ``expires_at``). The ``by_sk`` index is
-    sparse on ``_isk`` / ``_ipk`` (counter items only), so state, member, dedup and
-    journal writes cost no index write units."""
+    sparse on ``_isk`` / ``_ipk``, which no item carries any more (the module
+    docstring): it stays empty."""
     strings = ["pk", "sk", "_isk", "_ipk", VENDOR_KEY]
     return {
         "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in strings],
@@ -662,6 +674,8 @@ class DynamoDBStore(RealtimeStore):
         self.pack_ttl = pack_ttl
         self.carry_age = carry_age
         self._states = StateIndex()
+        self._keys_lock = threading.Lock()
+        self._known_keys: dict[str, set[str]] = {}  # sort key -> pks in the key registry
         self._closed = False
         layout = self._get_item(_META_PK, _LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
@@ -754,7 +768,7 @@ class DynamoDBStore(RealtimeStore):
                 )
 
     def _batch_get(
-        self, keys: list[dict[str, Any]], projection: str, names: dict[str, str]
+        self, keys: list[dict[str, Any]], projection: str | None, names: dict[str, str]
     ) -> list[dict[str, Any]]:
         """BatchGetItem (consistent) in chunks of 100 (on the pool), retrying
         UnprocessedKeys. Not for pool tasks (it waits on the pool)."""
@@ -768,18 +782,16 @@ class DynamoDBStore(RealtimeStore):
         return [item for part in found for item in part]
 
     def _batch_get_one(
-        self, chunk: Sequence[dict[str, Any]], projection: str, names: dict[str, str]
+        self, chunk: Sequence[dict[str, Any]], projection: str | None, names: dict[str, str]
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if chunk:
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": list(chunk),
-                    "ConsistentRead": True,
-                    "ProjectionExpression": projection,
-                    "ExpressionAttributeNames": names,
-                }
-            }
+            spec: dict[str, Any] = {"Keys": list(chunk), "ConsistentRead": True}
+            if projection:
+                spec["ProjectionExpression"] = projection
+            if names:
+                spec["ExpressionAttributeNames"] = names
+            request: dict[str, Any] = {self.table: spec}
             delay = 0.05
             for _ in range(_RETRIES * 4):
                 response = self._call("batch_get_item", RequestItems=request)
@@ -835,6 +847,7 @@ class DynamoDBStore(RealtimeStore):
             return
         self._check_sums(prep)
         self._write_packs(prep)
+        self._register_keys(prep)
         self._journal(prep)
         self._redo(prep)
 
@@ -884,6 +897,45 @@ class DynamoDBStore(RealtimeStore):
                 self._states.cache((pk, sk), raw)
         prep.pack_expires = expires
         self._batch_write(requests)
+
+    def _register_keys(self, prep: _Prepared) -> None:
+        """Step 2b: the batch's counter keys that the key registry may not hold yet, one
+        write-once item per sort key (``~pp#KEYS#<sk>`` / ``<stamp>#<batch>``). This
+        object remembers what it registered or read there, so a key is registered about
+        once. Written before the counters (a listed key whose item never came is skipped
+        by :meth:`scan`)."""
+        by_sk: dict[str, set[str]] = {}
+        for pk, sk, _ in prep.counters:
+            by_sk.setdefault(sk, set()).add(pk)
+        with self._keys_lock:
+            unknown = [sk for sk in by_sk if sk not in self._known_keys]
+        loaded: dict[str, set[str]] = {}
+
+        def load(sk: str) -> None:
+            loaded[sk] = self._registered_pks(sk)
+
+        self._parallel(load, unknown)
+        with self._keys_lock:
+            for sk, pks in loaded.items():
+                self._known_keys.setdefault(sk, set()).update(pks)
+            new = {sk: pks - self._known_keys[sk] for sk, pks in by_sk.items()}
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": _KEYS_PK + sk},
+                        "sk": {"S": f"{prep.stamp:0{_STAMP_WIDTH}d}#{prep.batch_id}"},
+                        "k": {"B": zlib.compress(json.dumps(sorted(pks)).encode(), 6)},
+                    }
+                }
+            }
+            for sk, pks in new.items()
+            if pks
+        ]
+        self._batch_write(requests)
+        with self._keys_lock:
+            for sk, pks in new.items():
+                self._known_keys[sk].update(pks)
 
     def _commit_packs(self, prep: _Prepared, fenced: bool) -> None:
         """Step 3's last write: the commit item that makes the batch's pack items visible
@@ -1033,14 +1085,15 @@ class DynamoDBStore(RealtimeStore):
             names[f"#a{i}"] = attr
             values[f":a{i}"] = _number(amount)
             adds.append(f"#a{i} :a{i}")
-        _index_attributes(pk, sk, sets, names, values)
+        _vendor_attribute(pk, sets, names, values)
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
-        size_item = {**key, **{a: _number(v) for a, v in attrs.items()}, "_isk": key["sk"]}
+        size_item = {**key, **{a: _number(v) for a, v in attrs.items()}}
         if pk.startswith("VENDOR#"):
             size_item[VENDOR_KEY] = key["pk"]
+        update = f"ADD {', '.join(adds)}" + (f" SET {', '.join(sets)}" if sets else "")
         kwargs: dict[str, Any] = {
             "Key": key,
-            "UpdateExpression": f"ADD {', '.join(adds)} SET {', '.join(sets)}",
+            "UpdateExpression": update,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
@@ -1083,7 +1136,7 @@ class DynamoDBStore(RealtimeStore):
                 else:
                     values[f":o{i}"] = old
                     conds.append(f"#a{i} = :o{i}")
-            _index_attributes(pk, sk, sets, names, values)
+            _vendor_attribute(pk, sets, names, values)
             key = {"pk": {"S": pk}, "sk": {"S": sk}}
             try:
                 self._write(
@@ -1169,10 +1222,11 @@ class DynamoDBStore(RealtimeStore):
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "ProjectionExpression": "pk, sk",
-            "FilterExpression": "attribute_exists(#isk) OR begins_with(pk, :set) "
-            "OR begins_with(pk, :pack) OR pk = :commit",
-            "ExpressionAttributeNames": {"#isk": "_isk"},
+            "FilterExpression": "NOT begins_with(pk, :internal) OR begins_with(pk, :set) "
+            "OR begins_with(pk, :pack) OR pk = :commit OR begins_with(pk, :keys)",
             "ExpressionAttributeValues": {
+                ":internal": {"S": _INTERNAL},
+                ":keys": {"S": _KEYS_PK},
                 ":set": {"S": _SET_PK},
                 ":pack": {"S": PACK_PK},
                 ":commit": {"S": COMMIT_PK},
@@ -1188,7 +1242,10 @@ class DynamoDBStore(RealtimeStore):
         self._parallel(lambda chunk: self._batch_write(list(chunk)), list(_chunks(deletes, 25)))
         with self._states.lock:
             self._states.reset()
+        with self._keys_lock:
+            self._known_keys.clear()
         self._write_packs(prep)
+        self._register_keys(prep)
         self._redo(prep, fenced=False)
         if prep.offsets:
             key = {"pk": {"S": _OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
@@ -1415,8 +1472,9 @@ class DynamoDBStore(RealtimeStore):
         """See :meth:`RealtimeStore.item`."""
         if not pk or not sk or not _storable(pk) or not _storable(sk):
             return {}
-        got = self._get_item(pk, sk)
-        return _user_attrs(got) if "_isk" in got else {}
+        if pk.startswith(_INTERNAL):
+            return {}
+        return _user_attrs(self._get_item(pk, sk))
 
     def items(self, pk: str, sk_prefix: str = "") -> list[tuple[str, dict[str, float]]]:
         """See :meth:`RealtimeStore.items` (a Query on the table)."""
@@ -1434,32 +1492,45 @@ class DynamoDBStore(RealtimeStore):
             ConsistentRead=True,
         ):
             attrs = _user_attrs(item)
-            if "_isk" in item and attrs:
+            if attrs and not pk.startswith(_INTERNAL):
                 out.append((item["sk"]["S"], attrs))
         return out
 
     def scan(self, pk_prefix: str, sk: str) -> list[tuple[str, dict[str, float]]]:
-        """See :meth:`RealtimeStore.scan` (a Query on the ``by_sk`` index)."""
+        """See :meth:`RealtimeStore.scan`: the partition keys the key registry lists
+        under ``sk`` (a Query), then their items (BatchGetItem, strongly consistent)."""
         if not sk or not _storable(sk) or not _storable(pk_prefix):
             return []
-        condition = "#isk = :sk"
-        values: dict[str, Any] = {":sk": {"S": sk}}
-        names = {"#isk": "_isk"}
-        if pk_prefix:
-            condition += " AND begins_with(#ipk, :p)"
-            values[":p"] = {"S": pk_prefix}
-            names["#ipk"] = "_ipk"
+        pks = sorted(
+            pk
+            for pk in self._registered_pks(sk)
+            if pk.startswith(pk_prefix) and not pk.startswith(_INTERNAL)
+        )
+        keys = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk in pks]
+        found = self._batch_get(keys, None, {}) if keys else []
         out = []
-        for item in self._query(
-            IndexName="by_sk",
-            KeyConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        ):
+        for item in found:
             attrs = _user_attrs(item)
             if attrs:
                 out.append((item["pk"]["S"], attrs))
-        return out
+        return sorted(out, key=lambda row: row[0])
+
+    def _registered_pks(self, sk: str) -> set[str]:
+        """Every partition key the key registry holds for sort key ``sk``."""
+        pks: set[str] = set()
+        for item in self._query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": _KEYS_PK + sk}},
+            ConsistentRead=True,
+        ):
+            try:
+                pks.update(json.loads(zlib.decompress(item["k"]["B"])))
+            except (zlib.error, ValueError) as exc:
+                raise StoreError(
+                    f"key registry item {sk!r}/{item['sk']['S']} in {self.table!r} does "
+                    f"not decode: {exc}"
+                ) from exc
+        return pks
 
     def vendor_items(
         self, vendor_pk: str, sk_prefix: str = ""
@@ -1520,15 +1591,12 @@ def _decode_ops(item: dict[str, Any]) -> list[tuple[str, int]]:
     return [(str(c), int(b)) for c, b in json.loads(raw)] if raw else []
 
 
-def _index_attributes(
-    pk: str, sk: str, sets: list[str], names: dict[str, str], values: dict[str, Any]
+def _vendor_attribute(
+    pk: str, sets: list[str], names: dict[str, str], values: dict[str, Any]
 ) -> None:
-    """Add to an update expression's parts the attributes that put a counter item in
-    the sparse ``by_sk`` index (``_isk``, ``_ipk``) and a ``VENDOR#`` item in
-    ``by_vendor``."""
-    sets += ["#isk = :sk", "#ipk = :pk"]
-    names.update({"#isk": "_isk", "#ipk": "_ipk"})
-    values.update({":sk": {"S": sk}, ":pk": {"S": pk}})
+    """Add to an update expression's parts the attribute that puts a ``VENDOR#`` item in
+    the ``by_vendor`` index."""
     if pk.startswith("VENDOR#"):
-        sets.append("#v = :pk")
+        sets.append("#v = :vpk")
         names["#v"] = VENDOR_KEY
+        values[":vpk"] = {"S": pk}
