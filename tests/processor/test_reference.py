@@ -23,6 +23,7 @@ environment variable away.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -570,6 +571,28 @@ def process_as_group(root: Path, processors: int, options: ProcessorOptions) -> 
         raise errors[0]
 
 
+@functools.cache
+def workload() -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """The simulated records (actor, payload) and the edge plays' records, validated
+    once for every variant of the module (about 5 s each time)."""
+    records: list[tuple[str, bytes]] = []
+    max_occurred = last_received = datetime.min.replace(tzinfo=UTC)
+    for simulated in simulate(
+        SimulationConfig(seed=SEED, max_events=MAX_EVENTS)
+    ):  # default fault rates
+        accepted = validate_event(json.dumps(simulated.payload), simulated.received_at)
+        max_occurred = max(max_occurred, accepted.event.occurred_at)
+        last_received = simulated.received_at
+        records.append((accepted.event.actor_id, accepted.payload))
+    # The tail plays must hold their partition's newest event time.
+    assert max_occurred > EDGE_START + timedelta(hours=len(EDGES) + 1)
+    received = max(last_received, max_occurred) + timedelta(minutes=5)
+    edge = [
+        validate_event(json.dumps(e), received) for e in edge_workload(max_occurred, received, SEED)
+    ]
+    return records, [(a.event.actor_id, a.payload) for a in edge]
+
+
 @pytest.fixture(
     scope="module",
     params=[(1, "sqlite"), (2, "sqlite"), (3, "sqlite"), (1, "memory"), (1, "lambda")],
@@ -592,32 +615,13 @@ def run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     else:
         stream = MemoryStream(num_partitions=4)
         store = MemoryStore()
-    chunk: list[tuple[str, bytes]] = []
-    appended = 0
-    max_occurred = last_received = datetime.min.replace(tzinfo=UTC)
-    for simulated in simulate(
-        SimulationConfig(seed=SEED, max_events=MAX_EVENTS)
-    ):  # default fault rates
-        accepted = validate_event(json.dumps(simulated.payload), simulated.received_at)
-        max_occurred = max(max_occurred, accepted.event.occurred_at)
-        last_received = simulated.received_at
-        chunk.append((accepted.event.actor_id, accepted.payload))
-        if len(chunk) == 500:  # like the collector: one append per request-sized chunk
-            stream.append(chunk)
-            appended += len(chunk)
-            chunk = []
-    if chunk:
-        stream.append(chunk)
-        appended += len(chunk)
+    records, edge_records = workload()
+    for i in range(0, len(records), 500):  # like the collector: one append per request
+        stream.append(records[i : i + 500])
+    appended = len(records)
     assert appended >= MIN_EVENTS
-    # The tail plays must hold their partition's newest event time.
-    assert max_occurred > EDGE_START + timedelta(hours=len(EDGES) + 1)
-    received = max(last_received, max_occurred) + timedelta(minutes=5)
-    edge = [
-        validate_event(json.dumps(e), received) for e in edge_workload(max_occurred, received, SEED)
-    ]
-    for i in range(0, len(edge), 50):
-        stream.append([(a.event.actor_id, a.payload) for a in edge[i : i + 50]])
+    for i in range(0, len(edge_records), 50):
+        stream.append(edge_records[i : i + 50])
 
     lake = LakeWriter(root / "lake", SCHEMAS)
     quarantine = QuarantineStore(root / "quarantine.db")
