@@ -21,7 +21,10 @@ Priced at AWS's published on-demand rates for us-east-1 (``--wru-usd``, ``--put-
 ``--invoke-usd``): DynamoDB $0.625 per million write request units, S3 $0.005 per 1,000
 PUTs, Lambda $0.20 per million requests (duration not included).
 
-    python bench/aws.py --events 100000 --batch-size 1000 --write-docs
+    python bench/aws.py --events 100000 --write-docs
+
+The Lambda batch size defaults to the stack template's (``StackOptions().batch_size``),
+so the figures are those of the deployed stack.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.pat
 from playpulse.aws.clients import client
 from playpulse.aws.processor_handler import KinesisBatchHandler
 from playpulse.aws.runner import EventSourceRunner, MappingOptions
+from playpulse.aws.template import StackOptions
 from playpulse.config import Settings
 from playpulse.lake.factory import open_lake
 from playpulse.quarantine.store import QuarantineStore
@@ -219,7 +223,12 @@ def report(c: Costs, wru_usd: float, put_usd: float, invoke_usd: float) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=1000, help="Lambda BatchSize")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=StackOptions().batch_size,
+        help="Lambda BatchSize (default: the stack template's)",
+    )
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--naive-sample", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -237,7 +246,12 @@ def main() -> None:
             "## AWS cost per event (bench/aws.py)",
             "",
             f"Machine: {machine()}. Kinesis, DynamoDB and S3 on moto in server mode; "
-            f"{args.shards} shards, Lambda batch size {args.batch_size}.",
+            f"{args.shards} shards, Lambda batch size {args.batch_size}"
+            + (
+                " (the stack template's default)."
+                if args.batch_size == StackOptions().batch_size
+                else " (not the stack template's default)."
+            ),
             "",
             *lines,
             *command_lines(command),

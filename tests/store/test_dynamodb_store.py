@@ -674,3 +674,18 @@ def test_keys_registered_by_a_batch_that_never_came_are_skipped_by_scan(stores):
     retry.add("CONTENT#ghost", "TOTAL", plays=1)
     restarted.apply(retry)
     assert stores().scan("CONTENT#", "TOTAL") == [("CONTENT#ghost", {"plays": 1.0})]
+
+
+def test_a_store_object_does_not_put_again_the_members_it_put(stores):
+    store, other = stores(), stores()
+    puts: list[int] = []
+    for n in range(3):
+        batch = StoreBatch("p", offsets={0: n + 1})
+        batch.members |= {("U#title", f"u{i}") for i in range(40)} | {("U#title", f"v{n}")}
+        before = store.estimated_units_by_kind.get("members", 0)
+        store.apply(batch)
+        puts.append(store.estimated_units_by_kind["members"] - before)
+    assert puts == [41, 1, 1]
+    other.apply(StoreBatch("q", members={("U#title", "u0"), ("U#title", "w")}))
+    assert other.estimated_units_by_kind["members"] == 2  # it knows none of them
+    assert stores().count_members("U#title") == 44

@@ -26,7 +26,7 @@ def template(
     shards: Annotated[int, typer.Option(min=1, help="Kinesis shards.")] = 2,
     batch_size: Annotated[
         int, typer.Option(min=1, max=10_000, help="Records per processor invocation.")
-    ] = 500,
+    ] = 1000,
     cold_storage_days: Annotated[
         int, typer.Option(min=0, help="Days before lake objects move to STANDARD_IA.")
     ] = 30,
@@ -93,7 +93,7 @@ def deploy(
     shards: Annotated[int, typer.Option(min=1, help="Kinesis shards.")] = 2,
     batch_size: Annotated[
         int, typer.Option(min=1, max=10_000, help="Records per processor invocation.")
-    ] = 500,
+    ] = 1000,
 ) -> None:
     """Create or update the stack and wait for it; then create what CloudFormation did
     not (on emulators), and print the stack's PLAYPULSE_STREAM_URL, PLAYPULSE_STORE_URL

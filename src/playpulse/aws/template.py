@@ -89,7 +89,13 @@ class StackOptions:
     - ``retention_hours``: Kinesis retention (24 to 8760);
     - ``batch_size`` (1 to 10,000 records), ``batching_window_s`` (0 to 300 s),
       ``max_retry_attempts`` (0 to 10,000) and ``max_record_age_s`` (-1 or 60 to 604,800)
-      of the event source mapping;
+      of the event source mapping. The defaults, 1,000 records within 1 s, are the most
+      a shard delivers in the 1 s the latency alarm allows (a shard takes at most 1,000
+      records a second): a batch's DynamoDB write units are about one per counter item
+      and state KB it touches, so bigger batches cost fewer units per event (about 0.40
+      at 1,000 on the simulated workload, about 0.3 at 5,000: docs/benchmarks.md) but
+      wait longer to fill (a 5 s window: events reach the store up to 5 s later, past
+      the 1 s alarm); a Lambda event is at most 6 MB, about 5,000 records of 600 bytes;
     - ``cold_storage_days`` / ``cold_storage_class``: when and where the lake's objects
       move (``STANDARD_IA`` needs at least 30 days, ``GLACIER_IR`` 1);
     - ``runtime``, ``*_memory_mb``, ``*_timeout_s``: the functions;
@@ -105,7 +111,7 @@ class StackOptions:
     name_prefix: str = "playpulse"
     shard_count: int = 2
     retention_hours: int = 24
-    batch_size: int = 500
+    batch_size: int = 1000
     batching_window_s: int = 1
     max_retry_attempts: int = 5
     max_record_age_s: int = 86_400

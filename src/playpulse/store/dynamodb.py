@@ -38,7 +38,8 @@ refused):
   written before the batch's marker; a key listed whose item never came is skipped.
   :meth:`~DynamoDBStore.scan` is a Query on the registry then a (strongly consistent)
   BatchGetItem of the keys listed.
-- sets: one item per member (``~pp#SET#<key>`` / ``m<member>``), counted with
+- sets: one item per member (``~pp#SET#<key>`` / ``m<member>``; a store object does not
+  put again a member it put before, remembering up to 300,000), counted with
   ``Query Select=COUNT``.
 - states: write-once **state packs** (:mod:`~playpulse.store.dynamodb_states`), never
   one item per key: each batch writes its states and deletes (tombstones) packed and
@@ -177,6 +178,7 @@ _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
 _MAX_BLOB = 380_000
 _JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
 _DEDUP_TTL_MARGIN = timedelta(days=2)
+_KNOWN_MEMBERS = 300_000  # set members a store object remembers having put
 _LOOKBACK_US = 60_000_000
 _MIN_N, _MAX_N = 1e-120, 1e120
 VENDOR_KEY = "vendor_pk"
@@ -676,6 +678,7 @@ class DynamoDBStore(RealtimeStore):
         self._states = StateIndex()
         self._keys_lock = threading.Lock()
         self._known_keys: dict[str, set[str]] = {}  # sort key -> pks in the key registry
+        self._known_members: set[tuple[str, str]] = set()  # (set key, member) put
         self._closed = False
         layout = self._get_item(_META_PK, _LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
@@ -846,10 +849,17 @@ class DynamoDBStore(RealtimeStore):
         if replayed(batch, self._read_offsets(prep.consumer)):
             return
         self._check_sums(prep)
+        with self._keys_lock:  # members this object put before are not put again
+            added = prep.members
+            prep.members = [m for m in added if m not in self._known_members]
         self._write_packs(prep)
         self._register_keys(prep)
         self._journal(prep)
         self._redo(prep)
+        with self._keys_lock:
+            if len(self._known_members) + len(added) > _KNOWN_MEMBERS:
+                self._known_members.clear()
+            self._known_members.update(added)
 
     def _check_sums(self, prep: _Prepared) -> None:
         """Refuse, before writing, an infinite amount added to the opposite infinity."""
@@ -1244,6 +1254,7 @@ class DynamoDBStore(RealtimeStore):
             self._states.reset()
         with self._keys_lock:
             self._known_keys.clear()
+            self._known_members.clear()
         self._write_packs(prep)
         self._register_keys(prep)
         self._redo(prep, fenced=False)
