@@ -456,8 +456,9 @@ class _Partition:
             if state.contribution:
                 old = aggregate.from_rows(state.contribution)
                 _merge(out.batch, aggregate.diff(contribution, old))
+                rows = aggregate.to_rows(contribution)
             else:  # a new play (the common case of big batches): nothing to retract
-                _merge_nonzero(out.batch, contribution)
+                rows = _merge_nonzero(out.batch, contribution)
             if live:
                 _add_listeners(summary, builder.days, out.batch)
             closed = is_closed(summary, now, opts.idle_timeout)
@@ -465,7 +466,7 @@ class _Partition:
             if closed and changed:
                 out.play_rows.append(play_row(summary, batch.records[-1].offset))
                 out.stats.plays_finished += 1
-            state.contribution = aggregate.to_rows(contribution)
+            state.contribution = rows
             state.last_us = _us(summary.ended_at)
             state.closed = closed
             state.user = summary.user_id
@@ -731,9 +732,11 @@ def _merge(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
         batch.add(pk, sk, **attrs)
 
 
-def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> None:
-    """:func:`_merge` of ``diff(contribution, {})``: the non-zero amounts only."""
+def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> list[list[object]]:
+    """:func:`_merge` of ``diff(contribution, {})`` (the non-zero amounts only), and
+    ``aggregate.to_rows(contribution)``, in one pass."""
     increments = batch.increments
+    rows: list[list[object]] = []
     for item, attrs in contribution.items():
         target = None
         for name, value in attrs.items():
@@ -741,6 +744,8 @@ def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> N
                 if target is None:
                     target = increments[item]
                 target[name] += value
+                rows.append([item[0], item[1], name, value])
+    return rows
 
 
 __all__ = [
