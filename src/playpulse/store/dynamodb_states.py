@@ -12,25 +12,31 @@ together, never one item per key:
   value), ``d`` the zlib-compressed concatenation of the blobs (at most about 350 KB of
   header and blobs an item before compression), ``expires_at`` the pack's TTL: its stamp
   plus :data:`PACK_TTL`.
-- **commit items** ``~pp#SCOMMIT`` / ``<commit stamp>#<batch>`` (with the same TTL):
-  a batch's packs are visible only once its commit item exists, so the packs of a batch
-  that never committed (a crash before its marker) are ignored.
+- **commit items** ``~pp#SCOMMIT`` / ``<commit stamp>#<batch>`` (``p``: the JSON list of
+  the batch's pack item keys; the packs' TTL): a batch's packs are visible only once its
+  commit item exists, so the packs of a batch that never committed (a crash before its
+  marker, a zombie overtaken) are never read. A redo may write a second commit item for
+  a batch: readers take its packs once.
 
-Readers (:class:`StateIndex`) keep an in-memory index key -> (version, pack item,
-entry): loaded in full when first needed (every commit, then the headers of every pack
-item, with a projection that leaves the blobs out), then by querying the commit and pack
-items stamped since the last load less a 60 s look-back for concurrent writers. The
-current value of a key is its entry of the highest version (then of the newest pack);
-a tombstone hides it. Blobs are read from the pack items when asked for (BatchGetItem),
-and the decompressed items are cached (256 MB at most).
+Readers (:class:`StateIndex`) keep an in-memory index key -> (version, pack stamp, pack
+item, entry): loaded in full when first needed (every commit item, then the headers of
+the pack items they list, read with a projection that leaves the blobs out), then by
+querying the commit items stamped since the last load less a 60 s look-back for
+concurrent writers. The current value of a key is its entry of the highest version
+(then of the newest pack); a tombstone hides it. Blobs are read from the pack items when
+asked for (BatchGetItem) and the decompressed items are cached (256 MB at most); a
+writer caches the items it writes.
 
 Expiry: TTL deletes cost no write units. Every apply carries the still-live entries of
 pack items older than :data:`CARRY_AGE` into its own pack with their original versions
 (entries of any writer: a key that many writers carry is only written more than once),
-so nothing live expires while batches keep coming. Tombstones are never carried: every
-value a tombstone hides is in an older pack, which expires before it. A table to which
-no batch is applied for ``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Readers
-ignore pack items past their TTL whether DynamoDB has deleted them yet or not.
+so nothing live expires while batches keep coming; a table to which no batch is applied
+for ``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Each live state is so written
+again every two days: long-lived keys (a user's ``LIVE#`` / ``UWM#``) cost their
+compressed bytes in write units that often, and a cold start reads up to 10 days of
+pack items. Tombstones are never carried: every value a tombstone hides is in an older
+pack, which expires before it. Readers ignore pack items past their TTL whether
+DynamoDB has deleted them yet or not.
 
 One writer per key at a time is assumed for carried entries: a key written while a
 concurrent writer carries its older value keeps the higher version, but a carried value
