@@ -88,6 +88,23 @@ def test_reopening_the_file_keeps_everything(tmp_path):
         reopened.close()
 
 
+def assert_dedup_keys_migrated(path: Path, keys: list[str], old_tables: set[str]) -> None:
+    """Opening ``path`` moved its old dedup keys (``keys[i]`` expiring at T0 + i us) into
+    the store's ids and dropped ``old_tables``; migrated keys expire like new ones, and
+    new keys are added beside them."""
+    store = SQLiteStore(path)
+    try:
+        expiries = store.dedup_expiries([*keys, "never-applied"])
+        assert expiries == {k: T0 + i * timedelta(microseconds=1) for i, k in enumerate(keys)}
+        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_schema")}
+        assert tables.isdisjoint(old_tables)
+        store.apply(StoreBatch("proc", dedup=[("new", T0 + timedelta(days=1))]))
+        assert store.expire_dedup(T0 + 10 * timedelta(microseconds=1)) == 10
+        assert store.seen([keys[9], keys[10], "new"]) == {keys[10], "new"}
+    finally:
+        store.close()
+
+
 def test_text_dedup_keys_of_an_older_file_are_migrated_to_ids(tmp_path):
     # A file as written before dedup keys became digests: table ``dedup`` with text keys.
     path = tmp_path / "store.db"
@@ -102,18 +119,7 @@ def test_text_dedup_keys_of_an_older_file_are_migrated_to_ids(tmp_path):
     old.commit()
     old.close()
 
-    store = SQLiteStore(path)
-    try:
-        expiries = store.dedup_expiries([*keys, "never-applied"])
-        assert expiries == {k: T0 + i * timedelta(microseconds=1) for i, k in enumerate(keys)}
-        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_schema")}
-        assert tables.isdisjoint({"dedup", "dedup_by_expiry"})
-        # Migrated keys expire like new ones, and new keys are added beside them.
-        store.apply(StoreBatch("proc", dedup=[("new", T0 + timedelta(days=1))]))
-        assert store.expire_dedup(T0 + 10 * timedelta(microseconds=1)) == 10
-        assert store.seen([keys[9], keys[10], "new"]) == {keys[10], "new"}
-    finally:
-        store.close()
+    assert_dedup_keys_migrated(path, keys, {"dedup", "dedup_by_expiry"})
     # Opening it again finds nothing left to migrate and keeps everything.
     again = SQLiteStore(path)
     try:
@@ -183,17 +189,7 @@ def test_digest_dedup_keys_of_an_older_file_are_migrated_to_ids(tmp_path):
     old.commit()
     old.close()
 
-    store = SQLiteStore(path)
-    try:
-        expiries = store.dedup_expiries([*keys, "never-applied"])
-        assert expiries == {k: T0 + i * timedelta(microseconds=1) for i, k in enumerate(keys)}
-        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_schema")}
-        assert tables.isdisjoint({"dedup_digests", "dedup_digests_by_expiry"})
-        store.apply(StoreBatch("proc", dedup=[("new", T0 + timedelta(days=1))]))
-        assert store.expire_dedup(T0 + 10 * timedelta(microseconds=1)) == 10
-        assert store.seen([keys[9], keys[10], "new"]) == {keys[10], "new"}
-    finally:
-        store.close()
+    assert_dedup_keys_migrated(path, keys, {"dedup_digests", "dedup_digests_by_expiry"})
 
 
 def test_two_store_objects_on_one_file_see_each_others_batches(tmp_path):
