@@ -147,14 +147,9 @@ from playpulse.store.dynamodb_states import (
     COMMIT_PK,
     PACK_PK,
     PACK_TTL,
-    Entry,
+    PackIO,
     PackItem,
-    StateIndex,
-    batch_of,
-    decode_header,
-    encode_packs,
-    pack_shard,
-    pack_sk,
+    StatePacks,
 )
 
 T = TypeVar("T")
@@ -675,7 +670,6 @@ class DynamoDBStore(RealtimeStore):
         #: TTL of state pack items, and the age from which their live states are carried.
         self.pack_ttl = pack_ttl
         self.carry_age = carry_age
-        self._states = StateIndex()
         self._keys_lock = threading.Lock()
         self._known_keys: dict[str, set[str]] = {}  # sort key -> pks in the key registry
         self._known_members: set[tuple[str, str]] = set()  # (set key, member) put
@@ -683,6 +677,13 @@ class DynamoDBStore(RealtimeStore):
         layout = self._get_item(_META_PK, _LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
         self.state_shards = int(layout.get("state_shards", {}).get("N", _STATE_SHARDS))
+        self._packs = StatePacks(
+            self.table,
+            PackIO(self._batch_write, self._batch_get, self._query),
+            self.state_shards,
+            pack_ttl,
+            carry_age,
+        )
 
     # --- low-level calls ---
 
@@ -877,36 +878,13 @@ class DynamoDBStore(RealtimeStore):
 
     def _write_packs(self, prep: _Prepared) -> None:
         """Step 2a: the batch's states, and the live states of pack items older than
-        ``carry_age`` (with their own versions), in write-once pack items with a TTL;
-        invisible until step 3 commits them."""
-        cutoff = prep.stamp - self.carry_age // _US
-        self._refresh_states()
-        with self._states.lock:
-            aging = self._states.aging(cutoff, {key for key, _ in prep.states})
-        carried = self._blobs([(key, item, n) for key, _, item, n in aging])
-        entries = [Entry(key, prep.stamp, blob) for key, blob in prep.states]
-        entries += [Entry(key, version, carried[key]) for key, version, _, _ in aging]
-        if not entries:
-            return
-        expires = (prep.stamp + self.pack_ttl // _US) // 1_000_000
-        requests = []
-        for n, (head, data, header, raw) in enumerate(encode_packs(entries)):
-            pk = pack_shard(prep.batch_id, n, self.state_shards)
-            sk = pack_sk(prep.stamp, prep.batch_id, n)
-            item = {
-                "pk": {"S": pk},
-                "sk": {"S": sk},
-                "h": {"B": head},
-                "d": {"B": data},
-                "expires_at": {"N": str(expires)},
-            }
-            requests.append({"PutRequest": {"Item": item}})
-            prep.packs.append((pk, sk))
-            prep.pack_items.append(PackItem(pk, sk, prep.batch_id, prep.stamp, expires, header))
-            with self._states.lock:
-                self._states.cache((pk, sk), raw)
-        prep.pack_expires = expires
-        self._batch_write(requests)
+        ``carry_age``, in write-once pack items with a TTL (invisible until step 3
+        commits them; :meth:`StatePacks.write`)."""
+        written = self._packs.write(prep.stamp, prep.batch_id, prep.states)
+        if written is not None:
+            prep.packs = [item.ref for item in written]
+            prep.pack_items = written
+            prep.pack_expires = written[0].expires
 
     def _register_keys(self, prep: _Prepared) -> None:
         """Step 2b: the batch's counter keys that the key registry may not hold yet, one
@@ -964,8 +942,7 @@ class DynamoDBStore(RealtimeStore):
             "expires_at": {"N": str(prep.pack_expires)},
         }
         self._write("put_item", item, Item=item)
-        with self._states.lock:
-            self._states.commit(prep.batch_id, prep.pack_expires, prep.pack_items)
+        self._packs.committed(prep.batch_id, prep.pack_expires, prep.pack_items)
 
     def _journal(self, prep: _Prepared) -> None:
         """Steps 2: the batch's chunks, then its marker."""
@@ -1250,8 +1227,7 @@ class DynamoDBStore(RealtimeStore):
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         self._parallel(lambda chunk: self._batch_write(list(chunk)), list(_chunks(deletes, 25)))
-        with self._states.lock:
-            self._states.reset()
+        self._packs.reset()
         with self._keys_lock:
             self._known_keys.clear()
             self._known_members.clear()
@@ -1385,99 +1361,19 @@ class DynamoDBStore(RealtimeStore):
                 return self._apply_ops([(cut, before_us)])
         raise StoreError(f"expire_dedup on {self.table!r}: too many concurrent writers")
 
-    def _refresh_states(self) -> None:
-        """Load the commit items written since the last load (all of them the first
-        time) and the headers of the pack items they make visible."""
-        idx = self._states
-        with idx.lock:
-            condition = "pk = :pk"
-            values: dict[str, Any] = {":pk": {"S": COMMIT_PK}}
-            if idx.full:
-                since = max(idx.commit_upto - _LOOKBACK_US, 0)
-                condition += " AND sk > :since"
-                values[":since"] = {"S": f"{since:0{_STAMP_WIDTH}d}"}
-            now = time.time()
-            commits: list[tuple[str, int, list[tuple[str, str]]]] = []
-            for item in self._query(
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ConsistentRead=True,
-            ):
-                stamp, batch = batch_of(item["sk"]["S"])
-                idx.commit_upto = max(idx.commit_upto, stamp)
-                expires = int(item["expires_at"]["N"])
-                if expires < now:
-                    continue  # past its TTL, deleted or not yet
-                refs = [(pk, sk) for pk, sk in json.loads(item["p"]["S"])]
-                if any(ref not in idx.items for ref in refs):
-                    commits.append((batch, expires, refs))
-            wanted = [
-                {"pk": {"S": pk}, "sk": {"S": sk}}
-                for pk, sk in dict.fromkeys(r for _, _, refs in commits for r in refs)
-                if (pk, sk) not in idx.items
-            ]
-            headers: dict[tuple[str, str], PackItem] = {}
-            for got in (
-                self._batch_get(wanted, "pk, #sk, h, expires_at", {"#sk": "sk"}) if wanted else []
-            ):
-                pk, sk = got["pk"]["S"], got["sk"]["S"]
-                stamp, batch = batch_of(sk)
-                header = decode_header(bytes(got["h"]["B"]))
-                headers[(pk, sk)] = PackItem(
-                    pk, sk, batch, stamp, int(got["expires_at"]["N"]), header
-                )
-            for batch, expires, refs in commits:
-                # A pack item missing now was deleted by its TTL (the clocks disagree).
-                idx.commit(batch, expires, [headers[r] for r in refs if r in headers])
-            idx.full = True
-            idx.expire(now)
-
-    def _blobs(self, wanted: list[tuple[str, PackItem, int]]) -> dict[str, bytes]:
-        """key -> blob for (key, pack item, entry) triples: from the cache, or read
-        from the pack items (BatchGetItem, then cached). A pack item that is gone
-        (deleted by its TTL) leaves its keys out."""
-        idx = self._states
-        with idx.lock:
-            data = {item.ref: idx.cached(item.ref) for _, item, _ in wanted}
-        missing = [{"pk": {"S": pk}, "sk": {"S": sk}} for (pk, sk), d in data.items() if d is None]
-        if missing:
-            for got in self._batch_get(missing, "pk, #sk, d", {"#sk": "sk"}):
-                ref = (got["pk"]["S"], got["sk"]["S"])
-                try:
-                    raw = zlib.decompress(got["d"]["B"])
-                except zlib.error as exc:
-                    raise StoreError(
-                        f"state pack {ref[1]} in {self.table!r} does not decompress: {exc}"
-                    ) from exc
-                data[ref] = raw
-                with idx.lock:
-                    idx.cache(ref, raw)
-        out: dict[str, bytes] = {}
-        for key, item, n in wanted:
-            held = data.get(item.ref)
-            if held is not None:
-                _, _, offset, length = item.entries[n]
-                out[key] = held[offset : offset + length]
-        return out
-
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
         """See :meth:`RealtimeStore.states` (the pack index, refreshed; blobs from the
         cache or the pack items)."""
         wanted = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
         if not wanted:
             return {}
-        self._refresh_states()
-        with self._states.lock:
-            found = [(k, *hit) for k in wanted if (hit := self._states.live(k)) is not None]
-        return self._blobs(found)
+        return self._packs.states(wanted)
 
     def state_keys(self, prefix: str) -> list[str]:
         """See :meth:`RealtimeStore.state_keys` (the pack index, refreshed)."""
         if not isinstance(prefix, str):
             return []
-        self._refresh_states()
-        with self._states.lock:
-            return self._states.keys(prefix)
+        return self._packs.keys(prefix)
 
     def item(self, pk: str, sk: str) -> dict[str, float]:
         """See :meth:`RealtimeStore.item`."""

@@ -51,8 +51,10 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from playpulse.errors import StoreError
 
@@ -66,6 +68,8 @@ PACK_BYTES = 350_000
 _ENTRY_OVERHEAD = 40  # header bytes an entry takes besides its key, before compression
 _CACHE_BYTES = 256 * 1024 * 1024
 STAMP_WIDTH = 20
+_LOOKBACK_US = 60_000_000
+_US_PER_S = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -258,3 +262,169 @@ class StateIndex:
         data = self._cache.pop(ref, None)
         if data is not None:
             self._cache_bytes -= len(data)
+
+
+@dataclass(frozen=True)
+class PackIO:
+    """The store's DynamoDB calls the packs use: ``batch_write(requests)``
+    (BatchWriteItem requests, retried), ``batch_get(keys, projection, names)``
+    (consistent BatchGetItem) and ``query(**kwargs)`` (every item of a Query)."""
+
+    batch_write: Callable[[list[dict[str, Any]]], None]
+    batch_get: Callable[[list[dict[str, Any]], str | None, dict[str, str]], list[dict[str, Any]]]
+    query: Callable[..., Iterator[dict[str, Any]]]
+
+
+class StatePacks:
+    """Writes and reads the state packs of table ``table`` (see the module docstring)
+    through ``io``: ``shards`` partition keys for pack items, ``pack_ttl`` their TTL,
+    ``carry_age`` the age from which live states are carried forward. Thread-safe.
+    Raises :class:`StoreError` for a pack that does not decode, and what ``io`` raises."""
+
+    def __init__(
+        self, table: str, io: PackIO, shards: int, pack_ttl: timedelta, carry_age: timedelta
+    ) -> None:
+        self.table = table
+        self.io = io
+        self.shards = shards
+        self.pack_ttl = pack_ttl
+        self.carry_age = carry_age
+        self.index = StateIndex()
+
+    def write(
+        self, stamp: int, batch_id: str, states: list[tuple[str, bytes | None]]
+    ) -> list[PackItem] | None:
+        """Write the pack items of batch ``batch_id`` stamped ``stamp`` (microseconds):
+        ``states`` (``None``: a tombstone) at version ``stamp``, and the live states of
+        pack items older than ``carry_age`` at their own versions. Their headers (what
+        :meth:`committed` takes once the batch commits), or ``None`` if nothing was to
+        be written."""
+        cutoff = stamp - self.carry_age // timedelta(microseconds=1)
+        self.refresh()
+        with self.index.lock:
+            aging = self.index.aging(cutoff, {key for key, _ in states})
+        carried = self.blobs([(key, item, n) for key, _, item, n in aging])
+        entries = [Entry(key, stamp, blob) for key, blob in states]
+        entries += [Entry(key, version, carried[key]) for key, version, _, _ in aging]
+        if not entries:
+            return None
+        expires = (stamp + self.pack_ttl // timedelta(microseconds=1)) // _US_PER_S
+        requests = []
+        written = []
+        for n, (head, data, header, raw) in enumerate(encode_packs(entries)):
+            pk = pack_shard(batch_id, n, self.shards)
+            sk = pack_sk(stamp, batch_id, n)
+            item = {
+                "pk": {"S": pk},
+                "sk": {"S": sk},
+                "h": {"B": head},
+                "d": {"B": data},
+                "expires_at": {"N": str(expires)},
+            }
+            requests.append({"PutRequest": {"Item": item}})
+            written.append(PackItem(pk, sk, batch_id, stamp, expires, header))
+            with self.index.lock:
+                self.index.cache((pk, sk), raw)
+        self.io.batch_write(requests)
+        return written
+
+    def committed(self, batch_id: str, expires: int, items: list[PackItem]) -> None:
+        """The commit item of ``batch_id`` is written: its ``items`` are visible."""
+        with self.index.lock:
+            self.index.commit(batch_id, expires, items)
+
+    def reset(self) -> None:
+        """Forget the index and the cache (the next read loads in full)."""
+        with self.index.lock:
+            self.index.reset()
+
+    def refresh(self) -> None:
+        """Load the commit items written since the last load (all of them the first
+        time) and the headers of the pack items they make visible."""
+        idx = self.index
+        with idx.lock:
+            condition = "pk = :pk"
+            values: dict[str, Any] = {":pk": {"S": COMMIT_PK}}
+            if idx.full:
+                since = max(idx.commit_upto - _LOOKBACK_US, 0)
+                condition += " AND sk > :since"
+                values[":since"] = {"S": f"{since:0{STAMP_WIDTH}d}"}
+            now = time.time()
+            commits: list[tuple[str, int, list[tuple[str, str]]]] = []
+            for item in self.io.query(
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ConsistentRead=True,
+            ):
+                stamp, batch = batch_of(item["sk"]["S"])
+                idx.commit_upto = max(idx.commit_upto, stamp)
+                expires = int(item["expires_at"]["N"])
+                if expires < now:
+                    continue  # past its TTL, deleted or not yet
+                refs = [(pk, sk) for pk, sk in json.loads(item["p"]["S"])]
+                if any(ref not in idx.items for ref in refs):
+                    commits.append((batch, expires, refs))
+            wanted = [
+                {"pk": {"S": pk}, "sk": {"S": sk}}
+                for pk, sk in dict.fromkeys(r for _, _, refs in commits for r in refs)
+                if (pk, sk) not in idx.items
+            ]
+            headers: dict[tuple[str, str], PackItem] = {}
+            got_items = (
+                self.io.batch_get(wanted, "pk, #sk, h, expires_at", {"#sk": "sk"}) if wanted else []
+            )
+            for got in got_items:
+                pk, sk = got["pk"]["S"], got["sk"]["S"]
+                stamp, batch = batch_of(sk)
+                header = decode_header(bytes(got["h"]["B"]))
+                headers[(pk, sk)] = PackItem(
+                    pk, sk, batch, stamp, int(got["expires_at"]["N"]), header
+                )
+            for batch, expires, refs in commits:
+                # A pack item missing now was deleted by its TTL (the clocks disagree).
+                idx.commit(batch, expires, [headers[r] for r in refs if r in headers])
+            idx.full = True
+            idx.expire(now)
+
+    def blobs(self, wanted: list[tuple[str, PackItem, int]]) -> dict[str, bytes]:
+        """key -> blob for (key, pack item, entry) triples: from the cache, or read
+        from the pack items (BatchGetItem, then cached). A pack item that is gone
+        (deleted by its TTL) leaves its keys out."""
+        idx = self.index
+        with idx.lock:
+            data = {item.ref: idx.cached(item.ref) for _, item, _ in wanted}
+        missing = [{"pk": {"S": pk}, "sk": {"S": sk}} for (pk, sk), d in data.items() if d is None]
+        if missing:
+            for got in self.io.batch_get(missing, "pk, #sk, d", {"#sk": "sk"}):
+                ref = (got["pk"]["S"], got["sk"]["S"])
+                try:
+                    raw = zlib.decompress(got["d"]["B"])
+                except zlib.error as exc:
+                    raise StoreError(
+                        f"state pack {ref[1]} in {self.table!r} does not decompress: {exc}"
+                    ) from exc
+                data[ref] = raw
+                with idx.lock:
+                    idx.cache(ref, raw)
+        out: dict[str, bytes] = {}
+        for key, item, n in wanted:
+            held = data.get(item.ref)
+            if held is not None:
+                _, _, offset, length = item.entries[n]
+                out[key] = held[offset : offset + length]
+        return out
+
+    def states(self, keys: list[str]) -> dict[str, bytes]:
+        """The current blobs of ``keys`` (the index refreshed first); absent and
+        deleted keys are left out."""
+        self.refresh()
+        with self.index.lock:
+            found = [(k, *hit) for k in keys if (hit := self.index.live(k)) is not None]
+        return self.blobs(found)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key with a current value starting with ``prefix``, sorted (the index
+        refreshed first)."""
+        self.refresh()
+        with self.index.lock:
+            return self.index.keys(prefix)
