@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from playpulse.collector.app import QUARANTINE_RAW_BYTES
@@ -121,6 +121,8 @@ json_values = st.recursive(
 
 
 @given(value=json_values, limit=st.integers(0, 12))
+@example(value="[", limit=0)  # brackets only inside a string, with no peeling left
+@example(value={"a": "{[", "b": []}, limit=1)
 def test_nesting_exceeds_is_exact_for_valid_json(value, limit):
     document = json.dumps(value).encode()
     assert nesting_exceeds(document, limit) == (reference_depth(value) > limit)

@@ -108,12 +108,13 @@ def nesting_exceeds(document: bytes, limit: int = MAX_EVENT_DEPTH) -> bool:
     """
     if document.count(b"[") + document.count(b"{") <= limit:
         return False
+    # Brackets inside strings were counted above; the skeleton has none of them.
     skeleton = _STRING.sub(b"", document).translate(_BRACKETS, _NOT_BRACKETS)
     for _ in range(limit):
-        skeleton = skeleton.replace(b"[]", b"")
         if not skeleton:
             return False
-    return True
+        skeleton = skeleton.replace(b"[]", b"")
+    return bool(skeleton)
 
 
 def _where(exc: msgspec.DecodeError, text: bytes) -> str:
