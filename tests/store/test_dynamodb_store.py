@@ -689,3 +689,13 @@ def test_a_store_object_does_not_put_again_the_members_it_put(stores):
     other.apply(StoreBatch("q", members={("U#title", "u0"), ("U#title", "w")}))
     assert other.estimated_units_by_kind["members"] == 2  # it knows none of them
     assert stores().count_members("U#title") == 44
+
+
+def test_a_table_with_states_of_the_layout_before_packs_is_refused(table):
+    # A state item as the layout before state packs wrote it (one item per key).
+    client("dynamodb").put_item(
+        TableName=table,
+        Item={"pk": {"S": "~pp#STATE#3"}, "sk": {"S": "sPLAY#0#p1"}, "b": {"B": b"x"}},
+    )
+    with pytest.raises(StoreError, match="before state packs.*new table"):
+        DynamoDBStore(table, client=client("dynamodb"))

@@ -157,6 +157,7 @@ T = TypeVar("T")
 _INTERNAL = "~pp#"
 _OFFSETS_PK = "~pp#OFFSETS"
 _META_PK = "~pp#META"
+_OLD_STATE_PK = "~pp#STATE#"  # states before packs: refused (_refuse_old_layout)
 _DEDUP_PK = "~pp#DEDUP"
 _JOURNAL_PK = "~pp#JOURNAL#"
 _SET_PK = "~pp#SET#"
@@ -677,6 +678,7 @@ class DynamoDBStore(RealtimeStore):
         layout = self._get_item(_META_PK, _LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
         self.state_shards = int(layout.get("state_shards", {}).get("N", _STATE_SHARDS))
+        self._refuse_old_layout()
         self._packs = StatePacks(
             self.table,
             PackIO(self._batch_write, self._batch_get, self._query),
@@ -684,6 +686,29 @@ class DynamoDBStore(RealtimeStore):
             pack_ttl,
             carry_age,
         )
+
+    def _refuse_old_layout(self) -> None:
+        """Raise :class:`StoreError` when the table holds states in the layout before
+        state packs (one item per key under ``~pp#STATE#<shard>``): this version reads
+        neither them nor that layout's ``scan`` index, so it must not run on such a
+        table (one Query of at most one item per state shard)."""
+        for shard in range(self.state_shards):
+            response = self._call(
+                "query",
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": f"{_OLD_STATE_PK}{shard}"}},
+                Limit=1,
+                ProjectionExpression="pk",
+            )
+            if response.get("Items"):
+                raise StoreError(
+                    f"DynamoDB table {self.table!r} was written by a playpulse before state "
+                    "packs (2026-12-05: states one item per key under ~pp#STATE#): this "
+                    "version does not read that layout. Create a new table ('playpulse aws "
+                    "deploy' with a new stack, or playpulse.store.dynamodb.create_table) "
+                    "and point PLAYPULSE_STORE_URL at it"
+                )
 
     # --- low-level calls ---
 
