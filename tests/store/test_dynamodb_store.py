@@ -697,5 +697,5 @@ def test_a_table_with_states_of_the_layout_before_packs_is_refused(table):
         TableName=table,
         Item={"pk": {"S": "~pp#STATE#3"}, "sk": {"S": "sPLAY#0#p1"}, "b": {"B": b"x"}},
     )
-    with pytest.raises(StoreError, match="before state packs.*new table"):
+    with pytest.raises(StoreError, match=r"before state packs.*new table"):
         DynamoDBStore(table, client=client("dynamodb"))
