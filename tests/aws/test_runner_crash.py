@@ -49,7 +49,7 @@ def kill_and_restart(env: dict[str, str], seed: int) -> int:
     """Start the runner, SIGKILL it at random moments ``KILLS`` times, then let it catch
     up; how many kills hit a running process."""
     rng = random.Random(seed)
-    command = [sys.executable, "-m", "playpulse", "aws", "run-processor", "--batch-size", "100"]
+    command = [sys.executable, "-m", "playpulse", "aws", "run-processor", "--batch-size", "250"]
     hits = 0
     for _ in range(KILLS):
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
