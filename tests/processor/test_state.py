@@ -78,3 +78,31 @@ def test_states_round_trip_and_blobs_of_earlier_versions_are_read() -> None:
 def test_a_compressed_state_that_does_not_decompress_is_a_clear_error(blob: bytes) -> None:
     with pytest.raises(ValueError, match="state blob does not decompress"):
         state.unpack(blob)
+
+
+def test_a_play_closed_between_reading_its_state_and_its_chunks_is_no_longer_open(
+    store,
+) -> None:
+    # A reader beside the processor reads a play's state, then its chunks; a batch
+    # committed in between folds the chunks into the closed play's state and deletes them.
+    key, chunk = state.play_key(0, "p"), state.chunk_key(0, "p", 5)
+    open_state = state.PlayState([], [], 1, user="u", chunks=[5], count=2)
+    batch = StoreBatch("c")
+    batch.states[key] = state.pack(open_state)
+    batch.states[chunk] = state.encoder.encode([b"e1", b"e2"])
+    store.apply(batch)
+    assert state.play_raw_events(store, open_state, key) == [b"e1", b"e2"]
+
+    closed = state.PlayState([b"e1", b"e2", b"e3"], [], 2, closed=True, user="u", count=3)
+    fold = StoreBatch("c")
+    fold.states[key] = state.pack(closed, state.LEVEL_CLOSED)
+    fold.states[chunk] = None
+    store.apply(fold)
+    # The state read before the fold names a chunk that is gone: the play closed.
+    assert state.play_raw_events(store, open_state, key) is None
+    assert state.open_plays(store) == []
+
+    forget = StoreBatch("c")
+    forget.states[key] = None
+    store.apply(forget)
+    assert state.play_raw_events(store, open_state, key) is None

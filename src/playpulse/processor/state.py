@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from playpulse.errors import StoreError
 from playpulse.events.codec import decode_stored
 from playpulse.events.model import PlaybackEvent
 from playpulse.processor.plays import PlaySummary, summarize_play
@@ -211,16 +212,32 @@ def unpack(blob: bytes) -> bytes:
     return blob
 
 
-def play_raw_events(store: RealtimeStore, state: PlayState, key: str) -> list[bytes]:
-    """All raw events of the play whose state (under ``key``) is ``state``, in the
-    order they were added."""
+def play_raw_events(store: RealtimeStore, state: PlayState, key: str) -> list[bytes] | None:
+    """All raw events of the open play under ``key`` whose state was read as ``state``,
+    in the order they were added; ``None`` when the play closed or was forgotten since
+    that read.
+
+    A reader beside a running processor reads a state, then its chunks, in two reads: a
+    batch committed between them may have folded the chunks into the closed play's state
+    and deleted them. A missing chunk therefore means a newer state: it is read again
+    (at most 5 times, then :class:`~playpulse.errors.StoreError`)."""
     partition, play = split_key(key)
-    keys = state.chunk_keys(partition, play)
-    chunks = store.states(keys)
-    raw = list(state.events)
-    for k in keys:
-        raw.extend(decode_chunk(chunks[k]))
-    return raw
+    for _ in range(5):
+        keys = state.chunk_keys(partition, play)
+        chunks = store.states(keys)
+        if all(k in chunks for k in keys):
+            raw = list(state.events)
+            for k in keys:
+                raw.extend(decode_chunk(chunks[k]))
+            return raw
+        blob = store.states([key]).get(key)
+        if blob is None:
+            return None
+        raw_state = unpack(blob)
+        if decode_head(raw_state).closed:
+            return None
+        state = decode_play(raw_state)
+    raise StoreError(f"the event chunks of open play {key} kept changing while being read")
 
 
 def _scan(store: RealtimeStore, prefix: str) -> Iterator[tuple[str, bytes]]:
@@ -251,8 +268,10 @@ def open_plays(
         raw_state = unpack(blob)
         if decode_head(raw_state).closed:
             continue
-        state = decode_play(raw_state)
-        events = [decode_stored(raw) for raw in play_raw_events(store, state, key)]
+        raws = play_raw_events(store, decode_play(raw_state), key)
+        if raws is None:  # closed meanwhile: its row is in the lake's plays table now
+            continue
+        events = [decode_stored(raw) for raw in raws]
         playback = [e for e in events if isinstance(e, PlaybackEvent)]
         if playback:
             out.append(summarize_play(playback, idle_timeout=idle_timeout))
