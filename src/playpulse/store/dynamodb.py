@@ -145,11 +145,14 @@ from playpulse.store.base import RealtimeStore, StoreBatch, replayed
 from playpulse.store.dynamodb_states import (
     CARRY_AGE,
     COMMIT_PK,
+    LOOKBACK_US,
     PACK_PK,
     PACK_TTL,
+    STAMP_WIDTH,
     PackIO,
     PackItem,
     StatePacks,
+    stamped_since,
 )
 
 T = TypeVar("T")
@@ -168,14 +171,12 @@ _DEDUP_OPS_SK = "DEDUP_EXPIRED"
 
 _POS_WIDTH = 64
 _POS_LIMIT = 10**_POS_WIDTH
-_STAMP_WIDTH = 20
 _CHUNK_BYTES = 350_000
 _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
 _MAX_BLOB = 380_000
 _JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
 _DEDUP_TTL_MARGIN = timedelta(days=2)
 _KNOWN_MEMBERS = 300_000  # set members a store object remembers having put
-_LOOKBACK_US = 60_000_000
 _MIN_N, _MAX_N = 1e-120, 1e120
 VENDOR_KEY = "vendor_pk"
 _RESERVED = frozenset({"pk", "sk", "expires_at", VENDOR_KEY})
@@ -474,7 +475,7 @@ def _prepare(batch: StoreBatch, stamp: int) -> _Prepared:
                 f"state {key!r} is {len(blob)} bytes: above a DynamoDB item's {_MAX_BLOB}"
             )
         states.append((key, blob))
-    batch_id = f"{stamp:0{_STAMP_WIDTH}d}-{uuid.uuid4().hex[:12]}"
+    batch_id = f"{stamp:0{STAMP_WIDTH}d}-{uuid.uuid4().hex[:12]}"
     return _Prepared(consumer, batch_id, stamp, offsets, counters, members, dedup, states)
 
 
@@ -937,7 +938,7 @@ class DynamoDBStore(RealtimeStore):
                 "PutRequest": {
                     "Item": {
                         "pk": {"S": _KEYS_PK + sk},
-                        "sk": {"S": f"{prep.stamp:0{_STAMP_WIDTH}d}#{prep.batch_id}"},
+                        "sk": {"S": f"{prep.stamp:0{STAMP_WIDTH}d}#{prep.batch_id}"},
                         "k": {"B": zlib.compress(json.dumps(sorted(pks)).encode(), 6)},
                     }
                 }
@@ -962,7 +963,7 @@ class DynamoDBStore(RealtimeStore):
                 return
         item = {
             "pk": {"S": COMMIT_PK},
-            "sk": {"S": f"{self._next_stamp():0{_STAMP_WIDTH}d}#{prep.batch_id}"},
+            "sk": {"S": f"{self._next_stamp():0{STAMP_WIDTH}d}#{prep.batch_id}"},
             "p": {"S": json.dumps(prep.packs)},
             "expires_at": {"N": str(prep.pack_expires)},
         }
@@ -1174,7 +1175,7 @@ class DynamoDBStore(RealtimeStore):
         ttl_s = min(ttl_us // 1_000_000, 253_402_300_799)  # TTL beyond 9999 is useless
         requests = []
         for n, start in enumerate(range(0, len(records), step)):
-            sk = f"{prep.stamp:0{_STAMP_WIDTH}d}#{prep.batch_id}#{n:03d}"
+            sk = f"{prep.stamp:0{STAMP_WIDTH}d}#{prep.batch_id}#{n:03d}"
             item = {
                 "pk": {"S": _DEDUP_PK},
                 "sk": {"S": sk},
@@ -1305,20 +1306,11 @@ class DynamoDBStore(RealtimeStore):
             if ops != self._ops:
                 self._ops = ops
                 self._apply_ops(ops)
-            condition = "pk = :pk"
-            values: dict[str, Any] = {":pk": {"S": _DEDUP_PK}}
-            if self._full:
-                since = max(self._loaded_upto - _LOOKBACK_US, 0)
-                condition += " AND sk > :since"
-                values[":since"] = {"S": f"{since:0{_STAMP_WIDTH}d}"}
-            for item in self._query(
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ConsistentRead=True,
-            ):
+            since = stamped_since(_DEDUP_PK, self._loaded_upto if self._full else None)
+            for item in self._query(**since, ConsistentRead=True):
                 self._load_dedup_item(item)
             self._full = True
-            horizon = self._loaded_upto - _LOOKBACK_US
+            horizon = self._loaded_upto - LOOKBACK_US
             for sk in [sk for sk, stamp in self._loaded.items() if stamp < horizon]:
                 del self._loaded[sk]
 
@@ -1357,7 +1349,7 @@ class DynamoDBStore(RealtimeStore):
         item (for every reader) and drops the keys from this object's index."""
         before_us = _us(before)
         self._refresh_index()
-        cut = f"{self._next_stamp():0{_STAMP_WIDTH}d}"
+        cut = f"{self._next_stamp():0{STAMP_WIDTH}d}"
         key = {"pk": {"S": _META_PK}, "sk": {"S": _DEDUP_OPS_SK}}
         for _ in range(100):
             item = self._get_item(_META_PK, _DEDUP_OPS_SK)

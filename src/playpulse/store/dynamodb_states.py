@@ -68,7 +68,9 @@ PACK_BYTES = 350_000
 _ENTRY_OVERHEAD = 40  # header bytes an entry takes besides its key, before compression
 _CACHE_BYTES = 256 * 1024 * 1024
 STAMP_WIDTH = 20
-_LOOKBACK_US = 60_000_000
+#: How far back (us) an incremental load looks before the newest stamp it loaded, for
+#: items that concurrent writers stamped earlier but wrote later.
+LOOKBACK_US = 60_000_000
 _US_PER_S = 1_000_000
 
 
@@ -97,6 +99,21 @@ class PackItem:
     @property
     def ref(self) -> tuple[str, str]:
         return (self.pk, self.sk)
+
+
+def stamped_since(pk: str, upto_us: int | None) -> dict[str, Any]:
+    """The Query key condition for the write-once items under ``pk`` (sort keys start
+    with a :data:`STAMP_WIDTH`-digit stamp): all of them when ``upto_us`` is None (a
+    first, full load), else those stamped after ``upto_us`` less :data:`LOOKBACK_US`."""
+    values: dict[str, Any] = {":pk": {"S": pk}}
+    if upto_us is None:
+        return {"KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": values}
+    since = max(upto_us - LOOKBACK_US, 0)
+    values[":since"] = {"S": f"{since:0{STAMP_WIDTH}d}"}
+    return {
+        "KeyConditionExpression": "pk = :pk AND sk > :since",
+        "ExpressionAttributeValues": values,
+    }
 
 
 def pack_shard(batch_id: str, n: int, shards: int) -> str:
@@ -343,19 +360,10 @@ class StatePacks:
         time) and the headers of the pack items they make visible."""
         idx = self.index
         with idx.lock:
-            condition = "pk = :pk"
-            values: dict[str, Any] = {":pk": {"S": COMMIT_PK}}
-            if idx.full:
-                since = max(idx.commit_upto - _LOOKBACK_US, 0)
-                condition += " AND sk > :since"
-                values[":since"] = {"S": f"{since:0{STAMP_WIDTH}d}"}
             now = time.time()
             commits: list[tuple[str, int, list[tuple[str, str]]]] = []
-            for item in self.io.query(
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ConsistentRead=True,
-            ):
+            since = stamped_since(COMMIT_PK, idx.commit_upto if idx.full else None)
+            for item in self.io.query(**since, ConsistentRead=True):
                 stamp, batch = batch_of(item["sk"]["S"])
                 idx.commit_upto = max(idx.commit_upto, stamp)
                 expires = int(item["expires_at"]["N"])
