@@ -21,6 +21,15 @@ Priced at AWS's published on-demand rates for us-east-1 (``--wru-usd``, ``--put-
 ``--invoke-usd``): DynamoDB $0.625 per million write request units, S3 $0.005 per 1,000
 PUTs, Lambda $0.20 per million requests (duration not included).
 
+**The floor** (:func:`write_floor`, no moto): the same workload replayed through the
+processor into a store that records each :class:`~playpulse.store.base.StoreBatch`, one
+batch per shard's Lambda batch as the runner delivers them. Per kind of item (counter
+items, set members, dedup keys, states) it counts the distinct items of the whole run and
+the items batches touch, and the counter-item writes if each shard held its counter
+deltas for K batches before writing them (K batches of 1,000 records are about K seconds
+at a shard's 1,000 records a second). What a layout of one DynamoDB item per counter
+(updated with ``ADD``) cannot write less than: each distinct counter item once.
+
     python bench/aws.py --events 100000 --write-docs
 
 The Lambda batch size defaults to the stack template's (``StackOptions().batch_size``),
@@ -37,7 +46,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchdocs import command_lines, machine, write_docs  # bench/ is on sys.path
@@ -47,9 +59,14 @@ from playpulse.aws.runner import EventSourceRunner, MappingOptions
 from playpulse.aws.template import StackOptions
 from playpulse.config import Settings
 from playpulse.lake.factory import open_lake
+from playpulse.processor.pipeline import Processor
 from playpulse.quarantine.store import QuarantineStore
+from playpulse.store.base import ItemKey, StoreBatch
 from playpulse.store.dynamodb import DynamoDBStore, create_table
-from playpulse.stream.kinesis import KinesisStream
+from playpulse.store.memory import MemoryStore
+from playpulse.stream.base import Batch
+from playpulse.stream.kinesis import KinesisStream, hash_key
+from playpulse.stream.memory import MemoryStream
 from playpulse.testing import load_module
 from process import build_workload
 
@@ -79,7 +96,7 @@ def _recorder(endpoint: str, action: str) -> str:
     method = "GET" if action == "download-recording" else "POST"
     req = urllib.request.Request(f"{endpoint}/moto-api/recorder/{action}", method=method)
     with urllib.request.urlopen(req, timeout=60) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
 def _s3_puts(recording: str, bucket: str) -> int:
@@ -127,7 +144,186 @@ def naive_writes(table: str, records: list[tuple[str, bytes]], sample: int) -> t
     return reported, estimated
 
 
-def run(events: int, batch_size: int, shards: int, naive_sample: int, seed: int) -> Costs:
+# --------------------------------------------------------------------------------------
+# The floor: what the processor's store batches name, whatever the layout
+
+
+WINDOWS = (1, 2, 5, 10, 50)
+
+
+class KinesisRoutedStream(MemoryStream):
+    """A :class:`MemoryStream` that puts a key in the partition Kinesis puts it in on a
+    stream created with ``num_partitions`` shards (equal hash-key ranges of the key's MD5),
+    so that its batches hold the records the Kinesis run's batches hold."""
+
+    def partition_for(self, key: str) -> int:
+        return min(hash_key(key) // (2**128 // self.num_partitions), self.num_partitions - 1)
+
+
+@dataclass
+class Written:
+    """What one store batch names: its shard, counter items, set members, dedup keys,
+    state keys with the bytes written (0 for a delete), and those bytes zlib-compressed
+    together (level 6, as a state pack compresses them)."""
+
+    partition: int
+    counters: set[ItemKey]
+    members: set[tuple[str, str]]
+    dedup: set[str]
+    states: dict[str, int]
+    states_packed: int
+
+
+class RecordingStore(MemoryStore):
+    """A :class:`MemoryStore` that keeps what each applied batch names (:class:`Written`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Written] = []
+
+    def apply(self, batch: StoreBatch) -> None:
+        """Record ``batch`` (one partition's: the replay applies one at a time), apply it."""
+        blobs = [blob for blob in batch.states.values() if blob]
+        self.written.append(
+            Written(
+                partition=min(batch.offsets, default=-1),
+                counters=set(batch.increments),
+                members=set(batch.members),
+                dedup={event_id for event_id, _ in batch.dedup},
+                states={key: len(blob or b"") for key, blob in batch.states.items()},
+                states_packed=len(zlib.compress(b"".join(blobs), 6)) if blobs else 0,
+            )
+        )
+        super().apply(batch)
+
+
+@dataclass
+class Floor:
+    """The write floor of a run: ``events`` replayed in ``batches`` store batches.
+
+    Per kind, ``*_distinct``: distinct items of the whole run (counter items (pk, sk),
+    set members (set key, member), dedup keys, state keys); ``*_touched``: the sum over
+    batches of the items each names (each batch writes what it touched). ``state_bytes``:
+    state bytes written, ``state_packed_bytes``: the same compressed batch by batch.
+    ``counter_writes``: K -> counter-item writes if each shard summed its deltas over K
+    consecutive batches of its own and wrote each item touched once per window;
+    ``counter_once_per_shard``: each shard writing each of its items once in the run.
+    ``counter_kinds``: distinct counter items by ``pk`` prefix and ``sk`` prefix."""
+
+    events: int
+    batches: int
+    counters_distinct: int
+    counters_touched: int
+    members_distinct: int
+    members_touched: int
+    dedup_distinct: int
+    dedup_touched: int
+    states_distinct: int
+    states_touched: int
+    state_bytes: int
+    state_packed_bytes: int
+    counter_writes: dict[int, int]
+    counter_once_per_shard: int
+    counter_kinds: Counter[str] = field(default_factory=Counter)
+
+
+def windowed_writes(per_shard: Sequence[Sequence[set[ItemKey]]], k: int) -> int:
+    """Counter-item writes when each shard (a list of its batches' item sets, in order)
+    writes, per window of ``k`` consecutive batches, each item the window touched once."""
+    return sum(
+        len(set().union(*batches[start : start + k]))
+        for batches in per_shard
+        for start in range(0, len(batches), k)
+    )
+
+
+def write_floor(
+    records: Sequence[tuple[str, bytes]],
+    partitions: int,
+    batch_size: int,
+    windows: Sequence[int] = WINDOWS,
+) -> Floor:
+    """Replay ``records`` (key, stored event) through the processor as the Lambda runner
+    delivers them (``partitions`` shards, Kinesis' routing; each shard's records in
+    batches of ``batch_size``, shard after shard) into a :class:`RecordingStore`, and
+    count what they name (:class:`Floor`). No lake. Raises ``ValueError`` for a
+    ``batch_size`` or window below 1."""
+    if batch_size < 1 or min(windows, default=1) < 1:
+        raise ValueError(f"batch size and windows must be >= 1, got {batch_size}, {windows}")
+    stream = KinesisRoutedStream(num_partitions=partitions)
+    for start in range(0, len(records), 500):
+        stream.append(records[start : start + 500])
+    store = RecordingStore()
+    with tempfile.TemporaryDirectory() as tmp:
+        processor = Processor(stream, store, None, QuarantineStore(Path(tmp) / "q.db"))
+        processor.start()
+        for p in range(partitions):
+            offset = 0
+            while chunk := stream.read(p, offset, batch_size):
+                processor.process_batch(Batch(p, chunk))
+                offset = chunk[-1].offset + 1
+        processor.close()
+    written = store.written
+    per_shard = [[w.counters for w in written if w.partition == p] for p in range(partitions)]
+    counters: set[ItemKey] = set().union(*(w.counters for w in written))
+    return Floor(
+        events=len(records),
+        batches=len(written),
+        counters_distinct=len(counters),
+        counters_touched=sum(len(w.counters) for w in written),
+        members_distinct=len(set().union(*(w.members for w in written))),
+        members_touched=sum(len(w.members) for w in written),
+        dedup_distinct=len(set().union(*(w.dedup for w in written))),
+        dedup_touched=sum(len(w.dedup) for w in written),
+        states_distinct=len(set().union(*(w.states for w in written))),
+        states_touched=sum(len(w.states) for w in written),
+        state_bytes=sum(sum(w.states.values()) for w in written),
+        state_packed_bytes=sum(w.states_packed for w in written),
+        counter_writes={k: windowed_writes(per_shard, k) for k in windows},
+        counter_once_per_shard=sum(len(set().union(*batches)) for batches in per_shard),
+        counter_kinds=Counter(f"{pk.split('#')[0]}/{sk.split('#')[0]}" for pk, sk in counters),
+    )
+
+
+def floor_report(f: Floor, batch_size: int) -> list[str]:
+    """The floor as Markdown tables (per event: divided by ``f.events``)."""
+    per = 1 / f.events
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in f.counter_kinds.most_common(8))
+    lines = [
+        f"| kind ({f.events:,} events, {f.batches} store batches) | distinct over the run "
+        "(per event) | touched per event, each batch writing what it touched |",
+        "|---|---|---|",
+        f"| counter items (pk, sk) | {f.counters_distinct:,} ({f.counters_distinct * per:.3f}) "
+        f"| {f.counters_touched * per:.3f} |",
+        f"| set members | {f.members_distinct:,} ({f.members_distinct * per:.3f}) "
+        f"| {f.members_touched * per:.3f} |",
+        f"| dedup keys | {f.dedup_distinct:,} ({f.dedup_distinct * per:.3f}) "
+        f"| {f.dedup_touched * per:.3f} |",
+        f"| state keys | {f.states_distinct:,} ({f.states_distinct * per:.3f}) "
+        f"| {f.states_touched * per:.3f} keys, {f.state_bytes * per:,.0f} bytes; "
+        f"{f.state_packed_bytes * per:,.0f} bytes zlib-compressed batch by batch "
+        f"(= {f.state_packed_bytes * per / 1024:.3f} KB) |",
+        "",
+        f"Distinct counter items by pk/sk prefix: {kinds}.",
+        "",
+        "| counter deltas held per shard for | counter-item writes per event |",
+        "|---|---|",
+        *(
+            f"| {k} batch{'es' if k > 1 else ''} (about {k * batch_size / 1000:g} s at "
+            f"1,000 records/s) | {writes * per:.3f} |"
+            for k, writes in f.counter_writes.items()
+        ),
+        f"| the whole run (each shard writes each of its items once) | "
+        f"{f.counter_once_per_shard * per:.3f} |",
+        f"| the whole run, all shards together (the floor of one item per counter) | "
+        f"{f.counters_distinct * per:.3f} |",
+    ]
+    return lines
+
+
+def run(records: list[tuple[str, bytes]], batch_size: int, shards: int, naive_sample: int) -> Costs:
+    """Process ``records`` (key, stored event) on moto as the stack would (see the module
+    docstring) and count what it wrote."""
     moto = load_module(ROOT / "tests" / "moto_server.py", "moto_server")
     # The server records requests (moto's recorder, read from its environment); the
     # recording is reset just before the processing starts and stopped after it.
@@ -143,9 +339,8 @@ def run(events: int, batch_size: int, shards: int, naive_sample: int, seed: int)
             client("s3").create_bucket(Bucket=name)
             naive_table = f"{name}-naive"
             create_table(naive_table)
-            workload = build_workload(events, seed)
-            for i in range(0, len(workload.records), 500):
-                stream.append(workload.records[i : i + 500])
+            for i in range(0, len(records), 500):
+                stream.append(records[i : i + 500])
             settings = Settings(
                 data_dir=Path(tmp) / "data",
                 stream_url=f"kinesis://{name}",
@@ -163,12 +358,10 @@ def run(events: int, batch_size: int, shards: int, naive_sample: int, seed: int)
             process_s = time.perf_counter() - started
             _recorder(server.endpoint, "stop-recording")
             puts = _s3_puts(_recorder(server.endpoint, "download-recording"), name)
-            sample_reported, sample_estimated = naive_writes(
-                naive_table, workload.records, naive_sample
-            )
-            naive_total = sum(_item_units(len(v) + len(k) + 60) for k, v in workload.records)
+            sample_reported, sample_estimated = naive_writes(naive_table, records, naive_sample)
+            naive_total = sum(_item_units(len(v) + len(k) + 60) for k, v in records)
             return Costs(
-                events=len(workload.records),
+                events=len(records),
                 invocations=stats.invocations,
                 records=stats.records,
                 wru_reported=store.write_units,
@@ -176,7 +369,7 @@ def run(events: int, batch_size: int, shards: int, naive_sample: int, seed: int)
                 write_requests=store.write_requests,
                 s3_puts=puts,
                 naive_wru=naive_total,
-                naive_sample=min(naive_sample, len(workload.records)),
+                naive_sample=min(naive_sample, len(records)),
                 naive_sample_reported=sample_reported,
                 naive_sample_estimated=sample_estimated,
                 process_s=process_s,
@@ -236,12 +429,27 @@ def main() -> None:
     parser.add_argument("--put-usd", type=float, default=0.005, help="per 1,000 PUTs")
     parser.add_argument("--invoke-usd", type=float, default=0.20, help="per million calls")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--floor-only", action="store_true", help="only the floor tables (no moto, no docs)"
+    )
     args = parser.parse_args()
-    costs = run(args.events, args.batch_size, args.shards, args.naive_sample, args.seed)
+    if args.floor_only and args.write_docs:
+        parser.error("--floor-only does not write the docs: the docs need the moto run")
+    records = build_workload(args.events, args.seed).records
+    started = time.perf_counter()
+    floor = write_floor(records, args.shards, args.batch_size)
+    floor_lines = floor_report(floor, args.batch_size)
+    floor_s = time.perf_counter() - started
+    print("\n".join(floor_lines))
+    print(f"(floor replay: {floor_s:.0f} s)\n")
+    if args.floor_only:
+        return
+    costs = run(records, args.batch_size, args.shards, args.naive_sample)
     lines = report(costs, args.wru_usd, args.put_usd, args.invoke_usd)
     print("\n".join(lines))
     if args.write_docs:
         command = " ".join(["python bench/aws.py", *sys.argv[1:]])
+        counters = costs.by_kind.get("counters", 0) / costs.events
         section = [
             "## AWS cost per event (bench/aws.py)",
             "",
@@ -254,6 +462,16 @@ def main() -> None:
             ),
             "",
             *lines,
+            "",
+            "### The floor: what the processor's store batches name",
+            "",
+            "The same events replayed through the processor (no moto: "
+            "`bench/aws.py`'s `write_floor`), one store batch per shard's Lambda batch, "
+            "counting the items each batch names whatever the layout writes for them. "
+            f"The run above wrote {counters:.3f} counter units per event in "
+            f"{costs.invocations} invocations; the replay: {floor.batches} store batches.",
+            "",
+            *floor_lines,
             *command_lines(command),
         ]
         write_docs(ROOT / "docs" / "benchmarks.md", "aws", "\n".join(section))
