@@ -160,17 +160,25 @@ class KinesisRoutedStream(MemoryStream):
         return min(hash_key(key) // (2**128 // self.num_partitions), self.num_partitions - 1)
 
 
+def _packed(value: object) -> int:
+    """Bytes of ``value`` as JSON, zlib-compressed at level 6 (as the store's packs)."""
+    return len(zlib.compress(json.dumps(value).encode(), 6))
+
+
 @dataclass
 class Written:
     """What one store batch names: its shard, counter items, set members, dedup keys,
-    state keys with the bytes written (0 for a delete), and those bytes zlib-compressed
-    together (level 6, as a state pack compresses them)."""
+    state keys with the bytes written (0 for a delete); and what a write-once pack of the
+    batch's counter deltas, of its members, of its state blobs would take, in bytes
+    zlib-compressed at level 6 (as the store's packs)."""
 
     partition: int
     counters: set[ItemKey]
     members: set[tuple[str, str]]
     dedup: set[str]
     states: dict[str, int]
+    counters_packed: int
+    members_packed: int
     states_packed: int
 
 
@@ -180,10 +188,14 @@ class RecordingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.written: list[Written] = []
+        self.totals: dict[ItemKey, Counter[str]] = {}
 
     def apply(self, batch: StoreBatch) -> None:
         """Record ``batch`` (one partition's: the replay applies one at a time), apply it."""
         blobs = [blob for blob in batch.states.values() if blob]
+        deltas = sorted((pk, sk, dict(amounts)) for (pk, sk), amounts in batch.increments.items())
+        for pk, sk, amounts in deltas:
+            self.totals.setdefault((pk, sk), Counter()).update(amounts)
         self.written.append(
             Written(
                 partition=min(batch.offsets, default=-1),
@@ -191,6 +203,8 @@ class RecordingStore(MemoryStore):
                 members=set(batch.members),
                 dedup={event_id for event_id, _ in batch.dedup},
                 states={key: len(blob or b"") for key, blob in batch.states.items()},
+                counters_packed=_packed(deltas),
+                members_packed=_packed(sorted(batch.members)),
                 states_packed=len(zlib.compress(b"".join(blobs), 6)) if blobs else 0,
             )
         )
@@ -204,7 +218,10 @@ class Floor:
     Per kind, ``*_distinct``: distinct items of the whole run (counter items (pk, sk),
     set members (set key, member), dedup keys, state keys); ``*_touched``: the sum over
     batches of the items each names (each batch writes what it touched). ``state_bytes``:
-    state bytes written, ``state_packed_bytes``: the same compressed batch by batch.
+    state bytes written; ``*_packed_bytes``: counter deltas, members and state blobs as
+    write-once packs, one per batch and kind, zlib-compressed (bytes, summed over
+    batches); ``counter_snapshot_bytes``: every counter item's final values in one
+    zlib-compressed snapshot.
     ``counter_writes``: K -> counter-item writes if each shard summed its deltas over K
     consecutive batches of its own and wrote each item touched once per window;
     ``counter_once_per_shard``: each shard writing each of its items once in the run.
@@ -221,7 +238,10 @@ class Floor:
     states_distinct: int
     states_touched: int
     state_bytes: int
+    counters_packed_bytes: int
+    members_packed_bytes: int
     state_packed_bytes: int
+    counter_snapshot_bytes: int
     counter_writes: dict[int, int]
     counter_once_per_shard: int
     counter_kinds: Counter[str] = field(default_factory=Counter)
@@ -278,7 +298,12 @@ def write_floor(
         states_distinct=len(set().union(*(w.states for w in written))),
         states_touched=sum(len(w.states) for w in written),
         state_bytes=sum(sum(w.states.values()) for w in written),
+        counters_packed_bytes=sum(w.counters_packed for w in written),
+        members_packed_bytes=sum(w.members_packed for w in written),
         state_packed_bytes=sum(w.states_packed for w in written),
+        counter_snapshot_bytes=_packed(
+            sorted((pk, sk, dict(amounts)) for (pk, sk), amounts in store.totals.items())
+        ),
         counter_writes={k: windowed_writes(per_shard, k) for k in windows},
         counter_once_per_shard=sum(len(set().union(*batches)) for batches in per_shard),
         counter_kinds=Counter(f"{pk.split('#')[0]}/{sk.split('#')[0]}" for pk, sk in counters),
@@ -291,20 +316,21 @@ def floor_report(f: Floor, batch_size: int) -> list[str]:
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in f.counter_kinds.most_common(8))
     lines = [
         f"| kind ({f.events:,} events, {f.batches} store batches) | distinct over the run "
-        "(per event) | touched per event, each batch writing what it touched |",
-        "|---|---|---|",
+        "(per event) | touched per event, each batch writing what it touched | "
+        "packed: one write-once zlib pack per batch and kind, bytes per event |",
+        "|---|---|---|---|",
         f"| counter items (pk, sk) | {f.counters_distinct:,} ({f.counters_distinct * per:.3f}) "
-        f"| {f.counters_touched * per:.3f} |",
+        f"| {f.counters_touched * per:.3f} | {f.counters_packed_bytes * per:.1f} |",
         f"| set members | {f.members_distinct:,} ({f.members_distinct * per:.3f}) "
-        f"| {f.members_touched * per:.3f} |",
+        f"| {f.members_touched * per:.3f} | {f.members_packed_bytes * per:.1f} |",
         f"| dedup keys | {f.dedup_distinct:,} ({f.dedup_distinct * per:.3f}) "
-        f"| {f.dedup_touched * per:.3f} |",
+        f"| {f.dedup_touched * per:.3f} | - |",
         f"| state keys | {f.states_distinct:,} ({f.states_distinct * per:.3f}) "
-        f"| {f.states_touched * per:.3f} keys, {f.state_bytes * per:,.0f} bytes; "
-        f"{f.state_packed_bytes * per:,.0f} bytes zlib-compressed batch by batch "
-        f"(= {f.state_packed_bytes * per / 1024:.3f} KB) |",
+        f"| {f.states_touched * per:.3f} ({f.state_bytes * per:,.0f} bytes) "
+        f"| {f.state_packed_bytes * per:.1f} |",
         "",
-        f"Distinct counter items by pk/sk prefix: {kinds}.",
+        f"Distinct counter items by pk/sk prefix: {kinds}. All of them with their final "
+        f"values in one zlib-compressed snapshot: {f.counter_snapshot_bytes / 1024:,.0f} KB.",
         "",
         "| counter deltas held per shard for | counter-item writes per event |",
         "|---|---|",
