@@ -140,6 +140,7 @@ def decode_record_batch(blob: bytes) -> list[tuple[str, bytes]]:
 
 
 _decode = decode_record_batch
+_new_tuple = tuple.__new__
 
 
 def _now_us() -> int:
@@ -451,11 +452,17 @@ class SQLiteStream(EventStream):
             )
             for base, appended_us, blob in cursor:
                 appended_at = _from_us(appended_us)
-                for i, (key, value) in enumerate(_decode(blob)):
-                    if base + i >= offset:
-                        out.append(Record(partition, base + i, key, value, appended_at))
-                        if len(out) >= max_records:
-                            return out
+                first_i = offset - base if base < offset else 0
+                pairs = _decode(blob)[first_i : first_i + max_records - len(out)]
+                # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function.
+                out.extend(
+                    [
+                        _new_tuple(Record, (partition, base + i, key, value, appended_at))
+                        for i, (key, value) in enumerate(pairs, first_i)
+                    ]
+                )
+                if len(out) >= max_records:
+                    return out
         return out
 
     def _partition(self, partition: int) -> PartitionInfo:
