@@ -29,6 +29,7 @@ the items batches touch, and the counter-item writes if each shard held its coun
 deltas for K batches before writing them (K batches of 1,000 records are about K seconds
 at a shard's 1,000 records a second). What a layout of one DynamoDB item per counter
 (updated with ``ADD``) cannot write less than: each distinct counter item once.
+``--floor-only`` prints these tables alone (seconds, no moto).
 
     python bench/aws.py --events 100000 --write-docs
 
