@@ -200,20 +200,29 @@ def diff(
 
 
 def to_rows(contribution: Mapping[tuple[str, str], Mapping[str, float]]) -> list[list[object]]:
-    """A contribution as ``[pk, sk, attr, value]`` rows (for state blobs), zero amounts
-    left out, in the contribution's order (:func:`from_rows` does not depend on it; not
-    sorting halves the cost)."""
-    return [
-        [pk, sk, name, value]
-        for (pk, sk), attrs in contribution.items()
-        for name, value in attrs.items()
-        if value != 0.0
-    ]
+    """A contribution as ``[pk, sk, {attr: value}]`` rows (for state blobs), one per item
+    with a non-zero amount, zero amounts left out, in the contribution's order
+    (:func:`from_rows` does not depend on it; not sorting halves the cost). One row per
+    item, not per attribute: a play's rows encode in about half the time and bytes."""
+    rows: list[list[object]] = []
+    for (pk, sk), attrs in contribution.items():
+        nonzero = {name: value for name, value in attrs.items() if value != 0.0}
+        if nonzero:
+            rows.append([pk, sk, nonzero])
+    return rows
 
 
 def from_rows(rows: Iterable[list[object]]) -> Contribution:
-    """Inverse of :func:`to_rows`."""
+    """Inverse of :func:`to_rows`; also reads the ``[pk, sk, attr, value]`` rows (one
+    per attribute) of states written before."""
     out = _new()
-    for pk, sk, name, value in rows:
-        out[(str(pk), str(sk))][str(name)] += float(value)  # type: ignore[arg-type]
+    for row in rows:
+        if len(row) == 4:
+            pk, sk, name, value = row
+            out[(str(pk), str(sk))][str(name)] += float(value)  # type: ignore[arg-type]
+            continue
+        pk, sk, attrs = row
+        item = out[(str(pk), str(sk))]
+        for name, value in attrs.items():  # type: ignore[attr-defined]
+            item[str(name)] += float(value)
     return out

@@ -739,13 +739,12 @@ def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> l
     increments = batch.increments
     rows: list[list[object]] = []
     for item, attrs in contribution.items():
-        target = None
-        for name, value in attrs.items():
-            if value != 0.0:
-                if target is None:
-                    target = increments[item]
+        nonzero = {name: value for name, value in attrs.items() if value != 0.0}
+        if nonzero:
+            target = increments[item]
+            for name, value in nonzero.items():
                 target[name] += value
-                rows.append([item[0], item[1], name, value])
+            rows.append([item[0], item[1], nonzero])
     return rows
 
 
