@@ -81,11 +81,12 @@ def play_contribution(play: PlaySummary) -> Contribution:
     tz = play.timezone
     started = play.started_at
     utc_day, local_day = utc_date(started), local_date(started, tz)
-    start_days = (f"DAY#{utc_day}", f"LOCALDAY#{local_day}")
-    dims = play_dimensions(play)
-    # Zero amounts are left out (they add nothing; to_rows and the store skip them).
-    counts = [
-        (name, value)
+    # The amounts of each day item, in the order the old per-item additions made them
+    # (counts on the start days, then each segment's times in segment order: the same
+    # sums), then copied into every dimension's item of that day: one dict copy per
+    # item instead of an addition per item, attribute and segment.
+    counts = {
+        name: value
         for name, value in (
             ("plays", 1.0),
             ("streams", float(play.is_stream)),
@@ -96,13 +97,12 @@ def play_contribution(play: PlaySummary) -> Contribution:
             ("rebuffer_count", float(play.rebuffer_count)),
             ("rebuffer_time_s", play.rebuffer_time_s),
         )
-        if value != 0.0
-    ]
-    for dim in dims:
-        for day in start_days:
-            item = out[(dim, day)]
-            for name, value in counts:
-                item[name] += value
+        if value != 0.0  # zero amounts are left out (they add nothing)
+    }
+    per_day: dict[str, dict[str, float]] = {
+        f"DAY#{utc_day}": dict(counts),
+        f"LOCALDAY#{local_day}": dict(counts),
+    }
     out[("HOURLY", f"UTC#{utc_day}#H{utc_hour(started):02d}")]["plays"] += 1
     out[("HOURLY", f"LOCAL#{local_day}#H{_local_hour(started, tz):02d}")]["plays"] += 1
     content_id = play.content_id
@@ -122,12 +122,12 @@ def play_contribution(play: PlaySummary) -> Contribution:
             if value != 0.0
         ]
         seg_utc_day, seg_local_day = utc_date(seg.start), local_date(seg.start, tz)
-        days = (f"DAY#{seg_utc_day}", f"LOCALDAY#{seg_local_day}")
-        for dim in dims:
-            for day in days:
-                item = out[(dim, day)]
-                for name, value in times:
-                    item[name] += value
+        for day in (f"DAY#{seg_utc_day}", f"LOCALDAY#{seg_local_day}"):
+            amounts = per_day.get(day)
+            if amounts is None:
+                amounts = per_day[day] = {}
+            for name, value in times:
+                amounts[name] = amounts.get(name, 0.0) + value
         utc_key = f"UTC#{seg_utc_day}#H{utc_hour(seg.start):02d}"
         local_key = f"LOCAL#{seg_local_day}#H{_local_hour(seg.start, tz):02d}"
         out[("HOURLY", utc_key)]["playing_time_s"] += playing_s
@@ -135,6 +135,11 @@ def play_contribution(play: PlaySummary) -> Contribution:
         if content_id and seg.chapter is not None:
             key = (f"CHAPTER#{content_id}", f"DAY#{seg_utc_day}#CH#{seg.chapter:05d}")
             out[key]["playing_time_s"] += playing_s
+    # Dimension items are (dim, DAY#... | LOCALDAY#...): no other key above is one.
+    for dim in play_dimensions(play):
+        for day, amounts in per_day.items():
+            if amounts:
+                out[(dim, day)] = dict(amounts)
     return out
 
 

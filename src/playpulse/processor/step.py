@@ -739,11 +739,15 @@ def _merge_nonzero(batch: StoreBatch, contribution: aggregate.Contribution) -> l
     increments = batch.increments
     rows: list[list[object]] = []
     for item, attrs in contribution.items():
-        nonzero = {name: value for name, value in attrs.items() if value != 0.0}
+        # play_contribution leaves zero amounts out: its item dicts are kept as they are.
+        nonzero = attrs if all(attrs.values()) else {n: v for n, v in attrs.items() if v}
         if nonzero:
-            target = increments[item]
-            for name, value in nonzero.items():
-                target[name] += value
+            target = increments.get(item)
+            if target is None:  # an item new to the batch: one copy (C) of its amounts
+                increments[item] = defaultdict(float, nonzero)
+            else:
+                for name, value in nonzero.items():
+                    target[name] += value
             rows.append([item[0], item[1], nonzero])
     return rows
 
