@@ -848,3 +848,37 @@ def test_a_builder_extends_by_later_events_and_refuses_what_it_cannot_take_exact
         builder.extend([ev("heartbeat", 25)])
     fresh = PlayBuilder.of([ev("play_start", 0, content={"content_id": "c1"})])
     assert fresh.can_extend([ev("heartbeat", 5, content={"content_id": "c1", "duration_s": 5.0})])
+
+
+_seconds_floats = st.one_of(
+    st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_subnormal=False),
+    st.sampled_from([30.0, 30.000001, 60.0, 240.0, 480.0, 0.1, 0.95, 1e9]),
+)
+
+
+@given(_seconds_floats, _seconds_floats, st.integers(0, 10**15), st.booleans())
+def test_completion_and_qualified_listen_are_exact_rational_comparisons(
+    furthest: float, duration: float, playing_us: int, ended: bool
+) -> None:
+    """The integer comparisons equal the definitions in exact rationals (Fractions)."""
+    from playpulse.processor import plays as p
+
+    assert p._is_completed(furthest, duration) == (
+        Fraction(furthest) >= p.COMPLETION_RATIO * Fraction(duration)
+    )
+    if duration <= 0:
+        return
+    expected: bool | None
+    if Fraction(duration) * 1_000_000 <= p._QUALIFIED_MIN_US:
+        expected = False
+    elif playing_us >= min(
+        Fraction(duration) * 1_000_000 * p.QUALIFIED_LISTEN_SHARE, p._QUALIFIED_PLAYED_US
+    ):
+        expected = True
+    else:
+        expected = False if ended else None
+    assert p._qualified_listen(False, True, playing_us, duration, ended) == expected
+    # Edge: exactly half the duration played (in us) qualifies when that is the minimum.
+    half_us = Fraction(duration) * 1_000_000 / 2
+    if half_us.denominator == 1 and half_us < p._QUALIFIED_PLAYED_US and expected is not False:
+        assert p._qualified_listen(False, True, int(half_us), duration, ended) is True
