@@ -882,3 +882,35 @@ def test_completion_and_qualified_listen_are_exact_rational_comparisons(
     half_us = Fraction(duration) * 1_000_000 / 2
     if half_us.denominator == 1 and half_us < p._QUALIFIED_PLAYED_US and expected is not False:
         assert p._qualified_listen(False, True, int(half_us), duration, ended) is True
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["play_start", "heartbeat", "pause", "resume", "seek", "play_end"]),
+            st.integers(0, 6),  # seconds: few values, so instants repeat
+            st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"]),  # ids repeat too
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_order_play_events_equals_its_definition(specs: list[tuple[str, int, str]]) -> None:
+    """Whatever the ties and repeated ids: keep the smallest (occurred_at, rank, JSON)
+    per id, sorted by (occurred_at, rank, event_id) (the slow definition, spelled out)."""
+    from playpulse.events.codec import encode_event
+    from playpulse.processor.plays import EVENT_ORDER
+
+    events = [ev(kind, at, event_id=eid) for kind, at, eid in specs]
+    rank = {kind: i for i, kind in enumerate(EVENT_ORDER)}
+
+    def key(e: PlaybackEvent) -> tuple[datetime, int, str]:
+        return (e.occurred_at, rank.get(e.event_type, len(EVENT_ORDER)), e.event_id)
+
+    kept: dict[str, PlaybackEvent] = {}
+    for e in events:
+        old = kept.get(e.event_id)
+        if old is None or (*key(e)[:2], encode_event(e)) < (*key(old)[:2], encode_event(old)):
+            kept[e.event_id] = e
+    assert order_play_events(events) == sorted(kept.values(), key=key)
+    assert order_play_events(reversed(events)) == sorted(kept.values(), key=key)

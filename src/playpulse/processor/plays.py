@@ -64,6 +64,7 @@ counting. An interval of exactly ``idle_timeout`` still counts.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,7 +72,13 @@ from fractions import Fraction
 from typing import Any, Literal, TypeVar, cast
 
 from playpulse.events.codec import encode_event
-from playpulse.events.model import Content, PlaybackEvent, PlayEnd, Seek
+from playpulse.events.model import (
+    PLAYBACK_EVENT_CLASSES,
+    Content,
+    PlaybackEvent,
+    PlayEnd,
+    Seek,
+)
 from playpulse.processor.buckets import split_at_hour_boundaries
 
 __all__ = [
@@ -307,6 +314,12 @@ def _duplicate_rank(event: PlaybackEvent) -> tuple[datetime, int, bytes]:
     return (occurred_at, rank, encode_event(event))
 
 
+_PLAYBACK_CLASSES = frozenset(PLAYBACK_EVENT_CLASSES)
+_TZINFO = operator.attrgetter("occurred_at.tzinfo")
+_EVENT_ID = operator.attrgetter("event_id")
+_OCCURRED = operator.attrgetter("occurred_at")
+
+
 def order_play_events(events: Iterable[PlaybackEvent]) -> list[PlaybackEvent]:
     """Deduplicate by ``event_id`` and sort by ``(occurred_at, EVENT_ORDER rank, event_id)``.
 
@@ -315,6 +328,18 @@ def order_play_events(events: Iterable[PlaybackEvent]) -> list[PlaybackEvent]:
     input order. Raises ``TypeError`` for a non-playback event and ``ValueError`` for a
     naive ``occurred_at``.
     """
+    events = list(events)
+    # The common case in C loops: playback events of our classes, aware times, no
+    # repeated id, no two at the same instant (then occurred_at alone gives the order).
+    if (
+        set(map(type, events)) <= _PLAYBACK_CLASSES
+        and None not in set(map(_TZINFO, events))
+        and len(set(map(_EVENT_ID, events))) == len(events)
+    ):
+        ordered = sorted(events, key=_OCCURRED)
+        if len(set(map(_OCCURRED, ordered))) == len(ordered):
+            return ordered
+        return sorted(ordered, key=_sort_key)
     kept: dict[str, PlaybackEvent] = {}
     for event in events:
         if not isinstance(event, PlaybackEvent):
