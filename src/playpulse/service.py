@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -485,6 +486,10 @@ def processor_spawn_main() -> None:
         group = _GroupLock(settings) if grouped else None
         try:
             processor.start()
+            # What is alive now (modules, settings, the processor) lives as long as the
+            # process: the cyclic GC's full collections need not walk it again.
+            gc.collect()
+            gc.freeze()
             interval_s = processor.options.poll_interval.total_seconds()
             last_backfill_check = time.monotonic()
             while not halt.is_set():

@@ -74,12 +74,14 @@ _EXPIRY_MARGIN = timedelta(days=1)
 
 #: Python's cyclic garbage collector thresholds (generations 0, 1, 2) while a poll is
 #: processed, instead of the default (700, 10, 10). A poll allocates hundreds of
-#: thousands of short-lived objects (decoded events, rows, contributions), almost none
-#: in cycles; with the default thresholds they set off a full collection, which walks
-#: every long-lived object (open plays' events), every few polls: 13 over the
-#: benchmark's 100,000 events at batch 5,000, 1 with these. Measured with
-#: bench/process.py's workload: 15 to 25 % more events per CPU-second at batch 5,000.
-GC_THRESHOLDS = (50_000, 50, 50)
+#: thousands of short-lived objects (decoded events, rows, contributions), none in
+#: cycles (a collection after the benchmark's polls finds nothing to free); with the
+#: default thresholds they set off a full collection, which walks every long-lived
+#: object, every few polls. Measured with bench/process.py's workload at batch 5,000:
+#: the default thresholds cost 15 to 25 % more CPU; (50,000, 50, 50) spent 0.15 s of
+#: garbage collection per 100,000 events, (1,000,000, 50, 50) 0.08 s (a poll of up to
+#: ``max_poll_records`` rarely allocates a million containers that outlive it).
+GC_THRESHOLDS = (1_000_000, 50, 50)
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_before: tuple[int, int, int] = (700, 10, 10)
