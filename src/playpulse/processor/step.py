@@ -315,7 +315,7 @@ class _Partition:
         remembered: dict[str, datetime] = yield ReadDedup(tuple(k for k in keys if k is not None))
         plays: dict[str, list[tuple[bytes, PlaybackEvent]]] = defaultdict(list)
         user_times: dict[str, list[int]] = defaultdict(list)
-        live: dict[str, pstate.LiveState] = {}
+        live: dict[str, tuple[int, bool, str | None]] = {}  # LiveState's fields
         commerce = aggregate._new()
         newest_received: datetime | None = None
         duplicates = kept = late_count = 0
@@ -355,14 +355,15 @@ class _Partition:
                 late_count += 1
                 continue
             if isinstance(event, PlaybackEvent):
-                plays[play_key(event)].append((record.value, event))
+                pkey = event.playback_id  # play_key's first choice, inlined
+                plays[pkey if pkey is not None else play_key(event)].append((record.value, event))
                 user_times[actor].append(occurred)
                 current = live.get(actor)
-                if current is None or occurred >= current.at_us:
+                if current is None or occurred >= current[0]:
                     cid = event.content.content_id if event.content else None
                     if cid is None and current is not None:
-                        cid = current.content_id
-                    live[actor] = pstate.LiveState(occurred, event_type in _PLAYING, cid)
+                        cid = current[2]
+                    live[actor] = (occurred, event_type in _PLAYING, cid)
             elif isinstance(event, CommerceEvent):
                 aggregate.commerce_contribution(event, commerce)
         out.stats.duplicates += duplicates
@@ -643,17 +644,20 @@ class _Partition:
             else:
                 out.batch.states[keys[user]] = None
 
-    def _update_live(self, live: dict[str, pstate.LiveState]) -> Generator[Read, Any, None]:
+    def _update_live(
+        self, live: dict[str, tuple[int, bool, str | None]]
+    ) -> Generator[Read, Any, None]:
         if not live:
             return
         keys = {u: pstate.live_key(u) for u in live}
         stored = yield ReadStates(tuple(keys.values()))
-        for user, state in live.items():
+        for user, (at_us, playing, content_id) in live.items():
             blob = stored.get(keys[user])
             if blob:
                 old = pstate.decode_live(blob)
-                if old.at_us > state.at_us:
+                if old.at_us > at_us:
                     continue
+            state = pstate.LiveState(at_us, playing, content_id)
             self.out.batch.states[keys[user]] = pstate.encoder.encode(state)
 
 
