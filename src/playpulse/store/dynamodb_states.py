@@ -32,7 +32,7 @@ pack items older than :data:`CARRY_AGE` into its own pack with their original ve
 (entries of any writer: a key that many writers carry is only written more than once),
 so nothing live expires while batches keep coming; a table to which no batch is applied
 for ``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Each live state is so written
-again every two days: long-lived keys (a user's ``LIVE#`` / ``UWM#``) cost their
+again every two days: long-lived keys (a user's live and watermark states) cost their
 compressed bytes in write units that often, and a cold start reads up to 10 days of
 pack items. Tombstones are never carried: every value a tombstone hides is in an older
 pack, which expires before it. Readers ignore pack items past their TTL whether
