@@ -337,11 +337,14 @@ class Processor:
         share = self.options.max_poll_records // owned
         per_partition = max(1, min(self.options.batch_size, share))
         while max_batches is None or polls < max_batches:
-            batches = self._consumer.poll(per_partition)
-            polls += 1
-            if not batches:
-                break
+            # The read too: a poll's records would otherwise set off collections (at
+            # the default thresholds) that move them to the oldest generation, which
+            # the next full collection walks.
             with processing_gc():
+                batches = self._consumer.poll(per_partition)
+                polls += 1
+                if not batches:
+                    break
                 stats = self.process_batches(batches)
             for name in vars(total):
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
