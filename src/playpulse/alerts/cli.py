@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from playpulse.alerts.engine import AlertStore, state_path
-from playpulse.alerts.rules import active_rules
 from playpulse.config import Settings
 from playpulse.errors import ConfigError
+
+if TYPE_CHECKING:
+    from playpulse.alerts.engine import AlertStore
 
 alerts_app = typer.Typer(
     help="Alerts: what fires now, what fired, the rules (docs/monitoring.md).",
@@ -45,6 +46,10 @@ def _check_format(fmt: str) -> None:
 
 
 def _open(settings: Settings) -> AlertStore:
+    # Imported here: the engine (httpx) and the rules (pydantic models) cost every CLI
+    # command about 0.13 s at import.
+    from playpulse.alerts.engine import AlertStore, state_path
+
     path = state_path(settings)
     if not path.exists():
         raise ConfigError(
@@ -126,6 +131,8 @@ def rules(
 ) -> None:
     """The rules `playpulse up` evaluates (built-in, then user rules)."""
     _check_format(fmt)
+    from playpulse.alerts.rules import active_rules
+
     found = active_rules(_settings(ctx, alert_rules=alert_rules))
     if fmt == "json":
         typer.echo(json.dumps([r.model_dump(by_alias=True) for r in found], indent=2))

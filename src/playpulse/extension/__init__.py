@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 from playpulse.errors import ConfigError
-from playpulse.sdk_js import SDK_PATH
 
 __all__ = ["DEFAULT_SOURCE", "EXCLUDED", "extension_files", "pack_extension"]
 
@@ -63,6 +62,10 @@ def extension_files(source: Path = DEFAULT_SOURCE) -> dict[str, Path]:
             and not any(part.startswith(".") for part in path.relative_to(source).parts)
         ):
             files[name] = path
+    # Here, not at the top: playpulse.sdk_js imports FastAPI, which every CLI command
+    # would then load (the CLI imports this module for `playpulse extension`).
+    from playpulse.sdk_js import SDK_PATH
+
     files[SDK_NAME] = SDK_PATH
     named = [manifest.get("background", {}).get("service_worker")]
     named += [manifest.get("options_ui", {}).get("page")]
