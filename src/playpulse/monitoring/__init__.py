@@ -4,8 +4,9 @@ and the export of the alert rules and a Grafana dashboard for existing monitorin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from playpulse._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from playpulse.monitoring.metrics import PipelineMetrics, add_pipeline_metrics
@@ -18,14 +19,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The public name ``name``, imported from its module on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)
 
 __all__ = ["PipelineMetrics", "add_pipeline_metrics"]

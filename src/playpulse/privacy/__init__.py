@@ -9,8 +9,9 @@ pseudonyms of user ids, the suppression list. See docs/privacy.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from playpulse._lazy import lazy_getattr
 
 # Eager: a light module, and its function ``pseudonym`` shares the submodule's name
 # (a lazy name would be shadowed by the submodule once anything imports it).
@@ -39,15 +40,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The public name ``name``, imported from its module on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)
 
 __all__ = [
     "UserPrivacy",
