@@ -1,28 +1,16 @@
 """The real-time store on Amazon DynamoDB: ``dynamodb://TABLE`` (one table).
 
-Table (:func:`create_table`): string keys ``pk`` (HASH) / ``sk`` (RANGE), on-demand
-billing, TTL on ``expires_at`` (epoch seconds), and two global secondary indexes:
-
-- ``by_sk`` (``_isk`` HASH, ``_ipk`` RANGE, all attributes): sparse, and no item this
-  version writes carries ``_isk`` / ``_ipk`` any more, so it stays empty and costs
-  nothing (every counter update written to it doubled the counters' write units;
-  :meth:`DynamoDBStore.scan` reads the key registry instead). It is still declared so
-  that the table matches the stack's template; it can go with the template's.
-- ``by_vendor`` (``vendor_pk`` HASH, ``sk`` RANGE): the shop's ``VENDOR#<id>`` /
-  ``METRICS#<date>`` items under their vendor. ``PRODUCT#<id>`` items are not in it: a
-  store batch names no product's vendor (the processor would have to pass it).
+Table: keys ``pk`` / ``sk``, TTL on ``expires_at``, the global secondary indexes
+``by_sk`` (empty) and ``by_vendor``; see :mod:`~playpulse.store.dynamodb_table`
+(:func:`create_table`).
 
 Items (``~pp#`` starts every internal partition key; a counter key starting with it is
 refused):
 
 - counters: ``pk`` / ``sk`` as the processor names them (``CONTENT#<id>`` / ``DAY#<date>``,
   ``VENDOR#<id>`` / ``METRICS#<date>`` ...), one plain Number attribute per measure,
-  added to with ``UpdateItem ... ADD``. Amounts go as the shortest ``repr`` of the float
-  (at most 17 significant digits) and DynamoDB adds them exactly in decimal (38
-  significant digits), so a sum is the exact decimal sum of the amounts, read back as the
-  nearest float (within 1e-15 relative of a float accumulation). Values DynamoDB cannot
-  hold (infinities, magnitudes outside [1e-120, 1e120)) are kept as a String holding the
-  float's ``repr`` and updated by a conditional read-modify-write in float arithmetic.
+  added to with ``UpdateItem ... ADD`` (exact decimal sums; values DynamoDB cannot
+  hold are kept as Strings: see :mod:`~playpulse.store.dynamodb_items`).
   Attribute names ``pk``, ``sk``, ``expires_at``, ``vendor_pk`` and any starting with
   ``_`` are reserved.
 - fences: every counter item carries, per (consumer, partition) that wrote it,
@@ -53,21 +41,8 @@ refused):
   items older than 2 days into its own pack, so nothing live expires while batches keep
   coming (a table idle for 8 days loses its states).
 - dedup keys: one immutable item per applied batch (``~pp#DEDUP`` / ``<stamp>#<batch>``)
-  holding its keys as 8-byte BLAKE2b fingerprints with their expiry (16 bytes a key,
-  zlib-compressed), never one item per event. The store object keeps an in-memory index
-  (fingerprint -> expiry), loaded in full when first needed and then by querying the
-  items stamped since the last load (less a 60 s look-back for concurrent writers).
-  Memory: about 150 bytes per key held in CPython (10 million keys: about 1.5 GB). Two
-  keys share a fingerprint with probability about n^2 / 2^65 (n keys held). Later
-  writes of a key win (by stamp). :meth:`DynamoDBStore.expire_dedup` records
-  ``(stamp, before)`` in a META item: keys written before the stamp that expire before
-  ``before`` are gone for every reader. The TTL (``expires_at``) of a dedup item is the
-  later of its keys' last expiry and its write time, plus 2 days (the processor forgets
-  keys a day after they expire; a key may outlive its expiry, as the contract allows,
-  but not by more than that: beyond the interface's "until expire_dedup", the one
-  wall-clock rule of the store). Readers ignore items past their TTL whether or not
-  DynamoDB has deleted them yet (it deletes late), so every reader sees the same keys,
-  and a cold start loads about the dedup window (7 days) plus 2 days of items.
+  holding its keys as 8-byte fingerprints with their expiry, and the store object's
+  in-memory index of them: see :mod:`~playpulse.store.dynamodb_dedup`.
 - offsets: ``~pp#OFFSETS`` / ``c<consumer>``, one attribute ``o<partition>`` per
   partition (64-digit strings), written forward only (a conditional write), which also
   fences a zombie.
@@ -108,512 +83,100 @@ see a mix, and a crash midway leaves a partial store (run it again). It is meant
 offline reprocess (processors stopped; store objects open elsewhere keep their state
 index: reopen them).
 
-Throttling (ProvisionedThroughputExceeded, ThrottlingException, RequestLimitExceeded,
-TransactionConflict, and BatchWriteItem's UnprocessedItems) is retried with exponential
-backoff beyond the SDK's own retries; other failures raise
-:class:`~playpulse.errors.StoreError`. :attr:`DynamoDBStore.write_units` counts the write
-capacity units DynamoDB reported (``ReturnConsumedCapacity=TOTAL``);
-:attr:`DynamoDBStore.estimated_write_units` the units computed from item sizes (1 per
-started KB, per item written and per index it is projected into), for endpoints that do
-not report them exactly.
+Throttling is retried with backoff, other failures raise
+:class:`~playpulse.errors.StoreError`, and write units are counted
+(:attr:`DynamoDBStore.write_units`, :attr:`DynamoDBStore.estimated_write_units`): see
+:mod:`~playpulse.store.dynamodb_calls`.
 
 GSI reads are eventually consistent on DynamoDB: :meth:`~DynamoDBStore.vendor_items` may
 miss a write of the last second; every other read is strongly consistent.
+
+The code: :mod:`~playpulse.store.dynamodb_items` (key prefixes, wire encoding),
+:mod:`~playpulse.store.dynamodb_batch` (the validated batch the journal keeps),
+:mod:`~playpulse.store.dynamodb_calls` (the table's low-level calls),
+:mod:`~playpulse.store.dynamodb_table` (creating the table),
+:mod:`~playpulse.store.dynamodb_dedup` (the dedup index) and
+:mod:`~playpulse.store.dynamodb_states` (state packs); :class:`DynamoDBStore` here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import decimal
 import functools
-import hashlib
 import json
 import math
-import struct
 import threading
-import time
-import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
-from playpulse.errors import ConfigError, StoreError
+from playpulse.errors import StoreError
 from playpulse.store.base import RealtimeStore, StoreBatch, replayed
+from playpulse.store.dynamodb_batch import Prepared, prepare
+from playpulse.store.dynamodb_calls import (
+    WORKERS,
+    BadType,
+    ConditionFailed,
+    default_client,
+    error_code,
+    error_reason,
+    in_chunks,
+)
+from playpulse.store.dynamodb_dedup import DedupIndex
+from playpulse.store.dynamodb_items import (
+    INTERNAL,
+    JOURNAL_PK,
+    KEYS_PK,
+    LAYOUT_SK,
+    META_PK,
+    OFFSETS_PK,
+    OLD_STATE_PK,
+    RESERVED,
+    SET_PK,
+    STATE_SHARDS,
+    VENDOR_KEY,
+    checked_text,
+    fingerprint,
+    from_us,
+    is_special,
+    number,
+    number_sum,
+    number_value,
+    position_text,
+)
 from playpulse.store.dynamodb_states import (
     CARRY_AGE,
     COMMIT_PK,
-    LOOKBACK_US,
     PACK_PK,
     PACK_TTL,
     STAMP_WIDTH,
     PackIO,
-    PackItem,
     StatePacks,
-    stamped_since,
 )
+from playpulse.store.dynamodb_table import INDEXES, TTL_ATTRIBUTE, create_table, table_properties
 
-T = TypeVar("T")
+__all__ = [
+    "INDEXES",
+    "TTL_ATTRIBUTE",
+    "VENDOR_KEY",
+    "DynamoDBStore",
+    "create_table",
+    "fingerprint",
+    "position_text",
+    "table_properties",
+]
 
-_INTERNAL = "~pp#"
-_OFFSETS_PK = "~pp#OFFSETS"
-_META_PK = "~pp#META"
-_OLD_STATE_PK = "~pp#STATE#"  # states before packs: refused (_refuse_old_layout)
-_DEDUP_PK = "~pp#DEDUP"
-_JOURNAL_PK = "~pp#JOURNAL#"
-_SET_PK = "~pp#SET#"
-_KEYS_PK = "~pp#KEYS#"
-_STATE_SHARDS = 8  # default; a table's own count is in its META LAYOUT item
-_LAYOUT_SK = "LAYOUT"
-_DEDUP_OPS_SK = "DEDUP_EXPIRED"
-
-_POS_WIDTH = 64
-_POS_LIMIT = 10**_POS_WIDTH
 _CHUNK_BYTES = 350_000
-_DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
-_MAX_BLOB = 380_000
 _JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
-_DEDUP_TTL_MARGIN = timedelta(days=2)
 _KNOWN_MEMBERS = 300_000  # set members a store object remembers having put
-_MIN_N, _MAX_N = 1e-120, 1e120
-VENDOR_KEY = "vendor_pk"
-_RESERVED = frozenset({"pk", "sk", "expires_at", VENDOR_KEY})
-_THROTTLED = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TransactionConflictException",
-        "LimitExceededException",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
-_RETRIES = 8
-_WORKERS = 8
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-_DEDUP_RECORD = struct.Struct("<Qq")  # fingerprint, expiry (microseconds since the epoch)
-_JOURNAL_HEAD = struct.Struct(">II")
-
-INDEXES = ("by_sk", "by_vendor")
-
-
-class _ConditionFailed(StoreError):
-    """A conditional write found its condition false (internal; caught where expected)."""
-
-
-class _BadType(StoreError):
-    """DynamoDB refused an operand's type or range (internal: the slow path follows)."""
-
-
-# --- conversions --------------------------------------------------------------------------
-
-
-def position_text(position: int) -> str:
-    """A stream position as the 64-digit zero-padded string the store compares (strings
-    order like the numbers). Raises :class:`StoreError` outside [0, 10**64)."""
-    if isinstance(position, bool) or not isinstance(position, int):
-        raise StoreError(f"position {position!r} is not an integer")
-    if not 0 <= position < _POS_LIMIT:
-        raise StoreError(f"position {position} is outside [0, 10**{_POS_WIDTH})")
-    return f"{position:0{_POS_WIDTH}d}"
-
-
-def fingerprint(key: str) -> int:
-    """The 8-byte BLAKE2b fingerprint (as an int) under which a dedup key is kept."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def _us(value: object) -> int:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise StoreError(f"store timestamps must be timezone-aware datetimes, got {value!r}")
-    return (value - _EPOCH) // _US
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + us * _US
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise StoreError(f"{what} must be a string, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise StoreError(f"{what} {value!r} is not valid text: {exc}") from exc
-    return value
-
-
-def _special(x: float) -> bool:
-    """Whether ``x`` cannot be a DynamoDB Number we add to (kept as a String then)."""
-    return not math.isfinite(x) or (x != 0 and not _MIN_N <= abs(x) < _MAX_N)
-
-
-def _number(x: float) -> dict[str, str]:
-    """The wire form of ``x``: a Number (``repr``, with a ``.`` so that every parser reads
-    it as a decimal), or a String for values DynamoDB cannot hold."""
-    if _special(x):
-        return {"S": repr(x)}
-    text = repr(x)
-    if "e" in text and "." not in text:
-        text = text.replace("e", ".0e")
-    return {"N": text}
-
-
-_DECIMAL = decimal.Context(prec=38, traps=[decimal.Inexact, decimal.Overflow])
-
-
-def _sum(old: dict[str, Any] | None, amount: float) -> dict[str, str]:
-    """The wire form of stored ``old`` plus ``amount``: exact in decimal (as DynamoDB's
-    ADD) when both are Numbers and the sum is one too, else in float arithmetic."""
-    if old is None:
-        return _number(amount)
-    if "N" in old and not _special(amount):
-        try:
-            total = _DECIMAL.add(decimal.Decimal(old["N"]), decimal.Decimal(_number(amount)["N"]))
-        except decimal.DecimalException:
-            total = None
-        if total is not None and not _special(float(total)):
-            text = str(total)
-            if "E" in text and "." not in text:
-                text = text.replace("E", ".0E")
-            return {"N": text}
-    return _number(_value(old) + amount)
-
-
-def _value(raw: dict[str, Any]) -> float:
-    """A stored counter attribute (Number or String) as a float."""
-    if "N" in raw:
-        return float(raw["N"])
-    if "S" in raw:
-        return float(raw["S"])
-    raise StoreError(f"a counter attribute holds {raw!r}, not a number")
-
-
-def _user_attrs(item: dict[str, Any]) -> dict[str, float]:
-    return {
-        name: _value(raw)
-        for name, raw in item.items()
-        if name not in _RESERVED and not name.startswith("_")
-    }
-
-
-def _size(item: dict[str, Any]) -> int:
-    """Approximate DynamoDB item size in bytes (names + values)."""
-    total = 0
-    for name, raw in item.items():
-        total += len(name.encode())
-        for kind, value in raw.items():
-            if kind == "B":
-                total += len(value)
-            elif kind == "S":
-                total += len(value.encode())
-            elif kind == "N":
-                total += len(value) // 2 + 2
-            else:
-                total += 1
-    return total
-
-
-def _units(size: int) -> int:
-    return max(1, -(-size // 1024))
-
-
-def _stamp() -> int:
-    return time.time_ns() // 1000
-
-
-def _kind(pk: str) -> str:
-    """What an item of partition key ``pk`` is, for the write unit counts."""
-    for prefix, kind in (
-        (_SET_PK, "members"),
-        (_KEYS_PK, "key registry"),
-        (PACK_PK, "states"),
-        (COMMIT_PK, "commits"),
-        (_JOURNAL_PK, "journal"),
-        (_DEDUP_PK, "dedup"),
-        (_OFFSETS_PK, "offsets"),
-        (_INTERNAL, "meta"),
-    ):
-        if pk.startswith(prefix):
-            return kind
-    return "counters"
-
-
-def _chunks(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
-
-
-# --- a validated batch ---------------------------------------------------------------------
-
-
-@dataclass
-class _Prepared:
-    """A validated batch in the form the journal keeps and the redo applies. ``states``
-    are written to pack items before the journal (:meth:`DynamoDBStore._write_packs`);
-    the journal keeps only the pack items' keys (``packs``)."""
-
-    consumer: str
-    batch_id: str
-    stamp: int
-    offsets: dict[int, int] = field(default_factory=dict)
-    counters: list[tuple[str, str, dict[str, float]]] = field(default_factory=list)
-    members: list[tuple[str, str]] = field(default_factory=list)
-    dedup: bytes = b""  # _DEDUP_RECORD records, in batch order
-    states: list[tuple[str, bytes | None]] = field(default_factory=list)
-    packs: list[tuple[str, str]] = field(default_factory=list)  # pack items (pk, sk)
-    pack_expires: int = 0  # their TTL (epoch seconds)
-    pack_items: list[PackItem] = field(default_factory=list)  # not journaled
-
-    @property
-    def empty(self) -> bool:
-        return not (self.offsets or self.counters or self.members or self.dedup or self.states)
-
-    def encode(self) -> bytes:
-        head = {
-            "v": 3,
-            "consumer": self.consumer,
-            "batch": self.batch_id,
-            "stamp": self.stamp,
-            "offsets": [[p, str(o)] for p, o in self.offsets.items()],
-            "counters": [
-                [pk, sk, [[a, repr(v)] for a, v in attrs.items()]]
-                for pk, sk, attrs in self.counters
-            ],
-            "members": self.members,
-            "packs": self.packs,
-            "pack_expires": self.pack_expires,
-        }
-        head_z = zlib.compress(json.dumps(head, ensure_ascii=False).encode(), 6)
-        dedup_z = zlib.compress(self.dedup, 6) if self.dedup else b""
-        return _JOURNAL_HEAD.pack(len(head_z), len(dedup_z)) + head_z + dedup_z
-
-    @classmethod
-    def decode(cls, data: bytes) -> _Prepared:
-        n_head, n_dedup = _JOURNAL_HEAD.unpack_from(data)
-        at = _JOURNAL_HEAD.size
-        head = json.loads(zlib.decompress(data[at : at + n_head]))
-        if head.get("v") != 3:
-            raise StoreError(f"journal version {head.get('v')!r} is not known to this playpulse")
-        at += n_head
-        dedup = zlib.decompress(data[at : at + n_dedup]) if n_dedup else b""
-        return cls(
-            consumer=head["consumer"],
-            batch_id=head["batch"],
-            stamp=int(head["stamp"]),
-            offsets={int(p): int(o) for p, o in head["offsets"]},
-            counters=[
-                (pk, sk, {a: float(v) for a, v in attrs}) for pk, sk, attrs in head["counters"]
-            ],
-            members=[(k, m) for k, m in head["members"]],
-            dedup=dedup,
-            packs=[(pk, sk) for pk, sk in head["packs"]],
-            pack_expires=int(head["pack_expires"]),
-        )
-
-
-def _prepare(batch: StoreBatch, stamp: int) -> _Prepared:
-    """Check everything a batch holds; StoreError for anything DynamoDB cannot keep."""
-    offsets = {}
-    for p, o in batch.offsets.items():
-        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < 2**31:
-            raise StoreError(f"partition {p!r} is not an integer in [0, 2**31)")
-        position_text(o)
-        offsets[p] = o
-    consumer = _text(batch.consumer, "consumer name")
-    counters = []
-    for (pk, sk), attrs in batch.increments.items():
-        _text(pk, "partition key")
-        _text(sk, "sort key")
-        if not pk or not sk:
-            raise StoreError(f"item key ({pk!r}, {sk!r}) has an empty part: DynamoDB refuses it")
-        if pk.startswith(_INTERNAL):
-            raise StoreError(f"partition key {pk!r} starts with the reserved {_INTERNAL!r}")
-        if len(pk.encode()) > 2000 or len(sk.encode()) > 1000:
-            raise StoreError(f"item key ({pk[:40]!r}..., {sk[:40]!r}...) is too long for DynamoDB")
-        amounts: dict[str, float] = {}
-        for attr, raw in attrs.items():
-            _text(attr, "attribute name")
-            if attr in _RESERVED or attr.startswith("_") or not attr:
-                raise StoreError(f"attribute name {attr!r} of {pk}/{sk} is reserved by the store")
-            try:
-                amount = float(raw)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise StoreError(f"amount {raw!r} for {pk}/{sk}.{attr} is not a number") from exc
-            if math.isnan(amount):
-                raise StoreError(f"amount for {pk}/{sk}.{attr} is NaN")
-            if amount != 0:
-                amounts[attr] = amount
-        if amounts:
-            counters.append((pk, sk, amounts))
-    members = sorted({(_text(k, "set key"), _text(m, "set member")) for k, m in batch.members})
-    for key, member in members:
-        if len(key.encode()) > 2000 or len(member.encode()) > 1000:
-            raise StoreError(f"set key or member {key[:40]!r}/{member[:40]!r} is too long")
-    dedup = b"".join(
-        _DEDUP_RECORD.pack(fingerprint(_text(key, "dedup key")), _us(expires))
-        for key, expires in batch.dedup
-    )
-    states: list[tuple[str, bytes | None]] = []
-    for key, value in batch.states.items():
-        _text(key, "state key")
-        if len(key.encode()) > 1000:
-            raise StoreError(f"state key {key[:40]!r}... is too long for DynamoDB")
-        if value is None:
-            states.append((key, None))
-            continue
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise StoreError(f"state {key!r} must be bytes, got {type(value).__name__}")
-        blob = bytes(value)
-        if len(blob) > _MAX_BLOB:
-            raise StoreError(
-                f"state {key!r} is {len(blob)} bytes: above a DynamoDB item's {_MAX_BLOB}"
-            )
-        states.append((key, blob))
-    batch_id = f"{stamp:0{STAMP_WIDTH}d}-{uuid.uuid4().hex[:12]}"
-    return _Prepared(consumer, batch_id, stamp, offsets, counters, members, dedup, states)
-
-
-# --- the table -----------------------------------------------------------------------------
-
-
-def table_properties() -> dict[str, Any]:
-    """The store table's key schema, attribute definitions, billing mode and GSIs, in the
-    shape both ``CreateTable`` and a CloudFormation ``AWS::DynamoDB::Table`` take (add
-    ``TimeToLiveSpecification``: attribute ``expires_at``). The ``by_sk`` index is
-    sparse on ``_isk`` / ``_ipk``, which no item carries any more (the module
-    docstring): it stays empty."""
-    strings = ["pk", "sk", "_isk", "_ipk", VENDOR_KEY]
-    return {
-        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": "S"} for n in strings],
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        "BillingMode": "PAY_PER_REQUEST",
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": "by_sk",
-                "KeySchema": [
-                    {"AttributeName": "_isk", "KeyType": "HASH"},
-                    {"AttributeName": "_ipk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-            {
-                "IndexName": "by_vendor",
-                "KeySchema": [
-                    {"AttributeName": VENDOR_KEY, "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-        ],
-    }
-
-
-#: The TTL attribute of the store table (epoch seconds).
-TTL_ATTRIBUTE = "expires_at"
-
-
-def create_table(
-    table: str,
-    *,
-    client: Any | None = None,
-    wait: bool = True,
-    state_shards: int | None = None,
-) -> None:
-    """Create the store's table ``table`` (:func:`table_properties`) with TTL on
-    ``expires_at``; nothing if it exists. For tests and ``playpulse aws deploy``.
-    ``state_shards`` (if given) is written to the table's META LAYOUT item: how many
-    partition keys a batch's state pack items spread over (each takes about 1,000 write
-    units a second). Without it, or on a table made elsewhere (CloudFormation), stores
-    use 8. The count of a table cannot change (readers find pack items through commit
-    items, so any count reads, but one table keeps one layout).
-
-    Raises :class:`StoreError` when DynamoDB refuses.
-    """
-    ddb = client if client is not None else _client()
-    if state_shards is not None and not 1 <= state_shards <= 1000:
-        raise StoreError(f"state_shards must be within 1..1000, got {state_shards}")
-    try:
-        ddb.create_table(TableName=table, **table_properties())
-    except Exception as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise StoreError(f"creating DynamoDB table {table!r} failed: {_reason(exc)}") from exc
-    try:
-        if wait:
-            ddb.get_waiter("table_exists").wait(
-                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-            )
-        ddb.update_time_to_live(
-            TableName=table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
-    except Exception as exc:
-        if "already enabled" not in str(exc).lower():
-            raise StoreError(
-                f"enabling TTL on DynamoDB table {table!r} failed: {_reason(exc)}"
-            ) from exc
-    if state_shards is not None:
-        _write_layout(ddb, table, state_shards)
-
-
-def _write_layout(ddb: Any, table: str, state_shards: int) -> None:
-    """Write the META LAYOUT item once; StoreError if the table has another layout."""
-    key = {"pk": {"S": _META_PK}, "sk": {"S": _LAYOUT_SK}}
-    try:
-        ddb.put_item(
-            TableName=table,
-            Item={**key, "state_shards": {"N": str(state_shards)}},
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        return
-    except Exception as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
-            raise StoreError(
-                f"writing the layout of DynamoDB table {table!r} failed: {_reason(exc)}"
-            ) from exc
-    held = ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
-    if int(held.get("state_shards", {}).get("N", -1)) != state_shards:
-        raise StoreError(
-            f"DynamoDB table {table!r} keeps its states in "
-            f"{held.get('state_shards', {}).get('N')} shards, not {state_shards}: "
-            "the layout of a table cannot change"
-        )
-
-
-def _client() -> Any:
-    from playpulse.aws.clients import client
-
-    try:
-        return client("dynamodb")
-    except ConfigError as exc:
-        raise StoreError(str(exc)) from exc
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def _reason(exc: BaseException) -> str:
-    code = _code(exc)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{code}: {text}" if code and code not in text else text
 
 
 # --- the store -----------------------------------------------------------------------------
 
 
-class DynamoDBStore(RealtimeStore):
+class DynamoDBStore(DedupIndex, RealtimeStore):
     """A :class:`RealtimeStore` in the DynamoDB table ``table`` (see the module docstring).
 
     ``create=True`` creates the table when missing (tests, deploy); otherwise a missing
@@ -637,19 +200,21 @@ class DynamoDBStore(RealtimeStore):
         if not table:
             raise StoreError("dynamodb:// needs a table name (dynamodb://TABLE)")
         self.table = table
-        self._ddb = client if client is not None else _client()
+        self._ddb = client if client is not None else default_client()
         if create:
             create_table(table, client=self._ddb)
         try:
             self._ddb.describe_table(TableName=table)
         except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 raise StoreError(
                     f"DynamoDB table {table!r} does not exist (create it with "
                     "'playpulse aws deploy' or playpulse.store.dynamodb.create_table)"
                 ) from exc
-            raise StoreError(f"opening DynamoDB table {table!r} failed: {_reason(exc)}") from exc
-        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix=f"ddb-{table}")
+            raise StoreError(
+                f"opening DynamoDB table {table!r} failed: {error_reason(exc)}"
+            ) from exc
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"ddb-{table}")
         self._lock = threading.Lock()  # units, stamps
         self._index_lock = threading.Lock()
         self._last_stamp = 0
@@ -676,9 +241,9 @@ class DynamoDBStore(RealtimeStore):
         self._known_keys: dict[str, set[str]] = {}  # sort key -> pks in the key registry
         self._known_members: set[tuple[str, str]] = set()  # (set key, member) put
         self._closed = False
-        layout = self._get_item(_META_PK, _LAYOUT_SK)
+        layout = self._get_item(META_PK, LAYOUT_SK)
         #: How many partition keys state items spread over (the table's META LAYOUT).
-        self.state_shards = int(layout.get("state_shards", {}).get("N", _STATE_SHARDS))
+        self.state_shards = int(layout.get("state_shards", {}).get("N", STATE_SHARDS))
         self._refuse_old_layout()
         self._packs = StatePacks(
             self.table,
@@ -698,7 +263,7 @@ class DynamoDBStore(RealtimeStore):
                 "query",
                 TableName=self.table,
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": f"{_OLD_STATE_PK}{shard}"}},
+                ExpressionAttributeValues={":pk": {"S": f"{OLD_STATE_PK}{shard}"}},
                 Limit=1,
                 ProjectionExpression="pk",
             )
@@ -711,165 +276,12 @@ class DynamoDBStore(RealtimeStore):
                     "and point PLAYPULSE_STORE_URL at it"
                 )
 
-    # --- low-level calls ---
-
-    def _call(self, op: str, **kwargs: Any) -> Any:
-        """Call ``op``, retrying throttling; ConditionalCheckFailed -> _ConditionFailed,
-        a refused operand type or range -> _BadType, anything else -> StoreError."""
-        method = getattr(self._ddb, op)
-        delay = 0.05
-        for attempt in range(_RETRIES + 1):
-            try:
-                response = method(**kwargs)
-            except Exception as exc:
-                code = _code(exc)
-                if code == "ConditionalCheckFailedException":
-                    raise _ConditionFailed(f"{op} on {self.table!r}: condition false") from exc
-                if code == "ValidationException" and (
-                    "incorrect data type" in str(exc)
-                    or "overflow" in str(exc).lower()
-                    or "precision" in str(exc).lower()
-                    or "underflow" in str(exc).lower()
-                ):
-                    raise _BadType(str(exc)) from exc
-                if code in _THROTTLED and attempt < _RETRIES:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                if code == "ResourceNotFoundException":
-                    raise StoreError(
-                        f"DynamoDB {op} on table {self.table!r} failed: the table does not exist"
-                    ) from exc
-                raise StoreError(
-                    f"DynamoDB {op} on table {self.table!r} failed: {_reason(exc)}"
-                ) from exc
-            self._count(response)
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _count(self, response: dict[str, Any]) -> None:
-        consumed = response.get("ConsumedCapacity")
-        if consumed is None:
-            return
-        entries = consumed if isinstance(consumed, list) else [consumed]
-        with self._lock:
-            for entry in entries:
-                self.write_units += float(entry.get("CapacityUnits", 0.0))
-
-    def _estimate(self, item: dict[str, Any]) -> None:
-        units = _units(_size(item))
-        if "_isk" in item:
-            units *= 2  # projected into by_sk
-        if VENDOR_KEY in item:
-            units += _units(_size(item))
-        kind = _kind(item["pk"]["S"]) if "pk" in item else "other"
-        with self._lock:
-            self.estimated_write_units += units
-            self.write_requests += 1
-            self.estimated_units_by_kind[kind] = self.estimated_units_by_kind.get(kind, 0) + units
-
-    def _write(self, op: str, item_for_size: dict[str, Any], **kwargs: Any) -> Any:
-        self._estimate(item_for_size)
-        return self._call(op, TableName=self.table, ReturnConsumedCapacity="TOTAL", **kwargs)
-
-    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
-        for request in requests:
-            body = request.get("PutRequest", {}).get("Item") or request["DeleteRequest"]["Key"]
-            self._estimate(body)
-        for chunk in _chunks(requests, 25):
-            pending: list[dict[str, Any]] = list(chunk)
-            delay = 0.05
-            for _ in range(_RETRIES * 4):
-                response = self._call(
-                    "batch_write_item",
-                    RequestItems={self.table: pending},
-                    ReturnConsumedCapacity="TOTAL",
-                )
-                pending = response.get("UnprocessedItems", {}).get(self.table, [])
-                if not pending:
-                    break
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            else:
-                raise StoreError(
-                    f"DynamoDB BatchWriteItem on {self.table!r}: {len(pending)} items still "
-                    "unprocessed after retries (throttled)"
-                )
-
-    def _batch_get(
-        self, keys: list[dict[str, Any]], projection: str | None, names: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        """BatchGetItem (consistent) in chunks of 100 (on the pool), retrying
-        UnprocessedKeys. Not for pool tasks (it waits on the pool)."""
-        chunks = list(_chunks(keys, 100))
-        found: list[list[dict[str, Any]]] = [[] for _ in chunks]
-
-        def one(n: int) -> None:
-            found[n] = self._batch_get_one(chunks[n], projection, names)
-
-        self._parallel(one, range(len(chunks)))
-        return [item for part in found for item in part]
-
-    def _batch_get_one(
-        self, chunk: Sequence[dict[str, Any]], projection: str | None, names: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if chunk:
-            spec: dict[str, Any] = {"Keys": list(chunk), "ConsistentRead": True}
-            if projection:
-                spec["ProjectionExpression"] = projection
-            if names:
-                spec["ExpressionAttributeNames"] = names
-            request: dict[str, Any] = {self.table: spec}
-            delay = 0.05
-            for _ in range(_RETRIES * 4):
-                response = self._call("batch_get_item", RequestItems=request)
-                out.extend(response.get("Responses", {}).get(self.table, []))
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            else:
-                raise StoreError(f"DynamoDB BatchGetItem on {self.table!r}: keys left unread")
-        return out
-
-    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Every item a Query returns, page by page."""
-        kwargs.setdefault("TableName", self.table)
-        while True:
-            response = self._call("query", **kwargs)
-            yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            kwargs["ExclusiveStartKey"] = last
-
-    def _parallel(self, fn: Callable[[T], None], work: Sequence[T]) -> None:
-        """Run ``fn`` over ``work`` on the pool; raise the first error after all ran."""
-        if len(work) <= 1:
-            for one in work:
-                fn(one)
-            return
-        futures = [self._pool.submit(fn, one) for one in work]
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-
-    def _next_stamp(self) -> int:
-        with self._lock:
-            stamp = max(_stamp(), self._last_stamp + 1)
-            self._last_stamp = stamp
-            return stamp
-
     # --- apply ---
 
     def apply(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.apply` and the module docstring (a redo journal and
         fenced item writes)."""
-        prep = _prepare(batch, self._next_stamp())
+        prep = prepare(batch, self._next_stamp())
         if prep.empty:
             return
         self._finish_journals(prep.consumer, set(prep.offsets))
@@ -888,7 +300,7 @@ class DynamoDBStore(RealtimeStore):
                 self._known_members.clear()
             self._known_members.update(added)
 
-    def _check_sums(self, prep: _Prepared) -> None:
+    def _check_sums(self, prep: Prepared) -> None:
         """Refuse, before writing, an infinite amount added to the opposite infinity."""
         for pk, sk, attrs in prep.counters:
             infinite = {a: v for a, v in attrs.items() if math.isinf(v)}
@@ -896,13 +308,13 @@ class DynamoDBStore(RealtimeStore):
                 continue
             stored = self._get_item(pk, sk)
             for attr, amount in infinite.items():
-                if attr in stored and math.isnan(_value(stored[attr]) + amount):
+                if attr in stored and math.isnan(number_value(stored[attr]) + amount):
                     raise StoreError(
                         f"adding {amount} to {pk}/{sk}.{attr} gives NaN "
-                        f"(it holds {_value(stored[attr])})"
+                        f"(it holds {number_value(stored[attr])})"
                     )
 
-    def _write_packs(self, prep: _Prepared) -> None:
+    def _write_packs(self, prep: Prepared) -> None:
         """Step 2a: the batch's states, and the live states of pack items older than
         ``carry_age``, in write-once pack items with a TTL (invisible until step 3
         commits them; :meth:`StatePacks.write`)."""
@@ -912,7 +324,7 @@ class DynamoDBStore(RealtimeStore):
             prep.pack_items = written
             prep.pack_expires = written[0].expires
 
-    def _register_keys(self, prep: _Prepared) -> None:
+    def _register_keys(self, prep: Prepared) -> None:
         """Step 2b: the batch's counter keys that the key registry may not hold yet, one
         write-once item per sort key (``~pp#KEYS#<sk>`` / ``<stamp>#<batch>``). This
         object remembers what it registered or read there, so a key is registered about
@@ -937,7 +349,7 @@ class DynamoDBStore(RealtimeStore):
             {
                 "PutRequest": {
                     "Item": {
-                        "pk": {"S": _KEYS_PK + sk},
+                        "pk": {"S": KEYS_PK + sk},
                         "sk": {"S": f"{prep.stamp:0{STAMP_WIDTH}d}#{prep.batch_id}"},
                         "k": {"B": zlib.compress(json.dumps(sorted(pks)).encode(), 6)},
                     }
@@ -951,7 +363,7 @@ class DynamoDBStore(RealtimeStore):
             for sk, pks in new.items():
                 self._known_keys[sk].update(pks)
 
-    def _commit_packs(self, prep: _Prepared, fenced: bool) -> None:
+    def _commit_packs(self, prep: Prepared, fenced: bool) -> None:
         """Step 3's last write: the commit item that makes the batch's pack items visible
         (not written when the batch's offsets were all applied already: it committed
         before, or a newer owner's batches overtook this zombie)."""
@@ -970,11 +382,11 @@ class DynamoDBStore(RealtimeStore):
         self._write("put_item", item, Item=item)
         self._packs.committed(prep.batch_id, prep.pack_expires, prep.pack_items)
 
-    def _journal(self, prep: _Prepared) -> None:
+    def _journal(self, prep: Prepared) -> None:
         """Steps 2: the batch's chunks, then its marker."""
         data = prep.encode()
-        pk = _JOURNAL_PK + prep.consumer
-        ttl = {"N": str(int((_from_us(prep.stamp) + _JOURNAL_TTL).timestamp()))}
+        pk = JOURNAL_PK + prep.consumer
+        ttl = {"N": str(int((from_us(prep.stamp) + _JOURNAL_TTL).timestamp()))}
         chunks = [data[i : i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)]
         requests = [
             {
@@ -1001,7 +413,7 @@ class DynamoDBStore(RealtimeStore):
     def _finish_journals(self, consumer: str, partitions: set[int] | None) -> None:
         """Redo every pending journal of ``consumer`` (those touching ``partitions``, or
         all when ``None``), oldest first."""
-        pk = _JOURNAL_PK + consumer
+        pk = JOURNAL_PK + consumer
         markers = list(
             self._query(
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :m)",
@@ -1032,11 +444,9 @@ class DynamoDBStore(RealtimeStore):
                     f"{len(chunks)} of its {expected} chunks: cannot redo it"
                 )
             data = b"".join(c["d"]["B"] for c in sorted(chunks, key=lambda c: c["sk"]["S"]))
-            self._redo(_Prepared.decode(data))
+            self._redo(Prepared.decode(data))
 
-    def _fence(
-        self, prep: _Prepared
-    ) -> tuple[list[str], list[str], dict[str, str], dict[str, Any]]:
+    def _fence(self, prep: Prepared) -> tuple[list[str], list[str], dict[str, str], dict[str, Any]]:
         """(conditions, SET parts, names, values) fencing an item write with the batch."""
         conds: list[str] = []
         sets: list[str] = []
@@ -1055,7 +465,7 @@ class DynamoDBStore(RealtimeStore):
             sets.append("#j = :j")
         return conds, sets, names, values
 
-    def _applied(self, item: dict[str, Any], prep: _Prepared) -> bool:
+    def _applied(self, item: dict[str, Any], prep: Prepared) -> bool:
         """Whether ``item`` carries the fence of ``prep`` (written by it or later)."""
         if not prep.offsets:
             return bool(item.get(f"_j#{prep.consumer}", {}).get("S") == prep.batch_id)
@@ -1065,42 +475,42 @@ class DynamoDBStore(RealtimeStore):
                 return False
         return True
 
-    def _redo(self, prep: _Prepared, *, fenced: bool = True) -> None:
+    def _redo(self, prep: Prepared, *, fenced: bool = True) -> None:
         """Steps 3-5 for a journaled batch (idempotent; also the crash recovery)."""
         # Every write of step 3 is independent of the others: one round of tasks on the
         # pool (each a leaf: it never waits on the pool itself).
         tasks: list[Callable[[], None]] = []
         tasks += [functools.partial(self._add, prep, c, fenced) for c in prep.counters]
         members = [
-            {"PutRequest": {"Item": {"pk": {"S": _SET_PK + k}, "sk": {"S": "m" + m}}}}
+            {"PutRequest": {"Item": {"pk": {"S": SET_PK + k}, "sk": {"S": "m" + m}}}}
             for k, m in prep.members
         ]
-        tasks += [functools.partial(self._batch_write, list(c)) for c in _chunks(members, 25)]
+        tasks += [functools.partial(self._batch_write, list(c)) for c in in_chunks(members, 25)]
         if prep.dedup:
             tasks.append(functools.partial(self._put_dedup, prep))
         self._parallel(lambda task: task(), tasks)
         self._commit_packs(prep, fenced)
         if fenced:
             self._move_offsets(prep)
-            key = {"pk": {"S": _JOURNAL_PK + prep.consumer}, "sk": {"S": f"M#{prep.batch_id}"}}
+            key = {"pk": {"S": JOURNAL_PK + prep.consumer}, "sk": {"S": f"M#{prep.batch_id}"}}
             self._write("delete_item", key, Key=key)
 
     def _add(
-        self, prep: _Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
+        self, prep: Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
     ) -> None:
         pk, sk, attrs = counter
-        if any(_special(v) for v in attrs.values()):
+        if any(is_special(v) for v in attrs.values()):
             self._read_modify_write(prep, counter, fenced)
             return
         conds, sets, names, values = self._fence(prep) if fenced else ([], [], {}, {})
         adds = []
         for i, (attr, amount) in enumerate(attrs.items()):
             names[f"#a{i}"] = attr
-            values[f":a{i}"] = _number(amount)
+            values[f":a{i}"] = number(amount)
             adds.append(f"#a{i} :a{i}")
         _vendor_attribute(pk, sets, names, values)
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
-        size_item = {**key, **{a: _number(v) for a, v in attrs.items()}}
+        size_item = {**key, **{a: number(v) for a, v in attrs.items()}}
         if pk.startswith("VENDOR#"):
             size_item[VENDOR_KEY] = key["pk"]
         update = f"ADD {', '.join(adds)}" + (f" SET {', '.join(sets)}" if sets else "")
@@ -1114,22 +524,13 @@ class DynamoDBStore(RealtimeStore):
             kwargs["ConditionExpression"] = " AND ".join(conds)
         try:
             self._write("update_item", size_item, **kwargs)
-        except _ConditionFailed:
+        except ConditionFailed:
             return  # applied already
-        except _BadType:
+        except BadType:
             self._read_modify_write(prep, counter, fenced)
 
-    def _get_item(self, pk: str, sk: str) -> dict[str, Any]:
-        response = self._call(
-            "get_item",
-            TableName=self.table,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ConsistentRead=True,
-        )
-        return dict(response.get("Item", {}))
-
     def _read_modify_write(
-        self, prep: _Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
+        self, prep: Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
     ) -> None:
         """The slow path for values DynamoDB cannot add: float arithmetic, a write
         conditional on the values read (and on the fence), retried on a race."""
@@ -1142,7 +543,7 @@ class DynamoDBStore(RealtimeStore):
             for i, (attr, amount) in enumerate(attrs.items()):
                 names[f"#a{i}"] = attr
                 old = item.get(attr)
-                values[f":a{i}"] = _sum(old, amount)
+                values[f":a{i}"] = number_sum(old, amount)
                 sets.append(f"#a{i} = :a{i}")
                 if old is None:
                     conds.append(f"attribute_not_exists(#a{i})")
@@ -1162,37 +563,15 @@ class DynamoDBStore(RealtimeStore):
                     ExpressionAttributeValues=values,
                 )
                 return
-            except _ConditionFailed:
+            except ConditionFailed:
                 continue  # raced with another writer: read again
         raise StoreError(f"updating {pk}/{sk} in {self.table!r}: too many concurrent writers")
 
-    def _put_dedup(self, prep: _Prepared) -> None:
-        """The batch's immutable dedup item(s) (idempotent: deterministic keys)."""
-        records = prep.dedup
-        step = _DEDUP_KEYS_PER_ITEM * _DEDUP_RECORD.size
-        expiries = [us for _, us in _DEDUP_RECORD.iter_unpack(records)]
-        ttl_us = max(max(expiries), prep.stamp) + _DEDUP_TTL_MARGIN // _US
-        ttl_s = min(ttl_us // 1_000_000, 253_402_300_799)  # TTL beyond 9999 is useless
-        requests = []
-        for n, start in enumerate(range(0, len(records), step)):
-            sk = f"{prep.stamp:0{STAMP_WIDTH}d}#{prep.batch_id}#{n:03d}"
-            item = {
-                "pk": {"S": _DEDUP_PK},
-                "sk": {"S": sk},
-                "d": {"B": zlib.compress(records[start : start + step], 1)},
-                "expires_at": {"N": str(ttl_s)},
-            }
-            requests.append({"PutRequest": {"Item": item}})
-        self._batch_write(requests)
-        with self._index_lock:
-            for request in requests:
-                self._load_dedup_item(request["PutRequest"]["Item"])
-
-    def _move_offsets(self, prep: _Prepared) -> None:
+    def _move_offsets(self, prep: Prepared) -> None:
         """Step 4: the consumer's offsets, forward only (per partition on a conflict)."""
         if not prep.offsets:
             return
-        key = {"pk": {"S": _OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
+        key = {"pk": {"S": OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
         items = sorted(prep.offsets.items())
 
         def update(parts: list[tuple[int, int]]) -> None:
@@ -1212,13 +591,13 @@ class DynamoDBStore(RealtimeStore):
 
         try:
             update(items)
-        except _ConditionFailed:
+        except ConditionFailed:
             for part in items:  # some partitions are ahead already (a zombie, a redo)
-                with contextlib.suppress(_ConditionFailed):
+                with contextlib.suppress(ConditionFailed):
                     update([part])
 
     def _read_offsets(self, consumer: str) -> dict[int, int]:
-        item = self._get_item(_OFFSETS_PK, "c" + consumer)
+        item = self._get_item(OFFSETS_PK, "c" + consumer)
         return {
             int(name[1:]): int(raw["S"])
             for name, raw in item.items()
@@ -1230,7 +609,7 @@ class DynamoDBStore(RealtimeStore):
     def replace(self, batch: StoreBatch) -> None:
         """See :meth:`RealtimeStore.replace`; on DynamoDB it is not atomic for readers nor
         across a crash (module docstring): meant for an offline reprocess."""
-        prep = _prepare(batch, self._next_stamp())
+        prep = prepare(batch, self._next_stamp())
         deletes = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -1238,9 +617,9 @@ class DynamoDBStore(RealtimeStore):
             "FilterExpression": "NOT begins_with(pk, :internal) OR begins_with(pk, :set) "
             "OR begins_with(pk, :pack) OR pk = :commit OR begins_with(pk, :keys)",
             "ExpressionAttributeValues": {
-                ":internal": {"S": _INTERNAL},
-                ":keys": {"S": _KEYS_PK},
-                ":set": {"S": _SET_PK},
+                ":internal": {"S": INTERNAL},
+                ":keys": {"S": KEYS_PK},
+                ":set": {"S": SET_PK},
                 ":pack": {"S": PACK_PK},
                 ":commit": {"S": COMMIT_PK},
             },
@@ -1252,7 +631,7 @@ class DynamoDBStore(RealtimeStore):
             if not response.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        self._parallel(lambda chunk: self._batch_write(list(chunk)), list(_chunks(deletes, 25)))
+        self._parallel(lambda chunk: self._batch_write(list(chunk)), list(in_chunks(deletes, 25)))
         self._packs.reset()
         with self._keys_lock:
             self._known_keys.clear()
@@ -1261,7 +640,7 @@ class DynamoDBStore(RealtimeStore):
         self._register_keys(prep)
         self._redo(prep, fenced=False)
         if prep.offsets:
-            key = {"pk": {"S": _OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
+            key = {"pk": {"S": OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
             parts = sorted(prep.offsets.items())
             names = {f"#o{i}": f"o{p}" for i, (p, _) in enumerate(parts)}
             values = {f":o{i}": {"S": position_text(o)} for i, (_, o) in enumerate(parts)}
@@ -1281,102 +660,9 @@ class DynamoDBStore(RealtimeStore):
         first (a crash's half-applied batch), so offsets and items agree. A journal that
         another live member of the consumer is applying at that moment is applied by
         both: the fences keep it exactly once (it costs its writes twice)."""
-        consumer = _text(consumer, "consumer name")
+        consumer = checked_text(consumer, "consumer name")
         self._finish_journals(consumer, None)
         return self._read_offsets(consumer)
-
-    def dedup_expiries(self, event_ids: Sequence[str]) -> dict[str, datetime]:
-        """See :meth:`RealtimeStore.dedup_expiries` (the in-memory index, refreshed)."""
-        if not event_ids:
-            return {}
-        self._refresh_index()
-        out: dict[str, datetime] = {}
-        with self._index_lock:
-            for key in event_ids:
-                hit = self._index.get(fingerprint(key))
-                if hit is not None:
-                    out[key] = _from_us(hit[0])
-        return out
-
-    def _refresh_index(self) -> None:
-        """Load the dedup items written since the last load and the expire ops."""
-        with self._index_lock:
-            ops_item = self._get_item(_META_PK, _DEDUP_OPS_SK)
-            ops = _decode_ops(ops_item)
-            if ops != self._ops:
-                self._ops = ops
-                self._apply_ops(ops)
-            since = stamped_since(_DEDUP_PK, self._loaded_upto if self._full else None)
-            for item in self._query(**since, ConsistentRead=True):
-                self._load_dedup_item(item)
-            self._full = True
-            horizon = self._loaded_upto - LOOKBACK_US
-            for sk in [sk for sk, stamp in self._loaded.items() if stamp < horizon]:
-                del self._loaded[sk]
-
-    def _load_dedup_item(self, item: dict[str, Any]) -> None:
-        """Merge one dedup item into the index (under ``_index_lock``)."""
-        sk = item["sk"]["S"]
-        if sk in self._loaded:
-            return
-        stamp = int(sk.split("#", 1)[0])
-        self._loaded[sk] = stamp
-        self._loaded_upto = max(self._loaded_upto, stamp)
-        if int(item["expires_at"]["N"]) < time.time():
-            return  # past its TTL: gone for every reader, deleted or not yet
-        cuts = [before for cut, before in self._ops if cut > sk]
-        gone_before = max(cuts) if cuts else None
-        for fp, expiry in _DEDUP_RECORD.iter_unpack(zlib.decompress(item["d"]["B"])):
-            if gone_before is not None and expiry < gone_before:
-                continue
-            held = self._index.get(fp)
-            if held is None or held[1] <= sk:
-                self._index[fp] = (expiry, sk)
-
-    def _apply_ops(self, ops: list[tuple[str, int]]) -> int:
-        """Drop from the index what the expire ops removed; how many (under the lock)."""
-        gone = [
-            fp
-            for fp, (expiry, sk) in self._index.items()
-            if any(cut > sk and expiry < before for cut, before in ops)
-        ]
-        for fp in gone:
-            del self._index[fp]
-        return len(gone)
-
-    def expire_dedup(self, before: datetime) -> int:
-        """See :meth:`RealtimeStore.expire_dedup`: records ``(now, before)`` in the META
-        item (for every reader) and drops the keys from this object's index."""
-        before_us = _us(before)
-        self._refresh_index()
-        cut = f"{self._next_stamp():0{STAMP_WIDTH}d}"
-        key = {"pk": {"S": _META_PK}, "sk": {"S": _DEDUP_OPS_SK}}
-        for _ in range(100):
-            item = self._get_item(_META_PK, _DEDUP_OPS_SK)
-            ops = _decode_ops(item)
-            # An op whose bound is at or below the new one is subsumed by it.
-            kept = [(c, b) for c, b in ops if b > before_us] + [(cut, before_us)]
-            version = int(item.get("version", {}).get("N", "0"))
-            new = {
-                **key,
-                "ops": {"S": json.dumps(kept)},
-                "version": {"N": str(version + 1)},
-            }
-            try:
-                self._write(
-                    "put_item",
-                    new,
-                    Item=new,
-                    ConditionExpression="attribute_not_exists(#ver) OR #ver = :v",
-                    ExpressionAttributeNames={"#ver": "version"},
-                    ExpressionAttributeValues={":v": {"N": str(version)}},
-                )
-            except _ConditionFailed:
-                continue
-            with self._index_lock:
-                self._ops = kept
-                return self._apply_ops([(cut, before_us)])
-        raise StoreError(f"expire_dedup on {self.table!r}: too many concurrent writers")
 
     def states(self, keys: Iterable[str]) -> dict[str, bytes]:
         """See :meth:`RealtimeStore.states` (the pack index, refreshed; blobs from the
@@ -1396,7 +682,7 @@ class DynamoDBStore(RealtimeStore):
         """See :meth:`RealtimeStore.item`."""
         if not pk or not sk or not _storable(pk) or not _storable(sk):
             return {}
-        if pk.startswith(_INTERNAL):
+        if pk.startswith(INTERNAL):
             return {}
         return _user_attrs(self._get_item(pk, sk))
 
@@ -1416,7 +702,7 @@ class DynamoDBStore(RealtimeStore):
             ConsistentRead=True,
         ):
             attrs = _user_attrs(item)
-            if attrs and not pk.startswith(_INTERNAL):
+            if attrs and not pk.startswith(INTERNAL):
                 out.append((item["sk"]["S"], attrs))
         return out
 
@@ -1428,7 +714,7 @@ class DynamoDBStore(RealtimeStore):
         pks = sorted(
             pk
             for pk in self._registered_pks(sk)
-            if pk.startswith(pk_prefix) and not pk.startswith(_INTERNAL)
+            if pk.startswith(pk_prefix) and not pk.startswith(INTERNAL)
         )
         keys = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk in pks]
         found = self._batch_get(keys, None, {}) if keys else []
@@ -1444,7 +730,7 @@ class DynamoDBStore(RealtimeStore):
         pks: set[str] = set()
         for item in self._query(
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": _KEYS_PK + sk}},
+            ExpressionAttributeValues={":pk": {"S": KEYS_PK + sk}},
             ConsistentRead=True,
         ):
             try:
@@ -1483,7 +769,7 @@ class DynamoDBStore(RealtimeStore):
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": _SET_PK + set_key}},
+            "ExpressionAttributeValues": {":pk": {"S": SET_PK + set_key}},
             "Select": "COUNT",
             "ConsistentRead": True,
         }
@@ -1502,17 +788,20 @@ class DynamoDBStore(RealtimeStore):
             self._pool.shutdown(wait=True)
 
 
+def _user_attrs(item: dict[str, Any]) -> dict[str, float]:
+    return {
+        name: number_value(raw)
+        for name, raw in item.items()
+        if name not in RESERVED and not name.startswith("_")
+    }
+
+
 def _storable(key: str) -> bool:
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _decode_ops(item: dict[str, Any]) -> list[tuple[str, int]]:
-    raw = item.get("ops", {}).get("S")
-    return [(str(c), int(b)) for c, b in json.loads(raw)] if raw else []
 
 
 def _vendor_attribute(
