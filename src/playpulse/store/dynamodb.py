@@ -14,11 +14,9 @@ refused):
   Attribute names ``pk``, ``sk``, ``expires_at``, ``vendor_pk`` and any starting with
   ``_`` are reserved.
 - fences: every counter item carries, per (consumer, partition) that wrote it,
-  ``_f#<consumer>#<partition>`` = the position of the last batch applied to it, as a
-  64-digit zero-padded decimal string (Kinesis sequence numbers have 56 digits; DynamoDB
-  numbers only 38). Each write is conditional on "absent or below this batch's
-  position", so a batch applied twice, in whole or in part, adds nothing the second time.
-  Positions must be integers in [0, 10**64).
+  ``_f#<consumer>#<partition>``, the position of the last batch applied to it (a
+  64-digit string); each write is conditional on it, so a batch applied twice adds
+  nothing the second time: see :mod:`~playpulse.store.dynamodb_counters`.
 - key registry: the counter keys by sort key, for :meth:`DynamoDBStore.scan`: write-once
   items ``~pp#KEYS#<sk>`` / ``<stamp>#<batch>`` holding the zlib-compressed JSON list
   of the partition keys a batch wrote under ``sk`` that the writing store object did not
@@ -95,19 +93,18 @@ The code: :mod:`~playpulse.store.dynamodb_items` (key prefixes, wire encoding),
 :mod:`~playpulse.store.dynamodb_batch` (the validated batch the journal keeps),
 :mod:`~playpulse.store.dynamodb_calls` (the table's low-level calls),
 :mod:`~playpulse.store.dynamodb_table` (creating the table),
-:mod:`~playpulse.store.dynamodb_dedup` (the dedup index) and
+:mod:`~playpulse.store.dynamodb_dedup` (the dedup index),
+:mod:`~playpulse.store.dynamodb_counters` (fenced counter writes),
+:mod:`~playpulse.store.dynamodb_journal` (the redo journal, offsets) and
 :mod:`~playpulse.store.dynamodb_states` (state packs); :class:`DynamoDBStore` here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import math
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -117,17 +114,13 @@ from playpulse.store.base import RealtimeStore, StoreBatch, replayed
 from playpulse.store.dynamodb_batch import Prepared, prepare
 from playpulse.store.dynamodb_calls import (
     WORKERS,
-    BadType,
-    ConditionFailed,
     default_client,
     error_code,
     error_reason,
     in_chunks,
 )
-from playpulse.store.dynamodb_dedup import DedupIndex
 from playpulse.store.dynamodb_items import (
     INTERNAL,
-    JOURNAL_PK,
     KEYS_PK,
     LAYOUT_SK,
     META_PK,
@@ -139,13 +132,10 @@ from playpulse.store.dynamodb_items import (
     VENDOR_KEY,
     checked_text,
     fingerprint,
-    from_us,
-    is_special,
-    number,
-    number_sum,
     number_value,
     position_text,
 )
+from playpulse.store.dynamodb_journal import JournalRedo
 from playpulse.store.dynamodb_states import (
     CARRY_AGE,
     COMMIT_PK,
@@ -168,15 +158,13 @@ __all__ = [
     "table_properties",
 ]
 
-_CHUNK_BYTES = 350_000
-_JOURNAL_TTL = timedelta(days=30)  # journal chunks: a marker pending longer cannot be redone
 _KNOWN_MEMBERS = 300_000  # set members a store object remembers having put
 
 
 # --- the store -----------------------------------------------------------------------------
 
 
-class DynamoDBStore(DedupIndex, RealtimeStore):
+class DynamoDBStore(JournalRedo, RealtimeStore):
     """A :class:`RealtimeStore` in the DynamoDB table ``table`` (see the module docstring).
 
     ``create=True`` creates the table when missing (tests, deploy); otherwise a missing
@@ -300,20 +288,6 @@ class DynamoDBStore(DedupIndex, RealtimeStore):
                 self._known_members.clear()
             self._known_members.update(added)
 
-    def _check_sums(self, prep: Prepared) -> None:
-        """Refuse, before writing, an infinite amount added to the opposite infinity."""
-        for pk, sk, attrs in prep.counters:
-            infinite = {a: v for a, v in attrs.items() if math.isinf(v)}
-            if not infinite:
-                continue
-            stored = self._get_item(pk, sk)
-            for attr, amount in infinite.items():
-                if attr in stored and math.isnan(number_value(stored[attr]) + amount):
-                    raise StoreError(
-                        f"adding {amount} to {pk}/{sk}.{attr} gives NaN "
-                        f"(it holds {number_value(stored[attr])})"
-                    )
-
     def _write_packs(self, prep: Prepared) -> None:
         """Step 2a: the batch's states, and the live states of pack items older than
         ``carry_age``, in write-once pack items with a TTL (invisible until step 3
@@ -362,247 +336,6 @@ class DynamoDBStore(DedupIndex, RealtimeStore):
         with self._keys_lock:
             for sk, pks in new.items():
                 self._known_keys[sk].update(pks)
-
-    def _commit_packs(self, prep: Prepared, fenced: bool) -> None:
-        """Step 3's last write: the commit item that makes the batch's pack items visible
-        (not written when the batch's offsets were all applied already: it committed
-        before, or a newer owner's batches overtook this zombie)."""
-        if not prep.packs:
-            return
-        if fenced and prep.offsets:
-            applied = self._read_offsets(prep.consumer)
-            if all(p in applied and o <= applied[p] for p, o in prep.offsets.items()):
-                return
-        item = {
-            "pk": {"S": COMMIT_PK},
-            "sk": {"S": f"{self._next_stamp():0{STAMP_WIDTH}d}#{prep.batch_id}"},
-            "p": {"S": json.dumps(prep.packs)},
-            "expires_at": {"N": str(prep.pack_expires)},
-        }
-        self._write("put_item", item, Item=item)
-        self._packs.committed(prep.batch_id, prep.pack_expires, prep.pack_items)
-
-    def _journal(self, prep: Prepared) -> None:
-        """Steps 2: the batch's chunks, then its marker."""
-        data = prep.encode()
-        pk = JOURNAL_PK + prep.consumer
-        ttl = {"N": str(int((from_us(prep.stamp) + _JOURNAL_TTL).timestamp()))}
-        chunks = [data[i : i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)]
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        "pk": {"S": pk},
-                        "sk": {"S": f"C#{prep.batch_id}#{n:05d}"},
-                        "d": {"B": chunk},
-                        "expires_at": ttl,
-                    }
-                }
-            }
-            for n, chunk in enumerate(chunks)
-        ]
-        self._batch_write(requests)
-        marker = {
-            "pk": {"S": pk},
-            "sk": {"S": f"M#{prep.batch_id}"},
-            "chunks": {"N": str(len(chunks))},
-            "partitions": {"S": ",".join(str(p) for p in sorted(prep.offsets)) or "-"},
-        }
-        self._write("put_item", marker, Item=marker)
-
-    def _finish_journals(self, consumer: str, partitions: set[int] | None) -> None:
-        """Redo every pending journal of ``consumer`` (those touching ``partitions``, or
-        all when ``None``), oldest first."""
-        pk = JOURNAL_PK + consumer
-        markers = list(
-            self._query(
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :m)",
-                ExpressionAttributeValues={":pk": {"S": pk}, ":m": {"S": "M#"}},
-                ConsistentRead=True,
-            )
-        )
-        for marker in sorted(markers, key=lambda m: m["sk"]["S"]):
-            listed = marker.get("partitions", {}).get("S", "").split(",")
-            touched = {int(p) for p in listed if p.isdigit()}
-            if partitions is not None and touched and not touched & partitions:
-                continue
-            batch_id = marker["sk"]["S"][2:]
-            chunks = list(
-                self._query(
-                    KeyConditionExpression="pk = :pk AND begins_with(sk, :c)",
-                    ExpressionAttributeValues={
-                        ":pk": {"S": pk},
-                        ":c": {"S": f"C#{batch_id}#"},
-                    },
-                    ConsistentRead=True,
-                )
-            )
-            expected = int(marker["chunks"]["N"])
-            if len(chunks) != expected:
-                raise StoreError(
-                    f"journal {batch_id} of {consumer!r} in {self.table!r} has "
-                    f"{len(chunks)} of its {expected} chunks: cannot redo it"
-                )
-            data = b"".join(c["d"]["B"] for c in sorted(chunks, key=lambda c: c["sk"]["S"]))
-            self._redo(Prepared.decode(data))
-
-    def _fence(self, prep: Prepared) -> tuple[list[str], list[str], dict[str, str], dict[str, Any]]:
-        """(conditions, SET parts, names, values) fencing an item write with the batch."""
-        conds: list[str] = []
-        sets: list[str] = []
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        if prep.offsets:
-            for i, (p, o) in enumerate(sorted(prep.offsets.items())):
-                names[f"#f{i}"] = f"_f#{prep.consumer}#{p}"
-                values[f":f{i}"] = {"S": position_text(o)}
-                conds.append(f"(attribute_not_exists(#f{i}) OR #f{i} < :f{i})")
-                sets.append(f"#f{i} = :f{i}")
-        else:
-            names["#j"] = f"_j#{prep.consumer}"
-            values[":j"] = {"S": prep.batch_id}
-            conds.append("(attribute_not_exists(#j) OR #j <> :j)")
-            sets.append("#j = :j")
-        return conds, sets, names, values
-
-    def _applied(self, item: dict[str, Any], prep: Prepared) -> bool:
-        """Whether ``item`` carries the fence of ``prep`` (written by it or later)."""
-        if not prep.offsets:
-            return bool(item.get(f"_j#{prep.consumer}", {}).get("S") == prep.batch_id)
-        for p, o in prep.offsets.items():
-            fence = item.get(f"_f#{prep.consumer}#{p}", {}).get("S")
-            if fence is None or fence < position_text(o):
-                return False
-        return True
-
-    def _redo(self, prep: Prepared, *, fenced: bool = True) -> None:
-        """Steps 3-5 for a journaled batch (idempotent; also the crash recovery)."""
-        # Every write of step 3 is independent of the others: one round of tasks on the
-        # pool (each a leaf: it never waits on the pool itself).
-        tasks: list[Callable[[], None]] = []
-        tasks += [functools.partial(self._add, prep, c, fenced) for c in prep.counters]
-        members = [
-            {"PutRequest": {"Item": {"pk": {"S": SET_PK + k}, "sk": {"S": "m" + m}}}}
-            for k, m in prep.members
-        ]
-        tasks += [functools.partial(self._batch_write, list(c)) for c in in_chunks(members, 25)]
-        if prep.dedup:
-            tasks.append(functools.partial(self._put_dedup, prep))
-        self._parallel(lambda task: task(), tasks)
-        self._commit_packs(prep, fenced)
-        if fenced:
-            self._move_offsets(prep)
-            key = {"pk": {"S": JOURNAL_PK + prep.consumer}, "sk": {"S": f"M#{prep.batch_id}"}}
-            self._write("delete_item", key, Key=key)
-
-    def _add(
-        self, prep: Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
-    ) -> None:
-        pk, sk, attrs = counter
-        if any(is_special(v) for v in attrs.values()):
-            self._read_modify_write(prep, counter, fenced)
-            return
-        conds, sets, names, values = self._fence(prep) if fenced else ([], [], {}, {})
-        adds = []
-        for i, (attr, amount) in enumerate(attrs.items()):
-            names[f"#a{i}"] = attr
-            values[f":a{i}"] = number(amount)
-            adds.append(f"#a{i} :a{i}")
-        _vendor_attribute(pk, sets, names, values)
-        key = {"pk": {"S": pk}, "sk": {"S": sk}}
-        size_item = {**key, **{a: number(v) for a, v in attrs.items()}}
-        if pk.startswith("VENDOR#"):
-            size_item[VENDOR_KEY] = key["pk"]
-        update = f"ADD {', '.join(adds)}" + (f" SET {', '.join(sets)}" if sets else "")
-        kwargs: dict[str, Any] = {
-            "Key": key,
-            "UpdateExpression": update,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-        if conds:
-            kwargs["ConditionExpression"] = " AND ".join(conds)
-        try:
-            self._write("update_item", size_item, **kwargs)
-        except ConditionFailed:
-            return  # applied already
-        except BadType:
-            self._read_modify_write(prep, counter, fenced)
-
-    def _read_modify_write(
-        self, prep: Prepared, counter: tuple[str, str, dict[str, float]], fenced: bool
-    ) -> None:
-        """The slow path for values DynamoDB cannot add: float arithmetic, a write
-        conditional on the values read (and on the fence), retried on a race."""
-        pk, sk, attrs = counter
-        for _ in range(100):
-            item = self._get_item(pk, sk)
-            if fenced and item and self._applied(item, prep):
-                return
-            conds, sets, names, values = self._fence(prep) if fenced else ([], [], {}, {})
-            for i, (attr, amount) in enumerate(attrs.items()):
-                names[f"#a{i}"] = attr
-                old = item.get(attr)
-                values[f":a{i}"] = number_sum(old, amount)
-                sets.append(f"#a{i} = :a{i}")
-                if old is None:
-                    conds.append(f"attribute_not_exists(#a{i})")
-                else:
-                    values[f":o{i}"] = old
-                    conds.append(f"#a{i} = :o{i}")
-            _vendor_attribute(pk, sets, names, values)
-            key = {"pk": {"S": pk}, "sk": {"S": sk}}
-            try:
-                self._write(
-                    "update_item",
-                    {**item, **key},
-                    Key=key,
-                    UpdateExpression="SET " + ", ".join(sets),
-                    ConditionExpression=" AND ".join(conds),
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
-                return
-            except ConditionFailed:
-                continue  # raced with another writer: read again
-        raise StoreError(f"updating {pk}/{sk} in {self.table!r}: too many concurrent writers")
-
-    def _move_offsets(self, prep: Prepared) -> None:
-        """Step 4: the consumer's offsets, forward only (per partition on a conflict)."""
-        if not prep.offsets:
-            return
-        key = {"pk": {"S": OFFSETS_PK}, "sk": {"S": "c" + prep.consumer}}
-        items = sorted(prep.offsets.items())
-
-        def update(parts: list[tuple[int, int]]) -> None:
-            names = {f"#o{i}": f"o{p}" for i, (p, _) in enumerate(parts)}
-            values = {f":o{i}": {"S": position_text(o)} for i, (_, o) in enumerate(parts)}
-            self._write(
-                "update_item",
-                {**key, **{n: values[":" + k[1:]] for k, n in names.items()}},
-                Key=key,
-                UpdateExpression="SET " + ", ".join(f"#o{i} = :o{i}" for i in range(len(parts))),
-                ConditionExpression=" AND ".join(
-                    f"(attribute_not_exists(#o{i}) OR #o{i} < :o{i})" for i in range(len(parts))
-                ),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-
-        try:
-            update(items)
-        except ConditionFailed:
-            for part in items:  # some partitions are ahead already (a zombie, a redo)
-                with contextlib.suppress(ConditionFailed):
-                    update([part])
-
-    def _read_offsets(self, consumer: str) -> dict[int, int]:
-        item = self._get_item(OFFSETS_PK, "c" + consumer)
-        return {
-            int(name[1:]): int(raw["S"])
-            for name, raw in item.items()
-            if name.startswith("o") and name[1:].isdigit()
-        }
 
     # --- replace ---
 
@@ -802,14 +535,3 @@ def _storable(key: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _vendor_attribute(
-    pk: str, sets: list[str], names: dict[str, str], values: dict[str, Any]
-) -> None:
-    """Add to an update expression's parts the attribute that puts a ``VENDOR#`` item in
-    the ``by_vendor`` index."""
-    if pk.startswith("VENDOR#"):
-        sets.append("#v = :vpk")
-        names["#v"] = VENDOR_KEY
-        values[":vpk"] = {"S": pk}
