@@ -7,6 +7,9 @@ state. :class:`MotoServer` starts it on a free port and stops it; ``.env`` holds
 variables that point every boto3 / pyarrow client at it (``AWS_ENDPOINT_URL`` and fake
 credentials). Standalone, ``python tests/moto_server.py`` prints the endpoint and serves
 until interrupted.
+
+The server runs with two fixes for emulator artifacts that made long runs quadratic
+(:func:`_patch_moto`); neither changes an answer moto gives.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class MotoServer:
             self.port = _free_port()
             self.endpoint = f"http://127.0.0.1:{self.port}"
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, __file__, "--serve", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 # The server dies with the process that started it, even one killed by
@@ -108,7 +111,41 @@ class MotoServer:
                 self._proc.wait()
 
 
-if __name__ == "__main__":
+def _patch_moto() -> None:
+    """Fix two artifacts of moto 5's emulation (in the server process only):
+
+    - A Kinesis shard found its newest sequence number by listing all its records, at
+      every record put: O(n) per put, so sending the reference's 200,000 events took
+      over 20 minutes. The shard's records are a dict in sequence order, so its first
+      and last keys are the same numbers in O(1).
+    - moto invokes a function mapped to a stream once per record put, through Docker,
+      which is not here: each call failed after about 1 ms and logged the failure.
+      Real Lambda polls the stream in batches; ``playpulse aws run-processor`` does that
+      here, so the per-record invocation is skipped.
+    """
+    from moto.awslambda.models import LambdaBackend
+    from moto.kinesis.models import Shard
+
+    def first(self: Shard) -> int:
+        return next(iter(self.records), 0)
+
+    def last(self: Shard) -> int:
+        return next(reversed(self.records), 0)
+
+    def no_invocation(self: LambdaBackend, *args: object, **kwargs: object) -> None:
+        return None
+
+    Shard.get_min_sequence_number = first  # type: ignore[method-assign]
+    Shard.get_max_sequence_number = last  # type: ignore[method-assign]
+    LambdaBackend.send_kinesis_message = no_invocation  # type: ignore[method-assign]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
+    _patch_moto()
+    from moto.server import main
+
+    main(sys.argv[2:])
+elif __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     server = MotoServer()
     print(server.endpoint, flush=True)
