@@ -133,6 +133,13 @@ def test_functions_roles_and_event_source_mapping_exist(stack: DeployResult) -> 
     dashboard = client("cloudwatch").get_dashboard(DashboardName=stack.stack)
     assert stack.outputs["StreamName"] in dashboard["DashboardBody"]
 
+    # The daily keep-alive: an EventBridge rule calling the processor.
+    events = client("events")
+    rule = events.describe_rule(Name=resources["KeepAliveSchedule"])
+    assert rule["ScheduleExpression"] == "rate(1 day)"
+    (target,) = events.list_targets_by_rule(Rule=resources["KeepAliveSchedule"])["Targets"]
+    assert target["Arn"] == processor["Configuration"]["FunctionArn"]
+
 
 def test_glue_athena_and_alarms_are_created_through_their_apis(stack: DeployResult) -> None:
     glue = client("glue")

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from playpulse.aws.processor_handler import KinesisBatchHandler, MalformedEventError
-from playpulse.aws.runner import EventSourceRunner, MappingOptions, kinesis_event
+from playpulse.aws.processor_handler import (
+    KinesisBatchHandler,
+    MalformedEventError,
+    is_scheduled,
+)
+from playpulse.aws.runner import (
+    EventSourceRunner,
+    MappingOptions,
+    kinesis_event,
+    scheduled_event,
+)
 from playpulse.config import Settings
 from playpulse.events.codec import validate_event
 from playpulse.lake.schema import SCHEMAS
@@ -215,3 +226,59 @@ def test_the_dead_letter_queue_gets_lambdas_on_failure_record_with_the_data(
     ends = {i.partition: i.end_offset for i in d.stream.partitions()}
     assert d.store.offsets("processor") == ends  # and the shard went on past it
     assert d.quarantine.list() == []  # the queue is the dead-letter path here
+
+
+def test_a_scheduled_event_keeps_the_stores_states_alive_and_processes_nothing(
+    make_dir, records, aws_env
+):
+    from datetime import timedelta
+
+    from playpulse.store.dynamodb import DynamoDBStore, create_table
+
+    table = aws_env.unique("pp-keep-alive")
+    create_table(table)
+    d = make_dir("scheduled", records[:300])
+    # Carrying every state, however young (the deployed store carries those of 2 days).
+    store = DynamoDBStore(table, carry_age=timedelta(0))
+    handler = KinesisBatchHandler(d.stream, store, None, d.quarantine)
+    EventSourceRunner(d.stream, handler, MappingOptions(batch_size=100)).run_once()
+    live = store.state_keys("")
+    offsets = store.offsets("processor")
+    assert live
+    assert offsets
+
+    assert is_scheduled(scheduled_event())
+    assert handler(scheduled_event(), None) == {"statesCarried": len(live)}
+    fresh = DynamoDBStore(table)
+    assert fresh.state_keys("") == live
+    assert fresh.offsets("processor") == offsets
+    # A store whose states never expire has nothing to carry.
+    assert d.handler()(scheduled_event(), None) == {"statesCarried": 0}
+
+
+def test_the_runner_sends_a_scheduled_event_when_it_starts_and_then_every_interval(
+    make_dir, records
+):
+    d = make_dir("runner-schedule", records[:200])
+    real = d.handler()
+    seen: list[str] = []
+
+    def recording(event, context):
+        seen.append("scheduled" if is_scheduled(event) else "batch")
+        return real(event, context)
+
+    stop = threading.Event()
+    runner = EventSourceRunner(d.stream, recording, MappingOptions(batch_size=100))
+    worker = threading.Thread(target=runner.run, args=(stop, 0.01, 0.05))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while seen.count("scheduled") < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert seen[0] == "scheduled"
+    assert seen.count("scheduled") >= 3  # at the start, then every 0.05 s
+    assert "batch" in seen
+    assert d.store.offsets("processor") != {}

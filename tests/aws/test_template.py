@@ -141,6 +141,21 @@ def test_event_source_mapping(template: dict[str, Any]) -> None:
     assert template["Resources"]["DeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
 
 
+def test_a_daily_schedule_keeps_the_stores_states_alive(template: dict[str, Any]) -> None:
+    rule = props(template, "KeepAliveSchedule")
+    assert template["Resources"]["KeepAliveSchedule"]["Type"] == "AWS::Events::Rule"
+    assert rule["ScheduleExpression"] == "rate(1 day)"
+    assert rule["State"] == "ENABLED"
+    assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["ProcessorFunction", "Arn"]}]
+    permission = props(template, "KeepAlivePermission")
+    assert permission == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Ref": "ProcessorFunction"},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": {"Fn::GetAtt": ["KeepAliveSchedule", "Arn"]},
+    }
+
+
 def test_functions_and_environment(template: dict[str, Any]) -> None:
     processor = props(template, "ProcessorFunction")
     collector = props(template, "CollectorFunction")

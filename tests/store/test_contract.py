@@ -593,6 +593,27 @@ def test_a_batch_that_fails_midway_applies_nothing(store, failure):
     assert store.count_members("U#a") == 2
 
 
+def test_keep_states_alive_changes_nothing_a_reader_sees(store):
+    store.apply(
+        make_batch(
+            offsets={0: 3},
+            increments=[("T", "S", {"n": 2})],
+            members={("U", "m")},
+            dedup=[("e-1", T0)],
+            states={"PLAY#a": b"a", "PLAY#b": b"b"},
+        )
+    )
+    store.apply(make_batch(offsets={0: 4}, states={"PLAY#b": None}))
+
+    assert store.keep_states_alive() >= 0
+    assert store.state_keys("") == ["PLAY#a"]
+    assert store.states(["PLAY#a", "PLAY#b"]) == {"PLAY#a": b"a"}
+    assert store.item("T", "S") == {"n": 2.0}
+    assert store.count_members("U") == 1
+    assert store.seen(["e-1", "e-2"]) == {"e-1"}
+    assert store.offsets("proc") == {0: 4}
+
+
 def test_concurrent_batches_from_threads_all_count(store):
     threads, per_thread = 8, 25
     errors: list[BaseException] = []

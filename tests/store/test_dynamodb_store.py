@@ -609,6 +609,34 @@ def test_live_states_are_carried_forward_before_their_packs_expire(stores, table
         DynamoDBStore(table, carry_age=timedelta(days=20))
 
 
+def test_keep_states_alive_carries_an_idle_tables_states_past_their_ttl(stores, table):
+    """No batch comes: the runtimes' keep-alive carries the live states of old packs
+    forward (no offsets, counters or journal), so they outlive their first packs' TTL;
+    a deleted state stays deleted. With the default carry age (2 days) it writes
+    nothing here."""
+    writer = stores()
+    writer.apply(StoreBatch("p", offsets={0: 1}, states={"A": b"a", "B": b"b"}))
+    writer.apply(
+        StoreBatch("p", offsets={0: 2}, states={"B": None}, increments={("T", "S"): {"n": 1}})
+    )
+    before = pack_items(table)
+    assert stores().keep_states_alive() == 0
+    assert pack_items(table) == before
+
+    keeper = DynamoDBStore(table, client=client("dynamodb"), carry_age=timedelta(0))
+    try:
+        assert keeper.keep_states_alive() == 1  # A; B's tombstone is not carried
+    finally:
+        keeper.close()
+    for item in before:
+        expire_pack(table, item)
+    reader = stores()
+    assert reader.state_keys("") == ["A"]
+    assert reader.states(["A", "B"]) == {"A": b"a"}
+    assert reader.offsets("p") == {0: 2}
+    assert reader.item("T", "S") == {"n": 1.0}
+
+
 def test_a_batchs_states_cost_their_compressed_bytes_not_one_write_each(stores):
     store = stores()
     batch = StoreBatch("p", offsets={0: 1})

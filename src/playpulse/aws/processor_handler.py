@@ -21,6 +21,12 @@ shape: ``{"Records": [{"kinesis": {"data", "sequenceNumber", "partitionKey",
   the batch (bisecting it); nothing of it was applied, or all of it (the store applies a
   batch atomically in effect).
 
+The stack also calls it once a day on an EventBridge schedule (an event with
+``"source": "aws.events"`` and ``"detail-type": "Scheduled Event"``): then it only keeps
+the store's states alive (:meth:`~playpulse.store.base.RealtimeStore.keep_states_alive`:
+DynamoDB's state packs would expire after 8 days without a batch) and answers
+``{"statesCarried": n}``.
+
 The handler reads its settings from the environment (``PLAYPULSE_STREAM_URL``,
 ``PLAYPULSE_STORE_URL``, ``PLAYPULSE_LAKE_URL``, ...), once per container.
 """
@@ -104,6 +110,12 @@ def parse_items(event: Mapping[str, Any], partition: int) -> list[KinesisItem]:
     return items
 
 
+def is_scheduled(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` is an EventBridge scheduled event (``"source": "aws.events"``,
+    ``"detail-type": "Scheduled Event"``), not a Kinesis batch."""
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+
+
 def first_poisoned(items: Sequence[KinesisItem]) -> tuple[int, str] | None:
     """The index of the first item that is not an event playpulse can process, and why;
     ``None`` when every item is one."""
@@ -122,7 +134,8 @@ class KinesisBatchHandler:
 
     One per warm container: it keeps the processor's in-memory state between batches,
     and checks it against the store before each batch. ``__call__(event, context)``
-    returns ``{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}``.
+    returns ``{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}``, or
+    ``{"statesCarried": n}`` for a scheduled event (:func:`is_scheduled`).
     Raises :class:`MalformedEventError` for an event that is not a Kinesis batch, and
     what the store, lake or quarantine raise (Lambda then retries the batch).
     """
@@ -148,6 +161,10 @@ class KinesisBatchHandler:
             return self._handle(event)
 
     def _handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        if is_scheduled(event):
+            carried = self.store.keep_states_alive()
+            log.info("scheduled keep-alive: %d states carried forward", carried)
+            return {"statesCarried": carried}
         partition = self.stream.partition_of_shard(shard_of(event))
         items = parse_items(event, partition)
         applied = self.store.offsets(self.options.consumer).get(partition)

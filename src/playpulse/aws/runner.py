@@ -17,6 +17,11 @@ partial batch response"):
   nothing is lost) goes to the dead-letter queue (an SQS queue URL) or, without one,
   the quarantine, and the shard moves on past it.
 
+Like the stack's daily EventBridge rule, :meth:`EventSourceRunner.run` also calls the
+handler with a scheduled event (:func:`scheduled_event`) when it starts and then every
+``keep_alive_every_s`` (a day), whatever the traffic: the processor handler then keeps
+the store's states alive.
+
 Checkpoints are the stream's committed positions of the runner's group (on Kinesis, its
 checkpoint table), committed after each delivered batch. A runner killed at any moment
 redelivers at most one batch, which the handler skips (it is idempotent on redelivery).
@@ -28,6 +33,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +118,23 @@ def kinesis_event(
     }
 
 
+def scheduled_event(region: str = "us-east-1", now: datetime | None = None) -> dict[str, Any]:
+    """The event EventBridge sends for a scheduled rule (the EventBridge user guide's
+    "Scheduled Event" shape), at ``now`` (UTC-aware; default: the current time)."""
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": _ACCOUNT,
+        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{_ACCOUNT}:rule/playpulse-keep-alive"],
+        "detail": {},
+    }
+
+
 class EventSourceRunner:
     """Polls ``stream`` and calls ``handler`` as Lambda's event source mapping would
     (see the module docstring). ``quarantine`` takes dead-lettered records when
@@ -140,10 +163,22 @@ class EventSourceRunner:
                 pass
         return stats
 
-    def run(self, stop: threading.Event, idle_sleep_s: float = 0.2) -> None:
+    def run(
+        self, stop: threading.Event, idle_sleep_s: float = 0.2, keep_alive_every_s: float = 86_400
+    ) -> None:
         """:meth:`run_once` until ``stop`` is set, sleeping ``idle_sleep_s`` when caught
-        up."""
+        up; and the handler called with a :func:`scheduled_event` at the start and then
+        every ``keep_alive_every_s`` seconds (what the stack's daily rule does). A
+        handler error there is logged, and tried again a minute later."""
+        next_keep_alive = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_keep_alive:
+                try:
+                    self.handler(scheduled_event(self.options.region), None)
+                    next_keep_alive = time.monotonic() + keep_alive_every_s
+                except Exception:
+                    log.exception("the scheduled keep-alive failed; trying again in a minute")
+                    next_keep_alive = time.monotonic() + 60
             if self.run_once().records == 0:
                 stop.wait(idle_sleep_s)
 

@@ -13,8 +13,10 @@ stack holds:
   colder storage class after ``StackOptions.cold_storage_days``;
 - ``ProcessorFunction`` on a Kinesis event source mapping (``ProcessorEventSource``:
   batch size, bisect on error, ``ReportBatchItemFailures``, bounded retries, failed
-  batches to the ``DeadLetterQueue`` SQS queue) and ``CollectorFunction`` behind a
-  Lambda Function URL (``CollectorUrl``); each with its own least-privilege role;
+  batches to the ``DeadLetterQueue`` SQS queue), also called once a day by the
+  ``KeepAliveSchedule`` EventBridge rule to keep the store's states alive, and
+  ``CollectorFunction`` behind a Lambda Function URL (``CollectorUrl``); each with its
+  own least-privilege role;
 - a Glue database with the tables ``events``, ``plays`` and ``sessions`` (Parquet, Hive
   partitions by ``event_date`` found by partition projection), an Athena work group and
   one Athena named query per catalog query (:func:`athena_sql`);
@@ -50,6 +52,9 @@ VENDOR_KEY_ATTRIBUTE = "vendor_pk"
 #: The ``by_sk`` index's keys: sparse attributes only counter items carry, so other
 #: writes cost no index write units (playpulse.store.dynamodb.table_properties).
 BY_SK_HASH, BY_SK_RANGE = "_isk", "_ipk"
+#: How often EventBridge calls the processor to keep the store's states alive
+#: (``KeepAliveSchedule``; playpulse.aws.processor_handler.is_scheduled).
+KEEP_ALIVE_SCHEDULE = "rate(1 day)"
 #: The lake's prefix in the bucket: the stack's lake URL is ``s3://<bucket>/lake``.
 LAKE_PREFIX = "lake"
 #: Where the collector keeps rejected events in the bucket (PLAYPULSE_QUARANTINE_URL).
@@ -805,6 +810,26 @@ def build_template(options: StackOptions | None = None) -> Json:
                 "MaximumRecordAgeInSeconds": o.max_record_age_s,
                 "ParallelizationFactor": 1,
                 "DestinationConfig": {"OnFailure": {"Destination": _arn("DeadLetterQueue")}},
+            },
+        },
+        # Without batches the store's state packs would expire after 8 days: once a
+        # day the processor carries them forward (RealtimeStore.keep_states_alive).
+        "KeepAliveSchedule": {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Description": "playpulse: keep the store's states alive when no batch comes",
+                "ScheduleExpression": KEEP_ALIVE_SCHEDULE,
+                "State": "ENABLED",
+                "Targets": [{"Arn": _arn("ProcessorFunction"), "Id": "processor-keep-alive"}],
+            },
+        },
+        "KeepAlivePermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": _ref("ProcessorFunction"),
+                "Principal": "events.amazonaws.com",
+                "SourceArn": _arn("KeepAliveSchedule"),
             },
         },
         "CollectorUrl": {

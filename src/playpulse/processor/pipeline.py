@@ -82,6 +82,11 @@ _EXPIRY_MARGIN = timedelta(days=1)
 #: garbage collection per 100,000 events, (1,000,000, 50, 50) 0.08 s (a poll of up to
 #: ``max_poll_records`` rarely allocates a million containers that outlive it).
 GC_THRESHOLDS = (1_000_000, 50, 50)
+
+#: How often :meth:`Processor.run` asks the store to keep its states alive while caught
+#: up (:meth:`~playpulse.store.base.RealtimeStore.keep_states_alive`; DynamoDB's state
+#: packs would expire after 8 days without a batch), starting when it is first idle.
+KEEP_ALIVE_EVERY = timedelta(hours=1)
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_before: tuple[int, int, int] = (700, 10, 10)
@@ -363,6 +368,9 @@ class Processor:
         pending backfills): called when caught up, and at least every
         ``between_polls_every_s`` seconds while events keep coming.
 
+        When caught up, it also asks the store to keep its states alive, at most every
+        :data:`KEEP_ALIVE_EVERY`.
+
         Polls start at most every ``options.poll_interval`` (like a Kafka consumer's
         ``fetch.max.wait.ms``): under a steady trickle, each poll then takes what
         arrived meanwhile in one batch per partition, instead of many tiny batches whose
@@ -371,6 +379,7 @@ class Processor:
             self.start()
         interval_s = self.options.poll_interval.total_seconds()
         last_between = time.monotonic()
+        next_keep_alive = last_between
         while not stop.is_set():
             started = time.monotonic()
             stats = self.process_available(max_batches=1)
@@ -379,12 +388,26 @@ class Processor:
             ):
                 between_polls()
                 last_between = time.monotonic()
+            if stats.read == 0 and started >= next_keep_alive:
+                next_keep_alive = started + KEEP_ALIVE_EVERY.total_seconds()
+                self._keep_states_alive()
             if stats.read == 0:
                 stop.wait(idle_sleep_s)
             else:
                 rest = interval_s - (time.monotonic() - started)
                 if rest > 0:
                     stop.wait(rest)
+
+    def _keep_states_alive(self) -> None:
+        """The store's :meth:`~RealtimeStore.keep_states_alive`; a failure is logged (the
+        next turn, :data:`KEEP_ALIVE_EVERY` later, tries again)."""
+        try:
+            carried = self.store.keep_states_alive()
+        except Exception:
+            log.exception("keeping the store's states alive failed; trying again later")
+            return
+        if carried:
+            log.info("kept %d states alive (carried forward while no batch came)", carried)
 
     # -- one batch ------------------------------------------------------------------
 

@@ -155,5 +155,15 @@ class RealtimeStore(ABC):
     def expire_dedup(self, before: datetime) -> int:
         """Forget dedup keys that expire before ``before``; return how many."""
 
+    def keep_states_alive(self) -> int:
+        """Rewrite the states that would otherwise expire while no batch is applied,
+        and return how many were rewritten. A backend whose states expire unless an
+        apply carries them forward (DynamoDB's state packs have a TTL) does it here;
+        the runtimes call it when idle (``playpulse up``, ``playpulse aws
+        run-processor``, the stack's daily schedule). The default: states never expire
+        here, so nothing to do (0). Raises :class:`~playpulse.errors.StoreError` on
+        failure."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -37,7 +37,8 @@ refused):
   in-memory index key -> (version, pack item, entry), loaded like the dedup index, and
   read blobs from the pack items (cached). Every apply carries the live states of pack
   items older than 2 days into its own pack, so nothing live expires while batches keep
-  coming (a table idle for 8 days loses its states).
+  coming; while none come, :meth:`DynamoDBStore.keep_states_alive` does (the runtimes
+  call it when idle, the stack daily).
 - dedup keys: one immutable item per applied batch (``~pp#DEDUP`` / ``<stamp>#<batch>``)
   holding its keys as 8-byte fingerprints with their expiry, and the store object's
   in-memory index of them: see :mod:`~playpulse.store.dynamodb_dedup`.
@@ -103,6 +104,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -287,6 +289,19 @@ class DynamoDBStore(JournalRedo, RealtimeStore):
             if len(self._known_members) + len(added) > _KNOWN_MEMBERS:
                 self._known_members.clear()
             self._known_members.update(added)
+
+    def keep_states_alive(self) -> int:
+        """See :meth:`RealtimeStore.keep_states_alive`: the live states of pack items
+        older than ``carry_age`` carried forward, as an apply carries them, into pack
+        items of their own made visible by a commit item (no offsets, counters or
+        journal). Without it a table that gets no batch for ``pack_ttl - carry_age``
+        (8 days) would lose its states to the TTL. The number of states carried."""
+        stamp = self._next_stamp()
+        batch_id = f"{stamp:0{STAMP_WIDTH}d}-keepalive-{uuid.uuid4().hex[:8]}"
+        prep = Prepared("keep-alive", batch_id, stamp)  # the consumer names no offsets
+        self._write_packs(prep)
+        self._commit_packs(prep, fenced=False)
+        return sum(len(item.entries) for item in prep.pack_items)
 
     def _write_packs(self, prep: Prepared) -> None:
         """Step 2a: the batch's states, and the live states of pack items older than

@@ -30,8 +30,11 @@ writer caches the items it writes.
 Expiry: TTL deletes cost no write units. Every apply carries the still-live entries of
 pack items older than :data:`CARRY_AGE` into its own pack with their original versions
 (entries of any writer: a key that many writers carry is only written more than once),
-so nothing live expires while batches keep coming; a table to which no batch is applied
-for ``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Each live state is so written
+so nothing live expires while batches keep coming. Without batches,
+``DynamoDBStore.keep_states_alive`` carries them the same way (a pack and a commit item,
+nothing else); the runtimes call it while idle (``playpulse up`` hourly, ``playpulse
+aws run-processor`` and the stack's EventBridge rule daily). A table nothing touches for
+``PACK_TTL - CARRY_AGE`` (8 days) loses its states. Each live state is so written
 again every two days: long-lived keys (a user's live and watermark states) cost their
 compressed bytes in write units that often, and a cold start reads up to 10 days of
 pack items. Tombstones are never carried: every value a tombstone hides is in an older
