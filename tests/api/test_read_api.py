@@ -108,12 +108,17 @@ def test_without_a_range_a_query_covers_the_data_and_says_so(demo_server: str):
 
 
 def test_durations_are_seconds_rounded_to_milliseconds(demo_server: str):
+    every: list[float] = []
     for name in ("overview", "top_content", "daily", "user_sessions", "watch_time_visibility"):
         rows = get(demo_server, f"/v1/metrics/{name}").json()["rows"]
         values = [v for row in rows for k, v in row.items() if k.endswith("_s") and v]
         assert values, name
         assert all(round(v, 3) == v for v in values), name
-        assert any(round(v, 2) != v for v in values), name  # milliseconds are kept
+        every += values
+    # Milliseconds are kept. Not asked of each query: the demo's traffic follows the
+    # clock, and a query of few values (the overview has two) whose every value happens
+    # to be a whole number of centiseconds (about 1 run in 100) would fail.
+    assert sum(round(v, 2) != v for v in every) > len(every) // 2
 
 
 def test_filters_and_limit_apply(demo_server: str):
