@@ -43,3 +43,12 @@ def client(service: str, *, max_attempts: int = 8, **kwargs: Any) -> Any:
         read_timeout=30,
     )
     return boto3.client(service, region_name=region(), config=config, **kwargs)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``"ThrottlingException"``,
+    ``"ResourceNotFoundException"`` ...); ``""`` for any other exception."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

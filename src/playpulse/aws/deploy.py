@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playpulse.aws.clients import client, region
+from playpulse.aws.clients import client, error_code, region
 from playpulse.aws.template import StackOptions, build_template
 from playpulse.errors import ConfigError, PlaypulseError
 
@@ -70,11 +70,6 @@ class DeployResult:
     api_created: list[str] = field(default_factory=list)
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def default_artifacts_bucket() -> str:
     """``playpulse-artifacts-<account>-<region>``: one per account and region."""
     account = client("sts").get_caller_identity()["Account"]
@@ -88,7 +83,7 @@ def ensure_bucket(name: str) -> None:
         s3.head_bucket(Bucket=name)
         return
     except Exception as exc:
-        if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+        if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise DeployError(f"deploy: artifacts bucket {name}: {exc}") from exc
     kwargs: dict[str, Any] = {"Bucket": name}
     if region() != "us-east-1":
@@ -105,7 +100,7 @@ def upload(bucket: str, key: str, body: bytes) -> None:
         if int(head["ContentLength"]) == len(body):
             return
     except Exception as exc:
-        if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
             raise DeployError(f"deploy: s3://{bucket}/{key}: {exc}") from exc
     s3.put_object(Bucket=bucket, Key=key, Body=body)
 
@@ -307,7 +302,7 @@ def _exists(kind: str, props: dict[str, Any], queries: dict[str, set[str]]) -> b
             client("lambda").get_function_url_config(FunctionName=props["TargetFunctionArn"])
         return True
     except Exception as exc:
-        code = _error_code(exc)
+        code = error_code(exc)
         if code in ("EntityNotFoundException", "ResourceNotFoundException") or (
             code == "InvalidRequestException" and "not found" in str(exc).lower()
         ):
@@ -491,7 +486,7 @@ def _ensure_lifecycle(bucket: str, props: dict[str, Any]) -> bool:
         s3.get_bucket_lifecycle_configuration(Bucket=bucket)
         return False
     except Exception as exc:
-        if _error_code(exc) != "NoSuchLifecycleConfiguration":
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise DeployError(f"deploy: lifecycle of bucket {bucket}: {exc}") from exc
     try:
         s3.put_bucket_lifecycle_configuration(

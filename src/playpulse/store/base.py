@@ -29,6 +29,19 @@ from playpulse.errors import StoreError
 ItemKey = tuple[str, str]
 
 
+def checked_text(value: object, what: str) -> str:
+    """``value`` if it is a string every backend can keep (UTF-8 encodable: no lone
+    surrogates); raises :class:`~playpulse.errors.StoreError` naming ``what`` (``"set
+    key"``, ``"store key"`` ...) otherwise."""
+    if not isinstance(value, str):
+        raise StoreError(f"{what} must be a string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"{what} {value!r} is not valid text: {exc}") from exc
+    return value
+
+
 def replayed(batch: StoreBatch, applied: dict[int, int]) -> bool:
     """Whether ``batch`` was applied already, given its consumer's ``applied`` offsets
     (partition -> next offset): every offset of the batch is at or below the applied

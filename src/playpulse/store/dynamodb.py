@@ -111,16 +111,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from playpulse.aws.clients import error_code
 from playpulse.errors import StoreError
-from playpulse.store.base import RealtimeStore, StoreBatch, replayed
+from playpulse.store.base import RealtimeStore, StoreBatch, checked_text, replayed
 from playpulse.store.dynamodb_batch import Prepared, prepare
-from playpulse.store.dynamodb_calls import (
-    WORKERS,
-    default_client,
-    error_code,
-    error_reason,
-    in_chunks,
-)
+from playpulse.store.dynamodb_calls import WORKERS, default_client, error_reason, in_chunks
 from playpulse.store.dynamodb_items import (
     INTERNAL,
     KEYS_PK,
@@ -132,7 +127,6 @@ from playpulse.store.dynamodb_items import (
     SET_PK,
     STATE_SHARDS,
     VENDOR_KEY,
-    checked_text,
     fingerprint,
     number_value,
     position_text,

@@ -12,12 +12,11 @@ import zlib
 from dataclasses import dataclass, field
 
 from playpulse.errors import StoreError
-from playpulse.store.base import StoreBatch
+from playpulse.store.base import StoreBatch, checked_text
 from playpulse.store.dynamodb_items import (
     DEDUP_RECORD,
     INTERNAL,
     RESERVED,
-    checked_text,
     fingerprint,
     position_text,
     to_us,

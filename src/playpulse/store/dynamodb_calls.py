@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from playpulse.aws.clients import error_code
 from playpulse.errors import ConfigError, StoreError
 from playpulse.store.dynamodb_items import (
     DEDUP_PK,
@@ -67,14 +68,6 @@ def default_client() -> Any:
         return client("dynamodb")
     except ConfigError as exc:
         raise StoreError(str(exc)) from exc
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` (``""`` for anything else)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 def error_reason(exc: BaseException) -> str:

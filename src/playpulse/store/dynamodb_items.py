@@ -87,18 +87,6 @@ def from_us(us: int) -> datetime:
     return _EPOCH + us * _US
 
 
-def checked_text(value: object, what: str) -> str:
-    """``value`` if it is a string DynamoDB can keep (UTF-8 encodable); raises
-    :class:`StoreError` naming ``what`` otherwise."""
-    if not isinstance(value, str):
-        raise StoreError(f"{what} must be a string, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise StoreError(f"{what} {value!r} is not valid text: {exc}") from exc
-    return value
-
-
 def is_special(x: float) -> bool:
     """Whether ``x`` cannot be a DynamoDB Number we add to (kept as a String then)."""
     return not math.isfinite(x) or (x != 0 and not _MIN_N <= abs(x) < _MAX_N)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from playpulse.aws.clients import error_code
 from playpulse.errors import StoreError
-from playpulse.store.dynamodb_calls import default_client, error_code, error_reason
+from playpulse.store.dynamodb_calls import default_client, error_reason
 from playpulse.store.dynamodb_items import LAYOUT_SK, META_PK, VENDOR_KEY
 
 #: The store table's global secondary indexes.

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from playpulse.errors import StoreError
-from playpulse.store.base import ItemKey, RealtimeStore, StoreBatch, replayed
+from playpulse.store.base import ItemKey, RealtimeStore, StoreBatch, checked_text, replayed
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -172,14 +172,8 @@ class MemoryStore(RealtimeStore):
 
 
 def _text(value: object) -> str:
-    """``value`` if it is a string SQLite can store (UTF-8 encodable), else StoreError."""
-    if not isinstance(value, str):
-        raise StoreError(f"store keys must be strings, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise StoreError(f"store key {value!r} is not valid text: {exc}") from exc
-    return value
+    """``value`` if it is a string a store key can be (:func:`checked_text`)."""
+    return checked_text(value, "store key")
 
 
 def _amount(value: object, pk: str, sk: str, attr: str) -> float:

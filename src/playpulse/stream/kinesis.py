@@ -78,6 +78,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from playpulse.aws.clients import client as aws_client
+from playpulse.aws.clients import error_code
 from playpulse.errors import BackpressureError, ConfigError, OffsetOutOfRangeError, StreamError
 from playpulse.stream.base import (
     Appended,
@@ -191,13 +192,6 @@ def _utc(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
 
 
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _is_client_error(exc: BaseException) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -294,7 +288,7 @@ class KinesisStream(EventStream):
                 "StreamDescriptionSummary"
             ]["StreamStatus"]
         except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise StreamError(f"{self._where()}: cannot describe it: {exc}") from exc
             if not create:
                 raise StreamError(
@@ -308,7 +302,7 @@ class KinesisStream(EventStream):
                     StreamModeDetails={"StreamMode": "PROVISIONED"},
                 )
             except ClientError as create_exc:
-                if _error_code(create_exc) != "ResourceInUseException":  # a racing creator
+                if error_code(create_exc) != "ResourceInUseException":  # a racing creator
                     raise StreamError(
                         f"{self._where()}: cannot create it with {shards} shards: {create_exc}"
                     ) from create_exc
@@ -523,7 +517,7 @@ class KinesisStream(EventStream):
         except Exception as exc:
             if not _is_client_error(exc):
                 raise
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "ResourceNotFoundException":
                 raise StreamError(f"{self._where()} no longer exists: {exc}") from exc
             can_retry = code in _RETRIABLE_CALL_CODES or not code  # no code: connection
@@ -625,7 +619,7 @@ class KinesisStream(EventStream):
                 )
                 return str(response["ShardIterator"])
             except ClientError as exc:
-                if _error_code(exc) != "InvalidArgumentException":
+                if error_code(exc) != "InvalidArgumentException":
                     raise StreamError(
                         f"{self._where()} shard {shard.shard_id}: no iterator at position "
                         f"{position}: {exc}"
@@ -662,7 +656,7 @@ class KinesisStream(EventStream):
             try:
                 response = self._kinesis.get_records(ShardIterator=iterator, Limit=want)
             except ClientError as exc:
-                if _error_code(exc) == "ExpiredIteratorException":
+                if error_code(exc) == "ExpiredIteratorException":
                     with self._lock:
                         self._iterators.pop((partition, position), None)
                     iterator = self._new_iterator(partition, position)
@@ -782,7 +776,7 @@ class KinesisStream(EventStream):
         try:
             self._dynamodb().describe_table(TableName=self.checkpoint_table)
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return False
             raise StreamError(f"{self._table_where()}: cannot describe it: {exc}") from exc
         except BotoCoreError as exc:
@@ -812,7 +806,7 @@ class KinesisStream(EventStream):
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if _error_code(exc) != "ResourceInUseException":  # another process made it
+            if error_code(exc) != "ResourceInUseException":  # another process made it
                 raise StreamError(f"{self._table_where()}: cannot create it: {exc}") from exc
         except BotoCoreError as exc:
             raise StreamError(f"{self._table_where()}: cannot create it: {exc}") from exc
@@ -977,7 +971,7 @@ class KinesisStream(EventStream):
                         ExpressionAttributeValues={":now": now},
                     )
                 except ClientError as exc:
-                    if _error_code(exc) != "ConditionalCheckFailedException":
+                    if error_code(exc) != "ConditionalCheckFailedException":
                         raise StreamError(
                             f"{self._table_where()}: cannot forget dead member "
                             f"{item['sk']['S']}: {exc}"
@@ -1002,7 +996,7 @@ class KinesisStream(EventStream):
                 )
                 owned.add(mine)
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise StreamError(
                         f"{self._table_where()}: cannot renew {member!r}'s lease of {sk}: {exc}"
                     ) from exc
@@ -1023,7 +1017,7 @@ class KinesisStream(EventStream):
                 )
                 owned.add(p)
             except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise StreamError(
                         f"{self._table_where()}: cannot claim partition {p} for {member!r}: {exc}"
                     ) from exc
@@ -1057,7 +1051,7 @@ class KinesisStream(EventStream):
                 ExpressionAttributeValues={":me": {"S": member}},
             )
         except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise StreamError(
                     f"{self._table_where()}: cannot release partition {partition} of "
                     f"{member!r}: {exc}"
