@@ -171,9 +171,9 @@ class RealtimeStore(ABC):
     def keep_states_alive(self) -> int:
         """Rewrite the states that would otherwise expire while no batch is applied,
         and return how many were rewritten. A backend whose states expire unless an
-        apply carries them forward (DynamoDB's state packs have a TTL) does it here;
-        the runtimes call it when idle (``playpulse up``, ``playpulse aws
-        run-processor``, the stack's daily schedule). The default: states never expire
+        apply carries them forward (DynamoDB's state packs have a TTL) does it here.
+        ``playpulse up`` calls it hourly while idle; ``playpulse aws run-processor`` and
+        the stack's EventBridge rule call it daily. The default: states never expire
         here, so nothing to do (0). Raises :class:`~playpulse.errors.StoreError` on
         failure."""
         return 0
