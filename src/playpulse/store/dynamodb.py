@@ -37,8 +37,8 @@ refused):
   in-memory index key -> (version, pack item, entry), loaded like the dedup index, and
   read blobs from the pack items (cached). Every apply carries the live states of pack
   items older than 2 days into its own pack, so nothing live expires while batches keep
-  coming; while none come, :meth:`DynamoDBStore.keep_states_alive` does (the runtimes
-  call it when idle, the stack daily).
+  coming; while none come, :meth:`DynamoDBStore.keep_states_alive` does (``playpulse
+  up`` calls it hourly while idle, ``run-processor`` and the stack's rule daily).
 - dedup keys: one immutable item per applied batch (``~pp#DEDUP`` / ``<stamp>#<batch>``)
   holding its keys as 8-byte fingerprints with their expiry, and the store object's
   in-memory index of them: see :mod:`~playpulse.store.dynamodb_dedup`.

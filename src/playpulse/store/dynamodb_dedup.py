@@ -44,8 +44,7 @@ from playpulse.store.dynamodb_items import (
 from playpulse.store.dynamodb_states import LOOKBACK_US, STAMP_WIDTH, stamped_since
 
 _DEDUP_KEYS_PER_ITEM = 20_000  # 16 bytes each before compression: < 350 KB
-_DEDUP_TTL_MARGIN = timedelta(days=2)
-_US = timedelta(microseconds=1)
+_DEDUP_TTL_MARGIN_US = timedelta(days=2) // timedelta(microseconds=1)
 
 
 class DedupIndex(TableCalls):
@@ -64,7 +63,7 @@ class DedupIndex(TableCalls):
         records = prep.dedup
         step = _DEDUP_KEYS_PER_ITEM * DEDUP_RECORD.size
         expiries = [us for _, us in DEDUP_RECORD.iter_unpack(records)]
-        ttl_us = max(max(expiries), prep.stamp) + _DEDUP_TTL_MARGIN // _US
+        ttl_us = max(max(expiries), prep.stamp) + _DEDUP_TTL_MARGIN_US
         ttl_s = min(ttl_us // 1_000_000, 253_402_300_799)  # TTL beyond 9999 is useless
         requests = []
         for n, start in enumerate(range(0, len(records), step)):
